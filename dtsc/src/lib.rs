@@ -1,0 +1,21 @@
+//! `dtsc`: Sluice's media library. The media model and every format and protocol the server
+//! speaks, written sans-IO: codecs and state machines take bytes (and, where time matters,
+//! the time as an argument) and return values, bytes and events. Nothing in this crate opens
+//! a socket, starts a thread or reads a clock, so every piece can be tested and fuzzed alone.
+//!
+//! A packet's path: publisher bytes → [`rtmp`] session → [`flv`] tag → [`model::Packet`] →
+//! [`wire`] DTP2 frame in a [`shm`] page → a connector reads it → [`flv`]/[`rtmp`] or
+//! [`ts`]/[`hls`] → viewer bytes.
+
+pub mod aac;
+pub mod amf0;
+pub mod flv;
+pub mod h264;
+pub mod hls;
+pub mod model;
+pub mod rtmp;
+pub mod shm;
+pub mod ts;
+pub mod wire;
+
+pub use model::{Codec, Packet, PacketRef, Track, TrackKind};
