@@ -1,1 +1,681 @@
-//! (being written)
+//! The layout of a stream's shared memory: one writer (the stream's buffer process) and any
+//! number of readers (connector processes, one per viewer), in two regions the buffer creates
+//! as memfds and hands to each reader over its Unix socket.
+//!
+//! * The **data region** is a byte ring of `data_size` bytes holding back-to-back DTP2 frames
+//!   (MistServer's packet bytes, see [`crate::wire`]). Positions are absolute byte counts since
+//!   the buffer started; a frame at position `p` lives at `p % data_size` and never wraps (the
+//!   writer skips to the ring's start instead). The region is a sparse memfd: the writer punches
+//!   out whole [`PAGE_SIZE`] pages once they fall behind the window, so memory follows the
+//!   window, not the ring.
+//! * The **meta region** holds a fixed header of atomic counters, the stream's DTSC header
+//!   frame (tracks), a ring of packet entries (one per packet, by sequence number) and a ring
+//!   of keyframe entries (one per keyframe of the main track, by key number).
+//!
+//! Publication order (MistServer's rule, "body first, magic last", kept here as "entry first,
+//! counter last"): the writer fills a packet's bytes and its entry, then stores the new
+//! `write_seq` with `Release`. A reader loads `write_seq` with `Acquire` and may then read every
+//! entry below it. Entries and bytes are reused only after the writer has moved `first_seq`
+//! past them, so a reader validates what it read by checking `first_seq` again afterwards
+//! ([`StreamReader::still_valid`]).
+//!
+//! Waking readers: the writer bumps the 32-bit `notify` word after each batch; readers sleep
+//! on it with a futex (done by the caller, this module only exposes the word).
+//!
+//! This module only interprets memory that the caller mapped; it makes no system calls.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::model::PacketRef;
+use crate::wire;
+
+/// Unit in which the data ring is freed (bytes): 2 MiB.
+pub const PAGE_SIZE: u64 = 2 << 20;
+/// Bytes reserved for the stream's DTSC header frame (tracks).
+pub const HEADER_AREA: usize = 256 << 10;
+/// Bytes of one packet entry.
+const PKT_ENTRY: usize = 32;
+/// Bytes of one keyframe entry.
+const KEY_ENTRY: usize = 32;
+/// Bytes of the fixed header before the DTSC header area.
+const FIXED: usize = 256;
+/// Magic at the start of the meta region.
+pub const MAGIC: &[u8; 8] = b"SLUICE01";
+
+/// The stream is configured but nothing has been published yet.
+pub const STATE_WAITING: u32 = 0;
+/// A source is writing packets.
+pub const STATE_LIVE: u32 = 1;
+/// The source has ended; no packet will follow.
+pub const STATE_ENDED: u32 = 2;
+
+// Offsets of the fixed header's fields.
+const O_DATA_SIZE: usize = 8;
+const O_PKT_CAP: usize = 16;
+const O_KEY_CAP: usize = 20;
+const O_WRITE_SEQ: usize = 24;
+const O_FIRST_SEQ: usize = 32;
+const O_KEY_COUNT: usize = 40;
+const O_FIRST_KEY: usize = 48;
+const O_STATE: usize = 56;
+const O_NOTIFY: usize = 60;
+const O_HDR_VERSION: usize = 64;
+const O_HDR_LEN: usize = 72;
+const O_VIEWERS: usize = 76;
+const O_UNIXZERO: usize = 80;
+const O_BOOT_MS: usize = 88;
+const O_WRITE_POS: usize = 96;
+const O_DVR_MS: usize = 104;
+const O_PUBLISHERS: usize = 112;
+
+/// Sizes of a stream's two regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Bytes of the data ring (a multiple of [`PAGE_SIZE`]).
+    pub data_size: u64,
+    /// Packet entries in the packet ring (a power of two).
+    pub pkt_cap: u32,
+    /// Keyframe entries in the keyframe ring (a power of two).
+    pub key_cap: u32,
+}
+
+impl Default for Geometry {
+    /// 1 GiB of (sparse) data ring, 2^18 packets (about 45 min at 100 packets/s) and 2^14
+    /// keyframes (9 h at one keyframe per 2 s).
+    fn default() -> Self {
+        Geometry {
+            data_size: 1 << 30,
+            pkt_cap: 1 << 18,
+            key_cap: 1 << 14,
+        }
+    }
+}
+
+impl Geometry {
+    /// Bytes the meta region needs for this geometry.
+    pub fn meta_size(&self) -> usize {
+        FIXED + HEADER_AREA + self.pkt_cap as usize * PKT_ENTRY + self.key_cap as usize * KEY_ENTRY
+    }
+}
+
+/// One packet entry: where a packet's DTP2 frame is and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketEntry {
+    /// Absolute byte position of the DTP2 frame in the data ring.
+    pub pos: u64,
+    /// Length of the DTP2 frame in bytes.
+    pub len: u32,
+    /// Track id.
+    pub track: u32,
+    /// DTS in ms.
+    pub dts: u64,
+    /// True on a keyframe.
+    pub keyframe: bool,
+}
+
+/// One keyframe entry of the main track (video, or audio when there is no video).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// Sequence number of the keyframe's packet.
+    pub seq: u64,
+    /// DTS of the keyframe in ms.
+    pub dts: u64,
+}
+
+/// Errors found while validating a mapped meta region.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ShmError {
+    /// The meta region does not start with [`MAGIC`].
+    #[error("shared memory: bad magic, not a Sluice stream region")]
+    BadMagic,
+    /// The region is smaller than its own header says.
+    #[error("shared memory: meta region of {have} bytes, layout needs {need}")]
+    TooSmall {
+        /// Bytes mapped.
+        have: usize,
+        /// Bytes the layout needs.
+        need: usize,
+    },
+}
+
+/// Shared view of a meta region, for both sides. The memory must stay mapped as long as the
+/// view lives; all counters are accessed atomically.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    base: *mut u8,
+    geo: Geometry,
+}
+
+// SAFETY: the view only performs atomic accesses (and plain reads of bytes the protocol
+// publishes with Release/Acquire); the memory is process-shared by design.
+unsafe impl Send for Meta {}
+
+impl Meta {
+    fn u64(&self, off: usize) -> &AtomicU64 {
+        // SAFETY: off is 8-aligned and inside the region checked at construction; the mapping
+        // is page-aligned.
+        unsafe { &*(self.base.add(off) as *const AtomicU64) }
+    }
+    fn u32(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: as above, 4-aligned.
+        unsafe { &*(self.base.add(off) as *const AtomicU32) }
+    }
+
+    /// Initializes a zeroed meta region of `len` bytes for `geo` (writer side).
+    ///
+    /// # Safety
+    /// `base` must point to `len` writable, page-aligned bytes that stay mapped while any
+    /// returned view is used.
+    pub unsafe fn init(
+        base: *mut u8,
+        len: usize,
+        geo: Geometry,
+        boot_ms: u64,
+        dvr_ms: u64,
+    ) -> Result<Meta, ShmError> {
+        if len < geo.meta_size() {
+            return Err(ShmError::TooSmall {
+                have: len,
+                need: geo.meta_size(),
+            });
+        }
+        let m = Meta { base, geo };
+        m.u64(O_DATA_SIZE).store(geo.data_size, Ordering::Relaxed);
+        m.u32(O_PKT_CAP).store(geo.pkt_cap, Ordering::Relaxed);
+        m.u32(O_KEY_CAP).store(geo.key_cap, Ordering::Relaxed);
+        m.u64(O_BOOT_MS).store(boot_ms, Ordering::Relaxed);
+        m.u64(O_DVR_MS).store(dvr_ms, Ordering::Relaxed);
+        std::ptr::copy_nonoverlapping(MAGIC.as_ptr(), base, 8);
+        std::sync::atomic::fence(Ordering::Release);
+        Ok(m)
+    }
+
+    /// Opens a view on a meta region the writer initialized (reader side).
+    ///
+    /// # Safety
+    /// `base` must point to `len` readable, page-aligned bytes that stay mapped while any
+    /// returned view is used.
+    pub unsafe fn open(base: *mut u8, len: usize) -> Result<Meta, ShmError> {
+        if len < FIXED || std::slice::from_raw_parts(base, 8) != MAGIC {
+            return Err(ShmError::BadMagic);
+        }
+        let probe = Meta {
+            base,
+            geo: Geometry {
+                data_size: 0,
+                pkt_cap: 0,
+                key_cap: 0,
+            },
+        };
+        let geo = Geometry {
+            data_size: probe.u64(O_DATA_SIZE).load(Ordering::Relaxed),
+            pkt_cap: probe.u32(O_PKT_CAP).load(Ordering::Relaxed),
+            key_cap: probe.u32(O_KEY_CAP).load(Ordering::Relaxed),
+        };
+        if len < geo.meta_size() || !geo.pkt_cap.is_power_of_two() || !geo.key_cap.is_power_of_two()
+        {
+            return Err(ShmError::TooSmall {
+                have: len,
+                need: geo.meta_size(),
+            });
+        }
+        Ok(Meta { base, geo })
+    }
+
+    /// The geometry stored in the region.
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+    /// Sequence number the next packet will get (= packets written so far).
+    pub fn write_seq(&self) -> u64 {
+        self.u64(O_WRITE_SEQ).load(Ordering::Acquire)
+    }
+    /// Oldest packet sequence number still inside the window.
+    pub fn first_seq(&self) -> u64 {
+        self.u64(O_FIRST_SEQ).load(Ordering::Acquire)
+    }
+    /// Number of keyframes written so far (the next key number).
+    pub fn key_count(&self) -> u64 {
+        self.u64(O_KEY_COUNT).load(Ordering::Acquire)
+    }
+    /// Oldest key number still inside the window.
+    pub fn first_key(&self) -> u64 {
+        self.u64(O_FIRST_KEY).load(Ordering::Acquire)
+    }
+    /// [`STATE_WAITING`], [`STATE_LIVE`] or [`STATE_ENDED`].
+    pub fn state(&self) -> u32 {
+        self.u32(O_STATE).load(Ordering::Acquire)
+    }
+    /// The futex word bumped after every batch of packets or state change.
+    pub fn notify_word(&self) -> &AtomicU32 {
+        self.u32(O_NOTIFY)
+    }
+    /// Number of readers attached (kept by the writer).
+    pub fn viewers(&self) -> u32 {
+        self.u32(O_VIEWERS).load(Ordering::Relaxed)
+    }
+    /// Number of publishers attached (0 or 1).
+    pub fn publishers(&self) -> u32 {
+        self.u32(O_PUBLISHERS).load(Ordering::Relaxed)
+    }
+    /// Unix time in ms of the stream's time zero (DTSC `unixzero`).
+    pub fn unixzero(&self) -> i64 {
+        self.u64(O_UNIXZERO).load(Ordering::Relaxed) as i64
+    }
+    /// Unix time in ms when the buffer started: names this buffer's generation, so that URLs
+    /// of segments from an earlier run of the stream never match.
+    pub fn boot_ms(&self) -> u64 {
+        self.u64(O_BOOT_MS).load(Ordering::Relaxed)
+    }
+    /// The window (DVR) length in ms.
+    pub fn dvr_ms(&self) -> u64 {
+        self.u64(O_DVR_MS).load(Ordering::Relaxed)
+    }
+    /// Absolute data-ring position where the next frame goes.
+    pub fn write_pos(&self) -> u64 {
+        self.u64(O_WRITE_POS).load(Ordering::Acquire)
+    }
+    /// Version of the DTSC header frame; odd while the writer is replacing it.
+    pub fn header_version(&self) -> u64 {
+        self.u64(O_HDR_VERSION).load(Ordering::Acquire)
+    }
+
+    /// Copies the current DTSC header frame (empty before the first one), retrying while the
+    /// writer is replacing it. Returns the copy and its version.
+    pub fn header(&self) -> (Vec<u8>, u64) {
+        loop {
+            let v1 = self.header_version();
+            if v1 % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let len = (self.u32(O_HDR_LEN).load(Ordering::Acquire) as usize).min(HEADER_AREA);
+            let mut out = vec![0u8; len];
+            for (i, b) in out.iter_mut().enumerate() {
+                // SAFETY: inside the header area; bytes read one by one through atomics would
+                // be slower and a torn copy is detected by the version check below.
+                *b = unsafe { std::ptr::read_volatile(self.base.add(FIXED + i)) };
+            }
+            std::sync::atomic::fence(Ordering::Acquire);
+            if self.header_version() == v1 {
+                return (out, v1);
+            }
+        }
+    }
+
+    fn pkt_slot(&self, seq: u64) -> usize {
+        FIXED + HEADER_AREA + (seq as usize & (self.geo.pkt_cap as usize - 1)) * PKT_ENTRY
+    }
+    fn key_slot(&self, key: u64) -> usize {
+        FIXED
+            + HEADER_AREA
+            + self.geo.pkt_cap as usize * PKT_ENTRY
+            + (key as usize & (self.geo.key_cap as usize - 1)) * KEY_ENTRY
+    }
+
+    /// The entry of packet `seq`, or `None` outside `first_seq..write_seq`. The caller must
+    /// check [`Meta::first_seq`] again after using the packet's bytes.
+    pub fn packet(&self, seq: u64) -> Option<PacketEntry> {
+        if seq >= self.write_seq() || seq < self.first_seq() {
+            return None;
+        }
+        let s = self.pkt_slot(seq);
+        let pos = self.u64(s).load(Ordering::Relaxed);
+        let dts = self.u64(s + 8).load(Ordering::Relaxed);
+        let len = self.u32(s + 16).load(Ordering::Relaxed);
+        let track = self.u32(s + 20).load(Ordering::Relaxed);
+        let flags = self.u32(s + 24).load(Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Acquire);
+        if seq < self.first_seq() {
+            return None;
+        }
+        Some(PacketEntry {
+            pos,
+            len,
+            track,
+            dts,
+            keyframe: flags & 1 != 0,
+        })
+    }
+
+    /// The entry of keyframe number `key`, or `None` outside `first_key..key_count`.
+    pub fn key(&self, key: u64) -> Option<KeyEntry> {
+        if key >= self.key_count() || key < self.first_key() {
+            return None;
+        }
+        let s = self.key_slot(key);
+        let seq = self.u64(s).load(Ordering::Relaxed);
+        let dts = self.u64(s + 8).load(Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Acquire);
+        if key < self.first_key() {
+            return None;
+        }
+        Some(KeyEntry { seq, dts })
+    }
+
+    /// The newest keyframe in the window, as (key number, entry).
+    pub fn latest_key(&self) -> Option<(u64, KeyEntry)> {
+        let count = self.key_count();
+        let k = count.checked_sub(1)?;
+        self.key(k).map(|e| (k, e))
+    }
+}
+
+/// The writer's side: the only code that changes the counters. Owned by the buffer process.
+pub struct StreamWriter {
+    meta: Meta,
+    data: *mut u8,
+    /// The track whose keyframes cut the stream, and whether it is video.
+    main: Option<(u32, bool)>,
+    last_main_key_dts: Option<u64>,
+    /// Data ring position up to which pages were already freed.
+    freed_to: u64,
+    scratch: Vec<u8>,
+}
+
+// SAFETY: the writer is the single owner of the mapping's write side.
+unsafe impl Send for StreamWriter {}
+
+/// A range of the data ring (ring offsets, page-aligned) that the caller may free, for example
+/// with `fallocate(FALLOC_FL_PUNCH_HOLE)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeRange {
+    /// Ring offset of the first byte.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// An audio-only stream gets a "virtual keyframe" when this much time (ms) has passed since
+/// the last one, so that it can be cut into segments (MistServer uses about 2047 ms).
+pub const AUDIO_KEY_INTERVAL_MS: u64 = 2047;
+
+impl StreamWriter {
+    /// Wraps an initialized meta region and the data ring.
+    ///
+    /// # Safety
+    /// `data` must point to `meta.geometry().data_size` writable bytes, mapped as long as the
+    /// writer lives.
+    pub unsafe fn new(meta: Meta, data: *mut u8) -> StreamWriter {
+        StreamWriter {
+            meta,
+            data,
+            main: None,
+            last_main_key_dts: None,
+            freed_to: 0,
+            scratch: Vec::with_capacity(1 << 16),
+        }
+    }
+
+    /// The shared view.
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// Replaces the stream's DTSC header frame and names the track whose keyframes cut the
+    /// stream: `main` is (track id, is video): the video track, or the audio track of an
+    /// audio-only stream, which gets a virtual keyframe every [`AUDIO_KEY_INTERVAL_MS`].
+    /// Frames larger than [`HEADER_AREA`] are refused with `false`.
+    pub fn set_header(&mut self, frame: &[u8], main: Option<(u32, bool)>) -> bool {
+        if frame.len() > HEADER_AREA {
+            return false;
+        }
+        if self.main != main {
+            self.last_main_key_dts = None;
+        }
+        self.main = main;
+        let v = self.meta.u64(O_HDR_VERSION);
+        let ver = v.load(Ordering::Relaxed);
+        v.store(ver + 1, Ordering::Release);
+        std::sync::atomic::fence(Ordering::Release);
+        // SAFETY: inside the header area, checked above.
+        unsafe {
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), self.meta.base.add(FIXED), frame.len())
+        };
+        self.meta
+            .u32(O_HDR_LEN)
+            .store(frame.len() as u32, Ordering::Release);
+        v.store(ver + 2, Ordering::Release);
+        true
+    }
+
+    /// Sets the stream state and wakes readers.
+    pub fn set_state(&mut self, state: u32) {
+        self.meta.u32(O_STATE).store(state, Ordering::Release);
+        self.bump_notify();
+    }
+
+    /// Sets `unixzero`, the Unix time in ms of the stream's time zero.
+    pub fn set_unixzero(&mut self, ms: i64) {
+        self.meta
+            .u64(O_UNIXZERO)
+            .store(ms as u64, Ordering::Relaxed);
+    }
+
+    /// Records how many readers and publishers are attached (for the controller's stats).
+    pub fn set_counts(&mut self, viewers: u32, publishers: u32) {
+        self.meta.u32(O_VIEWERS).store(viewers, Ordering::Relaxed);
+        self.meta
+            .u32(O_PUBLISHERS)
+            .store(publishers, Ordering::Relaxed);
+    }
+
+    /// Bumps the futex word; the caller then wakes sleepers with `FUTEX_WAKE`.
+    pub fn bump_notify(&mut self) {
+        self.meta.notify_word().fetch_add(1, Ordering::Release);
+    }
+
+    /// Starts a new run of the stream (a new publisher after the old one ended): every packet
+    /// so far leaves the window, sequence and key numbers go on.
+    pub fn reset_window(&mut self) {
+        let ws = self.meta.u64(O_WRITE_SEQ).load(Ordering::Relaxed);
+        let kc = self.meta.u64(O_KEY_COUNT).load(Ordering::Relaxed);
+        self.meta.u64(O_FIRST_SEQ).store(ws, Ordering::Release);
+        self.meta.u64(O_FIRST_KEY).store(kc, Ordering::Release);
+        self.last_main_key_dts = None;
+    }
+
+    /// Appends one packet: writes its DTP2 frame into the data ring and its entry into the
+    /// packet ring, records a keyframe of the main track (or a virtual keyframe of an
+    /// audio-only main track), moves the window so that it spans at least `dvr_ms` and starts
+    /// on a keyframe, and publishes the packet. Returns the data-ring ranges that left the
+    /// window and may be freed. The caller bumps the notify word once per batch.
+    ///
+    /// Packets of a frame larger than a quarter of the ring are dropped (returns `None`).
+    pub fn append(&mut self, p: &PacketRef) -> Option<Vec<FreeRange>> {
+        let geo = self.meta.geo;
+        self.scratch.clear();
+        wire::write_packet(p, &mut self.scratch);
+        let len = self.scratch.len() as u64;
+        if len > geo.data_size / 4 {
+            return None;
+        }
+        let mut pos = self.meta.u64(O_WRITE_POS).load(Ordering::Relaxed);
+        if pos % geo.data_size + len > geo.data_size {
+            pos += geo.data_size - pos % geo.data_size;
+        }
+        let seq = self.meta.u64(O_WRITE_SEQ).load(Ordering::Relaxed);
+
+        // Is this a keyframe that cuts the stream?
+        let cuts = match self.main {
+            Some((id, true)) if id == p.track => p.keyframe,
+            Some((id, false)) if id == p.track => self
+                .last_main_key_dts
+                .is_none_or(|last| p.dts.saturating_sub(last) >= AUDIO_KEY_INTERVAL_MS),
+            _ => false,
+        };
+
+        // Move the window: keep at least dvr_ms behind this packet, never reuse bytes or
+        // entries still inside it.
+        self.trim(seq, pos + len, p.dts, cuts);
+
+        // Bytes first.
+        let off = (pos % geo.data_size) as usize;
+        // SAFETY: off + len <= data_size by the wrap above.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.scratch.as_ptr(), self.data.add(off), len as usize)
+        };
+        // Then the entry.
+        let s = self.meta.pkt_slot(seq);
+        self.meta.u64(s).store(pos, Ordering::Relaxed);
+        self.meta.u64(s + 8).store(p.dts, Ordering::Relaxed);
+        self.meta.u32(s + 16).store(len as u32, Ordering::Relaxed);
+        self.meta.u32(s + 20).store(p.track, Ordering::Relaxed);
+        self.meta
+            .u32(s + 24)
+            .store((p.keyframe || cuts) as u32, Ordering::Relaxed);
+        if cuts {
+            let k = self.meta.u64(O_KEY_COUNT).load(Ordering::Relaxed);
+            let ks = self.meta.key_slot(k);
+            self.meta.u64(ks).store(seq, Ordering::Relaxed);
+            self.meta.u64(ks + 8).store(p.dts, Ordering::Relaxed);
+            self.meta.u64(O_KEY_COUNT).store(k + 1, Ordering::Release);
+            self.last_main_key_dts = Some(p.dts);
+        }
+        self.meta
+            .u64(O_WRITE_POS)
+            .store(pos + len, Ordering::Release);
+        // Last, the counter that publishes it.
+        self.meta.u64(O_WRITE_SEQ).store(seq + 1, Ordering::Release);
+        Some(self.free_ranges())
+    }
+
+    fn trim(&mut self, seq: u64, end_pos: u64, now_dts: u64, cuts: bool) {
+        let geo = self.meta.geo;
+        let dvr = self.meta.dvr_ms();
+        let mut first_key = self.meta.u64(O_FIRST_KEY).load(Ordering::Relaxed);
+        let key_count = self.meta.u64(O_KEY_COUNT).load(Ordering::Relaxed) + cuts as u64;
+        let mut first_seq = self.meta.u64(O_FIRST_SEQ).load(Ordering::Relaxed);
+        // Drop whole GOPs from the front while the next keyframe is already dvr_ms old, while
+        // the key ring would overflow, and while the oldest bytes would be overwritten.
+        loop {
+            if first_key + 1 >= key_count {
+                break;
+            }
+            let next = self.meta.key_slot(first_key + 1);
+            let next_seq = self.meta.u64(next).load(Ordering::Relaxed);
+            let next_dts = self.meta.u64(next + 8).load(Ordering::Relaxed);
+            let too_old = now_dts.saturating_sub(next_dts) >= dvr;
+            let keys_full = key_count - first_key >= geo.key_cap as u64;
+            let pkts_full = seq + 1 - first_seq >= geo.pkt_cap as u64;
+            let first_pos = self
+                .meta
+                .u64(self.meta.pkt_slot(first_seq))
+                .load(Ordering::Relaxed);
+            let bytes_full = seq > first_seq && end_pos.saturating_sub(first_pos) > geo.data_size;
+            if !(too_old || keys_full || pkts_full || bytes_full) {
+                break;
+            }
+            first_key += 1;
+            first_seq = next_seq;
+        }
+        // Without keyframes (or inside one huge GOP) the rings must still never overrun.
+        while seq > first_seq
+            && (seq + 1 - first_seq >= geo.pkt_cap as u64 || {
+                let first_pos = self
+                    .meta
+                    .u64(self.meta.pkt_slot(first_seq))
+                    .load(Ordering::Relaxed);
+                end_pos.saturating_sub(first_pos) > geo.data_size
+            })
+        {
+            first_seq += 1;
+            while first_key < key_count.saturating_sub(cuts as u64) && {
+                let ks = self.meta.key_slot(first_key);
+                self.meta.u64(ks).load(Ordering::Relaxed) < first_seq
+            } {
+                first_key += 1;
+            }
+        }
+        self.meta
+            .u64(O_FIRST_KEY)
+            .store(first_key, Ordering::Release);
+        self.meta
+            .u64(O_FIRST_SEQ)
+            .store(first_seq, Ordering::Release);
+        // Readers that validate after this store see the move before any byte is reused.
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Whole pages of the ring behind the window's oldest packet that were not freed yet.
+    fn free_ranges(&mut self) -> Vec<FreeRange> {
+        let geo = self.meta.geo;
+        let first_seq = self.meta.u64(O_FIRST_SEQ).load(Ordering::Relaxed);
+        let write_seq = self.meta.u64(O_WRITE_SEQ).load(Ordering::Relaxed);
+        let oldest = if first_seq < write_seq {
+            self.meta
+                .u64(self.meta.pkt_slot(first_seq))
+                .load(Ordering::Relaxed)
+        } else {
+            self.meta.u64(O_WRITE_POS).load(Ordering::Relaxed)
+        };
+        let upto = oldest / PAGE_SIZE * PAGE_SIZE;
+        let mut out = Vec::new();
+        if upto <= self.freed_to {
+            return out;
+        }
+        let mut at = self.freed_to;
+        while at < upto {
+            let off = at % geo.data_size;
+            let len = (upto - at).min(geo.data_size - off);
+            out.push(FreeRange { offset: off, len });
+            at += len;
+        }
+        self.freed_to = upto;
+        out
+    }
+}
+
+/// A reader's view: the meta region plus the data ring, both mapped read-only.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamReader {
+    meta: Meta,
+    data: *const u8,
+}
+
+// SAFETY: read-only view of process-shared memory.
+unsafe impl Send for StreamReader {}
+
+impl StreamReader {
+    /// Wraps a meta view and the data ring.
+    ///
+    /// # Safety
+    /// `data` must point to `meta.geometry().data_size` readable bytes, mapped as long as the
+    /// reader lives.
+    pub unsafe fn new(meta: Meta, data: *const u8) -> StreamReader {
+        StreamReader { meta, data }
+    }
+
+    /// The shared counters.
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// The DTP2 frame bytes of packet `seq` and its entry, or `None` when it is outside the
+    /// window. The bytes live in shared memory: call [`StreamReader::still_valid`] after using
+    /// them (the writer reuses bytes only after moving the window past them).
+    pub fn frame(&self, seq: u64) -> Option<(PacketEntry, &[u8])> {
+        let e = self.meta.packet(seq)?;
+        let size = self.meta.geo.data_size;
+        let off = e.pos % size;
+        if off + e.len as u64 > size {
+            return None;
+        }
+        // SAFETY: inside the mapped ring (checked above).
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.data.add(off as usize), e.len as usize) };
+        Some((e, bytes))
+    }
+
+    /// Packet `seq` parsed (zero copy), or `None` when outside the window or unparsable.
+    pub fn packet(&self, seq: u64) -> Option<PacketRef<'_>> {
+        let (_, bytes) = self.frame(seq)?;
+        wire::parse_packet(bytes).ok()
+    }
+
+    /// True when packet `seq` is still inside the window, so bytes read from it were intact.
+    pub fn still_valid(&self, seq: u64) -> bool {
+        std::sync::atomic::fence(Ordering::Acquire);
+        seq >= self.meta.first_seq()
+    }
+}

@@ -1,0 +1,428 @@
+//! The buffer: one process per live stream. It owns the stream's shared memory (see
+//! `dtsc::shm` for the layout and [`ipc`] for the regions and the socket handshake), takes
+//! packets from one publisher (or from its own file input), keeps them for the stream's window
+//! (`DVR`, default 50 s), and lets any number of connectors map the pages and read packets
+//! straight from them. It ends itself when the stream has been idle for a while.
+//!
+//! Started by the controller as `sluice buffer --stream NAME --source SRC --rundir DIR`.
+
+pub mod input;
+pub mod ipc;
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use dtsc::shm::{self, Geometry, Meta, StreamWriter};
+use dtsc::wire::{self, Frame, Header, Value};
+use dtsc::{PacketRef, Track, TrackKind};
+use memmap2::MmapMut;
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+
+/// What the controller passes to a buffer.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BufferArgs {
+    /// Stream name.
+    #[arg(long)]
+    pub stream: String,
+    /// Source: `push://…` (publishers write into it) or a file path (looped live).
+    #[arg(long, default_value = "push://")]
+    pub source: String,
+    /// Window (DVR) length in ms.
+    #[arg(long, default_value_t = 50_000)]
+    pub dvr_ms: u64,
+    /// Folder of the Unix sockets.
+    #[arg(long)]
+    pub rundir: PathBuf,
+    /// End after this many ms with neither publisher nor viewers.
+    #[arg(long, default_value_t = 20_000)]
+    pub idle_ms: u64,
+    /// After the publisher left, keep serving the ended stream this many ms (HLS players
+    /// still fetch the last segments and the playlist with `#EXT-X-ENDLIST`).
+    #[arg(long, default_value_t = 30_000)]
+    pub linger_ms: u64,
+    /// Size of the data ring in MiB (sparse: memory follows the window).
+    #[arg(long, default_value_t = 1024)]
+    pub ring_mib: u64,
+}
+
+static TERM: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_term(_: libc::c_int) {
+    TERM.store(true, Ordering::SeqCst);
+}
+
+/// Installs SIGTERM/SIGINT handlers that set a flag the loops check.
+pub fn install_term_handler() -> &'static AtomicBool {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_term),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let _ = sigaction(Signal::SIGTERM, &act);
+        let _ = sigaction(Signal::SIGINT, &act);
+    }
+    &TERM
+}
+
+enum Role {
+    New,
+    Viewer,
+    Publisher,
+    Observer,
+}
+
+struct Conn {
+    sock: UnixStream,
+    role: Role,
+    inbuf: Vec<u8>,
+}
+
+const LISTENER: Token = Token(0);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn cmd(name: &str, members: Vec<(&str, Value)>) -> Value {
+    let mut v = vec![("cmd".to_string(), Value::Str(name.as_bytes().to_vec()))];
+    v.extend(members.into_iter().map(|(k, v)| (k.to_string(), v)));
+    Value::Object(v)
+}
+
+/// The track whose keyframes cut the stream: the first video track, else the first audio one.
+fn main_track(tracks: &[Track]) -> Option<(u32, bool)> {
+    tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Video)
+        .map(|t| (t.id, true))
+        .or_else(|| {
+            tracks
+                .iter()
+                .find(|t| t.kind == TrackKind::Audio)
+                .map(|t| (t.id, false))
+        })
+}
+
+struct Buffer {
+    args: BufferArgs,
+    writer: StreamWriter,
+    data_fd: OwnedFd,
+    meta_fd: OwnedFd,
+    geo: Geometry,
+    _maps: (MmapMut, MmapMut),
+    /// DTS → wall clock offset is fixed by the first packet of a run.
+    zero_set: bool,
+    dirty: bool,
+}
+
+impl Buffer {
+    fn log(&self, msg: &str) {
+        eprintln!("[buffer {} {}] {msg}", self.args.stream, std::process::id());
+    }
+
+    fn set_tracks(&mut self, tracks: &[Track]) {
+        let header = Header {
+            live: true,
+            unixzero: Some(self.writer.meta().unixzero()),
+            tracks: tracks.to_vec(),
+        };
+        let mut frame = Vec::new();
+        wire::write_header(&header, &mut frame);
+        if !self.writer.set_header(&frame, main_track(tracks)) {
+            self.log("track header too large; ignored");
+        }
+        self.dirty = true;
+    }
+
+    fn append(&mut self, p: &PacketRef, wall: i64) {
+        if !self.zero_set {
+            self.writer.set_unixzero(wall - p.dts as i64);
+            self.zero_set = true;
+        }
+        if let Some(ranges) = self.writer.append(p) {
+            for r in ranges {
+                if let Err(e) = ipc::punch_hole(&self.data_fd, r.offset, r.len) {
+                    self.log(&format!("freeing pages: {e:#}"));
+                }
+            }
+        } else {
+            self.log(&format!(
+                "dropped a packet of {} bytes: larger than a quarter of the ring",
+                p.data.len()
+            ));
+        }
+        self.dirty = true;
+    }
+
+    fn wake(&mut self) {
+        if self.dirty {
+            self.writer.bump_notify();
+            ipc::futex_wake(self.writer.meta().notify_word());
+            self.dirty = false;
+        }
+    }
+}
+
+/// Runs a buffer until it is idle, ended, or told to stop. The socket is removed on exit.
+pub fn run(args: BufferArgs) -> Result<()> {
+    let term = install_term_handler();
+    let geo = Geometry {
+        data_size: args.ring_mib.max(8) << 20,
+        ..Geometry::default()
+    };
+    let (meta_fd, mut meta_map) = ipc::create_region("sluice-meta", geo.meta_size() as u64)?;
+    let (data_fd, mut data_map) = ipc::create_region("sluice-data", geo.data_size)?;
+    let boot = now_ms() as u64;
+    // SAFETY: fresh zeroed mappings that live in `_maps` as long as the writer.
+    let writer = unsafe {
+        let meta = Meta::init(
+            meta_map.as_mut_ptr(),
+            meta_map.len(),
+            geo,
+            boot,
+            args.dvr_ms,
+        )?;
+        StreamWriter::new(meta, data_map.as_mut_ptr())
+    };
+    let path = ipc::socket_path(&args.rundir, &args.stream);
+    let _ = std::fs::remove_file(&path);
+    let mut listener =
+        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    let mut b = Buffer {
+        args: args.clone(),
+        writer,
+        data_fd,
+        meta_fd,
+        geo,
+        _maps: (meta_map, data_map),
+        zero_set: false,
+        dirty: false,
+    };
+
+    let mut input = if args.source.starts_with("push://") {
+        None
+    } else {
+        let f = input::LoopedFile::open_flv(&args.source, 6000, Instant::now())?;
+        b.set_tracks(&f.tracks.clone());
+        b.writer.set_state(shm::STATE_LIVE);
+        b.log(&format!("playing {} as a live loop", args.source));
+        Some(f)
+    };
+
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut conns: HashMap<Token, Conn> = HashMap::new();
+    let mut next_token = 1usize;
+    let mut events = Events::with_capacity(64);
+    let mut idle_since = Some(Instant::now());
+    let mut ended_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 256 << 10];
+    b.log("ready");
+
+    loop {
+        let now = Instant::now();
+        let mut timeout = Duration::from_millis(250);
+        if let Some(f) = &input {
+            timeout = timeout.min(f.next_due().saturating_duration_since(now));
+        }
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(e.into());
+            }
+        }
+        if term.load(Ordering::SeqCst) {
+            b.log("stopping");
+            break;
+        }
+        for ev in events.iter() {
+            if ev.token() == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((mut sock, _)) => {
+                            let t = Token(next_token);
+                            next_token += 1;
+                            poll.registry().register(&mut sock, t, Interest::READABLE)?;
+                            conns.insert(
+                                t,
+                                Conn {
+                                    sock,
+                                    role: Role::New,
+                                    inbuf: Vec::new(),
+                                },
+                            );
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                continue;
+            }
+            let t = ev.token();
+            let mut close = false;
+            if let Some(c) = conns.get_mut(&t) {
+                loop {
+                    match c.sock.read(&mut buf) {
+                        Ok(0) => {
+                            close = true;
+                            break;
+                        }
+                        Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(_) => {
+                            close = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some(mut c) = conns.remove(&t) {
+                if let Err(e) = handle_input(&mut b, &mut c, input.is_some(), &mut ended_at) {
+                    b.log(&format!("dropping a client: {e:#}"));
+                    close = true;
+                }
+                if close {
+                    if matches!(c.role, Role::Publisher) {
+                        b.log("publisher left; stream ended");
+                        b.writer.set_state(shm::STATE_ENDED);
+                        b.dirty = true;
+                        ended_at = Some(Instant::now());
+                    }
+                    let _ = poll.registry().deregister(&mut c.sock);
+                } else {
+                    conns.insert(t, c);
+                }
+            }
+        }
+        if let Some(f) = &mut input {
+            let now = Instant::now();
+            while let Some(p) = f.poll(now) {
+                let wall = now_ms() - now.saturating_duration_since(f.start()).as_millis() as i64;
+                b.append(&p.as_ref(), wall);
+            }
+        }
+        let viewers = conns
+            .values()
+            .filter(|c| matches!(c.role, Role::Viewer))
+            .count() as u32;
+        let publishers = conns
+            .values()
+            .filter(|c| matches!(c.role, Role::Publisher))
+            .count() as u32;
+        b.writer.set_counts(viewers, publishers);
+        b.wake();
+
+        // Idle and end-of-stream bookkeeping.
+        let now = Instant::now();
+        if viewers == 0 && publishers == 0 {
+            let since = *idle_since.get_or_insert(now);
+            if now.duration_since(since) >= Duration::from_millis(args.idle_ms) {
+                b.log("idle; exiting");
+                break;
+            }
+        } else {
+            idle_since = None;
+        }
+        if let Some(at) = ended_at {
+            if publishers == 0 && now.duration_since(at) >= Duration::from_millis(args.linger_ms) {
+                b.log("ended stream served long enough; exiting");
+                break;
+            }
+        }
+    }
+    b.writer.set_state(shm::STATE_ENDED);
+    b.dirty = true;
+    b.wake();
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+fn handle_input(
+    b: &mut Buffer,
+    c: &mut Conn,
+    has_input: bool,
+    ended_at: &mut Option<Instant>,
+) -> Result<()> {
+    let mut used = 0;
+    let wall = now_ms();
+    while let Some((frame, n)) = wire::parse_frame(&c.inbuf[used..])? {
+        used += n;
+        match (&c.role, frame) {
+            (Role::New, Frame::Command(v)) => {
+                let mode = v.get("mode").and_then(|m| m.as_str()).unwrap_or("");
+                let fds = [b.meta_fd.as_raw_fd(), b.data_fd.as_raw_fd()];
+                let ok = cmd(
+                    "attached",
+                    vec![
+                        ("meta_size", Value::Int(b.geo.meta_size() as i64)),
+                        ("data_size", Value::Int(b.geo.data_size as i64)),
+                    ],
+                );
+                match mode {
+                    "play" => {
+                        ipc::send_command(c.sock.as_raw_fd(), &ok, &fds)?;
+                        c.role = Role::Viewer;
+                    }
+                    "observe" => {
+                        ipc::send_command(c.sock.as_raw_fd(), &ok, &fds)?;
+                        c.role = Role::Observer;
+                    }
+                    "push" => {
+                        let refuse = if has_input {
+                            Some("the stream has a file source")
+                        } else if b.writer.meta().publishers() > 0 {
+                            Some("another publisher is live on this stream")
+                        } else {
+                            None
+                        };
+                        if let Some(reason) = refuse {
+                            let err = cmd("error", vec![("reason", Value::Str(reason.into()))]);
+                            let _ = ipc::send_command(c.sock.as_raw_fd(), &err, &[]);
+                            anyhow::bail!("push refused: {reason}");
+                        }
+                        if b.writer.meta().state() == shm::STATE_ENDED {
+                            b.writer.reset_window();
+                        }
+                        b.zero_set = false;
+                        *ended_at = None;
+                        ipc::send_command(c.sock.as_raw_fd(), &ok, &fds)?;
+                        c.role = Role::Publisher;
+                        b.writer.set_counts(b.writer.meta().viewers(), 1);
+                        b.log("publisher attached");
+                    }
+                    other => anyhow::bail!("unknown attach mode {other:?}"),
+                }
+            }
+            (Role::Publisher, Frame::Header(v)) => {
+                let h = Header::from_value(&v)?;
+                b.set_tracks(&h.tracks);
+                if b.writer.meta().state() != shm::STATE_LIVE {
+                    b.writer.set_state(shm::STATE_LIVE);
+                }
+            }
+            (Role::Publisher, Frame::Packet(p)) => {
+                b.append(&p, wall);
+            }
+            (_, Frame::Command(v)) if v.get("cmd").and_then(|c| c.as_str()) == Some("ping") => {}
+            _ => anyhow::bail!("unexpected frame for this client's role"),
+        }
+    }
+    c.inbuf.drain(..used);
+    if c.inbuf.len() > 64 << 20 {
+        anyhow::bail!("more than 64 MiB of unparsed input");
+    }
+    Ok(())
+}
