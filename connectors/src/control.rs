@@ -1,0 +1,77 @@
+//! The client side of the controller's Unix socket (`RUNDIR/controller.sock`): a connector
+//! asks to open a stream for playing or publishing, and the controller checks the stream's
+//! config (is it configured, may this address publish, wildcard `BASE+SUFFIX`), starts its
+//! buffer when needed, and answers with the buffer's socket.
+//!
+//! Request `{"cmd":"open","stream":S,"mode":"play"|"push","addr":IP,"key":K}`; answers
+//! `{"cmd":"ok","socket":PATH}` or `{"cmd":"error","code":"notfound"|"forbidden"|"failed",
+//! "reason":TEXT}` (DTSC `DTCM` frames).
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use buffer::ipc;
+use dtsc::wire::Value;
+
+/// Why a stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No such stream is configured.
+    #[error("stream not found: {0}")]
+    NotFound(String),
+    /// The stream exists but this client may not do this (for example publish from afar).
+    #[error("refused: {0}")]
+    Forbidden(String),
+    /// Anything else (the controller is gone, the buffer did not start).
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+/// Asks the controller to open `stream`. `push` selects publishing; `addr` is the client's IP
+/// address; `key` the stream key the client gave, if any.
+pub fn open(
+    rundir: &Path,
+    stream: &str,
+    push: bool,
+    addr: &str,
+    key: Option<&str>,
+) -> Result<PathBuf, OpenError> {
+    let fail = |e: anyhow::Error| OpenError::Failed(format!("{e:#}"));
+    let sock = UnixStream::connect(rundir.join("controller.sock"))
+        .map_err(|e| OpenError::Failed(format!("controller unreachable: {e}")))?;
+    let mut members = vec![
+        ("cmd".to_string(), Value::Str(b"open".to_vec())),
+        ("stream".to_string(), Value::Str(stream.as_bytes().to_vec())),
+        (
+            "mode".to_string(),
+            Value::Str(if push {
+                b"push".to_vec()
+            } else {
+                b"play".to_vec()
+            }),
+        ),
+        ("addr".to_string(), Value::Str(addr.as_bytes().to_vec())),
+    ];
+    if let Some(k) = key {
+        members.push(("key".to_string(), Value::Str(k.as_bytes().to_vec())));
+    }
+    ipc::send_command(sock.as_raw_fd(), &Value::Object(members), &[]).map_err(fail)?;
+    let (reply, _) = ipc::recv_command(&sock, Duration::from_secs(15)).map_err(fail)?;
+    let s = |k: &str| {
+        reply
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    match s("cmd").as_str() {
+        "ok" => Ok(PathBuf::from(s("socket"))),
+        _ => match s("code").as_str() {
+            "notfound" => Err(OpenError::NotFound(s("reason"))),
+            "forbidden" => Err(OpenError::Forbidden(s("reason"))),
+            _ => Err(OpenError::Failed(s("reason"))),
+        },
+    }
+}

@@ -1,0 +1,189 @@
+//! The core of the one connection loop every output shares (MistServer's `Output` base, as a
+//! small struct instead of a base class): attach to a stream's buffer, wait until it has
+//! tracks and keyframes, pick where to start, and read packets one by one straight from the
+//! shared-memory pages, sleeping on the buffer's futex when caught up.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use buffer::ipc::{self, Attached, Mode};
+use dtsc::shm::{self, StreamReader};
+use dtsc::wire::{self, Frame, Header};
+use dtsc::{PacketRef, Track};
+
+use crate::control::{self, OpenError};
+
+/// What [`Cursor::next`] found.
+pub enum Next<'a> {
+    /// Packet `seq`; check [`Cursor::still_valid`] after using its bytes.
+    Packet(u64, PacketRef<'a>),
+    /// The stream's tracks changed (a new header): re-send init data before the next packet.
+    TracksChanged,
+    /// Nothing new yet: sleep with [`Cursor::wait`] passing this futex value.
+    Wait(u32),
+    /// The source ended and every packet was read.
+    Ended,
+}
+
+/// A viewer's position in a stream.
+pub struct Cursor {
+    attached: Attached,
+    reader: StreamReader,
+    tracks: Vec<Track>,
+    header_version: u64,
+    seq: u64,
+    /// Packets skipped because this viewer fell out of the window.
+    pub skipped: u64,
+}
+
+impl Cursor {
+    /// Opens `stream` through the controller and attaches to its buffer as a viewer.
+    pub fn open(rundir: &Path, stream: &str, addr: &str) -> Result<Cursor, OpenError> {
+        let sock = control::open(rundir, stream, false, addr, None)?;
+        let attached = ipc::attach(&sock, Mode::Play)
+            .or_else(|_| {
+                // The buffer may have just exited: ask once more (the controller restarts it).
+                let sock = control::open(rundir, stream, false, addr, None)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                ipc::attach(&sock, Mode::Play)
+            })
+            .map_err(|e| OpenError::Failed(format!("{e:#}")))?;
+        let reader = attached
+            .reader()
+            .map_err(|e| OpenError::Failed(format!("{e:#}")))?;
+        let mut c = Cursor {
+            attached,
+            reader,
+            tracks: Vec::new(),
+            header_version: u64::MAX,
+            seq: 0,
+            skipped: 0,
+        };
+        c.reload_tracks();
+        Ok(c)
+    }
+
+    /// The shared-memory reader (for outputs that walk the index themselves, such as HLS).
+    pub fn reader(&self) -> &StreamReader {
+        &self.reader
+    }
+
+    /// The stream's tracks as of the last header read.
+    pub fn tracks(&self) -> &[Track] {
+        &self.tracks
+    }
+
+    /// Re-reads the DTSC header if the buffer replaced it; true when it changed.
+    pub fn reload_tracks(&mut self) -> bool {
+        let meta = self.reader.meta();
+        if meta.header_version() == self.header_version {
+            return false;
+        }
+        let (bytes, version) = meta.header();
+        self.header_version = version;
+        if let Ok(Some((Frame::Header(v), _))) = wire::parse_frame(&bytes) {
+            if let Ok(h) = Header::from_value(&v) {
+                self.tracks = h.tracks;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Waits until the stream is live with tracks and at least `min_keys` keyframes in the
+    /// window (an ended stream with at least one keyframe also counts), at most `timeout`.
+    pub fn wait_ready(&mut self, timeout: Duration, min_keys: u64) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let meta = *self.reader.meta();
+            let seen = meta
+                .notify_word()
+                .load(std::sync::atomic::Ordering::Acquire);
+            self.reload_tracks();
+            let keys = meta.key_count() - meta.first_key();
+            let state = meta.state();
+            if !self.tracks.is_empty()
+                && (keys >= min_keys || (state == shm::STATE_ENDED && keys >= 1))
+            {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            ipc::futex_wait(
+                meta.notify_word(),
+                seen,
+                (deadline - now).min(Duration::from_millis(100)),
+            );
+        }
+    }
+
+    /// Moves to the newest keyframe in the window, so that a new viewer's first picture comes
+    /// at once rather than a GOP later. Returns its DTS (ms).
+    pub fn seek_latest_key(&mut self) -> Option<u64> {
+        let (_, key) = self.reader.meta().latest_key()?;
+        self.seq = key.seq;
+        Some(key.dts)
+    }
+
+    /// Moves to packet `seq`.
+    pub fn seek_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
+    /// The next packet, or why there is none.
+    pub fn next(&mut self) -> Next<'_> {
+        if self.reload_tracks() {
+            return Next::TracksChanged;
+        }
+        let meta = *self.reader.meta();
+        let seen = meta
+            .notify_word()
+            .load(std::sync::atomic::Ordering::Acquire);
+        let first = meta.first_seq();
+        if self.seq < first {
+            // Too slow: the window moved past us. Jump to the newest keyframe.
+            let from = self.seq;
+            if self.seek_latest_key().is_none() {
+                self.seq = first;
+            }
+            self.skipped += self.seq.saturating_sub(from);
+        }
+        if self.seq >= meta.write_seq() {
+            if meta.state() == shm::STATE_ENDED {
+                return Next::Ended;
+            }
+            return Next::Wait(seen);
+        }
+        let seq = self.seq;
+        match self.reader.packet(seq) {
+            Some(p) => {
+                self.seq += 1;
+                Next::Packet(seq, p)
+            }
+            None => {
+                // Left the window between the checks, or unparsable: skip it.
+                self.seq += 1;
+                self.skipped += 1;
+                Next::Wait(seen.wrapping_sub(1))
+            }
+        }
+    }
+
+    /// True when packet `seq`'s bytes were still inside the window after being used.
+    pub fn still_valid(&self, seq: u64) -> bool {
+        self.reader.still_valid(seq)
+    }
+
+    /// Sleeps until the buffer signals new packets (futex value differs from `seen`) or
+    /// `timeout` passes.
+    pub fn wait(&self, seen: u32, timeout: Duration) {
+        ipc::futex_wait(self.reader.meta().notify_word(), seen, timeout);
+    }
+
+    /// The socket to the buffer (kept open while attached).
+    pub fn attachment(&self) -> &Attached {
+        &self.attached
+    }
+}

@@ -1,0 +1,302 @@
+//! The HTTP connector: one process per TCP connection, HTTP/1.1 keep-alive, request parsing by
+//! `httparse`. Serves HLS (see [`crate::hls`]) under MistServer's URL layout
+//! (`/hls/S/index.m3u8`). Every response carries CORS (`Access-Control-Allow-Origin: *`) and a
+//! Cache-Control that lets an HTTP cache front it: playlists short-lived, segments long-lived.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::control::OpenError;
+use crate::cursor::Cursor;
+use crate::{hls, Ctx};
+
+/// Largest request head accepted, bytes.
+const MAX_HEAD: usize = 16 << 10;
+/// How long an idle keep-alive connection is kept, and how long a request may take to arrive.
+const IDLE: Duration = Duration::from_secs(15);
+/// How long a playlist request waits for a stream to have enough segments.
+const READY_WAIT: Duration = Duration::from_secs(15);
+
+/// One response.
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Content-Type.
+    pub content_type: &'static str,
+    /// Cache-Control.
+    pub cache: &'static str,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    fn text(status: u16, msg: &str) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            cache: "no-store",
+            body: format!("{msg}\n").into_bytes(),
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// Serializes a response head for `resp` with `Content-Length`.
+pub fn write_head(resp: &Response, keep_alive: bool, head_only: bool, out: &mut Vec<u8>) {
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: {}\r\n\
+         Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
+         Access-Control-Allow-Headers: *\r\nAccess-Control-Expose-Headers: *\r\n\
+         Server: Sluice\r\nConnection: {}\r\n\r\n",
+        resp.status,
+        reason(resp.status),
+        resp.content_type,
+        resp.body.len(),
+        resp.cache,
+        if keep_alive { "keep-alive" } else { "close" }
+    );
+    if !head_only {
+        out.extend_from_slice(&resp.body);
+    }
+}
+
+/// The connection's state: streams it already attached to (a player asks for many segments of
+/// the same stream over one connection).
+struct Conn<'a> {
+    ctx: &'a Ctx,
+    addr: String,
+    streams: HashMap<String, Cursor>,
+}
+
+impl Conn<'_> {
+    fn cursor(&mut self, stream: &str) -> std::result::Result<&mut Cursor, Response> {
+        if !self.streams.contains_key(stream) {
+            let c = Cursor::open(&self.ctx.rundir, stream, &self.addr).map_err(|e| match e {
+                OpenError::NotFound(_) => {
+                    Response::text(404, &format!("Stream {stream} not found"))
+                }
+                OpenError::Forbidden(r) => Response::text(403, &r),
+                OpenError::Failed(r) => {
+                    Response::text(503, &format!("Stream {stream} unavailable: {r}"))
+                }
+            })?;
+            self.streams.insert(stream.to_string(), c);
+        }
+        Ok(self.streams.get_mut(stream).expect("inserted above"))
+    }
+
+    fn route(&mut self, path: &str) -> Response {
+        let path = path.split('?').next().unwrap_or("");
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["hls", stream, "index.m3u8"] => self.hls_master(&percent_decode(stream)),
+            ["hls", stream, set, "index.m3u8"] => self.hls_media(&percent_decode(stream), set),
+            ["hls", stream, set, seg] if seg.ends_with(".ts") => {
+                self.hls_segment(&percent_decode(stream), set, seg)
+            }
+            _ => Response::text(404, "Not found"),
+        }
+    }
+
+    fn ready_cursor(&mut self, stream: &str) -> std::result::Result<&mut Cursor, Response> {
+        let c = self.cursor(stream)?;
+        // Two complete segments (three keyframes) before a player gets a playlist.
+        if !c.wait_ready(READY_WAIT, 3) {
+            return Err(Response::text(
+                503,
+                &format!("Stream {stream} is not live (no data yet)"),
+            ));
+        }
+        Ok(c)
+    }
+
+    fn hls_master(&mut self, stream: &str) -> Response {
+        let c = match self.ready_cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        match hls::master(c.reader(), c.tracks()) {
+            Some(body) => Response {
+                status: 200,
+                content_type: "application/vnd.apple.mpegurl",
+                cache: "no-cache",
+                body: body.into_bytes(),
+            },
+            None => Response::text(404, "Stream has no track HLS can carry"),
+        }
+    }
+
+    fn hls_media(&mut self, stream: &str, set: &str) -> Response {
+        if hls::parse_track_set(set).is_none() {
+            return Response::text(404, "Bad track set");
+        }
+        let c = match self.ready_cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        Response {
+            status: 200,
+            content_type: "application/vnd.apple.mpegurl",
+            cache: "no-cache",
+            body: hls::media_playlist(c.reader(), c.tracks()).into_bytes(),
+        }
+    }
+
+    fn hls_segment(&mut self, stream: &str, set: &str, name: &str) -> Response {
+        let (Some(ids), Some((boot, key))) =
+            (hls::parse_track_set(set), hls::parse_segment_name(name))
+        else {
+            return Response::text(404, "Bad segment name");
+        };
+        let c = match self.cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        c.reload_tracks();
+        if c.reader().meta().boot_ms() != boot {
+            return Response::text(404, "Segment of an earlier run of this stream");
+        }
+        let mut body = Vec::new();
+        match hls::segment(c.reader(), c.tracks(), &ids, key, &mut body) {
+            Some(()) => Response {
+                status: 200,
+                content_type: "video/mp2t",
+                cache: "public, max-age=3600, immutable",
+                body,
+            },
+            None => Response::text(404, "Segment not in the window"),
+        }
+    }
+}
+
+/// Decodes `%XX` escapes of a URL path element (stream names may hold `+` and such).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Serves one HTTP connection until the client closes it or it idles out.
+pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
+    let addr = sock
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    sock.set_read_timeout(Some(IDLE))?;
+    let _ = sock.set_nodelay(true);
+    let mut conn = Conn {
+        ctx,
+        addr,
+        streams: HashMap::new(),
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut out = Vec::new();
+    loop {
+        // Read until a whole head is there.
+        let (method, path, keep_alive, used) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 48];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(used)) => {
+                    let v11 = req.version == Some(1);
+                    let conn_hdr = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("connection"))
+                        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
+                    let keep = match conn_hdr.as_deref() {
+                        Some(v) if v.contains("close") => false,
+                        Some(v) if v.contains("keep-alive") => true,
+                        _ => v11,
+                    };
+                    break (
+                        req.method.unwrap_or("").to_string(),
+                        req.path.unwrap_or("/").to_string(),
+                        keep,
+                        used,
+                    );
+                }
+                Ok(httparse::Status::Partial) => {
+                    if buf.len() > MAX_HEAD {
+                        let r = Response::text(431, "Request head too large");
+                        out.clear();
+                        write_head(&r, false, false, &mut out);
+                        let _ = sock.write_all(&out);
+                        bail!("request head over {MAX_HEAD} bytes");
+                    }
+                }
+                Err(e) => {
+                    let r = Response::text(400, &format!("Bad request: {e}"));
+                    out.clear();
+                    write_head(&r, false, false, &mut out);
+                    let _ = sock.write_all(&out);
+                    bail!("bad request: {e}");
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        buf.drain(..used);
+        let resp = match method.as_str() {
+            "GET" | "HEAD" => conn.route(&path),
+            "OPTIONS" => Response {
+                status: 204,
+                content_type: "text/plain",
+                cache: "no-store",
+                body: Vec::new(),
+            },
+            _ => Response::text(405, "Method not allowed"),
+        };
+        if resp.status >= 400 {
+            crate::log!("HTTP", "{method} {path}: {}", resp.status);
+        }
+        out.clear();
+        write_head(&resp, keep_alive, method == "HEAD", &mut out);
+        sock.write_all(&out)?;
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+}

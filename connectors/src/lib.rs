@@ -1,0 +1,34 @@
+//! Connectors: one listener process per protocol; every accepted connection runs in a process
+//! of its own (a fork of the listener, as MistServer's outputs run one process per socket), so
+//! a viewer that crashes its process takes nobody else down and the work spreads over every
+//! core.
+//!
+//! * [`listener`]: accept, fork, hand the socket to a protocol's handler.
+//! * [`control`]: asks the controller to open a stream (checks, starts the buffer).
+//! * [`cursor`]: the one connection loop's core every output shares: attach to a stream's
+//!   buffer, wait for it, pick a start keyframe, read packets straight from shared memory.
+//! * [`rtmp`], [`http`] (with [`hls`]): the protocols.
+
+pub mod control;
+pub mod cursor;
+pub mod hls;
+pub mod http;
+pub mod listener;
+pub mod rtmp;
+
+use std::path::PathBuf;
+
+/// What every connection handler gets from its listener.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Folder of the controller's and the buffers' Unix sockets.
+    pub rundir: PathBuf,
+}
+
+/// Logs one line to stderr, prefixed with the protocol and the process id.
+#[macro_export]
+macro_rules! log {
+    ($proto:expr, $($arg:tt)*) => {
+        eprintln!("[{} {}] {}", $proto, std::process::id(), format!($($arg)*))
+    };
+}
