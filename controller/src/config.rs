@@ -1,0 +1,262 @@
+//! The config file, in MistServer's layout (`../shared/reference/mist-interface.md`):
+//! `config.controller`, `config.protocols[]`, `streams{NAME:{source,DVR}}`, `account`.
+//! The whole document is kept as JSON so that keys Sluice does not know survive a write.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+/// Protocol entries that are HTTP-based outputs served by the HTTP connector (MistServer lists
+/// each as its own entry without a port).
+pub const HTTP_OUTPUTS: &[&str] = &[
+    "HLS", "CMAF", "HDS", "FLV", "HTTPTS", "MP4", "JPG", "DASH", "HSS", "WebM", "JSON", "AAC",
+    "MP3", "H264", "SubRip", "WAV", "EBML", "OGG",
+];
+
+/// Listener protocols Sluice runs, with MistServer's default ports.
+pub const LISTENERS: &[(&str, u16)] = &[("RTMP", 1935), ("HTTP", 8080)];
+
+/// Reads the config at `path`. A missing file gets the default written there first; a file
+/// that does not parse is an error naming `path:line:column` (and the file is left alone).
+pub fn load_or_create(path: &Path) -> Result<Value> {
+    if !path.exists() {
+        let v = default_config();
+        write(path, &v)
+            .with_context(|| format!("writing the default config {}", path.display()))?;
+        eprintln!("[controller] wrote a default config to {}", path.display());
+        return Ok(v);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}:{}:{}: config does not parse: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    if !v.is_object() {
+        bail!("{}:1:1: config must be a JSON object", path.display());
+    }
+    Ok(v)
+}
+
+/// Writes the config atomically (a temporary file renamed over the old one).
+pub fn write(path: &Path, v: &Value) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(v)? + "\n")?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The committed demo clip, if this binary was built from a checkout that has it.
+pub fn demo_source() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo.flv");
+    p.canonicalize().ok()
+}
+
+/// The default config: controller on 127.0.0.1:4242, RTMP on 1935, HTTP on 8080, the demo
+/// stream (the committed clip looped live) and a `live` stream that takes pushes.
+pub fn default_config() -> Value {
+    let mut streams = serde_json::Map::new();
+    if let Some(demo) = demo_source() {
+        streams.insert(
+            "demo".into(),
+            json!({"name": "demo", "source": demo.to_string_lossy()}),
+        );
+    }
+    streams.insert("live".into(), json!({"name": "live", "source": "push://"}));
+    json!({
+        "config": {
+            "controller": {"interface": "127.0.0.1", "port": 4242},
+            "protocols": [
+                {"connector": "RTMP", "port": 1935, "interface": "127.0.0.1"},
+                {"connector": "HTTP", "port": 8080, "interface": "127.0.0.1"}
+            ]
+        },
+        "streams": streams
+    })
+}
+
+/// A listener the controller must run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// `RTMP` or `HTTP`.
+    pub connector: String,
+    /// TCP port.
+    pub port: u16,
+    /// Interface address to bind (default 127.0.0.1).
+    pub interface: String,
+}
+
+/// The listeners the config asks for. HTTP-based output entries (`HLS`, `CMAF`, …) are served
+/// by the HTTP listener, which runs when the config has an `HTTP` entry or any such output.
+pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
+    let empty = Vec::new();
+    let protos = cfg
+        .pointer("/config/protocols")
+        .and_then(|p| p.as_array())
+        .unwrap_or(&empty);
+    let mut out: Vec<ListenerSpec> = Vec::new();
+    let mut wants_http = false;
+    for p in protos {
+        let name = p.get("connector").and_then(|c| c.as_str()).unwrap_or("");
+        let name = name.strip_prefix("Mist").unwrap_or(name);
+        let name = name.strip_suffix(".exe").unwrap_or(name);
+        if HTTP_OUTPUTS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            wants_http = true;
+            continue;
+        }
+        let Some(&(proto, default_port)) =
+            LISTENERS.iter().find(|(l, _)| l.eq_ignore_ascii_case(name))
+        else {
+            if !name.is_empty() {
+                eprintln!("[controller] protocol {name:?} is not served by this Sluice; ignored");
+            }
+            continue;
+        };
+        let port = p
+            .get("port")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as u16)
+            .unwrap_or(default_port);
+        let interface = p
+            .get("interface")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("127.0.0.1")
+            .to_string();
+        out.push(ListenerSpec {
+            connector: proto.into(),
+            port,
+            interface,
+        });
+    }
+    if wants_http && !out.iter().any(|l| l.connector == "HTTP") {
+        out.push(ListenerSpec {
+            connector: "HTTP".into(),
+            port: 8080,
+            interface: "127.0.0.1".into(),
+        });
+    }
+    out
+}
+
+/// The API's address (`config.controller`).
+pub fn api_addr(cfg: &Value) -> (String, u16) {
+    let c = cfg.pointer("/config/controller");
+    let iface = c
+        .and_then(|c| c.get("interface"))
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("127.0.0.1");
+    let port = c
+        .and_then(|c| c.get("port"))
+        .and_then(|v| v.as_u64())
+        .unwrap_or(4242) as u16;
+    (iface.to_string(), port)
+}
+
+/// A stream's config, looked up by name; `BASE+SUFFIX` finds `BASE` (wildcard streams).
+/// Returns the config's name (BASE) and its object.
+pub fn find_stream<'a>(cfg: &'a Value, name: &str) -> Option<(&'a str, &'a Value)> {
+    let streams = cfg.get("streams")?.as_object()?;
+    if let Some((k, v)) = streams.get_key_value(name) {
+        return Some((k.as_str(), v));
+    }
+    let base = name.split_once('+')?.0;
+    streams.get_key_value(base).map(|(k, v)| (k.as_str(), v))
+}
+
+/// Whether a stream name is acceptable: 1 to 100 bytes of `[A-Za-z0-9_+.-]`.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+.-".contains(&b))
+}
+
+/// Who may publish into a `push://` source: `push://` (loopback only), `push://ADDR`
+/// (that address, and loopback), `push://ADDR@KEY` or `push://@KEY` (the key is required).
+/// Returns `Err(reason)` when `addr`/`key` may not publish.
+pub fn may_publish(source: &str, addr: &str, key: Option<&str>) -> std::result::Result<(), String> {
+    let Some(rest) = source.strip_prefix("push://") else {
+        return Err("the stream's source is not push://".into());
+    };
+    let (host, want_key) = match rest.split_once('@') {
+        Some((h, k)) => (h, Some(k)),
+        None => (rest, None),
+    };
+    let loopback = addr
+        .parse::<std::net::IpAddr>()
+        .map(|a| a.is_loopback())
+        .unwrap_or(false)
+        || addr.starts_with("::ffff:127.");
+    if let Some(k) = want_key.filter(|k| !k.is_empty()) {
+        if key != Some(k) {
+            return Err("wrong or missing stream key".into());
+        }
+    }
+    let host = host.trim_end_matches('/');
+    if host.is_empty() {
+        if loopback || want_key.is_some_and(|k| !k.is_empty()) {
+            return Ok(());
+        }
+        return Err(format!(
+            "publishing from {addr} is not allowed (loopback only)"
+        ));
+    }
+    if loopback || host == addr || addr.strip_prefix("::ffff:") == Some(host) {
+        return Ok(());
+    }
+    Err(format!("publishing from {addr} is not allowed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_error_names_line_and_column() {
+        let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.json");
+        std::fs::write(&p, "{\n  \"config\": {,\n}").unwrap();
+        let e = load_or_create(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.json:2:"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\n  \"config\": {,\n}"
+        );
+    }
+
+    #[test]
+    fn http_outputs_without_port_start_the_http_listener() {
+        let cfg = json!({"config":{"protocols":[{"connector":"RTMP"},{"connector":"HLS"}]}});
+        let l = listeners(&cfg);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].port, 1935);
+        assert_eq!(l[1].connector, "HTTP");
+        assert_eq!(l[1].port, 8080);
+    }
+
+    #[test]
+    fn wildcard_streams_find_their_base() {
+        let cfg = json!({"streams":{"live":{"source":"push://"}}});
+        assert_eq!(find_stream(&cfg, "live+cam1").unwrap().0, "live");
+        assert!(find_stream(&cfg, "other").is_none());
+    }
+
+    #[test]
+    fn publish_rules() {
+        assert!(may_publish("push://", "127.0.0.1", None).is_ok());
+        assert!(may_publish("push://", "10.0.0.5", None).is_err());
+        assert!(may_publish("push://10.0.0.5", "10.0.0.5", None).is_ok());
+        assert!(may_publish("push://@secret", "10.0.0.5", Some("secret")).is_ok());
+        assert!(may_publish("push://@secret", "127.0.0.1", Some("nope")).is_err());
+        assert!(may_publish("/some/file.flv", "127.0.0.1", None).is_err());
+    }
+}

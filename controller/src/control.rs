@@ -1,0 +1,107 @@
+//! The controller's Unix socket (`RUNDIR/controller.sock`), where connectors ask to open a
+//! stream (protocol in `connectors::control`).
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use buffer::ipc;
+use dtsc::wire::Value;
+
+use crate::state::State;
+
+/// Binds the socket and serves it on a thread (one short-lived thread per request).
+pub fn start(st: Arc<Mutex<State>>) -> Result<()> {
+    let path = st
+        .lock()
+        .expect("state lock")
+        .rundir
+        .join("controller.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let st = st.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = serve(conn, st) {
+                    eprintln!("[controller] control socket: {e:#}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+fn reply(sock: &UnixStream, members: Vec<(&str, &str)>) -> Result<()> {
+    let v = Value::Object(
+        members
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Value::Str(v.as_bytes().to_vec())))
+            .collect(),
+    );
+    ipc::send_command(sock.as_raw_fd(), &v, &[])
+}
+
+fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
+    let (req, _) = ipc::recv_command(&sock, Duration::from_secs(5))?;
+    let s = |k: &str| {
+        req.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    if s("cmd") != "open" {
+        return reply(
+            &sock,
+            vec![
+                ("cmd", "error"),
+                ("code", "failed"),
+                ("reason", "unknown command"),
+            ],
+        );
+    }
+    let (stream, addr) = (s("stream"), s("addr"));
+    let push = s("mode") == "push";
+    let key = req.get("key").and_then(|v| v.as_str()).map(str::to_string);
+    let opened = st
+        .lock()
+        .expect("state lock")
+        .open_stream(&stream, push, &addr, key.as_deref());
+    match opened {
+        Ok((socket, started)) => {
+            if started.is_some() {
+                // Wait for the new buffer's socket.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !socket.exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if !socket.exists() {
+                    return reply(
+                        &sock,
+                        vec![
+                            ("cmd", "error"),
+                            ("code", "failed"),
+                            ("reason", "the buffer did not start"),
+                        ],
+                    );
+                }
+            }
+            reply(
+                &sock,
+                vec![("cmd", "ok"), ("socket", &socket.to_string_lossy())],
+            )
+        }
+        Err((code, reason)) => {
+            eprintln!(
+                "[controller] refused to open {stream} for {} from {addr}: {reason}",
+                if push { "publishing" } else { "playing" }
+            );
+            reply(
+                &sock,
+                vec![("cmd", "error"), ("code", code), ("reason", &reason)],
+            )
+        }
+    }
+}

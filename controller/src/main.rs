@@ -1,0 +1,122 @@
+//! `sluice`: the controller, and the entry point of every Sluice process.
+//!
+//! Run as `sluice [-c CONFIG]` it is the controller: it reads the config, starts one listener
+//! process per protocol (restarting any that dies within a second), starts a buffer process
+//! per stream when a stream is first published or played, answers connectors on its Unix
+//! socket, and serves the JSON API on `config.controller` (127.0.0.1:4242).
+//! The same binary runs the other processes: `sluice buffer …` and `sluice connector …`.
+
+mod api;
+mod config;
+mod control;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Sluice streaming media server")]
+struct Cli {
+    /// Config file (MistServer layout); written with defaults when missing.
+    #[arg(short = 'c', long = "config", default_value = "sluice.json")]
+    config: PathBuf,
+    /// Folder for the Unix sockets between processes (default: a private folder under /tmp
+    /// named after the API port).
+    #[arg(long)]
+    rundir: Option<PathBuf>,
+    #[command(subcommand)]
+    role: Option<Role>,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Run a stream's buffer (started by the controller).
+    #[command(hide = true)]
+    Buffer(buffer::BufferArgs),
+    /// Run a protocol listener (started by the controller).
+    #[command(hide = true)]
+    Connector {
+        /// RTMP or HTTP.
+        protocol: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        interface: String,
+        #[arg(long)]
+        rundir: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.role {
+        Some(Role::Buffer(args)) => {
+            connectors::listener::set_process_name("buffer");
+            buffer::run(args)
+        }
+        Some(Role::Connector {
+            protocol,
+            port,
+            interface,
+            rundir,
+        }) => run_connector(&protocol, port, &interface, rundir),
+        None => run_controller(cli.config, cli.rundir),
+    };
+    if let Err(e) = result {
+        eprintln!("sluice: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_connector(protocol: &str, port: u16, interface: &str, rundir: PathBuf) -> Result<()> {
+    let ctx = connectors::Ctx { rundir };
+    match protocol {
+        "RTMP" => {
+            connectors::listener::serve("RTMP", interface, port, ctx, connectors::rtmp::handle)
+        }
+        "HTTP" => {
+            connectors::listener::serve("HTTP", interface, port, ctx, connectors::http::handle)
+        }
+        other => anyhow::bail!("unknown connector {other}"),
+    }
+}
+
+fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>) -> Result<()> {
+    let cfg = config::load_or_create(&config_path)?;
+    let (api_iface, api_port) = config::api_addr(&cfg);
+    let rundir = match rundir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!(
+            "sluice-{}-{api_port}",
+            nix::unistd::getuid().as_raw()
+        )),
+    };
+    state::prepare_rundir(&rundir)?;
+    // Every process Sluice starts stays in this process group, so stopping the group stops
+    // all of it.
+    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+    let term = buffer::install_term_handler();
+    let st = Arc::new(Mutex::new(state::State::new(
+        cfg,
+        config_path,
+        rundir.clone(),
+    )?));
+    control::start(st.clone())?;
+    api::start(st.clone(), &api_iface, api_port)?;
+    eprintln!(
+        "[controller] API on http://{api_iface}:{api_port}/api, sockets in {}",
+        rundir.display()
+    );
+    while !term.load(Ordering::SeqCst) {
+        st.lock().expect("state lock").supervise();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("[controller] stopping");
+    st.lock().expect("state lock").shutdown();
+    Ok(())
+}
