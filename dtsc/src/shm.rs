@@ -679,3 +679,188 @@ impl StreamReader {
         seq >= self.meta.first_seq()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Page-aligned enough (8-byte) zeroed memory standing in for a mapping.
+    struct Mem(Vec<u64>);
+    impl Mem {
+        fn new(bytes: usize) -> Mem {
+            Mem(vec![0u64; bytes.div_ceil(8)])
+        }
+        fn ptr(&mut self) -> *mut u8 {
+            self.0.as_mut_ptr() as *mut u8
+        }
+        fn len(&self) -> usize {
+            self.0.len() * 8
+        }
+    }
+
+    fn setup(geo: Geometry, dvr_ms: u64) -> (Mem, Mem, StreamWriter, StreamReader) {
+        let mut meta_mem = Mem::new(geo.meta_size());
+        let mut data_mem = Mem::new(geo.data_size as usize);
+        // SAFETY: the Vecs live as long as the test holds them (returned with the views).
+        unsafe {
+            let meta = Meta::init(meta_mem.ptr(), meta_mem.len(), geo, 1234, dvr_ms).unwrap();
+            let w = StreamWriter::new(meta, data_mem.ptr());
+            let rmeta = Meta::open(meta_mem.ptr(), meta_mem.len()).unwrap();
+            let r = StreamReader::new(rmeta, data_mem.ptr());
+            (meta_mem, data_mem, w, r)
+        }
+    }
+
+    fn small() -> Geometry {
+        Geometry {
+            data_size: 4 * PAGE_SIZE,
+            pkt_cap: 1 << 12,
+            key_cap: 1 << 8,
+        }
+    }
+
+    /// A 25 fps video + ~43 fps audio stream: video keyframe every `gop` frames.
+    fn feed(w: &mut StreamWriter, ms: u64, gop: u64, video_bytes: usize) -> Vec<FreeRange> {
+        let video = vec![0xABu8; video_bytes];
+        let audio = vec![0xCDu8; 300];
+        let mut freed = Vec::new();
+        let (mut v, mut a) = (0u64, 0u64);
+        while v * 40 < ms || a * 1000 / 43 < ms {
+            let (vt, at) = (v * 40, a * 1000 / 43);
+            let p = if vt <= at {
+                v += 1;
+                PacketRef {
+                    track: 1,
+                    dts: vt,
+                    offset: 80,
+                    keyframe: (v - 1) % gop == 0,
+                    bpos: 0,
+                    data: &video,
+                }
+            } else {
+                a += 1;
+                PacketRef {
+                    track: 2,
+                    dts: at,
+                    offset: 0,
+                    keyframe: false,
+                    bpos: 0,
+                    data: &audio,
+                }
+            };
+            freed.extend(w.append(&p).expect("fits"));
+        }
+        freed
+    }
+
+    #[test]
+    fn packets_read_back_in_place() {
+        let (_m, _d, mut w, r) = setup(small(), 50_000);
+        assert!(w.set_header(b"DTSC\0\0\0\x01x", Some((1, true))));
+        feed(&mut w, 4000, 50, 1000);
+        assert_eq!(r.meta().header().0, b"DTSC\0\0\0\x01x");
+        let n = r.meta().write_seq();
+        assert!(n > 250);
+        let p = r.packet(0).unwrap();
+        assert_eq!((p.track, p.dts, p.offset, p.keyframe), (1, 0, 80, true));
+        assert_eq!(p.data.len(), 1000);
+        assert!(p.data.iter().all(|&b| b == 0xAB));
+        assert!(r.still_valid(0));
+        assert!(r.packet(n).is_none(), "nothing past write_seq");
+        // Keyframes at 0 and 2000 ms (frames 0 and 50).
+        assert_eq!(r.meta().key_count(), 2);
+        assert_eq!(r.meta().key(1).unwrap().dts, 2000);
+        let (k, e) = r.meta().latest_key().unwrap();
+        assert_eq!(k, 1);
+        assert!(r.packet(e.seq).unwrap().keyframe);
+    }
+
+    #[test]
+    fn window_keeps_dvr_and_starts_on_a_keyframe() {
+        let (_m, _d, mut w, r) = setup(small(), 10_000);
+        w.set_header(b"h", Some((1, true)));
+        feed(&mut w, 30_000, 50, 500);
+        let m = r.meta();
+        let first = r.packet(m.first_seq()).unwrap();
+        assert!(
+            first.keyframe && first.track == 1,
+            "window starts on a video keyframe"
+        );
+        let newest = r.packet(m.write_seq() - 1).unwrap().dts;
+        let span = newest - first.dts;
+        assert!((10_000..12_100).contains(&span), "window spans {span} ms");
+        assert_eq!(m.key(m.first_key()).unwrap().seq, m.first_seq());
+        assert!(
+            r.packet(m.first_seq() - 1).is_none(),
+            "older packets are gone"
+        );
+        assert!(!r.still_valid(m.first_seq() - 1));
+    }
+
+    #[test]
+    fn ring_wraps_and_frees_whole_pages() {
+        // 8 MiB ring, 60 KB frames at 25 fps: 1.5 MB/s, so 30 s wraps the ring several times.
+        let (_m, _d, mut w, r) = setup(small(), 2_000);
+        w.set_header(b"h", Some((1, true)));
+        let freed = feed(&mut w, 30_000, 25, 60_000);
+        assert!(!freed.is_empty());
+        for f in &freed {
+            assert_eq!(f.offset % PAGE_SIZE, 0);
+            assert_eq!(f.len % PAGE_SIZE, 0);
+            assert!(f.offset + f.len <= small().data_size);
+        }
+        // Every packet still in the window reads back intact after wrapping.
+        let m = r.meta();
+        assert!(m.write_pos() > 3 * small().data_size);
+        for s in m.first_seq()..m.write_seq() {
+            let p = r.packet(s).expect("in window");
+            let want = if p.track == 1 { 0xAB } else { 0xCD };
+            assert!(p.data.iter().all(|&b| b == want), "packet {s} intact");
+        }
+    }
+
+    #[test]
+    fn audio_only_streams_get_virtual_keyframes() {
+        let (_m, _d, mut w, r) = setup(small(), 50_000);
+        w.set_header(b"h", Some((2, false)));
+        let audio = [1u8; 200];
+        for i in 0..430u64 {
+            let p = PacketRef {
+                track: 2,
+                dts: i * 1000 / 43,
+                offset: 0,
+                keyframe: false,
+                bpos: 0,
+                data: &audio,
+            };
+            w.append(&p).unwrap();
+        }
+        // 10 s of audio: keys at 0, ~2047, ~4094, ~6141, ~8188.
+        assert_eq!(r.meta().key_count(), 5);
+        let k1 = r.meta().key(1).unwrap().dts;
+        assert!((2047..2100).contains(&k1), "{k1}");
+    }
+
+    #[test]
+    fn a_reset_starts_a_new_run() {
+        let (_m, _d, mut w, r) = setup(small(), 50_000);
+        w.set_header(b"h", Some((1, true)));
+        feed(&mut w, 3000, 50, 100);
+        w.set_state(STATE_ENDED);
+        let (ws, kc) = (r.meta().write_seq(), r.meta().key_count());
+        w.reset_window();
+        assert_eq!(r.meta().first_seq(), ws);
+        assert_eq!(r.meta().first_key(), kc);
+        assert!(r.meta().latest_key().is_none());
+        feed(&mut w, 100, 50, 100);
+        assert_eq!(r.meta().key(kc).unwrap().seq, ws);
+    }
+
+    #[test]
+    fn open_rejects_foreign_memory() {
+        let mut mem = Mem::new(4096);
+        // SAFETY: valid memory of that length.
+        let e = unsafe { Meta::open(mem.ptr(), mem.len()) }.unwrap_err();
+        assert_eq!(e, ShmError::BadMagic);
+    }
+}
