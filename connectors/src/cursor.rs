@@ -13,7 +13,7 @@ use dtsc::{PacketRef, Track};
 
 use crate::control::{self, OpenError};
 
-/// What [`Cursor::next`] found.
+/// What [`Cursor::next_packet`] found.
 pub enum Next<'a> {
     /// Packet `seq`; check [`Cursor::still_valid`] after using its bytes.
     Packet(u64, PacketRef<'a>),
@@ -133,7 +133,7 @@ impl Cursor {
     }
 
     /// The next packet, or why there is none.
-    pub fn next(&mut self) -> Next<'_> {
+    pub fn next_packet(&mut self) -> Next<'_> {
         if self.reload_tracks() {
             return Next::TracksChanged;
         }

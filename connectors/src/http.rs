@@ -118,8 +118,8 @@ impl Conn<'_> {
 
     fn ready_cursor(&mut self, stream: &str) -> std::result::Result<&mut Cursor, Response> {
         let c = self.cursor(stream)?;
-        // Two complete segments (three keyframes) before a player gets a playlist.
-        if !c.wait_ready(READY_WAIT, 3) {
+        // One complete segment (two keyframes) before a player gets a playlist.
+        if !c.wait_ready(READY_WAIT, 2) {
             return Err(Response::text(
                 503,
                 &format!("Stream {stream} is not live (no data yet)"),

@@ -138,17 +138,7 @@ fn publish(
     let mut frames = Vec::with_capacity(256 << 10);
     let mut packets = 0u64;
     loop {
-        let n = match sock.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                bail!("{peer}: publisher of {stream} sent nothing for 30 s")
-            }
-            Err(e) => return Err(anyhow!("{peer}: reading from the publisher: {e}")),
-        };
-        let fed = session.handle_input(&buf[..n]);
-        flush(&mut sock, &mut session)?;
-        fed.map_err(|e| anyhow!("{peer}: {e}"))?;
+        // Events first: the session may hold media that came with the publish command.
         let mut done = false;
         while let Some(ev) = session.poll_event() {
             match ev {
@@ -196,6 +186,17 @@ fn publish(
         if done {
             break;
         }
+        let n = match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                bail!("{peer}: publisher of {stream} sent nothing for 30 s")
+            }
+            Err(e) => return Err(anyhow!("{peer}: reading from the publisher: {e}")),
+        };
+        let fed = session.handle_input(&buf[..n]);
+        flush(&mut sock, &mut session)?;
+        fed.map_err(|e| anyhow!("{peer}: {e}"))?;
     }
     crate::log!(
         PROTO,
@@ -355,7 +356,7 @@ fn play(
         }
         // Packets, a batch at a time.
         for _ in 0..64 {
-            match cursor.next() {
+            match cursor.next_packet() {
                 Next::Packet(seq, p) => {
                     let Some(t) = tracks.iter().find(|t| t.id == p.track) else {
                         continue;
