@@ -327,7 +327,9 @@ pub fn run(args: BufferArgs) -> Result<()> {
 
         // Idle and end-of-stream bookkeeping.
         let now = Instant::now();
-        if viewers == 0 && publishers == 0 {
+        // An ended stream is served for linger_ms whatever the viewer count (HLS players
+        // fetch with short connections); the idle rule applies otherwise.
+        if viewers == 0 && publishers == 0 && ended_at.is_none() {
             let since = *idle_since.get_or_insert(now);
             if now.duration_since(since) >= Duration::from_millis(args.idle_ms) {
                 b.log("idle; exiting");

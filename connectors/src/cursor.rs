@@ -141,6 +141,9 @@ impl Cursor {
         let seen = meta
             .notify_word()
             .load(std::sync::atomic::Ordering::Acquire);
+        // State before write_seq: the buffer stores ENDED after the last packet's write_seq,
+        // so seeing ENDED here guarantees the write_seq loaded below includes every packet.
+        let state = meta.state();
         let first = meta.first_seq();
         if self.seq < first {
             // Too slow: the window moved past us. Jump to the newest keyframe.
@@ -151,7 +154,7 @@ impl Cursor {
             self.skipped += self.seq.saturating_sub(from);
         }
         if self.seq >= meta.write_seq() {
-            if meta.state() == shm::STATE_ENDED {
+            if state == shm::STATE_ENDED {
                 return Next::Ended;
             }
             return Next::Wait(seen);
