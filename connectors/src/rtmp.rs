@@ -75,7 +75,9 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         random_seed: seed(),
         ..ServerConfig::default()
     });
-    let mut buf = vec![0u8; 64 << 10];
+    // Small: a forked viewer's private memory is mostly its buffers (docs/PERFORMANCE.md);
+    // a player sends a few hundred bytes of commands. A publisher's loop grows it.
+    let mut buf = vec![0u8; 4 << 10];
     loop {
         let n = match sock.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -131,6 +133,7 @@ fn publish(
     session.accept_publish()?;
     flush(&mut sock, &mut session)?;
     crate::log!(PROTO, "{peer} publishes {stream}");
+    buf.resize(64 << 10, 0);
     // An encoder that stops sending for this long is gone.
     sock.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut ingest = FlvIngest::new();
@@ -233,6 +236,19 @@ fn send_init(session: &mut ServerSession, tracks: &[Track], ts: u64) -> Result<(
     Ok(())
 }
 
+/// True for the errors that mean the peer went away (not worth an error log line).
+fn peer_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
+}
+
+/// The viewer closed its connection: end the session quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("the viewer left")]
+struct ViewerLeft;
+
 /// Writes as much of `plan` as the socket takes; the rest is appended to `pending`.
 fn write_plan(
     sock: &mut TcpStream,
@@ -254,6 +270,7 @@ fn write_plan(
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
             Err(e) if e.kind() == ErrorKind::Interrupted => 0,
+            Err(e) if peer_gone(&e) => return Err(ViewerLeft.into()),
             Err(e) => return Err(anyhow!("writing to the player: {e}")),
         }
     } else {
@@ -313,7 +330,7 @@ fn play(
     );
 
     sock.set_nonblocking(true)?;
-    let mut rbuf = vec![0u8; 16 << 10];
+    let mut rbuf = vec![0u8; 2 << 10];
     let mut hdrs = Vec::with_capacity(256);
     let mut plan = Vec::with_capacity(16);
     let mut body_hdr = Vec::with_capacity(8);
@@ -328,6 +345,7 @@ fn play(
                     .map_err(|e| anyhow!("{peer}: {e}"))?,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if peer_gone(&e) => return Ok(()),
                 Err(e) => return Err(anyhow!("{peer}: {e}")),
             }
         }
@@ -343,6 +361,7 @@ fn play(
                     pending.drain(..n);
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(e) if peer_gone(&e) => return Ok(()),
                 Err(e) => return Err(anyhow!("{peer}: writing to the player: {e}")),
             }
             if !pending.is_empty() {
@@ -388,7 +407,10 @@ fn play(
                     plan.clear();
                     let parts: [&[u8]; 2] = [&body_hdr, p.data];
                     session.write_media_parts(kind, p.dts, &parts, &mut hdrs, &mut plan)?;
-                    write_plan(&mut sock, &hdrs, &parts, &plan, &mut pending)?;
+                    match write_plan(&mut sock, &hdrs, &parts, &plan, &mut pending) {
+                        Err(e) if e.is::<ViewerLeft>() => return Ok(()),
+                        r => r?,
+                    }
                     if !cursor.still_valid(seq) {
                         bail!("{peer}: fell out of the window while sending; dropping the viewer");
                     }
