@@ -19,6 +19,12 @@ pub fn start(st: Arc<Mutex<State>>) -> Result<()> {
         .expect("state lock")
         .rundir
         .join("controller.sock");
+    if UnixStream::connect(&path).is_ok() {
+        anyhow::bail!(
+            "another Sluice controller answers on {}; use another --rundir",
+            path.display()
+        );
+    }
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::thread::spawn(move || {

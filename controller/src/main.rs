@@ -106,8 +106,10 @@ fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>) -> Result<()> {
         config_path,
         rundir.clone(),
     )?));
-    control::start(st.clone())?;
+    // The API port first: a second Sluice with the same config fails here, before it could
+    // touch the first one's sockets.
     api::start(st.clone(), &api_iface, api_port)?;
+    control::start(st.clone())?;
     eprintln!(
         "[controller] API on http://{api_iface}:{api_port}/api, sockets in {}",
         rundir.display()

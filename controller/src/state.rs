@@ -60,9 +60,9 @@ fn exe() -> PathBuf {
 }
 
 impl State {
-    /// Builds the state and starts the listeners the config asks for.
+    /// Builds the state; the listeners start on the first [`State::supervise`].
     pub fn new(cfg: Value, config_path: PathBuf, rundir: PathBuf) -> Result<State> {
-        let mut s = State {
+        let s = State {
             listeners: config::listeners(&cfg)
                 .into_iter()
                 .map(|spec| ListenerProc {
@@ -76,7 +76,8 @@ impl State {
             rundir,
             buffers: HashMap::new(),
         };
-        s.supervise();
+        // Listeners start on the controller's first supervise(), once its own sockets are
+        // bound: a controller that fails to start leaves no orphans.
         Ok(s)
     }
 
