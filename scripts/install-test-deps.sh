@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Install, only where missing, the Debian packages the end-to-end tests need:
+# ffmpeg/ffprobe, GStreamer (tools, good/bad/libav plugins, Python bindings), rtmpdump.
+# A machine that already has them does nothing (no apt-get update, no root needed).
+set -euo pipefail
+
+PKGS=(ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+      gstreamer1.0-libav rtmpdump python3-gst-1.0)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    # dpkg-query, not `dpkg -s | grep -q` (SIGPIPE + pipefail makes that pipeline fail)
+    status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
+    [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+for c in ffmpeg ffprobe gst-launch-1.0 rtmpdump; do
+    if ! command -v "$c" >/dev/null 2>&1; then
+        # a command is gone though its package claims to be installed: reinstall the set
+        [[ ${#missing[@]} -gt 0 ]] || missing=("${PKGS[@]}")
+    fi
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-test-deps: all test dependencies present"
+    exit 0
+fi
+
+if [[ $(id -u) -eq 0 ]]; then
+    SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo -n)
+else
+    echo "install-test-deps: ERROR: missing packages (${missing[*]}) and not root, no sudo" >&2
+    exit 1
+fi
+
+echo "install-test-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# apt-get update once if the package lists are empty or the install fails for lack of them
+if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
+    "${SUDO[@]}" apt-get update -o DPkg::Lock::Timeout=600
+    updated=1
+fi
+if ! "${SUDO[@]}" apt-get install -y -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}"; then
+    [[ -n "${updated:-}" ]] && exit 1
+    "${SUDO[@]}" apt-get update -o DPkg::Lock::Timeout=600
+    "${SUDO[@]}" apt-get install -y -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}"
+fi
+
+for c in ffmpeg ffprobe gst-launch-1.0 rtmpdump; do
+    command -v "$c" >/dev/null 2>&1 || { echo "install-test-deps: ERROR: $c still missing" >&2; exit 1; }
+done
+/usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0"); from gi.repository import Gst' \
+    || { echo "install-test-deps: ERROR: python3 GStreamer bindings unusable" >&2; exit 1; }
+echo "install-test-deps: done"
