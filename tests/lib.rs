@@ -1,0 +1,1298 @@
+//! Harness for Sluice's end-to-end tests: start the built server with its own config,
+//! ports and rundir; run REAL clients (ffmpeg/ffprobe, GStreamer, rtmpdump) against it,
+//! always wrapped in `timeout -k 5 N`; parse what they received; stop everything by pid.
+//!
+//! Environment: `SLUICE_BIN` (default `<workspace>/target/release/sluice`),
+//! `SLUICE_FIXTURES` (default `<workspace>/target/fixtures`, made by
+//! `scripts/make-fixtures.sh` if missing), `SLUICE_KEEP=1` keeps temp dirs.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+// ---------------------------------------------------------------------------------------
+// Locations
+// ---------------------------------------------------------------------------------------
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn sluice_bin() -> PathBuf {
+    let p = std::env::var_os("SLUICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/sluice"));
+    assert!(
+        p.is_file(),
+        "sluice binary {} not found: run `cargo build --release` (or scripts/test.sh), or set SLUICE_BIN",
+        p.display()
+    );
+    p
+}
+
+/// The directory with `bframes.flv` and `nobframes.flv`; made on first use if missing.
+pub fn fixtures_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("SLUICE_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target/fixtures"));
+        if !dir.join("bframes.flv").is_file() || !dir.join("nobframes.flv").is_file() {
+            require_tools(&["ffmpeg", "ffprobe"]);
+            let st = Command::new(workspace_root().join("scripts/make-fixtures.sh"))
+                .arg(&dir)
+                .status()
+                .expect("run scripts/make-fixtures.sh");
+            assert!(
+                st.success(),
+                "scripts/make-fixtures.sh {} failed",
+                dir.display()
+            );
+        }
+        dir
+    })
+    .clone()
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    let p = fixtures_dir().join(name);
+    assert!(p.is_file(), "fixture {} missing", p.display());
+    p
+}
+
+/// The committed built-in demo (`fixtures/demo.flv`).
+pub fn demo_flv() -> PathBuf {
+    let p = std::env::var_os("SLUICE_DEMO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("fixtures/demo.flv"));
+    assert!(p.is_file(), "demo file {} missing", p.display());
+    p.canonicalize().unwrap()
+}
+
+pub fn gst_count_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("gst_count.py")
+}
+
+/// A missing client is a FAILURE, not a skip: scripts/install-test-deps.sh installs them.
+pub fn require_tools(tools: &[&str]) {
+    for t in tools {
+        let found = if t.starts_with('/') {
+            Path::new(t).is_file()
+        } else {
+            std::env::var_os("PATH")
+                .map(|paths| std::env::split_paths(&paths).any(|d| d.join(t).is_file()))
+                .unwrap_or(false)
+        };
+        assert!(
+            found,
+            "required client `{t}` not found: run scripts/install-test-deps.sh"
+        );
+    }
+}
+
+pub fn require_gst() {
+    require_tools(&["/usr/bin/python3", "gst-inspect-1.0", "timeout"]);
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import gi; gi.require_version('Gst','1.0'); from gi.repository import Gst",
+        ])
+        .output()
+        .expect("run /usr/bin/python3");
+    assert!(
+        out.status.success(),
+        "python3 GStreamer bindings missing (python3-gst-1.0): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Temp dirs and ports
+// ---------------------------------------------------------------------------------------
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub fn unique_temp_dir(label: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let d = std::env::temp_dir().join(format!(
+        "sluice-e2e-{}-{}-{}-{}",
+        label,
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst),
+        nanos
+    ));
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A free TCP port on 127.0.0.1 (bind port 0). Ports handed out in this process are
+/// never handed out twice, so parallel tests do not collide with each other.
+pub fn free_port() -> u16 {
+    static USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut used = USED.lock().unwrap();
+        if !used.contains(&port) {
+            used.push(port);
+            return port;
+        }
+    }
+}
+
+pub fn port_accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_millis(300),
+    )
+    .is_ok()
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    let start = v.len().saturating_sub(lines);
+    v[start..].join("\n")
+}
+
+// ---------------------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+}
+
+pub fn proc_info(pid: u32) -> Option<ProcInfo> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_string();
+    let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // rest[0] = state, rest[1] = ppid
+    if rest.first() == Some(&"Z") {
+        return None; // zombie: already dead
+    }
+    let ppid = rest.get(1)?.parse().ok()?;
+    Some(ProcInfo { pid, ppid, comm })
+}
+
+pub fn all_procs() -> Vec<ProcInfo> {
+    let mut v = Vec::new();
+    if let Ok(rd) = fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+                if let Some(p) = proc_info(pid) {
+                    v.push(p);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// All live descendants of `root` (not `root` itself).
+pub fn descendants(root: u32) -> Vec<ProcInfo> {
+    let procs = all_procs();
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for c in procs.iter().filter(|c| c.ppid == p) {
+            frontier.push(c.pid);
+            out.push(c.clone());
+        }
+    }
+    out
+}
+
+fn kill(pid: i32, sig: i32) -> bool {
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+pub fn sigkill(pid: u32) -> bool {
+    kill(pid as i32, libc::SIGKILL)
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP/1.0 client (no extra crates)
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+) -> Result<HttpResponse> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .with_context(|| format!("connect 127.0.0.1:{port}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: sluice-e2e\r\nConnection: close\r\n");
+    if let Some((ctype, b)) = body {
+        req.push_str(&format!(
+            "Content-Type: {ctype}\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    if let Some((_, b)) = body {
+        bytes.extend_from_slice(b);
+    }
+    s.write_all(&bytes)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).with_context(|| {
+        format!("read reply to {method} {path} (no complete reply within 10 s)")
+    })?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| {
+            anyhow!(
+                "no header end in reply to {path}: {:?}",
+                String::from_utf8_lossy(&raw)
+            )
+        })?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow!("bad chunk"))?;
+        let size_str = String::from_utf8_lossy(&b[..nl]);
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16)?;
+        b = &b[nl + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size {
+            bail!("truncated chunk");
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[(size + 2).min(b.len())..];
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> Result<HttpResponse> {
+    http_request(port, "GET", path, None)
+}
+
+// ---------------------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------------------
+
+/// The config layout Sluice shares with MistServer.
+pub fn config_json(api: u16, rtmp: u16, http: u16, streams: Value) -> Value {
+    json!({
+        "config": {
+            "controller": {"interface": "127.0.0.1", "port": api},
+            "protocols": [
+                {"connector": "RTMP", "port": rtmp, "interface": "127.0.0.1"},
+                {"connector": "HTTP", "port": http, "interface": "127.0.0.1"}
+            ]
+        },
+        "streams": streams
+    })
+}
+
+pub fn default_streams() -> Value {
+    json!({
+        "live": {"name": "live", "source": "push://"},
+        "demo": {"name": "demo", "source": demo_flv().to_str().unwrap()}
+    })
+}
+
+#[derive(Debug)]
+pub struct StopReport {
+    /// How long the controller took to exit after SIGTERM (None: needed SIGKILL).
+    pub exited_after_term: Option<Duration>,
+    /// Descendants that were still alive after the controller was gone (then killed).
+    pub leftovers: Vec<ProcInfo>,
+    pub status: Option<ExitStatus>,
+}
+
+pub struct Server {
+    pub pid: u32,
+    child: Option<Child>,
+    pub api_port: u16,
+    pub rtmp_port: u16,
+    pub http_port: u16,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub rundir: PathBuf,
+    pub stderr_path: PathBuf,
+    stopped: Option<StopReport>,
+}
+
+impl Server {
+    /// Default streams (`live` = push://, `demo` = the committed demo), free ports.
+    pub fn start() -> Server {
+        Self::start_with_streams(default_streams())
+    }
+
+    pub fn start_with_streams(streams: Value) -> Server {
+        Self::start_with_config(|cfg| cfg["streams"] = streams)
+    }
+
+    /// Default config with free ports, changed by `edit` before the server starts.
+    pub fn start_with_config(edit: impl FnOnce(&mut Value)) -> Server {
+        let (api, rtmp, http) = (free_port(), free_port(), free_port());
+        let dir = unique_temp_dir("srv");
+        let mut cfg = config_json(api, rtmp, http, default_streams());
+        edit(&mut cfg);
+        let config_path = dir.join("config.json");
+        fs::write(&config_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        Self::spawn(dir, config_path, api, rtmp, http)
+    }
+
+    fn spawn(dir: PathBuf, config_path: PathBuf, api: u16, rtmp: u16, http: u16) -> Server {
+        let bin = sluice_bin();
+        let rundir = dir.join("run");
+        fs::create_dir_all(&rundir).unwrap();
+        let stderr_path = dir.join("server.stderr");
+        let errf = fs::File::create(&stderr_path).unwrap();
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config_path)
+            .arg("--rundir")
+            .arg(&rundir)
+            .stdin(Stdio::null())
+            .stdout(errf.try_clone().unwrap())
+            .stderr(errf)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let mut srv = Server {
+            pid: child.id(),
+            child: Some(child),
+            api_port: api,
+            rtmp_port: rtmp,
+            http_port: http,
+            dir,
+            config_path,
+            rundir,
+            stderr_path,
+            stopped: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = srv.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "sluice exited during startup with {st}\n--- server stderr ---\n{}",
+                    srv.stderr_tail(60)
+                );
+            }
+            if port_accepts(rtmp) && port_accepts(http) {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "sluice did not accept on RTMP {rtmp} and HTTP {http} within 20 s\n--- server stderr ---\n{}",
+                    srv.stderr_tail(60)
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        srv
+    }
+
+    pub fn rtmp_url(&self, stream: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{stream}", self.rtmp_port)
+    }
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+    pub fn hls_path(stream: &str) -> String {
+        format!("/hls/{stream}/index.m3u8")
+    }
+    pub fn hls_url(&self, stream: &str) -> String {
+        self.http_url(&Self::hls_path(stream))
+    }
+    pub fn get(&self, path: &str) -> Result<HttpResponse> {
+        http_get(self.http_port, path)
+    }
+
+    pub fn stderr_text(&self) -> String {
+        fs::read(&self.stderr_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+    pub fn stderr_tail(&self, n: usize) -> String {
+        tail(&self.stderr_text(), n)
+    }
+
+    /// `POST /api` on the controller port, retried for up to 5 s while it is not listening.
+    pub fn api(&self, body: &Value) -> Result<Value> {
+        let payload = serde_json::to_vec(body)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match http_request(
+                self.api_port,
+                "POST",
+                "/api",
+                Some(("application/json", &payload)),
+            ) {
+                Ok(r) => {
+                    if r.status != 200 {
+                        bail!("POST /api -> HTTP {}: {}", r.status, r.text());
+                    }
+                    return serde_json::from_slice(&r.body)
+                        .with_context(|| format!("API reply is not JSON: {}", r.text()));
+                }
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    pub fn active_streams(&self) -> Result<Vec<String>> {
+        let v = self.api(&json!({"active_streams": true}))?;
+        let arr = v
+            .get("active_streams")
+            .ok_or_else(|| anyhow!("no active_streams in {v}"))?;
+        Ok(match arr {
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect(),
+            Value::Object(o) => o.keys().cloned().collect(),
+            other => bail!("active_streams is {other}"),
+        })
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    pub fn procs(&self) -> Vec<ProcInfo> {
+        descendants(self.pid)
+    }
+
+    /// The `sluice-RTMP` listener (a child of the controller).
+    pub fn rtmp_listener(&self) -> Option<ProcInfo> {
+        self.procs().into_iter().find(|p| p.comm == "sluice-RTMP")
+    }
+
+    /// Connection children of the RTMP listener with this comm (`RTMP play`, `RTMP publish`).
+    pub fn rtmp_children(&self, comm: &str) -> Vec<ProcInfo> {
+        let Some(l) = self.rtmp_listener() else {
+            return vec![];
+        };
+        all_procs()
+            .into_iter()
+            .filter(|p| p.ppid == l.pid && p.comm == comm)
+            .collect()
+    }
+
+    /// Wait (up to `limit`) until `n` `RTMP play` children exist; returns how many there are.
+    pub fn wait_rtmp_players(&self, n: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let k = self.rtmp_children("RTMP play").len();
+            if k >= n || Instant::now() > deadline {
+                return k;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM the controller, wait up to 5 s, then SIGKILL its process group (and any
+    /// descendant seen before that is still alive). Idempotent.
+    pub fn stop(&mut self) -> &StopReport {
+        if self.stopped.is_none() {
+            let before = descendants(self.pid);
+            let mut child = self.child.take().unwrap();
+            let t0 = Instant::now();
+            let mut exited_after_term = None;
+            let mut status = None;
+            if let Ok(Some(st)) = child.try_wait() {
+                status = Some(st);
+            } else {
+                kill(self.pid as i32, libc::SIGTERM);
+                while t0.elapsed() < Duration::from_secs(5) {
+                    if let Ok(Some(st)) = child.try_wait() {
+                        exited_after_term = Some(t0.elapsed());
+                        status = Some(st);
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+            // Whatever is left of the group, by pid.
+            kill(-(self.pid as i32), libc::SIGKILL);
+            if status.is_none() {
+                let _ = child.kill();
+                status = child.wait().ok();
+            }
+            // Give the kernel a moment to reparent/reap, then look for survivors.
+            thread::sleep(Duration::from_millis(200));
+            let mut leftovers = Vec::new();
+            for p in before {
+                if let Some(now) = proc_info(p.pid) {
+                    if now.comm == p.comm {
+                        leftovers.push(now);
+                        sigkill(p.pid);
+                    }
+                }
+            }
+            self.stopped = Some(StopReport {
+                exited_after_term,
+                leftovers,
+                status,
+            });
+        }
+        self.stopped.as_ref().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            eprintln!(
+                "--- sluice (pid {}) stderr tail, kept in {} ---\n{}\n--- end of server stderr ---",
+                self.pid,
+                self.dir.display(),
+                self.stderr_tail(80)
+            );
+        } else if std::env::var_os("SLUICE_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------
+
+type Chunks = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
+/// A client process run as `timeout -k 5 SECS prog args…`; stdout is read by a thread that
+/// records when each chunk arrived, stderr goes to a file.
+pub struct Client {
+    pub label: String,
+    pub cmdline: String,
+    child: Child,
+    pub started: Instant,
+    stderr_path: PathBuf,
+    chunks: Chunks,
+    reader: Option<JoinHandle<()>>,
+}
+
+pub struct ClientOutput {
+    pub label: String,
+    pub cmdline: String,
+    pub status: ExitStatus,
+    pub started: Instant,
+    pub ended: Instant,
+    pub chunks: Vec<(Instant, Vec<u8>)>,
+    pub stderr: String,
+}
+
+pub fn spawn_client(dir: &Path, label: &str, secs: u64, prog: &str, args: &[String]) -> Client {
+    require_tools(&["timeout", prog]);
+    let stderr_path = dir.join(format!("{label}.stderr"));
+    let errf = fs::File::create(&stderr_path).unwrap();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", &secs.to_string(), prog]).args(args);
+    let cmdline = format!("timeout -k 5 {secs} {prog} {}", args.join(" "));
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(errf)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmdline}: {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let chunks: Chunks = Arc::new(Mutex::new(Vec::new()));
+    let c2 = chunks.clone();
+    let reader = thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => c2.lock().unwrap().push((Instant::now(), buf[..n].to_vec())),
+            }
+        }
+    });
+    Client {
+        label: label.to_string(),
+        cmdline,
+        child,
+        started,
+        stderr_path,
+        chunks,
+        reader: Some(reader),
+    }
+}
+
+impl Client {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+    /// What arrived on stdout so far (the client keeps running).
+    pub fn snapshot(&self) -> Vec<(Instant, Vec<u8>)> {
+        self.chunks.lock().unwrap().clone()
+    }
+    pub fn stderr_now(&self) -> String {
+        fs::read(&self.stderr_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+    pub fn wait(mut self) -> ClientOutput {
+        let status = self.child.wait().expect("wait client");
+        let ended = Instant::now();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let chunks = std::mem::take(&mut *self.chunks.lock().unwrap());
+        ClientOutput {
+            label: self.label.clone(),
+            cmdline: self.cmdline.clone(),
+            status,
+            started: self.started,
+            ended,
+            chunks,
+            stderr: self.stderr_now(),
+        }
+    }
+}
+
+impl ClientOutput {
+    pub fn stdout(&self) -> Vec<u8> {
+        self.chunks
+            .iter()
+            .flat_map(|(_, c)| c.iter().copied())
+            .collect()
+    }
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout()).into_owned()
+    }
+    pub fn timed_out(&self) -> bool {
+        self.status.code() == Some(124) || self.status.code() == Some(137)
+    }
+    /// Label, command line, exit status, how long it ran, stderr tail: for assert messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "[{}] `{}` -> {} after {:.1} s; stdout {} bytes\n  stderr tail:\n{}",
+            self.label,
+            self.cmdline,
+            self.status,
+            (self.ended - self.started).as_secs_f64(),
+            self.stdout().len(),
+            tail(&self.stderr, 15)
+        )
+    }
+}
+
+/// stdout split into lines, each with the time its last byte arrived.
+pub fn timed_lines(chunks: &[(Instant, Vec<u8>)]) -> Vec<(Instant, String)> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    for (t, c) in chunks {
+        for &b in c {
+            if b == b'\n' {
+                out.push((*t, String::from_utf8_lossy(&cur).into_owned()));
+                cur.clear();
+            } else {
+                cur.push(b);
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// ffmpeg: publisher, framecrc player, ffprobe
+// ---------------------------------------------------------------------------------------
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// `ffmpeg -re -i FILE -c copy -f flv rtmp://…/live/STREAM`
+pub fn ffmpeg_publish(dir: &Path, label: &str, file: &Path, url: &str, secs: u64) -> Client {
+    let args = s(&[
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-i",
+        file.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        url,
+    ]);
+    spawn_client(dir, label, secs, "ffmpeg", &args)
+}
+
+/// Play any URL with ffmpeg and print one framecrc line per packet, flushed per packet
+/// (`-copyinkf` so a leading non-keyframe is kept and visible; `-rw_timeout` ends RTMP).
+pub fn ffmpeg_framecrc(
+    dir: &Path,
+    label: &str,
+    url: &str,
+    pre_input: &[&str],
+    secs: u64,
+) -> Client {
+    let mut args = s(&["-hide_banner", "-nostdin", "-loglevel", "warning"]);
+    if url.starts_with("rtmp://") {
+        args.extend(s(&["-rw_timeout", "5000000"]));
+    }
+    args.extend(s(pre_input));
+    args.extend(s(&[
+        "-i",
+        url,
+        "-map",
+        "0:v?",
+        "-map",
+        "0:a?",
+        "-c",
+        "copy",
+        "-copyinkf",
+        "-flush_packets",
+        "1",
+        "-f",
+        "framecrc",
+        "-",
+    ]));
+    spawn_client(dir, label, secs, "ffmpeg", &args)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    Video,
+    Audio,
+    Other,
+}
+
+#[derive(Debug, Clone)]
+pub struct Packet {
+    pub media: Media,
+    pub dts: i64,
+    pub pts: i64,
+    pub size: u64,
+    pub key: bool,
+    pub at: Instant,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    pub packets: Vec<Packet>,
+    /// stream index -> (media type, codec name) from the framecrc header
+    pub streams: BTreeMap<u32, (String, String)>,
+    /// stream index -> time base "1/1000"
+    pub timebases: BTreeMap<u32, String>,
+}
+
+impl Capture {
+    /// Parse `-f framecrc` output: `#media_type 0: video`, `#codec_id 0: h264`, then
+    /// `idx, dts, pts, duration, size, crc[, F=0xN]` (no F= means keyframe).
+    pub fn parse_framecrc(lines: &[(Instant, String)]) -> Capture {
+        let mut cap = Capture::default();
+        let mut media: HashMap<u32, Media> = HashMap::new();
+        for (at, l) in lines {
+            if let Some(rest) = l.strip_prefix('#') {
+                let Some((k, v)) = rest.split_once(':') else {
+                    continue;
+                };
+                let mut kw = k.split_whitespace();
+                let (Some(name), Some(idx)) =
+                    (kw.next(), kw.next().and_then(|i| i.parse::<u32>().ok()))
+                else {
+                    continue;
+                };
+                let v = v.trim().to_string();
+                match name {
+                    "media_type" => {
+                        media.insert(
+                            idx,
+                            match v.as_str() {
+                                "video" => Media::Video,
+                                "audio" => Media::Audio,
+                                _ => Media::Other,
+                            },
+                        );
+                        cap.streams.entry(idx).or_default().0 = v;
+                    }
+                    "codec_id" => cap.streams.entry(idx).or_default().1 = v,
+                    "tb" => {
+                        cap.timebases.insert(idx, v);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let f: Vec<&str> = l.split(',').map(|x| x.trim()).collect();
+            if f.len() < 6 {
+                continue;
+            }
+            let (Ok(idx), Ok(dts), Ok(pts), Ok(size)) = (
+                f[0].parse::<u32>(),
+                f[1].parse::<i64>(),
+                f[2].parse::<i64>(),
+                f[4].parse::<u64>(),
+            ) else {
+                continue;
+            };
+            let key = match f.get(6).and_then(|x| x.strip_prefix("F=0x")) {
+                None => true,
+                Some(h) => u32::from_str_radix(h, 16)
+                    .map(|v| v & 1 == 1)
+                    .unwrap_or(false),
+            };
+            cap.packets.push(Packet {
+                media: *media.get(&idx).unwrap_or(&Media::Other),
+                dts,
+                pts,
+                size,
+                key,
+                at: *at,
+            });
+        }
+        cap
+    }
+
+    pub fn from_output(out: &ClientOutput) -> Capture {
+        Self::parse_framecrc(&timed_lines(&out.chunks))
+    }
+
+    pub fn video(&self) -> Vec<&Packet> {
+        self.packets
+            .iter()
+            .filter(|p| p.media == Media::Video)
+            .collect()
+    }
+    pub fn audio(&self) -> Vec<&Packet> {
+        self.packets
+            .iter()
+            .filter(|p| p.media == Media::Audio)
+            .collect()
+    }
+    pub fn video_keyframes(&self) -> usize {
+        self.video().iter().filter(|p| p.key).count()
+    }
+    /// Video packets whose pts differs from dts (composition offsets carried through).
+    pub fn reordered(&self) -> usize {
+        self.video().iter().filter(|p| p.pts != p.dts).count()
+    }
+    pub fn codec(&self, media: &str) -> Option<String> {
+        self.streams
+            .values()
+            .find(|(m, _)| m == media)
+            .map(|(_, c)| c.clone())
+    }
+    pub fn summary(&self) -> String {
+        let v = self.video();
+        format!(
+            "streams {:?}; video {} (key {}, pts!=dts {}, dts {:?}..{:?}); audio {}",
+            self.streams,
+            v.len(),
+            self.video_keyframes(),
+            self.reordered(),
+            v.first().map(|p| p.dts),
+            v.last().map(|p| p.dts),
+            self.audio().len()
+        )
+    }
+    /// Largest gap between consecutive video dts, and whether dts never goes backwards.
+    pub fn video_dts_check(&self) -> (i64, bool) {
+        let v = self.video();
+        let mut max_gap = 0;
+        let mut mono = true;
+        for w in v.windows(2) {
+            let d = w[1].dts - w[0].dts;
+            max_gap = max_gap.max(d);
+            if d < 0 {
+                mono = false;
+            }
+        }
+        (max_gap, mono)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StreamInfo {
+    pub codec_type: String,
+    pub codec_name: String,
+    pub profile: String,
+    pub width: i64,
+    pub height: i64,
+    pub sample_rate: i64,
+    pub channels: i64,
+    pub nb_read_packets: Option<i64>,
+}
+
+pub fn ffprobe_args(url: &str, pre_input: &[&str], count: bool) -> Vec<String> {
+    let mut a = s(&["-v", "error", "-hide_banner"]);
+    if url.starts_with("rtmp://") {
+        a.extend(s(&["-rw_timeout", "5000000"]));
+    }
+    a.extend(s(pre_input));
+    if count {
+        a.push("-count_packets".into());
+    }
+    a.extend(s(&[
+        "-show_entries",
+        "stream=codec_type,codec_name,profile,width,height,sample_rate,channels,nb_read_packets",
+        "-of",
+        "json",
+        url,
+    ]));
+    a
+}
+
+/// `ffprobe -of json -show_entries stream=…` in the background.
+pub fn ffprobe_spawn(
+    dir: &Path,
+    label: &str,
+    url: &str,
+    pre_input: &[&str],
+    count: bool,
+    secs: u64,
+) -> Client {
+    spawn_client(
+        dir,
+        label,
+        secs,
+        "ffprobe",
+        &ffprobe_args(url, pre_input, count),
+    )
+}
+
+pub fn parse_ffprobe_streams(json_text: &str) -> Result<Vec<StreamInfo>> {
+    let v: Value =
+        serde_json::from_str(json_text).with_context(|| format!("ffprobe output: {json_text}"))?;
+    let mut out = Vec::new();
+    for st in v["streams"].as_array().cloned().unwrap_or_default() {
+        let gs = |k: &str| st.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let gi = |k: &str| {
+            st.get(k)
+                .and_then(|x| {
+                    x.as_i64()
+                        .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+                })
+                .unwrap_or(0)
+        };
+        out.push(StreamInfo {
+            codec_type: gs("codec_type"),
+            codec_name: gs("codec_name"),
+            profile: gs("profile"),
+            width: gi("width"),
+            height: gi("height"),
+            sample_rate: gi("sample_rate"),
+            channels: gi("channels"),
+            nb_read_packets: st.get("nb_read_packets").map(|_| gi("nb_read_packets")),
+        });
+    }
+    Ok(out)
+}
+
+/// Run ffprobe to completion on a URL or file: its output and the streams it reported.
+pub fn ffprobe_full(
+    dir: &Path,
+    label: &str,
+    url: &str,
+    pre_input: &[&str],
+    count: bool,
+    secs: u64,
+) -> (ClientOutput, Vec<StreamInfo>) {
+    let out = ffprobe_spawn(dir, label, url, pre_input, count, secs).wait();
+    let streams = parse_ffprobe_streams(&out.stdout_text()).unwrap_or_default();
+    (out, streams)
+}
+
+/// The streams ffprobe finds (Err, with its stderr, when it finds none).
+pub fn ffprobe(
+    dir: &Path,
+    label: &str,
+    url: &str,
+    pre_input: &[&str],
+    secs: u64,
+) -> Result<Vec<StreamInfo>> {
+    let (out, streams) = ffprobe_full(dir, label, url, pre_input, false, secs);
+    if streams.is_empty() {
+        bail!("ffprobe found no streams in {url}:\n{}", out.describe());
+    }
+    Ok(streams)
+}
+
+pub fn find_stream<'a>(streams: &'a [StreamInfo], codec_type: &str) -> Option<&'a StreamInfo> {
+    streams.iter().find(|s| s.codec_type == codec_type)
+}
+
+// ---------------------------------------------------------------------------------------
+// rtmpdump and raw FLV tags
+// ---------------------------------------------------------------------------------------
+
+/// `rtmpdump -m 5 --live -r URL -o OUT` (OUT may be `-` for stdout).
+pub fn rtmpdump(dir: &Path, label: &str, url: &str, out: &str, secs: u64) -> Client {
+    let args = s(&["-m", "5", "--live", "-r", url, "-o", out]);
+    spawn_client(dir, label, secs, "rtmpdump", &args)
+}
+
+#[derive(Debug, Clone)]
+pub struct FlvTag {
+    /// 8 audio, 9 video, 18 script data
+    pub kind: u8,
+    pub ts: u32,
+    pub size: usize,
+    pub key: bool,
+    /// AVC/AAC sequence header
+    pub seq_header: bool,
+    /// composition time offset (video)
+    pub cts: i32,
+    pub at: Instant,
+}
+
+/// Parse an FLV byte stream (header + tags) as it arrived; a tag's `at` is when its last
+/// byte arrived. A trailing partial tag is ignored.
+pub fn parse_flv_timed(chunks: &[(Instant, Vec<u8>)]) -> Result<Vec<FlvTag>> {
+    let mut data = Vec::new();
+    let mut ends = Vec::new(); // (end offset, time)
+    for (t, c) in chunks {
+        data.extend_from_slice(c);
+        ends.push((data.len(), *t));
+    }
+    let time_at = |off: usize| -> Instant {
+        let i = ends.partition_point(|(e, _)| *e < off);
+        ends.get(i).map(|x| x.1).unwrap_or_else(Instant::now)
+    };
+    if data.len() < 13 {
+        return Ok(vec![]);
+    }
+    if &data[..3] != b"FLV" {
+        bail!("not FLV: starts with {:02x?}", &data[..data.len().min(16)]);
+    }
+    let hlen = u32::from_be_bytes([data[5], data[6], data[7], data[8]]) as usize;
+    let mut off = hlen + 4;
+    let mut tags = Vec::new();
+    while off + 11 <= data.len() {
+        let kind = data[off] & 0x1f;
+        let size = ((data[off + 1] as usize) << 16)
+            | ((data[off + 2] as usize) << 8)
+            | data[off + 3] as usize;
+        let ts = ((data[off + 7] as u32) << 24)
+            | ((data[off + 4] as u32) << 16)
+            | ((data[off + 5] as u32) << 8)
+            | data[off + 6] as u32;
+        let end = off + 11 + size + 4;
+        if end > data.len() {
+            break;
+        }
+        let body = &data[off + 11..off + 11 + size];
+        let (mut key, mut seq, mut cts) = (false, false, 0);
+        if kind == 9 && !body.is_empty() {
+            key = body[0] >> 4 == 1;
+            if body[0] & 0x0f == 7 && body.len() >= 5 {
+                seq = body[1] == 0;
+                let raw = ((body[2] as i32) << 16) | ((body[3] as i32) << 8) | body[4] as i32;
+                cts = (raw << 8) >> 8;
+            }
+        } else if kind == 8 && body.len() >= 2 {
+            key = true;
+            seq = body[0] >> 4 == 10 && body[1] == 0;
+        }
+        tags.push(FlvTag {
+            kind,
+            ts,
+            size,
+            key,
+            seq_header: seq,
+            cts,
+            at: time_at(end),
+        });
+        off = end;
+    }
+    Ok(tags)
+}
+
+/// Media frames only (no sequence headers, no script data).
+pub fn flv_frames(tags: &[FlvTag], kind: u8) -> Vec<&FlvTag> {
+    tags.iter()
+        .filter(|t| t.kind == kind && !t.seq_header && t.size > 0)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// GStreamer (exact counts through fakesink handoff, in tests/gst_count.py)
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default)]
+pub struct GstSink {
+    pub buffers: u64,
+    pub keyframes: u64,
+    pub first_key: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GstResult {
+    pub eos: bool,
+    pub error: Option<String>,
+    pub timed_out: bool,
+    pub sinks: BTreeMap<String, GstSink>,
+}
+
+/// `/usr/bin/python3 tests/gst_count.py LIMIT 'PIPELINE'` under `timeout -k 5 LIMIT+20`.
+pub fn gst_count(dir: &Path, label: &str, limit_secs: u64, pipeline: &str) -> Client {
+    require_gst();
+    let args = vec![
+        gst_count_script().to_str().unwrap().to_string(),
+        limit_secs.to_string(),
+        pipeline.to_string(),
+    ];
+    spawn_client(dir, label, limit_secs + 20, "/usr/bin/python3", &args)
+}
+
+pub fn parse_gst(out: &ClientOutput) -> Result<GstResult> {
+    let text = out.stdout_text();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| anyhow!("no JSON from gst_count.py"))?;
+    let v: Value = serde_json::from_str(line)?;
+    let mut r = GstResult {
+        eos: v["eos"].as_bool().unwrap_or(false),
+        error: v["error"].as_str().map(String::from),
+        timed_out: v["timed_out"].as_bool().unwrap_or(false),
+        sinks: BTreeMap::new(),
+    };
+    if let Some(o) = v["sinks"].as_object() {
+        for (k, s) in o {
+            r.sinks.insert(
+                k.clone(),
+                GstSink {
+                    buffers: s["buffers"].as_u64().unwrap_or(0),
+                    keyframes: s["keyframes"].as_u64().unwrap_or(0),
+                    first_key: s["first_key"].as_bool(),
+                },
+            );
+        }
+    }
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------
+// Misc
+// ---------------------------------------------------------------------------------------
+
+/// Poll `f` every 100 ms until it returns Some, or `limit` passes.
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Connect a raw TCP socket to the server's RTMP port (for hand-built bytes).
+pub fn rtmp_socket(srv: &Server) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", srv.rtmp_port)).expect("connect RTMP");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Read until the peer closes. Ok(bytes read) on EOF/reset, Err on timeout (still open).
+pub fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Result<usize> {
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let deadline = Instant::now() + limit;
+    let mut total = 0;
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return Ok(total), // reset counts as closed
+        }
+        if Instant::now() > deadline {
+            let _ = s.shutdown(Shutdown::Both);
+            bail!(
+                "connection still open after {:?} ({total} bytes read)",
+                limit
+            );
+        }
+    }
+}
