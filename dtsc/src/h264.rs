@@ -419,8 +419,8 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
         if chroma_format_idc == 3 {
             separate_colour_plane = r.u1()?;
         }
-        bit_depth_luma = r.ue()? + 8;
-        bit_depth_chroma = r.ue()? + 8;
+        bit_depth_luma = r.ue()?.saturating_add(8);
+        bit_depth_chroma = r.ue()?.saturating_add(8);
         if bit_depth_luma > 14 || bit_depth_chroma > 14 {
             return Err(H264Error::InvalidSps("bit depth > 14"));
         }
@@ -571,6 +571,15 @@ pub fn codec_string(cfg: &AvcConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_bit_depth_is_an_error_not_an_overflow() {
+        // Found by fuzzing: High profile with bit_depth_luma_minus8 = 2^32 - 2.
+        let sps = [
+            0x67, 0x64, 0x00, 0x1e, 0x64, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
+        ];
+        assert!(parse_sps(&sps).is_err());
+    }
     use proptest::prelude::*;
 
     /// Writes bits MSB first, for building test SPS NAL units.

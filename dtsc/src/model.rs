@@ -145,7 +145,7 @@ impl Track {
                 self.codec.as_str(),
                 self.width,
                 self.height,
-                (self.fpks + 500) / 1000,
+                (u64::from(self.fpks) + 500) / 1000,
                 self.id
             ),
             TrackKind::Audio => format!(
@@ -251,6 +251,14 @@ mod tests {
         a.channels = 2;
         a.rate = 48000;
         assert_eq!(a.dtsc_name(), "audio_AAC_2ch_48000hz_2");
+    }
+
+    #[test]
+    fn track_names_survive_any_frame_rate() {
+        // Found by fuzzing: a peer's header may carry fpks = u32::MAX.
+        let mut v = Track::new(3, TrackKind::Video, Codec::H264);
+        v.fpks = u32::MAX;
+        assert_eq!(v.dtsc_name(), "video_H264_0x0_4294967fps_3");
     }
 
     #[test]

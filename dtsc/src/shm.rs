@@ -281,9 +281,10 @@ impl Meta {
     }
 
     /// Copies the current DTSC header frame (empty before the first one), retrying while the
-    /// writer is replacing it. Returns the copy and its version.
+    /// writer is replacing it. Returns the copy and its version; after 100 000 tries (a writer
+    /// that died mid-update) it gives up with an empty copy, so a reader never hangs.
     pub fn header(&self) -> (Vec<u8>, u64) {
-        loop {
+        for _ in 0..100_000 {
             let v1 = self.header_version();
             if v1 % 2 == 1 {
                 std::hint::spin_loop();
@@ -301,6 +302,7 @@ impl Meta {
                 return (out, v1);
             }
         }
+        (Vec::new(), self.header_version())
     }
 
     fn pkt_slot(&self, seq: u64) -> usize {
