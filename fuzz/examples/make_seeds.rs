@@ -1,0 +1,344 @@
+//! Writes a small seed corpus for every fuzz target, built with dtsc's own encoders (nothing
+//! downloaded): `cargo run --example make_seeds -- OUTDIR` makes OUTDIR/<target>/<name>.
+//! scripts/fuzz.sh runs it before fuzzing; the seeds are not committed.
+
+use std::path::{Path, PathBuf};
+
+use dtsc::amf0::{self, Amf0};
+use dtsc::flv::{self, TagKind};
+use dtsc::model::{Codec, Track, TrackKind};
+use dtsc::rtmp::chunk::{msg_type, ChunkEncoder};
+use dtsc::wire::{self, Header, Value};
+use dtsc::PacketRef;
+
+/// A real x264 High-profile level 3.0 SPS (640x360, 25 fps, emulation prevention bytes),
+/// and a PPS (from dtsc's FLV tests).
+const SPS: [u8; 25] = [
+    0x67, 0x64, 0x00, 0x1E, 0xAC, 0xD9, 0x40, 0xA0, 0x2F, 0xF9, 0x61, 0x00, 0x00, 0x03, 0x00,
+    0x01, 0x00, 0x00, 0x03, 0x00, 0x32, 0x0F, 0x16, 0x2D, 0x96,
+];
+const PPS: [u8; 5] = [0x68, 0xEB, 0xE3, 0xCB, 0x22];
+/// Baseline 320x240 without VUI (hand-made, constrained baseline level 1.3).
+const SPS_BASELINE: [u8; 9] = [0x67, 0x42, 0xC0, 0x0D, 0xDA, 0x05, 0x07, 0xEC, 0x04];
+
+fn avcc() -> Vec<u8> {
+    let mut a = vec![1, SPS[1], SPS[2], SPS[3], 0xFF, 0xE1];
+    a.extend_from_slice(&(SPS.len() as u16).to_be_bytes());
+    a.extend_from_slice(&SPS);
+    a.push(1);
+    a.extend_from_slice(&(PPS.len() as u16).to_be_bytes());
+    a.extend_from_slice(&PPS);
+    a
+}
+
+/// An AVCC access unit: IDR slice NAL with a 4-byte length.
+fn avcc_frame(key: bool) -> Vec<u8> {
+    let nal: &[u8] = if key {
+        &[0x65, 0x88, 0x84, 0x00, 0x33, 0xFF]
+    } else {
+        &[0x41, 0x9A, 0x02, 0x04]
+    };
+    let mut v = (nal.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(nal);
+    v
+}
+
+fn onmetadata() -> Vec<Amf0> {
+    vec![
+        Amf0::string("onMetaData"),
+        Amf0::EcmaArray(vec![
+            ("duration".into(), Amf0::Number(10.0)),
+            ("width".into(), Amf0::Number(640.0)),
+            ("height".into(), Amf0::Number(360.0)),
+            ("framerate".into(), Amf0::Number(25.0)),
+            ("videocodecid".into(), Amf0::Number(7.0)),
+            ("audiocodecid".into(), Amf0::Number(10.0)),
+            ("stereo".into(), Amf0::Boolean(true)),
+            ("encoder".into(), Amf0::string("Lavf61")),
+        ]),
+    ]
+}
+
+fn amf(values: &[Amf0]) -> Vec<u8> {
+    let mut out = Vec::new();
+    amf0::encode_all(values, &mut out);
+    out
+}
+
+/// FLV tag bodies of a short stream: metadata, both sequence headers, media.
+fn flv_bodies() -> Vec<(TagKind, u32, Vec<u8>)> {
+    let mut v = Vec::new();
+    v.push((TagKind::Script, 0, amf(&onmetadata())));
+    let mut seq = vec![0x17, 0, 0, 0, 0];
+    seq.extend_from_slice(&avcc());
+    v.push((TagKind::Video, 0, seq));
+    v.push((TagKind::Audio, 0, vec![0xAF, 0, 0x12, 0x10]));
+    for i in 0..4u32 {
+        let mut b = vec![if i == 0 { 0x17 } else { 0x27 }, 1, 0, 0, 40];
+        b.extend_from_slice(&avcc_frame(i == 0));
+        v.push((TagKind::Video, i * 40, b));
+        v.push((TagKind::Audio, i * 23, vec![0xAF, 1, 0x21, 0x10, 0x04, 0x60, 0x8C]));
+    }
+    // End of sequence.
+    v.push((TagKind::Video, 160, vec![0x17, 2, 0, 0, 0]));
+    v
+}
+
+fn flv_file(bodies: &[(TagKind, u32, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flv::write_file_header(true, true, &mut out);
+    for (k, ts, b) in bodies {
+        flv::write_tag(*k, *ts, b, &mut out);
+    }
+    out
+}
+
+fn connect() -> Vec<Amf0> {
+    vec![
+        Amf0::string("connect"),
+        Amf0::Number(1.0),
+        Amf0::object([
+            ("app", Amf0::string("live")),
+            ("type", Amf0::string("nonprivate")),
+            ("flashVer", Amf0::string("FMLE/3.0 (compatible; FMSc/1.0)")),
+            ("tcUrl", Amf0::string("rtmp://localhost/live")),
+        ]),
+    ]
+}
+
+fn cmd(name: &str, txn: f64, args: &[Amf0]) -> Vec<u8> {
+    let mut v = vec![Amf0::string(name), Amf0::Number(txn), Amf0::Null];
+    v.extend_from_slice(args);
+    amf(&v)
+}
+
+/// The chunk stream a publisher (ffmpeg-like) sends after the handshake.
+fn publisher_stream(chunk_size: u32, extended_ts: bool) -> Vec<u8> {
+    let mut e = ChunkEncoder::new();
+    let mut out = Vec::new();
+    e.set_chunk_size(chunk_size, &mut out).unwrap();
+    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &amf(&connect()), &mut out);
+    e.write_message(2, msg_type::WINDOW_ACK_SIZE, 0, 0, &5_000_000u32.to_be_bytes(), &mut out);
+    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("releaseStream", 2.0, &[Amf0::string("cam")]), &mut out);
+    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("FCPublish", 3.0, &[Amf0::string("cam")]), &mut out);
+    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("createStream", 4.0, &[]), &mut out);
+    e.write_message(
+        4,
+        msg_type::COMMAND_AMF0,
+        1,
+        0,
+        &cmd("publish", 5.0, &[Amf0::string("cam?key=x"), Amf0::string("live")]),
+        &mut out,
+    );
+    let mut meta = amf(&[Amf0::string("@setDataFrame")]);
+    meta.extend_from_slice(&amf(&onmetadata()));
+    e.write_message(4, msg_type::DATA_AMF0, 1, 0, &meta, &mut out);
+    let base: u64 = if extended_ts { 0x0100_0000 } else { 0 };
+    for (kind, ts, body) in flv_bodies().into_iter().skip(1) {
+        let (csid, typ) = match kind {
+            TagKind::Audio => (4, msg_type::AUDIO),
+            _ => (6, msg_type::VIDEO),
+        };
+        e.write_message(csid, typ, 1, base + u64::from(ts), &body, &mut out);
+    }
+    // A ping request, then a long message spanning many chunks.
+    e.write_message(2, msg_type::USER_CONTROL, 0, 0, &[0, 6, 0, 0, 1, 0], &mut out);
+    let mut big = vec![0x27, 1, 0, 0, 0];
+    big.extend_from_slice(&[0x55; 700]);
+    e.write_message(6, msg_type::VIDEO, 1, base + 200, &big, &mut out);
+    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("FCUnpublish", 6.0, &[Amf0::string("cam")]), &mut out);
+    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("deleteStream", 7.0, &[Amf0::Number(1.0)]), &mut out);
+    out
+}
+
+/// The chunk stream a player sends after the handshake.
+fn player_stream() -> Vec<u8> {
+    let mut e = ChunkEncoder::new();
+    let mut out = Vec::new();
+    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &amf(&connect()), &mut out);
+    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("createStream", 2.0, &[]), &mut out);
+    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("getStreamLength", 3.0, &[Amf0::string("cam")]), &mut out);
+    e.write_message(8, msg_type::COMMAND_AMF0, 1, 0, &cmd("play", 4.0, &[Amf0::string("cam"), Amf0::Number(-2000.0)]), &mut out);
+    e.write_message(2, msg_type::USER_CONTROL, 0, 0, &[0, 3, 0, 0, 0, 1, 0, 0, 0x0B, 0xB8], &mut out);
+    e.write_message(8, msg_type::COMMAND_AMF0, 1, 0, &cmd("closeStream", 0.0, &[]), &mut out);
+    // AMF3 command envelope (format byte 0, then AMF0).
+    let mut c = vec![0];
+    c.extend_from_slice(&cmd("deleteStream", 5.0, &[Amf0::Number(1.0)]));
+    e.write_message(3, msg_type::COMMAND_AMF3, 0, 0, &c, &mut out);
+    out
+}
+
+fn chunk_variety() -> Vec<u8> {
+    // Several chunk streams, 2- and 3-byte csids, fmt 1/2/3 headers, extended timestamps,
+    // an Abort and a zero-length message.
+    let mut e = ChunkEncoder::new();
+    let mut out = Vec::new();
+    for (i, csid) in [3u32, 63, 64, 319, 320, 65599].iter().enumerate() {
+        let ts = [0u64, 33, 0xFF_FFFF, 0x1_0000_0000, 66, 99][i];
+        e.write_message(*csid, msg_type::VIDEO, 1, ts, &vec![i as u8; 300], &mut out);
+        e.write_message(*csid, msg_type::VIDEO, 1, ts + 40, &vec![i as u8; 300], &mut out);
+        e.write_message(*csid, msg_type::VIDEO, 1, ts + 80, &vec![i as u8; 300], &mut out);
+    }
+    e.write_message(2, msg_type::ABORT, 0, 0, &3u32.to_be_bytes(), &mut out);
+    e.write_message(5, msg_type::AUDIO, 1, 5, &[], &mut out);
+    e.set_chunk_size(4096, &mut out).unwrap();
+    e.write_message(5, msg_type::AUDIO, 1, 10, &vec![7; 5000], &mut out);
+    out
+}
+
+fn tracks() -> Vec<Track> {
+    let mut v = Track::new(1, TrackKind::Video, Codec::H264);
+    v.init = avcc();
+    v.width = 640;
+    v.height = 360;
+    v.fpks = 25_000;
+    v.bps = 100_000;
+    v.lastms = 9960;
+    let mut a = Track::new(2, TrackKind::Audio, Codec::Aac);
+    a.init = vec![0x12, 0x10];
+    a.rate = 44_100;
+    a.channels = 2;
+    a.bits = 16;
+    a.lang = Some("eng".into());
+    vec![v, a]
+}
+
+fn dtsc_stream() -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::write_header(
+        &Header {
+            live: true,
+            unixzero: Some(1_700_000_000_000),
+            tracks: tracks(),
+        },
+        &mut out,
+    );
+    let frame = avcc_frame(true);
+    let packets = [
+        PacketRef { track: 1, dts: 0, offset: 80, keyframe: true, bpos: 13, data: &frame },
+        PacketRef { track: 2, dts: 23, offset: 0, keyframe: false, bpos: 0, data: &[0x21, 0x10] },
+        PacketRef { track: 1, dts: 40, offset: -40, keyframe: false, bpos: 0, data: &[] },
+    ];
+    for p in &packets {
+        wire::write_packet(p, &mut out);
+    }
+    wire::write_command(
+        &Value::obj([
+            ("cmd", Value::str("hi")),
+            ("version", Value::str("Sluice")),
+            ("list", Value::Array(vec![Value::Int(-1), Value::Double(0.5), Value::Null])),
+        ]),
+        &mut out,
+    );
+    // A legacy DTPD packet: one object with trackid, time, data.
+    let legacy = Value::obj([
+        ("trackid", Value::Int(1)),
+        ("time", Value::Int(80)),
+        ("keyframe", Value::Int(1)),
+        ("data", Value::Str(frame.clone())),
+    ]);
+    let mut body = Vec::new();
+    wire::encode_value(&legacy, &mut body);
+    out.extend_from_slice(b"DTPD");
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
+    let d = dir.join(target);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join(name), bytes).unwrap();
+}
+
+fn main() {
+    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "seeds".into()));
+
+    // amf0_decode
+    write(&dir, "amf0_decode", "connect", &amf(&connect()));
+    write(&dir, "amf0_decode", "onmetadata", &amf(&onmetadata()));
+    write(
+        &dir,
+        "amf0_decode",
+        "misc",
+        &amf(&[
+            Amf0::StrictArray(vec![Amf0::Null, Amf0::Undefined, Amf0::Boolean(false)]),
+            Amf0::Date(1.7e12, -60),
+            Amf0::Number(f64::NAN),
+            Amf0::object([("nested", Amf0::object([("a", Amf0::EcmaArray(vec![]))]))]),
+        ]),
+    );
+    // Long string 0x0C, XML 0x0F, typed object 0x10, unsupported 0x0D, by hand.
+    write(
+        &dir,
+        "amf0_decode",
+        "rare_markers",
+        &[
+            0x0C, 0, 0, 0, 3, b'a', b'b', b'c', 0x0F, 0, 0, 0, 2, b'<', b'>', 0x10, 0, 1, b'C',
+            0, 1, b'x', 0x05, 0, 0, 0x09, 0x0D,
+        ],
+    );
+
+    // flv_tags
+    let bodies = flv_bodies();
+    write(&dir, "flv_tags", "stream.flv", &flv_file(&bodies));
+    let mut bare = Vec::new();
+    for (k, ts, b) in &bodies[..3] {
+        flv::write_tag(*k, *ts, b, &mut bare);
+    }
+    write(&dir, "flv_tags", "bare_tags", &bare);
+    let mut mp3 = Vec::new();
+    flv::write_file_header(true, false, &mut mp3);
+    flv::write_tag(TagKind::Audio, 0, &[0x2F, 0xFF, 0xFB, 0x90, 0x64, 0, 0, 0], &mut mp3);
+    flv::write_tag(TagKind::Audio, 26, &[0x2F, 0xFF, 0xFB, 0x90, 0x64, 1, 1, 1], &mut mp3);
+    write(&dir, "flv_tags", "mp3.flv", &mp3);
+
+    // rtmp_chunks: first byte = piece size - 1.
+    for (name, split, stream) in [
+        ("publisher", 0u8, publisher_stream(4096, false)),
+        ("publisher_ext_ts", 127, publisher_stream(128, true)),
+        ("variety", 9, chunk_variety()),
+    ] {
+        let mut s = vec![split];
+        s.extend_from_slice(&stream);
+        write(&dir, "rtmp_chunks", name, &s);
+    }
+
+    // rtmp_session: first byte = accept flag (top bit clear) | piece size - 1.
+    for (name, ctl, stream) in [
+        ("publish_accept", 0x3Fu8, publisher_stream(4096, false)),
+        ("publish_reject", 0x80, publisher_stream(60, true)),
+        ("play_accept", 0x10, player_stream()),
+        ("play_reject", 0xFF, player_stream()),
+    ] {
+        let mut s = vec![ctl];
+        s.extend_from_slice(&stream);
+        write(&dir, "rtmp_session", name, &s);
+    }
+
+    // dtsc_frames
+    write(&dir, "dtsc_frames", "stream.dtsc", &dtsc_stream());
+
+    // h264_sps: an SPS, an avcC, and (first byte = length size) an AVCC payload.
+    write(&dir, "h264_sps", "sps_high", &SPS);
+    write(&dir, "h264_sps", "sps_baseline", &SPS_BASELINE);
+    write(&dir, "h264_sps", "avcc", &avcc());
+    let mut au = vec![4];
+    au.extend_from_slice(&avcc_frame(true));
+    au.extend_from_slice(&[0, 0, 0, 0]);
+    au.extend_from_slice(&avcc_frame(false));
+    write(&dir, "h264_sps", "avcc_payload", &au);
+
+    // aac_asc: LC 44.1 kHz stereo, LC 48 kHz mono, HE-AAC (SBR), HE-AACv2 (PS),
+    // explicit 24-bit rate, escaped object type.
+    for (name, asc) in [
+        ("lc_44100_2", &[0x12u8, 0x10][..]),
+        ("lc_48000_1", &[0x11, 0x88]),
+        ("he_aac", &[0x2B, 0x92, 0x08, 0x00]),
+        ("he_aac_v2", &[0xEB, 0x09, 0x88, 0x00]),
+        ("explicit_rate", &[0x17, 0x80, 0x3E, 0x80, 0x10]),
+        ("escaped_type", &[0xF8, 0x44, 0x40]),
+    ] {
+        write(&dir, "aac_asc", name, asc);
+    }
+}
