@@ -236,6 +236,22 @@ fn send_init(session: &mut ServerSession, tracks: &[Track], ts: u64) -> Result<(
     Ok(())
 }
 
+/// Waits until the kernel's send queue of `sock` is empty (every byte acknowledged by the
+/// peer), at most `limit`.
+fn wait_until_sent(sock: &TcpStream, limit: Duration) {
+    use std::os::fd::AsRawFd;
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int for a TCP socket.
+        let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        if r != 0 || queued == 0 || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// True for the errors that mean the peer went away (not worth an error log line).
 fn peer_gone(e: &std::io::Error) -> bool {
     matches!(
@@ -429,11 +445,19 @@ fn play(
                     break;
                 }
                 Next::Ended => {
-                    session.end_of_stream()?;
-                    pending.extend_from_slice(&session.take_output());
+                    // Every packet first, acknowledged by the player's TCP stack, and only
+                    // then StreamEOF: some players (GStreamer's rtmp2src) stop at the end
+                    // notice even with media still queued ahead of it.
                     sock.set_nonblocking(false)?;
                     sock.set_write_timeout(Some(Duration::from_secs(5)))?;
-                    let _ = sock.write_all(&pending);
+                    pending.extend_from_slice(&session.take_output());
+                    if sock.write_all(&pending).is_err() {
+                        return Ok(());
+                    }
+                    pending.clear();
+                    wait_until_sent(&sock, Duration::from_secs(2));
+                    session.end_of_stream()?;
+                    let _ = sock.write_all(&session.take_output());
                     crate::log!(PROTO, "{peer}: {stream} ended");
                     return Ok(());
                 }

@@ -76,9 +76,10 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
         .expect("state lock")
         .open_stream(&stream, push, &addr, key.as_deref());
     match opened {
-        Ok((socket, started)) => {
-            if started.is_some() {
-                // Wait for the new buffer's socket.
+        Ok(socket) => {
+            // Wait for the buffer's socket: a buffer started for this request, or for another
+            // one a moment ago, may not be listening yet.
+            {
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while !socket.exists() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));

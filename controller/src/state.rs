@@ -134,15 +134,15 @@ impl State {
     }
 
     /// Checks that `name` may be opened (played, or published when `push`) from `addr`, starts
-    /// its buffer when none runs, and returns the buffer's socket path and whether it was just
-    /// started (the caller then waits for the socket to appear).
+    /// its buffer when none runs, and returns the buffer's socket path (the caller waits for
+    /// the socket to appear: a buffer started a moment ago may not listen yet).
     pub fn open_stream(
         &mut self,
         name: &str,
         push: bool,
         addr: &str,
         key: Option<&str>,
-    ) -> std::result::Result<(PathBuf, Option<u32>), OpenRefusal> {
+    ) -> std::result::Result<PathBuf, OpenRefusal> {
         if !config::valid_stream_name(name) {
             return Err(("notfound", format!("invalid stream name {name:?}")));
         }
@@ -160,7 +160,7 @@ impl State {
         let dvr = scfg.get("DVR").and_then(|v| v.as_u64()).unwrap_or(50_000);
         if let Some(b) = self.buffers.get_mut(name) {
             if matches!(b.child.try_wait(), Ok(None)) {
-                return Ok((b.socket.clone(), None));
+                return Ok(b.socket.clone());
             }
             self.buffers.remove(name);
         }
@@ -195,7 +195,7 @@ impl State {
                 observer: None,
             },
         );
-        Ok((socket, Some(pid)))
+        Ok(socket)
     }
 
     /// Stats of a running buffer: (viewers, publishers, first ms, last ms, live).
