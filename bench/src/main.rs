@@ -233,21 +233,22 @@ impl Client {
             msg_type::WINDOW_ACK_SIZE if m.payload.len() >= 4 => {
                 self.window = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
             }
-            msg_type::USER_CONTROL if m.payload.len() >= 6 => {
-                // Ping request (6) -> ping response (7) with the same timestamp.
-                if u16::from_be_bytes([m.payload[0], m.payload[1]]) == 6 {
-                    let mut p = vec![0, 7];
-                    p.extend_from_slice(&m.payload[2..6]);
-                    self.enc.write_message(
-                        CSID_CONTROL,
-                        msg_type::USER_CONTROL,
-                        0,
-                        0,
-                        &p,
-                        &mut self.out,
-                    );
-                    self.flush()?;
-                }
+            // Ping request (6) -> ping response (7) with the same timestamp.
+            msg_type::USER_CONTROL
+                if m.payload.len() >= 6
+                    && u16::from_be_bytes([m.payload[0], m.payload[1]]) == 6 =>
+            {
+                let mut p = vec![0, 7];
+                p.extend_from_slice(&m.payload[2..6]);
+                self.enc.write_message(
+                    CSID_CONTROL,
+                    msg_type::USER_CONTROL,
+                    0,
+                    0,
+                    &p,
+                    &mut self.out,
+                );
+                self.flush()?;
             }
             _ => {}
         }

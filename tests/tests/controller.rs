@@ -184,7 +184,8 @@ fn rtmp_timestamps_past_2_pow_24_ms() {
     require_tools(&["ffmpeg", "timeout"]);
     let srv = Server::start();
     let url = srv.rtmp_url("live");
-    let player = ffmpeg_framecrc(&srv.dir, "player", &url, &[], 40);
+    // -copyts: framecrc shows the timestamps as received, not rebased to zero.
+    let player = ffmpeg_framecrc(&srv.dir, "player", &url, &["-copyts"], 40);
     thread::sleep(Duration::from_millis(500));
     // Start the publish at 16 800 s: every timestamp is above 2^24 ms = 16 777.216 s, so each
     // chunk carries an extended timestamp.

@@ -204,7 +204,7 @@ fn hls_play_ffmpeg_and_gstreamer() {
     assert_eq!(seg.status, 200, "GET {seg_path}: {:?}", seg.headers);
     assert_hls_headers(&seg, "segment", "video/mp2t");
     assert!(
-        !seg.body.is_empty() && seg.body[0] == 0x47 && seg.body.len() % 188 == 0,
+        !seg.body.is_empty() && seg.body[0] == 0x47 && seg.body.len().is_multiple_of(188),
         "segment {seg_path} is not MPEG-TS: {} bytes, first byte {:?}",
         seg.body.len(),
         seg.body.first()
