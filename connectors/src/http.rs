@@ -16,6 +16,8 @@ use crate::{hls, Ctx};
 
 /// Largest request head accepted, bytes.
 const MAX_HEAD: usize = 16 << 10;
+/// Largest request body accepted (and skipped), bytes.
+const MAX_BODY: usize = 1 << 20;
 /// How long an idle keep-alive connection is kept, and how long a request may take to arrive.
 const IDLE: Duration = Duration::from_secs(15);
 /// How long a playlist request waits for a stream to have enough segments.
@@ -52,6 +54,8 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -239,11 +243,37 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                         Some(v) if v.contains("keep-alive") => true,
                         _ => v11,
                     };
+                    // A request body is not used by any route, but must be skipped so the
+                    // next request on the connection starts where it should.
+                    let header = |name: &str| {
+                        req.headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case(name))
+                            .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+                    };
+                    if header("transfer-encoding").is_some() {
+                        let r = Response::text(411, "Chunked request bodies are not accepted");
+                        out.clear();
+                        write_head(&r, false, false, &mut out);
+                        let _ = sock.write_all(&out);
+                        bail!("chunked request body");
+                    }
+                    let body_len = match header("content-length").map(|v| v.parse::<usize>()) {
+                        None => 0,
+                        Some(Ok(n)) if n <= MAX_BODY => n,
+                        Some(_) => {
+                            let r = Response::text(413, "Request body too large or malformed");
+                            out.clear();
+                            write_head(&r, false, false, &mut out);
+                            let _ = sock.write_all(&out);
+                            bail!("request body over {MAX_BODY} bytes or malformed length");
+                        }
+                    };
                     break (
                         req.method.unwrap_or("").to_string(),
                         req.path.unwrap_or("/").to_string(),
                         keep,
-                        used,
+                        used + body_len,
                     );
                 }
                 Ok(httparse::Status::Partial) => {
@@ -278,6 +308,15 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                 Err(e) => return Err(e.into()),
             }
         };
+        // Wait for the rest of a declared body, then drop it with the head.
+        while buf.len() < used {
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(e.into()),
+            }
+        }
         buf.drain(..used);
         let resp = match method.as_str() {
             "GET" | "HEAD" => conn.route(&path),
