@@ -15,7 +15,7 @@ use dtsc::flv::{self, FlvIngest, IngestEvent, TagKind};
 use dtsc::rtmp::chunk::Span;
 use dtsc::rtmp::session::{Event, MediaKind, ServerConfig, ServerSession};
 use dtsc::wire::{self, Header};
-use dtsc::{Codec, Track, TrackKind};
+use dtsc::{Codec, PacketRef, Track, TrackKind};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::control::{self, OpenError};
@@ -265,48 +265,6 @@ fn peer_gone(e: &std::io::Error) -> bool {
 #[error("the viewer left")]
 struct ViewerLeft;
 
-/// Writes as much of `plan` as the socket takes; the rest is appended to `pending`.
-fn write_plan(
-    sock: &mut TcpStream,
-    hdrs: &[u8],
-    parts: &[&[u8]],
-    plan: &[Span],
-    pending: &mut Vec<u8>,
-) -> Result<()> {
-    let slice = |s: &Span| -> &[u8] {
-        match s {
-            Span::Own(r) => &hdrs[r.clone()],
-            Span::Part(i, r) => &parts[*i][r.clone()],
-        }
-    };
-    let total: usize = plan.iter().map(|s| slice(s).len()).sum();
-    let written = if pending.is_empty() {
-        let iov: Vec<IoSlice> = plan.iter().map(|s| IoSlice::new(slice(s))).collect();
-        match sock.write_vectored(&iov) {
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
-            Err(e) if e.kind() == ErrorKind::Interrupted => 0,
-            Err(e) if peer_gone(&e) => return Err(ViewerLeft.into()),
-            Err(e) => return Err(anyhow!("writing to the player: {e}")),
-        }
-    } else {
-        0
-    };
-    if written < total {
-        let mut skip = written;
-        for s in plan {
-            let b = slice(s);
-            if skip >= b.len() {
-                skip -= b.len();
-                continue;
-            }
-            pending.extend_from_slice(&b[skip..]);
-            skip = 0;
-        }
-    }
-    Ok(())
-}
-
 fn play(
     mut sock: TcpStream,
     mut session: ServerSession,
@@ -346,28 +304,33 @@ fn play(
     );
 
     sock.set_nonblocking(true)?;
+    let reader = *cursor.reader();
+    let mut batch = Batch::default();
     let mut rbuf = vec![0u8; 2 << 10];
-    let mut hdrs = Vec::with_capacity(256);
-    let mut plan = Vec::with_capacity(16);
-    let mut body_hdr = Vec::with_capacity(8);
     let mut tracks: Vec<Track> = cursor.tracks().to_vec();
+    // A player only sends acknowledgements, pings and deleteStream: read its input every
+    // 100 ms (or when the socket is full), not once per packet.
+    let mut next_read = Instant::now();
     loop {
-        // Input from the player: acknowledgements, pings, deleteStream.
-        loop {
-            match sock.read(&mut rbuf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => session
-                    .handle_input(&rbuf[..n])
-                    .map_err(|e| anyhow!("{peer}: {e}"))?,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if peer_gone(&e) => return Ok(()),
-                Err(e) => return Err(anyhow!("{peer}: {e}")),
+        let now = Instant::now();
+        if now >= next_read || !pending.is_empty() {
+            next_read = now + Duration::from_millis(100);
+            loop {
+                match sock.read(&mut rbuf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => session
+                        .handle_input(&rbuf[..n])
+                        .map_err(|e| anyhow!("{peer}: {e}"))?,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) if peer_gone(&e) => return Ok(()),
+                    Err(e) => return Err(anyhow!("{peer}: {e}")),
+                }
             }
-        }
-        while let Some(ev) = session.poll_event() {
-            if matches!(ev, Event::DeleteStream { .. } | Event::CloseStream { .. }) {
-                return Ok(());
+            while let Some(ev) = session.poll_event() {
+                if matches!(ev, Event::DeleteStream { .. } | Event::CloseStream { .. }) {
+                    return Ok(());
+                }
             }
         }
         pending.extend_from_slice(&session.take_output());
@@ -389,79 +352,202 @@ fn play(
                 continue;
             }
         }
-        // Packets, a batch at a time.
-        for _ in 0..64 {
+        // Every packet available now, in one writev.
+        batch.clear();
+        let stop = loop {
+            if batch.full() {
+                break Stop::Full;
+            }
             match cursor.next_packet() {
-                Next::Packet(seq, p) => {
+                Next::Packet(seq, _) => {
+                    let Some(p) = reader.packet(seq) else {
+                        continue;
+                    };
                     let Some(t) = tracks.iter().find(|t| t.id == p.track) else {
                         continue;
                     };
-                    body_hdr.clear();
-                    let kind = match t.kind {
-                        TrackKind::Video => {
-                            if flv::video_body_header(
-                                &t.codec,
-                                p.keyframe,
-                                p.offset as i32,
-                                &mut body_hdr,
-                            )
-                            .is_err()
-                            {
-                                continue;
-                            }
-                            MediaKind::Video
-                        }
-                        TrackKind::Audio => {
-                            if flv::audio_body_header(t, &mut body_hdr).is_err() {
-                                continue;
-                            }
-                            MediaKind::Audio
-                        }
-                        TrackKind::Meta => continue,
-                    };
-                    hdrs.clear();
-                    plan.clear();
-                    let parts: [&[u8]; 2] = [&body_hdr, p.data];
-                    session.write_media_parts(kind, p.dts, &parts, &mut hdrs, &mut plan)?;
-                    match write_plan(&mut sock, &hdrs, &parts, &plan, &mut pending) {
-                        Err(e) if e.is::<ViewerLeft>() => return Ok(()),
-                        r => r?,
-                    }
-                    if !cursor.still_valid(seq) {
-                        bail!("{peer}: fell out of the window while sending; dropping the viewer");
-                    }
-                    if !pending.is_empty() {
-                        break;
-                    }
+                    batch.add(&mut session, t, seq, p)?;
                 }
-                Next::TracksChanged => {
-                    tracks = cursor.tracks().to_vec();
-                    send_init(&mut session, &tracks, 0)?;
-                    pending.extend_from_slice(&session.take_output());
-                    break;
-                }
-                Next::Wait(seen) => {
-                    cursor.wait(seen, Duration::from_millis(50));
-                    break;
-                }
-                Next::Ended => {
-                    // Every packet first, acknowledged by the player's TCP stack, and only
-                    // then StreamEOF: some players (GStreamer's rtmp2src) stop at the end
-                    // notice even with media still queued ahead of it.
-                    sock.set_nonblocking(false)?;
-                    sock.set_write_timeout(Some(Duration::from_secs(5)))?;
-                    pending.extend_from_slice(&session.take_output());
-                    if sock.write_all(&pending).is_err() {
-                        return Ok(());
-                    }
-                    pending.clear();
-                    wait_until_sent(&sock, Duration::from_secs(2));
-                    session.end_of_stream()?;
-                    let _ = sock.write_all(&session.take_output());
-                    crate::log!(PROTO, "{peer}: {stream} ended");
-                    return Ok(());
-                }
+                Next::TracksChanged => break Stop::TracksChanged,
+                Next::Wait(seen) => break Stop::Wait(seen),
+                Next::Ended => break Stop::Ended,
+            }
+        };
+        if let Some(first) = batch.first_seq {
+            match batch.send(&mut sock, &mut pending) {
+                Err(e) if e.is::<ViewerLeft>() => return Ok(()),
+                r => r?,
+            }
+            if !cursor.still_valid(first) {
+                bail!("{peer}: fell out of the window while sending; dropping the viewer");
             }
         }
+        match stop {
+            Stop::Full => {}
+            Stop::TracksChanged => {
+                tracks = cursor.tracks().to_vec();
+                send_init(&mut session, &tracks, 0)?;
+            }
+            Stop::Wait(seen) => {
+                if pending.is_empty() {
+                    cursor.wait(seen, Duration::from_millis(100));
+                }
+            }
+            Stop::Ended => {
+                // Every packet first, acknowledged by the player's TCP stack, and only then
+                // StreamEOF: some players (GStreamer's rtmp2src) stop at the end notice even
+                // with media still queued ahead of it.
+                sock.set_nonblocking(false)?;
+                sock.set_write_timeout(Some(Duration::from_secs(5)))?;
+                pending.extend_from_slice(&session.take_output());
+                if sock.write_all(&pending).is_err() {
+                    return Ok(());
+                }
+                pending.clear();
+                wait_until_sent(&sock, Duration::from_secs(2));
+                session.end_of_stream()?;
+                let _ = sock.write_all(&session.take_output());
+                crate::log!(PROTO, "{peer}: {stream} ended");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// What ended a batch.
+enum Stop {
+    /// The batch is as large as one writev should be.
+    Full,
+    /// New tracks: send init data.
+    TracksChanged,
+    /// Caught up: sleep on the futex with this value.
+    Wait(u32),
+    /// The stream ended.
+    Ended,
+}
+
+/// One byte range of a batch, in send order.
+enum Seg {
+    /// Chunk headers, in `Batch::hdrs`.
+    Hdr(std::ops::Range<usize>),
+    /// FLV body headers, in `Batch::bodies`.
+    Body(std::ops::Range<usize>),
+    /// Payload bytes of message `n`, a slice of the shared pages.
+    Data(usize, std::ops::Range<usize>),
+}
+
+/// The messages of one writev: chunk and FLV body headers built here, payloads borrowed from
+/// the shared pages (`'m`: the mapping's lifetime), never copied unless the socket is full.
+#[derive(Default)]
+struct Batch<'m> {
+    hdrs: Vec<u8>,
+    bodies: Vec<u8>,
+    payloads: Vec<&'m [u8]>,
+    segs: Vec<Seg>,
+    plan: Vec<Span>,
+    bytes: usize,
+    first_seq: Option<u64>,
+}
+
+/// Most iovecs one batch uses (Linux allows 1024 per writev).
+const MAX_SEGS: usize = 512;
+/// Most bytes one batch sends.
+const MAX_BATCH_BYTES: usize = 512 << 10;
+
+impl<'m> Batch<'m> {
+    fn clear(&mut self) {
+        self.hdrs.clear();
+        self.bodies.clear();
+        self.payloads.clear();
+        self.segs.clear();
+        self.bytes = 0;
+        self.first_seq = None;
+    }
+
+    fn full(&self) -> bool {
+        self.segs.len() + 16 > MAX_SEGS || self.bytes > MAX_BATCH_BYTES
+    }
+
+    /// Adds packet `seq` as one RTMP message: FLV body header, chunk headers, payload.
+    fn add(
+        &mut self,
+        session: &mut ServerSession,
+        t: &Track,
+        seq: u64,
+        p: PacketRef<'m>,
+    ) -> Result<()> {
+        let body_start = self.bodies.len();
+        let kind = match t.kind {
+            TrackKind::Video => {
+                if flv::video_body_header(&t.codec, p.keyframe, p.offset as i32, &mut self.bodies)
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                MediaKind::Video
+            }
+            TrackKind::Audio => {
+                if flv::audio_body_header(t, &mut self.bodies).is_err() {
+                    return Ok(());
+                }
+                MediaKind::Audio
+            }
+            TrackKind::Meta => return Ok(()),
+        };
+        let body = body_start..self.bodies.len();
+        self.plan.clear();
+        let parts: [&[u8]; 2] = [&self.bodies[body.clone()], p.data];
+        session.write_media_parts(kind, p.dts, &parts, &mut self.hdrs, &mut self.plan)?;
+        let n = self.payloads.len();
+        self.payloads.push(p.data);
+        for span in self.plan.drain(..) {
+            self.segs.push(match span {
+                Span::Own(r) => Seg::Hdr(r),
+                Span::Part(0, r) => Seg::Body(body.start + r.start..body.start + r.end),
+                Span::Part(_, r) => Seg::Data(n, r),
+            });
+        }
+        self.bytes += p.data.len() + 16;
+        self.first_seq.get_or_insert(seq);
+        Ok(())
+    }
+
+    fn slice(&self, s: &Seg) -> &[u8] {
+        match s {
+            Seg::Hdr(r) => &self.hdrs[r.clone()],
+            Seg::Body(r) => &self.bodies[r.clone()],
+            Seg::Data(n, r) => &self.payloads[*n][r.clone()],
+        }
+    }
+
+    /// Writes the batch with one writev (when nothing is pending); what the socket does not
+    /// take is copied to `pending`.
+    fn send(&self, sock: &mut TcpStream, pending: &mut Vec<u8>) -> Result<()> {
+        let written = if pending.is_empty() {
+            let empty: &[u8] = &[];
+            let mut iov = [IoSlice::new(empty); MAX_SEGS];
+            for (slot, s) in iov.iter_mut().zip(&self.segs) {
+                *slot = IoSlice::new(self.slice(s));
+            }
+            match sock.write_vectored(&iov[..self.segs.len()]) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => 0,
+                Err(e) if peer_gone(&e) => return Err(ViewerLeft.into()),
+                Err(e) => return Err(anyhow!("writing to the player: {e}")),
+            }
+        } else {
+            0
+        };
+        let mut skip = written;
+        for s in &self.segs {
+            let b = self.slice(s);
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            pending.extend_from_slice(&b[skip..]);
+            skip = 0;
+        }
+        Ok(())
     }
 }
