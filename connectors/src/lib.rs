@@ -7,14 +7,18 @@
 //! * [`control`]: asks the controller to open a stream (checks, starts the buffer).
 //! * [`cursor`]: the one connection loop's core every output shares: attach to a stream's
 //!   buffer, wait for it, pick a start keyframe, read packets straight from shared memory.
-//! * [`rtmp`], [`http`] (with [`hls`]): the protocols.
+//! * [`session`]: the one connection loop every streaming output shares (an [`session::Output`]
+//!   per format; one `writev` per wake-up, payloads straight from the shared pages).
+//! * [`rtmp`], [`http`] (with [`hls`] and [`progressive`]): the protocols.
 
 pub mod control;
 pub mod cursor;
 pub mod hls;
 pub mod http;
 pub mod listener;
+pub mod progressive;
 pub mod rtmp;
+pub mod session;
 
 use std::path::PathBuf;
 

@@ -4,9 +4,8 @@
 //! memory with `writev`, its payloads never copied in user space (FLV body header and chunk
 //! headers are built per packet, the payload is a slice of the mapped page).
 
-use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -16,11 +15,11 @@ use dtsc::rtmp::chunk::Span;
 use dtsc::rtmp::session::{Event, MediaKind, ServerConfig, ServerSession};
 use dtsc::wire::{self, Header};
 use dtsc::{Codec, PacketRef, Track, TrackKind};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::control::{self, OpenError};
-use crate::cursor::{Cursor, Next};
+use crate::cursor::Cursor;
 use crate::listener::set_process_name;
+use crate::session::{self, Batch, Ended, Framing, Output};
 use crate::Ctx;
 
 const PROTO: &str = "RTMP";
@@ -236,35 +235,6 @@ fn send_init(session: &mut ServerSession, tracks: &[Track], ts: u64) -> Result<(
     Ok(())
 }
 
-/// Waits until the kernel's send queue of `sock` is empty (every byte acknowledged by the
-/// peer), at most `limit`.
-fn wait_until_sent(sock: &TcpStream, limit: Duration) {
-    use std::os::fd::AsRawFd;
-    let deadline = Instant::now() + limit;
-    loop {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int for a TCP socket.
-        let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-        if r != 0 || queued == 0 || Instant::now() >= deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// True for the errors that mean the peer went away (not worth an error log line).
-fn peer_gone(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-    )
-}
-
-/// The viewer closed its connection: end the session quietly.
-#[derive(Debug, thiserror::Error)]
-#[error("the viewer left")]
-struct ViewerLeft;
-
 fn play(
     mut sock: TcpStream,
     mut session: ServerSession,
@@ -295,191 +265,47 @@ fn play(
     }
     let start = cursor.seek_latest_key().unwrap_or(0);
     session.accept_play()?;
-    send_init(&mut session, cursor.tracks(), start)?;
-    let mut pending = session.take_output();
+    let pending = session.take_output();
     crate::log!(
         PROTO,
         "{peer} plays {stream} from {start} ms (ready after {} ms)",
         connected.elapsed().as_millis()
     );
-
-    sock.set_nonblocking(true)?;
-    let reader = *cursor.reader();
-    let mut batch = Batch::default();
-    let mut rbuf = vec![0u8; 2 << 10];
-    let mut tracks: Vec<Track> = cursor.tracks().to_vec();
-    // A player only sends acknowledgements, pings and deleteStream: read its input every
-    // 100 ms (or when the socket is full), not once per packet.
-    let mut next_read = Instant::now();
-    loop {
-        let now = Instant::now();
-        if now >= next_read || !pending.is_empty() {
-            next_read = now + Duration::from_millis(100);
-            loop {
-                match sock.read(&mut rbuf) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => session
-                        .handle_input(&rbuf[..n])
-                        .map_err(|e| anyhow!("{peer}: {e}"))?,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) if peer_gone(&e) => return Ok(()),
-                    Err(e) => return Err(anyhow!("{peer}: {e}")),
-                }
-            }
-            while let Some(ev) = session.poll_event() {
-                if matches!(ev, Event::DeleteStream { .. } | Event::CloseStream { .. }) {
-                    return Ok(());
-                }
-            }
-        }
-        pending.extend_from_slice(&session.take_output());
-        if !pending.is_empty() {
-            match sock.write(&pending) {
-                Ok(n) => {
-                    pending.drain(..n);
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-                Err(e) if peer_gone(&e) => return Ok(()),
-                Err(e) => return Err(anyhow!("{peer}: writing to the player: {e}")),
-            }
-            if !pending.is_empty() {
-                let mut fds = [PollFd::new(
-                    sock.as_fd(),
-                    PollFlags::POLLIN | PollFlags::POLLOUT,
-                )];
-                let _ = poll(&mut fds, PollTimeout::from(200u16));
-                continue;
-            }
-        }
-        // Every packet available now, in one writev.
-        batch.clear();
-        let stop = loop {
-            if batch.full() {
-                break Stop::Full;
-            }
-            match cursor.next_packet() {
-                Next::Packet(seq, _) => {
-                    let Some(p) = reader.packet(seq) else {
-                        continue;
-                    };
-                    let Some(t) = tracks.iter().find(|t| t.id == p.track) else {
-                        continue;
-                    };
-                    batch.add(&mut session, t, seq, p)?;
-                }
-                Next::TracksChanged => break Stop::TracksChanged,
-                Next::Wait(seen) => break Stop::Wait(seen),
-                Next::Ended => break Stop::Ended,
-            }
-        };
-        if let Some(first) = batch.first_seq {
-            match batch.send(&mut sock, &mut pending) {
-                Err(e) if e.is::<ViewerLeft>() => return Ok(()),
-                r => r?,
-            }
-            if !cursor.still_valid(first) {
-                bail!("{peer}: fell out of the window while sending; dropping the viewer");
-            }
-        }
-        match stop {
-            Stop::Full => {}
-            Stop::TracksChanged => {
-                tracks = cursor.tracks().to_vec();
-                send_init(&mut session, &tracks, 0)?;
-            }
-            Stop::Wait(seen) => {
-                if pending.is_empty() {
-                    cursor.wait(seen, Duration::from_millis(100));
-                }
-            }
-            Stop::Ended => {
-                // Every packet first, acknowledged by the player's TCP stack, and only then
-                // StreamEOF: some players (GStreamer's rtmp2src) stop at the end notice even
-                // with media still queued ahead of it.
-                sock.set_nonblocking(false)?;
-                sock.set_write_timeout(Some(Duration::from_secs(5)))?;
-                pending.extend_from_slice(&session.take_output());
-                if sock.write_all(&pending).is_err() {
-                    return Ok(());
-                }
-                pending.clear();
-                wait_until_sent(&sock, Duration::from_secs(2));
-                session.end_of_stream()?;
-                let _ = sock.write_all(&session.take_output());
-                crate::log!(PROTO, "{peer}: {stream} ended");
-                return Ok(());
-            }
-        }
+    let mut out = RtmpPlay {
+        session,
+        hdrs: Vec::with_capacity(256),
+        plan: Vec::with_capacity(16),
+        body: Vec::with_capacity(16),
+    };
+    match session::stream(&mut sock, &mut cursor, &mut out, pending, Framing::Raw) {
+        Ok(Ended::StreamEnded) => crate::log!(PROTO, "{peer}: {stream} ended"),
+        Ok(Ended::ClientLeft) => {}
+        Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),
     }
+    Ok(())
 }
 
-/// What ended a batch.
-enum Stop {
-    /// The batch is as large as one writev should be.
-    Full,
-    /// New tracks: send init data.
-    TracksChanged,
-    /// Caught up: sleep on the futex with this value.
-    Wait(u32),
-    /// The stream ended.
-    Ended,
-}
-
-/// One byte range of a batch, in send order.
-enum Seg {
-    /// Chunk headers, in `Batch::hdrs`.
-    Hdr(std::ops::Range<usize>),
-    /// FLV body headers, in `Batch::bodies`.
-    Body(std::ops::Range<usize>),
-    /// Payload bytes of message `n`, a slice of the shared pages.
-    Data(usize, std::ops::Range<usize>),
-}
-
-/// The messages of one writev: chunk and FLV body headers built here, payloads borrowed from
-/// the shared pages (`'m`: the mapping's lifetime), never copied unless the socket is full.
-#[derive(Default)]
-struct Batch<'m> {
+/// RTMP play as an output of the shared loop: FLV body headers and chunk headers built per
+/// packet, the payload passed through as a slice of the shared pages.
+struct RtmpPlay {
+    session: ServerSession,
     hdrs: Vec<u8>,
-    bodies: Vec<u8>,
-    payloads: Vec<&'m [u8]>,
-    segs: Vec<Seg>,
     plan: Vec<Span>,
-    bytes: usize,
-    first_seq: Option<u64>,
+    body: Vec<u8>,
 }
 
-/// Most iovecs one batch uses (Linux allows 1024 per writev).
-const MAX_SEGS: usize = 512;
-/// Most bytes one batch sends.
-const MAX_BATCH_BYTES: usize = 512 << 10;
-
-impl<'m> Batch<'m> {
-    fn clear(&mut self) {
-        self.hdrs.clear();
-        self.bodies.clear();
-        self.payloads.clear();
-        self.segs.clear();
-        self.bytes = 0;
-        self.first_seq = None;
+impl Output for RtmpPlay {
+    fn init(&mut self, tracks: &[Track], start_ms: u64, _first: bool, b: &mut Batch) -> Result<()> {
+        send_init(&mut self.session, tracks, start_ms)?;
+        b.own(&self.session.take_output());
+        Ok(())
     }
 
-    fn full(&self) -> bool {
-        self.segs.len() + 16 > MAX_SEGS || self.bytes > MAX_BATCH_BYTES
-    }
-
-    /// Adds packet `seq` as one RTMP message: FLV body header, chunk headers, payload.
-    fn add(
-        &mut self,
-        session: &mut ServerSession,
-        t: &Track,
-        seq: u64,
-        p: PacketRef<'m>,
-    ) -> Result<()> {
-        let body_start = self.bodies.len();
+    fn packet<'m>(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+        self.body.clear();
         let kind = match t.kind {
             TrackKind::Video => {
-                if flv::video_body_header(&t.codec, p.keyframe, p.offset as i32, &mut self.bodies)
+                if flv::video_body_header(&t.codec, p.keyframe, p.offset as i32, &mut self.body)
                     .is_err()
                 {
                     return Ok(());
@@ -487,67 +313,45 @@ impl<'m> Batch<'m> {
                 MediaKind::Video
             }
             TrackKind::Audio => {
-                if flv::audio_body_header(t, &mut self.bodies).is_err() {
+                if flv::audio_body_header(t, &mut self.body).is_err() {
                     return Ok(());
                 }
                 MediaKind::Audio
             }
             TrackKind::Meta => return Ok(()),
         };
-        let body = body_start..self.bodies.len();
+        self.hdrs.clear();
         self.plan.clear();
-        let parts: [&[u8]; 2] = [&self.bodies[body.clone()], p.data];
-        session.write_media_parts(kind, p.dts, &parts, &mut self.hdrs, &mut self.plan)?;
-        let n = self.payloads.len();
-        self.payloads.push(p.data);
-        for span in self.plan.drain(..) {
-            self.segs.push(match span {
-                Span::Own(r) => Seg::Hdr(r),
-                Span::Part(0, r) => Seg::Body(body.start + r.start..body.start + r.end),
-                Span::Part(_, r) => Seg::Data(n, r),
-            });
+        let parts: [&[u8]; 2] = [&self.body, p.data];
+        self.session
+            .write_media_parts(kind, p.dts, &parts, &mut self.hdrs, &mut self.plan)?;
+        for span in &self.plan {
+            match span {
+                Span::Own(r) => b.own(&self.hdrs[r.clone()]),
+                Span::Part(0, r) => b.own(&self.body[r.clone()]),
+                Span::Part(_, r) => b.data_range(p.data, r.clone()),
+            }
         }
-        self.bytes += p.data.len() + 16;
-        self.first_seq.get_or_insert(seq);
         Ok(())
     }
 
-    fn slice(&self, s: &Seg) -> &[u8] {
-        match s {
-            Seg::Hdr(r) => &self.hdrs[r.clone()],
-            Seg::Body(r) => &self.bodies[r.clone()],
-            Seg::Data(n, r) => &self.payloads[*n][r.clone()],
+    fn input(&mut self, bytes: &[u8]) -> Result<bool> {
+        self.session.handle_input(bytes)?;
+        while let Some(ev) = self.session.poll_event() {
+            if matches!(ev, Event::DeleteStream { .. } | Event::CloseStream { .. }) {
+                return Ok(true);
+            }
         }
+        Ok(false)
     }
 
-    /// Writes the batch with one writev (when nothing is pending); what the socket does not
-    /// take is copied to `pending`.
-    fn send(&self, sock: &mut TcpStream, pending: &mut Vec<u8>) -> Result<()> {
-        let written = if pending.is_empty() {
-            let empty: &[u8] = &[];
-            let mut iov = [IoSlice::new(empty); MAX_SEGS];
-            for (slot, s) in iov.iter_mut().zip(&self.segs) {
-                *slot = IoSlice::new(self.slice(s));
-            }
-            match sock.write_vectored(&iov[..self.segs.len()]) {
-                Ok(n) => n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => 0,
-                Err(e) if peer_gone(&e) => return Err(ViewerLeft.into()),
-                Err(e) => return Err(anyhow!("writing to the player: {e}")),
-            }
-        } else {
-            0
-        };
-        let mut skip = written;
-        for s in &self.segs {
-            let b = self.slice(s);
-            if skip >= b.len() {
-                skip -= b.len();
-                continue;
-            }
-            pending.extend_from_slice(&b[skip..]);
-            skip = 0;
-        }
+    fn control(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.session.take_output());
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.session.end_of_stream()?;
+        out.extend_from_slice(&self.session.take_output());
         Ok(())
     }
 }

@@ -1,0 +1,371 @@
+//! The one connection loop every streaming output shares (MistServer's `Output` base, as a
+//! trait and a function): after a protocol has opened the stream ([`crate::cursor::Cursor`])
+//! and answered its client, [`stream`] pumps packets from shared memory to the socket until
+//! the stream ends or the client leaves.
+//!
+//! An [`Output`] turns a packet into bytes of its format by adding to a [`Batch`]: small
+//! headers it builds are copied into the batch, payloads are added as slices of the shared
+//! pages. A batch holds every packet available at one wake-up and leaves in one `writev`, so
+//! a viewer costs one `writev` and one futex wait per wake, whatever the format. What the
+//! socket does not take is copied aside and sent first on the next round.
+
+use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::net::TcpStream;
+use std::ops::Range;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use dtsc::{PacketRef, Track};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::cursor::{Cursor, Next};
+
+/// One streaming format, driven by [`stream`].
+pub trait Output {
+    /// Init data for `tracks`: at the start (`first` true) and again whenever the stream's
+    /// tracks change. `start_ms` is the DTS of the first packet that will follow.
+    fn init(&mut self, tracks: &[Track], start_ms: u64, first: bool, b: &mut Batch) -> Result<()>;
+
+    /// One packet of track `t`.
+    fn packet<'m>(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()>;
+
+    /// Bytes the client sent. Returns true when the client asked to stop (RTMP
+    /// `deleteStream`). The default ignores input.
+    fn input(&mut self, _bytes: &[u8]) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Bytes to send that are not packets (RTMP acknowledgements, ping responses), appended
+    /// to `out`. Sent before the next batch.
+    fn control(&mut self, _out: &mut Vec<u8>) {}
+
+    /// The end of the stream (appended to `out`; sent after every packet was acknowledged).
+    fn end(&mut self, _out: &mut Vec<u8>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One byte range of a batch, in send order.
+#[derive(Debug, Clone)]
+enum Seg {
+    /// Bytes of `Batch::own`.
+    Own(Range<usize>),
+    /// Bytes of payload `n`.
+    Data(usize, Range<usize>),
+}
+
+/// The bytes of one `writev`: headers copied in, payloads borrowed from the shared pages
+/// (`'m`: the mapping's lifetime).
+#[derive(Default)]
+pub struct Batch<'m> {
+    own: Vec<u8>,
+    payloads: Vec<&'m [u8]>,
+    segs: Vec<Seg>,
+    bytes: usize,
+    first_seq: Option<u64>,
+}
+
+/// Most iovecs one batch uses (Linux allows 1024 per writev).
+const MAX_SEGS: usize = 512;
+/// Most bytes one batch sends.
+const MAX_BATCH_BYTES: usize = 512 << 10;
+
+impl<'m> Batch<'m> {
+    fn clear(&mut self) {
+        self.own.clear();
+        self.payloads.clear();
+        self.segs.clear();
+        self.bytes = 0;
+        self.first_seq = None;
+    }
+
+    fn full(&self) -> bool {
+        self.segs.len() + 32 > MAX_SEGS || self.bytes > MAX_BATCH_BYTES
+    }
+
+    /// Copies `bytes` into the batch (merged with a directly preceding copy).
+    pub fn own(&mut self, bytes: &[u8]) {
+        let start = self.own.len();
+        self.own.extend_from_slice(bytes);
+        self.bytes += bytes.len();
+        self.extend_own(start);
+    }
+
+    /// Lets `f` append bytes to the batch's own buffer (for writers that take a `Vec`).
+    pub fn own_with<T>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+        let start = self.own.len();
+        let r = f(&mut self.own);
+        self.bytes += self.own.len() - start;
+        self.extend_own(start);
+        r
+    }
+
+    fn extend_own(&mut self, start: usize) {
+        let end = self.own.len();
+        if start == end {
+            return;
+        }
+        if let Some(Seg::Own(r)) = self.segs.last_mut() {
+            if r.end == start {
+                r.end = end;
+                return;
+            }
+        }
+        self.segs.push(Seg::Own(start..end));
+    }
+
+    /// Adds `bytes` (a slice of the shared pages) without copying it.
+    pub fn data(&mut self, bytes: &'m [u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let n = match self.payloads.last() {
+            Some(last) if std::ptr::eq(*last, bytes) => self.payloads.len() - 1,
+            _ => {
+                self.payloads.push(bytes);
+                self.payloads.len() - 1
+            }
+        };
+        self.segs.push(Seg::Data(n, 0..bytes.len()));
+        self.bytes += bytes.len();
+    }
+
+    /// Adds `bytes[range]` of a payload already added with [`Batch::data`] or new.
+    pub fn data_range(&mut self, bytes: &'m [u8], range: Range<usize>) {
+        self.data(&bytes[range])
+    }
+
+    fn slice(&self, s: &Seg) -> &[u8] {
+        match s {
+            Seg::Own(r) => &self.own[r.clone()],
+            Seg::Data(n, r) => &self.payloads[*n][r.clone()],
+        }
+    }
+
+    /// Frames the batch as one HTTP/1.1 chunk (RFC 9112 §7.1): size line first, CRLF last.
+    fn frame_chunked(&mut self) {
+        let len = self.bytes;
+        let start = self.own.len();
+        let _ = write!(self.own, "{len:x}\r\n");
+        self.segs.insert(0, Seg::Own(start..self.own.len()));
+        self.own(b"\r\n");
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
+    /// Writes the batch with one writev (when nothing is pending); what the socket does not
+    /// take is copied to `pending`. Errors with [`PeerGone`] when the client left.
+    fn send(&self, sock: &mut TcpStream, pending: &mut Vec<u8>) -> Result<()> {
+        let written = if pending.is_empty() {
+            let empty: &[u8] = &[];
+            let mut iov = [IoSlice::new(empty); MAX_SEGS];
+            let n = self.segs.len().min(MAX_SEGS);
+            for (slot, s) in iov.iter_mut().zip(&self.segs) {
+                *slot = IoSlice::new(self.slice(s));
+            }
+            match sock.write_vectored(&iov[..n]) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => 0,
+                Err(e) if peer_gone(&e) => return Err(PeerGone.into()),
+                Err(e) => return Err(anyhow!("writing to the client: {e}")),
+            }
+        } else {
+            0
+        };
+        let mut skip = written;
+        for s in &self.segs {
+            let b = self.slice(s);
+            if skip >= b.len() {
+                skip -= b.len();
+                continue;
+            }
+            pending.extend_from_slice(&b[skip..]);
+            skip = 0;
+        }
+        Ok(())
+    }
+}
+
+/// The client closed its connection: the session ends quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("the client left")]
+pub struct PeerGone;
+
+/// True for the errors that mean the peer went away (not worth an error log line).
+pub fn peer_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
+}
+
+/// Waits until the kernel's send queue of `sock` is empty (every byte acknowledged by the
+/// peer), at most `limit`.
+pub fn wait_until_sent(sock: &TcpStream, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int for a TCP socket.
+        let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        if r != 0 || queued == 0 || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// How the bytes of a stream are framed on the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// As they are (RTMP, raw TCP, HTTP/1.0 responses ended by closing).
+    Raw,
+    /// HTTP/1.1 chunked transfer coding: one chunk per batch, the last chunk at the end.
+    HttpChunked,
+}
+
+/// How a streaming session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The source ended; the output's end was sent.
+    StreamEnded,
+    /// The client left or asked to stop.
+    ClientLeft,
+}
+
+/// Pumps packets from `cursor` (already positioned) to `sock` through `output`, starting with
+/// `pending` (bytes the protocol already has to send, such as a response head), until the
+/// stream ends or the client leaves. Client input is read every 100 ms (or while the socket
+/// is full), not once per packet.
+pub fn stream<O: Output>(
+    sock: &mut TcpStream,
+    cursor: &mut Cursor,
+    output: &mut O,
+    mut pending: Vec<u8>,
+    framing: Framing,
+) -> Result<Ended> {
+    sock.set_nonblocking(true)?;
+    let reader = *cursor.reader();
+    let mut tracks: Vec<Track> = cursor.tracks().to_vec();
+    let mut batch = Batch::default();
+    let mut init = Some(true);
+    let mut rbuf = vec![0u8; 2 << 10];
+    let mut next_read = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= next_read || !pending.is_empty() {
+            next_read = now + Duration::from_millis(100);
+            loop {
+                match sock.read(&mut rbuf) {
+                    Ok(0) => return Ok(Ended::ClientLeft),
+                    Ok(n) => {
+                        if output.input(&rbuf[..n])? {
+                            return Ok(Ended::ClientLeft);
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) if peer_gone(&e) => return Ok(Ended::ClientLeft),
+                    Err(e) => return Err(anyhow!("reading from the client: {e}")),
+                }
+            }
+        }
+        output.control(&mut pending);
+        if !pending.is_empty() {
+            match sock.write(&pending) {
+                Ok(n) => {
+                    pending.drain(..n);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(e) if peer_gone(&e) => return Ok(Ended::ClientLeft),
+                Err(e) => return Err(anyhow!("writing to the client: {e}")),
+            }
+            if !pending.is_empty() {
+                let mut fds = [PollFd::new(
+                    sock.as_fd(),
+                    PollFlags::POLLIN | PollFlags::POLLOUT,
+                )];
+                let _ = poll(&mut fds, PollTimeout::from(200u16));
+                continue;
+            }
+        }
+        // Every packet available now, in one writev.
+        batch.clear();
+        let mut ended = false;
+        let mut wait = None;
+        loop {
+            if batch.full() {
+                break;
+            }
+            match cursor.next_packet() {
+                Next::Packet(seq, _) => {
+                    let Some(p) = reader.packet(seq) else {
+                        continue;
+                    };
+                    if let Some(first) = init.take() {
+                        output.init(&tracks, p.dts, first, &mut batch)?;
+                    }
+                    let Some(t) = tracks.iter().find(|t| t.id == p.track) else {
+                        continue;
+                    };
+                    output.packet(t, p, &mut batch)?;
+                    batch.first_seq.get_or_insert(seq);
+                }
+                Next::TracksChanged => {
+                    tracks = cursor.tracks().to_vec();
+                    init = Some(false);
+                    break;
+                }
+                Next::Wait(seen) => {
+                    wait = Some(seen);
+                    break;
+                }
+                Next::Ended => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            if framing == Framing::HttpChunked {
+                batch.frame_chunked();
+            }
+            match batch.send(sock, &mut pending) {
+                Err(e) if e.is::<PeerGone>() => return Ok(Ended::ClientLeft),
+                r => r?,
+            }
+            if let Some(first) = batch.first_seq {
+                if !cursor.still_valid(first) {
+                    bail!("fell out of the window while sending; dropping the client");
+                }
+            }
+        }
+        if ended {
+            // Every packet first, acknowledged by the client's TCP stack, then the end: some
+            // players (GStreamer's rtmp2src) stop at an end notice even with media queued
+            // ahead of it.
+            sock.set_nonblocking(false)?;
+            sock.set_write_timeout(Some(Duration::from_secs(5)))?;
+            output.control(&mut pending);
+            if sock.write_all(&pending).is_err() {
+                return Ok(Ended::ClientLeft);
+            }
+            pending.clear();
+            wait_until_sent(sock, Duration::from_secs(2));
+            output.end(&mut pending)?;
+            if framing == Framing::HttpChunked {
+                pending.extend_from_slice(b"0\r\n\r\n");
+            }
+            let _ = sock.write_all(&pending);
+            return Ok(Ended::StreamEnded);
+        }
+        if let Some(seen) = wait {
+            if pending.is_empty() {
+                cursor.wait(seen, Duration::from_millis(100));
+            }
+        }
+    }
+}
