@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 
 use crate::control::OpenError;
 use crate::cursor::Cursor;
-use crate::{hls, Ctx};
+use crate::{hls, progressive, session, Ctx};
 
 /// Largest request head accepted, bytes.
 const MAX_HEAD: usize = 16 << 10;
@@ -82,6 +82,32 @@ pub fn write_head(resp: &Response, keep_alive: bool, head_only: bool, out: &mut 
     }
 }
 
+/// A progressive (endless) response format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progressive {
+    /// `/S.flv`
+    Flv,
+    /// `/S.ts`
+    Ts,
+}
+
+impl Progressive {
+    fn content_type(self) -> &'static str {
+        match self {
+            Progressive::Flv => "video/x-flv",
+            Progressive::Ts => "video/mp2t",
+        }
+    }
+}
+
+/// What a request gets.
+enum Reply {
+    /// A whole response.
+    Full(Response),
+    /// A progressive stream of this stream name: the connection ends with it.
+    Stream(Progressive, String),
+}
+
 /// The connection's state: streams it already attached to (a player asks for many segments of
 /// the same stream over one connection).
 struct Conn<'a> {
@@ -107,17 +133,24 @@ impl Conn<'_> {
         Ok(self.streams.get_mut(stream).expect("inserted above"))
     }
 
-    fn route(&mut self, path: &str) -> Response {
+    fn route(&mut self, path: &str) -> Reply {
         let path = path.split('?').next().unwrap_or("");
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        match parts.as_slice() {
+        if let [file] = parts.as_slice() {
+            for (ext, kind) in [(".flv", Progressive::Flv), (".ts", Progressive::Ts)] {
+                if let Some(stream) = file.strip_suffix(ext).filter(|s| !s.is_empty()) {
+                    return Reply::Stream(kind, percent_decode(stream));
+                }
+            }
+        }
+        Reply::Full(match parts.as_slice() {
             ["hls", stream, "index.m3u8"] => self.hls_master(&percent_decode(stream)),
             ["hls", stream, set, "index.m3u8"] => self.hls_media(&percent_decode(stream), set),
             ["hls", stream, set, seg] if seg.ends_with(".ts") => {
                 self.hls_segment(&percent_decode(stream), set, seg)
             }
             _ => Response::text(404, "Not found"),
-        }
+        })
     }
 
     fn ready_cursor(&mut self, stream: &str) -> std::result::Result<&mut Cursor, Response> {
@@ -191,6 +224,76 @@ impl Conn<'_> {
     }
 }
 
+/// Serves a progressive stream on `sock` until it ends or the client leaves; the connection
+/// closes afterwards (the response has no length). `Err` is a response to send instead
+/// (stream not found or not live).
+fn progressive(
+    sock: &mut TcpStream,
+    conn: &mut Conn,
+    kind: Progressive,
+    stream: &str,
+    head_only: bool,
+    framing: session::Framing,
+) -> std::result::Result<(), Response> {
+    crate::listener::set_process_name(match kind {
+        Progressive::Flv => "HTTP FLV",
+        Progressive::Ts => "HTTP TS",
+    });
+    let mut cursor = match conn.streams.remove(stream) {
+        Some(c) => c,
+        None => Cursor::open(&conn.ctx.rundir, stream, &conn.addr).map_err(|e| match e {
+            OpenError::NotFound(_) => Response::text(404, &format!("Stream {stream} not found")),
+            OpenError::Forbidden(r) => Response::text(403, &r),
+            OpenError::Failed(r) => {
+                Response::text(503, &format!("Stream {stream} unavailable: {r}"))
+            }
+        })?,
+    };
+    if !cursor.wait_ready(READY_WAIT, 1) {
+        return Err(Response::text(
+            503,
+            &format!("Stream {stream} is not live (no data yet)"),
+        ));
+    }
+    cursor.seek_latest_key();
+    let mut head = Vec::new();
+    let _ = write!(
+        head,
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nCache-Control: no-store\r\n\
+         Access-Control-Allow-Origin: *\r\nServer: Sluice\r\n{}Connection: close\r\n\r\n",
+        kind.content_type(),
+        if framing == session::Framing::HttpChunked {
+            "Transfer-Encoding: chunked\r\n"
+        } else {
+            ""
+        }
+    );
+    if head_only {
+        let _ = sock.write_all(&head);
+        return Ok(());
+    }
+    let result = match kind {
+        Progressive::Flv => session::stream(
+            sock,
+            &mut cursor,
+            &mut progressive::FlvOutput::default(),
+            head,
+            framing,
+        ),
+        Progressive::Ts => session::stream(
+            sock,
+            &mut cursor,
+            &mut progressive::TsOutput::default(),
+            head,
+            framing,
+        ),
+    };
+    if let Err(e) = result {
+        crate::log!("HTTP", "{}: {stream}: {e:#}", conn.addr);
+    }
+    Ok(())
+}
+
 /// Decodes `%XX` escapes of a URL path element (stream names may hold `+` and such).
 pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -227,7 +330,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     let mut out = Vec::new();
     loop {
         // Read until a whole head is there.
-        let (method, path, keep_alive, used) = loop {
+        let (method, path, keep_alive, used, v11) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 48];
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(&buf) {
@@ -274,6 +377,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                         req.path.unwrap_or("/").to_string(),
                         keep,
                         used + body_len,
+                        v11,
                     );
                 }
                 Ok(httparse::Status::Partial) => {
@@ -318,15 +422,36 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
             }
         }
         buf.drain(..used);
-        let resp = match method.as_str() {
+        let reply = match method.as_str() {
             "GET" | "HEAD" => conn.route(&path),
-            "OPTIONS" => Response {
+            "OPTIONS" => Reply::Full(Response {
                 status: 204,
                 content_type: "text/plain",
                 cache: "no-store",
                 body: Vec::new(),
-            },
-            _ => Response::text(405, "Method not allowed"),
+            }),
+            _ => Reply::Full(Response::text(405, "Method not allowed")),
+        };
+        let resp = match reply {
+            Reply::Full(r) => r,
+            Reply::Stream(kind, stream) => {
+                let framing = if v11 {
+                    session::Framing::HttpChunked
+                } else {
+                    session::Framing::Raw
+                };
+                match progressive(
+                    &mut sock,
+                    &mut conn,
+                    kind,
+                    &stream,
+                    method == "HEAD",
+                    framing,
+                ) {
+                    Ok(()) => return Ok(()),
+                    Err(r) => r,
+                }
+            }
         };
         if resp.status >= 400 {
             crate::log!("HTTP", "{method} {path}: {}", resp.status);

@@ -1,0 +1,124 @@
+//! Progressive HTTP outputs: one endless response per viewer, the stream in one container.
+//! `/S.flv` (FLV, as mpegts.js, ffmpeg and VLC read it) and `/S.ts` (MPEG-TS, continuous
+//! continuity counters). Both are outputs of the shared loop in [`crate::session`].
+
+use anyhow::Result;
+use dtsc::flv::{self, TagKind};
+use dtsc::ts::TsMuxer;
+use dtsc::{Codec, PacketRef, Track, TrackKind};
+
+use crate::session::{Batch, Output};
+
+/// FLV over HTTP. Tag timestamps start at 0 at the first packet sent (players of progressive
+/// FLV, mpegts.js among them, expect a timeline from zero); composition offsets are kept.
+#[derive(Default)]
+pub struct FlvOutput {
+    base_ms: u64,
+    body: Vec<u8>,
+}
+
+impl FlvOutput {
+    fn ts(&self, dts: u64) -> u32 {
+        dts.saturating_sub(self.base_ms) as u32
+    }
+}
+
+impl Output for FlvOutput {
+    fn init(&mut self, tracks: &[Track], start_ms: u64, first: bool, b: &mut Batch) -> Result<()> {
+        if first {
+            self.base_ms = start_ms;
+            let has = |k| tracks.iter().any(|t| t.kind == k);
+            b.own_with(|out| {
+                flv::write_file_header(has(TrackKind::Audio), has(TrackKind::Video), out)
+            });
+        }
+        let ts = self.ts(start_ms);
+        self.body.clear();
+        for v in flv::on_metadata(tracks) {
+            dtsc::amf0::encode(&v, &mut self.body);
+        }
+        b.own_with(|out| flv::write_tag(TagKind::Script, ts, &self.body, out));
+        for t in tracks {
+            self.body.clear();
+            let kind = match (t.kind, &t.codec) {
+                (TrackKind::Video, Codec::H264) => {
+                    flv::video_sequence_header(t, &mut self.body)?;
+                    TagKind::Video
+                }
+                (TrackKind::Audio, Codec::Aac) => {
+                    flv::audio_sequence_header(t, &mut self.body)?;
+                    TagKind::Audio
+                }
+                _ => continue,
+            };
+            b.own_with(|out| flv::write_tag(kind, ts, &self.body, out));
+        }
+        Ok(())
+    }
+
+    fn packet<'m>(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+        self.body.clear();
+        let kind = match t.kind {
+            TrackKind::Video => {
+                if flv::video_body_header(&t.codec, p.keyframe, p.offset as i32, &mut self.body)
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                TagKind::Video
+            }
+            TrackKind::Audio => {
+                if flv::audio_body_header(t, &mut self.body).is_err() {
+                    return Ok(());
+                }
+                TagKind::Audio
+            }
+            TrackKind::Meta => return Ok(()),
+        };
+        let len = self.body.len() + p.data.len();
+        let ts = self.ts(p.dts);
+        b.own_with(|out| {
+            flv::write_tag_header(kind, ts, len, out);
+            out.extend_from_slice(&self.body);
+        });
+        b.data(p.data);
+        b.own_with(|out| flv::write_prev_tag_size(len, out));
+        Ok(())
+    }
+}
+
+/// MPEG-TS over HTTP (and, later, raw TCP): PAT/PMT at the start and before every video
+/// keyframe so that a player can join, continuity counters continuous.
+#[derive(Default)]
+pub struct TsOutput {
+    mux: Option<TsMuxer>,
+}
+
+impl Output for TsOutput {
+    fn init(
+        &mut self,
+        tracks: &[Track],
+        _start_ms: u64,
+        _first: bool,
+        b: &mut Batch,
+    ) -> Result<()> {
+        let mut mux = TsMuxer::continuous(tracks);
+        b.own_with(|out| mux.write_psi(out));
+        self.mux = Some(mux);
+        Ok(())
+    }
+
+    fn packet<'m>(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+        let Some(mux) = self.mux.as_mut() else {
+            return Ok(());
+        };
+        b.own_with(|out| {
+            if p.keyframe && t.kind == TrackKind::Video {
+                mux.write_psi(out);
+            }
+            // A packet the muxer cannot carry is skipped (the track is not in the PMT).
+            let _ = mux.write_packet(&p, false, out);
+        });
+        Ok(())
+    }
+}
