@@ -13,6 +13,7 @@ pub mod flv;
 pub mod h264;
 pub mod hls;
 pub mod model;
+pub mod mp4;
 pub mod rtmp;
 pub mod shm;
 pub mod ts;
