@@ -2,6 +2,12 @@
 //! and master playlists listing variants ([`render_master`]). Pure text rendering into a
 //! caller-supplied `String`.
 //!
+//! For CMAF (fragmented MP4) output there is also [`Fmp4Playlist`], a media playlist with
+//! `#EXT-X-MAP` that can carry the Low-Latency HLS tags of RFC 8216bis (partial segments,
+//! blocking reloads, preload hints; [`parse_blocking_request`] reads the `_HLS_msn` and
+//! `_HLS_part` query values), and [`render_master_with_media`], a master playlist that lists
+//! separate audio renditions with `#EXT-X-MEDIA`.
+//!
 //! URIs are written as given except that CR and LF are dropped, so a hostile stream name
 //! cannot inject playlist lines; callers percent-encode URIs themselves.
 
@@ -112,6 +118,338 @@ pub fn render_master(variants: &[Variant], out: &mut String) {
         }
         if let Some((w, h)) = v.resolution {
             let _ = write!(out, ",RESOLUTION={w}x{h}");
+        }
+        out.push('\n');
+        push_line_safe(out, &v.uri);
+        out.push('\n');
+    }
+}
+
+/// Appends `s` minus CR, LF and double quotes, for a quoted-string attribute value
+/// (RFC 8216 §4.2: a quoted-string cannot contain `"`, CR or LF).
+fn push_quoted_safe(out: &mut String, s: &str) {
+    out.extend(s.chars().filter(|&c| c != '\r' && c != '\n' && c != '"'));
+}
+
+/// Appends a duration in ms as decimal seconds with 3 decimals (`2.000`, `0.333`).
+fn push_seconds(out: &mut String, ms: u64) {
+    let _ = write!(out, "{}.{:03}", ms / 1000, ms % 1000);
+}
+
+/// One partial segment of a Low-Latency HLS playlist (`#EXT-X-PART`, RFC 8216bis
+/// §4.4.4.9): a run of samples of the segment being built, addressable on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Duration in ms (`DURATION`, at most the playlist's part target).
+    pub duration_ms: u64,
+    /// URI of the part (`URI`); double quotes, CR and LF are dropped.
+    pub uri: String,
+    /// True when the part starts with an independent frame (a keyframe): writes
+    /// `INDEPENDENT=YES`.
+    pub independent: bool,
+}
+
+/// One complete media segment of an fMP4 playlist (RFC 8216 §3.3, §4.3.2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fmp4Segment {
+    /// Media sequence number (RFC 8216 §3).
+    pub msn: u64,
+    /// Duration in ms, written as `#EXTINF` seconds with 3 decimals.
+    pub duration_ms: u64,
+    /// URI of the segment (a CMAF fragment, `moof` + `mdat`).
+    pub uri: String,
+    /// The partial segments this segment was published as, in order (LL-HLS only; ignored
+    /// without [`Fmp4Playlist::low_latency`]). See [`Fmp4Playlist::render`] for which
+    /// segments list them.
+    pub parts: Vec<Part>,
+    /// Wall-clock time (Unix ms) of the segment's first sample: writes
+    /// `#EXT-X-PROGRAM-DATE-TIME` (RFC 8216bis §4.4.4.6) before the segment.
+    pub program_date_time_ms: Option<u64>,
+}
+
+/// A rendition report (`#EXT-X-RENDITION-REPORT`, RFC 8216bis §4.4.5.4): where another
+/// rendition of the same presentation is, so an LL-HLS client can switch without waiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenditionReport {
+    /// URI of the other rendition's media playlist, relative to this one.
+    pub uri: String,
+    /// `LAST-MSN`: the msn of the last segment (or partial segment) in that playlist.
+    pub last_msn: u64,
+    /// `LAST-PART`: index of its last partial segment, when it has parts.
+    pub last_part: Option<u64>,
+}
+
+/// The Low-Latency HLS part of an [`Fmp4Playlist`] (RFC 8216bis §4.4.3.7, §4.4.3.8,
+/// §4.4.5.3, §6.2.5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowLatency {
+    /// `#EXT-X-PART-INF:PART-TARGET` in ms: the part target duration. Every part must be at
+    /// most this long and the value must not change during the stream.
+    pub part_target_ms: u64,
+    /// `PART-HOLD-BACK` in ms of `#EXT-X-SERVER-CONTROL`; `None` writes three times the part
+    /// target (the spec's recommended value; it must be at least two).
+    pub part_hold_back_ms: Option<u64>,
+    /// Parts of the segment being built (msn = last listed msn + 1), in order: written as
+    /// `#EXT-X-PART` lines after the last complete segment.
+    pub pending_parts: Vec<Part>,
+    /// URI of the next part, not yet complete: writes
+    /// `#EXT-X-PRELOAD-HINT:TYPE=PART,URI="…"` (§4.4.5.3) unless the playlist has ended.
+    /// The server answers a request for it once the part is complete (blocking).
+    pub preload_hint: Option<String>,
+    /// Reports for the other renditions, written last.
+    pub rendition_reports: Vec<RenditionReport>,
+}
+
+/// A media playlist of fragmented-MP4 segments (CMAF), optionally Low-Latency HLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fmp4Playlist {
+    /// Minimum `#EXT-X-TARGETDURATION` in seconds, as [`MediaPlaylist::target_duration_s`].
+    pub target_duration_s: u64,
+    /// `#EXT-X-MEDIA-SEQUENCE`: the msn of the first segment listed.
+    pub media_sequence: u64,
+    /// URI of the initialization segment (`ftyp` + `moov`): `#EXT-X-MAP:URI="…"`
+    /// (RFC 8216bis §4.4.4.5).
+    pub map_uri: String,
+    /// The complete segments, in order.
+    pub segments: Vec<Fmp4Segment>,
+    /// True when no more segments will be added: writes `#EXT-X-ENDLIST`.
+    pub ended: bool,
+    /// True for video on demand: `#EXT-X-PLAYLIST-TYPE:VOD` and `#EXT-X-ENDLIST`.
+    pub vod: bool,
+    /// Low-Latency HLS tags; `None` for a plain fMP4 playlist.
+    pub low_latency: Option<LowLatency>,
+}
+
+impl Fmp4Playlist {
+    /// The `#EXT-X-TARGETDURATION` value in seconds: the largest of `target_duration_s` and
+    /// every segment duration rounded up to a whole second (RFC 8216 §4.3.3.1).
+    pub fn target_duration(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.duration_ms.div_ceil(1000))
+            .fold(self.target_duration_s, u64::max)
+    }
+
+    /// Appends the playlist text to `out` (lines end in `\n`), in this order:
+    ///
+    /// `#EXTM3U`, `#EXT-X-VERSION:6` (the lowest version allowing `#EXT-X-MAP` in a playlist
+    /// that is not I-frames only, RFC 8216 §7; the LL-HLS tags need no higher one),
+    /// `#EXT-X-TARGETDURATION`, with `low_latency`
+    /// `#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=<s>` and
+    /// `#EXT-X-PART-INF:PART-TARGET=<s>`, `#EXT-X-MEDIA-SEQUENCE`,
+    /// `#EXT-X-PLAYLIST-TYPE:VOD` when `vod`, `#EXT-X-MAP:URI="<map_uri>"`; then per segment
+    /// its `#EXT-X-PROGRAM-DATE-TIME`, its `#EXT-X-PART` lines, `#EXTINF:<s>,` and URI; then
+    /// the pending parts, the preload hint, the rendition reports and `#EXT-X-ENDLIST`.
+    ///
+    /// A segment's parts are listed only while the segment starts less than three target
+    /// durations before the end of the playlist (the end of the last pending part): RFC
+    /// 8216bis §6.2.2 lets a server drop older parts, and listing them all would make the
+    /// playlist grow with every part.
+    pub fn render(&self, out: &mut String) {
+        let target = self.target_duration();
+        out.push_str("#EXTM3U\n#EXT-X-VERSION:6\n");
+        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
+        let ll = self.low_latency.as_ref();
+        if let Some(ll) = ll {
+            out.push_str("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=");
+            push_seconds(
+                out,
+                ll.part_hold_back_ms
+                    .unwrap_or(ll.part_target_ms.saturating_mul(3)),
+            );
+            out.push_str("\n#EXT-X-PART-INF:PART-TARGET=");
+            push_seconds(out, ll.part_target_ms);
+            out.push('\n');
+        }
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
+        if self.vod {
+            out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
+        }
+        out.push_str("#EXT-X-MAP:URI=\"");
+        push_quoted_safe(out, &self.map_uri);
+        out.push_str("\"\n");
+
+        // Start of each segment relative to the first, and the end of the playlist, in ms.
+        let pending_ms: u64 =
+            ll.map_or(0, |ll| ll.pending_parts.iter().map(|p| p.duration_ms).sum());
+        let total_ms = self
+            .segments
+            .iter()
+            .map(|s| s.duration_ms)
+            .sum::<u64>()
+            .saturating_add(pending_ms);
+        let parts_window_ms = target.saturating_mul(3000);
+        let mut start_ms = 0u64;
+        for seg in &self.segments {
+            if let Some(pdt) = seg.program_date_time_ms {
+                out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+                crate::dash::push_datetime(out, pdt, true);
+                out.push('\n');
+            }
+            if ll.is_some() && total_ms.saturating_sub(start_ms) < parts_window_ms {
+                for part in &seg.parts {
+                    push_part(out, part);
+                }
+            }
+            out.push_str("#EXTINF:");
+            push_seconds(out, seg.duration_ms);
+            out.push_str(",\n");
+            push_line_safe(out, &seg.uri);
+            out.push('\n');
+            start_ms = start_ms.saturating_add(seg.duration_ms);
+        }
+        let ended = self.ended || self.vod;
+        if let Some(ll) = ll {
+            for part in &ll.pending_parts {
+                push_part(out, part);
+            }
+            if let (Some(hint), false) = (&ll.preload_hint, ended) {
+                out.push_str("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"");
+                push_quoted_safe(out, hint);
+                out.push_str("\"\n");
+            }
+            for report in &ll.rendition_reports {
+                out.push_str("#EXT-X-RENDITION-REPORT:URI=\"");
+                push_quoted_safe(out, &report.uri);
+                let _ = write!(out, "\",LAST-MSN={}", report.last_msn);
+                if let Some(part) = report.last_part {
+                    let _ = write!(out, ",LAST-PART={part}");
+                }
+                out.push('\n');
+            }
+        }
+        if ended {
+            out.push_str("#EXT-X-ENDLIST\n");
+        }
+    }
+}
+
+/// Appends `#EXT-X-PART:DURATION=<s>,URI="…"[,INDEPENDENT=YES]` (RFC 8216bis §4.4.4.9).
+fn push_part(out: &mut String, part: &Part) {
+    out.push_str("#EXT-X-PART:DURATION=");
+    push_seconds(out, part.duration_ms);
+    out.push_str(",URI=\"");
+    push_quoted_safe(out, &part.uri);
+    out.push('"');
+    if part.independent {
+        out.push_str(",INDEPENDENT=YES");
+    }
+    out.push('\n');
+}
+
+/// Reads the blocking playlist reload query of RFC 8216bis §6.2.5.2 from a URL query string
+/// (without the `?`): `_HLS_msn=<M>` and optionally `_HLS_part=<N>`, both decimal integers.
+///
+/// Returns `Some((msn, part))` for a blocking request, `None` when there is no `_HLS_msn`
+/// or the request is invalid: a value that is not a decimal integer (up to `u64`), a
+/// repeated parameter, or `_HLS_part` without `_HLS_msn` (the spec has the server answer
+/// these with 400 Bad Request; the caller can tell the cases apart by checking whether
+/// `_HLS_` occurs in the query). Other parameters (`_HLS_skip`, anything else) are ignored.
+pub fn parse_blocking_request(query: &str) -> Option<(u64, Option<u64>)> {
+    fn number(v: &str) -> Option<u64> {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        v.parse().ok()
+    }
+    let mut msn = None;
+    let mut part = None;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "_HLS_msn" => &mut msn,
+            "_HLS_part" => &mut part,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(number(value)?);
+    }
+    Some((msn?, part))
+}
+
+/// One alternative rendition in a master playlist (`#EXT-X-MEDIA`, RFC 8216 §4.3.4.1):
+/// here always `TYPE=AUDIO`, an audio-only media playlist that variants refer to by group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioRendition {
+    /// `GROUP-ID`: the name variants use in their `AUDIO` attribute.
+    pub group_id: String,
+    /// `NAME`: human-readable, unique within the group.
+    pub name: String,
+    /// `LANGUAGE` (RFC 5646 tag), omitted when `None`.
+    pub language: Option<String>,
+    /// `DEFAULT=YES`: play this one unless the user chose otherwise (one per group).
+    pub default: bool,
+    /// `AUTOSELECT=YES`: the client may pick it by language without the user.
+    pub autoselect: bool,
+    /// `CHANNELS="<n>"` (RFC 8216bis §4.4.6.1), omitted when 0.
+    pub channels: u32,
+    /// URI of the rendition's media playlist.
+    pub uri: String,
+}
+
+/// A variant of a master playlist that may use a group of audio renditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantStream {
+    /// Bandwidth, codecs, resolution and URI, as for [`render_master`]. With `audio_group`
+    /// set, `bandwidth` and `codecs` must cover the audio rendition too (RFC 8216 §4.3.4.2).
+    pub variant: Variant,
+    /// `AUDIO="<group>"`: the `GROUP-ID` of the audio renditions to play with this variant.
+    pub audio_group: Option<String>,
+}
+
+/// Appends a master playlist for fMP4 media to `out`: `#EXTM3U`, `#EXT-X-VERSION:6`,
+/// `#EXT-X-INDEPENDENT-SEGMENTS` (every segment starts with a keyframe, RFC 8216 §4.3.5.1),
+/// one `#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=…,NAME=…[,LANGUAGE=…],DEFAULT=YES|NO,
+/// AUTOSELECT=YES|NO[,CHANNELS=…],URI=…` per audio rendition (§4.3.4.1), then per variant
+/// `#EXT-X-STREAM-INF:BANDWIDTH=…[,CODECS=…][,RESOLUTION=…][,AUDIO=…]` and its URI.
+pub fn render_master_with_media(
+    audio: &[AudioRendition],
+    variants: &[VariantStream],
+    out: &mut String,
+) {
+    out.push_str("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let yes_no = |b: bool| if b { "YES" } else { "NO" };
+    for r in audio {
+        out.push_str("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"");
+        push_quoted_safe(out, &r.group_id);
+        out.push_str("\",NAME=\"");
+        push_quoted_safe(out, &r.name);
+        out.push('"');
+        if let Some(lang) = &r.language {
+            out.push_str(",LANGUAGE=\"");
+            push_quoted_safe(out, lang);
+            out.push('"');
+        }
+        let _ = write!(
+            out,
+            ",DEFAULT={},AUTOSELECT={}",
+            yes_no(r.default),
+            yes_no(r.autoselect)
+        );
+        if r.channels > 0 {
+            let _ = write!(out, ",CHANNELS=\"{}\"", r.channels);
+        }
+        out.push_str(",URI=\"");
+        push_quoted_safe(out, &r.uri);
+        out.push_str("\"\n");
+    }
+    for vs in variants {
+        let v = &vs.variant;
+        let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={}", v.bandwidth);
+        if !v.codecs.is_empty() {
+            out.push_str(",CODECS=\"");
+            push_quoted_safe(out, &v.codecs);
+            out.push('"');
+        }
+        if let Some((w, h)) = v.resolution {
+            let _ = write!(out, ",RESOLUTION={w}x{h}");
+        }
+        if let Some(group) = &vs.audio_group {
+            out.push_str(",AUDIO=\"");
+            push_quoted_safe(out, group);
+            out.push('"');
         }
         out.push('\n');
         push_line_safe(out, &v.uri);
@@ -249,6 +587,217 @@ mod tests {
              audio/index.m3u8\n\
              #EXT-X-STREAM-INF:BANDWIDTH=1\n\
              x.m3u8\n"
+        );
+    }
+
+    fn parts(msn: u64, n: usize) -> Vec<Part> {
+        (0..n)
+            .map(|i| Part {
+                duration_ms: 500,
+                uri: format!("p{msn}.{i}.m4s"),
+                independent: i == 0,
+            })
+            .collect()
+    }
+
+    fn fseg(msn: u64, parts_n: usize) -> Fmp4Segment {
+        Fmp4Segment {
+            msn,
+            duration_ms: 2000,
+            uri: format!("s{msn}.m4s"),
+            parts: parts(msn, parts_n),
+            program_date_time_ms: None,
+        }
+    }
+
+    #[test]
+    fn renders_ll_hls_playlist() {
+        let mut first = fseg(10, 4);
+        first.program_date_time_ms = Some(1_700_000_000_000);
+        let pl = Fmp4Playlist {
+            target_duration_s: 2,
+            media_sequence: 10,
+            map_uri: "init.mp4".into(),
+            segments: vec![first, fseg(11, 4), fseg(12, 4)],
+            ended: false,
+            vod: false,
+            low_latency: Some(LowLatency {
+                part_target_ms: 500,
+                part_hold_back_ms: None,
+                pending_parts: parts(13, 2),
+                preload_hint: Some("p13.2.m4s".into()),
+                rendition_reports: vec![RenditionReport {
+                    uri: "../2/index.m3u8".into(),
+                    last_msn: 13,
+                    last_part: Some(1),
+                }],
+            }),
+        };
+        let mut out = String::new();
+        pl.render(&mut out);
+        // Segment 10 starts 7 s before the end (> 3 target durations): its parts are gone.
+        assert_eq!(
+            out,
+            "#EXTM3U\n\
+             #EXT-X-VERSION:6\n\
+             #EXT-X-TARGETDURATION:2\n\
+             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500\n\
+             #EXT-X-PART-INF:PART-TARGET=0.500\n\
+             #EXT-X-MEDIA-SEQUENCE:10\n\
+             #EXT-X-MAP:URI=\"init.mp4\"\n\
+             #EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n\
+             #EXTINF:2.000,\ns10.m4s\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"p11.0.m4s\",INDEPENDENT=YES\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"p11.1.m4s\"\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"p11.2.m4s\"\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"p11.3.m4s\"\n\
+             #EXTINF:2.000,\ns11.m4s\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"p12.0.m4s\",INDEPENDENT=YES\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"p12.1.m4s\"\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"p12.2.m4s\"\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"p12.3.m4s\"\n\
+             #EXTINF:2.000,\ns12.m4s\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"p13.0.m4s\",INDEPENDENT=YES\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"p13.1.m4s\"\n\
+             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p13.2.m4s\"\n\
+             #EXT-X-RENDITION-REPORT:URI=\"../2/index.m3u8\",LAST-MSN=13,LAST-PART=1\n"
+        );
+    }
+
+    #[test]
+    fn ended_ll_playlist_drops_preload_hint() {
+        let pl = Fmp4Playlist {
+            target_duration_s: 2,
+            media_sequence: 0,
+            map_uri: "in\"it.mp4".into(),
+            segments: vec![fseg(0, 1)],
+            ended: true,
+            vod: false,
+            low_latency: Some(LowLatency {
+                part_target_ms: 1000,
+                part_hold_back_ms: Some(2500),
+                pending_parts: vec![],
+                preload_hint: Some("next.m4s".into()),
+                rendition_reports: vec![],
+            }),
+        };
+        let mut out = String::new();
+        pl.render(&mut out);
+        assert_eq!(
+            out,
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n\
+             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=2.500\n\
+             #EXT-X-PART-INF:PART-TARGET=1.000\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXT-X-MAP:URI=\"init.mp4\"\n\
+             #EXT-X-PART:DURATION=0.500,URI=\"p0.0.m4s\",INDEPENDENT=YES\n\
+             #EXTINF:2.000,\ns0.m4s\n#EXT-X-ENDLIST\n"
+        );
+    }
+
+    #[test]
+    fn renders_plain_fmp4_playlist() {
+        let pl = Fmp4Playlist {
+            target_duration_s: 0,
+            media_sequence: 0,
+            map_uri: "init.mp4".into(),
+            segments: vec![fseg(0, 4), fseg(1, 0)],
+            ended: false,
+            vod: true,
+            low_latency: None,
+        };
+        let mut out = String::new();
+        pl.render(&mut out);
+        assert_eq!(
+            out,
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MAP:URI=\"init.mp4\"\n\
+             #EXTINF:2.000,\ns0.m4s\n#EXTINF:2.000,\ns1.m4s\n#EXT-X-ENDLIST\n"
+        );
+    }
+
+    #[test]
+    fn parses_blocking_requests() {
+        assert_eq!(parse_blocking_request(""), None);
+        assert_eq!(parse_blocking_request("_HLS_msn=12"), Some((12, None)));
+        assert_eq!(
+            parse_blocking_request("x=1&_HLS_part=3&_HLS_msn=12&_HLS_skip=YES"),
+            Some((12, Some(3)))
+        );
+        assert_eq!(parse_blocking_request("_HLS_part=3"), None);
+        assert_eq!(parse_blocking_request("_HLS_msn=-1"), None);
+        assert_eq!(parse_blocking_request("_HLS_msn=+1"), None);
+        assert_eq!(parse_blocking_request("_HLS_msn="), None);
+        assert_eq!(parse_blocking_request("_HLS_msn"), None);
+        assert_eq!(parse_blocking_request("_HLS_msn=1&_HLS_msn=2"), None);
+        assert_eq!(
+            parse_blocking_request("_HLS_msn=99999999999999999999"),
+            None
+        );
+        assert_eq!(
+            parse_blocking_request("_HLS_msn=18446744073709551615"),
+            Some((u64::MAX, None))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn blocking_request_parser_never_panics(q in "\\PC{0,64}") {
+            let _ = parse_blocking_request(&q);
+        }
+
+        #[test]
+        fn blocking_request_round_trips(msn in proptest::prelude::any::<u64>(),
+                                        part in proptest::option::of(proptest::prelude::any::<u64>())) {
+            let q = match part {
+                Some(p) => format!("_HLS_msn={msn}&_HLS_part={p}"),
+                None => format!("_HLS_msn={msn}"),
+            };
+            proptest::prop_assert_eq!(parse_blocking_request(&q), Some((msn, part)));
+        }
+    }
+
+    #[test]
+    fn renders_master_with_audio_renditions() {
+        let audio = [
+            AudioRendition {
+                group_id: "aud".into(),
+                name: "English".into(),
+                language: Some("en".into()),
+                default: true,
+                autoselect: true,
+                channels: 2,
+                uri: "2/index.m3u8".into(),
+            },
+            AudioRendition {
+                group_id: "aud".into(),
+                name: "Dutch".into(),
+                language: None,
+                default: false,
+                autoselect: false,
+                channels: 0,
+                uri: "3/index.m3u8".into(),
+            },
+        ];
+        let variants = [VariantStream {
+            variant: Variant {
+                bandwidth: 2_628_000,
+                codecs: "avc1.64001f,mp4a.40.2".into(),
+                resolution: Some((1280, 720)),
+                uri: "1/index.m3u8".into(),
+            },
+            audio_group: Some("aud".into()),
+        }];
+        let mut out = String::new();
+        render_master_with_media(&audio, &variants, &mut out);
+        assert_eq!(
+            out,
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"English\",LANGUAGE=\"en\",\
+             DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"2/index.m3u8\"\n\
+             #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"Dutch\",DEFAULT=NO,AUTOSELECT=NO,\
+             URI=\"3/index.m3u8\"\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=2628000,CODECS=\"avc1.64001f,mp4a.40.2\",\
+             RESOLUTION=1280x720,AUDIO=\"aud\"\n1/index.m3u8\n"
         );
     }
 }

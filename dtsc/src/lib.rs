@@ -9,13 +9,16 @@
 
 pub mod aac;
 pub mod amf0;
+pub mod dash;
 pub mod flv;
 pub mod h264;
+pub mod hds;
 pub mod hls;
 pub mod model;
 pub mod mp4;
 pub mod rtmp;
 pub mod shm;
+pub mod smooth;
 pub mod ts;
 pub mod wire;
 
