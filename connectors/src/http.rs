@@ -272,10 +272,12 @@ fn progressive(
         let _ = sock.write_all(&head);
         return Ok(());
     }
+    let reader = *cursor.reader();
     let result = match kind {
         Progressive::Flv => session::stream(
             sock,
             &mut cursor,
+            &reader,
             &mut progressive::FlvOutput::default(),
             head,
             framing,
@@ -283,6 +285,7 @@ fn progressive(
         Progressive::Ts => session::stream(
             sock,
             &mut cursor,
+            &reader,
             &mut progressive::TsOutput::default(),
             head,
             framing,

@@ -23,8 +23,14 @@ impl FlvOutput {
     }
 }
 
-impl Output for FlvOutput {
-    fn init(&mut self, tracks: &[Track], start_ms: u64, first: bool, b: &mut Batch) -> Result<()> {
+impl<'m> Output<'m> for FlvOutput {
+    fn init(
+        &mut self,
+        tracks: &[Track],
+        start_ms: u64,
+        first: bool,
+        b: &mut Batch<'m>,
+    ) -> Result<()> {
         if first {
             self.base_ms = start_ms;
             let has = |k| tracks.iter().any(|t| t.kind == k);
@@ -56,7 +62,7 @@ impl Output for FlvOutput {
         Ok(())
     }
 
-    fn packet<'m>(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+    fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
         self.body.clear();
         let kind = match t.kind {
             TrackKind::Video => {
@@ -94,7 +100,7 @@ pub struct TsOutput {
     mux: Option<TsMuxer>,
 }
 
-impl Output for TsOutput {
+impl<'m> Output<'m> for TsOutput {
     fn init(
         &mut self,
         tracks: &[Track],
@@ -108,7 +114,7 @@ impl Output for TsOutput {
         Ok(())
     }
 
-    fn packet<'m>(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+    fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
         let Some(mux) = self.mux.as_mut() else {
             return Ok(());
         };

@@ -271,13 +271,21 @@ fn play(
         "{peer} plays {stream} from {start} ms (ready after {} ms)",
         connected.elapsed().as_millis()
     );
+    let reader = *cursor.reader();
     let mut out = RtmpPlay {
         session,
         hdrs: Vec::with_capacity(256),
         plan: Vec::with_capacity(16),
         body: Vec::with_capacity(16),
     };
-    match session::stream(&mut sock, &mut cursor, &mut out, pending, Framing::Raw) {
+    match session::stream(
+        &mut sock,
+        &mut cursor,
+        &reader,
+        &mut out,
+        pending,
+        Framing::Raw,
+    ) {
         Ok(Ended::StreamEnded) => crate::log!(PROTO, "{peer}: {stream} ended"),
         Ok(Ended::ClientLeft) => {}
         Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),
@@ -294,14 +302,20 @@ struct RtmpPlay {
     body: Vec<u8>,
 }
 
-impl Output for RtmpPlay {
-    fn init(&mut self, tracks: &[Track], start_ms: u64, _first: bool, b: &mut Batch) -> Result<()> {
+impl<'m> Output<'m> for RtmpPlay {
+    fn init(
+        &mut self,
+        tracks: &[Track],
+        start_ms: u64,
+        _first: bool,
+        b: &mut Batch<'m>,
+    ) -> Result<()> {
         send_init(&mut self.session, tracks, start_ms)?;
         b.own(&self.session.take_output());
         Ok(())
     }
 
-    fn packet<'m>(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+    fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
         self.body.clear();
         let kind = match t.kind {
             TrackKind::Video => {

@@ -16,19 +16,33 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use dtsc::shm::StreamReader;
 use dtsc::{PacketRef, Track};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::cursor::{Cursor, Next};
 
-/// One streaming format, driven by [`stream`].
-pub trait Output {
+/// One streaming format, driven by [`stream`]. `'m` is the lifetime of the stream's shared
+/// mapping: an output may keep packets of the current batch until [`Output::flush`].
+pub trait Output<'m> {
     /// Init data for `tracks`: at the start (`first` true) and again whenever the stream's
     /// tracks change. `start_ms` is the DTS of the first packet that will follow.
-    fn init(&mut self, tracks: &[Track], start_ms: u64, first: bool, b: &mut Batch) -> Result<()>;
+    fn init(
+        &mut self,
+        tracks: &[Track],
+        start_ms: u64,
+        first: bool,
+        b: &mut Batch<'m>,
+    ) -> Result<()>;
 
     /// One packet of track `t`.
-    fn packet<'m>(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()>;
+    fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()>;
+
+    /// The batch is complete: add whatever was held back (for example a movie fragment
+    /// built from the batch's packets). Called before init data for new tracks too.
+    fn flush(&mut self, _b: &mut Batch<'m>) -> Result<()> {
+        Ok(())
+    }
 
     /// Bytes the client sent. Returns true when the client asked to stop (RTMP
     /// `deleteStream`). The default ignores input.
@@ -236,19 +250,21 @@ pub enum Ended {
     ClientLeft,
 }
 
-/// Pumps packets from `cursor` (already positioned) to `sock` through `output`, starting with
+/// Pumps packets from `cursor` (already positioned; `reader` is a copy of its
+/// [`Cursor::reader`], which the caller keeps for as long as `output` may hold packets) to
+/// `sock` through `output`, starting with
 /// `pending` (bytes the protocol already has to send, such as a response head), until the
 /// stream ends or the client leaves. Client input is read every 100 ms (or while the socket
 /// is full), not once per packet.
-pub fn stream<O: Output>(
+pub fn stream<'m, O: Output<'m>>(
     sock: &mut TcpStream,
     cursor: &mut Cursor,
+    reader: &'m StreamReader,
     output: &mut O,
     mut pending: Vec<u8>,
     framing: Framing,
 ) -> Result<Ended> {
     sock.set_nonblocking(true)?;
-    let reader = *cursor.reader();
     let mut tracks: Vec<Track> = cursor.tracks().to_vec();
     let mut batch = Batch::default();
     let mut init = Some(true);
@@ -315,6 +331,7 @@ pub fn stream<O: Output>(
                     batch.first_seq.get_or_insert(seq);
                 }
                 Next::TracksChanged => {
+                    output.flush(&mut batch)?;
                     tracks = cursor.tracks().to_vec();
                     init = Some(false);
                     break;
@@ -329,6 +346,7 @@ pub fn stream<O: Output>(
                 }
             }
         }
+        output.flush(&mut batch)?;
         if !batch.is_empty() {
             if framing == Framing::HttpChunked {
                 batch.frame_chunked();
