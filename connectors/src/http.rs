@@ -89,6 +89,8 @@ pub enum Progressive {
     Flv,
     /// `/S.ts`
     Ts,
+    /// `/S.mp4`, `/S.fmp4` (fragmented MP4 for a live stream)
+    Mp4,
 }
 
 impl Progressive {
@@ -96,6 +98,7 @@ impl Progressive {
         match self {
             Progressive::Flv => "video/x-flv",
             Progressive::Ts => "video/mp2t",
+            Progressive::Mp4 => "video/mp4",
         }
     }
 }
@@ -137,7 +140,12 @@ impl Conn<'_> {
         let path = path.split('?').next().unwrap_or("");
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         if let [file] = parts.as_slice() {
-            for (ext, kind) in [(".flv", Progressive::Flv), (".ts", Progressive::Ts)] {
+            for (ext, kind) in [
+                (".flv", Progressive::Flv),
+                (".ts", Progressive::Ts),
+                (".mp4", Progressive::Mp4),
+                (".fmp4", Progressive::Mp4),
+            ] {
                 if let Some(stream) = file.strip_suffix(ext).filter(|s| !s.is_empty()) {
                     return Reply::Stream(kind, percent_decode(stream));
                 }
@@ -238,6 +246,7 @@ fn progressive(
     crate::listener::set_process_name(match kind {
         Progressive::Flv => "HTTP FLV",
         Progressive::Ts => "HTTP TS",
+        Progressive::Mp4 => "HTTP MP4",
     });
     let mut cursor = match conn.streams.remove(stream) {
         Some(c) => c,
@@ -287,6 +296,14 @@ fn progressive(
             &mut cursor,
             &reader,
             &mut progressive::TsOutput::default(),
+            head,
+            framing,
+        ),
+        Progressive::Mp4 => session::stream(
+            sock,
+            &mut cursor,
+            &reader,
+            &mut progressive::Fmp4Output::default(),
             head,
             framing,
         ),

@@ -1,9 +1,10 @@
 //! Progressive HTTP outputs: one endless response per viewer, the stream in one container.
-//! `/S.flv` (FLV, as mpegts.js, ffmpeg and VLC read it) and `/S.ts` (MPEG-TS, continuous
-//! continuity counters). Both are outputs of the shared loop in [`crate::session`].
+//! `/S.flv` (FLV, as mpegts.js, ffmpeg and VLC read it), `/S.ts` (MPEG-TS, continuous
+//! continuity counters) and `/S.mp4` / `/S.fmp4` (fragmented MP4). Both are outputs of the shared loop in [`crate::session`].
 
 use anyhow::Result;
 use dtsc::flv::{self, TagKind};
+use dtsc::mp4::{self, FragmentBuilder};
 use dtsc::ts::TsMuxer;
 use dtsc::{Codec, PacketRef, Track, TrackKind};
 
@@ -125,6 +126,73 @@ impl<'m> Output<'m> for TsOutput {
             // A packet the muxer cannot carry is skipped (the track is not in the PMT).
             let _ = mux.write_packet(&p, false, out);
         });
+        Ok(())
+    }
+}
+
+/// Fragmented MP4 over HTTP (`/S.mp4` and `/S.fmp4` of a live stream): the init segment
+/// (`ftyp` + `moov`), then one movie fragment (`moof` + `mdat`) per batch of packets. The
+/// fragment's payloads go out as slices of the shared pages.
+#[derive(Default)]
+pub struct Fmp4Output<'m> {
+    tracks: Vec<Track>,
+    frag: Option<FragmentBuilder<'m>>,
+    seq: u32,
+}
+
+impl<'m> Output<'m> for Fmp4Output<'m> {
+    fn init(
+        &mut self,
+        tracks: &[Track],
+        _start_ms: u64,
+        first: bool,
+        b: &mut Batch<'m>,
+    ) -> Result<()> {
+        // MP4 carries the tracks its sample entries can describe; others are left out.
+        let usable: Vec<Track> = tracks
+            .iter()
+            .filter(|t| {
+                matches!(
+                    (t.kind, &t.codec),
+                    (TrackKind::Video, Codec::H264 | Codec::Hevc)
+                        | (TrackKind::Audio, Codec::Aac | Codec::Mp3)
+                )
+            })
+            .cloned()
+            .collect();
+        if !first {
+            // New tracks mid-stream cannot be announced in a progressive MP4: keep the old
+            // ones (packets of new track ids are skipped).
+            return Ok(());
+        }
+        b.own_with(|out| mp4::write_init(&usable, out))?;
+        self.frag = Some(FragmentBuilder::new(&usable)?);
+        self.tracks = usable;
+        Ok(())
+    }
+
+    fn packet(&mut self, t: &Track, p: PacketRef<'m>, _b: &mut Batch<'m>) -> Result<()> {
+        if let Some(f) = self.frag.as_mut() {
+            if self.tracks.iter().any(|x| x.id == t.id) {
+                f.add(&p)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, b: &mut Batch<'m>) -> Result<()> {
+        let Some(f) = self.frag.as_mut() else {
+            return Ok(());
+        };
+        if f.is_empty() {
+            return Ok(());
+        }
+        self.seq += 1;
+        b.own_with(|out| f.write_header(self.seq, out))?;
+        for payload in f.payloads() {
+            b.data(payload);
+        }
+        f.clear();
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! Progressive HTTP outputs (`/S.flv`, `/S.ts`) with ffmpeg and GStreamer: players that start
+//! Progressive HTTP outputs (`/S.flv`, `/S.ts`, `/S.mp4`) with ffmpeg and GStreamer: players that start
 //! before the publish get every frame, and the response ends when the stream does.
 use sluice_e2e::*;
 use std::thread;
@@ -11,6 +11,7 @@ fn progressive_flv_and_ts_carry_every_frame() {
     let srv = Server::start();
     let flv = ffmpeg_framecrc(&srv.dir, "flv", &srv.http_url("/live.flv"), &[], 40);
     let ts = ffmpeg_framecrc(&srv.dir, "ts", &srv.http_url("/live.ts"), &[], 40);
+    let mp4 = ffmpeg_framecrc(&srv.dir, "mp4", &srv.http_url("/live.mp4"), &[], 40);
     let gst = gst_count(
         &srv.dir,
         "gst-flv",
@@ -30,7 +31,7 @@ fn progressive_flv_and_ts_carry_every_frame() {
         40,
     );
     assert!(publisher.wait().status.success());
-    for (name, client) in [("flv", flv), ("ts", ts)] {
+    for (name, client) in [("flv", flv), ("ts", ts), ("mp4", mp4)] {
         let out = client.wait();
         let cap = Capture::from_output(&out);
         let diag = format!("{name}: {}\n{}", cap.summary(), out.describe());
@@ -41,8 +42,8 @@ fn progressive_flv_and_ts_carry_every_frame() {
         assert_eq!(cap.audio().len(), 432, "{diag}");
         assert!(cap.video()[0].key, "starts on a keyframe: {diag}");
         assert!(cap.reordered() >= 150, "composition offsets kept: {diag}");
-        // framecrc prints TS timestamps in 90 kHz ticks, FLV in ms.
-        let tick = if name == "ts" { 90 } else { 1 };
+        // framecrc prints TS and MP4 video timestamps in 90 kHz ticks, FLV in ms.
+        let tick = if name == "flv" { 1 } else { 90 };
         let (gap, monotonic) = cap.video_dts_check();
         assert!(monotonic && gap <= 80 * tick, "{diag}");
         assert!(
