@@ -52,10 +52,13 @@ impl MediaPlaylist {
     /// every segment duration rounded up to a whole second, so every `#EXTINF` rounded to the
     /// nearest integer is at most this value (RFC 8216 §4.3.3.1).
     pub fn target_duration(&self) -> u64 {
+        // RFC 8216 §4.3.3.1: each EXTINF rounded to the nearest integer must not exceed it.
+        // Rounding up instead would move the value (and every player's reload period) as
+        // soon as a segment runs a few ms long, which §6.2.1 forbids.
         self.segments
             .iter()
-            .map(|s| s.duration_ms.div_ceil(1000))
-            .fold(self.target_duration_s, u64::max)
+            .map(|s| (s.duration_ms + 500) / 1000)
+            .fold(self.target_duration_s.max(1), u64::max)
     }
 
     /// Appends the playlist text to `out` (lines end in `\n`):
@@ -224,10 +227,13 @@ impl Fmp4Playlist {
     /// The `#EXT-X-TARGETDURATION` value in seconds: the largest of `target_duration_s` and
     /// every segment duration rounded up to a whole second (RFC 8216 §4.3.3.1).
     pub fn target_duration(&self) -> u64 {
+        // RFC 8216 §4.3.3.1: each EXTINF rounded to the nearest integer must not exceed it.
+        // Rounding up instead would move the value (and every player's reload period) as
+        // soon as a segment runs a few ms long, which §6.2.1 forbids.
         self.segments
             .iter()
-            .map(|s| s.duration_ms.div_ceil(1000))
-            .fold(self.target_duration_s, u64::max)
+            .map(|s| (s.duration_ms + 500) / 1000)
+            .fold(self.target_duration_s.max(1), u64::max)
     }
 
     /// Appends the playlist text to `out` (lines end in `\n`), in this order:
@@ -507,7 +513,7 @@ mod tests {
             out,
             "#EXTM3U\n\
              #EXT-X-VERSION:3\n\
-             #EXT-X-TARGETDURATION:5\n\
+             #EXT-X-TARGETDURATION:4\n\
              #EXT-X-MEDIA-SEQUENCE:0\n\
              #EXT-X-PLAYLIST-TYPE:VOD\n\
              #EXTINF:4.001,\n0.ts\n\
@@ -551,6 +557,20 @@ mod tests {
             let rounded = (ms + 500) / 1000;
             assert!(rounded <= pl.target_duration(), "{ms}");
         }
+    }
+
+    #[test]
+    fn target_duration_stays_put_for_a_slightly_long_segment() {
+        // 2 s GOPs with a 2.105 s last segment (trailing audio) must not move the target
+        // from 2 to 3 (RFC 8216 §6.2.1: it must not change).
+        let pl = MediaPlaylist {
+            target_duration_s: 0,
+            media_sequence: 0,
+            segments: vec![seg(0, 2000), seg(1, 2000), seg(2, 2105)],
+            ended: true,
+            vod: false,
+        };
+        assert_eq!(pl.target_duration(), 2);
     }
 
     #[test]
