@@ -55,8 +55,17 @@ pub struct State {
     pub buffers: HashMap<String, BufferProc>,
 }
 
+/// This very binary, even after the file was replaced or removed (an in-place upgrade or a
+/// rebuild): `/proc/self/exe` still names the running inode, whereas `current_exe()` then
+/// gives a path ending in " (deleted)". Listeners and buffers are always the controller's
+/// own version.
 fn exe() -> PathBuf {
-    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sluice"))
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        proc_exe
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sluice"))
+    }
 }
 
 impl State {
