@@ -24,6 +24,33 @@ pub fn set_process_name(name: &str) {
     }
 }
 
+/// Connections the kernel queues before `accept` (std's listener uses 128, which drops SYNs
+/// when a thousand players connect at once; the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;
+
+/// A listening TCP socket with `SO_REUSEADDR` and a [`BACKLOG`]-deep accept queue.
+fn bind(interface: &str, port: u16) -> Result<TcpListener> {
+    use nix::sys::socket::{
+        bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+        SockaddrStorage,
+    };
+    use std::net::ToSocketAddrs;
+    let addr = (interface, port)
+        .to_socket_addrs()?
+        .next()
+        .with_context(|| format!("{interface} has no address"))?;
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
+    Ok(TcpListener::from(fd))
+}
+
 /// Accepts connections on `interface:port` forever, running `handler` in a forked child per
 /// connection. Children are reaped automatically (SIGCHLD ignored).
 pub fn serve(
@@ -34,8 +61,8 @@ pub fn serve(
     handler: fn(TcpStream, &Ctx) -> Result<()>,
 ) -> Result<()> {
     set_process_name(&format!("sluice-{proto}"));
-    let listener = TcpListener::bind((interface, port))
-        .with_context(|| format!("{proto}: binding {interface}:{port}"))?;
+    let listener =
+        bind(interface, port).with_context(|| format!("{proto}: binding {interface}:{port}"))?;
     // SAFETY: setting a signal disposition; no handler code runs.
     unsafe {
         signal(Signal::SIGCHLD, SigHandler::SigIgn)?;
