@@ -60,7 +60,7 @@ pub fn parse_track_set(s: &str) -> Option<Vec<u32>> {
 }
 
 /// Bits per second of the window, measured over the complete segments in it.
-fn measured_bandwidth(r: &StreamReader) -> u64 {
+pub fn bandwidth(r: &StreamReader) -> u64 {
     let m = r.meta();
     let (first, count) = (m.first_key(), m.key_count());
     if count < first + 2 {
@@ -86,7 +86,7 @@ pub fn master(r: &StreamReader, tracks: &[Track]) -> Option<String> {
     let video = sel.iter().find(|t| t.kind == TrackKind::Video);
     let v = Variant {
         // Peak is about 1.25 times the average for these GOP-structured streams.
-        bandwidth: measured_bandwidth(r) * 5 / 4,
+        bandwidth: bandwidth(r) * 5 / 4,
         codecs: codecs(&sel),
         resolution: video.map(|t| (t.width, t.height)),
         uri: format!("{}/index.m3u8", track_set(&sel)),

@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 
 use crate::control::OpenError;
 use crate::cursor::Cursor;
-use crate::{hls, progressive, session, Ctx};
+use crate::{cmaf, hls, progressive, session, Ctx};
 
 /// Largest request head accepted, bytes.
 const MAX_HEAD: usize = 16 << 10;
@@ -56,6 +56,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         411 => "Length Required",
         413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -157,8 +158,103 @@ impl Conn<'_> {
             ["hls", stream, set, seg] if seg.ends_with(".ts") => {
                 self.hls_segment(&percent_decode(stream), set, seg)
             }
+            ["cmaf", stream, "index.m3u8"] => self.cmaf_master(&percent_decode(stream)),
+            ["cmaf", stream, "index.mpd"] => self.cmaf_mpd(&percent_decode(stream)),
+            ["cmaf", stream, file] => self.cmaf_dash_file(&percent_decode(stream), file),
+            ["cmaf", stream, set, "index.m3u8"] => self.cmaf_media(&percent_decode(stream), set),
+            ["cmaf", stream, set, file] => self.cmaf_hls_file(&percent_decode(stream), set, file),
             _ => Response::text(404, "Not found"),
         })
+    }
+
+    fn cmaf_master(&mut self, stream: &str) -> Response {
+        let c = match self.ready_cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        match cmaf::hls_master(c.reader(), c.tracks()) {
+            Some(body) => playlist(body.into_bytes()),
+            None => Response::text(415, "Stream has no track CMAF can carry"),
+        }
+    }
+
+    fn cmaf_media(&mut self, stream: &str, set: &str) -> Response {
+        if hls::parse_track_set(set).is_none() {
+            return Response::text(404, "Bad track set");
+        }
+        let c = match self.ready_cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        playlist(cmaf::hls_media(c.reader(), c.tracks()).into_bytes())
+    }
+
+    fn cmaf_hls_file(&mut self, stream: &str, set: &str, file: &str) -> Response {
+        let Some(ids) = hls::parse_track_set(set) else {
+            return Response::text(404, "Bad track set");
+        };
+        let c = match self.ready_cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let mut body = Vec::new();
+        if file == "init.mp4" {
+            return match cmaf::init(c.tracks(), &ids, &mut body) {
+                Ok(()) => media(body, "video/mp4"),
+                Err(e) => Response::text(415, &format!("CMAF cannot carry this stream: {e}")),
+            };
+        }
+        let Some((boot, key)) = cmaf::parse_segment_name(file) else {
+            return Response::text(404, "Bad segment name");
+        };
+        if c.reader().meta().boot_ms() != boot {
+            return Response::text(404, "Segment of an earlier run of this stream");
+        }
+        match cmaf::fragment(c.reader(), c.tracks(), &ids, key, &mut body) {
+            Some(()) => media(body, "video/mp4"),
+            None => Response::text(404, "Segment not in the window"),
+        }
+    }
+
+    fn cmaf_mpd(&mut self, stream: &str) -> Response {
+        let c = match self.ready_cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        match cmaf::mpd(c.reader(), c.tracks(), now) {
+            Some(body) => Response {
+                status: 200,
+                content_type: "application/dash+xml",
+                cache: "no-cache",
+                body: body.into_bytes(),
+            },
+            None => Response::text(415, "Stream has no track CMAF can carry"),
+        }
+    }
+
+    fn cmaf_dash_file(&mut self, stream: &str, file: &str) -> Response {
+        let c = match self.ready_cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        let mut body = Vec::new();
+        if let Some(id) = cmaf::parse_dash_init(file) {
+            return match cmaf::init(c.tracks(), &[id], &mut body) {
+                Ok(()) => media(body, "video/mp4"),
+                Err(e) => Response::text(415, &format!("CMAF cannot carry track {id}: {e}")),
+            };
+        }
+        let Some((id, t)) = cmaf::parse_dash_chunk(file) else {
+            return Response::text(404, "Not found");
+        };
+        match cmaf::dash_chunk(c.reader(), c.tracks(), id, t, &mut body) {
+            Some(()) => media(body, "video/mp4"),
+            None => Response::text(404, "Segment not in the window"),
+        }
     }
 
     fn ready_cursor(&mut self, stream: &str) -> std::result::Result<&mut Cursor, Response> {
@@ -312,6 +408,26 @@ fn progressive(
         crate::log!("HTTP", "{}: {stream}: {e:#}", conn.addr);
     }
     Ok(())
+}
+
+/// A playlist or manifest response: short-lived.
+fn playlist(body: Vec<u8>) -> Response {
+    Response {
+        status: 200,
+        content_type: "application/vnd.apple.mpegurl",
+        cache: "no-cache",
+        body,
+    }
+}
+
+/// A segment or init response: immutable (its URL names the buffer's run), cacheable.
+fn media(body: Vec<u8>, content_type: &'static str) -> Response {
+    Response {
+        status: 200,
+        content_type,
+        cache: "public, max-age=3600, immutable",
+        body,
+    }
 }
 
 /// Decodes `%XX` escapes of a URL path element (stream names may hold `+` and such).

@@ -9,8 +9,9 @@
 //!   buffer, wait for it, pick a start keyframe, read packets straight from shared memory.
 //! * [`session`]: the one connection loop every streaming output shares (an [`session::Output`]
 //!   per format; one `writev` per wake-up, payloads straight from the shared pages).
-//! * [`rtmp`], [`http`] (with [`hls`] and [`progressive`]): the protocols.
+//! * [`rtmp`], [`http`] (with [`hls`], [`cmaf`] and [`progressive`]): the protocols.
 
+pub mod cmaf;
 pub mod control;
 pub mod cursor;
 pub mod hls;
