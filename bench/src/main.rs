@@ -1,10 +1,11 @@
-//! `sluice-bench`: load generators for Sluice.
+//! `sluice-bench`: load generators for Sluice (and any RTMP/HLS server).
 //!
-//! * `rtmp-play`: N RTMP players in one process (a thread each), built from `dtsc`'s own
-//!   client pieces (client handshake, chunk encoder/decoder, AMF0). Each records the time
-//!   from the start of its TCP connect to the first byte of the first video message (and of
-//!   the first keyframe), counts audio/video messages and bytes, and checks that timestamps
-//!   never go backwards per track.
+//! * `load`: one event-driven process with M RTMP publishers (looping an FLV fixture at real
+//!   time), N RTMP players and K HLS players; per-packet publish→play latency, delivery,
+//!   first-frame times, errors by kind; JSON report; non-zero exit on any loss or error.
+//!   See `load.rs`.
+//! * `rtmp-play`: N RTMP players of an external stream (the `load` engine without a
+//!   publisher): each plays `--seconds` from its TCP connect.
 //! * `publish`: publishes an FLV file at real time over RTMP, looping with continuous
 //!   timestamps (the benchmark script uses ffmpeg instead; this is the dependency-free option).
 
@@ -13,6 +14,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+
+mod hls;
+mod load;
 use clap::{Parser, Subcommand};
 use dtsc::amf0::{self, Amf0};
 use dtsc::flv::{self, TagKind};
@@ -28,6 +32,45 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Publishers, RTMP players and HLS players in one event loop; exits 1 on loss or errors.
+    Load {
+        /// rtmp://HOST:PORT/APP/STREAM, `{i}` = publisher index.
+        #[arg(long)]
+        publish_url: Option<String>,
+        /// Number of publishers (needs --file).
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        /// FLV fixture the publishers loop (H.264/AAC).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// rtmp://HOST:PORT/APP/STREAM, `{i}` = j % max(publishers, 1).
+        #[arg(long)]
+        play_url: Option<String>,
+        /// Number of RTMP players.
+        #[arg(long, default_value_t = 0)]
+        players: usize,
+        /// HLS playlist URL template, `{i}` as for --play-url.
+        #[arg(long)]
+        hls_url: Option<String>,
+        /// Number of HLS players.
+        #[arg(long, default_value_t = 0)]
+        hls_players: usize,
+        /// Measurement length: players play this long (after the ramp), seconds.
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        /// Delay between starting two players, ms (0: all at once).
+        #[arg(long, default_value_t = 0)]
+        ramp_ms: u64,
+        /// Publishers run alone this long before players start, ms.
+        #[arg(long, default_value_t = 3000)]
+        warmup_ms: u64,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Nominal video frame rate (gap threshold, delivery without a publisher).
+        #[arg(long, default_value_t = 25.0)]
+        fps: f64,
+    },
     /// N RTMP players of one stream; prints first-video-byte latency and delivery.
     RtmpPlay {
         /// rtmp://HOST:PORT/APP/STREAM
@@ -45,6 +88,9 @@ enum Cmd {
         /// Nominal video frame rate, for the delivered-frames percentage.
         #[arg(long, default_value_t = 25.0)]
         fps: f64,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
     /// Publishes an FLV file at real time over RTMP.
     Publish {
@@ -103,10 +149,6 @@ struct Client {
     received: u64,
     acked: u64,
     window: u32,
-    /// (end offset in the chunk stream after the handshake, arrival time) of recent reads,
-    /// kept while `track_reads` is set, to find when a message's first byte arrived.
-    reads: Vec<(u64, Instant)>,
-    track_reads: bool,
     /// Chunk-stream bytes pushed into the decoder.
     pushed: u64,
 }
@@ -157,8 +199,6 @@ impl Client {
             received,
             acked: 0,
             window: 2_500_000,
-            reads: Vec::new(),
-            track_reads: false,
             pushed,
         })
     }
@@ -203,12 +243,8 @@ impl Client {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
-            let now = Instant::now();
             self.received += n as u64;
             self.pushed += n as u64;
-            if self.track_reads {
-                self.reads.push((self.pushed, now));
-            }
             self.dec.push(&self.rbuf[..n]);
             if self.window > 0 && self.received - self.acked >= u64::from(self.window) / 2 {
                 self.acked = self.received;
@@ -218,14 +254,6 @@ impl Client {
                 self.flush()?;
             }
         }
-    }
-
-    /// When the chunk-stream byte at `offset` arrived.
-    fn arrival(&self, offset: u64) -> Option<Instant> {
-        self.reads
-            .iter()
-            .find(|(end, _)| *end > offset)
-            .map(|r| r.1)
     }
 
     fn control(&mut self, m: &Message) -> Result<()> {
@@ -308,265 +336,6 @@ impl Client {
     }
 }
 
-/// What one player saw.
-#[derive(Default, Clone)]
-struct ViewerStats {
-    error: Option<String>,
-    connected: bool,
-    tcp_connect_ms: Option<f64>,
-    /// Connect start to the first byte of the first video message (any, sequence header
-    /// included) / of the first coded video frame / of the first keyframe.
-    first_video_msg_ms: Option<f64>,
-    first_video_frame_ms: Option<f64>,
-    first_keyframe_ms: Option<f64>,
-    video_frames: u64,
-    audio_frames: u64,
-    video_bytes: u64,
-    audio_bytes: u64,
-    total_bytes: u64,
-    backwards: u64,
-    video_ts_first: Option<u64>,
-    video_ts_last: u64,
-    played_s: f64,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn play_one(url: &Url, seconds: f64, seed: u64) -> ViewerStats {
-    let mut st = ViewerStats::default();
-    if let Err(e) = play_inner(url, seconds, seed, &mut st) {
-        st.error = Some(format!("{e:#}"));
-    }
-    st
-}
-
-fn play_inner(url: &Url, seconds: f64, seed: u64, st: &mut ViewerStats) -> Result<()> {
-    let t0 = Instant::now();
-    let deadline = t0 + Duration::from_secs_f64(seconds);
-    let mut c = Client::connect(url, seed)?;
-    st.tcp_connect_ms = Some(ms(t0.elapsed()));
-    let sid = c.connect_app(url, false)?;
-    c.track_reads = true;
-    c.command(
-        CSID_STREAM,
-        sid,
-        &[
-            Amf0::string("play"),
-            Amf0::Number(0.0),
-            Amf0::Null,
-            Amf0::string(url.stream.clone()),
-            Amf0::Number(-2000.0),
-        ],
-    );
-    // Set Buffer Length (user control 3): stream id, 1000 ms.
-    let mut p = vec![0, 3];
-    p.extend_from_slice(&sid.to_be_bytes());
-    p.extend_from_slice(&1000u32.to_be_bytes());
-    c.enc
-        .write_message(CSID_CONTROL, msg_type::USER_CONTROL, 0, 0, &p, &mut c.out);
-    c.flush()?;
-    c.sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-    st.connected = true;
-    let mut last_ts = [None::<u64>; 2];
-    while Instant::now() < deadline {
-        let Some((m, start)) = c.next()? else {
-            continue;
-        };
-        match m.msg_type {
-            msg_type::VIDEO | msg_type::AUDIO => {}
-            msg_type::COMMAND_AMF0 => {
-                if let Ok(vals) = amf0::decode_all(&m.payload) {
-                    if vals.first().and_then(Amf0::as_str) == Some("onStatus") {
-                        let code = vals
-                            .get(3)
-                            .and_then(|o| o.get("code"))
-                            .and_then(Amf0::as_str)
-                            .unwrap_or("");
-                        if code.contains("NotFound") || code.contains("Failed") {
-                            bail!("play refused: {code}");
-                        }
-                    }
-                }
-                continue;
-            }
-            _ => continue,
-        }
-        let video = m.msg_type == msg_type::VIDEO;
-        let at = c.arrival(start).map(|t| ms(t - t0));
-        let (seq_hdr, key) = if video {
-            (
-                m.payload.get(1) == Some(&0),
-                m.payload.first().is_some_and(|b| b >> 4 == 1),
-            )
-        } else {
-            (m.payload.get(1) == Some(&0), false)
-        };
-        if video && st.first_video_msg_ms.is_none() {
-            st.first_video_msg_ms = at;
-        }
-        if seq_hdr {
-            continue;
-        }
-        let i = usize::from(video);
-        if let Some(prev) = last_ts[i] {
-            if m.timestamp < prev {
-                st.backwards += 1;
-            }
-        }
-        last_ts[i] = Some(m.timestamp);
-        if video {
-            if st.first_video_frame_ms.is_none() {
-                st.first_video_frame_ms = at;
-            }
-            if key && st.first_keyframe_ms.is_none() {
-                st.first_keyframe_ms = at;
-            }
-            if st.first_keyframe_ms.is_some() {
-                c.track_reads = false;
-                c.reads = Vec::new();
-            }
-            st.video_frames += 1;
-            st.video_bytes += m.payload.len() as u64;
-            st.video_ts_first.get_or_insert(m.timestamp);
-            st.video_ts_last = m.timestamp;
-        } else {
-            st.audio_frames += 1;
-            st.audio_bytes += m.payload.len() as u64;
-        }
-    }
-    st.played_s = t0.elapsed().as_secs_f64();
-    st.total_bytes = c.received;
-    Ok(())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn dist(name: &str, v: impl Iterator<Item = Option<f64>>) {
-    let mut v: Vec<f64> = v.flatten().collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!(
-        "{name:<28} n={:<4} min={:.1} p50={:.1} p99={:.1} max={:.1} ms",
-        v.len(),
-        v.first().copied().unwrap_or(f64::NAN),
-        percentile(&v, 50.0),
-        percentile(&v, 99.0),
-        v.last().copied().unwrap_or(f64::NAN)
-    );
-}
-
-fn rtmp_play(url: &str, viewers: usize, seconds: f64, stagger_ms: u64, fps: f64) -> Result<()> {
-    let url = std::sync::Arc::new(parse_url(url)?);
-    let started = Instant::now();
-    let mut handles = Vec::with_capacity(viewers);
-    for i in 0..viewers {
-        let url = url.clone();
-        let seed = 0x5eed_0000 + i as u64 * 7919;
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("viewer-{i}"))
-                .stack_size(256 << 10)
-                .spawn(move || play_one(&url, seconds, seed))?,
-        );
-        if stagger_ms > 0 {
-            std::thread::sleep(Duration::from_millis(stagger_ms));
-        }
-    }
-    let stats: Vec<ViewerStats> = handles
-        .into_iter()
-        .map(|h| {
-            h.join().unwrap_or_else(|_| ViewerStats {
-                error: Some("thread panicked".into()),
-                ..Default::default()
-            })
-        })
-        .collect();
-    let wall = started.elapsed().as_secs_f64();
-    let ok: Vec<&ViewerStats> = stats.iter().filter(|s| s.error.is_none()).collect();
-    let connected = stats.iter().filter(|s| s.connected).count();
-    println!(
-        "# sluice-bench rtmp-play: {viewers} viewers x {seconds} s of {}/{}",
-        url.app, url.stream
-    );
-    println!(
-        "viewers                      requested={viewers} played={connected} clean={}",
-        ok.len()
-    );
-    let mut errors: Vec<&str> = stats.iter().filter_map(|s| s.error.as_deref()).collect();
-    errors.sort();
-    errors.dedup();
-    for e in errors.iter().take(5) {
-        println!("error                        {e}");
-    }
-    let played: Vec<&ViewerStats> = stats.iter().filter(|s| s.connected).collect();
-    dist("tcp+handshake", played.iter().map(|s| s.tcp_connect_ms));
-    dist(
-        "first video msg byte",
-        played.iter().map(|s| s.first_video_msg_ms),
-    );
-    dist(
-        "first video frame byte",
-        played.iter().map(|s| s.first_video_frame_ms),
-    );
-    dist(
-        "first keyframe byte",
-        played.iter().map(|s| s.first_keyframe_ms),
-    );
-    let vf: Vec<u64> = played.iter().map(|s| s.video_frames).collect();
-    let af: Vec<u64> = played.iter().map(|s| s.audio_frames).collect();
-    let avg = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
-    println!(
-        "video frames per viewer      min={} avg={:.1} max={}",
-        vf.iter().min().copied().unwrap_or(0),
-        avg(&vf),
-        vf.iter().max().copied().unwrap_or(0)
-    );
-    println!(
-        "audio frames per viewer      min={} avg={:.1} max={}",
-        af.iter().min().copied().unwrap_or(0),
-        avg(&af),
-        af.iter().max().copied().unwrap_or(0)
-    );
-    // Delivered: video frames received / frames the received timestamp span should hold.
-    let mut cover: Vec<f64> = played
-        .iter()
-        .filter_map(|s| {
-            let first = s.video_ts_first?;
-            let span = (s.video_ts_last - first) as f64 / 1000.0;
-            Some(100.0 * s.video_frames as f64 / (span * fps + 1.0))
-        })
-        .collect();
-    cover.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!(
-        "delivered video frames       min={:.1}% avg={:.1}% (received / timestamp span x {fps} fps)",
-        cover.first().copied().unwrap_or(f64::NAN),
-        cover.iter().sum::<f64>() / cover.len().max(1) as f64
-    );
-    let backwards: u64 = played.iter().map(|s| s.backwards).sum();
-    println!("timestamps going backwards   {backwards}");
-    let bytes: u64 = played.iter().map(|s| s.total_bytes).sum();
-    let media: u64 = played.iter().map(|s| s.video_bytes + s.audio_bytes).sum();
-    let secs = played.iter().map(|s| s.played_s).sum::<f64>() / played.len().max(1) as f64;
-    println!(
-        "throughput                   {:.1} Mbit/s total, {:.3} Mbit/s media per viewer (avg {:.1} s played, wall {:.1} s)",
-        bytes as f64 * 8.0 / 1e6 / secs.max(1e-9),
-        media as f64 * 8.0 / 1e6 / secs.max(1e-9) / played.len().max(1) as f64,
-        secs,
-        wall
-    );
-    if ok.len() < viewers {
-        std::process::exit(1);
-    }
-    Ok(())
-}
-
 fn publish(url: &str, file: &std::path::Path, looped: bool) -> Result<()> {
     let url = parse_url(url)?;
     let data = std::fs::read(file).with_context(|| format!("{}", file.display()))?;
@@ -635,14 +404,57 @@ fn publish(url: &str, file: &std::path::Path, looped: bool) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().cmd {
+    let cfg = match Cli::parse().cmd {
+        Cmd::Load {
+            publish_url,
+            publishers,
+            file,
+            play_url,
+            players,
+            hls_url,
+            hls_players,
+            seconds,
+            ramp_ms,
+            warmup_ms,
+            json,
+            fps,
+        } => load::LoadConfig {
+            publish_url,
+            publishers,
+            file,
+            play_url,
+            players,
+            hls_url,
+            hls_players,
+            seconds,
+            ramp_ms,
+            warmup_ms,
+            json,
+            fps,
+        },
         Cmd::RtmpPlay {
             url,
             viewers,
             seconds,
             stagger_ms,
             fps,
-        } => rtmp_play(&url, viewers, seconds, stagger_ms, fps),
-        Cmd::Publish { url, file, looped } => publish(&url, &file, looped),
-    }
+            json,
+        } => load::LoadConfig {
+            publish_url: None,
+            publishers: 0,
+            file: None,
+            play_url: Some(url),
+            players: viewers,
+            hls_url: None,
+            hls_players: 0,
+            seconds,
+            ramp_ms: stagger_ms,
+            warmup_ms: 0,
+            json,
+            fps,
+        },
+        Cmd::Publish { url, file, looped } => return publish(&url, &file, looped),
+    };
+    let code = load::run(cfg)?;
+    std::process::exit(code);
 }
