@@ -193,8 +193,26 @@ impl Mode {
 /// Connects to a buffer socket and attaches. Errors carry the buffer's reason (for example
 /// "another publisher is live").
 pub fn attach(path: &Path, mode: Mode) -> Result<Attached> {
-    let sock = UnixStream::connect(path)
-        .with_context(|| format!("connecting to the buffer at {}", path.display()))?;
+    // A buffer started a moment ago may have its socket file before it listens, or not yet:
+    // retry those two errors for up to 2 s (a loaded machine is slow to start a process).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let sock = loop {
+        match UnixStream::connect(path) {
+            Ok(s) => break s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("connecting to the buffer at {}", path.display()))
+            }
+        }
+    };
     let cmd = Value::Object(vec![
         ("cmd".into(), Value::Str(b"attach".to_vec())),
         ("mode".into(), Value::Str(mode.as_str().as_bytes().to_vec())),
