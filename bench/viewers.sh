@@ -98,13 +98,11 @@ LISTENER=$(pids_named sluice-RTMP | head -1)
 PLAYERS=$(pids_named "RTMP play" "$LISTENER")
 BUFFERS=$(pids_named buffer)
 PUBLISHERS=$(pids_named "RTMP publish")
-ticks() { # utime+stime of the given pids
-    local t=0 p
-    for p in "$@"; do
-        [ -r "/proc/$p/stat" ] || continue
-        t=$(( t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}') ))
-    done
-    echo "$t"
+ticks() { # CPU of every thread of the given pids, in clock ticks, from schedstat (exact ns;
+          # utime+stime is sampled at the tick and misses short bursts of run time)
+    local p
+    for p in "$@"; do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done |
+        awk -v hz="$(getconf CLK_TCK)" '{ns += $1} END {printf "%d\n", ns * hz / 1e9}'
 }
 CLK=$(getconf CLK_TCK)
 # shellcheck disable=SC2086
