@@ -382,7 +382,7 @@ done
     echo "- fixture: 640x360 25 fps H.264 + AAC 96k, ${FIX_KBPS} kb/s, looped; client: $([ "$LEGACY" = 1 ] && echo 'legacy rtmp-play' || echo 'sluice-bench load'), --seconds $DURATION"
     echo "- nginx-rtmp ran with worker_processes $NGINX_WORKERS (a stream's players must share the publisher's worker); HLS on only in the hls and publishers runs. Sluice makes HLS on request only."
     echo "- nginx-rtmp has no GOP cache: a new player's first frame is the next keyframe (GOP 2 s here); with HLS on it also runs a cache manager process (fragment cleanup), counted with the server. Sluice starts players at the last keyframe."
-    echo "- CPU: utime+stime of every server process (nginx: master + workers; Sluice: the controller's process group, connection processes included) over the steady window, from /proc every ${SAMPLE_S}s; s per viewer-minute = CPU s / viewers / window minutes. Memory: RSS and PSS (smaps_rollup) summed over those processes once mid-window; per viewer = total / viewers."
+    echo "- CPU: run time from schedstat (every thread) of every server process (nginx: master + workers; Sluice: the controller's process group, connection processes included) over the steady window, from /proc every ${SAMPLE_S}s; s per viewer-minute = CPU s / viewers / window minutes. Memory: RSS and PSS (smaps_rollup) summed over those processes once mid-window; per viewer = total / viewers."
     echo
     python3 "$MEASURE" table "$OUT"
     echo

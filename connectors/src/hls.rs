@@ -202,7 +202,12 @@ pub fn segment(
     }
     let mut mux = TsMuxer::new(&sel);
     mux.set_segment_number(key);
-    out.reserve(((end - start) as usize) * 1500);
+    // TS adds about 4 bytes per 184 of payload, a PES header per packet, and padding.
+    let payload: usize = (start..end)
+        .filter_map(|s| m.packet(s))
+        .map(|e| e.len as usize)
+        .sum();
+    out.reserve(payload + payload / 16 + 64 * 188);
     mux.write_psi(out);
     for s in start..end {
         let p = r.packet(s)?;

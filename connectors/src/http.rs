@@ -4,7 +4,7 @@
 //! Cache-Control that lets an HTTP cache front it: playlists short-lived, segments long-lived.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -410,6 +410,24 @@ fn progressive(
     Ok(())
 }
 
+/// Writes `head` then `body`, with as few system calls as the socket allows.
+fn write_all_vectored(sock: &mut TcpStream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    let total = head.len() + body.len();
+    while done < total {
+        let n = if done < head.len() {
+            sock.write_vectored(&[IoSlice::new(&head[done..]), IoSlice::new(body)])?
+        } else {
+            sock.write(&body[done - head.len()..])?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        done += n;
+    }
+    Ok(())
+}
+
 /// A playlist or manifest response: short-lived.
 fn playlist(body: Vec<u8>) -> Response {
     Response {
@@ -592,9 +610,11 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         if resp.status >= 400 {
             crate::log!("HTTP", "{method} {path}: {}", resp.status);
         }
+        // Head and body in one writev: the body (a whole segment) is not copied again.
         out.clear();
-        write_head(&resp, keep_alive, method == "HEAD", &mut out);
-        sock.write_all(&out)?;
+        write_head(&resp, keep_alive, true, &mut out);
+        let body: &[u8] = if method == "HEAD" { &[] } else { &resp.body };
+        write_all_vectored(&mut sock, &out, body)?;
         if !keep_alive {
             return Ok(());
         }
