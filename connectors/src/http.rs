@@ -13,6 +13,7 @@ use anyhow::{bail, Result};
 use crate::control::OpenError;
 use crate::cursor::Cursor;
 use crate::{cmaf, hls, progressive, session, Ctx};
+use dtsc::{Codec, TrackKind};
 
 /// Largest request head accepted, bytes.
 const MAX_HEAD: usize = 16 << 10;
@@ -92,6 +93,10 @@ pub enum Progressive {
     Ts,
     /// `/S.mp4`, `/S.fmp4` (fragmented MP4 for a live stream)
     Mp4,
+    /// `/S.aac`: the AAC track in ADTS
+    Aac,
+    /// `/S.mp3`: the MP3 track
+    Mp3,
 }
 
 impl Progressive {
@@ -100,6 +105,8 @@ impl Progressive {
             Progressive::Flv => "video/x-flv",
             Progressive::Ts => "video/mp2t",
             Progressive::Mp4 => "video/mp4",
+            Progressive::Aac => "audio/aac",
+            Progressive::Mp3 => "audio/mpeg",
         }
     }
 }
@@ -146,6 +153,8 @@ impl Conn<'_> {
                 (".ts", Progressive::Ts),
                 (".mp4", Progressive::Mp4),
                 (".fmp4", Progressive::Mp4),
+                (".aac", Progressive::Aac),
+                (".mp3", Progressive::Mp3),
             ] {
                 if let Some(stream) = file.strip_suffix(ext).filter(|s| !s.is_empty()) {
                     return Reply::Stream(kind, percent_decode(stream));
@@ -343,6 +352,7 @@ fn progressive(
         Progressive::Flv => "HTTP FLV",
         Progressive::Ts => "HTTP TS",
         Progressive::Mp4 => "HTTP MP4",
+        Progressive::Aac | Progressive::Mp3 => "HTTP audio",
     });
     let mut cursor = match conn.streams.remove(stream) {
         Some(c) => c,
@@ -359,6 +369,23 @@ fn progressive(
             503,
             &format!("Stream {stream} is not live (no data yet)"),
         ));
+    }
+    let audio_codec = match kind {
+        Progressive::Aac => Some(Codec::Aac),
+        Progressive::Mp3 => Some(Codec::Mp3),
+        _ => None,
+    };
+    if let Some(codec) = &audio_codec {
+        if !cursor
+            .tracks()
+            .iter()
+            .any(|t| t.kind == TrackKind::Audio && &t.codec == codec)
+        {
+            return Err(Response::text(
+                415,
+                &format!("Stream {stream} has no {} audio track", codec.as_str()),
+            ));
+        }
     }
     cursor.seek_latest_key();
     let mut head = Vec::new();
@@ -400,6 +427,14 @@ fn progressive(
             &mut cursor,
             &reader,
             &mut progressive::Fmp4Output::default(),
+            head,
+            framing,
+        ),
+        Progressive::Aac | Progressive::Mp3 => session::stream(
+            sock,
+            &mut cursor,
+            &reader,
+            &mut progressive::AudioOutput::new(audio_codec.unwrap_or(Codec::Aac)),
             head,
             framing,
         ),

@@ -9,7 +9,8 @@
 //!   buffer, wait for it, pick a start keyframe, read packets straight from shared memory.
 //! * [`session`]: the one connection loop every streaming output shares (an [`session::Output`]
 //!   per format; one `writev` per wake-up, payloads straight from the shared pages).
-//! * [`rtmp`], [`http`] (with [`hls`], [`cmaf`] and [`progressive`]): the protocols.
+//! * [`rtmp`], [`http`] (with [`hls`], [`cmaf`] and [`progressive`]), [`ts`] (raw TS over
+//!   TCP): the protocols.
 
 pub mod cmaf;
 pub mod control;
@@ -20,6 +21,7 @@ pub mod listener;
 pub mod progressive;
 pub mod rtmp;
 pub mod session;
+pub mod ts;
 
 use std::path::PathBuf;
 
@@ -28,6 +30,8 @@ use std::path::PathBuf;
 pub struct Ctx {
     /// Folder of the controller's and the buffers' Unix sockets.
     pub rundir: PathBuf,
+    /// The stream a connection plays when it names none (the TS connector's `stream`).
+    pub default_stream: Option<String>,
 }
 
 /// Logs one line to stderr, prefixed with the protocol and the process id.

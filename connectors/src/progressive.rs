@@ -196,3 +196,58 @@ impl<'m> Output<'m> for Fmp4Output<'m> {
         Ok(())
     }
 }
+
+/// Audio only: `/S.aac` (each AAC frame behind its ADTS header, ISO/IEC 14496-3 §1.A.2) or
+/// `/S.mp3` (MP3 frames as they are). Plays the stream's first audio track of that codec.
+#[derive(Default)]
+pub struct AudioOutput {
+    /// Which codec this output carries ([`Codec::Aac`] or [`Codec::Mp3`]).
+    pub codec: Option<Codec>,
+    track: Option<u32>,
+    asc: Option<dtsc::aac::AudioSpecificConfig>,
+    hdr: Vec<u8>,
+}
+
+impl AudioOutput {
+    /// An output for `codec`.
+    pub fn new(codec: Codec) -> AudioOutput {
+        AudioOutput {
+            codec: Some(codec),
+            ..AudioOutput::default()
+        }
+    }
+}
+
+impl<'m> Output<'m> for AudioOutput {
+    fn init(
+        &mut self,
+        tracks: &[Track],
+        _start_ms: u64,
+        _first: bool,
+        _b: &mut Batch<'m>,
+    ) -> Result<()> {
+        let t = tracks
+            .iter()
+            .find(|t| t.kind == TrackKind::Audio && Some(&t.codec) == self.codec.as_ref());
+        self.track = t.map(|t| t.id);
+        self.asc = t
+            .filter(|t| t.codec == Codec::Aac)
+            .and_then(|t| dtsc::aac::parse_asc(&t.init).ok());
+        Ok(())
+    }
+
+    fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+        if Some(t.id) != self.track {
+            return Ok(());
+        }
+        if let Some(asc) = &self.asc {
+            self.hdr.clear();
+            if dtsc::aac::write_adts_header(asc, p.data.len(), &mut self.hdr).is_err() {
+                return Ok(());
+            }
+            b.own(&self.hdr);
+        }
+        b.data(p.data);
+        Ok(())
+    }
+}

@@ -15,7 +15,7 @@ pub const HTTP_OUTPUTS: &[&str] = &[
 ];
 
 /// Listener protocols Sluice runs, with MistServer's default ports.
-pub const LISTENERS: &[(&str, u16)] = &[("RTMP", 1935), ("HTTP", 8080)];
+pub const LISTENERS: &[(&str, u16)] = &[("RTMP", 1935), ("HTTP", 8080), ("TS", 8888)];
 
 /// Reads the config at `path`. A missing file gets the default written there first; a file
 /// that does not parse is an error naming `path:line:column` (and the file is left alone).
@@ -89,6 +89,8 @@ pub struct ListenerSpec {
     pub port: u16,
     /// Interface address to bind (default 127.0.0.1).
     pub interface: String,
+    /// The entry's `stream`: what a TS client that names no stream plays.
+    pub stream: Option<String>,
 }
 
 /// The listeners the config asks for. HTTP-based output entries (`HLS`, `CMAF`, …) are served
@@ -128,10 +130,16 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
             .filter(|s| !s.is_empty())
             .unwrap_or("127.0.0.1")
             .to_string();
+        let stream = p
+            .get("stream")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
         out.push(ListenerSpec {
             connector: proto.into(),
             port,
             interface,
+            stream,
         });
     }
     if wants_http && !out.iter().any(|l| l.connector == "HTTP") {
@@ -139,6 +147,7 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
             connector: "HTTP".into(),
             port: 8080,
             interface: "127.0.0.1".into(),
+            stream: None,
         });
     }
     out

@@ -49,6 +49,9 @@ enum Role {
         interface: String,
         #[arg(long)]
         rundir: PathBuf,
+        /// Stream played when a client names none (TS).
+        #[arg(long)]
+        stream: Option<String>,
     },
 }
 
@@ -64,7 +67,8 @@ fn main() {
             port,
             interface,
             rundir,
-        }) => run_connector(&protocol, port, &interface, rundir),
+            stream,
+        }) => run_connector(&protocol, port, &interface, rundir, stream),
         None => run_controller(cli.config, cli.rundir),
     };
     if let Err(e) = result {
@@ -73,8 +77,17 @@ fn main() {
     }
 }
 
-fn run_connector(protocol: &str, port: u16, interface: &str, rundir: PathBuf) -> Result<()> {
-    let ctx = connectors::Ctx { rundir };
+fn run_connector(
+    protocol: &str,
+    port: u16,
+    interface: &str,
+    rundir: PathBuf,
+    stream: Option<String>,
+) -> Result<()> {
+    let ctx = connectors::Ctx {
+        rundir,
+        default_stream: stream,
+    };
     match protocol {
         "RTMP" => {
             connectors::listener::serve("RTMP", interface, port, ctx, connectors::rtmp::handle)
@@ -82,6 +95,7 @@ fn run_connector(protocol: &str, port: u16, interface: &str, rundir: PathBuf) ->
         "HTTP" => {
             connectors::listener::serve("HTTP", interface, port, ctx, connectors::http::handle)
         }
+        "TS" => connectors::listener::serve("TS", interface, port, ctx, connectors::ts::handle),
         other => anyhow::bail!("unknown connector {other}"),
     }
 }

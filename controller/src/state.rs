@@ -117,8 +117,8 @@ impl State {
                 continue;
             }
             l.started = Instant::now();
-            let spawned = Command::new(exe())
-                .arg("connector")
+            let mut cmd = Command::new(exe());
+            cmd.arg("connector")
                 .arg(&l.spec.connector)
                 .arg("--port")
                 .arg(l.spec.port.to_string())
@@ -126,8 +126,11 @@ impl State {
                 .arg(&l.spec.interface)
                 .arg("--rundir")
                 .arg(&self.rundir)
-                .stdin(Stdio::null())
-                .spawn();
+                .stdin(Stdio::null());
+            if let Some(s) = &l.spec.stream {
+                cmd.arg("--stream").arg(s);
+            }
+            let spawned = cmd.spawn();
             match spawned {
                 Ok(c) => l.child = Some(c),
                 Err(e) => eprintln!("[controller] starting {}: {e}", l.spec.connector),
