@@ -235,6 +235,15 @@ pub fn parse_dash_chunk(name: &str) -> Option<(u32, u64)> {
     Some((id.parse().ok()?, t.parse().ok()?))
 }
 
+/// The segment (key) number of the DASH segment of track `id` that starts at `t` ms; `None`
+/// when no segment in the window starts there.
+pub fn dash_chunk_key(r: &StreamReader, tracks: &[Track], id: u32, t: u64) -> Option<u64> {
+    dash_timeline(r, tracks, id)
+        .into_iter()
+        .find(|x| x.1 == t)
+        .map(|x| x.0)
+}
+
 /// The DASH segment of track `id` that starts at `t` ms.
 pub fn dash_chunk(
     r: &StreamReader,
@@ -243,10 +252,7 @@ pub fn dash_chunk(
     t: u64,
     out: &mut Vec<u8>,
 ) -> Option<()> {
-    let key = dash_timeline(r, tracks, id)
-        .into_iter()
-        .find(|x| x.1 == t)?
-        .0;
+    let key = dash_chunk_key(r, tracks, id, t)?;
     fragment(r, tracks, &[id], key, out)
 }
 

@@ -172,6 +172,11 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     Some((boot.parse().ok()?, key.parse().ok()?))
 }
 
+/// True when segment `key` is complete and in the window (a player may fetch it).
+pub fn in_window(r: &StreamReader, tracks: &[Track], key: u64) -> bool {
+    segments(r, tracks).iter().any(|s| s.0 == key)
+}
+
 /// Muxes segment `key` of the given tracks into `out`. `None` when the segment is not (or no
 /// longer) in the window, or not complete yet.
 pub fn segment(

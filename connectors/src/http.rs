@@ -6,12 +6,14 @@
 use std::collections::HashMap;
 use std::io::{IoSlice, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 
 use crate::control::OpenError;
 use crate::cursor::Cursor;
+use crate::segcache::{self, SegmentCache};
 use crate::{cmaf, hls, progressive, session, Ctx};
 use dtsc::{Codec, TrackKind};
 
@@ -66,6 +68,14 @@ fn reason(status: u16) -> &'static str {
 
 /// Serializes a response head for `resp` with `Content-Length`.
 pub fn write_head(resp: &Response, keep_alive: bool, head_only: bool, out: &mut Vec<u8>) {
+    write_head_len(resp, resp.body.len() as u64, keep_alive, out);
+    if !head_only {
+        out.extend_from_slice(&resp.body);
+    }
+}
+
+/// Serializes the head of `resp` with `Content-Length: len` (`resp.body` is not used).
+fn write_head_len(resp: &Response, len: u64, keep_alive: bool, out: &mut Vec<u8>) {
     let _ = write!(
         out,
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: {}\r\n\
@@ -75,13 +85,10 @@ pub fn write_head(resp: &Response, keep_alive: bool, head_only: bool, out: &mut 
         resp.status,
         reason(resp.status),
         resp.content_type,
-        resp.body.len(),
+        len,
         resp.cache,
         if keep_alive { "keep-alive" } else { "close" }
     );
-    if !head_only {
-        out.extend_from_slice(&resp.body);
-    }
 }
 
 /// A progressive (endless) response format.
@@ -117,6 +124,14 @@ enum Reply {
     Full(Response),
     /// A progressive stream of this stream name: the connection ends with it.
     Stream(Progressive, String),
+    /// An immutable segment, perhaps from the shared segment cache (sent with `sendfile`).
+    Segment(&'static str, segcache::Body),
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply::Full(r)
+    }
 }
 
 /// The connection's state: streams it already attached to (a player asks for many segments of
@@ -161,19 +176,23 @@ impl Conn<'_> {
                 }
             }
         }
-        Reply::Full(match parts.as_slice() {
-            ["hls", stream, "index.m3u8"] => self.hls_master(&percent_decode(stream)),
-            ["hls", stream, set, "index.m3u8"] => self.hls_media(&percent_decode(stream), set),
+        match parts.as_slice() {
+            ["hls", stream, "index.m3u8"] => self.hls_master(&percent_decode(stream)).into(),
+            ["hls", stream, set, "index.m3u8"] => {
+                self.hls_media(&percent_decode(stream), set).into()
+            }
             ["hls", stream, set, seg] if seg.ends_with(".ts") => {
                 self.hls_segment(&percent_decode(stream), set, seg)
             }
-            ["cmaf", stream, "index.m3u8"] => self.cmaf_master(&percent_decode(stream)),
-            ["cmaf", stream, "index.mpd"] => self.cmaf_mpd(&percent_decode(stream)),
+            ["cmaf", stream, "index.m3u8"] => self.cmaf_master(&percent_decode(stream)).into(),
+            ["cmaf", stream, "index.mpd"] => self.cmaf_mpd(&percent_decode(stream)).into(),
             ["cmaf", stream, file] => self.cmaf_dash_file(&percent_decode(stream), file),
-            ["cmaf", stream, set, "index.m3u8"] => self.cmaf_media(&percent_decode(stream), set),
+            ["cmaf", stream, set, "index.m3u8"] => {
+                self.cmaf_media(&percent_decode(stream), set).into()
+            }
             ["cmaf", stream, set, file] => self.cmaf_hls_file(&percent_decode(stream), set, file),
-            _ => Response::text(404, "Not found"),
-        })
+            _ => Response::text(404, "Not found").into(),
+        }
     }
 
     fn cmaf_master(&mut self, stream: &str) -> Response {
@@ -198,30 +217,40 @@ impl Conn<'_> {
         playlist(cmaf::hls_media(c.reader(), c.tracks()).into_bytes())
     }
 
-    fn cmaf_hls_file(&mut self, stream: &str, set: &str, file: &str) -> Response {
+    fn cmaf_hls_file(&mut self, stream: &str, set: &str, file: &str) -> Reply {
         let Some(ids) = hls::parse_track_set(set) else {
-            return Response::text(404, "Bad track set");
+            return Response::text(404, "Bad track set").into();
         };
+        let rundir = self.ctx.rundir.clone();
         let c = match self.ready_cursor(stream) {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(r) => return r.into(),
         };
         let mut body = Vec::new();
         if file == "init.mp4" {
             return match cmaf::init(c.tracks(), &ids, &mut body) {
                 Ok(()) => media(body, "video/mp4"),
                 Err(e) => Response::text(415, &format!("CMAF cannot carry this stream: {e}")),
-            };
+            }
+            .into();
         }
         let Some((boot, key)) = cmaf::parse_segment_name(file) else {
-            return Response::text(404, "Bad segment name");
+            return Response::text(404, "Bad segment name").into();
         };
-        if c.reader().meta().boot_ms() != boot {
-            return Response::text(404, "Segment of an earlier run of this stream");
+        let meta = c.reader().meta();
+        if meta.boot_ms() != boot {
+            return Response::text(404, "Segment of an earlier run of this stream").into();
         }
-        match cmaf::fragment(c.reader(), c.tracks(), &ids, key, &mut body) {
-            Some(()) => media(body, "video/mp4"),
-            None => Response::text(404, "Segment not in the window"),
+        if !hls::in_window(c.reader(), c.tracks(), key) {
+            return Response::text(404, "Segment not in the window").into();
+        }
+        let cache = SegmentCache::new(&rundir, stream, boot, meta.dvr_ms());
+        let (r, tracks) = (c.reader(), c.tracks());
+        match cache.get_or_make(&format!("cmaf_{set}_{key}.m4s"), |out| {
+            cmaf::fragment(r, tracks, &ids, key, out)
+        }) {
+            Some(body) => Reply::Segment("video/mp4", body),
+            None => Response::text(404, "Segment not in the window").into(),
         }
     }
 
@@ -245,24 +274,35 @@ impl Conn<'_> {
         }
     }
 
-    fn cmaf_dash_file(&mut self, stream: &str, file: &str) -> Response {
+    fn cmaf_dash_file(&mut self, stream: &str, file: &str) -> Reply {
+        let rundir = self.ctx.rundir.clone();
         let c = match self.ready_cursor(stream) {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(r) => return r.into(),
         };
         let mut body = Vec::new();
         if let Some(id) = cmaf::parse_dash_init(file) {
             return match cmaf::init(c.tracks(), &[id], &mut body) {
                 Ok(()) => media(body, "video/mp4"),
                 Err(e) => Response::text(415, &format!("CMAF cannot carry track {id}: {e}")),
-            };
+            }
+            .into();
         }
         let Some((id, t)) = cmaf::parse_dash_chunk(file) else {
-            return Response::text(404, "Not found");
+            return Response::text(404, "Not found").into();
         };
-        match cmaf::dash_chunk(c.reader(), c.tracks(), id, t, &mut body) {
-            Some(()) => media(body, "video/mp4"),
-            None => Response::text(404, "Segment not in the window"),
+        let meta = c.reader().meta();
+        let cache = SegmentCache::new(&rundir, stream, meta.boot_ms(), meta.dvr_ms());
+        let (r, tracks) = (c.reader(), c.tracks());
+        // A chunk is named by its start time; the cache by the segment it is in.
+        let Some(key) = cmaf::dash_chunk_key(r, tracks, id, t) else {
+            return Response::text(404, "Segment not in the window").into();
+        };
+        match cache.get_or_make(&format!("cmaf_{id}_{key}.m4s"), |out| {
+            cmaf::fragment(r, tracks, &[id], key, out)
+        }) {
+            Some(body) => Reply::Segment("video/mp4", body),
+            None => Response::text(404, "Segment not in the window").into(),
         }
     }
 
@@ -310,29 +350,32 @@ impl Conn<'_> {
         }
     }
 
-    fn hls_segment(&mut self, stream: &str, set: &str, name: &str) -> Response {
+    fn hls_segment(&mut self, stream: &str, set: &str, name: &str) -> Reply {
         let (Some(ids), Some((boot, key))) =
             (hls::parse_track_set(set), hls::parse_segment_name(name))
         else {
-            return Response::text(404, "Bad segment name");
+            return Response::text(404, "Bad segment name").into();
         };
+        let rundir = self.ctx.rundir.clone();
         let c = match self.cursor(stream) {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(r) => return r.into(),
         };
         c.reload_tracks();
-        if c.reader().meta().boot_ms() != boot {
-            return Response::text(404, "Segment of an earlier run of this stream");
+        let meta = c.reader().meta();
+        if meta.boot_ms() != boot {
+            return Response::text(404, "Segment of an earlier run of this stream").into();
         }
-        let mut body = Vec::new();
-        match hls::segment(c.reader(), c.tracks(), &ids, key, &mut body) {
-            Some(()) => Response {
-                status: 200,
-                content_type: "video/mp2t",
-                cache: "public, max-age=3600, immutable",
-                body,
-            },
-            None => Response::text(404, "Segment not in the window"),
+        if !hls::in_window(c.reader(), c.tracks(), key) {
+            return Response::text(404, "Segment not in the window").into();
+        }
+        let cache = SegmentCache::new(&rundir, stream, boot, meta.dvr_ms());
+        let (r, tracks) = (c.reader(), c.tracks());
+        match cache.get_or_make(&format!("hls_{set}_{key}.ts"), |out| {
+            hls::segment(r, tracks, &ids, key, out)
+        }) {
+            Some(body) => Reply::Segment("video/mp2t", body),
+            None => Response::text(404, "Segment not in the window").into(),
         }
     }
 }
@@ -461,6 +504,28 @@ fn write_all_vectored(sock: &mut TcpStream, head: &[u8], body: &[u8]) -> std::io
         done += n;
     }
     Ok(())
+}
+
+/// Sends `head` then a segment: a cached file with `sendfile(2)` (page cache to socket, no
+/// copy through this process), bytes with one `writev`.
+fn send_body(sock: &mut TcpStream, head: &[u8], body: segcache::Body) -> std::io::Result<()> {
+    match body {
+        segcache::Body::Bytes(b) => write_all_vectored(sock, head, &b),
+        segcache::Body::File(f, len) => {
+            sock.write_all(head)?;
+            let mut offset: i64 = 0;
+            while (offset as u64) < len {
+                let left = (len - offset as u64) as usize;
+                let n =
+                    nix::sys::sendfile::sendfile(sock.as_fd(), f.as_fd(), Some(&mut offset), left)
+                        .map_err(std::io::Error::from)?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// A playlist or manifest response: short-lived.
@@ -623,6 +688,20 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         };
         let resp = match reply {
             Reply::Full(r) => r,
+            Reply::Segment(content_type, body) => {
+                let head_resp = media(Vec::new(), content_type);
+                out.clear();
+                write_head_len(&head_resp, body.len(), keep_alive, &mut out);
+                if method == "HEAD" {
+                    sock.write_all(&out)?;
+                } else {
+                    send_body(&mut sock, &out, body)?;
+                }
+                if !keep_alive {
+                    return Ok(());
+                }
+                continue;
+            }
             Reply::Stream(kind, stream) => {
                 let framing = if v11 {
                     session::Framing::HttpChunked

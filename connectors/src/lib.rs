@@ -11,6 +11,8 @@
 //!   per format; one `writev` per wake-up, payloads straight from the shared pages).
 //! * [`rtmp`], [`http`] (with [`hls`], [`cmaf`] and [`progressive`]), [`ts`] (raw TS over
 //!   TCP): the protocols.
+//! * [`segcache`]: muxed segments shared by every HTTP process (muxed once, sent with
+//!   `sendfile`).
 
 pub mod cmaf;
 pub mod control;
@@ -20,6 +22,7 @@ pub mod http;
 pub mod listener;
 pub mod progressive;
 pub mod rtmp;
+pub mod segcache;
 pub mod session;
 pub mod ts;
 

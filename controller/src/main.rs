@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -123,6 +123,9 @@ fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>) -> Result<()> {
     // The API port first: a second Sluice with the same config fails here, before it could
     // touch the first one's sockets.
     api::start(st.clone(), &api_iface, api_port)?;
+    // Segments cached by an earlier server in this folder are not served again.
+    connectors::segcache::clear(&rundir)
+        .with_context(|| format!("clearing the segment cache in {}", rundir.display()))?;
     control::start(st.clone())?;
     eprintln!(
         "[controller] API on http://{api_iface}:{api_port}/api, sockets in {}",

@@ -224,6 +224,33 @@ fn hls_play_ffmpeg_and_gstreamer() {
         );
     }
 
+    // Muxed once, served from the shared segment cache: a second GET (a new connection, so
+    // another process) gets the same bytes, and they are the file in the run folder.
+    let again = srv.get(&seg_path).expect("GET segment again");
+    assert_eq!(again.status, 200, "second GET {seg_path}");
+    assert!(
+        again.body == seg.body,
+        "segment {seg_path} changed between two GETs ({} vs {} bytes)",
+        seg.body.len(),
+        again.body.len()
+    );
+    let seg_file = seg_path.rsplit('/').next().unwrap();
+    let key = seg_file.trim_end_matches(".ts").rsplit('_').next().unwrap();
+    let set = seg_path.rsplit('/').nth(1).unwrap();
+    let cached: Vec<_> = std::fs::read_dir(srv.rundir.join("segments").join("live"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join(format!("hls_{set}_{key}.ts")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        cached
+            .iter()
+            .any(|p| std::fs::read(p).is_ok_and(|b| b == seg.body)),
+        "segment {seg_path} not in the segment cache: looked at {cached:?}"
+    );
+
     // ffmpeg that read it live from the first segment.
     let out = ff_live.wait();
     let cap = Capture::from_output(&out);
