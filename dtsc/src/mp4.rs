@@ -788,6 +788,15 @@ pub struct FragmentBuilder<'a> {
     trafs: Vec<Traf<'a>>,
 }
 
+/// Which boxes a `traf` carries besides `tfhd` and `trun`.
+#[derive(Debug, Clone, Copy)]
+enum Layout<'x> {
+    /// `tfdt` (CMAF, ISO/IEC 23000-19 §7.3.2.2).
+    Cmaf,
+    /// `tfxd` and, live, `tfrf` (MS-SSTR §2.2.4).
+    Smooth { lookahead: Option<&'x [(u64, u64)]> },
+}
+
 impl<'a> FragmentBuilder<'a> {
     /// A builder for `tracks` (the tracks of the matching init segment). Fails like
     /// [`write_init`] on bad tracks.
@@ -916,11 +925,60 @@ impl<'a> FragmentBuilder<'a> {
     /// [`payloads`](Self::payloads). Writes nothing and returns `Ok` when empty; fails
     /// (writing nothing) when the fragment exceeds 2 GiB.
     pub fn write_header(&self, sequence_number: u32, out: &mut Vec<u8>) -> Result<(), Mp4Error> {
+        self.write_moof(sequence_number, Layout::Cmaf, out)
+    }
+
+    /// A builder like [`new`](Self::new) whose samples are timed in `timescale` ticks per
+    /// second on every track, instead of each track's [`timescale`]: Smooth Streaming
+    /// fragments use the manifest's 10 000 000 (MS-SSTR §2.2.2, `TimeScale`), since the
+    /// client builds the track headers from the manifest and there is no init segment.
+    pub fn with_timescale(
+        tracks: &[Track],
+        timescale: u32,
+    ) -> Result<FragmentBuilder<'a>, Mp4Error> {
+        let mut b = FragmentBuilder::new(tracks)?;
+        for t in &mut b.trafs {
+            t.info.nominal = (u64::from(t.info.nominal) * u64::from(timescale)
+                / u64::from(t.info.timescale)) as u32;
+            t.info.timescale = timescale;
+        }
+        Ok(b)
+    }
+
+    /// Appends a Smooth Streaming fragment (MS-SSTR §2.2.4, `moof` + `mdat`, payloads
+    /// copied) and clears the builder. Layout as [`write_header`](Self::write_header) but
+    /// PIFF-style: `tfhd` without `default-base-is-moof` (the data offset still counts from
+    /// the `moof`, the base of a fragment's first `traf`), no `tfdt`; each `traf` ends with
+    /// a `tfxd` box (the fragment's absolute start time and duration in the builder's
+    /// timescale) and, for a live stream (`lookahead` is `Some`), a `tfrf` box announcing
+    /// the given following fragments as (start, duration). Use
+    /// [`with_timescale`](Self::with_timescale) with `10_000_000`.
+    pub fn finish_smooth(
+        &mut self,
+        sequence_number: u32,
+        lookahead: Option<&[(u64, u64)]>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Mp4Error> {
+        self.write_moof(sequence_number, Layout::Smooth { lookahead }, out)?;
+        out.reserve(self.payload_len() as usize);
+        for p in self.payloads() {
+            out.extend_from_slice(p);
+        }
+        self.clear();
+        Ok(())
+    }
+
+    fn write_moof(
+        &self,
+        sequence_number: u32,
+        layout: Layout,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Mp4Error> {
         if self.is_empty() {
             return Ok(());
         }
         let total = self.payload_len();
-        let moof_len = self.moof_len();
+        let moof_len = self.moof_len(layout);
         // data_offset is a signed 32-bit value measured from the start of moof.
         let mut offset = moof_len
             + if total + 8 > u64::from(u32::MAX) {
@@ -935,18 +993,22 @@ impl<'a> FragmentBuilder<'a> {
         let s = begin_full(out, b"mfhd", 0, 0);
         out.u32(sequence_number);
         end(out, s);
+        let smooth = matches!(layout, Layout::Smooth { .. });
         for t in self.trafs.iter().filter(|t| !t.samples.is_empty()) {
             let traf = begin(out, b"traf");
-            let flags = TFHD_BASE_IS_MOOF | if t.info.video { 0 } else { TFHD_DEFAULT_FLAGS };
+            let base = if smooth { 0 } else { TFHD_BASE_IS_MOOF };
+            let flags = base | if t.info.video { 0 } else { TFHD_DEFAULT_FLAGS };
             let s = begin_full(out, b"tfhd", 0, flags);
             out.u32(t.info.id);
             if !t.info.video {
                 out.u32(SAMPLE_FLAGS_SYNC);
             }
             end(out, s);
-            let s = begin_full(out, b"tfdt", 1, 0);
-            out.u64(ticks_u(t.samples[0].dts, t.info.timescale));
-            end(out, s);
+            if !smooth {
+                let s = begin_full(out, b"tfdt", 1, 0);
+                out.u64(ticks_u(t.samples[0].dts, t.info.timescale));
+                end(out, s);
+            }
             let s = begin_full(out, b"trun", 1, t.trun_flags());
             out.u32(t.samples.len() as u32);
             out.u32(offset as u32);
@@ -967,6 +1029,14 @@ impl<'a> FragmentBuilder<'a> {
                 }
             }
             end(out, s);
+            if let Layout::Smooth { lookahead } = layout {
+                let start = ticks_u(t.samples[0].dts, t.info.timescale);
+                let duration: u64 = (0..t.samples.len()).map(|i| u64::from(t.duration(i))).sum();
+                crate::smooth::write_tfxd(start, duration, out);
+                if let Some(next) = lookahead {
+                    crate::smooth::write_tfrf(next, out);
+                }
+            }
             end(out, traf);
         }
         end(out, moof);
@@ -976,7 +1046,15 @@ impl<'a> FragmentBuilder<'a> {
     }
 
     /// Size in bytes of the `moof` [`write_header`](Self::write_header) writes.
-    fn moof_len(&self) -> u64 {
+    fn moof_len(&self, layout: Layout) -> u64 {
+        // tfdt (CMAF) or tfxd and perhaps tfrf (Smooth).
+        let extra = match layout {
+            Layout::Cmaf => 20,
+            Layout::Smooth { lookahead: None } => 44,
+            Layout::Smooth {
+                lookahead: Some(next),
+            } => 44 + 29 + 16 * next.len().min(255) as u64,
+        };
         let trafs: u64 = self
             .trafs
             .iter()
@@ -985,7 +1063,7 @@ impl<'a> FragmentBuilder<'a> {
                 let tfhd = if t.info.video { 16 } else { 20 };
                 let per_sample = 4 * u64::from((t.trun_flags() & 0xf00).count_ones());
                 let trun = 20 + per_sample * t.samples.len() as u64;
-                8 + tfhd + 20 + trun
+                8 + tfhd + extra + trun
             })
             .sum();
         8 + 16 + trafs
@@ -1729,6 +1807,54 @@ mod tests {
                 assert_eq!(last, before);
             }
         }
+    }
+
+    #[test]
+    fn smooth_fragment_has_tfxd_tfrf_and_hns_times() {
+        let tracks = tracks();
+        let packets = synthetic(10_007);
+        let mut fb = FragmentBuilder::with_timescale(&tracks[..1], 10_000_000).unwrap();
+        for p in packets.iter().filter(|p| p.track == 1) {
+            fb.add(&p.as_ref()).unwrap();
+        }
+        fb.set_end_dts(1, 10_007 + 50 * 40).unwrap();
+        let mut out = Vec::new();
+        let next = [(120_070_000u64, 20_000_000u64)];
+        fb.finish_smooth(3, Some(&next), &mut out).unwrap();
+        check_nesting(&out);
+        assert_eq!(names(&out), ["moof", "mdat"]);
+        let moof = find_box(&out, &[b"moof"]).unwrap();
+        let traf = find_box(moof, &[b"traf"]).unwrap();
+        assert_eq!(names(traf), ["tfhd", "trun", "uuid", "uuid"]);
+        let (_, flags, _) = full_box(find_box(traf, &[b"tfhd"]).unwrap()).unwrap();
+        assert_eq!(flags & TFHD_BASE_IS_MOOF, 0);
+        let uuids: Vec<&[u8]> = boxes(traf)
+            .filter(|(f, _)| f == b"uuid")
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(&uuids[0][..16], &crate::smooth::TFXD_UUID);
+        // tfxd: version 1, start 10.007 s and 50 frames of 40 ms, in hns.
+        assert_eq!(u64_at(uuids[0], 20), 100_070_000);
+        assert_eq!(u64_at(uuids[0], 28), 20_000_000);
+        assert_eq!(&uuids[1][..16], &crate::smooth::TFRF_UUID);
+        assert_eq!(uuids[1][20], 1);
+        assert_eq!(u64_at(uuids[1], 21), 120_070_000);
+        let (_, _, trun) = full_box(find_box(traf, &[b"trun"]).unwrap()).unwrap();
+        assert_eq!(u32_at(trun, 0), 50);
+        assert_eq!(u32_at(trun, 8), 400_000, "40 ms in hns");
+        let off = u32_at(trun, 4) as usize;
+        let first = packets.iter().find(|p| p.track == 1).unwrap();
+        assert_eq!(&out[off..off + first.data.len()], &first.data[..]);
+        // VOD: no tfrf.
+        let mut fb = FragmentBuilder::with_timescale(&tracks[1..], 10_000_000).unwrap();
+        for p in packets.iter().filter(|p| p.track == 2) {
+            fb.add(&p.as_ref()).unwrap();
+        }
+        let mut out = Vec::new();
+        fb.finish_smooth(1, None, &mut out).unwrap();
+        check_nesting(&out);
+        let traf = find_box(&out, &[b"moof", b"traf"]).unwrap();
+        assert_eq!(names(traf), ["tfhd", "trun", "uuid"]);
     }
 
     #[test]
