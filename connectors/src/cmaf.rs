@@ -138,7 +138,7 @@ pub fn fragment(
 
 /// Per track, the DASH segments in the window: (key number, start ms, duration ms), where a
 /// track's segment starts at its first packet after the keyframe that opens the segment.
-fn dash_timeline(r: &StreamReader, tracks: &[Track], id: u32) -> Vec<(u64, u64, u64)> {
+pub fn dash_timeline(r: &StreamReader, tracks: &[Track], id: u32) -> Vec<(u64, u64, u64)> {
     let segs = hls::segments(r, tracks);
     let m = r.meta();
     let first_of = |start: u64, end: u64| {

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use crate::control::OpenError;
 use crate::cursor::Cursor;
 use crate::segcache::{self, SegmentCache};
-use crate::{cmaf, hls, progressive, session, Ctx};
+use crate::{cmaf, hls, progressive, session, smooth, Ctx};
 use dtsc::{Codec, TrackKind};
 
 /// Largest request head accepted, bytes.
@@ -186,6 +186,10 @@ impl Conn<'_> {
             }
             ["cmaf", stream, "index.m3u8"] => self.cmaf_master(&percent_decode(stream)).into(),
             ["cmaf", stream, "index.mpd"] => self.cmaf_mpd(&percent_decode(stream)).into(),
+            ["cmaf", stream, "Manifest"] => self.smooth_manifest(&percent_decode(stream)).into(),
+            ["cmaf", stream, levels, frag] if levels.starts_with("QualityLevels(") => {
+                self.smooth_fragment(&percent_decode(stream), levels, frag)
+            }
             ["cmaf", stream, file] => self.cmaf_dash_file(&percent_decode(stream), file),
             ["cmaf", stream, set, "index.m3u8"] => {
                 self.cmaf_media(&percent_decode(stream), set).into()
@@ -251,6 +255,48 @@ impl Conn<'_> {
         }) {
             Some(body) => Reply::Segment("video/mp4", body),
             None => Response::text(404, "Segment not in the window").into(),
+        }
+    }
+
+    fn smooth_manifest(&mut self, stream: &str) -> Response {
+        let c = match self.ready_cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        match smooth::manifest(c.reader(), c.tracks()) {
+            Some(body) => Response {
+                status: 200,
+                content_type: "text/xml; charset=utf-8",
+                cache: "no-cache",
+                body: body.into_bytes(),
+            },
+            None => Response::text(
+                415,
+                &format!("Stream {stream} has no track Smooth Streaming can carry (H.264, AAC)"),
+            ),
+        }
+    }
+
+    fn smooth_fragment(&mut self, stream: &str, levels: &str, frag: &str) -> Reply {
+        let Some((name, t)) = smooth::parse_fragment(levels, frag) else {
+            return Response::text(404, "Bad fragment URL").into();
+        };
+        let rundir = self.ctx.rundir.clone();
+        let c = match self.ready_cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r.into(),
+        };
+        let (r, tracks) = (c.reader(), c.tracks());
+        let Some((id, key)) = smooth::locate(r, tracks, &name, t) else {
+            return Response::text(404, "Fragment not in the window").into();
+        };
+        let meta = r.meta();
+        let cache = SegmentCache::new(&rundir, stream, meta.boot_ms(), meta.dvr_ms());
+        match cache.get_or_make(&format!("smooth_{id}_{key}.m4s"), |out| {
+            smooth::fragment(r, tracks, id, key, out)
+        }) {
+            Some(body) => Reply::Segment("video/mp4", body),
+            None => Response::text(404, "Fragment not in the window").into(),
         }
     }
 
