@@ -47,16 +47,8 @@ impl<'m> Output<'m> for FlvOutput {
         b.own_with(|out| flv::write_tag(TagKind::Script, ts, &self.body, out));
         for t in tracks {
             self.body.clear();
-            let kind = match (t.kind, &t.codec) {
-                (TrackKind::Video, Codec::H264) => {
-                    flv::video_sequence_header(t, &mut self.body)?;
-                    TagKind::Video
-                }
-                (TrackKind::Audio, Codec::Aac) => {
-                    flv::audio_sequence_header(t, &mut self.body)?;
-                    TagKind::Audio
-                }
-                _ => continue,
+            let Some(kind) = flv::sequence_header(t, &mut self.body) else {
+                continue;
             };
             b.own_with(|out| flv::write_tag(kind, ts, &self.body, out));
         }
@@ -65,22 +57,8 @@ impl<'m> Output<'m> for FlvOutput {
 
     fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
         self.body.clear();
-        let kind = match t.kind {
-            TrackKind::Video => {
-                if flv::video_body_header(&t.codec, p.keyframe, p.offset as i32, &mut self.body)
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                TagKind::Video
-            }
-            TrackKind::Audio => {
-                if flv::audio_body_header(t, &mut self.body).is_err() {
-                    return Ok(());
-                }
-                TagKind::Audio
-            }
-            TrackKind::Meta => return Ok(()),
+        let Some(kind) = flv::media_body_header(t, &p, &mut self.body) else {
+            return Ok(());
         };
         let len = self.body.len() + p.data.len();
         let ts = self.ts(p.dts);

@@ -296,6 +296,34 @@ pub fn video_body_header(
     Ok(())
 }
 
+/// Appends the body header of media packet `p` of `track` (H.264: 5 bytes, AAC: 2, MP3: 1;
+/// §E.4.3.1 and §E.4.2.1) and returns the tag kind; `None` (and `out` unchanged) for tracks
+/// FLV cannot carry. The packet's payload follows unchanged.
+pub fn media_body_header(track: &Track, p: &PacketRef, out: &mut Vec<u8>) -> Option<TagKind> {
+    match track.kind {
+        TrackKind::Video => video_body_header(&track.codec, p.keyframe, p.offset as i32, out)
+            .ok()
+            .map(|()| TagKind::Video),
+        TrackKind::Audio => audio_body_header(track, out).ok().map(|()| TagKind::Audio),
+        TrackKind::Meta => None,
+    }
+}
+
+/// Appends the sequence header body of `track` (AVC decoder configuration or AAC
+/// AudioSpecificConfig, §E.4.3.1 / §E.4.2.1) and returns its tag kind; `None` (and `out`
+/// unchanged) when the codec has none or the track has no init data.
+pub fn sequence_header(track: &Track, out: &mut Vec<u8>) -> Option<TagKind> {
+    match (track.kind, &track.codec) {
+        (TrackKind::Video, Codec::H264) => video_sequence_header(track, out)
+            .ok()
+            .map(|()| TagKind::Video),
+        (TrackKind::Audio, Codec::Aac) => audio_sequence_header(track, out)
+            .ok()
+            .map(|()| TagKind::Audio),
+        _ => None,
+    }
+}
+
 /// Appends a whole AVC sequence header body (§E.4.3.1): `0x17`, AVCPacketType 0,
 /// CompositionTime 0, then the track's avcC (`init`). Errors for non-H.264 tracks and tracks
 /// without init data; `out` is then unchanged.
