@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use crate::control::OpenError;
 use crate::cursor::Cursor;
 use crate::segcache::{self, SegmentCache};
-use crate::{cmaf, hls, progressive, session, smooth, Ctx};
+use crate::{cmaf, hds, hls, progressive, session, smooth, Ctx};
 use dtsc::{Codec, TrackKind};
 
 /// Largest request head accepted, bytes.
@@ -186,6 +186,10 @@ impl Conn<'_> {
             }
             ["cmaf", stream, "index.m3u8"] => self.cmaf_master(&percent_decode(stream)).into(),
             ["cmaf", stream, "index.mpd"] => self.cmaf_mpd(&percent_decode(stream)).into(),
+            ["dynamic", stream, "manifest.f4m"] => {
+                self.hds_manifest(&percent_decode(stream)).into()
+            }
+            ["dynamic", stream, file] => self.hds_file(&percent_decode(stream), file),
             ["cmaf", stream, "Manifest"] => self.smooth_manifest(&percent_decode(stream)).into(),
             ["cmaf", stream, levels, frag] if levels.starts_with("QualityLevels(") => {
                 self.smooth_fragment(&percent_decode(stream), levels, frag)
@@ -255,6 +259,58 @@ impl Conn<'_> {
         }) {
             Some(body) => Reply::Segment("video/mp4", body),
             None => Response::text(404, "Segment not in the window").into(),
+        }
+    }
+
+    fn hds_manifest(&mut self, stream: &str) -> Response {
+        let c = match self.ready_cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        match hds::manifest(stream, c.reader(), c.tracks()) {
+            Some(body) => Response {
+                status: 200,
+                content_type: "application/f4m+xml",
+                cache: "no-cache",
+                body: body.into_bytes(),
+            },
+            None => Response::text(
+                415,
+                &format!("Stream {stream} has no track HDS can carry (H.264, AAC, MP3)"),
+            ),
+        }
+    }
+
+    fn hds_file(&mut self, stream: &str, file: &str) -> Reply {
+        let rundir = self.ctx.rundir.clone();
+        let c = match self.ready_cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r.into(),
+        };
+        let (r, tracks) = (c.reader(), c.tracks());
+        if hds::parse_bootstrap_name(file).is_some() {
+            return Response {
+                status: 200,
+                content_type: "application/octet-stream",
+                cache: "no-cache",
+                body: hds::bootstrap(stream, r, tracks),
+            }
+            .into();
+        }
+        let Some((ids, number)) = hds::parse_fragment_name(file) else {
+            return Response::text(404, "Not found").into();
+        };
+        if !hls::in_window(r, tracks, u64::from(number) - 1) {
+            return Response::text(404, "Fragment not in the window").into();
+        }
+        let meta = r.meta();
+        let cache = SegmentCache::new(&rundir, stream, meta.boot_ms(), meta.dvr_ms());
+        let set = file.rsplit_once("_Seg").map_or("", |x| x.0);
+        match cache.get_or_make(&format!("hds_{set}_{number}.f4f"), |out| {
+            hds::fragment(r, tracks, &ids, number, out)
+        }) {
+            Some(body) => Reply::Segment("video/f4f", body),
+            None => Response::text(404, "Fragment not in the window").into(),
         }
     }
 

@@ -9,7 +9,7 @@
 //!   buffer, wait for it, pick a start keyframe, read packets straight from shared memory.
 //! * [`session`]: the one connection loop every streaming output shares (an [`session::Output`]
 //!   per format; one `writev` per wake-up, payloads straight from the shared pages).
-//! * [`rtmp`], [`http`] (with [`hls`], [`cmaf`], [`smooth`] and [`progressive`]), [`ts`] (raw TS over
+//! * [`rtmp`], [`http`] (with [`hls`], [`cmaf`], [`smooth`], [`hds`] and [`progressive`]), [`ts`] (raw TS over
 //!   TCP): the protocols.
 //! * [`segcache`]: muxed segments shared by every HTTP process (muxed once, sent with
 //!   `sendfile`).
@@ -17,6 +17,7 @@
 pub mod cmaf;
 pub mod control;
 pub mod cursor;
+pub mod hds;
 pub mod hls;
 pub mod http;
 pub mod listener;
