@@ -4,13 +4,16 @@
 //! request by `dtsc::mp4` (ISO/IEC 23000-19 fragments, one `moof`/`mdat` per segment).
 //!
 //! URLs (S = stream):
-//! * HLS: `index.m3u8` (master), `T/index.m3u8` (media playlist of track set `T`, ids joined
-//!   by `_`), `T/init.mp4`, `T/BOOT_N.m4s` (segment N of the buffer started at Unix ms BOOT).
+//! * HLS and LL-HLS: `index.m3u8` (master), `T/index.m3u8` (media playlist of track set `T`,
+//!   ids joined by `_`; `?_HLS_msn=M&_HLS_part=P` blocks until it holds that part),
+//!   `T/init.mp4`, `T/BOOT_N.m4s` (segment N of the buffer started at Unix ms BOOT),
+//!   `T/BOOT_N.P.m4s` (part P of segment N: [`PART_GRID_MS`] of media, one movie fragment;
+//!   a segment is its parts back to back).
 //! * DASH: `index.mpd`, `init_ID.mp4` (one track), `chunk_ID_T.m4s` (the segment of track ID
 //!   starting at T ms: the `$Time$` of the MPD's SegmentTimeline, timescale 1000).
 
 use dtsc::dash::{LiveTiming, Mpd, Presentation, Representation, SegmentTemplate};
-use dtsc::hls::{render_master, Fmp4Playlist, Fmp4Segment, Variant};
+use dtsc::hls::{render_master, Fmp4Playlist, Fmp4Segment, LowLatency, Part, Variant};
 use dtsc::mp4::{self, FragmentBuilder};
 use dtsc::shm::{self, StreamReader};
 use dtsc::{Codec, Track, TrackKind};
@@ -58,31 +61,82 @@ pub fn hls_master(r: &StreamReader, tracks: &[Track]) -> Option<String> {
     Some(out)
 }
 
-/// The HLS media playlist of a track set, with fMP4 segments (`#EXT-X-MAP` init segment).
+/// The HLS media playlist of a track set, with fMP4 segments (`#EXT-X-MAP` init segment),
+/// as Low-Latency HLS (RFC 8216bis): every segment's parts (`BOOT_N.P.m4s`, listed by the
+/// renderer for the newest segments only), the complete parts of the segment being built,
+/// a preload hint for the next part and `CAN-BLOCK-RELOAD`. Players without LL-HLS support
+/// ignore those tags and play the segments.
 pub fn hls_media(r: &StreamReader, tracks: &[Track]) -> String {
     let segs = hls::segments(r, tracks);
-    let boot = r.meta().boot_ms();
+    let m = r.meta();
+    let boot = m.boot_ms();
+    let ended = m.state() == shm::STATE_ENDED;
+    let part_list = |k: u64, spans: &[PartSpan]| -> Vec<Part> {
+        spans
+            .iter()
+            .map(|p| Part {
+                duration_ms: p.duration_ms,
+                uri: format!("{boot}_{k}.{}.m4s", p.index),
+                independent: p.index == 0,
+            })
+            .collect()
+    };
+    let segments: Vec<Fmp4Segment> = segs
+        .iter()
+        .map(|&(k, _, _, _, dur)| Fmp4Segment {
+            msn: k,
+            duration_ms: dur,
+            uri: format!("{boot}_{k}.m4s"),
+            parts: part_list(k, &parts(r, tracks, k)),
+            program_date_time_ms: None,
+        })
+        .collect();
+    // The segment being built: the newest keyframe, when its segment is not complete.
+    let building = m
+        .key_count()
+        .checked_sub(1)
+        .filter(|k| !ended && segs.last().is_none_or(|s| s.0 < *k));
+    let (pending_parts, preload_hint) = match building {
+        Some(k) => {
+            let spans = parts(r, tracks, k);
+            let hint = format!("{boot}_{k}.{}.m4s", spans.len());
+            (part_list(k, &spans), Some(hint))
+        }
+        None => (Vec::new(), None),
+    };
     let pl = Fmp4Playlist {
         target_duration_s: 0,
         media_sequence: segs.first().map(|s| s.0).unwrap_or(0),
         map_uri: "init.mp4".into(),
-        segments: segs
-            .iter()
-            .map(|&(k, _, _, _, dur)| Fmp4Segment {
-                msn: k,
-                duration_ms: dur,
-                uri: format!("{boot}_{k}.m4s"),
-                parts: Vec::new(),
-                program_date_time_ms: None,
-            })
-            .collect(),
-        ended: r.meta().state() == shm::STATE_ENDED,
+        segments,
+        ended,
         vod: false,
-        low_latency: None,
+        low_latency: Some(LowLatency {
+            part_target_ms: PART_TARGET_MS,
+            part_hold_back_ms: None,
+            pending_parts,
+            preload_hint,
+            rendition_reports: Vec::new(),
+        }),
     };
     let mut out = String::new();
     pl.render(&mut out);
     out
+}
+
+/// True when the playlist holds segment `msn` (complete) or, with `part`, at least that
+/// part of it: the condition a blocking playlist reload (`_HLS_msn`, `_HLS_part`) waits for.
+pub fn playlist_reaches(r: &StreamReader, tracks: &[Track], msn: u64, part: Option<u64>) -> bool {
+    has_part(r, tracks, msn, None)
+        || part.is_some_and(|p| has_part(r, tracks, msn, Some(p as usize)))
+}
+
+/// Parses an LL-HLS part name `BOOT_N.P.m4s` into (boot, key, part index).
+pub fn parse_part_name(name: &str) -> Option<(u64, u64, usize)> {
+    let stem = name.strip_suffix(".m4s")?;
+    let (boot, rest) = stem.split_once('_')?;
+    let (key, part) = rest.split_once('.')?;
+    Some((boot.parse().ok()?, key.parse().ok()?, part.parse().ok()?))
 }
 
 /// Parses an HLS fMP4 segment name `BOOT_N.m4s`.
@@ -97,8 +151,150 @@ pub fn init(tracks: &[Track], ids: &[u32], out: &mut Vec<u8>) -> Result<(), mp4:
     mp4::write_init(&selected(tracks, ids), out)
 }
 
-/// Segment `key` of the tracks `ids` as one movie fragment (sequence number `key + 1`).
-/// `None` when the segment is not (or no longer) in the window.
+/// Part grid in ms: a new part starts at the first main-track packet at or after each
+/// multiple of this after the segment's keyframe. With the frame durations of common
+/// streams (up to 100 ms) every part then lasts at most [`PART_TARGET_MS`].
+pub const PART_GRID_MS: u64 = 400;
+/// `PART-TARGET` of the LL-HLS playlist, ms (RFC 8216bis §4.4.3.7; the issue's "at most
+/// 0.5 s").
+pub const PART_TARGET_MS: u64 = 500;
+/// Most parts in one segment (the movie fragment sequence number is key × 100 + part + 1);
+/// a longer GOP keeps adding to its last part.
+const MAX_PARTS: usize = 100;
+
+/// One partial segment: packets `start..end` (sequence numbers, all tracks), the first at
+/// `dts` ms (a main-track packet), lasting `duration_ms` to the next part (or segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartSpan {
+    /// Index in its segment, from 0.
+    pub index: usize,
+    /// First packet.
+    pub start: u64,
+    /// One past the last packet.
+    pub end: u64,
+    /// DTS of the first main-track packet, ms.
+    pub dts: u64,
+    /// Duration, ms.
+    pub duration_ms: u64,
+}
+
+/// The main track: the one the keyframe index follows (the first video track, else the
+/// first track).
+fn main_track(tracks: &[Track]) -> Option<u32> {
+    tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Video)
+        .or(tracks.first())
+        .map(|t| t.id)
+}
+
+/// The complete parts of the segment that opens with keyframe `key`: all of them when the
+/// segment is complete (the next keyframe exists, or the stream ended), else those already
+/// followed by the next part (the last one listed is the newest complete part). Part `i`
+/// starts at the first main-track packet at or after `key DTS + i × PART_GRID_MS` (a gap
+/// skips grid lines, never indexes).
+pub fn parts(r: &StreamReader, tracks: &[Track], key: u64) -> Vec<PartSpan> {
+    let m = r.meta();
+    let Some(main) = main_track(tracks) else {
+        return Vec::new();
+    };
+    let Some(k) = m.key(key) else {
+        return Vec::new();
+    };
+    let ended = m.state() == shm::STATE_ENDED;
+    let write_seq = m.write_seq();
+    let next = m.key(key + 1);
+    let limit = next.map_or(write_seq, |n| n.seq);
+    let mut out = Vec::new();
+    let (mut start, mut dts) = (k.seq, k.dts);
+    let mut line = k.dts + PART_GRID_MS;
+    let mut last_dts = k.dts;
+    for s in k.seq..limit {
+        let Some(e) = m.packet(s) else { continue };
+        if e.track != main {
+            continue;
+        }
+        last_dts = last_dts.max(e.dts);
+        if e.dts >= line && out.len() + 1 < MAX_PARTS {
+            out.push(PartSpan {
+                index: out.len(),
+                start,
+                end: s,
+                dts,
+                duration_ms: e.dts - dts,
+            });
+            (start, dts) = (s, e.dts);
+            line = k.dts + ((e.dts - k.dts) / PART_GRID_MS + 1) * PART_GRID_MS;
+        }
+    }
+    let end_dts = match next {
+        Some(n) => Some(n.dts),
+        // The ended stream's last segment lasts one frame past its last main packet.
+        None if ended && write_seq > start => Some(last_dts + frame_ms(tracks)),
+        None => None,
+    };
+    if let Some(end_dts) = end_dts {
+        out.push(PartSpan {
+            index: out.len(),
+            start,
+            end: limit,
+            dts,
+            duration_ms: end_dts.saturating_sub(dts).max(1),
+        });
+    }
+    out
+}
+
+/// One frame of the main track in ms (40 when unknown).
+fn frame_ms(tracks: &[Track]) -> u64 {
+    tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Video && t.fpks > 0)
+        .map(|t| 1_000_000 / u64::from(t.fpks))
+        .unwrap_or(40)
+}
+
+/// Appends part `span` of segment `key` of the tracks `ids` as one movie fragment (`mfhd`
+/// sequence number `key × 100 + index + 1`). Each track's last sample lasts until that
+/// track's next packet when it is already in the buffer. `None` when a packet has left the
+/// window.
+fn write_part(
+    r: &StreamReader,
+    tracks: &[Track],
+    ids: &[u32],
+    key: u64,
+    span: &PartSpan,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    let sel = selected(tracks, ids);
+    let mut fb = FragmentBuilder::new(&sel).ok()?;
+    for s in span.start..span.end {
+        let p = r.packet(s)?;
+        if ids.contains(&p.track) {
+            fb.add(&p).ok()?;
+        }
+    }
+    if fb.is_empty() {
+        return Some(());
+    }
+    let write_seq = r.meta().write_seq();
+    for t in &sel {
+        if let Some(d) = (span.end..write_seq.min(span.end + 256))
+            .filter_map(|s| r.meta().packet(s))
+            .find(|e| e.track == t.id)
+            .map(|e| e.dts)
+        {
+            let _ = fb.set_end_dts(t.id, d);
+        }
+    }
+    fb.finish((key * MAX_PARTS as u64 + span.index as u64 + 1) as u32, out)
+        .ok()?;
+    r.still_valid(span.start).then_some(())
+}
+
+/// Segment `key` of the tracks `ids`: its parts' movie fragments back to back (so the
+/// segment is exactly the concatenation of its LL-HLS parts, RFC 8216bis §4.4.4.9). `None`
+/// when the segment is not (or no longer) in the window, or not complete.
 pub fn fragment(
     r: &StreamReader,
     tracks: &[Track],
@@ -106,34 +302,39 @@ pub fn fragment(
     key: u64,
     out: &mut Vec<u8>,
 ) -> Option<()> {
-    let segs = hls::segments(r, tracks);
-    let i = segs.iter().position(|s| s.0 == key)?;
-    let (_, start, end, _, _) = segs[i];
-    let sel = selected(tracks, ids);
-    let mut fb = FragmentBuilder::new(&sel).ok()?;
-    for s in start..end {
-        let p = r.packet(s)?;
-        if ids.contains(&p.track) {
-            fb.add(&p).ok()?;
-        }
-    }
-    // Each track's last sample lasts until that track's first packet of the next segment.
-    if let Some(&(_, next_start, next_end, _, _)) = segs.get(i + 1) {
-        for t in &sel {
-            if let Some(d) = (next_start..next_end)
-                .filter_map(|s| r.meta().packet(s))
-                .find(|e| e.track == t.id)
-                .map(|e| e.dts)
-            {
-                let _ = fb.set_end_dts(t.id, d);
-            }
-        }
-    }
-    if fb.is_empty() {
+    if !hls::in_window(r, tracks, key) {
         return None;
     }
-    fb.finish((key + 1) as u32, out).ok()?;
-    r.still_valid(start).then_some(())
+    let start = out.len();
+    for span in parts(r, tracks, key) {
+        write_part(r, tracks, ids, key, &span, out)?;
+    }
+    (out.len() > start).then_some(())
+}
+
+/// Part `index` of segment `key` of the tracks `ids`, once complete. `None` when it is not
+/// complete (yet) or no longer in the window.
+pub fn part(
+    r: &StreamReader,
+    tracks: &[Track],
+    ids: &[u32],
+    key: u64,
+    index: usize,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    if key < r.meta().first_key() {
+        return None;
+    }
+    let span = *parts(r, tracks, key).get(index)?;
+    write_part(r, tracks, ids, key, &span, out)
+}
+
+/// True when part `index` of segment `key` is complete (`index` `None`: the whole segment).
+pub fn has_part(r: &StreamReader, tracks: &[Track], key: u64, index: Option<usize>) -> bool {
+    match index {
+        None => hls::in_window(r, tracks, key) || r.meta().key(key + 1).is_some(),
+        Some(i) => parts(r, tracks, key).len() > i,
+    }
 }
 
 /// Per track, the DASH segments in the window: (key number, start ms, duration ms), where a

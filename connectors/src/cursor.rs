@@ -119,6 +119,37 @@ impl Cursor {
         }
     }
 
+    /// Waits until `ready(reader, tracks)` holds (checked after every batch the buffer
+    /// writes, with the tracks reloaded) or the stream ends, at most `timeout`. Returns the
+    /// last value of `ready`. For requests that block until the stream reaches a point
+    /// (LL-HLS blocking playlist reload and preload hints).
+    pub fn wait_until(
+        &mut self,
+        timeout: Duration,
+        mut ready: impl FnMut(&StreamReader, &[Track]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let meta = *self.reader.meta();
+            let seen = meta
+                .notify_word()
+                .load(std::sync::atomic::Ordering::Acquire);
+            self.reload_tracks();
+            if ready(&self.reader, &self.tracks) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || meta.state() == shm::STATE_ENDED {
+                return false;
+            }
+            ipc::futex_wait(
+                meta.notify_word(),
+                seen,
+                (deadline - now).min(Duration::from_millis(100)),
+            );
+        }
+    }
+
     /// Moves to the newest keyframe in the window, so that a new viewer's first picture comes
     /// at once rather than a GOP later. Returns its DTS (ms).
     pub fn seek_latest_key(&mut self) -> Option<u64> {

@@ -23,6 +23,9 @@ const MAX_HEAD: usize = 16 << 10;
 const MAX_BODY: usize = 1 << 20;
 /// How long an idle keep-alive connection is kept, and how long a request may take to arrive.
 const IDLE: Duration = Duration::from_secs(15);
+/// How long a blocking LL-HLS request (playlist reload, preload hint) waits at most: three
+/// target durations of a stream with 2 s GOPs (RFC 8216bis §6.2.5.2).
+const BLOCK_WAIT: Duration = Duration::from_secs(6);
 /// How long a playlist request waits for a stream to have enough segments.
 const READY_WAIT: Duration = Duration::from_secs(15);
 
@@ -160,7 +163,7 @@ impl Conn<'_> {
     }
 
     fn route(&mut self, path: &str) -> Reply {
-        let path = path.split('?').next().unwrap_or("");
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         if let [file] = parts.as_slice() {
             for (ext, kind) in [
@@ -196,7 +199,7 @@ impl Conn<'_> {
             }
             ["cmaf", stream, file] => self.cmaf_dash_file(&percent_decode(stream), file),
             ["cmaf", stream, set, "index.m3u8"] => {
-                self.cmaf_media(&percent_decode(stream), set).into()
+                self.cmaf_media(&percent_decode(stream), set, query).into()
             }
             ["cmaf", stream, set, file] => self.cmaf_hls_file(&percent_decode(stream), set, file),
             _ => Response::text(404, "Not found").into(),
@@ -214,14 +217,29 @@ impl Conn<'_> {
         }
     }
 
-    fn cmaf_media(&mut self, stream: &str, set: &str) -> Response {
+    /// The LL-HLS media playlist; with `_HLS_msn` (and `_HLS_part`) in the query, a
+    /// blocking reload (RFC 8216bis §6.2.5.2): answered once the playlist holds that
+    /// segment (or part), at most three target durations later.
+    fn cmaf_media(&mut self, stream: &str, set: &str, query: &str) -> Response {
         if hls::parse_track_set(set).is_none() {
             return Response::text(404, "Bad track set");
+        }
+        let block = dtsc::hls::parse_blocking_request(query);
+        if block.is_none() && (query.contains("_HLS_msn") || query.contains("_HLS_part")) {
+            return Response::text(400, "Bad _HLS_msn/_HLS_part");
         }
         let c = match self.ready_cursor(stream) {
             Ok(c) => c,
             Err(r) => return r,
         };
+        if let Some((msn, part)) = block {
+            let last = c.reader().meta().key_count();
+            // §6.2.5.2: a request more than two segments ahead of the playlist is an error.
+            if msn > last + 2 {
+                return Response::text(400, "_HLS_msn is more than two segments ahead");
+            }
+            c.wait_until(BLOCK_WAIT, |r, t| cmaf::playlist_reaches(r, t, msn, part));
+        }
         playlist(cmaf::hls_media(c.reader(), c.tracks()).into_bytes())
     }
 
@@ -241,6 +259,22 @@ impl Conn<'_> {
                 Err(e) => Response::text(415, &format!("CMAF cannot carry this stream: {e}")),
             }
             .into();
+        }
+        if let Some((boot, key, index)) = cmaf::parse_part_name(file) {
+            if c.reader().meta().boot_ms() != boot {
+                return Response::text(404, "Part of an earlier run of this stream").into();
+            }
+            // A part not complete yet (the preload hint) is answered when it is.
+            c.wait_until(BLOCK_WAIT, |r, t| cmaf::has_part(r, t, key, Some(index)));
+            let (r, tracks) = (c.reader(), c.tracks());
+            let meta = r.meta();
+            let cache = SegmentCache::new(&rundir, stream, boot, meta.dvr_ms());
+            return match cache.get_or_make(&format!("cmaf_{set}_{key}.{index}.m4s"), |out| {
+                cmaf::part(r, tracks, &ids, key, index, out)
+            }) {
+                Some(body) => Reply::Segment("video/mp4", body),
+                None => Response::text(404, "Part not in the window").into(),
+            };
         }
         let Some((boot, key)) = cmaf::parse_segment_name(file) else {
             return Response::text(404, "Bad segment name").into();

@@ -88,3 +88,157 @@ fn hls_fmp4_and_dash_carry_every_frame() {
     let missing = srv.get("/cmaf/nosuch/index.mpd").expect("HTTP");
     assert_eq!(missing.status, 404);
 }
+
+/// `#EXT-X-PART` URIs and durations (s) of an LL-HLS playlist, in order.
+fn parts_of(playlist: &str) -> Vec<(String, f64, bool)> {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .map(|a| {
+            let dur = a
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("DURATION="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1.0);
+            let uri = a.split("URI=\"").nth(1).unwrap().split('"').next().unwrap();
+            (uri.to_string(), dur, a.contains("INDEPENDENT=YES"))
+        })
+        .collect()
+}
+
+fn preload_hint(playlist: &str) -> Option<String> {
+    let l = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:"))?;
+    Some(l.split("URI=\"").nth(1)?.split('"').next()?.to_string())
+}
+
+#[test]
+fn ll_hls_parts_preload_hint_and_blocking_reload() {
+    require_tools(&["ffmpeg", "ffprobe", "timeout"]);
+    let srv = Server::start();
+    let publisher = ffmpeg_publish(
+        &srv.dir,
+        "publisher",
+        &fixture("bframes.flv"),
+        &srv.rtmp_url("live"),
+        40,
+    );
+    let media = "/cmaf/live/1_2/index.m3u8";
+    let first = poll(Duration::from_secs(10), || {
+        srv.get(media)
+            .ok()
+            .filter(|r| r.status == 200 && preload_hint(&r.text()).is_some())
+    })
+    .expect("a live LL-HLS playlist with a preload hint");
+    let text = first.text();
+    assert!(
+        text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK="),
+        "{text}"
+    );
+    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.500"), "{text}");
+    let parts = parts_of(&text);
+    assert!(!parts.is_empty(), "{text}");
+    for (uri, d, _) in &parts {
+        assert!(*d > 0.0 && *d <= 0.5, "part {uri} lasts {d} s:\n{text}");
+    }
+    assert!(
+        parts.iter().any(|p| p.0.ends_with(".0.m4s") && p.2),
+        "a segment's first part is INDEPENDENT:\n{text}"
+    );
+
+    // The preload hint is answered once that part is complete, and then the playlist lists it.
+    let hint = preload_hint(&text).unwrap();
+    let p = srv
+        .get(&format!("/cmaf/live/1_2/{hint}"))
+        .expect("hinted part");
+    assert_eq!(p.status, 200, "{}", p.text());
+    assert_eq!(&p.body[4..8], b"moof");
+    let after = srv.get(media).unwrap().text();
+    assert!(
+        parts_of(&after).iter().any(|x| x.0 == hint)
+            || after.contains(&hint.replace(".0.m4s", ".m4s")),
+        "part {hint} served but not in the next playlist:\n{after}"
+    );
+
+    // Blocking reload: ask for the segment after the newest complete one; the answer holds it.
+    let msn = after
+        .lines()
+        .filter(|l| l.ends_with(".m4s") && !l.starts_with('#'))
+        .count() as u64
+        + after
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap();
+    let boot = hint.split('_').next().unwrap().to_string();
+    let want = format!("{boot}_{msn}.m4s");
+    assert!(!after.lines().any(|l| l == want), "{after}");
+    let blocked = srv
+        .get(&format!("{media}?_HLS_msn={msn}"))
+        .expect("blocking reload");
+    assert_eq!(blocked.status, 200);
+    assert!(
+        blocked.text().lines().any(|l| l == want),
+        "blocking reload for msn {msn} answered without it:\n{}",
+        blocked.text()
+    );
+    assert_eq!(
+        srv.get(&format!("{media}?_HLS_msn={}", msn + 10))
+            .unwrap()
+            .status,
+        400,
+        "msn far ahead"
+    );
+    assert_eq!(
+        srv.get(&format!("{media}?_HLS_part=1")).unwrap().status,
+        400
+    );
+
+    assert!(publisher.wait().status.success());
+    thread::sleep(Duration::from_millis(300));
+
+    // Ended: each segment is exactly its parts back to back; init + every part plays.
+    let text = srv.get(media).unwrap().text();
+    assert!(
+        text.contains("#EXT-X-ENDLIST") && preload_hint(&text).is_none(),
+        "{text}"
+    );
+    let seg1 = srv.get(&format!("/cmaf/live/1_2/{boot}_1.m4s")).unwrap();
+    assert_eq!(seg1.status, 200);
+    let mut joined = Vec::new();
+    for i in 0.. {
+        let r = srv
+            .get(&format!("/cmaf/live/1_2/{boot}_1.{i}.m4s"))
+            .unwrap();
+        if r.status != 200 {
+            break;
+        }
+        joined.extend_from_slice(&r.body);
+    }
+    assert!(
+        joined == seg1.body,
+        "segment 1 is not the concatenation of its parts"
+    );
+    let mut all = srv.get("/cmaf/live/1_2/init.mp4").unwrap().body;
+    for k in 0..5 {
+        for i in 0.. {
+            let r = srv
+                .get(&format!("/cmaf/live/1_2/{boot}_{k}.{i}.m4s"))
+                .unwrap();
+            if r.status != 200 {
+                assert!(i >= 5, "segment {k} has only {i} parts");
+                break;
+            }
+            all.extend_from_slice(&r.body);
+        }
+    }
+    let file = srv.dir.join("parts.mp4");
+    std::fs::write(&file, &all).unwrap();
+    let out = ffmpeg_framecrc(&srv.dir, "parts", &file.display().to_string(), &[], 30).wait();
+    let cap = Capture::from_output(&out);
+    let diag = format!("{}\n{}", cap.summary(), out.describe());
+    assert_eq!(cap.video().len(), 250, "{diag}");
+    assert_eq!(cap.video_keyframes(), 5, "{diag}");
+    assert_eq!(cap.audio().len(), 432, "{diag}");
+}
