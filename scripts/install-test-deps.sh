@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install, only where missing, the Debian packages the end-to-end tests need:
 # ffmpeg/ffprobe, GStreamer (tools, good/bad/libav plugins, Python bindings), rtmpdump,
-# yt-dlp (the HDS client).
+# yt-dlp (the HDS client), Chromium (hls.js, dash.js, mpegts.js and native playback).
 # A machine that already has them does nothing (no apt-get update, no root needed).
 set -euo pipefail
 
 PKGS=(ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-      gstreamer1.0-libav rtmpdump python3-gst-1.0 yt-dlp)
+      gstreamer1.0-libav rtmpdump python3-gst-1.0 yt-dlp chromium)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -14,7 +14,7 @@ for p in "${PKGS[@]}"; do
     status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
     [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done
-for c in ffmpeg ffprobe gst-launch-1.0 rtmpdump yt-dlp; do
+for c in ffmpeg ffprobe gst-launch-1.0 rtmpdump yt-dlp chromium; do
     if ! command -v "$c" >/dev/null 2>&1; then
         # a command is gone though its package claims to be installed: reinstall the set
         [[ ${#missing[@]} -gt 0 ]] || missing=("${PKGS[@]}")
@@ -47,7 +47,7 @@ if ! "${SUDO[@]}" apt-get install -y -o DPkg::Lock::Timeout=600 --no-install-rec
     "${SUDO[@]}" apt-get install -y -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}"
 fi
 
-for c in ffmpeg ffprobe gst-launch-1.0 rtmpdump yt-dlp; do
+for c in ffmpeg ffprobe gst-launch-1.0 rtmpdump yt-dlp chromium; do
     command -v "$c" >/dev/null 2>&1 || { echo "install-test-deps: ERROR: $c still missing" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0"); from gi.repository import Gst' \

@@ -1296,3 +1296,102 @@ pub fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Result<usize> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Headless Chromium playing Sluice's player page
+// ---------------------------------------------------------------------------------------
+
+pub fn sigterm(pid: u32) -> bool {
+    kill(pid as i32, libc::SIGTERM)
+}
+
+/// Starts headless Chromium (Debian's) on `url` for at most `secs`, with autoplay allowed and
+/// its console logged to stderr, where the player page's `sluice-player {json}` lines land.
+/// A fresh profile folder under `dir`; stop it with [`stop_chromium`].
+pub fn chromium(dir: &Path, label: &str, secs: u64, url: &str) -> Client {
+    let profile = dir.join(format!("{label}.profile"));
+    fs::create_dir_all(&profile).unwrap();
+    let args = s(&[
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-features=MediaRouter",
+        "--autoplay-policy=no-user-gesture-required",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]);
+    let mut args = args;
+    args.push(format!("--user-data-dir={}", profile.display()));
+    args.push(url.to_string());
+    spawn_client(dir, label, secs, "chromium", &args)
+}
+
+/// The `sluice-player {json}` events Chromium logged so far.
+pub fn player_events(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let at = l.find("\"sluice-player ")? + "\"sluice-player ".len();
+            let end = l.rfind("\", source:")?;
+            serde_json::from_str(l.get(at..end)?).ok()
+        })
+        .collect()
+}
+
+/// Polls Chromium's events until `done` holds for them or `limit` passes; returns them.
+pub fn wait_player(c: &Client, limit: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let ev = player_events(&c.stderr_now());
+        if done(&ev) || Instant::now() >= deadline {
+            return ev;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Stops a Chromium started by [`chromium`] (SIGTERM to `timeout`, which passes it on) and
+/// waits for it.
+pub fn stop_chromium(c: Client) -> ClientOutput {
+    stop_client(c)
+}
+
+/// `ffmpeg -re -stream_loop LOOPS -i FILE -c copy -f flv URL`: a publish of `LOOPS + 1` times
+/// the file, with continuous timestamps.
+pub fn ffmpeg_publish_loop(
+    dir: &Path,
+    label: &str,
+    file: &Path,
+    url: &str,
+    loops: u32,
+    secs: u64,
+) -> Client {
+    let args = s(&[
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-stream_loop",
+        &loops.to_string(),
+        "-i",
+        file.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        url,
+    ]);
+    spawn_client(dir, label, secs, "ffmpeg", &args)
+}
+
+/// Stops a client early (SIGTERM through `timeout`) and waits for it.
+pub fn stop_client(c: Client) -> ClientOutput {
+    sigterm(c.pid());
+    c.wait()
+}

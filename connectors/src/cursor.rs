@@ -158,6 +158,15 @@ impl Cursor {
         Some(key.dts)
     }
 
+    /// Moves to the oldest keyframe in the window (a viewer of an ended stream gets all of
+    /// it, as from a file). Returns its DTS (ms).
+    pub fn seek_first_key(&mut self) -> Option<u64> {
+        let m = self.reader.meta();
+        let key = m.key(m.first_key())?;
+        self.seq = key.seq;
+        Some(key.dts)
+    }
+
     /// Moves to packet `seq`.
     pub fn seek_seq(&mut self, seq: u64) {
         self.seq = seq;

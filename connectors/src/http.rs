@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use crate::control::OpenError;
 use crate::cursor::Cursor;
 use crate::segcache::{self, SegmentCache};
-use crate::{cmaf, hds, hls, progressive, session, smooth, Ctx};
+use crate::{cmaf, hds, hls, player, progressive, session, smooth, Ctx};
 use dtsc::{Codec, TrackKind};
 
 /// Largest request head accepted, bytes.
@@ -26,6 +26,8 @@ const IDLE: Duration = Duration::from_secs(15);
 /// How long a blocking LL-HLS request (playlist reload, preload hint) waits at most: three
 /// target durations of a stream with 2 s GOPs (RFC 8216bis §6.2.5.2).
 const BLOCK_WAIT: Duration = Duration::from_secs(6);
+/// How long a stream info request waits for a stream that is starting.
+const INFO_WAIT: Duration = Duration::from_secs(1);
 /// How long a playlist request waits for a stream to have enough segments.
 const READY_WAIT: Duration = Duration::from_secs(15);
 
@@ -84,12 +86,13 @@ fn write_head_len(resp: &Response, len: u64, keep_alive: bool, out: &mut Vec<u8>
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: {}\r\n\
          Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
          Access-Control-Allow-Headers: *\r\nAccess-Control-Expose-Headers: *\r\n\
-         Server: Sluice\r\nConnection: {}\r\n\r\n",
+         Server: Sluice\r\nDate: {}\r\nConnection: {}\r\n\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,
         len,
         resp.cache,
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
         if keep_alive { "keep-alive" } else { "close" }
     );
 }
@@ -142,6 +145,8 @@ impl From<Response> for Reply {
 struct Conn<'a> {
     ctx: &'a Ctx,
     addr: String,
+    /// The `Host` of the current request (for absolute URLs), else this socket's address.
+    host: String,
     streams: HashMap<String, Cursor>,
 }
 
@@ -166,6 +171,9 @@ impl Conn<'_> {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         if let [file] = parts.as_slice() {
+            if let Some(r) = self.player_route(file) {
+                return r.into();
+            }
             for (ext, kind) in [
                 (".flv", Progressive::Flv),
                 (".ts", Progressive::Ts),
@@ -204,6 +212,67 @@ impl Conn<'_> {
             ["cmaf", stream, set, file] => self.cmaf_hls_file(&percent_decode(stream), set, file),
             _ => Response::text(404, "Not found").into(),
         }
+    }
+
+    /// The player page, the stream info and the vendored player scripts; `None` for other
+    /// paths.
+    fn player_route(&mut self, file: &str) -> Option<Response> {
+        if let Some(body) = player::script(&format!("/{file}")) {
+            return Some(Response {
+                status: 200,
+                content_type: "application/javascript; charset=utf-8",
+                cache: "public, max-age=86400",
+                body: body.to_vec(),
+            });
+        }
+        if let Some(stream) = file.strip_suffix(".html").filter(|s| !s.is_empty()) {
+            let stream = percent_decode(stream);
+            // 404 for a stream that does not exist; the page itself waits for an offline one.
+            if let Err(r) = self.cursor(&stream) {
+                return Some(r);
+            }
+            return Some(Response {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                cache: "no-cache",
+                body: player::page(&stream).into_bytes(),
+            });
+        }
+        let (js, stream) = if let Some(s) = file.strip_prefix("json_") {
+            (false, s.strip_suffix(".js")?)
+        } else {
+            (true, file.strip_prefix("info_")?.strip_suffix(".js")?)
+        };
+        let stream = percent_decode(stream);
+        let host = self.host.clone();
+        let (status, value) = match self.cursor(&stream) {
+            Err(r) => (
+                404,
+                player::not_found(String::from_utf8_lossy(&r.body).trim()),
+            ),
+            Ok(c) => {
+                if c.wait_ready(INFO_WAIT, 1) {
+                    (200, player::info(&stream, &host, c.reader(), c.tracks()))
+                } else {
+                    (200, player::offline())
+                }
+            }
+        };
+        Some(if js {
+            Response {
+                status,
+                content_type: "application/javascript; charset=utf-8",
+                cache: "no-cache",
+                body: player::info_js(&stream, &value).into_bytes(),
+            }
+        } else {
+            Response {
+                status,
+                content_type: "application/json",
+                cache: "no-cache",
+                body: value.to_string().into_bytes(),
+            }
+        })
     }
 
     fn cmaf_master(&mut self, stream: &str) -> Response {
@@ -566,7 +635,13 @@ fn progressive(
             ));
         }
     }
-    cursor.seek_latest_key();
+    // Live: from the newest keyframe (the first picture at once). Ended: the whole window,
+    // as a file would be.
+    if cursor.reader().meta().state() == dtsc::shm::STATE_ENDED {
+        cursor.seek_first_key();
+    } else {
+        cursor.seek_latest_key();
+    }
     let mut head = Vec::new();
     let _ = write!(
         head,
@@ -711,9 +786,11 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         .unwrap_or_default();
     sock.set_read_timeout(Some(IDLE))?;
     let _ = sock.set_nodelay(true);
+    let local = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut conn = Conn {
         ctx,
         addr,
+        host: local.clone(),
         streams: HashMap::new(),
     };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
@@ -762,6 +839,9 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                             bail!("request body over {MAX_BODY} bytes or malformed length");
                         }
                     };
+                    conn.host = header("host")
+                        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '\\']))
+                        .unwrap_or_else(|| local.clone());
                     break (
                         req.method.unwrap_or("").to_string(),
                         req.path.unwrap_or("/").to_string(),

@@ -11,6 +11,7 @@
 //!   per format; one `writev` per wake-up, payloads straight from the shared pages).
 //! * [`rtmp`], [`http`] (with [`hls`], [`cmaf`], [`smooth`], [`hds`] and [`progressive`]), [`ts`] (raw TS over
 //!   TCP): the protocols.
+//! * [`player`]: `/S.html`, `/json_S.js`, `/info_S.js` and the vendored player scripts.
 //! * [`segcache`]: muxed segments shared by every HTTP process (muxed once, sent with
 //!   `sendfile`).
 
@@ -21,6 +22,7 @@ pub mod hds;
 pub mod hls;
 pub mod http;
 pub mod listener;
+pub mod player;
 pub mod progressive;
 pub mod rtmp;
 pub mod segcache;
