@@ -562,26 +562,33 @@ fn write_mp4a_entry(out: &mut Vec<u8>, t: &Track, info: &TrackInfo) -> Result<()
 }
 
 /// One `trak` (§8.3.1). `tables` appends the sample tables after `stsd` (empty ones for
-/// fragmented files); `edit` is `Some((empty_ms, media_ms))` for an `edts`/`elst` (§8.6.6)
-/// starting the track `empty_ms` after the movie start.
+/// fragmented files); `edit` is `Some((empty_ms, media_ms, media_time))` for an
+/// `edts`/`elst` (§8.6.6): an empty edit of `empty_ms` (when non-zero) starting the track that
+/// long after the movie start, then `media_ms` of the media from `media_time` (media
+/// timescale ticks; the composition time of the first presented sample, so that B-frame
+/// reordering does not push the start and the last frames past the track's end).
 fn write_trak(
     out: &mut Vec<u8>,
     t: &Track,
     info: &TrackInfo,
     media_duration: u64,
-    edit: Option<(u64, u64)>,
+    edit: Option<(u64, u64, u64)>,
     tables: impl FnOnce(&mut Vec<u8>),
 ) -> Result<(), Mp4Error> {
     let media_ms = (u128::from(media_duration) * 1000 / u128::from(info.timescale)) as u64;
     let trak = begin(out, b"trak");
-    let track_ms = edit.map_or(media_ms, |(empty, media)| empty + media);
+    let track_ms = edit.map_or(media_ms, |(empty, media, _)| empty + media);
     write_tkhd(out, t, info, track_ms);
-    if let Some((empty, media)) = edit {
+    if let Some((empty, media, start)) = edit {
         let edts = begin(out, b"edts");
-        let v1 = empty.max(media) > u64::from(u32::MAX);
+        let v1 = empty.max(media).max(start) > i32::MAX as u64;
         let elst = begin_full(out, b"elst", u8::from(v1), 0);
-        out.u32(2);
-        for (dur, media_time) in [(empty, -1i64), (media, 0)] {
+        let mut entries = vec![(media, start as i64)];
+        if empty > 0 {
+            entries.insert(0, (empty, -1i64));
+        }
+        out.u32(entries.len() as u32);
+        for (dur, media_time) in entries {
             if v1 {
                 out.u64(dur);
                 out.u64(media_time as u64);
@@ -1107,7 +1114,10 @@ struct ProgTrack {
 /// sample is sync, `stsc` + `stco` (or `co64` past 4 GiB) with one chunk per run of
 /// consecutive packets of the track, `stsz`. Movie time 0 is the earliest first DTS of all
 /// tracks; a track starting later gets an `elst` with an empty edit of that delay, so
-/// tracks stay in sync. Durations: `mvhd`/`tkhd` in ms, `mdhd` in the track's timescale.
+/// tracks stay in sync, and a track whose first presented sample comes after its first
+/// decoded one (B-frames, all composition offsets positive) an edit starting at that
+/// composition time, as encoders write it (without it, readers that honour the track
+/// duration drop the last reordered frames). Durations: `mvhd`/`tkhd` in ms, `mdhd` in the track's timescale.
 ///
 /// Fails (appending nothing) on bad tracks, packets of unknown tracks, DTS going back
 /// within a track, or more than [`MAX_PROGRESSIVE_SAMPLES`] packets.
@@ -1244,7 +1254,16 @@ fn write_progressive_head(
     for (i, (t, info)) in tracks.iter().zip(infos).enumerate() {
         let p = &progs[i];
         let (delay, media_ms) = track_ms(i);
-        let edit = (delay > 0).then_some((delay, media_ms));
+        // The composition time of the first presented sample, relative to the first DTS.
+        let start = p.samples.first().map_or(0, |first| {
+            let t0 = ticks(i128::from(first.0), info.timescale);
+            p.samples
+                .iter()
+                .map(|s| ticks(i128::from(s.0) + i128::from(s.1), info.timescale))
+                .min()
+                .map_or(0, |m| (m - t0).max(0) as u64)
+        });
+        let edit = (delay > 0 || start > 0).then_some((delay, media_ms, start));
         let durations = &all_durations[i];
         let mut table_pos = 0;
         write_trak(out, t, info, media_durations[i], edit, |out| {
@@ -1985,6 +2004,42 @@ mod tests {
                 assert_eq!(u32_at(elst, 20), 0);
             }
         }
+    }
+
+    #[test]
+    fn progressive_edit_starts_at_the_first_composition_time() {
+        let tracks = tracks();
+        let data = [0u8; 4];
+        // I P B B with offsets 80, 120, 40, 40 ms: the first frame is presented at 80 ms.
+        let packets: Vec<PacketRef> = [
+            (0, 80, true),
+            (40, 120, false),
+            (80, 40, false),
+            (120, 40, false),
+        ]
+        .iter()
+        .map(|&(dts, offset, keyframe)| PacketRef {
+            track: 1,
+            dts,
+            offset,
+            keyframe,
+            bpos: 0,
+            data: &data,
+        })
+        .collect();
+        let mut out = Vec::new();
+        write_progressive(&tracks[..1], &packets, &mut out).unwrap();
+        check_nesting(&out);
+        let elst = full_box(find_box(&out, &[b"moov", b"trak", b"edts", b"elst"]).unwrap())
+            .unwrap()
+            .2;
+        assert_eq!(u32_at(elst, 0), 1, "no empty edit");
+        assert_eq!(u32_at(elst, 4), 160, "segment duration, ms");
+        assert_eq!(
+            u32_at(elst, 8),
+            80 * 90,
+            "media time: 80 ms in 90 kHz ticks"
+        );
     }
 
     #[test]
