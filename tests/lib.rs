@@ -259,11 +259,25 @@ pub fn http_request(
     path: &str,
     body: Option<(&str, &[u8])>,
 ) -> Result<HttpResponse> {
+    http_request_headers(port, method, path, &[], body)
+}
+
+/// [`http_request`] with extra request headers.
+pub fn http_request_headers(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Result<HttpResponse> {
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .with_context(|| format!("connect 127.0.0.1:{port}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: sluice-e2e\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
     if let Some((ctype, b)) = body {
         req.push_str(&format!(
             "Content-Type: {ctype}\r\nContent-Length: {}\r\n",

@@ -58,6 +58,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
+        206 => "Partial Content",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
@@ -65,6 +66,7 @@ fn reason(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -81,12 +83,17 @@ pub fn write_head(resp: &Response, keep_alive: bool, head_only: bool, out: &mut 
 
 /// Serializes the head of `resp` with `Content-Length: len` (`resp.body` is not used).
 fn write_head_len(resp: &Response, len: u64, keep_alive: bool, out: &mut Vec<u8>) {
+    write_head_extra(resp, len, keep_alive, "", out);
+}
+
+/// As [`write_head_len`], with `extra` (whole header lines, each ending in CRLF) added.
+fn write_head_extra(resp: &Response, len: u64, keep_alive: bool, extra: &str, out: &mut Vec<u8>) {
     let _ = write!(
         out,
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: {}\r\n\
          Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
          Access-Control-Allow-Headers: *\r\nAccess-Control-Expose-Headers: *\r\n\
-         Server: Sluice\r\nDate: {}\r\nConnection: {}\r\n\r\n",
+         Server: Sluice\r\nDate: {}\r\n{extra}Connection: {}\r\n\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,
@@ -147,6 +154,8 @@ struct Conn<'a> {
     addr: String,
     /// The `Host` of the current request (for absolute URLs), else this socket's address.
     host: String,
+    /// The `Range` header of the current request, if any.
+    range: Option<String>,
     streams: HashMap<String, Cursor>,
 }
 
@@ -173,6 +182,11 @@ impl Conn<'_> {
         if let [file] = parts.as_slice() {
             if let Some(r) = self.player_route(file) {
                 return r.into();
+            }
+            if let Some(stream) = file.strip_suffix(".mp4").filter(|s| !s.is_empty()) {
+                if let Some(r) = self.vod_mp4(&percent_decode(stream)) {
+                    return r;
+                }
             }
             for (ext, kind) in [
                 (".flv", Progressive::Flv),
@@ -212,6 +226,44 @@ impl Conn<'_> {
             ["cmaf", stream, set, file] => self.cmaf_hls_file(&percent_decode(stream), set, file),
             _ => Response::text(404, "Not found").into(),
         }
+    }
+
+    /// `/S.mp4` of an ended stream: the whole window as one progressive MP4 file with `moov`
+    /// first (ISO/IEC 14496-12), built once per server run of the stream and kept in the
+    /// segment cache, so Range requests and HEAD work as on a file. `None` while the stream
+    /// is live (then `/S.mp4` is fragmented and endless).
+    fn vod_mp4(&mut self, stream: &str) -> Option<Reply> {
+        let rundir = self.ctx.rundir.clone();
+        let c = match self.cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return Some(r.into()),
+        };
+        if !c.wait_ready(INFO_WAIT, 1) || c.reader().meta().state() != dtsc::shm::STATE_ENDED {
+            return None;
+        }
+        let (r, tracks) = (c.reader(), c.tracks());
+        let meta = r.meta();
+        let sel: Vec<dtsc::Track> = cmaf::cmaf_tracks(tracks).into_iter().cloned().collect();
+        if sel.is_empty() {
+            return Some(
+                Response::text(415, &format!("Stream {stream} has no track MP4 can carry")).into(),
+            );
+        }
+        let cache = SegmentCache::new(&rundir, stream, meta.boot_ms(), meta.dvr_ms());
+        let set = hls::track_set(&sel.iter().collect::<Vec<_>>());
+        let body = cache.get_or_make(&format!("vod_{set}.mp4"), |out| {
+            let first = meta.key(meta.first_key())?.seq;
+            let packets: Vec<dtsc::PacketRef> = (first..meta.write_seq())
+                .filter_map(|s| r.packet(s))
+                .filter(|p| sel.iter().any(|t| t.id == p.track))
+                .collect();
+            dtsc::mp4::write_progressive(&sel, &packets, out).ok()?;
+            r.still_valid(first).then_some(())
+        });
+        Some(match body {
+            Some(b) => Reply::Segment("video/mp4", b),
+            None => Response::text(404, "Stream window changed while writing the file").into(),
+        })
     }
 
     /// The player page, the stream info and the vendored player scripts; `None` for other
@@ -719,14 +771,22 @@ fn write_all_vectored(sock: &mut TcpStream, head: &[u8], body: &[u8]) -> std::io
 
 /// Sends `head` then a segment: a cached file with `sendfile(2)` (page cache to socket, no
 /// copy through this process), bytes with one `writev`.
-fn send_body(sock: &mut TcpStream, head: &[u8], body: segcache::Body) -> std::io::Result<()> {
+fn send_body(
+    sock: &mut TcpStream,
+    head: &[u8],
+    body: segcache::Body,
+    range: std::ops::Range<u64>,
+) -> std::io::Result<()> {
     match body {
-        segcache::Body::Bytes(b) => write_all_vectored(sock, head, &b),
-        segcache::Body::File(f, len) => {
+        segcache::Body::Bytes(b) => {
+            write_all_vectored(sock, head, &b[range.start as usize..range.end as usize])
+        }
+        segcache::Body::File(f, _) => {
             sock.write_all(head)?;
-            let mut offset: i64 = 0;
-            while (offset as u64) < len {
-                let left = (len - offset as u64) as usize;
+            let mut offset = range.start as i64;
+            let end = range.end;
+            while (offset as u64) < end {
+                let left = (end - offset as u64) as usize;
                 let n =
                     nix::sys::sendfile::sendfile(sock.as_fd(), f.as_fd(), Some(&mut offset), left)
                         .map_err(std::io::Error::from)?;
@@ -735,6 +795,59 @@ fn send_body(sock: &mut TcpStream, head: &[u8], body: segcache::Body) -> std::io
                 }
             }
             Ok(())
+        }
+    }
+}
+
+/// What a `Range` header asks of a body of `len` bytes (RFC 9110 §14.1.2, §14.2).
+#[derive(Debug, PartialEq, Eq)]
+enum RangeReq {
+    /// One satisfiable range, as a half-open byte range.
+    Bytes(std::ops::Range<u64>),
+    /// The range starts past the end: 416.
+    Unsatisfiable,
+    /// Not a single byte range this server understands (another unit, several ranges,
+    /// malformed): the whole body is sent, as the RFC allows.
+    Ignore,
+}
+
+/// Parses `bytes=FIRST-LAST`, `bytes=FIRST-` or `bytes=-SUFFIX` for a body of `len` bytes.
+fn parse_range(header: &str, len: u64) -> RangeReq {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeReq::Ignore;
+    };
+    if spec.contains(',') {
+        return RangeReq::Ignore;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeReq::Ignore;
+    };
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (a.trim(), b.trim()) {
+        ("", suffix) => match num(suffix) {
+            Some(0) => RangeReq::Unsatisfiable,
+            Some(n) if len > 0 => RangeReq::Bytes(len.saturating_sub(n)..len),
+            Some(_) => RangeReq::Unsatisfiable,
+            None => RangeReq::Ignore,
+        },
+        (first, last) => {
+            let Some(first) = num(first) else {
+                return RangeReq::Ignore;
+            };
+            if first >= len {
+                return RangeReq::Unsatisfiable;
+            }
+            match last {
+                "" => RangeReq::Bytes(first..len),
+                l => match num(l) {
+                    Some(l) if l >= first => RangeReq::Bytes(first..(l + 1).min(len)),
+                    _ => RangeReq::Ignore,
+                },
+            }
         }
     }
 }
@@ -791,6 +904,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         ctx,
         addr,
         host: local.clone(),
+        range: None,
         streams: HashMap::new(),
     };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
@@ -839,6 +953,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                             bail!("request body over {MAX_BODY} bytes or malformed length");
                         }
                     };
+                    conn.range = header("range");
                     conn.host = header("host")
                         .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '\\']))
                         .unwrap_or_else(|| local.clone());
@@ -905,13 +1020,47 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         let resp = match reply {
             Reply::Full(r) => r,
             Reply::Segment(content_type, body) => {
-                let head_resp = media(Vec::new(), content_type);
+                let mut head_resp = media(Vec::new(), content_type);
+                let total = body.len();
+                let range = match conn.range.as_deref().map(|r| parse_range(r, total)) {
+                    None | Some(RangeReq::Ignore) => 0..total,
+                    Some(RangeReq::Bytes(r)) => r,
+                    Some(RangeReq::Unsatisfiable) => {
+                        let r = Response::text(416, "Range beyond the end");
+                        out.clear();
+                        let extra = format!("Content-Range: bytes */{total}\r\n");
+                        write_head_extra(&r, r.body.len() as u64, keep_alive, &extra, &mut out);
+                        out.extend_from_slice(&r.body);
+                        crate::log!("HTTP", "{method} {path}: 416 (Range {:?})", conn.range);
+                        sock.write_all(&out)?;
+                        if !keep_alive {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                };
+                let partial = range != (0..total);
+                let mut extra = String::from("Accept-Ranges: bytes\r\n");
+                if partial {
+                    head_resp.status = 206;
+                    extra.push_str(&format!(
+                        "Content-Range: bytes {}-{}/{total}\r\n",
+                        range.start,
+                        range.end - 1
+                    ));
+                }
                 out.clear();
-                write_head_len(&head_resp, body.len(), keep_alive, &mut out);
+                write_head_extra(
+                    &head_resp,
+                    range.end - range.start,
+                    keep_alive,
+                    &extra,
+                    &mut out,
+                );
                 if method == "HEAD" {
                     sock.write_all(&out)?;
                 } else {
-                    send_body(&mut sock, &out, body)?;
+                    send_body(&mut sock, &out, body, range)?;
                 }
                 if !keep_alive {
                     return Ok(());
@@ -948,5 +1097,26 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         if !keep_alive {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        use RangeReq::*;
+        assert_eq!(parse_range("bytes=0-99", 1000), Bytes(0..100));
+        assert_eq!(parse_range("bytes=900-", 1000), Bytes(900..1000));
+        assert_eq!(parse_range("bytes=900-5000", 1000), Bytes(900..1000));
+        assert_eq!(parse_range("bytes=-100", 1000), Bytes(900..1000));
+        assert_eq!(parse_range("bytes=-5000", 1000), Bytes(0..1000));
+        assert_eq!(parse_range("bytes=1000-", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-2", 1000), Ignore);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Ignore);
+        assert_eq!(parse_range("items=0-1", 1000), Ignore);
+        assert_eq!(parse_range("bytes=x-1", 1000), Ignore);
     }
 }
