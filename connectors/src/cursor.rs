@@ -93,30 +93,12 @@ impl Cursor {
     /// Waits until the stream is live with tracks and at least `min_keys` keyframes in the
     /// window (an ended stream with at least one keyframe also counts), at most `timeout`.
     pub fn wait_ready(&mut self, timeout: Duration, min_keys: u64) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let meta = *self.reader.meta();
-            let seen = meta
-                .notify_word()
-                .load(std::sync::atomic::Ordering::Acquire);
-            self.reload_tracks();
+        self.wait_until(timeout, |r, tracks| {
+            let meta = r.meta();
             let keys = meta.key_count() - meta.first_key();
-            let state = meta.state();
-            if !self.tracks.is_empty()
-                && (keys >= min_keys || (state == shm::STATE_ENDED && keys >= 1))
-            {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            ipc::futex_wait(
-                meta.notify_word(),
-                seen,
-                (deadline - now).min(Duration::from_millis(100)),
-            );
-        }
+            !tracks.is_empty()
+                && (keys >= min_keys || (meta.state() == shm::STATE_ENDED && keys >= 1))
+        })
     }
 
     /// Waits until `ready(reader, tracks)` holds (checked after every batch the buffer

@@ -400,21 +400,11 @@ impl Conn<'_> {
         let Some((boot, key)) = cmaf::parse_segment_name(file) else {
             return Response::text(404, "Bad segment name").into();
         };
-        let meta = c.reader().meta();
-        if meta.boot_ms() != boot {
-            return Response::text(404, "Segment of an earlier run of this stream").into();
-        }
-        if !hls::in_window(c.reader(), c.tracks(), key) {
-            return Response::text(404, "Segment not in the window").into();
-        }
-        let cache = SegmentCache::new(&rundir, stream, boot, meta.dvr_ms());
         let (r, tracks) = (c.reader(), c.tracks());
-        match cache.get_or_make(&format!("cmaf_{set}_{key}.m4s"), |out| {
+        let name = format!("cmaf_{set}_{key}.m4s");
+        serve_segment(&rundir, stream, c, boot, key, &name, "video/mp4", |out| {
             cmaf::fragment(r, tracks, &ids, key, out)
-        }) {
-            Some(body) => Reply::Segment("video/mp4", body),
-            None => Response::text(404, "Segment not in the window").into(),
-        }
+        })
     }
 
     fn hds_manifest(&mut self, stream: &str) -> Response {
@@ -619,21 +609,39 @@ impl Conn<'_> {
             Err(r) => return r.into(),
         };
         c.reload_tracks();
-        let meta = c.reader().meta();
-        if meta.boot_ms() != boot {
-            return Response::text(404, "Segment of an earlier run of this stream").into();
-        }
-        if !hls::in_window(c.reader(), c.tracks(), key) {
-            return Response::text(404, "Segment not in the window").into();
-        }
-        let cache = SegmentCache::new(&rundir, stream, boot, meta.dvr_ms());
         let (r, tracks) = (c.reader(), c.tracks());
-        match cache.get_or_make(&format!("hls_{set}_{key}.ts"), |out| {
+        let name = format!("hls_{set}_{key}.ts");
+        serve_segment(&rundir, stream, c, boot, key, &name, "video/mp2t", |out| {
             hls::segment(r, tracks, &ids, key, out)
-        }) {
-            Some(body) => Reply::Segment("video/mp2t", body),
-            None => Response::text(404, "Segment not in the window").into(),
-        }
+        })
+    }
+}
+
+/// Segment `key` of the run `boot` of `stream`, from the shared segment cache as `name`, muxed
+/// by `make` when no process has yet: 404 for a segment of an earlier run of the stream or
+/// one that is not (or no longer) in the window.
+#[allow(clippy::too_many_arguments)]
+fn serve_segment(
+    rundir: &std::path::Path,
+    stream: &str,
+    c: &Cursor,
+    boot: u64,
+    key: u64,
+    name: &str,
+    content_type: &'static str,
+    make: impl FnOnce(&mut Vec<u8>) -> Option<()>,
+) -> Reply {
+    let meta = c.reader().meta();
+    if meta.boot_ms() != boot {
+        return Response::text(404, "Segment of an earlier run of this stream").into();
+    }
+    if !hls::in_window(c.reader(), c.tracks(), key) {
+        return Response::text(404, "Segment not in the window").into();
+    }
+    let cache = SegmentCache::new(rundir, stream, boot, meta.dvr_ms());
+    match cache.get_or_make(name, make) {
+        Some(body) => Reply::Segment(content_type, body),
+        None => Response::text(404, "Segment not in the window").into(),
     }
 }
 
