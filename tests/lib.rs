@@ -1385,27 +1385,64 @@ pub fn ffmpeg_publish_loop(
     loops: u32,
     secs: u64,
 ) -> Client {
-    let args = s(&[
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "warning",
-        "-re",
-        "-stream_loop",
-        &loops.to_string(),
-        "-i",
-        file.to_str().unwrap(),
-        "-c",
-        "copy",
-        "-f",
-        "flv",
-        url,
-    ]);
+    let loops = loops.to_string();
+    let mut args = s(&["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"]);
+    args.extend(s(&["-stream_loop", &loops, "-i", file.to_str().unwrap()]));
+    args.extend(s(&["-c", "copy", "-f", "flv", url]));
     spawn_client(dir, label, secs, "ffmpeg", &args)
+}
+
+/// Publishes the 10 s B-frame fixture to `stream` (live, for the caller to wait on) and
+/// returns once `path` answers 200 (at most 15 s), with that first response.
+pub fn publish_fixture_until(srv: &Server, stream: &str, path: &str) -> (Client, HttpResponse) {
+    let publisher = ffmpeg_publish(
+        &srv.dir,
+        &format!("publisher-{stream}"),
+        &fixture("bframes.flv"),
+        &srv.rtmp_url(stream),
+        40,
+    );
+    let first = poll(Duration::from_secs(15), || {
+        srv.get(path).ok().filter(|r| r.status == 200)
+    })
+    .unwrap_or_else(|| panic!("GET {path} never answered 200 during the publish"));
+    (publisher, first)
 }
 
 /// Stops a client early (SIGTERM through `timeout`) and waits for it.
 pub fn stop_client(c: Client) -> ClientOutput {
     sigterm(c.pid());
     c.wait()
+}
+
+/// Publishes the 10 s B-frame fixture to `stream` with ffmpeg and returns once the publish
+/// is over and the buffer has marked the stream ended.
+pub fn publish_fixture_to_end(srv: &Server, stream: &str) {
+    let publisher = ffmpeg_publish(
+        &srv.dir,
+        &format!("publisher-{stream}"),
+        &fixture("bframes.flv"),
+        &srv.rtmp_url(stream),
+        40,
+    );
+    let out = publisher.wait();
+    assert!(
+        out.status.success(),
+        "publisher failed:\n{}",
+        out.describe()
+    );
+    thread::sleep(Duration::from_millis(300));
+}
+
+/// Asserts that `out` (an [`ffmpeg_framecrc`] run) read every packet of the 10 s B-frame
+/// fixture: 250 H.264 frames with 5 keyframes and their composition offsets, 432 AAC frames.
+pub fn assert_every_frame(out: &ClientOutput, what: &str) {
+    let cap = Capture::from_output(out);
+    let diag = format!("{what}: {}\n{}", cap.summary(), out.describe());
+    assert_eq!(cap.codec("video").as_deref(), Some("h264"), "{diag}");
+    assert_eq!(cap.codec("audio").as_deref(), Some("aac"), "{diag}");
+    assert_eq!(cap.video().len(), 250, "{diag}");
+    assert_eq!(cap.video_keyframes(), 5, "{diag}");
+    assert_eq!(cap.audio().len(), 432, "{diag}");
+    assert!(cap.reordered() >= 150, "composition offsets lost: {diag}");
 }

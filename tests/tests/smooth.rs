@@ -44,19 +44,7 @@ fn smooth_streaming_mssdemux_plays_every_frame() {
     let srv = Server::start();
 
     // Live first: mssdemux joins while the publisher runs.
-    let publisher = ffmpeg_publish(
-        &srv.dir,
-        "publisher",
-        &fixture("bframes.flv"),
-        &srv.rtmp_url("live"),
-        40,
-    );
-    let live = poll(Duration::from_secs(10), || {
-        srv.get("/cmaf/live/Manifest")
-            .ok()
-            .filter(|r| r.status == 200)
-    })
-    .expect("live Manifest");
+    let (publisher, live) = publish_fixture_until(&srv, "live", "/cmaf/live/Manifest");
     let text = live.text();
     assert!(text.contains("IsLive=\"TRUE\""), "{text}");
     assert!(
