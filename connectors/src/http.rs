@@ -1127,4 +1127,20 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 1000), Ignore);
         assert_eq!(parse_range("bytes=x-1", 1000), Ignore);
     }
+
+    proptest::proptest! {
+        /// Whatever the header, a range handed out lies inside the body and is not empty.
+        #[test]
+        fn a_range_is_always_inside_the_body(h in "\\PC{0,40}", len in 0u64..10_000) {
+            if let RangeReq::Bytes(r) = parse_range(&h, len) {
+                proptest::prop_assert!(r.start < r.end && r.end <= len);
+            }
+        }
+
+        #[test]
+        fn explicit_ranges_round_trip(a in 0u64..5000, n in 1u64..5000, len in 1u64..10_000) {
+            let want = if a >= len { RangeReq::Unsatisfiable } else { RangeReq::Bytes(a..(a + n).min(len)) };
+            proptest::prop_assert_eq!(parse_range(&format!("bytes={a}-{}", a + n - 1), len), want);
+        }
+    }
 }

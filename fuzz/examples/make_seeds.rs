@@ -341,4 +341,18 @@ fn main() {
     ] {
         write(&dir, "aac_asc", name, asc);
     }
+
+    // http_outputs: request URLs of the Smooth, HDS and LL-HLS outputs, and a fragment.
+    write(
+        &dir,
+        "http_outputs",
+        "smooth",
+        b"/cmaf/live/QualityLevels(524849)/Fragments(video=20000000)",
+    );
+    write(&dir, "http_outputs", "hds", b"/dynamic/live/1_2_Seg1-Frag7");
+    write(&dir, "http_outputs", "llhls", b"_HLS_msn=12&_HLS_part=3");
+    // moof { mfhd(1) } then an empty mdat.
+    let mut moof = vec![0, 0, 0, 24];
+    moof.extend_from_slice(b"moof\0\0\0\x10mfhd\0\0\0\0\0\0\0\x01\0\0\0\x08mdat");
+    write(&dir, "http_outputs", "moof", &moof);
 }
