@@ -414,17 +414,49 @@ impl Server {
     }
 
     /// Default config with free ports, changed by `edit` before the server starts.
+    ///
+    /// A port found free can be taken before Sluice binds it (any process's outgoing
+    /// connection may get it as its local port): then the start is retried on new ports.
     pub fn start_with_config(edit: impl FnOnce(&mut Value)) -> Server {
-        let (api, rtmp, http) = (free_port(), free_port(), free_port());
-        let dir = unique_temp_dir("srv");
+        let (mut api, mut rtmp, mut http) = (free_port(), free_port(), free_port());
         let mut cfg = config_json(api, rtmp, http, default_streams());
         edit(&mut cfg);
-        let config_path = dir.join("config.json");
-        fs::write(&config_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-        Self::spawn(dir, config_path, api, rtmp, http)
+        let mut tries = 0;
+        loop {
+            let dir = unique_temp_dir("srv");
+            let config_path = dir.join("config.json");
+            fs::write(&config_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+            match Self::spawn(dir, config_path, api, rtmp, http) {
+                Ok(srv) => return srv,
+                Err(e) if tries < 3 && e.contains("Address already in use") => {
+                    tries += 1;
+                    let (a, r, h) = (free_port(), free_port(), free_port());
+                    let moved = |v: &mut Value, from: u16, to: u16| {
+                        if v["port"] == from {
+                            v["port"] = to.into();
+                        }
+                    };
+                    moved(&mut cfg["config"]["controller"], api, a);
+                    if let Some(ps) = cfg["config"]["protocols"].as_array_mut() {
+                        for p in ps {
+                            moved(p, rtmp, r);
+                            moved(p, http, h);
+                        }
+                    }
+                    (api, rtmp, http) = (a, r, h);
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
-    fn spawn(dir: PathBuf, config_path: PathBuf, api: u16, rtmp: u16, http: u16) -> Server {
+    fn spawn(
+        dir: PathBuf,
+        config_path: PathBuf,
+        api: u16,
+        rtmp: u16,
+        http: u16,
+    ) -> std::result::Result<Server, String> {
         let bin = sluice_bin();
         let rundir = dir.join("run");
         fs::create_dir_all(&rundir).unwrap();
@@ -455,23 +487,25 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = srv.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
+                return Err(format!(
                     "sluice exited during startup with {st}\n--- server stderr ---\n{}",
                     srv.stderr_tail(60)
-                );
+                ));
             }
             if port_accepts(rtmp) && port_accepts(http) {
                 break;
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "sluice did not accept on RTMP {rtmp} and HTTP {http} within 20 s\n--- server stderr ---\n{}",
-                    srv.stderr_tail(60)
-                );
+            // A listener that cannot bind is restarted by the controller every second:
+            // give up on these ports as soon as one says so.
+            let tail = srv.stderr_tail(60);
+            if Instant::now() > deadline || tail.contains("Address already in use") {
+                return Err(format!(
+                    "sluice did not accept on RTMP {rtmp} and HTTP {http}\n--- server stderr ---\n{tail}"
+                ));
             }
             thread::sleep(Duration::from_millis(100));
         }
-        srv
+        Ok(srv)
     }
 
     pub fn rtmp_url(&self, stream: &str) -> String {
