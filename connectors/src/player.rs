@@ -231,9 +231,20 @@ fn url_element(s: &str) -> String {
 pub fn info(stream: &str, host: &str, r: &StreamReader, tracks: &[Track]) -> Value {
     let m = r.meta();
     let ended = m.state() == shm::STATE_ENDED;
+    // The window's first and last DTS per track (the header does not keep them).
+    let (from, to) = (m.first_seq(), m.write_seq());
     let mut ts = Map::new();
     for t in tracks {
-        ts.insert(track_key(t), track_json(t));
+        let mut j = track_json(t);
+        let dts = (from..to)
+            .filter_map(|s| m.packet(s))
+            .filter(|e| e.track == t.id);
+        let (first, last) = dts.fold((None, 0), |(f, l), e| (f.or(Some(e.dts)), e.dts.max(l)));
+        if let Some(first) = first {
+            j["firstms"] = first.into();
+            j["lastms"] = last.into();
+        }
+        ts.insert(track_key(t), j);
     }
     let video = tracks.iter().find(|t| t.kind == TrackKind::Video);
     let (width, height) = match video {
