@@ -6,10 +6,10 @@
 //! URLs (S = stream):
 //! * HLS and LL-HLS: `index.m3u8` (master), `T/index.m3u8` (media playlist of track set `T`,
 //!   ids joined by `_`; `?_HLS_msn=M&_HLS_part=P` blocks until it holds that part),
-//!   `T/init.mp4`, `T/BOOT_N.m4s` (segment N of the buffer started at Unix ms BOOT),
+//!   `T/BOOT_init.mp4`, `T/BOOT_N.m4s` (segment N of the buffer started at Unix ms BOOT),
 //!   `T/BOOT_N.P.m4s` (part P of segment N: [`PART_GRID_MS`] of media, one movie fragment;
 //!   a segment is its parts back to back).
-//! * DASH: `index.mpd`, `init_ID.mp4` (one track), `chunk_ID_T.m4s` (the segment of track ID
+//! * DASH: `index.mpd`, `BOOT_init_ID.mp4` (one track), `BOOT_chunk_ID_T.m4s` (the segment of track ID
 //!   starting at T ms: the `$Time$` of the MPD's SegmentTimeline, timescale 1000).
 
 use dtsc::dash::{LiveTiming, Mpd, Presentation, Representation, SegmentTemplate};
@@ -107,7 +107,7 @@ pub fn hls_media(r: &StreamReader, tracks: &[Track]) -> String {
     let pl = Fmp4Playlist {
         target_duration_s: 0,
         media_sequence: segs.first().map(|s| s.0).unwrap_or(0),
-        map_uri: "init.mp4".into(),
+        map_uri: format!("{boot}_init.mp4"),
         segments,
         ended,
         vod: false,
@@ -374,6 +374,7 @@ pub fn mpd(r: &StreamReader, tracks: &[Track], now_ms: u64) -> Option<String> {
         return None;
     }
     let m = r.meta();
+    let boot = m.boot_ms();
     let ended = m.state() == shm::STATE_ENDED;
     let mut reps = Vec::new();
     let mut total = 0;
@@ -388,8 +389,8 @@ pub fn mpd(r: &StreamReader, tracks: &[Track], now_ms: u64) -> Option<String> {
             t,
             SegmentTemplate {
                 timescale: 1000,
-                initialization: "init_$RepresentationID$.mp4".into(),
-                media: "chunk_$RepresentationID$_$Time$.m4s".into(),
+                initialization: format!("{boot}_init_$RepresentationID$.mp4"),
+                media: format!("{boot}_chunk_$RepresentationID$_$Time$.m4s"),
                 presentation_time_offset: 0,
                 timeline: tl.iter().map(|&(_, t, d)| (t, d)).collect(),
             },
@@ -419,21 +420,43 @@ pub fn mpd(r: &StreamReader, tracks: &[Track], now_ms: u64) -> Option<String> {
     Some(mpd.to_xml())
 }
 
-/// Parses `init_ID.mp4`.
-pub fn parse_dash_init(name: &str) -> Option<u32> {
-    name.strip_prefix("init_")?
-        .strip_suffix(".mp4")?
-        .parse()
-        .ok()
+/// Splits a leading `BOOT_` (the buffer's boot time, as the MPD names its files) off `name`.
+fn split_boot(name: &str) -> (Option<u64>, &str) {
+    match name.split_once('_') {
+        Some((b, rest)) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()) => {
+            (b.parse().ok(), rest)
+        }
+        _ => (None, name),
+    }
 }
 
-/// Parses `chunk_ID_T.m4s`.
-pub fn parse_dash_chunk(name: &str) -> Option<(u32, u64)> {
+/// Parses `BOOT_init_ID.mp4` (or, from older manifests, `init_ID.mp4`) into (boot, id).
+pub fn parse_dash_init(name: &str) -> Option<(Option<u64>, u32)> {
+    let (boot, name) = split_boot(name);
+    let id = name
+        .strip_prefix("init_")?
+        .strip_suffix(".mp4")?
+        .parse()
+        .ok()?;
+    Some((boot, id))
+}
+
+/// Parses `BOOT_chunk_ID_T.m4s` (or `chunk_ID_T.m4s`) into (boot, id, T ms).
+pub fn parse_dash_chunk(name: &str) -> Option<(Option<u64>, u32, u64)> {
+    let (boot, name) = split_boot(name);
     let (id, t) = name
         .strip_prefix("chunk_")?
         .strip_suffix(".m4s")?
         .split_once('_')?;
-    Some((id.parse().ok()?, t.parse().ok()?))
+    Some((boot, id.parse().ok()?, t.parse().ok()?))
+}
+
+/// Parses the HLS init segment name `BOOT_init.mp4` (`None` for the boot in `init.mp4`).
+pub fn parse_hls_init(name: &str) -> Option<Option<u64>> {
+    match split_boot(name) {
+        (boot, "init.mp4") => Some(boot),
+        _ => None,
+    }
 }
 
 /// The segment (key) number of the DASH segment of track `id` that starts at `t` ms; `None`
@@ -464,9 +487,20 @@ mod tests {
     #[test]
     fn names_parse() {
         assert_eq!(parse_segment_name("17_4.m4s"), Some((17, 4)));
-        assert_eq!(parse_dash_init("init_2.mp4"), Some(2));
-        assert_eq!(parse_dash_chunk("chunk_1_40000.m4s"), Some((1, 40000)));
+        assert_eq!(parse_dash_init("init_2.mp4"), Some((None, 2)));
+        assert_eq!(parse_dash_init("17_init_2.mp4"), Some((Some(17), 2)));
+        assert_eq!(
+            parse_dash_chunk("chunk_1_40000.m4s"),
+            Some((None, 1, 40000))
+        );
+        assert_eq!(
+            parse_dash_chunk("17_chunk_1_40000.m4s"),
+            Some((Some(17), 1, 40000))
+        );
         assert_eq!(parse_dash_chunk("chunk_x_1.m4s"), None);
+        assert_eq!(parse_hls_init("init.mp4"), Some(None));
+        assert_eq!(parse_hls_init("17_init.mp4"), Some(Some(17)));
+        assert_eq!(parse_hls_init("17_4.m4s"), None);
         assert_eq!(parse_segment_name("a_b.m4s"), None);
     }
 }

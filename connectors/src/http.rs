@@ -217,7 +217,13 @@ impl Conn<'_> {
             ["dynamic", stream, file] => self.hds_file(&percent_decode(stream), file),
             ["cmaf", stream, "Manifest"] => self.smooth_manifest(&percent_decode(stream)).into(),
             ["cmaf", stream, levels, frag] if levels.starts_with("QualityLevels(") => {
-                self.smooth_fragment(&percent_decode(stream), levels, frag)
+                self.smooth_fragment(&percent_decode(stream), None, levels, frag)
+            }
+            ["cmaf", stream, boot, levels, frag] if levels.starts_with("QualityLevels(") => {
+                match boot.parse() {
+                    Ok(b) => self.smooth_fragment(&percent_decode(stream), Some(b), levels, frag),
+                    Err(_) => Response::text(404, "Not found").into(),
+                }
             }
             ["cmaf", stream, file] => self.cmaf_dash_file(&percent_decode(stream), file),
             ["cmaf", stream, set, "index.m3u8"] => {
@@ -374,12 +380,8 @@ impl Conn<'_> {
             Err(r) => return r.into(),
         };
         let mut body = Vec::new();
-        if file == "init.mp4" {
-            return match cmaf::init(c.tracks(), &ids, &mut body) {
-                Ok(()) => media(body, "video/mp4"),
-                Err(e) => Response::text(415, &format!("CMAF cannot carry this stream: {e}")),
-            }
-            .into();
+        if let Some(boot) = cmaf::parse_hls_init(file) {
+            return init_response(c, boot, cmaf::init(c.tracks(), &ids, &mut body), body).into();
         }
         if let Some((boot, key, index)) = cmaf::parse_part_name(file) {
             if c.reader().meta().boot_ms() != boot {
@@ -478,7 +480,13 @@ impl Conn<'_> {
         }
     }
 
-    fn smooth_fragment(&mut self, stream: &str, levels: &str, frag: &str) -> Reply {
+    fn smooth_fragment(
+        &mut self,
+        stream: &str,
+        boot: Option<u64>,
+        levels: &str,
+        frag: &str,
+    ) -> Reply {
         let Some((name, t)) = smooth::parse_fragment(levels, frag) else {
             return Response::text(404, "Bad fragment URL").into();
         };
@@ -488,6 +496,9 @@ impl Conn<'_> {
             Err(r) => return r.into(),
         };
         let (r, tracks) = (c.reader(), c.tracks());
+        if boot.is_some_and(|b| b != r.meta().boot_ms()) {
+            return Response::text(404, "Fragment of an earlier run of this stream").into();
+        }
         let Some((id, key)) = smooth::locate(r, tracks, &name, t) else {
             return Response::text(404, "Fragment not in the window").into();
         };
@@ -528,17 +539,16 @@ impl Conn<'_> {
             Err(r) => return r.into(),
         };
         let mut body = Vec::new();
-        if let Some(id) = cmaf::parse_dash_init(file) {
-            return match cmaf::init(c.tracks(), &[id], &mut body) {
-                Ok(()) => media(body, "video/mp4"),
-                Err(e) => Response::text(415, &format!("CMAF cannot carry track {id}: {e}")),
-            }
-            .into();
+        if let Some((boot, id)) = cmaf::parse_dash_init(file) {
+            return init_response(c, boot, cmaf::init(c.tracks(), &[id], &mut body), body).into();
         }
-        let Some((id, t)) = cmaf::parse_dash_chunk(file) else {
+        let Some((boot, id, t)) = cmaf::parse_dash_chunk(file) else {
             return Response::text(404, "Not found").into();
         };
         let meta = c.reader().meta();
+        if boot.is_some_and(|b| b != meta.boot_ms()) {
+            return Response::text(404, "Segment of an earlier run of this stream").into();
+        }
         let cache = SegmentCache::new(&rundir, stream, meta.boot_ms(), meta.dvr_ms());
         let (r, tracks) = (c.reader(), c.tracks());
         // A chunk is named by its start time; the cache by the segment it is in.
@@ -614,6 +624,28 @@ impl Conn<'_> {
         serve_segment(&rundir, stream, c, boot, key, &name, "video/mp2t", |out| {
             hls::segment(r, tracks, &ids, key, out)
         })
+    }
+}
+
+/// An init segment: immutable when its name carries the buffer's boot time (a restarted
+/// stream, perhaps with other tracks, gets new names), `no-cache` under the old boot-less
+/// names; 404 for an earlier run, 415 when CMAF cannot carry the tracks.
+fn init_response(
+    c: &Cursor,
+    boot: Option<u64>,
+    made: std::result::Result<(), dtsc::mp4::Mp4Error>,
+    body: Vec<u8>,
+) -> Response {
+    if boot.is_some_and(|b| b != c.reader().meta().boot_ms()) {
+        return Response::text(404, "Init segment of an earlier run of this stream");
+    }
+    match made {
+        Ok(()) if boot.is_some() => media(body, "video/mp4"),
+        Ok(()) => Response {
+            cache: "no-cache",
+            ..media(body, "video/mp4")
+        },
+        Err(e) => Response::text(415, &format!("CMAF cannot carry these tracks: {e}")),
     }
 }
 

@@ -5,7 +5,8 @@
 //! in the manifest's 10 MHz time scale.
 //!
 //! URLs (S = stream): `Manifest` (the client manifest, `dtsc::smooth`), and
-//! `QualityLevels(BITRATE)/Fragments(NAME=TIME)` where NAME is a StreamIndex name (`video`,
+//! `BOOT/QualityLevels(BITRATE)/Fragments(NAME=TIME)` (BOOT: the buffer's boot time, so a
+//! restarted stream never reuses a fragment URL; accepted without it too) where NAME is a StreamIndex name (`video`,
 //! `audio`, `video_2` for a second video track, …) and TIME the fragment's start in hns, as
 //! the manifest lists it (every StreamIndex's first chunk carries `t=`, MS-SSTR §2.2.2.5).
 
@@ -90,6 +91,8 @@ pub fn manifest(r: &StreamReader, tracks: &[Track]) -> Option<String> {
             dvr_window_length: smooth::ms_to_hns(m.dvr_ms()),
         }),
         streams,
+        // The buffer's boot time in every fragment URL: a restarted stream never reuses one.
+        url_prefix: format!("{}/", m.boot_ms()),
     };
     Some(manifest.to_xml())
 }

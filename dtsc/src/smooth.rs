@@ -161,6 +161,10 @@ pub struct Manifest {
     pub live: Option<SmoothLive>,
     /// The stream indexes, in order.
     pub streams: Vec<StreamIndex>,
+    /// Written before `QualityLevels(…)` in every StreamIndex's `Url` (a relative path
+    /// ending in `/`, or empty): lets a server put something in the fragment URLs that
+    /// changes when the presentation does, so caches never mix two of them up.
+    pub url_prefix: String,
 }
 
 /// Appends `data` as uppercase hex.
@@ -170,7 +174,7 @@ fn push_hex(out: &mut String, data: &[u8]) {
     }
 }
 
-fn render_stream(out: &mut String, s: &StreamIndex) {
+fn render_stream(out: &mut String, s: &StreamIndex, url_prefix: &str) {
     let kind = match s.kind {
         TrackKind::Video => "video",
         TrackKind::Audio => "audio",
@@ -180,10 +184,12 @@ fn render_stream(out: &mut String, s: &StreamIndex) {
     push_xml_escaped(out, &s.name);
     let _ = write!(
         out,
-        "\" Chunks=\"{}\" QualityLevels=\"{}\" Url=\"QualityLevels({{bitrate}})/Fragments(",
+        "\" Chunks=\"{}\" QualityLevels=\"{}\" Url=\"",
         s.chunks.len(),
         s.quality_levels.len()
     );
+    push_xml_escaped(out, url_prefix);
+    out.push_str("QualityLevels({bitrate})/Fragments(");
     push_xml_escaped(out, &s.name);
     out.push_str("={start time})\"");
     let (mut max_w, mut max_h) = (0, 0);
@@ -254,7 +260,8 @@ impl Manifest {
     /// `LookAheadFragmentCount`, `DVRWindowLength` when live), then per stream
     /// `<StreamIndex Type Name Chunks QualityLevels Url [MaxWidth MaxHeight DisplayWidth
     /// DisplayHeight] [Language]>` with its `<QualityLevel>` and `<c>` elements. The `Url`
-    /// is `QualityLevels({bitrate})/Fragments(<name>={start time})` (MS-SSTR §2.2.3).
+    /// is [`url_prefix`](Self::url_prefix) then `QualityLevels({bitrate})/Fragments(<name>=
+    /// {start time})` (MS-SSTR §2.2.3).
     pub fn render(&self, out: &mut String) {
         out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let _ = write!(
@@ -272,7 +279,7 @@ impl Manifest {
         }
         out.push_str(">\n");
         for s in &self.streams {
-            render_stream(out, s);
+            render_stream(out, s, &self.url_prefix);
         }
         out.push_str("</SmoothStreamingMedia>\n");
     }
@@ -412,6 +419,7 @@ mod tests {
                     chunks: vec![(40_021_333, 20_000_000), (60_021_333, 19_989_334)],
                 },
             ],
+            url_prefix: String::new(),
         };
         assert_eq!(
             manifest.to_xml(),
@@ -448,6 +456,7 @@ mod tests {
                 quality_levels: vec![QualityLevel::from_track(&audio).unwrap()],
                 chunks: vec![(0, 20_000_000), (20_000_000, 20_000_000)],
             }],
+            url_prefix: String::new(),
         };
         assert_eq!(
             manifest.to_xml(),

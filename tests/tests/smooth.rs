@@ -99,6 +99,30 @@ fn smooth_streaming_mssdemux_plays_every_frame() {
         .expect("tfxd box in the fragment");
     let time = u64::from_be_bytes(frag.body[at + 20..at + 28].try_into().unwrap());
     assert_eq!(time, t, "tfxd time is the manifest's t");
+    // The manifest's URL template carries the buffer's boot time; that URL gives the same.
+    let url = text
+        .split("Url=\"")
+        .nth(1)
+        .and_then(|u| u.split('"').next())
+        .unwrap();
+    let boot = url.strip_suffix("QualityLevels({bitrate})/Fragments(video={start time})");
+    let boot = boot.unwrap_or_else(|| panic!("Url {url}"));
+    assert!(boot.ends_with('/') && boot.len() > 1, "Url {url}");
+    let same = srv
+        .get(&format!(
+            "/cmaf/live/{boot}QualityLevels(1)/Fragments(video={t})"
+        ))
+        .unwrap();
+    assert!(same.status == 200 && same.body == frag.body, "{url}");
+    assert_eq!(
+        srv.get(&format!(
+            "/cmaf/live/1/QualityLevels(1)/Fragments(video={t})"
+        ))
+        .unwrap()
+        .status,
+        404,
+        "a fragment of another run"
+    );
     let wrong = srv
         .get(&format!(
             "/cmaf/live/QualityLevels(1)/Fragments(video={})",
