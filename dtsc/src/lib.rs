@@ -13,6 +13,7 @@ pub mod dash;
 pub mod flv;
 pub mod h264;
 pub mod hds;
+pub mod hevc;
 pub mod hls;
 pub mod model;
 pub mod mp4;

@@ -4,10 +4,11 @@
 //!
 //! Layout: one program (number 1); PAT on PID 0, PMT on PID [`PMT_PID`] (0x1000); track
 //! `i` of the slice given to [`TsMuxer::new`] on PID [`ES_PID_BASE`]` + i` (0x100 + i).
-//! H.264 is carried as stream_type 0x1B (Annex B with an access unit delimiter first), AAC as
-//! 0x0F (ADTS), MP3 as 0x03 (MPEG-1 audio, ≥ 32 kHz) or 0x04 (MPEG-2 audio, < 32 kHz); other
-//! codecs are not carried. The PCR is on the first H.264 PID, or the first PID when there is
-//! no video.
+//! H.264 is carried as stream_type 0x1B and HEVC as 0x24 (ISO/IEC 13818-1 Table 2-34; both
+//! Annex B with an access unit delimiter first and the parameter sets of the init data before
+//! every keyframe that lacks them), AAC as 0x0F (ADTS), MP3 as 0x03 (MPEG-1 audio, ≥ 32 kHz)
+//! or 0x04 (MPEG-2 audio, < 32 kHz); other codecs are not carried. The PCR is on the first
+//! video PID, or the first PID when there is no video.
 //!
 //! Time stamps: PTS/DTS (90 kHz) = time in ms × 90 + [`TIME_OFFSET_90K`] (100 ms), modulo
 //! 2^33; the PCR (27 MHz) = DTS in ms × 27 000 without that offset, so every access unit
@@ -15,6 +16,7 @@
 
 use crate::aac::{self, AacError, AudioSpecificConfig};
 use crate::h264::{self, H264Error};
+use crate::hevc;
 use crate::model::{Codec, PacketRef, Track, TrackKind};
 use thiserror::Error;
 
@@ -67,6 +69,11 @@ pub enum TsError {
 enum EsKind {
     /// H.264: AVCC length size and the avcC's SPS and PPS in Annex B form.
     H264 {
+        nal_length_size: u8,
+        parameter_sets: Vec<u8>,
+    },
+    /// HEVC: NAL length size and the hvcC's VPS, SPS and PPS in Annex B form.
+    Hevc {
         nal_length_size: u8,
         parameter_sets: Vec<u8>,
     },
@@ -220,6 +227,24 @@ impl TsMuxer {
                     };
                     (0x1b, 0xe0, kind)
                 }
+                Codec::Hevc => {
+                    let cfg = hevc::parse_hvcc(&t.init).ok();
+                    let mut parameter_sets = Vec::new();
+                    for (kind, nal) in cfg.iter().flat_map(|c| c.nal_units.iter()) {
+                        if matches!(*kind, hevc::NAL_VPS | hevc::NAL_SPS | hevc::NAL_PPS)
+                            && !nal.is_empty()
+                        {
+                            parameter_sets.extend_from_slice(&h264::START_CODE);
+                            parameter_sets.extend_from_slice(nal);
+                        }
+                    }
+                    let nal_length_size = cfg.map_or(4, |c| c.nal_length_size);
+                    let kind = EsKind::Hevc {
+                        nal_length_size,
+                        parameter_sets,
+                    };
+                    (0x24, 0xe0, kind)
+                }
                 Codec::Aac => {
                     let asc = aac::parse_asc(&t.init).ok().or_else(|| {
                         let ch = u8::try_from(t.channels).ok()?;
@@ -251,7 +276,10 @@ impl TsMuxer {
                 desc.len() as u8,
             ]);
             es_info.extend_from_slice(desc);
-            if pcr_pid.is_none() && t.kind == TrackKind::Video && t.codec == Codec::H264 {
+            if pcr_pid.is_none()
+                && t.kind == TrackKind::Video
+                && matches!(t.codec, Codec::H264 | Codec::Hevc)
+            {
                 pcr_pid = Some(pid);
             }
             streams.push(EsStream {
@@ -410,7 +438,7 @@ impl TsMuxer {
         es.clear();
         es.resize(PES_HEADER_MAX, 0);
         let mut keyframe = p.keyframe;
-        let is_video = matches!(stream.kind, EsKind::H264 { .. });
+        let is_video = matches!(stream.kind, EsKind::H264 { .. } | EsKind::Hevc { .. });
         match &stream.kind {
             EsKind::H264 {
                 nal_length_size,
@@ -430,6 +458,29 @@ impl TsMuxer {
                 }
                 for nal in h264::nal_units(p.data, *nal_length_size).flatten() {
                     if !nal.is_empty() && h264::nal_type(nal) != Some(h264::NAL_AUD) {
+                        es.extend_from_slice(&h264::START_CODE);
+                        es.extend_from_slice(nal);
+                    }
+                }
+            }
+            EsKind::Hevc {
+                nal_length_size,
+                parameter_sets,
+            } => {
+                let mut has_sps = false;
+                for nal in h264::nal_units(p.data, *nal_length_size) {
+                    match hevc::nal_type(nal?) {
+                        Some(hevc::NAL_SPS) => has_sps = true,
+                        Some(t) if hevc::is_irap(t) => keyframe = true,
+                        _ => {}
+                    }
+                }
+                es.extend_from_slice(&hevc::AUD);
+                if keyframe && !has_sps {
+                    es.extend_from_slice(parameter_sets);
+                }
+                for nal in h264::nal_units(p.data, *nal_length_size).flatten() {
+                    if !nal.is_empty() && hevc::nal_type(nal) != Some(hevc::NAL_AUD) {
                         es.extend_from_slice(&h264::START_CODE);
                         es.extend_from_slice(nal);
                     }
@@ -778,6 +829,63 @@ mod tests {
         );
         assert!(out[21..188].iter().all(|&b| b == 0xff));
         assert_eq!(crc32_mpeg2(b"123456789"), 0x0376_e6e7);
+    }
+
+    #[test]
+    fn hevc_is_stream_type_0x24_with_aud_and_parameter_sets_before_keyframes() {
+        let mut v = Track::new(1, TrackKind::Video, Codec::Hevc);
+        v.init = crate::hevc::tests_support::hvcc();
+        let tracks = [v];
+        // An IDR_W_RADL (type 19) slice, then a TRAIL_R (type 1) slice, 4-byte lengths.
+        let idr = [0x26u8, 0x01, 0xaf, 0x11];
+        let trail = [0x02u8, 0x01, 0xd0, 0x22];
+        let frame = |nal: &[u8]| {
+            let mut b = (nal.len() as u32).to_be_bytes().to_vec();
+            b.extend_from_slice(nal);
+            b
+        };
+        let packets = [
+            pkt(1, 0, 0, true, frame(&idr)),
+            pkt(1, 40, 0, false, frame(&trail)),
+        ];
+        let ts = mux_segment(&tracks, 0, &packets);
+        let mut reader = TsPacketReader::new(&ts[..]);
+        let mut types = Vec::new();
+        while let Some(p) = reader.read_ts_packet().unwrap() {
+            if let Some(TsPayload::Pmt(pmt)) = p.payload {
+                assert_eq!(pmt.pcr_pid.unwrap().as_u16(), 0x100);
+                types.extend(pmt.es_info.iter().map(|e| e.stream_type as u8));
+            }
+        }
+        assert_eq!(types, [0x24]);
+        let mut reader = PesPacketReader::new(TsPacketReader::new(&ts[..]));
+        let mut pes = Vec::new();
+        while let Some(p) = reader.read_pes_packet().unwrap() {
+            assert_eq!(p.header.stream_id.as_u8(), 0xe0);
+            pes.push(p.data);
+        }
+        assert_eq!(pes.len(), 2);
+        let cfg = crate::hevc::parse_hvcc(&tracks[0].init).unwrap();
+        let mut want = crate::hevc::AUD.to_vec();
+        for (_, nal) in &cfg.nal_units {
+            want.extend_from_slice(&[0, 0, 0, 1]);
+            want.extend_from_slice(nal);
+        }
+        want.extend_from_slice(&[0, 0, 0, 1]);
+        want.extend_from_slice(&idr);
+        assert_eq!(
+            &pes[0][..want.len()],
+            &want[..],
+            "AUD, VPS, SPS, PPS, then the IDR"
+        );
+        let mut want = crate::hevc::AUD.to_vec();
+        want.extend_from_slice(&[0, 0, 0, 1]);
+        want.extend_from_slice(&trail);
+        assert_eq!(
+            &pes[1][..want.len()],
+            &want[..],
+            "no parameter sets before a non-IRAP"
+        );
     }
 
     #[test]

@@ -1,13 +1,22 @@
 //! H.264 parameter parsing from untrusted streams: `parse_sps` on the input as a NAL unit,
 //! `parse_avcc` on it as an avcC record (then `parse_sps` on its SPS, and `write_avcc` →
-//! `parse_avcc` gives the same record), and `avcc_to_annexb` with a length size taken from
-//! the first byte (0..=7, invalid sizes included).
+//! `parse_avcc` gives the same record), `avcc_to_annexb` with a length size taken from
+//! the first byte (0..=7, invalid sizes included), and `hevc::parse_hvcc` on it as an HEVC
+//! decoder configuration record (its NAL units fit in the input).
 #![no_main]
 
-use dtsc::h264;
+use dtsc::{h264, hevc};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(cfg) = hevc::parse_hvcc(data) {
+        let total: usize = cfg.nal_units.iter().map(|(_, n)| n.len()).sum();
+        assert!(total <= data.len());
+        for (kind, nal) in &cfg.nal_units {
+            assert!(*kind < 64);
+            let _ = hevc::nal_type(nal);
+        }
+    }
     if let Ok(info) = h264::parse_sps(data) {
         let _ = info.fpks();
     }
