@@ -11,13 +11,24 @@
 use dtsc::flv::{self, TagKind};
 use dtsc::hds::{self, Bootstrap, BootstrapInfo, BootstrapSource, F4mManifest, F4mMedia, Fragment};
 use dtsc::shm::{self, StreamReader};
-use dtsc::{Track, TrackKind};
+use dtsc::{Codec, Track, TrackKind};
 
-use crate::hls::{self, hls_tracks, track_set};
+use crate::hls::{self, track_set};
+
+/// Tracks HDS carries (as FLV tags): the first H.264 video and the first AAC or MP3 audio.
+pub fn flv_tracks(tracks: &[Track]) -> Vec<&Track> {
+    let video = tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Video && t.codec == Codec::H264);
+    let audio = tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Audio && matches!(t.codec, Codec::Aac | Codec::Mp3));
+    video.into_iter().chain(audio).collect()
+}
 
 /// The manifest (`None` when no track FLV can carry: HDS carries H.264, AAC and MP3).
 pub fn manifest(stream: &str, r: &StreamReader, tracks: &[Track]) -> Option<String> {
-    let sel = hls_tracks(tracks);
+    let sel = flv_tracks(tracks);
     if sel.is_empty() {
         return None;
     }
@@ -98,7 +109,7 @@ pub fn fragment(
 ) -> Option<()> {
     let key = u64::from(number.checked_sub(1)?);
     let (_, start, end, key_dts, _) = hls::segments(r, tracks).into_iter().find(|s| s.0 == key)?;
-    let sel: Vec<&Track> = hls_tracks(tracks)
+    let sel: Vec<&Track> = flv_tracks(tracks)
         .into_iter()
         .filter(|t| ids.contains(&t.id))
         .collect();

@@ -15,11 +15,11 @@ use dtsc::shm::{self, StreamReader};
 use dtsc::ts::TsMuxer;
 use dtsc::{Codec, Track, TrackKind};
 
-/// Tracks HLS with TS segments can carry: H.264, AAC and MP3.
+/// Tracks HLS with TS segments can carry: H.264 or HEVC (stream type 0x24), AAC and MP3.
 pub fn hls_tracks(tracks: &[Track]) -> Vec<&Track> {
     let video = tracks
         .iter()
-        .find(|t| t.kind == TrackKind::Video && t.codec == Codec::H264);
+        .find(|t| t.kind == TrackKind::Video && matches!(t.codec, Codec::H264 | Codec::Hevc));
     let audio = tracks
         .iter()
         .find(|t| t.kind == TrackKind::Audio && matches!(t.codec, Codec::Aac | Codec::Mp3));
@@ -42,6 +42,7 @@ pub fn codecs(tracks: &[&Track]) -> String {
                 }
             }
             Codec::Mp3 => out.push("mp4a.40.34".into()),
+            Codec::Hevc => out.extend(dtsc::dash::rfc6381_codec(t)),
             _ => {}
         }
     }

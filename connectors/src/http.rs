@@ -414,6 +414,9 @@ impl Conn<'_> {
             Ok(c) => c,
             Err(r) => return r,
         };
+        if let Some(r) = video_refusal(c.tracks(), "HDS (FLV tags)", |c| *c == Codec::H264) {
+            return r;
+        }
         match hds::manifest(stream, c.reader(), c.tracks()) {
             Some(body) => Response {
                 status: 200,
@@ -466,6 +469,9 @@ impl Conn<'_> {
             Ok(c) => c,
             Err(r) => return r,
         };
+        if let Some(r) = video_refusal(c.tracks(), "Smooth Streaming", |c| *c == Codec::H264) {
+            return r;
+        }
         match smooth::manifest(c.reader(), c.tracks()) {
             Some(body) => Response {
                 status: 200,
@@ -627,6 +633,27 @@ impl Conn<'_> {
     }
 }
 
+/// 415 naming the codec and the format when the stream's video is in a codec `format`
+/// cannot carry (`carries` says which it can): such a format would send the audio alone,
+/// which no viewer asked for.
+fn video_refusal(
+    tracks: &[dtsc::Track],
+    format: &str,
+    carries: fn(&Codec) -> bool,
+) -> Option<Response> {
+    let videos: Vec<&dtsc::Track> = tracks
+        .iter()
+        .filter(|t| t.kind == TrackKind::Video)
+        .collect();
+    if videos.is_empty() || videos.iter().any(|t| carries(&t.codec)) {
+        return None;
+    }
+    Some(Response::text(
+        415,
+        &format!("{format} cannot carry {} video", videos[0].codec.as_str()),
+    ))
+}
+
 /// An init segment: immutable when its name carries the buffer's boot time (a restarted
 /// stream, perhaps with other tracks, gets new names), `no-cache` under the old boot-less
 /// names; 404 for an earlier run, 415 when CMAF cannot carry the tracks.
@@ -715,6 +742,11 @@ fn progressive(
         Progressive::Mp3 => Some(Codec::Mp3),
         _ => None,
     };
+    if kind == Progressive::Flv {
+        if let Some(r) = video_refusal(cursor.tracks(), "FLV", |c| *c == Codec::H264) {
+            return Err(r);
+        }
+    }
     if let Some(codec) = &audio_codec {
         if !cursor
             .tracks()
@@ -1143,6 +1175,26 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_format_refuses_video_it_cannot_carry() {
+        let hevc = dtsc::Track::new(1, TrackKind::Video, Codec::Hevc);
+        let h264 = dtsc::Track::new(2, TrackKind::Video, Codec::H264);
+        let aac = dtsc::Track::new(3, TrackKind::Audio, Codec::Aac);
+        let flv = |c: &Codec| *c == Codec::H264;
+        let r = video_refusal(&[hevc.clone(), aac.clone()], "FLV", flv).expect("refused");
+        assert_eq!(r.status, 415);
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        assert!(
+            text.contains("FLV") && text.contains(Codec::Hevc.as_str()),
+            "{text}"
+        );
+        assert!(
+            video_refusal(&[hevc, h264], "FLV", flv).is_none(),
+            "one carriable video"
+        );
+        assert!(video_refusal(&[aac], "FLV", flv).is_none(), "audio only");
+    }
 
     #[test]
     fn ranges_follow_rfc_9110() {
