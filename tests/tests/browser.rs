@@ -94,7 +94,7 @@ fn chromium_plays_every_browser_output() {
                     summary(&ev)
                 ));
             } else if !(if player == "dashjs-mss" {
-                245..=255
+                240..=255
             } else {
                 248..=255
             })
@@ -104,7 +104,7 @@ fn chromium_plays_every_browser_output() {
                 // seeks over the 57 ms between the audio and the video start decodes a few
                 // frames twice; dash.js's Smooth support starts a static presentation at the
                 // later track's first sample and ends it at the shorter track's end, which
-                // skips up to five frames (247-253 seen over runs).
+                // skips frames: 244-253 of 250 seen over six runs, never the same twice.
                 failures.push(format!(
                     "{player} decoded {frames} of 250 frames:\n{}",
                     summary(&ev)
