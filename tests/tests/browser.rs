@@ -46,6 +46,43 @@ fn play_ended(srv: &Server, stream: &str, player: &str) -> Vec<Value> {
     ev
 }
 
+/// Plays the live stream `live` with `player` until 10 s have played (or an error).
+fn play_live(srv: &Server, player: &str, label: &str) -> Vec<Value> {
+    let c = chromium(
+        &srv.dir,
+        &format!("chromium-live-{label}"),
+        45,
+        &srv.http_url(&format!("/live.html?player={player}")),
+    );
+    let ev = wait_player(&c, Duration::from_secs(35), |ev| {
+        last(ev, "error").is_some()
+            || last(ev, "progress").is_some_and(|e| e["playing_ms"].as_u64() >= Some(10_000))
+    });
+    stop_chromium(c);
+    ev
+}
+
+/// What is wrong with a live run: an error, less than 10 s played, a stall, frames missing,
+/// or (for the page's own pick) a player that is not an HLS one.
+fn live_problem(player: &str, ev: &[Value]) -> Option<String> {
+    let p = last(ev, "progress").cloned().unwrap_or_default();
+    let played = p["playing_ms"].as_u64().unwrap_or(0);
+    let frames = p["frames"].as_u64().unwrap_or(0);
+    let why = if last(ev, "error").is_some() || played < 10_000 {
+        "did not play 10 s of live"
+    } else if p["stalls"].as_u64() != Some(0) {
+        "stalled on live"
+    } else if frames < 240 {
+        "decoded under 240 frames in 10 s of live"
+    } else if player == "auto" && p["player"] != "hlsjs" && p["player"] != "native-hls" {
+        // Chromium plays HLS natively since version 141; older ones take hls.js.
+        "picked a player that is not HLS"
+    } else {
+        return None;
+    };
+    Some(format!("{player} {why}:\n{}", summary(ev)))
+}
+
 #[test]
 fn chromium_plays_every_browser_output() {
     require_tools(&["ffmpeg", "chromium", "timeout"]);
@@ -130,61 +167,24 @@ fn chromium_plays_every_browser_output() {
     let mut all: Vec<&str> = PLAYERS.to_vec();
     all.push("");
     let mut latency = None;
-    for pair in all.chunks(1) {
-        let results: Vec<(String, Vec<Value>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = pair
-                .iter()
-                .map(|p| {
-                    let srv = &srv;
-                    s.spawn(move || {
-                        let label = if p.is_empty() { "auto" } else { p };
-                        let c = chromium(
-                            &srv.dir,
-                            &format!("chromium-live-{label}"),
-                            45,
-                            &srv.http_url(&format!("/live.html?player={p}")),
-                        );
-                        let ev = wait_player(&c, Duration::from_secs(35), |ev| {
-                            last(ev, "error").is_some()
-                                || last(ev, "progress")
-                                    .is_some_and(|e| e["playing_ms"].as_u64() >= Some(10_000))
-                        });
-                        stop_chromium(c);
-                        (label.to_string(), ev)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        for (player, ev) in results {
-            let p = last(&ev, "progress").cloned().unwrap_or_default();
-            eprintln!("live {player}:\n{}", summary(&ev));
-            let played = p["playing_ms"].as_u64().unwrap_or(0);
-            let frames = p["frames"].as_u64().unwrap_or(0);
-            if last(&ev, "error").is_some() || played < 10_000 {
-                failures.push(format!(
-                    "{player} did not play 10 s of live:\n{}",
-                    summary(&ev)
-                ));
-            } else if p["stalls"].as_u64() != Some(0) {
-                failures.push(format!("{player} stalled on live:\n{}", summary(&ev)));
-            } else if frames < 240 {
-                failures.push(format!(
-                    "{player} decoded {frames} frames in 10 s of live:\n{}",
-                    summary(&ev)
-                ));
+    for p in all {
+        let label = if p.is_empty() { "auto" } else { p };
+        // One retry: on this shared 2-core machine a burst of other work can starve one run
+        // of a player; a second failure in a row fails the test.
+        let mut problem = None;
+        for attempt in 0..2 {
+            let ev = play_live(&srv, p, &format!("{label}-{attempt}"));
+            let last_progress = last(&ev, "progress").cloned().unwrap_or_default();
+            eprintln!("live {label} (attempt {}):\n{}", attempt + 1, summary(&ev));
+            problem = live_problem(label, &ev);
+            if label == "hlsjs-ll" {
+                latency = last_progress["latency"].as_f64();
             }
-            // Chromium plays HLS natively since version 141; older ones take hls.js.
-            if player == "auto" && p["player"] != "hlsjs" && p["player"] != "native-hls" {
-                failures.push(format!(
-                    "the page picked {} in Chromium, not HLS",
-                    p["player"]
-                ));
-            }
-            if player == "hlsjs-ll" {
-                latency = p["latency"].as_f64();
+            if problem.is_none() {
+                break;
             }
         }
+        failures.extend(problem);
     }
     stop_client(live);
     eprintln!("LL-HLS latency behind the live edge in hls.js: {latency:?} s");
