@@ -11,18 +11,13 @@
 use dtsc::flv::{self, TagKind};
 use dtsc::hds::{self, Bootstrap, BootstrapInfo, BootstrapSource, F4mManifest, F4mMedia, Fragment};
 use dtsc::shm::{self, StreamReader};
-use dtsc::{Codec, Track, TrackKind};
+use dtsc::{Track, TrackKind};
 
 use crate::hls::{self, track_set};
 
 /// Tracks HDS carries (as FLV tags): the first H.264 video and the first AAC or MP3 audio.
 pub fn flv_tracks(tracks: &[Track]) -> Vec<&Track> {
-    let video = tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Video && t.codec == Codec::H264);
-    let audio = tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Audio && matches!(t.codec, Codec::Aac | Codec::Mp3));
+    let (video, audio) = flv::flv_tracks(tracks);
     video.into_iter().chain(audio).collect()
 }
 

@@ -296,6 +296,18 @@ pub fn video_body_header(
     Ok(())
 }
 
+/// The tracks an FLV stream carries: the first H.264 video track and the first AAC or MP3
+/// audio track (§E.4.2.1, §E.4.3.1: FLV has one of each; other codecs are not written).
+pub fn flv_tracks(tracks: &[Track]) -> (Option<&Track>, Option<&Track>) {
+    let video = tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Video && t.codec == Codec::H264);
+    let audio = tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Audio && matches!(t.codec, Codec::Aac | Codec::Mp3));
+    (video, audio)
+}
+
 /// Appends the body header of media packet `p` of `track` (H.264: 5 bytes, AAC: 2, MP3: 1;
 /// §E.4.3.1 and §E.4.2.1) and returns the tag kind; `None` (and `out` unchanged) for tracks
 /// FLV cannot carry. The packet's payload follows unchanged.
@@ -400,12 +412,7 @@ pub fn on_metadata(tracks: &[Track]) -> Vec<Amf0> {
     let mut m: Vec<(String, Amf0)> = Vec::new();
     let mut put = |k: &str, v: Amf0| m.push((k.to_owned(), v));
     let kbps = |bytes_per_s: u32| Amf0::Number(f64::from(bytes_per_s) * 8.0 / 1000.0);
-    let video = tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Video && t.codec == Codec::H264);
-    let audio = tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Audio && matches!(t.codec, Codec::Aac | Codec::Mp3));
+    let (video, audio) = flv_tracks(tracks);
     put("hasVideo", Amf0::Boolean(video.is_some()));
     put("hasAudio", Amf0::Boolean(audio.is_some()));
     if let Some(v) = video {

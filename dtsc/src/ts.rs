@@ -211,15 +211,11 @@ impl TsMuxer {
             let (stream_type, stream_id, kind) = match t.codec {
                 Codec::H264 => {
                     let cfg = h264::parse_avcc(&t.init).ok();
-                    let mut parameter_sets = Vec::new();
-                    if let Some(cfg) = &cfg {
-                        for ps in cfg.sps.iter().chain(cfg.pps.iter()) {
-                            if !ps.is_empty() {
-                                parameter_sets.extend_from_slice(&h264::START_CODE);
-                                parameter_sets.extend_from_slice(ps);
-                            }
-                        }
-                    }
+                    let parameter_sets = annex_b(
+                        cfg.iter()
+                            .flat_map(|c| c.sps.iter().chain(c.pps.iter()))
+                            .map(Vec::as_slice),
+                    );
                     let nal_length_size = cfg.map_or(4, |c| c.nal_length_size);
                     let kind = EsKind::H264 {
                         nal_length_size,
@@ -229,15 +225,14 @@ impl TsMuxer {
                 }
                 Codec::Hevc => {
                     let cfg = hevc::parse_hvcc(&t.init).ok();
-                    let mut parameter_sets = Vec::new();
-                    for (kind, nal) in cfg.iter().flat_map(|c| c.nal_units.iter()) {
-                        if matches!(*kind, hevc::NAL_VPS | hevc::NAL_SPS | hevc::NAL_PPS)
-                            && !nal.is_empty()
-                        {
-                            parameter_sets.extend_from_slice(&h264::START_CODE);
-                            parameter_sets.extend_from_slice(nal);
-                        }
-                    }
+                    let parameter_sets = annex_b(
+                        cfg.iter()
+                            .flat_map(|c| c.nal_units.iter())
+                            .filter(|(kind, _)| {
+                                matches!(*kind, hevc::NAL_VPS | hevc::NAL_SPS | hevc::NAL_PPS)
+                            })
+                            .map(|(_, nal)| nal.as_slice()),
+                    );
                     let nal_length_size = cfg.map_or(4, |c| c.nal_length_size);
                     let kind = EsKind::Hevc {
                         nal_length_size,
@@ -577,6 +572,16 @@ impl TsMuxer {
 
 /// Length in bytes of the first TS packet's adaptation field (length byte included) before
 /// stuffing: 8 with a PCR, 2 with only random_access_indicator, else 0.
+/// The non-empty NAL units `nals` in Annex B form (each after a 4-byte start code).
+fn annex_b<'a>(nals: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for nal in nals.filter(|n| !n.is_empty()) {
+        out.extend_from_slice(&h264::START_CODE);
+        out.extend_from_slice(nal);
+    }
+    out
+}
+
 fn adaptation_len(rai: bool, pcr: bool) -> usize {
     if pcr {
         8
