@@ -1429,13 +1429,7 @@ pub fn ffmpeg_publish_loop(
 /// Publishes the 10 s B-frame fixture to `stream` (live, for the caller to wait on) and
 /// returns once `path` answers 200 (at most 15 s), with that first response.
 pub fn publish_fixture_until(srv: &Server, stream: &str, path: &str) -> (Client, HttpResponse) {
-    let publisher = ffmpeg_publish(
-        &srv.dir,
-        &format!("publisher-{stream}"),
-        &fixture("bframes.flv"),
-        &srv.rtmp_url(stream),
-        40,
-    );
+    let publisher = publish_fixture(srv, stream);
     let first = poll(Duration::from_secs(15), || {
         srv.get(path).ok().filter(|r| r.status == 200)
     })
@@ -1449,17 +1443,21 @@ pub fn stop_client(c: Client) -> ClientOutput {
     c.wait()
 }
 
-/// Publishes the 10 s B-frame fixture to `stream` with ffmpeg and returns once the publish
-/// is over and the buffer has marked the stream ended.
-pub fn publish_fixture_to_end(srv: &Server, stream: &str) {
-    let publisher = ffmpeg_publish(
+/// Starts ffmpeg publishing the 10 s B-frame fixture to `stream` at real time.
+pub fn publish_fixture(srv: &Server, stream: &str) -> Client {
+    ffmpeg_publish(
         &srv.dir,
         &format!("publisher-{stream}"),
         &fixture("bframes.flv"),
         &srv.rtmp_url(stream),
         40,
-    );
-    let out = publisher.wait();
+    )
+}
+
+/// Publishes the 10 s B-frame fixture to `stream` with ffmpeg and returns once the publish
+/// is over and the buffer has marked the stream ended.
+pub fn publish_fixture_to_end(srv: &Server, stream: &str) {
+    let out = publish_fixture(srv, stream).wait();
     assert!(
         out.status.success(),
         "publisher failed:\n{}",
