@@ -81,14 +81,33 @@ pub fn hls_media(r: &StreamReader, tracks: &[Track]) -> String {
             })
             .collect()
     };
+    // The renderer lists parts only for segments starting within three target durations of
+    // the playlist's end: cut parts for those alone, not for the whole DVR window.
+    let target_ms = segs
+        .iter()
+        .map(|s| (s.4 + 500) / 1000)
+        .max()
+        .unwrap_or(1)
+        .max(1)
+        * 1000;
+    let total_ms: u64 = segs.iter().map(|s| s.4).sum();
+    let mut start_ms = 0;
     let segments: Vec<Fmp4Segment> = segs
         .iter()
-        .map(|&(k, _, _, _, dur)| Fmp4Segment {
-            msn: k,
-            duration_ms: dur,
-            uri: format!("{boot}_{k}.m4s"),
-            parts: part_list(k, &parts(r, tracks, k)),
-            program_date_time_ms: None,
+        .map(|&(k, _, _, _, dur)| {
+            let recent = total_ms - start_ms < 3 * target_ms;
+            start_ms += dur;
+            Fmp4Segment {
+                msn: k,
+                duration_ms: dur,
+                uri: format!("{boot}_{k}.m4s"),
+                parts: if recent {
+                    part_list(k, &parts(r, tracks, k))
+                } else {
+                    Vec::new()
+                },
+                program_date_time_ms: None,
+            }
         })
         .collect();
     // The segment being built: the newest keyframe, when its segment is not complete.
