@@ -248,6 +248,41 @@ pub fn nal_type(nal: &[u8]) -> Option<u8> {
     nal.first().map(|b| b & 0x1f)
 }
 
+/// The NAL units of an Annex B byte stream (H.264 Annex B.1, the same for H.265 Annex B):
+/// the bytes between start codes (`00 00 01`, or `00 00 00 01`), without the start codes and
+/// without trailing zero bytes (`trailing_zero_8bits`). Bytes before the first start code
+/// are skipped; empty units are not yielded. Never panics.
+pub fn annexb_nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut pos = find_start_code(data, 0).map(|s| s + 3);
+    std::iter::from_fn(move || loop {
+        let start = pos?;
+        let next = find_start_code(data, start);
+        let end = next.unwrap_or(data.len());
+        pos = next.map(|s| s + 3);
+        let mut nal = &data[start..end];
+        while let [rest @ .., 0] = nal {
+            nal = rest;
+        }
+        if !nal.is_empty() {
+            return Some(nal);
+        }
+        pos?;
+    })
+}
+
+/// Position of the next three-byte start code `00 00 01` at or after `from`.
+fn find_start_code(data: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i + 3 <= data.len() {
+        match data[i + 2] {
+            1 if data[i] == 0 && data[i + 1] == 0 => return Some(i),
+            0 => i += 1,
+            _ => i += 3,
+        }
+    }
+    None
+}
+
 /// Appends the AVCC `payload` to `out` in Annex B form: every NAL unit prefixed with the
 /// 4-byte start code `00 00 00 01`. Empty NAL units are dropped. On error `out` is restored
 /// to its length before the call.
@@ -308,21 +343,22 @@ impl SpsInfo {
     }
 }
 
-/// Bit reader over an RBSP (emulation prevention already removed), MSB first.
-struct Bits<'a> {
-    buf: &'a [u8],
-    bit: usize,
+/// Bit reader over an RBSP (emulation prevention already removed), MSB first. Shared with
+/// the HEVC SPS reader, whose syntax uses the same descriptors (`u(n)`, `ue(v)`).
+pub(crate) struct Bits<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) bit: usize,
 }
 
 impl Bits<'_> {
-    fn u1(&mut self) -> Result<bool, H264Error> {
+    pub(crate) fn u1(&mut self) -> Result<bool, H264Error> {
         let byte = self.buf.get(self.bit / 8).ok_or(H264Error::Truncated)?;
         let v = (byte >> (7 - (self.bit % 8))) & 1;
         self.bit += 1;
         Ok(v == 1)
     }
 
-    fn u(&mut self, n: u32) -> Result<u32, H264Error> {
+    pub(crate) fn u(&mut self, n: u32) -> Result<u32, H264Error> {
         let mut v = 0u32;
         for _ in 0..n {
             v = (v << 1) | self.u1()? as u32;
@@ -331,7 +367,7 @@ impl Bits<'_> {
     }
 
     /// `ue(v)`, H.264 §9.1; values above 2^32 − 2 are rejected.
-    fn ue(&mut self) -> Result<u32, H264Error> {
+    pub(crate) fn ue(&mut self) -> Result<u32, H264Error> {
         let mut zeros = 0;
         while !self.u1()? {
             zeros += 1;
@@ -353,7 +389,7 @@ impl Bits<'_> {
 
 /// Removes emulation prevention bytes (the `03` of every `00 00 03`, H.264 §7.4.1),
 /// turning NAL unit payload bytes into an RBSP.
-fn unescape(nal: &[u8]) -> Vec<u8> {
+pub(crate) fn unescape(nal: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(nal.len());
     let mut zeros = 0;
     for &b in nal {

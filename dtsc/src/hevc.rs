@@ -28,6 +28,12 @@ pub enum HevcError {
     /// `configurationVersion` is not 1.
     #[error("hvcC version {0}, expected 1")]
     Version(u8),
+    /// A sequence parameter set that cannot be read (H.265 §7.3.2.2.1).
+    #[error("HEVC SPS: {0}")]
+    InvalidSps(&'static str),
+    /// A parameter set array would not fit the record (over 65535 units or bytes).
+    #[error("HEVC parameter set too large for hvcC")]
+    TooLarge,
 }
 
 /// What the muxers need of an `hvcC` record.
@@ -89,6 +95,178 @@ pub fn is_irap(nal_type: u8) -> bool {
     (16..=23).contains(&nal_type)
 }
 
+/// What [`parse_sps`] reads from a sequence parameter set (H.265 §7.3.2.2.1): the
+/// `profile_tier_level()` general fields that `hvcC` repeats, and the picture format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HevcSps {
+    /// `general_profile_space` (2 bits), `general_tier_flag` and `general_profile_idc`
+    /// (5 bits) as the first byte of `hvcC` packs them.
+    pub profile_byte: u8,
+    /// `general_profile_compatibility_flag[32]`, first flag in the top bit.
+    pub compat_flags: u32,
+    /// The 48 bits of `general_progressive_source_flag` … `general_inbld_flag`, as 6 bytes.
+    pub constraint_flags: [u8; 6],
+    /// `general_level_idc` (level × 30; 93 = level 3.1).
+    pub level_idc: u8,
+    /// `sps_max_sub_layers_minus1 + 1`.
+    pub max_sub_layers: u8,
+    /// `sps_temporal_id_nesting_flag`.
+    pub temporal_id_nesting: bool,
+    /// `chroma_format_idc`: 0 monochrome, 1 4:2:0, 2 4:2:2, 3 4:4:4.
+    pub chroma_format_idc: u8,
+    /// Luma bit depth in bits.
+    pub bit_depth_luma: u8,
+    /// Chroma bit depth in bits.
+    pub bit_depth_chroma: u8,
+    /// Displayed width in luma samples, after the conformance window.
+    pub width: u32,
+    /// Displayed height in luma samples, after the conformance window.
+    pub height: u32,
+}
+
+/// Reads an HEVC sequence parameter set NAL unit (2-byte NAL header included, no start code;
+/// emulation prevention bytes are removed here) up to the bit depths (H.265 §7.3.2.2.1 with
+/// `profile_tier_level()` of §7.3.3; the conformance window per §7.4.3.2.1, SubWidthC and
+/// SubHeightC of Table 6-1). Never panics on any input.
+pub fn parse_sps(nal: &[u8]) -> Result<HevcSps, HevcError> {
+    use crate::h264::{unescape, Bits};
+    if nal_type(nal) != Some(NAL_SPS) {
+        return Err(HevcError::InvalidSps("not an SPS NAL unit"));
+    }
+    let rbsp = unescape(nal.get(2..).unwrap_or(&[]));
+    let mut r = Bits { buf: &rbsp, bit: 0 };
+    let bad = |_| HevcError::InvalidSps("truncated");
+    let _vps_id = r.u(4).map_err(bad)?;
+    let max_sub_layers_minus1 = r.u(3).map_err(bad)? as u8;
+    if max_sub_layers_minus1 > 6 {
+        return Err(HevcError::InvalidSps("sps_max_sub_layers_minus1 above 6"));
+    }
+    let temporal_id_nesting = r.u1().map_err(bad)?;
+    let profile_byte = r.u(8).map_err(bad)? as u8;
+    let compat_flags = r.u(32).map_err(bad)?;
+    let mut constraint_flags = [0u8; 6];
+    for b in &mut constraint_flags {
+        *b = r.u(8).map_err(bad)? as u8;
+    }
+    let level_idc = r.u(8).map_err(bad)? as u8;
+    let mut present = [(false, false); 7];
+    for p in present.iter_mut().take(max_sub_layers_minus1 as usize) {
+        *p = (r.u1().map_err(bad)?, r.u1().map_err(bad)?);
+    }
+    if max_sub_layers_minus1 > 0 {
+        r.u(2 * (8 - u32::from(max_sub_layers_minus1)))
+            .map_err(bad)?;
+    }
+    for (profile, level) in present.iter().take(max_sub_layers_minus1 as usize) {
+        if *profile {
+            // sub_layer profile space … inbld flag: 88 bits.
+            r.u(32).map_err(bad)?;
+            r.u(32).map_err(bad)?;
+            r.u(24).map_err(bad)?;
+        }
+        if *level {
+            r.u(8).map_err(bad)?;
+        }
+    }
+    let _sps_id = r.ue().map_err(bad)?;
+    let chroma_format_idc = r.ue().map_err(bad)?;
+    if chroma_format_idc > 3 {
+        return Err(HevcError::InvalidSps("chroma_format_idc above 3"));
+    }
+    if chroma_format_idc == 3 {
+        r.u1().map_err(bad)?; // separate_colour_plane_flag
+    }
+    let pic_w = r.ue().map_err(bad)?;
+    let pic_h = r.ue().map_err(bad)?;
+    let (mut crop_w, mut crop_h) = (0u64, 0u64);
+    if r.u1().map_err(bad)? {
+        let (l, rt, t, b) = (
+            r.ue().map_err(bad)?,
+            r.ue().map_err(bad)?,
+            r.ue().map_err(bad)?,
+            r.ue().map_err(bad)?,
+        );
+        let sub_w = if matches!(chroma_format_idc, 1 | 2) {
+            2
+        } else {
+            1
+        };
+        let sub_h = if chroma_format_idc == 1 { 2 } else { 1 };
+        crop_w = sub_w * (u64::from(l) + u64::from(rt));
+        crop_h = sub_h * (u64::from(t) + u64::from(b));
+    }
+    let depth_l = r.ue().map_err(bad)?;
+    let depth_c = r.ue().map_err(bad)?;
+    if depth_l > 8 || depth_c > 8 {
+        return Err(HevcError::InvalidSps("bit depth above 16"));
+    }
+    let width = u64::from(pic_w)
+        .checked_sub(crop_w)
+        .ok_or(HevcError::InvalidSps(
+            "conformance window wider than the picture",
+        ))?;
+    let height = u64::from(pic_h)
+        .checked_sub(crop_h)
+        .ok_or(HevcError::InvalidSps(
+            "conformance window taller than the picture",
+        ))?;
+    Ok(HevcSps {
+        profile_byte,
+        compat_flags,
+        constraint_flags,
+        level_idc,
+        max_sub_layers: max_sub_layers_minus1 + 1,
+        temporal_id_nesting,
+        chroma_format_idc: chroma_format_idc as u8,
+        bit_depth_luma: depth_l as u8 + 8,
+        bit_depth_chroma: depth_c as u8 + 8,
+        width: width as u32,
+        height: height as u32,
+    })
+}
+
+/// Builds an `hvcC` record (ISO/IEC 14496-15 §8.3.3.1.2) from the parameter sets of a
+/// stream (each a NAL unit with its 2-byte header): profile, tier, level and format fields
+/// from the first SPS, `lengthSizeMinusOne` 3 (4-byte length prefixes, as DTSC stores
+/// HEVC), `avgFrameRate` 0 (unspecified), and one complete array each of VPS, SPS and PPS,
+/// in that order. Fails when there is no SPS that [`parse_sps`] reads, or an array is too
+/// large.
+pub fn build_hvcc(vps: &[Vec<u8>], sps: &[Vec<u8>], pps: &[Vec<u8>]) -> Result<Vec<u8>, HevcError> {
+    let info = parse_sps(sps.first().ok_or(HevcError::InvalidSps("no SPS"))?)?;
+    let mut out = vec![1, info.profile_byte];
+    out.extend_from_slice(&info.compat_flags.to_be_bytes());
+    out.extend_from_slice(&info.constraint_flags);
+    out.push(info.level_idc);
+    out.extend_from_slice(&[
+        0xf0, // reserved + min_spatial_segmentation_idc (12 bits) = 0
+        0x00,
+        0xfc, // reserved + parallelismType 0 (unknown)
+        0xfc | info.chroma_format_idc,
+        0xf8 | (info.bit_depth_luma - 8),
+        0xf8 | (info.bit_depth_chroma - 8),
+        0,
+        0, // avgFrameRate
+        (info.max_sub_layers << 3) | (u8::from(info.temporal_id_nesting) << 2) | 3,
+    ]);
+    let arrays = [(NAL_VPS, vps), (NAL_SPS, sps), (NAL_PPS, pps)];
+    out.push(arrays.iter().filter(|a| !a.1.is_empty()).count() as u8);
+    for (kind, units) in arrays {
+        if units.is_empty() {
+            continue;
+        }
+        if units.len() > 0xffff || units.iter().any(|u| u.len() > 0xffff) {
+            return Err(HevcError::TooLarge);
+        }
+        out.push(0x80 | kind); // array_completeness 1
+        out.extend_from_slice(&(units.len() as u16).to_be_bytes());
+        for u in units {
+            out.extend_from_slice(&(u.len() as u16).to_be_bytes());
+            out.extend_from_slice(u);
+        }
+    }
+    Ok(out)
+}
+
 /// Test data shared with the muxers' tests.
 #[cfg(test)]
 pub(crate) mod tests_support {
@@ -133,9 +311,58 @@ mod tests {
         assert_eq!(parse_hvcc(&hvcc()[..30]), Err(HevcError::Truncated));
     }
 
+    /// Parameter sets x265 3.5 wrote for 640x360 Main at level 2.1.
+    const X265_VPS: &str = "40010c01ffff01600000030090000003000003003f959809";
+    const X265_SPS: &str =
+        "42010101600000030090000003000003003fa00502016965959a4932bc05a02000000300200000030321";
+    const X265_PPS: &str = "4401c172b46240";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn reads_an_x265_sps_and_builds_its_hvcc() {
+        let sps = parse_sps(&hex(X265_SPS)).unwrap();
+        assert_eq!((sps.width, sps.height), (640, 360));
+        assert_eq!(sps.profile_byte, 1); // Main, space 0, Main tier
+        assert_eq!(sps.compat_flags, 0x6000_0000); // Main and Main 10 compatible
+        assert_eq!(sps.level_idc, 63);
+        assert_eq!(
+            (
+                sps.chroma_format_idc,
+                sps.bit_depth_luma,
+                sps.bit_depth_chroma
+            ),
+            (1, 8, 8)
+        );
+        assert_eq!(sps.max_sub_layers, 1);
+        let rec = build_hvcc(&[hex(X265_VPS)], &[hex(X265_SPS)], &[hex(X265_PPS)]).unwrap();
+        assert_eq!(&rec[..13], &[1, 1, 0x60, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 63]);
+        assert_eq!(rec[21] & 3, 3);
+        let cfg = parse_hvcc(&rec).unwrap();
+        let kinds: Vec<u8> = cfg.nal_units.iter().map(|n| n.0).collect();
+        assert_eq!(kinds, [NAL_VPS, NAL_SPS, NAL_PPS]);
+        assert_eq!(cfg.nal_units[1].1, hex(X265_SPS));
+        assert_eq!(dtsc_codec(&rec), "hvc1.1.6.L63.90");
+        assert!(parse_sps(&hex(X265_VPS)).is_err());
+        assert!(parse_sps(&hex(X265_SPS)[..12]).is_err());
+        assert!(build_hvcc(&[], &[], &[]).is_err());
+    }
+
+    fn dtsc_codec(hvcc: &[u8]) -> String {
+        let mut t = crate::Track::new(1, crate::TrackKind::Video, crate::Codec::Hevc);
+        t.init = hvcc.to_vec();
+        crate::dash::rfc6381_codec(&t).unwrap()
+    }
+
     proptest! {
         #[test]
         fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = parse_sps(&b);
             if let Ok(cfg) = parse_hvcc(&b) {
                 prop_assert!(matches!(cfg.nal_length_size, 1..=4));
                 prop_assert!(cfg.nal_units.iter().map(|n| n.1.len() + 2).sum::<usize>() <= b.len());

@@ -16,11 +16,13 @@ pub mod hds;
 pub mod hevc;
 pub mod hls;
 pub mod model;
+pub mod mp3;
 pub mod mp4;
 pub mod rtmp;
 pub mod shm;
 pub mod smooth;
 pub mod ts;
+pub mod tsdemux;
 pub mod wire;
 
 pub use model::{Codec, Packet, PacketRef, Track, TrackKind};

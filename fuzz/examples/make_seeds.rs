@@ -245,6 +245,25 @@ fn dtsc_stream() -> Vec<u8> {
     out
 }
 
+/// A short MPEG-TS of the seed tracks made by Sluice's muxer (PAT, PMT, H.264 and AAC PES);
+/// the first byte is the fuzz target's chunk-size byte.
+fn ts_stream(chunk: u8) -> Vec<u8> {
+    let tracks = tracks();
+    let mut mux = dtsc::ts::TsMuxer::continuous(&tracks);
+    let mut out = vec![chunk];
+    mux.write_psi(&mut out);
+    let key = avcc_frame(true);
+    let delta = avcc_frame(false);
+    for i in 0..6u64 {
+        let data = if i % 3 == 0 { &key } else { &delta };
+        let v = PacketRef { track: 1, dts: i * 40, offset: 40, keyframe: i % 3 == 0, bpos: 0, data };
+        mux.write_packet(&v, false, &mut out).unwrap();
+        let a = PacketRef { track: 2, dts: i * 23, offset: 0, keyframe: false, bpos: 0, data: &[0x21, 0x10, 7] };
+        mux.write_packet(&a, false, &mut out).unwrap();
+    }
+    out
+}
+
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
     let d = dir.join(target);
     std::fs::create_dir_all(&d).unwrap();
@@ -278,6 +297,10 @@ fn main() {
             0, 1, b'x', 0x05, 0, 0, 0x09, 0x0D,
         ],
     );
+
+    // ts_demux
+    write(&dir, "ts_demux", "stream_188.ts", &ts_stream(62));
+    write(&dir, "ts_demux", "stream_7.ts", &ts_stream(2));
 
     // flv_tags
     let bodies = flv_bodies();
