@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deterministic test fixtures from ffmpeg's lavfi sources (never downloaded).
 #
-#   scripts/make-fixtures.sh OUTDIR           -> OUTDIR/bframes.flv, OUTDIR/nobframes.flv
+#   scripts/make-fixtures.sh OUTDIR           -> OUTDIR/bframes.flv, OUTDIR/nobframes.flv,
+#                                                OUTDIR/hevc.ts, OUTDIR/multi.ts
 #   scripts/make-fixtures.sh --demo FILE.flv  -> the small built-in demo (fixtures/demo.flv)
 #
 # Every fixture: 10 s, 640x360, 25 fps H.264 High, keyframe every 2 s (GOP 50, no scene cut),
@@ -65,6 +66,49 @@ verify() {
 
 fresh() { [[ -s "$1" && "$1" -nt "$SCRIPT" ]]; }
 
+# hevc.ts: the same picture and sound in MPEG-TS, video HEVC Main (x265, closed GOP of 50).
+encode_hevc() {
+    local out="$1" tmp="${1%.ts}.tmp.$$.ts"
+    ffmpeg -hide_banner -loglevel error -nostdin -y \
+        -f lavfi -i "testsrc2=s=640x360:r=25:d=10,noise=alls=12:allf=t,format=yuv420p" \
+        -f lavfi -i "$AUDIO_SRC" -map 0:v -map 1:a \
+        -c:v libx265 -preset fast -b:v 700k \
+        -x265-params "log-level=error:pools=1:frame-threads=1:keyint=50:min-keyint=50:scenecut=0:open-gop=0:bframes=3" \
+        -c:a aac -b:a 128k -ar 44100 -ac 2 -t 10 -f mpegts "$tmp" || { rm -f "$tmp"; die "ffmpeg failed to encode $out"; }
+    mv -f "$tmp" "$out"
+}
+
+# multi.ts: two H.264 renditions (640x360 and 320x180, the same GOP) and two AAC tracks
+# (English 440 Hz stereo 44.1 kHz, Swedish 660 Hz mono 48 kHz), languages in the PMT.
+encode_multi() {
+    local out="$1" tmp="${1%.ts}.tmp.$$.ts"
+    ffmpeg -hide_banner -loglevel error -nostdin -y \
+        -f lavfi -i "testsrc2=s=640x360:r=25:d=10,noise=alls=12:allf=t,format=yuv420p" \
+        -f lavfi -i "sine=f=440:r=44100:d=10" -f lavfi -i "sine=f=660:r=48000:d=10" \
+        -filter_complex "[0:v]split[a][b];[b]scale=320:180[s]" \
+        -map "[a]" -map "[s]" -map 1:a -map 2:a \
+        -c:v libx264 -profile:v high -preset fast -threads 1 -g 50 -keyint_min 50 -sc_threshold 0 -bf 2 \
+        -b:v:0 800k -b:v:1 250k \
+        -c:a aac -b:a 96k -ac:a:0 2 -ac:a:1 1 \
+        -metadata:s:a:0 language=eng -metadata:s:a:1 language=swe \
+        -t 10 -f mpegts "$tmp" || { rm -f "$tmp"; die "ffmpeg failed to encode $out"; }
+    mv -f "$tmp" "$out"
+}
+
+# count FILE SELECTOR -> packets of that stream
+count() { ffprobe -v error -select_streams "$2" -count_packets -show_entries stream=nb_read_packets -of csv=p=0 "$1" | grep . | head -1; }
+
+verify_ts() {
+    local f="$1" want="$2" got
+    got="$(ffprobe -v error -show_entries stream=codec_name,width,height,sample_rate,channels:stream_tags=language -of csv=p=0 "$f" | awk -v RS= 'END { print }' | tr '\n' ' ')"
+    [[ "$got" == "$want" ]] || die "$f: streams '$got', want '$want'"
+    local v a
+    v="$(count "$f" v:0)"; a="$(count "$f" a:0)"
+    [[ "$v" == 250 ]] || die "$f: $v video packets, want 250"
+    [[ "$a" == 432 ]] || die "$f: $a audio packets, want 432"
+    echo "make-fixtures: ok $f ($(stat -c %s "$f") bytes; $got; 250 video / 432 audio)"
+}
+
 if [[ "${1:-}" == "--demo" ]]; then
     out="${2:?usage: $0 --demo OUT.flv}"
     mkdir -p "$(dirname "$out")"
@@ -84,3 +128,7 @@ fresh "$outdir/bframes.flv" || encode "$outdir/bframes.flv" 12 3 -b:v 900k -maxr
 fresh "$outdir/nobframes.flv" || encode "$outdir/nobframes.flv" 12 0 -b:v 900k -maxrate 1200k -bufsize 2000k
 verify "$outdir/bframes.flv" yes
 verify "$outdir/nobframes.flv" no
+fresh "$outdir/hevc.ts" || encode_hevc "$outdir/hevc.ts"
+fresh "$outdir/multi.ts" || encode_multi "$outdir/multi.ts"
+verify_ts "$outdir/hevc.ts" "hevc,640,360 aac,44100,2 "
+verify_ts "$outdir/multi.ts" "h264,640,360 h264,320,180 aac,44100,2,eng aac,48000,1,swe "

@@ -6,7 +6,60 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dtsc::flv::{self, FlvIngest, IngestEvent};
-use dtsc::{Packet, Track};
+use dtsc::tsdemux::{TsDemuxer, TsEvent};
+use dtsc::{Packet, Track, TrackKind};
+
+/// Reads an FLV file's tracks and packets (FLV spec v10.1 Annex E); a truncated last tag is
+/// dropped, as players do.
+fn read_flv(path: &str) -> Result<(Vec<Track>, Vec<Packet>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+    let Some((_hdr, mut at)) = flv::parse_file_header(&bytes)? else {
+        bail!("{path}: truncated FLV header");
+    };
+    let mut ingest = FlvIngest::default();
+    let mut packets = Vec::new();
+    while at < bytes.len() {
+        let Some((tag, used)) = flv::parse_tag(&bytes[at..])? else {
+            break;
+        };
+        let bpos = at as u64;
+        at += used;
+        match ingest.push_tag(tag.kind, tag.timestamp as u64, tag.body)? {
+            Some(IngestEvent::Packet(p)) => {
+                let mut p = p.to_owned();
+                p.bpos = bpos;
+                packets.push(p)
+            }
+            Some(IngestEvent::TracksChanged) | None => {}
+        }
+    }
+    Ok((ingest.tracks().to_vec(), packets))
+}
+
+/// Reads an MPEG-TS file's tracks and packets with [`TsDemuxer`]; streams it cannot carry
+/// are named on stderr and skipped.
+fn read_ts(path: &str) -> Result<(Vec<Track>, Vec<Packet>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+    let mut demux = TsDemuxer::new();
+    let mut events = Vec::new();
+    demux.push(&bytes, &mut events);
+    demux.finish(&mut events);
+    let mut packets = Vec::new();
+    for e in events {
+        match e {
+            TsEvent::Packet(p) => packets.push(p),
+            TsEvent::Unsupported { pid, stream_type } => eprintln!(
+                "{path}: PID {pid:#x}: stream type {stream_type:#04x} is not supported, skipped"
+            ),
+            TsEvent::TracksChanged => {}
+        }
+    }
+    let st = demux.stats();
+    if st.sync_losses + st.cc_errors + st.dropped + st.bad_sections > 0 {
+        eprintln!("{path}: {st:?}");
+    }
+    Ok((demux.tracks().to_vec(), packets))
+}
 
 /// A file's tracks and packets, ready to be replayed.
 pub struct LoopedFile {
@@ -22,40 +75,60 @@ pub struct LoopedFile {
 }
 
 impl LoopedFile {
-    /// Reads an FLV file into memory (the demo and test sources are small files).
+    /// Reads a file source into memory, by its extension: `.flv` or `.ts` (`.m2ts`, `.mts`).
+    /// Other extensions are refused with a message naming the supported ones.
     ///
     /// `prefill_ms`: how much of the file is released at once at start, so that a viewer who
     /// comes first finds a few segments already there.
-    pub fn open_flv(path: &str, prefill_ms: u64, now: Instant) -> Result<LoopedFile> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-        let Some((_hdr, mut at)) = flv::parse_file_header(&bytes)? else {
-            bail!("{path}: truncated FLV header");
+    pub fn open(path: &str, prefill_ms: u64, now: Instant) -> Result<LoopedFile> {
+        let ext = std::path::Path::new(path)
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let (tracks, packets) = match ext.as_str() {
+            "flv" => read_flv(path)?,
+            "ts" | "m2ts" | "mts" => read_ts(path)?,
+            _ => bail!("{path}: unsupported file source (supported: .flv, .ts)"),
         };
-        let mut ingest = FlvIngest::default();
-        let mut packets = Vec::new();
-        while at < bytes.len() {
-            let Some((tag, used)) = flv::parse_tag(&bytes[at..])? else {
-                break; // a truncated last tag is dropped, like any player does
-            };
-            let bpos = at as u64;
-            at += used;
-            match ingest.push_tag(tag.kind, tag.timestamp as u64, tag.body)? {
-                Some(IngestEvent::Packet(p)) => {
-                    let mut p = p.to_owned();
-                    p.bpos = bpos;
-                    packets.push(p)
-                }
-                Some(IngestEvent::TracksChanged) | None => {}
-            }
-        }
+        LoopedFile::from_packets(path, tracks, packets, prefill_ms, now)
+    }
+
+    /// A loop of `packets` (of `tracks`), released at real time from `now - prefill_ms`.
+    /// Video tracks without a frame rate get one from their median DTS step.
+    pub fn from_packets(
+        path: &str,
+        mut tracks: Vec<Track>,
+        mut packets: Vec<Packet>,
+        prefill_ms: u64,
+        now: Instant,
+    ) -> Result<LoopedFile> {
         if packets.is_empty() {
             bail!("{path}: no media packets");
+        }
+        packets.sort_by_key(|p| p.dts);
+        for t in tracks
+            .iter_mut()
+            .filter(|t| t.kind == TrackKind::Video && t.fpks == 0)
+        {
+            let mut steps: Vec<u64> = packets
+                .iter()
+                .filter(|p| p.track == t.id)
+                .map(|p| p.dts)
+                .collect::<Vec<_>>()
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .filter(|&d| d > 0)
+                .collect();
+            steps.sort_unstable();
+            if let Some(&mid) = steps.get(steps.len() / 2) {
+                t.fpks = (1_000_000 / mid) as u32;
+            }
         }
         let first_dts = packets.iter().map(|p| p.dts).min().unwrap_or(0);
         let last = packets.iter().map(|p| p.dts).max().unwrap_or(0);
         // One frame duration past the last packet: the average video frame gap.
-        let frame = ingest
-            .tracks()
+        let frame = tracks
             .iter()
             .find(|t| t.fpks > 0)
             .map(|t| (1_000_000 / t.fpks as u64).max(1))
@@ -63,13 +136,27 @@ impl LoopedFile {
         let loop_ms = last - first_dts + frame;
         let prefill = prefill_ms.min(loop_ms / 2);
         Ok(LoopedFile {
-            tracks: ingest.tracks().to_vec(),
+            tracks,
             packets,
             loop_ms,
             first_dts,
             next: 0,
             loops: 0,
             start: now - Duration::from_millis(prefill),
+        })
+    }
+
+    /// Length of one loop in ms: the file's span of DTS plus one frame.
+    pub fn duration_ms(&self) -> u64 {
+        self.loop_ms
+    }
+
+    /// Every packet of the file once, in DTS order, with DTS counted from the first one.
+    pub fn packets_from_zero(&self) -> impl Iterator<Item = Packet> + '_ {
+        self.packets.iter().map(|p| {
+            let mut p = p.clone();
+            p.dts -= self.first_dts;
+            p
         })
     }
 

@@ -49,6 +49,12 @@ pub struct BufferArgs {
     /// Size of the data ring in MiB (sparse: memory follows the window).
     #[arg(long, default_value_t = 1024)]
     pub ring_mib: u64,
+    /// Play a file source once, all of it at once, instead of as a live loop: the stream is
+    /// then the whole file, ended (a VOD stream: HLS with `#EXT-X-ENDLIST`, a static DASH
+    /// presentation, a progressive MP4 with `moov` first), and the window is made long enough
+    /// to hold it. The stream config's `"loop": false`.
+    #[arg(long)]
+    pub once: bool,
 }
 
 static TERM: AtomicBool = AtomicBool::new(false);
@@ -178,6 +184,15 @@ impl Buffer {
 /// Runs a buffer until it is idle, ended, or told to stop. The socket is removed on exit.
 pub fn run(args: BufferArgs) -> Result<()> {
     let term = install_term_handler();
+    let file = if args.source.starts_with("push://") {
+        None
+    } else {
+        Some(input::LoopedFile::open(&args.source, 6000, Instant::now())?)
+    };
+    let mut args = args;
+    if let (true, Some(f)) = (args.once, &file) {
+        args.dvr_ms = args.dvr_ms.max(f.duration_ms() + 1000);
+    }
     let geo = Geometry {
         data_size: args.ring_mib.max(8) << 20,
         ..Geometry::default()
@@ -211,14 +226,28 @@ pub fn run(args: BufferArgs) -> Result<()> {
         dirty: false,
     };
 
-    let mut input = if args.source.starts_with("push://") {
-        None
-    } else {
-        let f = input::LoopedFile::open_flv(&args.source, 6000, Instant::now())?;
-        b.set_tracks(&f.tracks.clone());
-        b.writer.set_state(shm::STATE_LIVE);
-        b.log(&format!("playing {} as a live loop", args.source));
-        Some(f)
+    let mut input = match file {
+        None => None,
+        Some(f) if args.once => {
+            b.set_tracks(&f.tracks.clone());
+            let wall = now_ms();
+            for p in f.packets_from_zero() {
+                b.append(&p.as_ref(), wall);
+            }
+            b.writer.set_state(shm::STATE_ENDED);
+            b.log(&format!(
+                "holding all of {} ({} ms) as an ended stream",
+                args.source,
+                f.duration_ms()
+            ));
+            None
+        }
+        Some(f) => {
+            b.set_tracks(&f.tracks.clone());
+            b.writer.set_state(shm::STATE_LIVE);
+            b.log(&format!("playing {} as a live loop", args.source));
+            Some(f)
+        }
     };
 
     let mut poll = Poll::new()?;

@@ -125,7 +125,7 @@ pub fn handle(st: &mut State, calls: &Map<String, Value>) -> Value {
             "capabilities" => json!({
                 "connectors": {"RTMP": {"desc": "RTMP publish and play"},
                                "HTTP": {"desc": "HTTP outputs: HLS (MPEG-TS)"}},
-                "inputs": {"Buffer": {"source_match": "push://*"}, "FLV": {"source_match": "/*.flv"}}
+                "inputs": {"Buffer": {"source_match": "push://*"}, "FLV": {"source_match": "/*.flv"}, "TS": {"source_match": ["/*.ts", "/*.m2ts", "/*.mts"]}}
             }),
             _ => continue,
         };

@@ -184,8 +184,14 @@ impl State {
         }
         let socket = ipc::socket_path(&self.rundir, name);
         let _ = std::fs::remove_file(&socket);
-        let child = Command::new(exe())
-            .arg("buffer")
+        let once = !source.starts_with("push://")
+            && scfg.get("loop") == Some(&serde_json::Value::Bool(false));
+        let mut cmd = Command::new(exe());
+        cmd.arg("buffer");
+        if once {
+            cmd.arg("--once");
+        }
+        let child = cmd
             .arg("--stream")
             .arg(name)
             .arg("--source")
