@@ -13,22 +13,16 @@
 //!   starting at T ms: the `$Time$` of the MPD's SegmentTimeline, timescale 1000).
 
 use dtsc::dash::{LiveTiming, Mpd, Presentation, Representation, SegmentTemplate};
-use dtsc::hls::{render_master, Fmp4Playlist, Fmp4Segment, LowLatency, Part, Variant};
+use dtsc::hls::{Fmp4Playlist, Fmp4Segment, LowLatency, Part};
 use dtsc::mp4::{self, FragmentBuilder};
 use dtsc::shm::{self, StreamReader};
-use dtsc::{Codec, Track, TrackKind};
+use dtsc::{Track, TrackKind};
 
-use crate::hls::{self, track_set};
+use crate::hls;
 
-/// Tracks CMAF can carry: the first H.264/HEVC video and the first AAC/MP3 audio track.
+/// Tracks CMAF can carry: every H.264/HEVC video and AAC/MP3 audio track, in stream order.
 pub fn cmaf_tracks(tracks: &[Track]) -> Vec<&Track> {
-    let video = tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Video && matches!(t.codec, Codec::H264 | Codec::Hevc));
-    let audio = tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Audio && matches!(t.codec, Codec::Aac | Codec::Mp3));
-    video.into_iter().chain(audio).collect()
+    hls::hls_tracks(tracks)
 }
 
 fn selected(tracks: &[Track], ids: &[u32]) -> Vec<Track> {
@@ -39,26 +33,10 @@ fn selected(tracks: &[Track], ids: &[u32]) -> Vec<Track> {
         .collect()
 }
 
-/// The HLS master playlist: one variant with every CMAF track.
+/// The HLS master playlist of the CMAF tracks ([`hls::master_playlist`]: variants per video
+/// track, audio renditions when there are several audio tracks).
 pub fn hls_master(r: &StreamReader, tracks: &[Track]) -> Option<String> {
-    let sel = cmaf_tracks(tracks);
-    if sel.is_empty() {
-        return None;
-    }
-    let codecs: Vec<String> = sel
-        .iter()
-        .filter_map(|t| dtsc::dash::rfc6381_codec(t))
-        .collect();
-    let video = sel.iter().find(|t| t.kind == TrackKind::Video);
-    let v = Variant {
-        bandwidth: hls::bandwidth(r) * 5 / 4,
-        codecs: codecs.join(","),
-        resolution: video.map(|t| (t.width, t.height)),
-        uri: format!("{}/index.m3u8", track_set(&sel)),
-    };
-    let mut out = String::new();
-    render_master(&[v], &mut out);
-    Some(out)
+    hls::master_playlist(r, &cmaf_tracks(tracks), dtsc::dash::rfc6381_codec)
 }
 
 /// The HLS media playlist of a track set, with fMP4 segments (`#EXT-X-MAP` init segment),
@@ -415,7 +393,7 @@ pub fn mpd(r: &StreamReader, tracks: &[Track], now_ms: u64) -> Option<String> {
             },
         );
         if rep.bandwidth == 0 {
-            rep.bandwidth = hls::bandwidth(r) / sel.len() as u64;
+            rep.bandwidth = hls::track_bandwidth(r, &[t.id]).unwrap_or(1) * 5 / 4;
         }
         reps.push(rep);
     }

@@ -10,20 +10,25 @@
 
 use std::fmt::Write as _;
 
-use dtsc::hls::{render_master, MediaPlaylist, Segment, Variant};
+use dtsc::hls::{
+    render_master, render_master_with_media, AudioRendition, MediaPlaylist, Segment, Variant,
+    VariantStream,
+};
 use dtsc::shm::{self, StreamReader};
 use dtsc::ts::TsMuxer;
 use dtsc::{Codec, Track, TrackKind};
 
-/// Tracks HLS with TS segments can carry: H.264 or HEVC (stream type 0x24), AAC and MP3.
+/// Tracks HLS with TS segments can carry, in stream order: every H.264 or HEVC (stream type
+/// 0x24) video track and every AAC or MP3 audio track.
 pub fn hls_tracks(tracks: &[Track]) -> Vec<&Track> {
-    let video = tracks
+    tracks
         .iter()
-        .find(|t| t.kind == TrackKind::Video && matches!(t.codec, Codec::H264 | Codec::Hevc));
-    let audio = tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Audio && matches!(t.codec, Codec::Aac | Codec::Mp3));
-    video.into_iter().chain(audio).collect()
+        .filter(|t| match t.kind {
+            TrackKind::Video => matches!(t.codec, Codec::H264 | Codec::Hevc),
+            TrackKind::Audio => matches!(t.codec, Codec::Aac | Codec::Mp3),
+            TrackKind::Meta => false,
+        })
+        .collect()
 }
 
 /// RFC 6381 codec names of `tracks` (`avc1.64001f,mp4a.40.2`).
@@ -62,39 +67,129 @@ pub fn parse_track_set(s: &str) -> Option<Vec<u32>> {
 
 /// Bits per second of the window, measured over the complete segments in it.
 pub fn bandwidth(r: &StreamReader) -> u64 {
-    let m = r.meta();
-    let (first, count) = (m.first_key(), m.key_count());
-    if count < first + 2 {
-        return 2_000_000;
-    }
-    let (Some(a), Some(b)) = (m.key(first), m.key(count - 1)) else {
-        return 2_000_000;
-    };
-    let bytes: u64 = (a.seq..b.seq)
-        .filter_map(|s| m.packet(s))
-        .map(|e| e.len as u64)
-        .sum();
-    let ms = b.dts.saturating_sub(a.dts).max(1);
-    bytes * 8 * 1000 / ms
+    window_bandwidth(r, None).unwrap_or(2_000_000)
 }
 
-/// The master playlist: one variant with every HLS-capable track.
-pub fn master(r: &StreamReader, tracks: &[Track]) -> Option<String> {
-    let sel = hls_tracks(tracks);
+/// Bits per second of the tracks `ids` alone over the complete segments in the window (the
+/// whole window while it holds less than two segments); `None` with no packet of theirs.
+pub fn track_bandwidth(r: &StreamReader, ids: &[u32]) -> Option<u64> {
+    window_bandwidth(r, Some(ids))
+}
+
+fn window_bandwidth(r: &StreamReader, ids: Option<&[u32]>) -> Option<u64> {
+    let m = r.meta();
+    let (first, count) = (m.first_key(), m.key_count());
+    let start = m.key(first)?;
+    let (end_seq, end_dts) = match m.key(count.saturating_sub(1)) {
+        Some(b) if count >= first + 2 => (b.seq, b.dts),
+        _ => {
+            let last = m.write_seq().checked_sub(1).and_then(|s| m.packet(s))?;
+            (m.write_seq(), last.dts.max(start.dts + 1000))
+        }
+    };
+    let bytes: u64 = (start.seq..end_seq)
+        .filter_map(|s| m.packet(s))
+        .filter(|e| ids.is_none_or(|ids| ids.contains(&e.track)))
+        .map(|e| e.len as u64)
+        .sum();
+    let ms = end_dts.saturating_sub(start.dts).max(1);
+    (bytes > 0).then(|| bytes * 8 * 1000 / ms)
+}
+
+/// The master playlist of the tracks `sel` (those one format carries), each track's codec
+/// named by `codec`:
+/// * at most one audio track: one variant per video track, each with that audio muxed in
+///   (track set `V_A`), or one audio-only variant;
+/// * several audio tracks: each an `#EXT-X-MEDIA` audio rendition (group `audio`, named by
+///   its language, the first the default) with its own playlist, and one video-only variant
+///   per video track that refers to the group (RFC 8216 §4.3.4.1.1), or, without video, one
+///   audio-only variant per audio track.
+///
+/// `BANDWIDTH` is 1.25 × the measured bit rate of the variant's tracks (and of the largest
+/// rendition), the peak of these GOP-structured streams. `None` when `sel` is empty.
+pub fn master_playlist(
+    r: &StreamReader,
+    sel: &[&Track],
+    codec: impl Fn(&Track) -> Option<String>,
+) -> Option<String> {
     if sel.is_empty() {
         return None;
     }
-    let video = sel.iter().find(|t| t.kind == TrackKind::Video);
-    let v = Variant {
-        // Peak is about 1.25 times the average for these GOP-structured streams.
-        bandwidth: bandwidth(r) * 5 / 4,
-        codecs: codecs(&sel),
-        resolution: video.map(|t| (t.width, t.height)),
-        uri: format!("{}/index.m3u8", track_set(&sel)),
+    let peak = |ids: &[u32]| track_bandwidth(r, ids).unwrap_or(0) * 5 / 4;
+    let of_kind =
+        |k: TrackKind| -> Vec<&Track> { sel.iter().copied().filter(|t| t.kind == k).collect() };
+    let (videos, audios) = (of_kind(TrackKind::Video), of_kind(TrackKind::Audio));
+    let variant = |ts: &[&Track], bandwidth: u64| {
+        let mut names: Vec<String> = Vec::new();
+        for n in ts.iter().filter_map(|t| codec(t)) {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        Variant {
+            bandwidth: bandwidth.max(1),
+            codecs: names.join(","),
+            resolution: ts
+                .iter()
+                .find(|t| t.kind == TrackKind::Video)
+                .map(|t| (t.width, t.height)),
+            uri: format!("{}/index.m3u8", track_set(ts)),
+        }
     };
     let mut out = String::new();
-    render_master(&[v], &mut out);
+    if audios.len() <= 1 || videos.is_empty() {
+        let mut variants = Vec::new();
+        for v in &videos {
+            let ts: Vec<&Track> = std::iter::once(*v).chain(audios.iter().copied()).collect();
+            let ids: Vec<u32> = ts.iter().map(|t| t.id).collect();
+            variants.push(variant(&ts, peak(&ids)));
+        }
+        for a in audios.iter().filter(|_| videos.is_empty()) {
+            variants.push(variant(&[*a], peak(&[a.id])));
+        }
+        render_master(&variants, &mut out);
+        return Some(out);
+    }
+    let mut renditions: Vec<AudioRendition> = Vec::new();
+    for (i, a) in audios.iter().enumerate() {
+        let lang = a.lang.clone().filter(|l| !l.is_empty() && l != "und");
+        let mut name = lang.clone().unwrap_or_else(|| format!("audio {}", i + 1));
+        if renditions.iter().any(|r| r.name == name) {
+            name = format!("{name} {}", a.id);
+        }
+        renditions.push(AudioRendition {
+            group_id: "audio".into(),
+            name,
+            language: lang,
+            default: i == 0,
+            autoselect: true,
+            channels: a.channels,
+            uri: format!("{}/index.m3u8", a.id),
+        });
+    }
+    let loudest = audios.iter().map(|a| peak(&[a.id])).max().unwrap_or(0);
+    let variants: Vec<VariantStream> = videos
+        .iter()
+        .map(|v| {
+            let with_audio: Vec<&Track> =
+                std::iter::once(*v).chain(audios.iter().copied()).collect();
+            let mut vs = variant(&with_audio, peak(&[v.id]) + loudest);
+            vs.uri = format!("{}/index.m3u8", v.id);
+            VariantStream {
+                variant: vs,
+                audio_group: Some("audio".into()),
+            }
+        })
+        .collect();
+    render_master_with_media(&renditions, &variants, &mut out);
     Some(out)
+}
+
+/// The master playlist of the TS outputs: [`master_playlist`] of [`hls_tracks`].
+pub fn master(r: &StreamReader, tracks: &[Track]) -> Option<String> {
+    master_playlist(r, &hls_tracks(tracks), |t| {
+        Some(codecs(&[t])).filter(|c| !c.is_empty())
+    })
 }
 
 /// One frame's duration of the main track in ms (for the length of an ended stream's last
