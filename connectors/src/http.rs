@@ -493,7 +493,7 @@ impl Conn<'_> {
         levels: &str,
         frag: &str,
     ) -> Reply {
-        let Some((name, t)) = smooth::parse_fragment(levels, frag) else {
+        let Some((bitrate, name, t)) = smooth::parse_fragment(levels, frag) else {
             return Response::text(404, "Bad fragment URL").into();
         };
         let rundir = self.ctx.rundir.clone();
@@ -505,7 +505,7 @@ impl Conn<'_> {
         if boot.is_some_and(|b| b != r.meta().boot_ms()) {
             return Response::text(404, "Fragment of an earlier run of this stream").into();
         }
-        let Some((id, key)) = smooth::locate(r, tracks, &name, t) else {
+        let Some((id, key)) = smooth::locate(r, tracks, &name, bitrate, t) else {
             return Response::text(404, "Fragment not in the window").into();
         };
         let meta = r.meta();

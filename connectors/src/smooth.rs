@@ -46,6 +46,49 @@ pub fn smooth_tracks(tracks: &[Track]) -> Vec<(String, &Track, QualityLevel)> {
     out
 }
 
+/// One StreamIndex: its name, its chunks (start, duration in hns) and its quality levels,
+/// each with the track it is made of.
+struct Group<'a> {
+    name: String,
+    kind: TrackKind,
+    chunks: Vec<(u64, u64, u64)>,
+    levels: Vec<(&'a Track, QualityLevel)>,
+}
+
+/// The StreamIndexes of the stream. Video tracks whose fragments start at the same times (a
+/// bit rate ladder cut from one GOP structure) are the quality levels of one `video`
+/// StreamIndex, with distinct bit rates (measured from the window when the track has none;
+/// the bit rate names the level in fragment URLs); any other track is a StreamIndex of its
+/// own ([`smooth_tracks`] names), an audio track per language.
+fn groups<'a>(r: &StreamReader, tracks: &'a [Track]) -> Vec<Group<'a>> {
+    let mut out: Vec<Group<'a>> = Vec::new();
+    for (name, t, mut q) in smooth_tracks(tracks) {
+        if q.bitrate == 0 {
+            q.bitrate = hls::track_bandwidth(r, &[t.id]).unwrap_or(1).max(1);
+        }
+        let chunks = timeline_hns(r, tracks, t.id);
+        let starts = |c: &[(u64, u64, u64)]| c.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>();
+        if let Some(g) = out.iter_mut().find(|g| {
+            g.kind == TrackKind::Video
+                && t.kind == TrackKind::Video
+                && starts(&g.chunks) == starts(&chunks)
+        }) {
+            while g.levels.iter().any(|(_, l)| l.bitrate == q.bitrate) {
+                q.bitrate += 1;
+            }
+            g.levels.push((t, q));
+            continue;
+        }
+        out.push(Group {
+            name,
+            kind: t.kind,
+            chunks,
+            levels: vec![(t, q)],
+        });
+    }
+    out
+}
+
 /// The fragments of track `id` in the window as (key number, start hns, duration hns).
 fn timeline_hns(r: &StreamReader, tracks: &[Track], id: u32) -> Vec<(u64, u64, u64)> {
     dash_timeline(r, tracks, id)
@@ -57,30 +100,25 @@ fn timeline_hns(r: &StreamReader, tracks: &[Track], id: u32) -> Vec<(u64, u64, u
 /// The client manifest; `None` when no track can be carried. Live (`IsLive`, a DVR window as
 /// long as the stream's) until the stream ends, then a presentation with a `Duration`.
 pub fn manifest(r: &StreamReader, tracks: &[Track]) -> Option<String> {
-    let sel = smooth_tracks(tracks);
-    if sel.is_empty() {
+    let groups = groups(r, tracks);
+    if groups.is_empty() {
         return None;
     }
     let m = r.meta();
     let ended = m.state() == shm::STATE_ENDED;
     let mut streams = Vec::new();
     let mut duration = 0;
-    for (name, t, mut q) in sel.iter().cloned() {
-        let chunks: Vec<(u64, u64)> = timeline_hns(r, tracks, t.id)
-            .into_iter()
-            .map(|(_, s, d)| (s, d))
-            .collect();
+    for g in groups {
+        let chunks: Vec<(u64, u64)> = g.chunks.iter().map(|&(_, s, d)| (s, d)).collect();
         if let (Some(f), Some(l)) = (chunks.first(), chunks.last()) {
             duration = duration.max(l.0 + l.1 - f.0);
         }
-        if q.bitrate == 0 {
-            q.bitrate = (hls::bandwidth(r) / sel.len() as u64).max(1);
-        }
+        let lang = g.levels[0].0.lang.clone();
         streams.push(StreamIndex {
-            kind: t.kind,
-            name,
-            language: t.lang.clone().filter(|l| !l.is_empty() && l != "und"),
-            quality_levels: vec![q],
+            kind: g.kind,
+            name: g.name,
+            language: lang.filter(|l| !l.is_empty() && l != "und"),
+            quality_levels: g.levels.into_iter().map(|(_, q)| q).collect(),
             chunks,
         });
     }
@@ -97,25 +135,33 @@ pub fn manifest(r: &StreamReader, tracks: &[Track]) -> Option<String> {
     Some(manifest.to_xml())
 }
 
-/// Parses a fragment path element pair `QualityLevels(B)` + `Fragments(NAME=T)`.
-pub fn parse_fragment(levels: &str, fragments: &str) -> Option<(String, u64)> {
-    let (_, name, t) = smooth::parse_fragment_url(&format!("{levels}/{fragments}"))?;
-    Some((name, t))
+/// Parses a fragment path element pair `QualityLevels(B)` + `Fragments(NAME=T)` into
+/// (bitrate, name, time in hns).
+pub fn parse_fragment(levels: &str, fragments: &str) -> Option<(u64, String, u64)> {
+    smooth::parse_fragment_url(&format!("{levels}/{fragments}"))
 }
 
-/// Which track and segment the fragment of StreamIndex `name` starting at `t` hns is, as
-/// (track id, key number); `None` when there is no such fragment in the window.
-pub fn locate(r: &StreamReader, tracks: &[Track], name: &str, t: u64) -> Option<(u32, u64)> {
-    let id = smooth_tracks(tracks)
-        .into_iter()
-        .find(|(n, _, _)| n == name)?
-        .1
-        .id;
-    let key = timeline_hns(r, tracks, id)
+/// Which track and segment the fragment of StreamIndex `name` at `bitrate` starting at `t`
+/// hns is, as (track id, key number); `None` when there is no such fragment in the window.
+/// A StreamIndex with one quality level takes any bitrate (URLs of an earlier manifest).
+pub fn locate(
+    r: &StreamReader,
+    tracks: &[Track],
+    name: &str,
+    bitrate: u64,
+    t: u64,
+) -> Option<(u32, u64)> {
+    let groups = groups(r, tracks);
+    let g = groups.iter().find(|g| g.name == name)?;
+    let track = match g.levels.as_slice() {
+        [(only, _)] => *only,
+        levels => levels.iter().find(|(_, q)| q.bitrate == bitrate)?.0,
+    };
+    let key = timeline_hns(r, tracks, track.id)
         .into_iter()
         .find(|x| x.1 == t)?
         .0;
-    Some((id, key))
+    Some((track.id, key))
 }
 
 /// Muxes fragment `key` of track `id` (see [`locate`]) into `out`: `moof` (`mfhd` sequence
@@ -195,7 +241,7 @@ mod tests {
         assert_eq!(names, ["video", "audio", "audio_2"]);
         assert_eq!(
             parse_fragment("QualityLevels(128000)", "Fragments(audio_2=20000000)"),
-            Some(("audio_2".to_string(), 20_000_000))
+            Some((128_000, "audio_2".to_string(), 20_000_000))
         );
         assert_eq!(parse_fragment("QualityLevels(x)", "Fragments(a=1)"), None);
     }
