@@ -12,6 +12,7 @@ use dtsc::wire::{self, Frame, Header};
 use dtsc::{PacketRef, Track};
 
 use crate::control::{self, OpenError};
+use crate::tracksel::Selection;
 
 /// What [`Cursor::next_packet`] found.
 pub enum Next<'a> {
@@ -25,6 +26,9 @@ pub enum Next<'a> {
     Ended,
 }
 
+/// What an output keeps of a track list (see [`Cursor::narrow_to`]).
+pub type Narrowing = fn(&[Track]) -> Vec<Track>;
+
 /// A viewer's position in a stream.
 pub struct Cursor {
     attached: Attached,
@@ -34,6 +38,12 @@ pub struct Cursor {
     seq: u64,
     /// Packets skipped because this viewer fell out of the window.
     pub skipped: u64,
+    /// The viewer's track selectors; `tracks` holds only the tracks they keep, and packets of
+    /// other tracks are skipped.
+    selection: Selection,
+    /// What the output can carry of the selected tracks (FLV: one of each kind), applied
+    /// after `selection` whenever the tracks change.
+    narrow: Option<Narrowing>,
 }
 
 impl Cursor {
@@ -58,6 +68,8 @@ impl Cursor {
             header_version: u64::MAX,
             seq: 0,
             skipped: 0,
+            selection: Selection::default(),
+            narrow: None,
         };
         c.reload_tracks();
         Ok(c)
@@ -73,6 +85,22 @@ impl Cursor {
         &self.tracks
     }
 
+    /// Applies the viewer's track selectors ([`Selection`]): from now on [`tracks`](Self::tracks)
+    /// holds only the selected tracks and [`next_packet`](Self::next_packet) skips the others.
+    pub fn select(&mut self, selection: Selection) {
+        self.selection = selection;
+        self.header_version = u64::MAX;
+        self.reload_tracks();
+    }
+
+    /// Narrows the (selected) tracks to what the output carries, now and whenever the tracks
+    /// change; packets of the other tracks are skipped as for [`select`](Self::select).
+    pub fn narrow_to(&mut self, narrow: Narrowing) {
+        self.narrow = Some(narrow);
+        self.header_version = u64::MAX;
+        self.reload_tracks();
+    }
+
     /// Re-reads the DTSC header if the buffer replaced it; true when it changed.
     pub fn reload_tracks(&mut self) -> bool {
         let meta = self.reader.meta();
@@ -83,7 +111,15 @@ impl Cursor {
         self.header_version = version;
         if let Ok(Some((Frame::Header(v), _))) = wire::parse_frame(&bytes) {
             if let Ok(h) = Header::from_value(&v) {
-                self.tracks = h.tracks;
+                let tracks = if self.selection.is_default() {
+                    h.tracks
+                } else {
+                    self.selection.apply(&h.tracks)
+                };
+                self.tracks = match self.narrow {
+                    Some(f) => f(&tracks),
+                    None => tracks,
+                };
                 return true;
             }
         }
@@ -175,7 +211,19 @@ impl Cursor {
             }
             self.skipped += self.seq.saturating_sub(from);
         }
-        if self.seq >= meta.write_seq() {
+        let write_seq = meta.write_seq();
+        if !self.selection.is_default() || self.narrow.is_some() {
+            // Packets of tracks the viewer did not select are passed over by their index
+            // entry, without reading their bytes.
+            while self.seq < write_seq
+                && meta
+                    .packet(self.seq)
+                    .is_some_and(|e| !self.tracks.iter().any(|t| t.id == e.track))
+            {
+                self.seq += 1;
+            }
+        }
+        if self.seq >= write_seq {
             if state == shm::STATE_ENDED {
                 return Next::Ended;
             }

@@ -14,6 +14,7 @@ use anyhow::{bail, Result};
 use crate::control::OpenError;
 use crate::cursor::Cursor;
 use crate::segcache::{self, SegmentCache};
+use crate::tracksel::{self, Selection};
 use crate::{cmaf, hds, hls, player, progressive, session, smooth, Ctx};
 use dtsc::{Codec, TrackKind};
 
@@ -136,7 +137,7 @@ enum Reply {
     /// A whole response.
     Full(Response),
     /// A progressive stream of this stream name: the connection ends with it.
-    Stream(Progressive, String),
+    Stream(Progressive, String, Selection),
     /// An immutable segment, perhaps from the shared segment cache (sent with `sendfile`).
     Segment(&'static str, segcache::Body),
 }
@@ -197,7 +198,11 @@ impl Conn<'_> {
                 (".mp3", Progressive::Mp3),
             ] {
                 if let Some(stream) = file.strip_suffix(ext).filter(|s| !s.is_empty()) {
-                    return Reply::Stream(kind, percent_decode(stream));
+                    return Reply::Stream(
+                        kind,
+                        percent_decode(stream),
+                        Selection::from_query(query),
+                    );
                 }
             }
         }
@@ -712,6 +717,7 @@ fn progressive(
     conn: &mut Conn,
     kind: Progressive,
     stream: &str,
+    selection: Selection,
     head_only: bool,
     framing: session::Framing,
 ) -> std::result::Result<(), Response> {
@@ -737,6 +743,15 @@ fn progressive(
             &format!("Stream {stream} is not live (no data yet)"),
         ));
     }
+    if !selection.is_default() {
+        cursor.select(selection);
+        if cursor.tracks().is_empty() {
+            return Err(Response::text(
+                404,
+                &format!("Stream {stream} has no track the selection asks for"),
+            ));
+        }
+    }
     let audio_codec = match kind {
         Progressive::Aac => Some(Codec::Aac),
         Progressive::Mp3 => Some(Codec::Mp3),
@@ -746,6 +761,8 @@ fn progressive(
         if let Some(r) = video_refusal(cursor.tracks(), "FLV", |c| *c == Codec::H264) {
             return Err(r);
         }
+        // FLV carries one video and one audio track: the first of each kind selected.
+        cursor.narrow_to(tracksel::flv_carried);
     }
     if let Some(codec) = &audio_codec {
         if !cursor
@@ -1139,7 +1156,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                 }
                 continue;
             }
-            Reply::Stream(kind, stream) => {
+            Reply::Stream(kind, stream, selection) => {
                 let framing = if v11 {
                     session::Framing::HttpChunked
                 } else {
@@ -1150,6 +1167,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                     &mut conn,
                     kind,
                     &stream,
+                    selection,
                     method == "HEAD",
                     framing,
                 ) {

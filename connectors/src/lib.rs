@@ -28,6 +28,7 @@ pub mod rtmp;
 pub mod segcache;
 pub mod session;
 pub mod smooth;
+pub mod tracksel;
 pub mod ts;
 
 use std::path::PathBuf;

@@ -20,6 +20,7 @@ use crate::control::{self, OpenError};
 use crate::cursor::Cursor;
 use crate::listener::set_process_name;
 use crate::session::{self, Batch, Ended, Framing, Output};
+use crate::tracksel::{self, Selection};
 use crate::Ctx;
 
 const PROTO: &str = "RTMP";
@@ -263,6 +264,14 @@ fn play(
         crate::log!(PROTO, "{peer}: play {stream}: no data within {PLAY_WAIT:?}");
         return Ok(());
     }
+    if let Some((_, query)) = name.split_once('?') {
+        let selection = Selection::from_query(query);
+        if !selection.is_default() {
+            cursor.select(selection);
+        }
+    }
+    // RTMP carries one video and one audio track (FLV tags): the first of each kind selected.
+    cursor.narrow_to(tracksel::flv_carried);
     let start = cursor.seek_latest_key().unwrap_or(0);
     session.accept_play()?;
     let pending = session.take_output();
