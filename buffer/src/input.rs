@@ -126,14 +126,31 @@ impl LoopedFile {
             }
         }
         let first_dts = packets.iter().map(|p| p.dts).min().unwrap_or(0);
-        let last = packets.iter().map(|p| p.dts).max().unwrap_or(0);
-        // One frame duration past the last packet: the average video frame gap.
-        let frame = tracks
+        // A loop is as long as the longest track's span plus one of its frames, so that the
+        // longest track (usually video) continues without a gap into the next loop and no
+        // track overlaps itself; a track that starts later or ends earlier (audio lead-in in
+        // a TS file) gets a gap that long.
+        let loop_ms = tracks
             .iter()
-            .find(|t| t.fpks > 0)
-            .map(|t| (1_000_000 / t.fpks as u64).max(1))
-            .unwrap_or(40);
-        let loop_ms = last - first_dts + frame;
+            .filter_map(|t| {
+                let dts: Vec<u64> = packets
+                    .iter()
+                    .filter(|p| p.track == t.id)
+                    .map(|p| p.dts)
+                    .collect();
+                let (first, last) = (*dts.first()?, *dts.last()?);
+                let mut steps: Vec<u64> = dts
+                    .windows(2)
+                    .map(|w| w[1].saturating_sub(w[0]))
+                    .filter(|&d| d > 0)
+                    .collect();
+                steps.sort_unstable();
+                let frame = steps.get(steps.len() / 2).copied().unwrap_or(40);
+                Some(last - first + frame)
+            })
+            .max()
+            .unwrap_or(40)
+            .max(1);
         let prefill = prefill_ms.min(loop_ms / 2);
         Ok(LoopedFile {
             tracks,
