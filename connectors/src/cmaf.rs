@@ -25,12 +25,22 @@ pub fn cmaf_tracks(tracks: &[Track]) -> Vec<&Track> {
     hls::hls_tracks(tracks)
 }
 
-fn selected(tracks: &[Track], ids: &[u32]) -> Vec<Track> {
-    tracks
-        .iter()
-        .filter(|t| ids.contains(&t.id))
-        .cloned()
-        .collect()
+/// The tracks `ids` of `tracks`, in stream order, renumbered 1, 2, … for the init segment
+/// and fragments of a track set, with the stream's ids they stand for. Every CMAF track of a
+/// one-track set is therefore `track_ID` 1, so a player that switches between the video
+/// representations of a DASH adaptation set (or HLS variants) finds the same track id in the
+/// new init segment (DASH-IF IOP: the Representations of an Adaptation Set share one
+/// track_ID).
+fn selected(tracks: &[Track], ids: &[u32]) -> (Vec<Track>, Vec<u32>) {
+    let mut out = Vec::new();
+    let mut orig = Vec::new();
+    for t in tracks.iter().filter(|t| ids.contains(&t.id)) {
+        let mut t = t.clone();
+        orig.push(t.id);
+        t.id = out.len() as u32 + 1;
+        out.push(t);
+    }
+    (out, orig)
 }
 
 /// The HLS master playlist of the CMAF tracks ([`hls::master_playlist`]: variants per video
@@ -145,7 +155,7 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
 
 /// The init segment of the tracks `ids` (`ftyp` + `moov`).
 pub fn init(tracks: &[Track], ids: &[u32], out: &mut Vec<u8>) -> Result<(), mp4::Mp4Error> {
-    mp4::write_init(&selected(tracks, ids), out)
+    mp4::write_init(&selected(tracks, ids).0, out)
 }
 
 /// Part grid in ms: a new part starts at the first main-track packet at or after each
@@ -263,11 +273,12 @@ fn write_part(
     span: &PartSpan,
     out: &mut Vec<u8>,
 ) -> Option<()> {
-    let sel = selected(tracks, ids);
+    let (sel, orig) = selected(tracks, ids);
     let mut fb = FragmentBuilder::new(&sel).ok()?;
     for s in span.start..span.end {
-        let p = r.packet(s)?;
-        if ids.contains(&p.track) {
+        let mut p = r.packet(s)?;
+        if let Some(i) = orig.iter().position(|&id| id == p.track) {
+            p.track = i as u32 + 1;
             fb.add(&p).ok()?;
         }
     }
@@ -275,10 +286,10 @@ fn write_part(
         return Some(());
     }
     let write_seq = r.meta().write_seq();
-    for t in &sel {
+    for (t, id) in sel.iter().zip(&orig) {
         if let Some(d) = (span.end..write_seq.min(span.end + 256))
             .filter_map(|s| r.meta().packet(s))
-            .find(|e| e.track == t.id)
+            .find(|e| e.track == *id)
             .map(|e| e.dts)
         {
             let _ = fb.set_end_dts(t.id, d);

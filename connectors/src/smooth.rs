@@ -179,10 +179,15 @@ pub fn fragment(
     let segs = hls::segments(r, tracks);
     let i = segs.iter().position(|s| s.0 == key)?;
     let (_, start, end, _, _) = segs[i];
-    let mut fb = FragmentBuilder::with_timescale(std::slice::from_ref(track), 10_000_000).ok()?;
+    // Every fragment is track_ID 1: a client switching quality levels (or building one moov
+    // from the manifest, as mssdemux and dash.js do) sees one track.
+    let mut one = track.clone();
+    one.id = 1;
+    let mut fb = FragmentBuilder::with_timescale(std::slice::from_ref(&one), 10_000_000).ok()?;
     for s in start..end {
-        let p = r.packet(s)?;
+        let mut p = r.packet(s)?;
         if p.track == id {
+            p.track = 1;
             fb.add(&p).ok()?;
         }
     }
@@ -195,7 +200,7 @@ pub fn fragment(
             .find(|e| e.track == id)
             .map(|e| e.dts)
         {
-            let _ = fb.set_end_dts(id, d);
+            let _ = fb.set_end_dts(1, d);
         }
     }
     let live = r.meta().state() != shm::STATE_ENDED;
