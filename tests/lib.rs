@@ -889,6 +889,8 @@ pub enum Media {
 
 #[derive(Debug, Clone)]
 pub struct Packet {
+    /// ffmpeg's stream index.
+    pub stream: u32,
     pub media: Media,
     pub dts: i64,
     pub pts: i64,
@@ -963,6 +965,7 @@ impl Capture {
                     .unwrap_or(false),
             };
             cap.packets.push(Packet {
+                stream: idx,
                 media: *media.get(&idx).unwrap_or(&Media::Other),
                 dts,
                 pts,
@@ -1016,6 +1019,33 @@ impl Capture {
             self.audio().len()
         )
     }
+    /// Per stream, in index order: (codec, packets, keyframes, pts in ms from the stream's
+    /// first dts, in decode order). Times are converted with the stream's time base.
+    pub fn per_stream(&self) -> Vec<StreamPackets> {
+        self.streams
+            .iter()
+            .map(|(&idx, (_, codec))| {
+                let (num, den) = self
+                    .timebases
+                    .get(&idx)
+                    .and_then(|tb| tb.split_once('/'))
+                    .and_then(|(n, d)| Some((n.parse::<i64>().ok()?, d.parse::<i64>().ok()?)))
+                    .unwrap_or((1, 1000));
+                let ps: Vec<&Packet> = self.packets.iter().filter(|p| p.stream == idx).collect();
+                let first = ps.first().map(|p| p.dts).unwrap_or(0);
+                StreamPackets {
+                    codec: codec.clone(),
+                    packets: ps.len(),
+                    keyframes: ps.iter().filter(|p| p.key).count(),
+                    pts_ms: ps
+                        .iter()
+                        .map(|p| (p.pts - first) * num * 1000 / den)
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
     /// Largest gap between consecutive video dts, and whether dts never goes backwards.
     pub fn video_dts_check(&self) -> (i64, bool) {
         let v = self.video();
@@ -1029,6 +1059,43 @@ impl Capture {
             }
         }
         (max_gap, mono)
+    }
+}
+
+/// One stream of a [`Capture`], summed up by [`Capture::per_stream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPackets {
+    pub codec: String,
+    pub packets: usize,
+    pub keyframes: usize,
+    pub pts_ms: Vec<i64>,
+}
+
+impl StreamPackets {
+    /// Asserts `self` has the codec and packet counts of `want` and the same presentation
+    /// times (from the first dts) to within `tolerance_ms` each, sorted, since outputs may
+    /// start a stream at another composition offset origin.
+    pub fn assert_matches(&self, want: &StreamPackets, tolerance_ms: i64, what: &str) {
+        assert_eq!(
+            (&self.codec, self.packets, self.keyframes),
+            (&want.codec, want.packets, want.keyframes),
+            "{what}: codec, packets, keyframes"
+        );
+        let mut a = self.pts_ms.clone();
+        let mut b = want.pts_ms.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        let shift = a[0] - b[0];
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - shift - y).abs())
+            .max()
+            .unwrap_or(0);
+        assert!(
+            worst <= tolerance_ms,
+            "{what}: presentation times differ by up to {worst} ms"
+        );
     }
 }
 
