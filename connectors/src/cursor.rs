@@ -44,6 +44,8 @@ pub struct Cursor {
     /// What the output can carry of the selected tracks (FLV: one of each kind), applied
     /// after `selection` whenever the tracks change.
     narrow: Option<Narrowing>,
+    /// True when `tracks` leaves out a track of the stream, so packets must be checked.
+    filtering: bool,
 }
 
 impl Cursor {
@@ -70,6 +72,7 @@ impl Cursor {
             skipped: 0,
             selection: Selection::default(),
             narrow: None,
+            filtering: false,
         };
         c.reload_tracks();
         Ok(c)
@@ -111,6 +114,7 @@ impl Cursor {
         self.header_version = version;
         if let Ok(Some((Frame::Header(v), _))) = wire::parse_frame(&bytes) {
             if let Ok(h) = Header::from_value(&v) {
+                let all = h.tracks.len();
                 let tracks = if self.selection.is_default() {
                     h.tracks
                 } else {
@@ -120,6 +124,7 @@ impl Cursor {
                     Some(f) => f(&tracks),
                     None => tracks,
                 };
+                self.filtering = self.tracks.len() != all;
                 return true;
             }
         }
@@ -212,7 +217,7 @@ impl Cursor {
             self.skipped += self.seq.saturating_sub(from);
         }
         let write_seq = meta.write_seq();
-        if !self.selection.is_default() || self.narrow.is_some() {
+        if self.filtering {
             // Packets of tracks the viewer did not select are passed over by their index
             // entry, without reading their bytes.
             while self.seq < write_seq
