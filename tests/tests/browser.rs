@@ -35,7 +35,7 @@ fn summary(ev: &[Value]) -> String {
 fn play_ended(srv: &Server, stream: &str, player: &str) -> Vec<Value> {
     let c = chromium(
         &srv.dir,
-        &format!("chromium-ended-{player}"),
+        &format!("chromium-ended-{}", player.replace(['&', '='], "-")),
         40,
         &srv.http_url(&format!("/{stream}.html?player={player}&live=0")),
     );
@@ -114,7 +114,11 @@ fn ended_problem(player: &str, ev: &[Value]) -> Option<String> {
 #[test]
 fn chromium_plays_every_browser_output() {
     require_tools(&["ffmpeg", "chromium", "timeout"]);
-    let srv = Server::start();
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["multi"] = serde_json::json!({
+            "name": "multi", "source": fixture("multi.ts").to_str().unwrap(), "loop": false
+        });
+    });
     let file = fixture("bframes.flv");
 
     // Ended streams (the buffer keeps one 30 s after its publisher leaves): one stream per
@@ -199,6 +203,47 @@ fn chromium_plays_every_browser_output() {
         failures.extend(problem);
     }
     stop_client(live);
+
+    // Several tracks (multi.ts held whole: two video renditions, English and Swedish audio):
+    // hls.js with audio renditions beside video-only variants, on TS and on fMP4 segments,
+    // and dash.js with two audio adaptation sets. Each offers both audio tracks, plays the
+    // one the page asks for (?audio=) or the default (the first), and decodes every frame.
+    for (player, audio) in [("hlsjs", "swe"), ("hlsjs-cmaf", ""), ("dashjs", "swe")] {
+        let query = if audio.is_empty() {
+            player.to_string()
+        } else {
+            format!("{player}&audio={audio}")
+        };
+        // dash.js reports languages in their BCP 47 form (the two-letter code).
+        let (want, short) = if audio.is_empty() {
+            ("eng", "en")
+        } else {
+            ("swe", "sv")
+        };
+        let mut problem = None;
+        for attempt in 0..2 {
+            let ev = play_ended(&srv, "multi", &query);
+            eprintln!(
+                "several tracks, {query} (attempt {}):\n{}",
+                attempt + 1,
+                summary(&ev)
+            );
+            problem = ended_problem(player, &ev).or_else(|| {
+                let e = last(&ev, "ended")?;
+                let lang = e["audio_lang"].as_str().unwrap_or("");
+                (e["audio_tracks"] != 2 || (lang != want && lang != short)).then(|| {
+                    format!(
+                        "{query}: audio tracks {} playing {} (want 2, {want})",
+                        e["audio_tracks"], e["audio_lang"]
+                    )
+                })
+            });
+            if problem.is_none() {
+                break;
+            }
+        }
+        failures.extend(problem);
+    }
     eprintln!("LL-HLS latency behind the live edge in hls.js: {latency:?} s");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     let latency = latency.expect("hls.js reported its latency");
