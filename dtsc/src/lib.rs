@@ -19,6 +19,7 @@ pub mod model;
 pub mod mp3;
 pub mod mp4;
 pub mod rtmp;
+pub mod rtp;
 pub mod shm;
 pub mod smooth;
 pub mod ts;
