@@ -44,6 +44,13 @@ pub trait Output<'m> {
         Ok(())
     }
 
+    /// How long packet `p` must wait before it may go, for outputs sent at real time (RTSP
+    /// of a stored stream); `None` (the default): now. A packet that must wait ends the
+    /// batch, and the loop sleeps (reading client input every 100 ms) until it is due.
+    fn pace(&mut self, _p: &PacketRef<'m>) -> Option<Duration> {
+        None
+    }
+
     /// Bytes the client sent. Returns true when the client asked to stop (RTMP
     /// `deleteStream`). The default ignores input.
     fn input(&mut self, _bytes: &[u8]) -> Result<bool> {
@@ -312,6 +319,7 @@ pub fn stream<'m, O: Output<'m>>(
         batch.clear();
         let mut ended = false;
         let mut wait = None;
+        let mut hold = None;
         loop {
             if batch.full() {
                 break;
@@ -321,6 +329,11 @@ pub fn stream<'m, O: Output<'m>>(
                     let Some(p) = reader.packet(seq) else {
                         continue;
                     };
+                    if let Some(d) = output.pace(&p) {
+                        cursor.seek_seq(seq);
+                        hold = Some(d);
+                        break;
+                    }
                     if let Some(first) = init.take() {
                         output.init(&tracks, p.dts, first, &mut batch)?;
                     }
@@ -383,6 +396,11 @@ pub fn stream<'m, O: Output<'m>>(
         if let Some(seen) = wait {
             if pending.is_empty() {
                 cursor.wait(seen, Duration::from_millis(100));
+            }
+        }
+        if let Some(d) = hold {
+            if pending.is_empty() {
+                std::thread::sleep(d.min(Duration::from_millis(100)));
             }
         }
     }
