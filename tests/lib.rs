@@ -1033,14 +1033,17 @@ impl Capture {
                     .unwrap_or((1, 1000));
                 let ps: Vec<&Packet> = self.packets.iter().filter(|p| p.stream == idx).collect();
                 let first = ps.first().map(|p| p.dts).unwrap_or(0);
+                // framecrc prints an unset PTS as i64::MIN.
+                let set: Vec<&&Packet> = ps.iter().filter(|p| p.pts != i64::MIN).collect();
                 StreamPackets {
                     codec: codec.clone(),
                     packets: ps.len(),
                     keyframes: ps.iter().filter(|p| p.key).count(),
-                    pts_ms: ps
+                    pts_ms: set
                         .iter()
                         .map(|p| (p.pts - first) * num * 1000 / den)
                         .collect(),
+                    unset_pts: ps.len() - set.len(),
                 }
             })
             .collect()
@@ -1069,6 +1072,9 @@ pub struct StreamPackets {
     pub packets: usize,
     pub keyframes: usize,
     pub pts_ms: Vec<i64>,
+    /// Packets the client gave no PTS (ffmpeg's RTSP demuxer, for the first packet of a
+    /// B-frame stream); left out of `pts_ms`.
+    pub unset_pts: usize,
 }
 
 impl StreamPackets {
@@ -1085,6 +1091,13 @@ impl StreamPackets {
         let mut b = want.pts_ms.clone();
         a.sort_unstable();
         b.sort_unstable();
+        // A packet without PTS is the stream's first (its earliest presentation at most).
+        assert!(
+            self.unset_pts <= 1,
+            "{what}: {} packets without PTS",
+            self.unset_pts
+        );
+        b.drain(..self.unset_pts.min(b.len()));
         let shift = a[0] - b[0];
         let worst = a
             .iter()

@@ -15,7 +15,8 @@ pub const HTTP_OUTPUTS: &[&str] = &[
 ];
 
 /// Listener protocols Sluice runs, with MistServer's default ports.
-pub const LISTENERS: &[(&str, u16)] = &[("RTMP", 1935), ("HTTP", 8080), ("TS", 8888)];
+pub const LISTENERS: &[(&str, u16)] =
+    &[("RTMP", 1935), ("HTTP", 8080), ("TS", 8888), ("RTSP", 5554)];
 
 /// Reads the config at `path`. A missing file gets the default written there first; a file
 /// that does not parse is an error naming `path:line:column` (and the file is left alone).

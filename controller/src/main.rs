@@ -96,6 +96,9 @@ fn run_connector(
             connectors::listener::serve("HTTP", interface, port, ctx, connectors::http::handle)
         }
         "TS" => connectors::listener::serve("TS", interface, port, ctx, connectors::ts::handle),
+        "RTSP" => {
+            connectors::listener::serve("RTSP", interface, port, ctx, connectors::rtsp::handle)
+        }
         other => anyhow::bail!("unknown connector {other}"),
     }
 }

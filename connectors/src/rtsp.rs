@@ -1,0 +1,791 @@
+//! The RTSP connector (RFC 2326, RTSP 1.0; MistServer's port 5554): serves a stream to RTSP
+//! players, one process per connection. Requests are parsed with `rtsp-types`; the answer to
+//! each is decided by [`answer`], which does no I/O. Media goes out as RTP (`dtsc::rtp`,
+//! one packetizer per track) either interleaved on the RTSP connection (`RTP/AVP/TCP`,
+//! RFC 2326 §10.12) or over UDP to the client's ports, with an RTCP sender report per track
+//! every [`SR_INTERVAL`].
+//!
+//! `rtsp://HOST:5554/S` (or `/APP/S`: the stream is the last path element), track controls
+//! `trackID=N` (N the track id). Methods: OPTIONS, DESCRIBE (SDP from the tracks, with
+//! `a=range` and `a=control`), SETUP, PLAY (an ended stream from its start, with its length in
+//! `Range`; a live one from the newest keyframe; `RTP-Info` per track), GET_PARAMETER and
+//! SET_PARAMETER (keepalive), PAUSE (before PLAY), TEARDOWN. ANNOUNCE/RECORD are not served
+//! yet (501).
+//!
+//! Bad input: no CSeq → 400; an unknown method → 501; a request over [`MAX_REQUEST`] bytes →
+//! 400 and the connection closes; a Transport without a usable profile → 461; SETUP of an
+//! unknown track → 404; PLAY before SETUP → 455; a wrong Session → 454.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Result};
+use dtsc::rtp::{self, PacketSpans, Packetizer};
+use dtsc::{Codec, PacketRef, Track};
+use rtsp_types::headers::{self, Transport, Transports};
+use rtsp_types::{Message, Method, ParseError, Request, Response, StatusCode, Version};
+
+use crate::control::OpenError;
+use crate::cursor::Cursor;
+use crate::listener::set_process_name;
+use crate::session::{self, Batch, Ended, Framing, Output};
+use crate::Ctx;
+
+const PROTO: &str = "RTSP";
+/// Largest request accepted (headers and body), bytes.
+pub const MAX_REQUEST: usize = 16 << 10;
+/// How often each track sends an RTCP sender report.
+pub const SR_INTERVAL: Duration = Duration::from_secs(5);
+/// Session timeout announced in `Session:` (s); a silent client is dropped after it.
+const TIMEOUT_S: u64 = 60;
+const READY_WAIT: Duration = Duration::from_secs(10);
+/// Methods served, for OPTIONS' `Public`.
+const PUBLIC: &str =
+    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+
+/// Tracks RTSP carries: those with an RTP payload format in `dtsc::rtp`.
+pub fn rtsp_tracks(tracks: &[Track]) -> Vec<&Track> {
+    tracks
+        .iter()
+        .filter(|t| matches!(t.codec, Codec::H264 | Codec::Hevc | Codec::Aac | Codec::Mp3))
+        .filter(|t| rtp::rtpmap(t).is_some())
+        .collect()
+}
+
+/// How one track's packets travel.
+#[derive(Debug)]
+enum Path {
+    /// Interleaved on the RTSP connection: RTP on channel `.0`, RTCP on `.1`.
+    Interleaved(u8, u8),
+    /// UDP from our sockets (RTP, RTCP) to the client's (RTP, RTCP) addresses.
+    Udp {
+        rtp: UdpSocket,
+        rtcp: UdpSocket,
+        to_rtp: SocketAddr,
+        to_rtcp: SocketAddr,
+    },
+}
+
+/// A track the client set up.
+struct Setup {
+    track: u32,
+    path: Path,
+    packetizer: Packetizer,
+    last_sr: Option<Instant>,
+}
+
+/// What a connection knows between requests.
+#[derive(Default)]
+struct State {
+    stream: Option<String>,
+    cursor: Option<Cursor>,
+    session: Option<String>,
+    setups: Vec<Setup>,
+    /// Base for SSRCs, sequence numbers and timestamp bases.
+    seed: u64,
+}
+
+/// What the connection does after sending a response.
+enum Action {
+    Continue,
+    Play,
+    Close,
+}
+
+fn seed() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32)
+}
+
+/// xorshift64*: SSRCs and sequence bases that differ per session (RFC 3550 §5.1 asks for
+/// random initial values).
+fn next_random(s: &mut u64) -> u64 {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    s.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// Serves one RTSP connection.
+pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
+    set_process_name("RTSP");
+    let peer = sock
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    sock.set_read_timeout(Some(Duration::from_secs(TIMEOUT_S)))?;
+    let mut st = State {
+        seed: seed() | 1,
+        ..State::default()
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match Message::<Vec<u8>>::parse(&buf) {
+            Ok((Message::Request(req), used)) if used <= MAX_REQUEST => {
+                buf.drain(..used);
+                let (resp, action) = answer(&req, &mut st, ctx, &sock, &peer);
+                let mut out = Vec::new();
+                resp.write(&mut out)
+                    .map_err(|e| anyhow!("writing a response: {e}"))?;
+                match action {
+                    Action::Continue => sock.write_all(&out)?,
+                    Action::Close => {
+                        sock.write_all(&out)?;
+                        return Ok(());
+                    }
+                    Action::Play => return play(sock, st, out, &peer),
+                }
+            }
+            Ok((Message::Request(_), _)) => return refuse(&mut sock, &peer, "request over 16 KiB"),
+            Ok((_, used)) => {
+                // Interleaved data (RTCP receiver reports) or a response: nothing to do.
+                buf.drain(..used);
+            }
+            Err(ParseError::Incomplete(_)) if buf.len() <= MAX_REQUEST => {
+                let n = match sock.read(&mut chunk) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) => {
+                        crate::log!(PROTO, "{peer}: {e}");
+                        return Ok(());
+                    }
+                };
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Err(_) if buf.len() > MAX_REQUEST => {
+                return refuse(&mut sock, &peer, "request over 16 KiB")
+            }
+            Err(_) => return refuse(&mut sock, &peer, "malformed request"),
+        }
+    }
+}
+
+/// Answers 400 Bad Request, logs why and ends the connection.
+fn refuse(sock: &mut TcpStream, peer: &str, why: &str) -> Result<()> {
+    crate::log!(PROTO, "{peer}: {why}; closing");
+    let resp = Response::builder(Version::V1_0, StatusCode::BadRequest).build(Vec::new());
+    let mut out = Vec::new();
+    let _ = resp.write(&mut out);
+    let _ = sock.write_all(&out);
+    Ok(())
+}
+
+/// The stream a request URL names: its last non-empty path element before any `trackID=`.
+fn stream_of(req: &Request<Vec<u8>>) -> Option<String> {
+    let url = req.request_uri()?;
+    let mut parts: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty()).collect();
+    if parts.last().is_some_and(|p| p.starts_with("trackID=")) {
+        parts.pop();
+    }
+    parts.last().map(|s| crate::http::percent_decode(s))
+}
+
+/// The track id of a SETUP URL (`…/trackID=N`).
+fn track_of(req: &Request<Vec<u8>>) -> Option<u32> {
+    let url = req.request_uri()?;
+    url.path()
+        .rsplit('/')
+        .next()?
+        .strip_prefix("trackID=")?
+        .parse()
+        .ok()
+}
+
+fn response(req: &Request<Vec<u8>>, status: StatusCode) -> rtsp_types::ResponseBuilder {
+    let mut b = Response::builder(Version::V1_0, status).header(headers::SERVER, "Sluice");
+    if let Some(cseq) = req.header(&headers::CSEQ) {
+        b = b.header(headers::CSEQ, cseq.as_str());
+    }
+    b
+}
+
+/// Answers one request (no I/O but opening the stream and binding UDP sockets).
+fn answer(
+    req: &Request<Vec<u8>>,
+    st: &mut State,
+    ctx: &Ctx,
+    sock: &TcpStream,
+    peer: &str,
+) -> (Response<Vec<u8>>, Action) {
+    let plain = |status| (response(req, status).build(Vec::new()), Action::Continue);
+    if req.header(&headers::CSEQ).is_none() {
+        return (
+            response(req, StatusCode::BadRequest).build(Vec::new()),
+            Action::Close,
+        );
+    }
+    if let (Some(ours), Some(theirs)) = (&st.session, req.header(&headers::SESSION)) {
+        let id = theirs.as_str().split(';').next().unwrap_or("").trim();
+        if id != ours {
+            return plain(StatusCode::SessionNotFound);
+        }
+    }
+    let session_hdr = |b: rtsp_types::ResponseBuilder, st: &State| match &st.session {
+        Some(s) => b.header(headers::SESSION, format!("{s};timeout={TIMEOUT_S}")),
+        None => b,
+    };
+    match req.method() {
+        Method::Options => (
+            response(req, StatusCode::Ok)
+                .header(headers::PUBLIC, PUBLIC)
+                .build(Vec::new()),
+            Action::Continue,
+        ),
+        Method::Describe => {
+            let Some(name) = stream_of(req) else {
+                return plain(StatusCode::NotFound);
+            };
+            if let Err(status) = open(st, ctx, &name, peer) {
+                return plain(status);
+            }
+            let c = st.cursor.as_ref().expect("opened above");
+            let sdp = describe(&name, c, sock);
+            let base = format!(
+                "{}/",
+                req.request_uri()
+                    .map(|u| u.as_str().trim_end_matches('/'))
+                    .unwrap_or("")
+            );
+            (
+                response(req, StatusCode::Ok)
+                    .header(headers::CONTENT_TYPE, "application/sdp")
+                    .header(headers::CONTENT_BASE, base)
+                    .build(sdp.into_bytes()),
+                Action::Continue,
+            )
+        }
+        Method::Setup => {
+            let (Some(name), Some(id)) = (stream_of(req), track_of(req)) else {
+                return plain(StatusCode::NotFound);
+            };
+            if st.stream.as_deref() != Some(name.as_str()) {
+                if let Err(status) = open(st, ctx, &name, peer) {
+                    return plain(status);
+                }
+            }
+            let c = st.cursor.as_ref().expect("opened above");
+            let Some(track) = rtsp_tracks(c.tracks())
+                .into_iter()
+                .find(|t| t.id == id)
+                .cloned()
+            else {
+                return plain(StatusCode::NotFound);
+            };
+            let transports = match req.typed_header::<Transports>() {
+                Ok(Some(t)) => t,
+                _ => return plain(StatusCode::UnsupportedTransport),
+            };
+            let Some((path, reply)) = transports
+                .iter()
+                .find_map(|t| transport(t, sock, st.setups.len()))
+            else {
+                return plain(StatusCode::UnsupportedTransport);
+            };
+            let r = next_random(&mut st.seed);
+            let ssrc = r as u32;
+            let Some(packetizer) = Packetizer::new(
+                &track,
+                96 + st.setups.len() as u8,
+                ssrc,
+                (r >> 32) as u16,
+                (r >> 40) as u32,
+            ) else {
+                return plain(StatusCode::UnsupportedMediaType);
+            };
+            st.setups.retain(|s| s.track != id);
+            st.setups.push(Setup {
+                track: id,
+                path,
+                packetizer,
+                last_sr: None,
+            });
+            if st.session.is_none() {
+                st.session = Some(format!("{:016X}", next_random(&mut st.seed)));
+            }
+            let b = response(req, StatusCode::Ok)
+                .header(headers::TRANSPORT, format!("{reply};ssrc={ssrc:08X}"));
+            (session_hdr(b, st).build(Vec::new()), Action::Continue)
+        }
+        Method::Play => {
+            if st.setups.is_empty() || st.cursor.is_none() {
+                return plain(StatusCode::MethodNotValidInThisState);
+            }
+            let c = st.cursor.as_mut().expect("checked above");
+            let ended = c.reader().meta().state() == dtsc::shm::STATE_ENDED;
+            let start = if ended {
+                c.seek_first_key()
+            } else {
+                c.seek_latest_key()
+            }
+            .unwrap_or(0);
+            let base = req
+                .request_uri()
+                .map(|u| u.as_str().trim_end_matches('/').to_string())
+                .unwrap_or_default();
+            let base = base
+                .rsplit_once("/trackID=")
+                .map(|(b, _)| b.to_string())
+                .unwrap_or(base);
+            let info: Vec<String> = st
+                .setups
+                .iter()
+                .map(|s| {
+                    format!(
+                        "url={base}/trackID={};seq={};rtptime={}",
+                        s.track,
+                        s.packetizer.next_seq(),
+                        s.packetizer.rtp_time(start)
+                    )
+                })
+                .collect();
+            let range = match (ended, window_ms(c)) {
+                (true, Some((first, last))) => {
+                    format!("npt=0.000-{:.3}", (last - first) as f64 / 1000.0)
+                }
+                _ => "npt=now-".to_string(),
+            };
+            let b = response(req, StatusCode::Ok)
+                .header(headers::RANGE, range)
+                .header(headers::RTP_INFO, info.join(","));
+            (session_hdr(b, st).build(Vec::new()), Action::Play)
+        }
+        Method::Pause => {
+            let b = response(req, StatusCode::Ok);
+            (session_hdr(b, st).build(Vec::new()), Action::Continue)
+        }
+        Method::GetParameter | Method::SetParameter => {
+            let b = response(req, StatusCode::Ok);
+            (session_hdr(b, st).build(Vec::new()), Action::Continue)
+        }
+        Method::Teardown => (
+            response(req, StatusCode::Ok).build(Vec::new()),
+            Action::Close,
+        ),
+        _ => plain(StatusCode::NotImplemented),
+    }
+}
+
+/// Opens `name` for playing into `st` (and waits for its first keyframe).
+fn open(st: &mut State, ctx: &Ctx, name: &str, peer: &str) -> std::result::Result<(), StatusCode> {
+    let mut c = match Cursor::open(&ctx.rundir, name, peer) {
+        Ok(c) => c,
+        Err(OpenError::NotFound(r)) => {
+            crate::log!(PROTO, "{peer}: {name}: not found ({r})");
+            return Err(StatusCode::NotFound);
+        }
+        Err(OpenError::Forbidden(r)) => {
+            crate::log!(PROTO, "{peer}: {name}: forbidden ({r})");
+            return Err(StatusCode::Forbidden);
+        }
+        Err(OpenError::Failed(r)) => {
+            crate::log!(PROTO, "{peer}: {name}: {r}");
+            return Err(StatusCode::ServiceUnavailable);
+        }
+    };
+    if !c.wait_ready(READY_WAIT, 1) {
+        crate::log!(PROTO, "{peer}: {name}: no data within {READY_WAIT:?}");
+        return Err(StatusCode::NotFound);
+    }
+    st.stream = Some(name.to_string());
+    st.cursor = Some(c);
+    st.setups.clear();
+    Ok(())
+}
+
+/// First and last DTS of the window, ms.
+fn window_ms(c: &Cursor) -> Option<(u64, u64)> {
+    let m = c.reader().meta();
+    let first = m.key(m.first_key())?.dts;
+    let last = m.write_seq().checked_sub(1).and_then(|s| m.packet(s))?.dts;
+    Some((first, last.max(first)))
+}
+
+/// The SDP of the stream (RFC 4566; media descriptions per RFC 6184 §8.2.1, RFC 7798 §7.2,
+/// RFC 3640 §4.1), written with `sdp-types`.
+fn describe(name: &str, c: &Cursor, sock: &TcpStream) -> String {
+    use sdp_types::{Attribute, Connection, Media, Origin, Session, Time};
+    let local = sock
+        .local_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into());
+    let ended = c.reader().meta().state() == dtsc::shm::STATE_ENDED;
+    let range = match (ended, window_ms(c)) {
+        (true, Some((first, last))) => format!("npt=0-{:.3}", (last - first) as f64 / 1000.0),
+        _ => "npt=now-".into(),
+    };
+    let attr = |a: &str, v: Option<String>| Attribute {
+        attribute: a.into(),
+        value: v,
+    };
+    let medias = rtsp_tracks(c.tracks())
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let pt = 96 + i as u8;
+            let mut attributes = vec![attr("rtpmap", rtp::rtpmap(t).map(|m| format!("{pt} {m}")))];
+            if let Some(f) = rtp::fmtp(t) {
+                attributes.push(attr("fmtp", Some(format!("{pt} {f}"))));
+            }
+            attributes.push(attr("control", Some(format!("trackID={}", t.id))));
+            if let Some(lang) = t.lang.as_ref().filter(|l| !l.is_empty() && *l != "und") {
+                attributes.push(attr("lang", Some(lang.clone())));
+            }
+            Media {
+                media: if t.kind == dtsc::TrackKind::Video {
+                    "video"
+                } else {
+                    "audio"
+                }
+                .into(),
+                port: 0,
+                num_ports: None,
+                proto: "RTP/AVP".into(),
+                fmt: pt.to_string(),
+                media_title: None,
+                connections: Vec::new(),
+                bandwidths: Vec::new(),
+                key: None,
+                attributes,
+            }
+        })
+        .collect();
+    let session = Session {
+        origin: Origin {
+            username: None,
+            sess_id: "0".into(),
+            sess_version: 0,
+            nettype: "IN".into(),
+            addrtype: "IP4".into(),
+            unicast_address: local,
+        },
+        session_name: name.into(),
+        session_description: None,
+        uri: None,
+        emails: Vec::new(),
+        phones: Vec::new(),
+        connection: Some(Connection {
+            nettype: "IN".into(),
+            addrtype: "IP4".into(),
+            connection_address: "0.0.0.0".into(),
+        }),
+        bandwidths: Vec::new(),
+        times: vec![Time {
+            start_time: 0,
+            stop_time: 0,
+            repeats: Vec::new(),
+        }],
+        time_zones: Vec::new(),
+        key: None,
+        attributes: vec![
+            attr("control", Some("*".into())),
+            attr("range", Some(range)),
+        ],
+        medias,
+    };
+    let mut out = Vec::new();
+    let _ = session.write(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A path for one of the client's transports, and the Transport header to answer: TCP
+/// interleaved (the client's channels, or `2n`/`2n+1` for the n-th setup), or UDP unicast to
+/// the client's ports from two new sockets. `None` when the transport is not RTP/AVP.
+fn transport(t: &Transport, sock: &TcpStream, n: usize) -> Option<(Path, String)> {
+    let Transport::Rtp(rtp) = t else { return None };
+    if rtp.profile != headers::RtpProfile::Avp {
+        return None;
+    }
+    let tcp = rtp.lower_transport == Some(headers::RtpLowerTransport::Tcp);
+    if tcp {
+        let (a, b) = rtp.params.interleaved.unwrap_or((2 * n as u8, None));
+        let b = b.unwrap_or(a.wrapping_add(1));
+        return Some((
+            Path::Interleaved(a, b),
+            format!("RTP/AVP/TCP;unicast;interleaved={a}-{b}"),
+        ));
+    }
+    let (cp, cp2) = rtp.params.client_port?;
+    let cp2 = cp2.unwrap_or(cp.wrapping_add(1));
+    let peer = sock.peer_addr().ok()?.ip();
+    let local = sock.local_addr().ok()?.ip();
+    let rtp_sock = UdpSocket::bind((local, 0)).ok()?;
+    let rtcp_sock = UdpSocket::bind((local, 0)).ok()?;
+    let (sp, sp2) = (
+        rtp_sock.local_addr().ok()?.port(),
+        rtcp_sock.local_addr().ok()?.port(),
+    );
+    Some((
+        Path::Udp {
+            rtp: rtp_sock,
+            rtcp: rtcp_sock,
+            to_rtp: SocketAddr::new(peer, cp),
+            to_rtcp: SocketAddr::new(peer, cp2),
+        },
+        format!("RTP/AVP;unicast;client_port={cp}-{cp2};server_port={sp}-{sp2}"),
+    ))
+}
+
+/// Streams the set-up tracks until the stream ends or the client leaves.
+fn play(mut sock: TcpStream, mut st: State, response: Vec<u8>, peer: &str) -> Result<()> {
+    set_process_name("RTSP play");
+    let mut cursor = st.cursor.take().expect("PLAY needs an open stream");
+    let stream = st.stream.clone().unwrap_or_default();
+    let selected: Vec<u32> = st.setups.iter().map(|s| s.track).collect();
+    crate::log!(PROTO, "{peer} plays {stream} (tracks {selected:?})");
+    let reader = *cursor.reader();
+    let mut out = RtspPlay {
+        setups: st.setups,
+        rtp: Vec::with_capacity(64 << 10),
+        spans: Vec::new(),
+        input: Vec::new(),
+        replies: Vec::new(),
+        session: st.session.unwrap_or_default(),
+        stop: false,
+        paced: reader.meta().state() == dtsc::shm::STATE_ENDED,
+        clock: None,
+        unixzero: reader.meta().unixzero(),
+    };
+    sock.set_read_timeout(None)?;
+    match session::stream(
+        &mut sock,
+        &mut cursor,
+        &reader,
+        &mut out,
+        response,
+        Framing::Raw,
+    ) {
+        Ok(Ended::StreamEnded) => crate::log!(PROTO, "{peer}: {stream} ended"),
+        Ok(Ended::ClientLeft) => {}
+        Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),
+    }
+    Ok(())
+}
+
+/// RTP out, as an output of the shared connection loop.
+struct RtspPlay {
+    setups: Vec<Setup>,
+    rtp: Vec<u8>,
+    spans: PacketSpans,
+    /// Client bytes not parsed yet (requests and interleaved RTCP).
+    input: Vec<u8>,
+    /// Responses to requests made while playing.
+    replies: Vec<u8>,
+    session: String,
+    stop: bool,
+    /// A stored (ended) stream is sent at real time, as RTSP clients expect: over UDP, sent
+    /// at once it would overflow the socket buffers and be lost, and clients time packets by
+    /// their arrival.
+    paced: bool,
+    /// Wall clock and DTS (ms) of the first packet, for pacing.
+    clock: Option<(Instant, u64)>,
+    /// Unix ms of the stream's DTS 0 (the buffer's `unixzero`), for live sender reports.
+    unixzero: i64,
+}
+
+/// How far ahead of real time a paced stream is sent, ms (clients buffer more than that).
+const PACE_LEAD_MS: u64 = 300;
+
+/// NTP time of now (RFC 3550 §4): seconds since 1900 in the high 32 bits.
+fn ntp_now() -> (u64, u64) {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() + 2_208_988_800;
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    ((secs << 32) | frac, d.as_millis() as u64)
+}
+
+impl RtspPlay {
+    /// The stream time (ms) being played now, the instant a sender report maps to its NTP
+    /// time (RFC 3550 §6.4.1: both fields name the same instant, on every track): for a
+    /// paced stream, where the pacing clock is; live, wall clock minus `unixzero`.
+    fn media_now(&self, unix_ms: u64) -> u64 {
+        match (self.paced, self.clock) {
+            (true, Some((t0, d0))) => d0 + t0.elapsed().as_millis() as u64,
+            _ => unix_ms.saturating_sub(self.unixzero.max(0) as u64),
+        }
+    }
+
+    /// Sender reports that are due (every track's first one goes before its first RTP
+    /// packet, so a client can place that packet in time), by their path.
+    fn reports(&mut self, out: &mut Vec<u8>, force: bool) {
+        let now = Instant::now();
+        let (ntp, unix_ms) = ntp_now();
+        let media = self.media_now(unix_ms);
+        for s in &mut self.setups {
+            if !force && s.last_sr.is_some_and(|t| now - t < SR_INTERVAL) {
+                continue;
+            }
+            if s.last_sr.is_none() && s.packetizer.packets == 0 && !force {
+                continue; // sent with its first packet
+            }
+            s.last_sr = Some(now);
+            send_report(s, ntp, media, out);
+        }
+    }
+}
+
+/// Writes track `s`'s sender report for NTP time `ntp` = stream time `media` ms: interleaved
+/// into `out`, or to its RTCP socket.
+fn send_report(s: &Setup, ntp: u64, media: u64, out: &mut Vec<u8>) {
+    let mut sr = Vec::with_capacity(64);
+    let p = &s.packetizer;
+    rtp::sender_report(
+        p.ssrc(),
+        ntp,
+        p.rtp_time(media),
+        p.packets,
+        p.octets,
+        "sluice",
+        &mut sr,
+    );
+    match &s.path {
+        Path::Interleaved(_, ch) => {
+            out.extend_from_slice(&[b'$', *ch]);
+            out.extend_from_slice(&(sr.len() as u16).to_be_bytes());
+            out.extend_from_slice(&sr);
+        }
+        Path::Udp { rtcp, to_rtcp, .. } => {
+            let _ = rtcp.send_to(&sr, to_rtcp);
+        }
+    }
+}
+
+impl<'m> Output<'m> for RtspPlay {
+    fn init(
+        &mut self,
+        tracks: &[Track],
+        _start_ms: u64,
+        first: bool,
+        _b: &mut Batch<'m>,
+    ) -> Result<()> {
+        if !first {
+            // New init data (a camera changed resolution): new packetizers, same numbering.
+            for s in &mut self.setups {
+                if let Some(t) = tracks.iter().find(|t| t.id == s.track) {
+                    let p = &s.packetizer;
+                    let base = p.rtp_time(0);
+                    if let Some(n) = Packetizer::new(t, 96, p.ssrc(), p.next_seq(), base) {
+                        s.packetizer = n;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+        let (ntp, unix_ms) = ntp_now();
+        let media = self.media_now(unix_ms);
+        let Some(s) = self.setups.iter_mut().find(|s| s.track == t.id) else {
+            return Ok(());
+        };
+        if s.last_sr.is_none() {
+            s.last_sr = Some(Instant::now());
+            let mut sr = Vec::new();
+            send_report(s, ntp, media, &mut sr);
+            b.own(&sr);
+        }
+        self.rtp.clear();
+        self.spans.clear();
+        s.packetizer.packetize(&p, &mut self.rtp, &mut self.spans);
+        match &s.path {
+            Path::Interleaved(ch, _) => {
+                for span in &self.spans {
+                    let pkt = &self.rtp[span.clone()];
+                    let len = pkt.len() as u16;
+                    b.own(&[b'$', *ch, (len >> 8) as u8, len as u8]);
+                    b.own(pkt);
+                }
+            }
+            Path::Udp { rtp, to_rtp, .. } => {
+                for span in &self.spans {
+                    let _ = rtp.send_to(&self.rtp[span.clone()], to_rtp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn pace(&mut self, p: &PacketRef<'m>) -> Option<Duration> {
+        if !self.paced {
+            return None;
+        }
+        let (t0, d0) = *self.clock.get_or_insert((Instant::now(), p.dts));
+        let due = t0 + Duration::from_millis(p.dts.saturating_sub(d0).saturating_sub(PACE_LEAD_MS));
+        due.checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
+    fn input(&mut self, bytes: &[u8]) -> Result<bool> {
+        self.input.extend_from_slice(bytes);
+        loop {
+            match Message::<Vec<u8>>::parse(&self.input) {
+                Ok((Message::Request(req), used)) => {
+                    self.input.drain(..used);
+                    let status = match req.method() {
+                        Method::Teardown => {
+                            self.stop = true;
+                            StatusCode::Ok
+                        }
+                        Method::GetParameter | Method::SetParameter | Method::Options => {
+                            StatusCode::Ok
+                        }
+                        _ => StatusCode::MethodNotValidInThisState,
+                    };
+                    let resp = response(&req, status)
+                        .header(
+                            headers::SESSION,
+                            format!("{};timeout={TIMEOUT_S}", self.session),
+                        )
+                        .build(Vec::new());
+                    let _ = resp.write(&mut self.replies);
+                }
+                Ok((_, used)) => {
+                    self.input.drain(..used);
+                }
+                Err(ParseError::Incomplete(_)) if self.input.len() <= MAX_REQUEST => break,
+                Err(_) => return Err(anyhow!("malformed RTSP input while playing")),
+            }
+        }
+        Ok(self.stop)
+    }
+
+    fn control(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.replies);
+        self.reports(out, false);
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        // A last sender report, then RTCP BYE per track (RFC 3550 §6.6): clients end there.
+        // Over UDP the BYE takes another socket than the media, so it waits until the last
+        // packet's presentation time has come (a client ends at the BYE and drops what its
+        // jitter buffer still holds).
+        if self
+            .setups
+            .iter()
+            .any(|s| matches!(s.path, Path::Udp { .. }))
+        {
+            std::thread::sleep(Duration::from_millis(PACE_LEAD_MS + 200));
+        }
+        self.reports(out, true);
+        for s in &self.setups {
+            let mut bye = vec![0x81, 203, 0, 1];
+            bye.extend_from_slice(&s.packetizer.ssrc().to_be_bytes());
+            match &s.path {
+                Path::Interleaved(_, ch) => {
+                    out.extend_from_slice(&[b'$', *ch, 0, bye.len() as u8]);
+                    out.extend_from_slice(&bye);
+                }
+                Path::Udp { rtcp, to_rtcp, .. } => {
+                    let _ = rtcp.send_to(&bye, to_rtcp);
+                }
+            }
+        }
+        Ok(())
+    }
+}
