@@ -58,7 +58,8 @@ pub fn demo_source() -> Option<PathBuf> {
     p.canonicalize().ok()
 }
 
-/// The default config: controller on 127.0.0.1:4242, RTMP on 1935, HTTP on 8080, the demo
+/// The default config: controller on 127.0.0.1:4242, RTMP on 1935, HTTP on 8080, RTSP on
+/// 5554 (MistServer's ports), the demo
 /// stream (the committed clip looped live) and a `live` stream that takes pushes.
 pub fn default_config() -> Value {
     let mut streams = serde_json::Map::new();
@@ -74,7 +75,8 @@ pub fn default_config() -> Value {
             "controller": {"interface": "127.0.0.1", "port": 4242},
             "protocols": [
                 {"connector": "RTMP", "port": 1935, "interface": "127.0.0.1"},
-                {"connector": "HTTP", "port": 8080, "interface": "127.0.0.1"}
+                {"connector": "HTTP", "port": 8080, "interface": "127.0.0.1"},
+                {"connector": "RTSP", "port": 5554, "interface": "127.0.0.1"}
             ]
         },
         "streams": streams

@@ -144,6 +144,7 @@ fn missing_config_gets_the_default_written() {
     };
     assert_eq!(port_of("RTMP"), Some(Some(1935)), "{diag}");
     assert_eq!(port_of("HTTP"), Some(Some(8080)), "{diag}");
+    assert_eq!(port_of("RTSP"), Some(Some(5554)), "{diag}");
     assert_eq!(
         cfg["streams"]["live"]["source"].as_str(),
         Some("push://"),
