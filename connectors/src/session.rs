@@ -286,6 +286,12 @@ pub fn stream<'m, O: Output<'m>>(
                     Ok(0) => return Ok(Ended::ClientLeft),
                     Ok(n) => {
                         if output.input(&rbuf[..n])? {
+                            // The client asked to stop: what the output still has to say
+                            // (an RTSP TEARDOWN's response) goes out first, best effort.
+                            output.control(&mut pending);
+                            let _ = sock.set_nonblocking(false);
+                            let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
+                            let _ = sock.write_all(&pending);
                             return Ok(Ended::ClientLeft);
                         }
                     }
