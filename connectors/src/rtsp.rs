@@ -9,7 +9,7 @@
 //! `trackID=N` (N the track id). Methods: OPTIONS, DESCRIBE (SDP from the tracks, with
 //! `a=range` and `a=control`), SETUP, PLAY (an ended stream from its start, with its length in
 //! `Range`; a live one from the newest keyframe; `RTP-Info` per track), GET_PARAMETER and
-//! SET_PARAMETER (keepalive), PAUSE (before PLAY), TEARDOWN. ANNOUNCE/RECORD are not served
+//! SET_PARAMETER (keepalive), PAUSE and PLAY again (resume), TEARDOWN. ANNOUNCE/RECORD are not served
 //! yet (501).
 //!
 //! Bad input: no CSeq → 400; an unknown method → 501; a request over [`MAX_REQUEST`] bytes →
@@ -316,12 +316,25 @@ fn answer(
             }
             let c = st.cursor.as_mut().expect("checked above");
             let ended = c.reader().meta().state() == dtsc::shm::STATE_ENDED;
-            let start = if ended {
-                c.seek_first_key()
-            } else {
-                c.seek_latest_key()
+            // `Range: npt=X-`: from the keyframe at or before X s into the window (a stored
+            // stream or the DVR window); without one, a stored stream from its start and a
+            // live one from its newest keyframe.
+            let from = req
+                .header(&headers::RANGE)
+                .and_then(|r| npt_start(r.as_str()))
+                .and_then(|x| seek_npt(c, x));
+            if let (Some(r), Some(dts)) = (req.header(&headers::RANGE), from) {
+                crate::log!(
+                    PROTO,
+                    "{peer}: PLAY {}: from the keyframe at {dts} ms",
+                    r.as_str()
+                );
             }
-            .unwrap_or(0);
+            let start = match from {
+                Some(dts) => dts,
+                None if ended => c.seek_first_key().unwrap_or(0),
+                None => c.seek_latest_key().unwrap_or(0),
+            };
             let base = req
                 .request_uri()
                 .map(|u| u.as_str().trim_end_matches('/').to_string())
@@ -342,10 +355,16 @@ fn answer(
                     )
                 })
                 .collect();
-            let range = match (ended, window_ms(c)) {
-                (true, Some((first, last))) => {
-                    format!("npt=0.000-{:.3}", (last - first) as f64 / 1000.0)
-                }
+            let range = match (ended || from.is_some(), window_ms(c)) {
+                (true, Some((first, last))) => format!(
+                    "npt={:.3}-{}",
+                    start.saturating_sub(first) as f64 / 1000.0,
+                    if ended {
+                        format!("{:.3}", (last - first) as f64 / 1000.0)
+                    } else {
+                        String::new()
+                    }
+                ),
                 _ => "npt=now-".to_string(),
             };
             let b = response(req, StatusCode::Ok)
@@ -394,6 +413,37 @@ fn open(st: &mut State, ctx: &Ctx, name: &str, peer: &str) -> std::result::Resul
     st.cursor = Some(c);
     st.setups.clear();
     Ok(())
+}
+
+/// The start of an RTSP `Range: npt=START-[END]` (RFC 2326 §3.6) in seconds; `None` for
+/// `now`, other units or a malformed value.
+pub fn npt_start(range: &str) -> Option<f64> {
+    let v = range.trim().strip_prefix("npt=")?;
+    let start = v.split('-').next()?.trim();
+    let secs: f64 = match start.split(':').collect::<Vec<_>>().as_slice() {
+        [s] => s.parse().ok()?,
+        [h, m, s] => {
+            h.parse::<f64>().ok()? * 3600.0
+                + m.parse::<f64>().ok()? * 60.0
+                + s.parse::<f64>().ok()?
+        }
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then_some(secs)
+}
+
+/// Moves `c` to the last keyframe at or before `secs` into the window; its DTS (ms).
+fn seek_npt(c: &mut Cursor, secs: f64) -> Option<u64> {
+    let m = *c.reader().meta();
+    let first = m.key(m.first_key())?;
+    let target = first.dts + (secs * 1000.0) as u64;
+    let key = (m.first_key()..m.key_count())
+        .filter_map(|k| m.key(k))
+        .take_while(|k| k.dts <= target)
+        .last()
+        .unwrap_or(first);
+    c.seek_seq(key.seq);
+    Some(key.dts)
 }
 
 /// First and last DTS of the window, ms.
@@ -547,6 +597,7 @@ fn play(mut sock: TcpStream, mut st: State, response: Vec<u8>, peer: &str) -> Re
         stop: false,
         paced: reader.meta().state() == dtsc::shm::STATE_ENDED,
         clock: None,
+        paused: false,
         unixzero: reader.meta().unixzero(),
     };
     sock.set_read_timeout(None)?;
@@ -582,6 +633,8 @@ struct RtspPlay {
     paced: bool,
     /// Wall clock and DTS (ms) of the first packet, for pacing.
     clock: Option<(Instant, u64)>,
+    /// PAUSE received: nothing is sent until the next PLAY.
+    paused: bool,
     /// Unix ms of the stream's DTS 0 (the buffer's `unixzero`), for live sender reports.
     unixzero: i64,
 }
@@ -712,6 +765,9 @@ impl<'m> Output<'m> for RtspPlay {
     }
 
     fn pace(&mut self, p: &PacketRef<'m>) -> Option<Duration> {
+        if self.paused {
+            return Some(Duration::from_millis(100));
+        }
         if !self.paced {
             return None;
         }
@@ -730,6 +786,16 @@ impl<'m> Output<'m> for RtspPlay {
                     let status = match req.method() {
                         Method::Teardown => {
                             self.stop = true;
+                            StatusCode::Ok
+                        }
+                        Method::Pause => {
+                            self.paused = true;
+                            StatusCode::Ok
+                        }
+                        Method::Play => {
+                            // Resume where it paused (a stored stream's clock restarts there).
+                            self.paused = false;
+                            self.clock = None;
                             StatusCode::Ok
                         }
                         Method::GetParameter | Method::SetParameter | Method::Options => {
@@ -787,5 +853,30 @@ impl<'m> Output<'m> for RtspPlay {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn npt_ranges() {
+        assert_eq!(npt_start("npt=4.5-"), Some(4.5));
+        assert_eq!(npt_start("npt=0.000-10.000"), Some(0.0));
+        assert_eq!(npt_start(" npt=0:01:02.5-"), Some(62.5));
+        assert_eq!(npt_start("npt=now-"), None);
+        assert_eq!(npt_start("smpte=0:10:00-"), None);
+        assert_eq!(npt_start("npt=-3-"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn npt_never_panics(s in "\\PC{0,40}") {
+            if let Some(v) = npt_start(&s) {
+                prop_assert!(v.is_finite() && v >= 0.0);
+            }
+        }
     }
 }

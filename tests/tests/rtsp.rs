@@ -205,3 +205,193 @@ fn bad_requests_get_rtsp_errors_and_disturb_nobody() {
     );
     srv.stop();
 }
+
+/// A hand-driven RTSP/TCP session: requests and their responses, interleaved frames counted.
+struct Raw {
+    s: TcpStream,
+    buf: Vec<u8>,
+    cseq: u32,
+    /// Interleaved frames seen so far (channel, first RTP timestamp of channel 0).
+    frames: usize,
+    first_ts: Option<u32>,
+}
+
+impl Raw {
+    fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Raw {
+            s,
+            buf: Vec::new(),
+            cseq: 0,
+            frames: 0,
+            first_ts: None,
+        }
+    }
+
+    /// Reads for `d`, taking interleaved frames off the buffer; returns a response if one
+    /// completed.
+    fn pump(&mut self, d: Duration) -> Option<String> {
+        let end = std::time::Instant::now() + d;
+        let mut chunk = [0u8; 65536];
+        loop {
+            // Take complete interleaved frames and responses off the front.
+            loop {
+                if self.buf.first() == Some(&b'$') && self.buf.len() >= 4 {
+                    let len = usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]]));
+                    if self.buf.len() < 4 + len {
+                        break;
+                    }
+                    if self.buf[1] == 0 && self.first_ts.is_none() && len >= 12 {
+                        self.first_ts =
+                            Some(u32::from_be_bytes(self.buf[8..12].try_into().unwrap()));
+                    }
+                    self.frames += 1;
+                    self.buf.drain(..4 + len);
+                } else if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let text = String::from_utf8_lossy(&self.buf[..at + 4]).into_owned();
+                    self.buf.drain(..at + 4);
+                    return Some(text);
+                } else {
+                    break;
+                }
+            }
+            if std::time::Instant::now() >= end {
+                return None;
+            }
+            match self.s.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn request(&mut self, method: &str, url: &str, extra: &str) -> String {
+        self.cseq += 1;
+        let req = format!(
+            "{method} {url} RTSP/1.0\r\nCSeq: {}\r\n{extra}\r\n",
+            self.cseq
+        );
+        self.s.write_all(req.as_bytes()).unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < end {
+            if let Some(r) = self.pump(Duration::from_millis(200)) {
+                if r.contains(&format!("CSeq: {}\r\n", self.cseq)) {
+                    if let Some(len) = r
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                    {
+                        while self.buf.len() < len {
+                            self.pump(Duration::from_millis(100));
+                        }
+                        let body = String::from_utf8_lossy(&self.buf[..len]).into_owned();
+                        self.buf.drain(..len);
+                        return r + &body;
+                    }
+                    return r;
+                }
+            }
+        }
+        panic!("no response to {method}");
+    }
+}
+
+fn header<'a>(resp: &'a str, name: &str) -> &'a str {
+    resp.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in {resp}"))
+}
+
+#[test]
+fn play_from_a_range_pause_and_resume() {
+    let (mut srv, port) = server();
+    let url = format!("rtsp://127.0.0.1:{port}/vod");
+    let mut c = Raw::connect(port);
+    let sdp = c.request("DESCRIBE", &url, "Accept: application/sdp\r\n");
+    assert!(sdp.starts_with("RTSP/1.0 200"), "{sdp}");
+    assert!(
+        sdp.contains("a=rtpmap:96 H264/90000") && sdp.contains("a=rtpmap:97 MPEG4-GENERIC/44100/2"),
+        "{sdp}"
+    );
+    assert!(
+        sdp.contains("sprop-parameter-sets=") && sdp.contains("config=1210"),
+        "{sdp}"
+    );
+    assert!(
+        sdp.contains("a=range:npt=0-10."),
+        "a stored stream has a length: {sdp}"
+    );
+    let s1 = c.request(
+        "SETUP",
+        &format!("{url}/trackID=1"),
+        "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n",
+    );
+    assert!(s1.starts_with("RTSP/1.0 200"), "{s1}");
+    let session = header(&s1, "Session")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let s2 = c.request(
+        "SETUP",
+        &format!("{url}/trackID=2"),
+        &format!("Transport: RTP/AVP/TCP;unicast;interleaved=2-3\r\nSession: {session}\r\n"),
+    );
+    assert!(header(&s2, "Transport").contains("interleaved=2-3"), "{s2}");
+    let wrong = c.request("GET_PARAMETER", &url, "Session: 0123\r\n");
+    assert!(wrong.starts_with("RTSP/1.0 454"), "{wrong}");
+
+    // From 4 s: the keyframe there, and RTP-Info gives the first packet's timestamp.
+    let play = c.request(
+        "PLAY",
+        &url,
+        &format!("Session: {session}\r\nRange: npt=4.5-\r\n"),
+    );
+    assert!(play.starts_with("RTSP/1.0 200"), "{play}");
+    assert!(
+        header(&play, "Range").starts_with("npt=4.000-10."),
+        "{play}"
+    );
+    let info = header(&play, "RTP-Info");
+    let rtptime: u32 = info
+        .split(',')
+        .next()
+        .unwrap()
+        .split(';')
+        .find_map(|p| p.strip_prefix("rtptime="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    c.pump(Duration::from_millis(1500));
+    assert!(c.frames > 20, "frames after PLAY: {}", c.frames);
+    // The first video packet is the keyframe at 4 s: PTS 4.08 s (B-frame delay) in 90 kHz.
+    let first = c.first_ts.expect("a video packet");
+    assert_eq!(
+        first.wrapping_sub(rtptime),
+        80 * 90,
+        "first RTP time against RTP-Info"
+    );
+
+    // PAUSE: the media stops; PLAY: it resumes.
+    let pause = c.request("PAUSE", &url, &format!("Session: {session}\r\n"));
+    assert!(pause.starts_with("RTSP/1.0 200"), "{pause}");
+    c.pump(Duration::from_millis(300));
+    let before = c.frames;
+    c.pump(Duration::from_millis(1500));
+    assert_eq!(c.frames, before, "media while paused");
+    let resume = c.request("PLAY", &url, &format!("Session: {session}\r\n"));
+    assert!(resume.starts_with("RTSP/1.0 200"), "{resume}");
+    c.pump(Duration::from_millis(1500));
+    assert!(
+        c.frames > before + 20,
+        "no media after resuming: {} then {}",
+        before,
+        c.frames
+    );
+    let bye = c.request("TEARDOWN", &url, &format!("Session: {session}\r\n"));
+    assert!(bye.starts_with("RTSP/1.0 200"), "{bye}");
+    srv.stop();
+}
