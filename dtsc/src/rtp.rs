@@ -448,6 +448,432 @@ pub fn base64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// Decodes standard base64 (a received `sprop-parameter-sets` entry); `None` when invalid.
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
+}
+
+/// Why an RTP packet was not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RtpError {
+    /// Shorter than its header, not version 2, or its padding/extension runs past the end.
+    #[error("malformed RTP packet")]
+    Malformed,
+    /// A payload this depacketizer cannot read (an aggregation or fragment that is cut).
+    #[error("malformed {0} payload")]
+    Payload(&'static str),
+}
+
+/// The fields of an RTP header (RFC 3550 §5.1) a receiver needs, and where the payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpHeader {
+    /// `M`: the last packet of an access unit (video) or frame.
+    pub marker: bool,
+    /// Payload type (7 bits).
+    pub payload_type: u8,
+    /// Sequence number.
+    pub seq: u16,
+    /// RTP timestamp, in the track's clock.
+    pub timestamp: u32,
+    /// SSRC.
+    pub ssrc: u32,
+}
+
+/// Reads an RTP packet: its header and payload (after CSRCs, extension and without padding).
+pub fn parse_rtp(b: &[u8]) -> Result<(RtpHeader, &[u8]), RtpError> {
+    if b.len() < RTP_HEADER_LEN || b[0] >> 6 != 2 {
+        return Err(RtpError::Malformed);
+    }
+    let cc = usize::from(b[0] & 0x0f);
+    let mut at = RTP_HEADER_LEN + 4 * cc;
+    if b[0] & 0x10 != 0 {
+        let ext = b.get(at + 2..at + 4).ok_or(RtpError::Malformed)?;
+        at += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
+    }
+    let mut end = b.len();
+    if b[0] & 0x20 != 0 {
+        end = end
+            .checked_sub(usize::from(*b.last().unwrap_or(&0)))
+            .ok_or(RtpError::Malformed)?;
+    }
+    let payload = b.get(at..end).ok_or(RtpError::Malformed)?;
+    Ok((
+        RtpHeader {
+            marker: b[1] & 0x80 != 0,
+            payload_type: b[1] & 0x7f,
+            seq: u16::from_be_bytes([b[2], b[3]]),
+            timestamp: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        },
+        payload,
+    ))
+}
+
+/// One access unit reassembled from RTP: its RTP timestamp (unwrapped past 32 bits), a
+/// keyframe flag, and the payload in DTSC form (length-prefixed NAL units, raw AAC frames).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// RTP timestamp extended to 64 bits (the track's clock).
+    pub timestamp: u64,
+    /// An IDR (H.264) or IRAP (HEVC) picture; always true for audio.
+    pub keyframe: bool,
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
+/// Reassembles the access units of one received track (the inverse of [`Packetizer`]):
+/// H.264 single NAL, STAP-A and FU-A (RFC 6184), HEVC single, AP and FU (RFC 7798), AAC-hbr
+/// with several AUs per packet (RFC 3640), MP3 (RFC 2250, whole frames). Parameter sets found
+/// in the stream are taken out of the access units and kept for the track's init data
+/// ([`Depacketizer::parameter_sets`]). A sequence gap drops the access unit being built and
+/// counts as loss.
+#[derive(Debug, Clone)]
+pub struct Depacketizer {
+    codec: Codec,
+    /// H.264 / HEVC parameter sets seen in-band (VPS, SPS, PPS), newest of each kind.
+    sets: Vec<(u8, Vec<u8>)>,
+    /// The access unit being built: its timestamp, NAL units and keyframe flag.
+    au: Option<(u64, Vec<u8>, bool)>,
+    /// A fragmented NAL unit being built; `None` after a loss until its next start.
+    fu: Option<Vec<u8>>,
+    last_seq: Option<u16>,
+    last_ts: Option<u64>,
+    /// Packets missing from the sequence numbers.
+    pub lost: u64,
+    /// Packets whose payload could not be read.
+    pub bad: u64,
+    out: std::collections::VecDeque<Unit>,
+    /// For AAC: AU-size and AU-index bits of the AU-headers (`sizelength`, `indexlength`).
+    aac_bits: (u32, u32),
+}
+
+impl Depacketizer {
+    /// A depacketizer for `codec`; `aac_bits` are the SDP's `sizelength` and `indexlength`
+    /// (13, 3 for AAC-hbr).
+    pub fn new(codec: Codec, aac_bits: (u32, u32)) -> Depacketizer {
+        Depacketizer {
+            codec,
+            sets: Vec::new(),
+            au: None,
+            fu: None,
+            last_seq: None,
+            last_ts: None,
+            lost: 0,
+            bad: 0,
+            out: std::collections::VecDeque::new(),
+            aac_bits,
+        }
+    }
+
+    /// The parameter sets seen in the stream so far, as (NAL unit type, unit).
+    pub fn parameter_sets(&self) -> &[(u8, Vec<u8>)] {
+        &self.sets
+    }
+
+    /// The next complete access unit.
+    pub fn poll(&mut self) -> Option<Unit> {
+        self.out.pop_front()
+    }
+
+    /// Completes the access unit being built (at the end of the stream).
+    pub fn flush(&mut self) {
+        self.finish_au();
+    }
+
+    fn extend_ts(&mut self, ts: u32) -> u64 {
+        let v = match self.last_ts {
+            None => u64::from(ts),
+            Some(last) => {
+                let delta = ts.wrapping_sub(last as u32) as i32;
+                (last as i64 + i64::from(delta)).max(0) as u64
+            }
+        };
+        self.last_ts = Some(v);
+        v
+    }
+
+    fn finish_au(&mut self) {
+        if let Some((ts, data, key)) = self.au.take() {
+            if !data.is_empty() {
+                self.out.push_back(Unit {
+                    timestamp: ts,
+                    keyframe: key,
+                    data,
+                });
+            }
+        }
+    }
+
+    /// One NAL unit of the access unit at `ts`.
+    fn nal(&mut self, ts: u64, nal: &[u8]) {
+        let hevc = self.codec == Codec::Hevc;
+        let (kind, is_set, key) = if hevc {
+            let t = hevc::nal_type(nal).unwrap_or(0);
+            (
+                t,
+                matches!(t, hevc::NAL_VPS | hevc::NAL_SPS | hevc::NAL_PPS),
+                hevc::is_irap(t),
+            )
+        } else {
+            let t = h264::nal_type(nal).unwrap_or(0);
+            (
+                t,
+                matches!(t, h264::NAL_SPS | h264::NAL_PPS),
+                t == h264::NAL_IDR,
+            )
+        };
+        if nal.len() < if hevc { 2 } else { 1 } {
+            return;
+        }
+        if is_set {
+            match self.sets.iter_mut().find(|(k, _)| *k == kind) {
+                Some(slot) => slot.1 = nal.to_vec(),
+                None => self.sets.push((kind, nal.to_vec())),
+            }
+            return;
+        }
+        if (hevc && kind == hevc::NAL_AUD) || (!hevc && kind == h264::NAL_AUD) {
+            return;
+        }
+        if self.au.as_ref().is_some_and(|a| a.0 != ts) {
+            self.finish_au();
+        }
+        let au = self.au.get_or_insert((ts, Vec::new(), false));
+        au.1.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        au.1.extend_from_slice(nal);
+        au.2 |= key;
+    }
+
+    /// Takes one RTP packet.
+    pub fn push(&mut self, packet: &[u8]) -> Result<(), RtpError> {
+        let (h, payload) = parse_rtp(packet)?;
+        if let Some(last) = self.last_seq {
+            let gap = h.seq.wrapping_sub(last);
+            if gap == 0 || gap > 0x8000 {
+                return Ok(()); // a duplicate or a late packet
+            }
+            if gap > 1 {
+                self.lost += u64::from(gap - 1);
+                // What was being built is broken: drop it.
+                self.au = None;
+                self.fu = None;
+            }
+        }
+        self.last_seq = Some(h.seq);
+        let ts = self.extend_ts(h.timestamp);
+        let r = match self.codec {
+            Codec::H264 => self.h264(ts, payload),
+            Codec::Hevc => self.hevc(ts, payload),
+            Codec::Aac => self.aac(ts, payload),
+            _ => {
+                // MP3: a 4-byte header, then whole frames (fragments are not reassembled).
+                match payload.get(4..) {
+                    Some(f) if payload[2..4] == [0, 0] && !f.is_empty() => {
+                        self.out.push_back(Unit {
+                            timestamp: ts,
+                            keyframe: true,
+                            data: f.to_vec(),
+                        });
+                        Ok(())
+                    }
+                    _ => Err(RtpError::Payload("MPEG audio")),
+                }
+            }
+        };
+        if r.is_err() {
+            self.bad += 1;
+            self.fu = None;
+        }
+        if h.marker && matches!(self.codec, Codec::H264 | Codec::Hevc) {
+            self.finish_au();
+        }
+        r
+    }
+
+    fn h264(&mut self, ts: u64, p: &[u8]) -> Result<(), RtpError> {
+        let Some(&first) = p.first() else {
+            return Err(RtpError::Payload("H.264"));
+        };
+        match first & 0x1f {
+            1..=23 => self.nal(ts, p),
+            24 => {
+                let mut at = 1;
+                while at < p.len() {
+                    let n = usize::from(u16::from_be_bytes([
+                        p[at],
+                        *p.get(at + 1).ok_or(RtpError::Payload("STAP-A"))?,
+                    ]));
+                    let nal = p
+                        .get(at + 2..at + 2 + n)
+                        .ok_or(RtpError::Payload("STAP-A"))?;
+                    self.nal(ts, nal);
+                    at += 2 + n;
+                }
+            }
+            28 => {
+                let fh = *p.get(1).ok_or(RtpError::Payload("FU-A"))?;
+                if fh & 0x80 != 0 {
+                    self.fu = Some(vec![(first & 0xe0) | (fh & 0x1f)]);
+                }
+                let Some(fu) = self.fu.as_mut() else {
+                    return Ok(()); // the start was lost
+                };
+                fu.extend_from_slice(&p[2..]);
+                if fh & 0x40 != 0 {
+                    let nal = self.fu.take().unwrap_or_default();
+                    self.nal(ts, &nal);
+                }
+            }
+            _ => return Err(RtpError::Payload("H.264")),
+        }
+        Ok(())
+    }
+
+    fn hevc(&mut self, ts: u64, p: &[u8]) -> Result<(), RtpError> {
+        if p.len() < 3 {
+            return Err(RtpError::Payload("HEVC"));
+        }
+        match (p[0] >> 1) & 0x3f {
+            48 => {
+                let mut at = 2;
+                while at < p.len() {
+                    let n = usize::from(u16::from_be_bytes([
+                        p[at],
+                        *p.get(at + 1).ok_or(RtpError::Payload("AP"))?,
+                    ]));
+                    let nal = p.get(at + 2..at + 2 + n).ok_or(RtpError::Payload("AP"))?;
+                    self.nal(ts, nal);
+                    at += 2 + n;
+                }
+            }
+            49 => {
+                let fh = p[2];
+                if fh & 0x80 != 0 {
+                    self.fu = Some(vec![(p[0] & 0x81) | ((fh & 0x3f) << 1), p[1]]);
+                }
+                let Some(fu) = self.fu.as_mut() else {
+                    return Ok(());
+                };
+                fu.extend_from_slice(&p[3..]);
+                if fh & 0x40 != 0 {
+                    let nal = self.fu.take().unwrap_or_default();
+                    self.nal(ts, &nal);
+                }
+            }
+            50 => return Err(RtpError::Payload("HEVC PACI")),
+            _ => self.nal(ts, p),
+        }
+        Ok(())
+    }
+
+    fn aac(&mut self, ts: u64, p: &[u8]) -> Result<(), RtpError> {
+        let bad = RtpError::Payload("MPEG4-GENERIC");
+        let bits = usize::from(u16::from_be_bytes([
+            *p.first().ok_or(bad.clone())?,
+            *p.get(1).ok_or(bad.clone())?,
+        ]));
+        let (size_len, index_len) = self.aac_bits;
+        let per = (size_len + index_len) as usize;
+        if per == 0 || bits % per != 0 && bits % 8 != 0 {
+            return Err(bad);
+        }
+        let hdr_bytes = bits.div_ceil(8);
+        let headers = p.get(2..2 + hdr_bytes).ok_or(bad.clone())?;
+        let mut data = &p[2 + hdr_bytes..];
+        let count = bits / per;
+        for i in 0..count {
+            let mut v = 0u32;
+            for b in 0..size_len as usize {
+                let bit = i * per + b;
+                v = (v << 1) | u32::from(headers[bit / 8] >> (7 - bit % 8) & 1);
+            }
+            let size = v as usize;
+            if size > data.len() {
+                // A fragment of a large AU: whole AUs only here (frames fit a packet).
+                return Err(bad);
+            }
+            let (au, rest) = data.split_at(size);
+            if !au.is_empty() {
+                self.out.push_back(Unit {
+                    timestamp: ts + 1024 * i as u64,
+                    keyframe: true,
+                    data: au.to_vec(),
+                });
+            }
+            data = rest;
+        }
+        Ok(())
+    }
+}
+
+/// Gives packets received with presentation times only (RTP carries no DTS) decode times: a
+/// window of `depth` access units is held, and each leaving unit gets as its DTS the smallest
+/// presentation time still waiting, less `delay_ms` — which is that unit's decode slot when
+/// the stream reorders by fewer than `depth` frames. The composition offset (PTS − DTS) is
+/// then never negative while the reorder distance stays under `delay_ms`; presentation times
+/// are kept as they came, so other tracks need no shift. Times must be at least `delay_ms`.
+#[derive(Debug, Clone)]
+pub struct DtsFromPts {
+    depth: usize,
+    delay_ms: u64,
+    window: std::collections::VecDeque<(u64, bool, Vec<u8>)>,
+    pending_pts: std::collections::BinaryHeap<std::cmp::Reverse<u64>>,
+    last_dts: Option<u64>,
+}
+
+impl DtsFromPts {
+    /// A window of `depth` units; `delay_ms` at least the largest reorder distance in time.
+    pub fn new(depth: usize, delay_ms: u64) -> DtsFromPts {
+        DtsFromPts {
+            depth,
+            delay_ms,
+            window: std::collections::VecDeque::new(),
+            pending_pts: std::collections::BinaryHeap::new(),
+            last_dts: None,
+        }
+    }
+
+    /// Adds a unit presented at `pts_ms`; returns the units that leave the window as
+    /// (DTS ms, composition offset ms, keyframe, payload).
+    pub fn push(
+        &mut self,
+        pts_ms: u64,
+        keyframe: bool,
+        data: Vec<u8>,
+    ) -> Vec<(u64, i64, bool, Vec<u8>)> {
+        self.window.push_back((pts_ms, keyframe, data));
+        self.pending_pts.push(std::cmp::Reverse(pts_ms));
+        let mut out = Vec::new();
+        while self.window.len() > self.depth {
+            out.extend(self.take());
+        }
+        out
+    }
+
+    /// Everything still held (the end of the stream).
+    pub fn flush(&mut self) -> Vec<(u64, i64, bool, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !self.window.is_empty() {
+            out.extend(self.take());
+        }
+        out
+    }
+
+    fn take(&mut self) -> Option<(u64, i64, bool, Vec<u8>)> {
+        let (pts, key, data) = self.window.pop_front()?;
+        let std::cmp::Reverse(min) = self.pending_pts.pop()?;
+        let mut dts = min.saturating_sub(self.delay_ms);
+        if let Some(last) = self.last_dts {
+            dts = dts.max(last + 1);
+        }
+        self.last_dts = Some(dts);
+        Some((dts, pts as i64 - dts as i64, key, data))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,6 +1049,121 @@ mod tests {
             usize::from(u16::from_be_bytes([sdes[2], sdes[3]])) * 4 + 4,
             sdes.len()
         );
+    }
+
+    #[test]
+    fn depacketizer_reassembles_what_the_packetizer_sent() {
+        let t = avc_track();
+        let mut p = Packetizer::new(&t, 96, 5, 65_534, 7).unwrap();
+        let mut d = Depacketizer::new(Codec::H264, (13, 3));
+        let big: Vec<u8> = std::iter::once(0x65)
+            .chain((0..5000).map(|i| (i % 13) as u8))
+            .collect();
+        let units = [avcc(&[&[0x06, 1, 2], &big]), avcc(&[&[0x41, 9, 9, 9]])];
+        for (i, u) in units.iter().enumerate() {
+            let pr = PacketRef {
+                track: 1,
+                dts: 40 * i as u64,
+                offset: 0,
+                keyframe: i == 0,
+                bpos: 0,
+                data: u,
+            };
+            let (mut out, mut spans) = (Vec::new(), Vec::new());
+            p.packetize(&pr, &mut out, &mut spans);
+            for s in &spans {
+                d.push(&out[s.clone()]).unwrap();
+            }
+        }
+        let a = d.poll().unwrap();
+        assert!(a.keyframe);
+        assert_eq!(
+            a.data, units[0],
+            "parameter sets are taken out, the rest kept"
+        );
+        let b = d.poll().unwrap();
+        assert_eq!(
+            (b.data.as_slice(), b.keyframe),
+            (units[1].as_slice(), false)
+        );
+        assert_eq!(b.timestamp - a.timestamp, 40 * 90);
+        let cfg = h264::parse_avcc(&t.init).unwrap();
+        let sets: Vec<&Vec<u8>> = d.parameter_sets().iter().map(|x| &x.1).collect();
+        assert_eq!(sets, [&cfg.sps[0], &cfg.pps[0]]);
+        assert_eq!((d.lost, d.bad), (0, 0));
+        // A lost fragment drops that unit and counts as loss.
+        let pr = PacketRef {
+            track: 1,
+            dts: 80,
+            offset: 0,
+            keyframe: false,
+            bpos: 0,
+            data: &units[0],
+        };
+        let (mut out, mut spans) = (Vec::new(), Vec::new());
+        p.packetize(&pr, &mut out, &mut spans);
+        for s in spans.iter().filter(|s| s.start != spans[2].start) {
+            d.push(&out[s.clone()]).unwrap();
+        }
+        d.flush();
+        assert!(d.poll().is_none_or(|u| u.data != units[0]));
+        assert_eq!(d.lost, 1);
+        assert!(parse_rtp(&[0x40, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn aac_units_come_back_with_their_times() {
+        let mut t = Track::new(2, TrackKind::Audio, Codec::Aac);
+        aac::write_asc(&AudioSpecificConfig::lc(48000, 1), &mut t.init);
+        t.rate = 48000;
+        t.channels = 1;
+        let mut p = Packetizer::new(&t, 97, 1, 0, 0).unwrap();
+        let mut d = Depacketizer::new(Codec::Aac, (13, 3));
+        for i in 0..3u64 {
+            let au = vec![i as u8; 200 + i as usize];
+            let pr = PacketRef {
+                track: 2,
+                dts: i * 1024 * 1000 / 48000,
+                offset: 0,
+                keyframe: false,
+                bpos: 0,
+                data: &au,
+            };
+            let (mut out, mut spans) = (Vec::new(), Vec::new());
+            p.packetize(&pr, &mut out, &mut spans);
+            d.push(&out[spans[0].clone()]).unwrap();
+        }
+        let got: Vec<Unit> = std::iter::from_fn(|| d.poll()).collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[2].data, vec![2u8; 202]);
+        assert_eq!(got[1].timestamp - got[0].timestamp, 21 * 48); // 21 ms in 48 kHz ticks
+    }
+
+    #[test]
+    fn decode_times_from_presentation_times() {
+        // x264 -bf 3 style: decode order I0 P120 B40 B80 P240 B160 B200 …, 40 ms frames.
+        let pts = [
+            1000u64, 1120, 1040, 1080, 1240, 1160, 1200, 1360, 1280, 1320,
+        ];
+        let mut r = DtsFromPts::new(5, 200);
+        let mut out = Vec::new();
+        for (i, p) in pts.iter().enumerate() {
+            out.extend(r.push(*p, i == 0, vec![i as u8]));
+        }
+        out.extend(r.flush());
+        assert_eq!(out.len(), pts.len());
+        for (i, (dts, offset, _, data)) in out.iter().enumerate() {
+            assert_eq!(data, &vec![i as u8], "decode order kept");
+            assert!(*offset >= 0, "offset {offset} at {i}");
+            assert_eq!(
+                *dts as i64 + offset,
+                pts[i] as i64,
+                "presentation time kept"
+            );
+            if i > 0 {
+                assert!(*dts > out[i - 1].0, "DTS increases");
+            }
+        }
     }
 
     proptest! {
