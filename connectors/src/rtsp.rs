@@ -9,8 +9,15 @@
 //! `trackID=N` (N the track id). Methods: OPTIONS, DESCRIBE (SDP from the tracks, with
 //! `a=range` and `a=control`), SETUP, PLAY (an ended stream from its start, with its length in
 //! `Range`; a live one from the newest keyframe; `RTP-Info` per track), GET_PARAMETER and
-//! SET_PARAMETER (keepalive), PAUSE and PLAY again (resume), TEARDOWN. ANNOUNCE/RECORD are not served
-//! yet (501).
+//! SET_PARAMETER (keepalive), PAUSE and PLAY again (resume), TEARDOWN.
+//!
+//! An encoder pushes with ANNOUNCE (the SDP names the tracks: H.264, HEVC, AAC, MP3), SETUP
+//! (`RTP/AVP/TCP` interleaved, `mode=record`) and RECORD into a `push://` stream, under the
+//! same rules as an RTMP publish. RTP is depacketized by `dtsc::rtp::Depacketizer`; tracks
+//! are lined up by the encoder's RTCP sender reports, and video, which RTP carries with
+//! presentation times only, gets decode times from `dtsc::rtp::DtsFromPts` (five access units
+//! held, decode times up to 200 ms ahead of presentation). Packets reach the buffer in decode
+//! order across tracks. Not yet: UDP pushes and Basic/Digest authentication.
 //!
 //! Bad input: no CSeq → 400; an unknown method → 501; a request over [`MAX_REQUEST`] bytes →
 //! 400 and the connection closes; a Transport without a usable profile → 461; SETUP of an
@@ -20,7 +27,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use dtsc::rtp::{self, PacketSpans, Packetizer};
 use dtsc::{Codec, PacketRef, Track};
 use rtsp_types::headers::{self, Transport, Transports};
@@ -42,7 +49,7 @@ const TIMEOUT_S: u64 = 60;
 const READY_WAIT: Duration = Duration::from_secs(10);
 /// Methods served, for OPTIONS' `Public`.
 const PUBLIC: &str =
-    "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
+    "OPTIONS, DESCRIBE, ANNOUNCE, SETUP, PLAY, RECORD, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER";
 
 /// Tracks RTSP carries: those with an RTP payload format in `dtsc::rtp`.
 pub fn rtsp_tracks(tracks: &[Track]) -> Vec<&Track> {
@@ -84,12 +91,15 @@ struct State {
     setups: Vec<Setup>,
     /// Base for SSRCs, sequence numbers and timestamp bases.
     seed: u64,
+    /// An encoder's ANNOUNCE: the stream it pushes into, until RECORD.
+    record: Option<Record>,
 }
 
 /// What the connection does after sending a response.
 enum Action {
     Continue,
     Play,
+    Record,
     Close,
 }
 
@@ -138,6 +148,11 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                         return Ok(());
                     }
                     Action::Play => return play(sock, st, out, &peer),
+                    Action::Record => {
+                        sock.write_all(&out)?;
+                        let rec = st.record.take().expect("RECORD needs an ANNOUNCE");
+                        return rec.run(sock, std::mem::take(&mut buf), &peer);
+                    }
                 }
             }
             Ok((Message::Request(_), _)) => return refuse(&mut sock, &peer, "request over 16 KiB"),
@@ -258,6 +273,69 @@ fn answer(
                 Action::Continue,
             )
         }
+        Method::Announce => match announce(req, ctx, peer) {
+            Ok(rec) => {
+                crate::log!(
+                    PROTO,
+                    "{peer}: ANNOUNCE {} with {} tracks",
+                    rec.stream,
+                    rec.tracks.len()
+                );
+                st.record = Some(rec);
+                st.session = Some(format!("{:016X}", next_random(&mut st.seed)));
+                let b = response(req, StatusCode::Ok);
+                (session_hdr(b, st).build(Vec::new()), Action::Continue)
+            }
+            Err((status, why)) => {
+                crate::log!(PROTO, "{peer}: ANNOUNCE refused: {why}");
+                plain(status)
+            }
+        },
+        Method::Setup if st.record.is_some() => {
+            let rec = st.record.as_mut().expect("checked above");
+            let url = req
+                .request_uri()
+                .map(|u| u.as_str().to_string())
+                .unwrap_or_default();
+            let n = rec.tracks.len();
+            let Some(t) = rec
+                .tracks
+                .iter_mut()
+                .find(|t| url.ends_with(&format!("/{}", t.control)) || url == t.control)
+            else {
+                return plain(StatusCode::NotFound);
+            };
+            let interleaved = match req.typed_header::<Transports>() {
+                Ok(Some(ts)) => ts.iter().find_map(|tr| match tr {
+                    Transport::Rtp(r)
+                        if r.lower_transport == Some(headers::RtpLowerTransport::Tcp) =>
+                    {
+                        Some(r.params.interleaved.map(|(a, _)| a).unwrap_or(2 * n as u8))
+                    }
+                    _ => None,
+                }),
+                _ => None,
+            };
+            // Pushes are taken over TCP interleaved only (yet).
+            let Some(ch) = interleaved else {
+                return plain(StatusCode::UnsupportedTransport);
+            };
+            t.channel = Some(ch);
+            let reply = format!(
+                "RTP/AVP/TCP;unicast;interleaved={}-{};mode=record",
+                ch,
+                ch.wrapping_add(1)
+            );
+            let b = response(req, StatusCode::Ok).header(headers::TRANSPORT, reply);
+            (session_hdr(b, st).build(Vec::new()), Action::Continue)
+        }
+        Method::Record => match &st.record {
+            Some(rec) if rec.tracks.iter().any(|t| t.channel.is_some()) => {
+                let b = response(req, StatusCode::Ok);
+                (session_hdr(b, st).build(Vec::new()), Action::Record)
+            }
+            _ => plain(StatusCode::MethodNotValidInThisState),
+        },
         Method::Setup => {
             let (Some(name), Some(id)) = (stream_of(req), track_of(req)) else {
                 return plain(StatusCode::NotFound);
@@ -852,6 +930,457 @@ impl<'m> Output<'m> for RtspPlay {
                 }
             }
         }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ANNOUNCE / RECORD: an encoder pushes into a push:// stream.
+// ---------------------------------------------------------------------------------------
+
+/// Access units held per video track to give them decode times (`rtp::DtsFromPts`).
+const REORDER_DEPTH: usize = 5;
+/// Decode times of pushed video run this far ahead of presentation, ms: room for the largest
+/// B-frame reorder delay (every time is at least 1 s, so none goes below 0).
+const REORDER_DELAY_MS: u64 = 200;
+
+/// One track an encoder announced.
+struct RecvTrack {
+    track: Track,
+    control: String,
+    clock: u32,
+    depay: rtp::Depacketizer,
+    reorder: Option<rtp::DtsFromPts>,
+    /// Interleaved RTP channel, once set up.
+    channel: Option<u8>,
+    /// RTP timestamp of the first unit and its time in the stream (ms).
+    zero: Option<(u64, u64)>,
+    /// The last sender report: (NTP time in ms, RTP timestamp).
+    sr: Option<(u64, u32)>,
+    /// DTS of the last packet this track produced.
+    last_dts: Option<u64>,
+}
+
+/// The tracks of an ANNOUNCE's SDP (RFC 4566 with the payload formats of `dtsc::rtp`):
+/// codec and clock from `a=rtpmap`, init data from `a=fmtp` (H.264 `sprop-parameter-sets`,
+/// HEVC `sprop-vps/sps/pps`, AAC `config`), the control URL from `a=control`. Media of other
+/// formats are left out; `Err` names why the SDP is unusable.
+fn announced_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
+    let session = sdp_types::Session::parse(sdp).map_err(|e| format!("SDP: {e:?}"))?;
+    let mut out = Vec::new();
+    for (i, m) in session.medias.iter().enumerate() {
+        let attr = |n: &str| {
+            m.get_first_attribute_value(n)
+                .ok()
+                .flatten()
+                .map(str::to_string)
+        };
+        let Some(rtpmap) = attr("rtpmap") else {
+            continue;
+        };
+        let enc = rtpmap.split_whitespace().nth(1).unwrap_or("");
+        let mut parts = enc.split('/');
+        let name = parts.next().unwrap_or("").to_ascii_uppercase();
+        let clock: u32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(90_000);
+        let channels: u32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1);
+        let fmtp = attr("fmtp").unwrap_or_default();
+        let param = |k: &str| {
+            fmtp.split_once(' ')
+                .map(|x| x.1)
+                .unwrap_or("")
+                .split(';')
+                .find_map(|kv| {
+                    let (a, b) = kv.trim().split_once('=')?;
+                    a.eq_ignore_ascii_case(k).then(|| b.trim().to_string())
+                })
+        };
+        let id = out.len() as u32 + 1;
+        let unb64 = rtp::base64_decode;
+        let (kind, codec) = match name.as_str() {
+            "H264" => (dtsc::TrackKind::Video, Codec::H264),
+            "H265" => (dtsc::TrackKind::Video, Codec::Hevc),
+            "MPEG4-GENERIC" => (dtsc::TrackKind::Audio, Codec::Aac),
+            "MPA" => (dtsc::TrackKind::Audio, Codec::Mp3),
+            _ => continue,
+        };
+        let mut track = Track::new(id, kind, codec.clone());
+        let mut depay_bits = (13, 3);
+        match codec {
+            Codec::H264 => {
+                let sets: Vec<Vec<u8>> = param("sprop-parameter-sets")
+                    .map(|v| v.split(',').filter_map(unb64).collect())
+                    .unwrap_or_default();
+                let sps = sets
+                    .iter()
+                    .find(|s| dtsc::h264::nal_type(s) == Some(dtsc::h264::NAL_SPS));
+                let pps = sets
+                    .iter()
+                    .find(|s| dtsc::h264::nal_type(s) == Some(dtsc::h264::NAL_PPS));
+                if let (Some(sps), Some(pps)) = (sps, pps) {
+                    set_avc(&mut track, sps, pps);
+                }
+            }
+            Codec::Hevc => {
+                let one = |k: &str| param(k).and_then(|v| v.split(',').next().and_then(unb64));
+                if let (Some(v), Some(s), Some(p)) =
+                    (one("sprop-vps"), one("sprop-sps"), one("sprop-pps"))
+                {
+                    set_hevc(&mut track, &v, &s, &p);
+                }
+            }
+            Codec::Aac => {
+                let hex = param("config").unwrap_or_default();
+                track.init = (0..hex.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                    .collect();
+                track.rate = clock;
+                track.channels = channels;
+                track.bits = 16;
+                if let Ok(asc) = dtsc::aac::parse_asc(&track.init) {
+                    track.rate = asc.sample_rate;
+                    track.channels = u32::from(asc.channels).max(1);
+                }
+                let num = |k: &str, d: u32| param(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+                depay_bits = (num("sizelength", 13), num("indexlength", 3));
+            }
+            _ => {
+                track.rate = 44_100;
+                track.channels = 2;
+            }
+        }
+        out.push(RecvTrack {
+            control: attr("control").unwrap_or_else(|| format!("streamid={i}")),
+            clock: clock.max(1),
+            depay: rtp::Depacketizer::new(codec, depay_bits),
+            reorder: (kind == dtsc::TrackKind::Video)
+                .then(|| rtp::DtsFromPts::new(REORDER_DEPTH, REORDER_DELAY_MS)),
+            track,
+            channel: None,
+            zero: None,
+            sr: None,
+            last_dts: None,
+        });
+    }
+    if out.is_empty() {
+        return Err("no track in a format Sluice reads (H264, H265, MPEG4-GENERIC, MPA)".into());
+    }
+    Ok(out)
+}
+
+fn set_avc(track: &mut Track, sps: &[u8], pps: &[u8]) -> bool {
+    let Ok(cfg) = dtsc::h264::AvcConfig::from_parameter_sets(sps, pps) else {
+        return false;
+    };
+    let mut init = Vec::new();
+    if dtsc::h264::write_avcc(&cfg, &mut init).is_err() || init == track.init {
+        return false;
+    }
+    if let Ok(info) = dtsc::h264::parse_sps(sps) {
+        track.width = info.width;
+        track.height = info.height;
+        track.fpks = info.fpks().unwrap_or(track.fpks);
+    }
+    track.init = init;
+    true
+}
+
+fn set_hevc(track: &mut Track, vps: &[u8], sps: &[u8], pps: &[u8]) -> bool {
+    let Ok(init) = dtsc::hevc::build_hvcc(&[vps.to_vec()], &[sps.to_vec()], &[pps.to_vec()]) else {
+        return false;
+    };
+    if init == track.init {
+        return false;
+    }
+    if let Ok(info) = dtsc::hevc::parse_sps(sps) {
+        track.width = info.width;
+        track.height = info.height;
+    }
+    track.init = init;
+    true
+}
+
+/// What a connection that announced a stream holds until RECORD.
+struct Record {
+    stream: String,
+    attached: buffer::ipc::Attached,
+    tracks: Vec<RecvTrack>,
+    /// Packets not yet written, released in DTS order up to what every track has reached.
+    queue: Vec<Unit>,
+}
+
+/// Handles ANNOUNCE: parses the SDP and attaches to the stream's buffer as its publisher
+/// (the stream's `push://` rules apply, as for RTMP).
+fn announce(
+    req: &Request<Vec<u8>>,
+    ctx: &Ctx,
+    peer: &str,
+) -> std::result::Result<Record, (StatusCode, String)> {
+    let url = req
+        .request_uri()
+        .ok_or((StatusCode::BadRequest, "no URL".to_string()))?;
+    let name = url
+        .path()
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("")
+        .to_string();
+    let key = url
+        .query_pairs()
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v.to_string());
+    let tracks = announced_tracks(req.body()).map_err(|e| (StatusCode::UnsupportedMediaType, e))?;
+    let path = crate::control::open(&ctx.rundir, &name, true, peer, key.as_deref())
+        .map_err(|e| (StatusCode::Forbidden, e.to_string()))?;
+    let attached = buffer::ipc::attach(&path, buffer::ipc::Mode::Push)
+        .map_err(|e| (StatusCode::Forbidden, format!("{e:#}")))?;
+    Ok(Record {
+        stream: name,
+        attached,
+        tracks,
+        queue: Vec::new(),
+    })
+}
+
+/// Writes the complete units of `t` to `frames` as DTP2 packets; true when `t` got new init
+/// data from in-band parameter sets.
+fn drain(t: &mut RecvTrack, queue: &mut Vec<Unit>, base: &mut Option<u64>) -> bool {
+    let mut changed = false;
+    while let Some(u) = t.depay.poll() {
+        let zero = *t.zero.get_or_insert_with(|| {
+            // The track's first unit, placed by its sender report when there is one.
+            let at = match t.sr {
+                Some((ntp, sr_ts)) => {
+                    let d = (u.timestamp as u32).wrapping_sub(sr_ts) as i32;
+                    (ntp as i64 + i64::from(d) * 1000 / i64::from(t.clock)).max(0) as u64
+                }
+                None => 0,
+            };
+            let b = *base.get_or_insert(at);
+            (u.timestamp, (at + 1000).saturating_sub(b))
+        });
+        let pts = zero.1 + u.timestamp.saturating_sub(zero.0) * 1000 / u64::from(t.clock);
+        let sets = t.depay.parameter_sets();
+        let f = |k: u8| sets.iter().find(|(t, _)| *t == k).map(|x| x.1.clone());
+        changed |= match t.track.codec {
+            Codec::H264 => match (f(dtsc::h264::NAL_SPS), f(dtsc::h264::NAL_PPS)) {
+                (Some(s), Some(p)) => set_avc(&mut t.track, &s, &p),
+                _ => false,
+            },
+            Codec::Hevc => match (
+                f(dtsc::hevc::NAL_VPS),
+                f(dtsc::hevc::NAL_SPS),
+                f(dtsc::hevc::NAL_PPS),
+            ) {
+                (Some(v), Some(s), Some(p)) => set_hevc(&mut t.track, &v, &s, &p),
+                _ => false,
+            },
+            _ => false,
+        };
+        let out = match &mut t.reorder {
+            Some(r) => r.push(pts, u.keyframe, u.data),
+            None => vec![(pts, 0, true, u.data)],
+        };
+        queue_units(t, out, queue);
+    }
+    changed
+}
+
+/// A packet waiting to be written in DTS order: (DTS, track, offset, keyframe, payload).
+type Unit = (u64, u32, i64, bool, Vec<u8>);
+
+fn queue_units(t: &mut RecvTrack, units: Vec<(u64, i64, bool, Vec<u8>)>, queue: &mut Vec<Unit>) {
+    for (dts, offset, keyframe, data) in units {
+        t.last_dts = Some(dts);
+        queue.push((dts, t.track.id, offset, keyframe, data));
+    }
+}
+
+/// Writes the queued packets up to DTS `upto` (all with `None`) to `frames`, in DTS order:
+/// the buffer's packet order must follow decode time across tracks (a keyframe opens the
+/// window, and audio queued before it would fall outside).
+fn release(queue: &mut Vec<Unit>, upto: Option<u64>, frames: &mut Vec<u8>) {
+    queue.sort_by_key(|u| (u.0, u.1));
+    let n = match upto {
+        Some(w) => queue.iter().take_while(|u| u.0 <= w).count(),
+        None => queue.len(),
+    };
+    for (dts, track, offset, keyframe, data) in queue.drain(..n) {
+        let p = PacketRef {
+            track,
+            dts,
+            offset,
+            keyframe,
+            bpos: 0,
+            data: &data,
+        };
+        dtsc::wire::write_packet(&p, frames);
+    }
+}
+
+/// NTP time (64-bit fixed point) in ms.
+fn ntp_ms(ntp: u64) -> u64 {
+    (ntp >> 32) * 1000 + (((ntp & 0xffff_ffff) * 1000) >> 32)
+}
+
+impl Record {
+    /// An interleaved frame on `channel`: RTP for a track (its complete units are written to
+    /// `frames` as DTP2 packets), or RTCP (a sender report gives the track's NTP/RTP mapping,
+    /// so that tracks line up). True when a track got new init data from in-band parameter
+    /// sets (the caller sends a new header first).
+    fn data(
+        &mut self,
+        channel: u8,
+        bytes: &[u8],
+        frames: &mut Vec<u8>,
+        base: &mut Option<u64>,
+        peer: &str,
+    ) -> bool {
+        if let Some(t) = self
+            .tracks
+            .iter_mut()
+            .find(|t| t.channel.map(|c| c + 1) == Some(channel))
+        {
+            if bytes.len() >= 20 && bytes[1] == 200 {
+                let ntp = u64::from_be_bytes(bytes[8..16].try_into().unwrap_or_default());
+                let ts = u32::from_be_bytes(bytes[16..20].try_into().unwrap_or_default());
+                t.sr = Some((ntp_ms(ntp), ts));
+            }
+            return false;
+        }
+        let Some(i) = self.tracks.iter().position(|t| t.channel == Some(channel)) else {
+            return false;
+        };
+        let t = &mut self.tracks[i];
+        if let Err(e) = t.depay.push(bytes) {
+            if t.depay.bad <= 3 {
+                crate::log!(PROTO, "{peer}: {}: track {}: {e}", self.stream, t.track.id);
+            }
+        }
+        let changed = drain(t, &mut self.queue, base);
+        // Every set-up track has reached at least this DTS: what is queued up to it can go.
+        // A track that sends nothing holds the rest back for at most 2 s.
+        let reached = self
+            .tracks
+            .iter()
+            .filter(|t| t.channel.is_some())
+            .map(|t| t.last_dts)
+            .collect::<Option<Vec<u64>>>();
+        let newest = self.queue.iter().map(|u| u.0).max().unwrap_or(0);
+        let upto = match reached {
+            Some(r) => r.into_iter().min(),
+            None => Some(newest.saturating_sub(2000)),
+        };
+        release(&mut self.queue, upto, frames);
+        changed
+    }
+
+    fn header(&self, out: &mut Vec<u8>) {
+        let h = dtsc::wire::Header {
+            live: true,
+            unixzero: None,
+            tracks: self.tracks.iter().map(|t| t.track.clone()).collect(),
+        };
+        dtsc::wire::write_header(&h, out);
+    }
+
+    /// Receives until TEARDOWN or the connection ends.
+    fn run(mut self, mut sock: TcpStream, mut buf: Vec<u8>, peer: &str) -> Result<()> {
+        set_process_name("RTSP publish");
+        crate::log!(PROTO, "{peer} publishes {}", self.stream);
+        sock.set_read_timeout(Some(Duration::from_secs(TIMEOUT_S)))?;
+        let mut frames = Vec::new();
+        self.header(&mut frames);
+        let mut base = None;
+        let mut chunk = vec![0u8; 64 << 10];
+        let mut end = false;
+        while !end {
+            loop {
+                match Message::<Vec<u8>>::parse(&buf) {
+                    Ok((Message::Data(d), used)) => {
+                        let ch = d.channel_id();
+                        let bytes = d.as_slice().to_vec();
+                        buf.drain(..used);
+                        let mut media = Vec::new();
+                        if self.data(ch, &bytes, &mut media, &mut base, peer) {
+                            // New init data: a new header before the packets.
+                            self.header(&mut frames);
+                        }
+                        frames.extend_from_slice(&media);
+                    }
+                    Ok((Message::Request(req), used)) => {
+                        buf.drain(..used);
+                        let stop = *req.method() == Method::Teardown;
+                        let resp = response(
+                            &req,
+                            if stop
+                                || matches!(
+                                    req.method(),
+                                    Method::GetParameter | Method::SetParameter | Method::Options
+                                )
+                            {
+                                StatusCode::Ok
+                            } else {
+                                StatusCode::MethodNotValidInThisState
+                            },
+                        )
+                        .build(Vec::new());
+                        let mut out = Vec::new();
+                        let _ = resp.write(&mut out);
+                        sock.write_all(&out)?;
+                        if stop {
+                            // Encoders may flush their last packets after TEARDOWN (ffmpeg's
+                            // AAC packetizer does): read on until they close, briefly.
+                            sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+                        }
+                    }
+                    Ok((_, used)) => {
+                        buf.drain(..used);
+                    }
+                    Err(ParseError::Incomplete(_)) if buf.len() <= 1 << 20 => break,
+                    Err(_) => {
+                        crate::log!(
+                            PROTO,
+                            "{peer}: {}: malformed data from the encoder; closing",
+                            self.stream
+                        );
+                        end = true;
+                        break;
+                    }
+                }
+            }
+            if !frames.is_empty() {
+                self.attached
+                    .sock
+                    .write_all(&frames)
+                    .context("writing to the buffer")?;
+                frames.clear();
+            }
+            if end {
+                break;
+            }
+            match sock.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        // The end: what the depacketizers and reorder windows still hold.
+        let mut media = Vec::new();
+        for t in &mut self.tracks {
+            t.depay.flush();
+            drain(t, &mut self.queue, &mut base);
+            if let Some(r) = &mut t.reorder {
+                let rest = r.flush();
+                queue_units(t, rest, &mut self.queue);
+            }
+        }
+        release(&mut self.queue, None, &mut media);
+        let _ = self.attached.sock.write_all(&media);
+        let lost: u64 = self.tracks.iter().map(|t| t.depay.lost).sum();
+        crate::log!(
+            PROTO,
+            "{peer}: {} push ended ({lost} RTP packets lost)",
+            self.stream
+        );
         Ok(())
     }
 }
