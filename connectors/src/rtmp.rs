@@ -302,6 +302,9 @@ fn play(
     Ok(())
 }
 
+/// How long an ended stream's end notice waits after the last media was acknowledged.
+const END_GRACE: Duration = Duration::from_millis(300);
+
 /// RTMP play as an output of the shared loop: FLV body headers and chunk headers built per
 /// packet, the payload passed through as a slice of the shared pages.
 struct RtmpPlay {
@@ -373,6 +376,11 @@ impl<'m> Output<'m> for RtmpPlay {
     }
 
     fn end(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        // Every packet was acknowledged by the client's TCP stack by now, but GStreamer's
+        // rtmp2src hands messages to its pipeline from another thread and, at the end notice,
+        // dropped the last audio frame in about one run in ten (431 of 432). A moment's wait
+        // lets it take that frame first.
+        std::thread::sleep(END_GRACE);
         self.session.end_of_stream()?;
         out.extend_from_slice(&self.session.take_output());
         Ok(())
