@@ -17,7 +17,8 @@
 //! are lined up by the encoder's RTCP sender reports, and video, which RTP carries with
 //! presentation times only, gets decode times from `dtsc::rtp::DtsFromPts` (five access units
 //! held, decode times up to 200 ms ahead of presentation). Packets reach the buffer in decode
-//! order across tracks. Not yet: UDP pushes and Basic/Digest authentication.
+//! order across tracks. Pushes come over TCP interleaved or UDP. Not yet: Basic/Digest
+//! authentication.
 //!
 //! Bad input: no CSeq → 400; an unknown method → 501; a request over [`MAX_REQUEST`] bytes →
 //! 400 and the connection closes; a Transport without a usable profile → 461; SETUP of an
@@ -297,35 +298,63 @@ fn answer(
                 .request_uri()
                 .map(|u| u.as_str().to_string())
                 .unwrap_or_default();
-            let n = rec.tracks.len();
-            let Some(t) = rec
+            let Some(n) = rec
                 .tracks
-                .iter_mut()
-                .find(|t| url.ends_with(&format!("/{}", t.control)) || url == t.control)
+                .iter()
+                .position(|t| url.ends_with(&format!("/{}", t.control)) || url == t.control)
             else {
                 return plain(StatusCode::NotFound);
             };
-            let interleaved = match req.typed_header::<Transports>() {
-                Ok(Some(ts)) => ts.iter().find_map(|tr| match tr {
-                    Transport::Rtp(r)
-                        if r.lower_transport == Some(headers::RtpLowerTransport::Tcp) =>
-                    {
-                        Some(r.params.interleaved.map(|(a, _)| a).unwrap_or(2 * n as u8))
-                    }
-                    _ => None,
-                }),
-                _ => None,
+            let t = &mut rec.tracks[n];
+            let transports = match req.typed_header::<Transports>() {
+                Ok(Some(ts)) => ts,
+                _ => return plain(StatusCode::UnsupportedTransport),
             };
-            // Pushes are taken over TCP interleaved only (yet).
-            let Some(ch) = interleaved else {
+            let mut reply = None;
+            for tr in transports.iter() {
+                let Transport::Rtp(r) = tr else { continue };
+                if r.profile != headers::RtpProfile::Avp {
+                    continue;
+                }
+                if r.lower_transport == Some(headers::RtpLowerTransport::Tcp) {
+                    let ch = r.params.interleaved.map(|(a, _)| a).unwrap_or(2 * n as u8);
+                    t.channel = Some(ch);
+                    t.udp = None;
+                    reply = Some(format!(
+                        "RTP/AVP/TCP;unicast;interleaved={}-{};mode=record",
+                        ch,
+                        ch.wrapping_add(1)
+                    ));
+                    break;
+                }
+                if let Some((cp, cp2)) = r.params.client_port {
+                    // UDP: two sockets of ours; the track's channel names them internally.
+                    let Ok(local) = sock.local_addr() else {
+                        continue;
+                    };
+                    let (Ok(a), Ok(b)) = (
+                        UdpSocket::bind((local.ip(), 0)),
+                        UdpSocket::bind((local.ip(), 0)),
+                    ) else {
+                        continue;
+                    };
+                    let (Ok(sa), Ok(sb)) = (a.local_addr(), b.local_addr()) else {
+                        continue;
+                    };
+                    reply = Some(format!(
+                        "RTP/AVP;unicast;client_port={cp}-{};server_port={}-{};mode=record",
+                        cp2.unwrap_or(cp.wrapping_add(1)),
+                        sa.port(),
+                        sb.port()
+                    ));
+                    t.channel = Some(200u8.wrapping_add(2 * n as u8)); // unused by interleaving
+                    t.udp = Some((a, b));
+                    break;
+                }
+            }
+            let Some(reply) = reply else {
                 return plain(StatusCode::UnsupportedTransport);
             };
-            t.channel = Some(ch);
-            let reply = format!(
-                "RTP/AVP/TCP;unicast;interleaved={}-{};mode=record",
-                ch,
-                ch.wrapping_add(1)
-            );
             let b = response(req, StatusCode::Ok).header(headers::TRANSPORT, reply);
             (session_hdr(b, st).build(Vec::new()), Action::Continue)
         }
@@ -959,6 +988,9 @@ struct RecvTrack {
     sr: Option<(u64, u32)>,
     /// DTS of the last packet this track produced.
     last_dts: Option<u64>,
+    /// UDP sockets (RTP, RTCP) when the track is pushed over UDP; its `channel` then names
+    /// it inside this connection.
+    udp: Option<(UdpSocket, UdpSocket)>,
 }
 
 /// The tracks of an ANNOUNCE's SDP (RFC 4566 with the payload formats of `dtsc::rtp`):
@@ -1059,6 +1091,7 @@ fn announced_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
             zero: None,
             sr: None,
             last_dts: None,
+            udp: None,
         });
     }
     if out.is_empty() {
@@ -1274,6 +1307,72 @@ impl Record {
         changed
     }
 
+    /// Waits for the encoder's next bytes (on the RTSP connection, or datagrams on a track's
+    /// UDP sockets) and takes what came; false when the connection ended, or the encoder was
+    /// silent for the session timeout (500 ms after TEARDOWN).
+    #[allow(clippy::too_many_arguments)]
+    fn wait(
+        &mut self,
+        sock: &mut TcpStream,
+        chunk: &mut [u8],
+        buf: &mut Vec<u8>,
+        frames: &mut Vec<u8>,
+        base: &mut Option<u64>,
+        stopping: bool,
+        peer: &str,
+    ) -> Result<bool> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let timeout = if stopping {
+            500u16
+        } else {
+            (TIMEOUT_S * 1000).min(60_000) as u16
+        };
+        let ready = {
+            let mut fds = vec![PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+            for t in &self.tracks {
+                if let Some((a, b)) = &t.udp {
+                    fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+                    fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
+                }
+            }
+            let n = poll(&mut fds, PollTimeout::from(timeout)).unwrap_or(0);
+            n > 0
+        };
+        if !ready {
+            return Ok(false);
+        }
+        // Datagrams first (they are older than what follows on the connection).
+        let mut got = Vec::new();
+        for t in &self.tracks {
+            if let (Some((a, b)), Some(ch)) = (&t.udp, t.channel) {
+                // RTCP first: a sender report places the track's first RTP packets.
+                for (s, c) in [(b, ch.wrapping_add(1)), (a, ch)] {
+                    s.set_nonblocking(true)?;
+                    while let Ok(n) = s.recv(chunk) {
+                        got.push((c, chunk[..n].to_vec()));
+                    }
+                }
+            }
+        }
+        for (ch, bytes) in got {
+            let mut media = Vec::new();
+            if self.data(ch, &bytes, &mut media, base, peer) {
+                self.header(frames);
+            }
+            frames.extend_from_slice(&media);
+        }
+        loop {
+            match sock.read(chunk) {
+                Ok(0) => return Ok(false),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+
     fn header(&self, out: &mut Vec<u8>) {
         let h = dtsc::wire::Header {
             live: true,
@@ -1293,6 +1392,9 @@ impl Record {
         let mut base = None;
         let mut chunk = vec![0u8; 64 << 10];
         let mut end = false;
+        let mut stopping = false;
+        let mut last = false;
+        sock.set_nonblocking(true)?;
         while !end {
             loop {
                 match Message::<Vec<u8>>::parse(&buf) {
@@ -1327,11 +1429,9 @@ impl Record {
                         let mut out = Vec::new();
                         let _ = resp.write(&mut out);
                         sock.write_all(&out)?;
-                        if stop {
-                            // Encoders may flush their last packets after TEARDOWN (ffmpeg's
-                            // AAC packetizer does): read on until they close, briefly.
-                            sock.set_read_timeout(Some(Duration::from_millis(500)))?;
-                        }
+                        // Encoders may flush their last packets after TEARDOWN (ffmpeg's AAC
+                        // packetizer does): read on until they close, briefly.
+                        stopping |= stop;
                     }
                     Ok((_, used)) => {
                         buf.drain(..used);
@@ -1355,13 +1455,21 @@ impl Record {
                     .context("writing to the buffer")?;
                 frames.clear();
             }
-            if end {
+            if end || last {
                 break;
             }
-            match sock.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+            // The bytes that came with the connection's end are parsed before stopping.
+            last = !self
+                .wait(
+                    &mut sock,
+                    &mut chunk,
+                    &mut buf,
+                    &mut frames,
+                    &mut base,
+                    stopping,
+                    peer,
+                )
+                .unwrap_or(false);
         }
         // The end: what the depacketizers and reorder windows still hold.
         let mut media = Vec::new();

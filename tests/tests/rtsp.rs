@@ -401,54 +401,67 @@ fn ffmpeg_pushes_over_rtsp_and_every_output_has_every_frame() {
     require_tools(&["ffmpeg"]);
     let src = source("bframes.flv");
     let (mut srv, port) = server();
-    // ANNOUNCE/SETUP/RECORD over TCP at real time, to the end of the file.
-    let push = spawn_client(
-        &srv.dir,
-        "rtsp-push",
-        40,
-        "ffmpeg",
-        &[
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "warning",
-            "-re",
-            "-i",
-            fixture("bframes.flv").to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "rtsp",
-            "-rtsp_transport",
-            "tcp",
-            &format!("rtsp://127.0.0.1:{port}/live"),
-        ]
-        .map(String::from),
-    )
-    .wait();
-    assert!(push.status.success(), "{}", push.describe());
-    // The ended stream, over HLS and RTMP-free paths: every frame, times as in the file (RTP
-    // carries presentation times only; decode order and times are rebuilt).
-    for path in ["/hls/live/index.m3u8", "/live.mp4"] {
-        let out = ffmpeg_framecrc(&srv.dir, "after-push", &srv.http_url(path), &[], 40).wait();
-        let got = Capture::from_output(&out).per_stream();
-        assert_eq!(got.len(), 2, "{path}: {}", out.describe());
-        got[0].assert_matches(&src[0], 1, &format!("{path} video after an RTSP push"));
-        // ffmpeg 5.1's RTSP muxer never sends the file's last AAC frame: its own RTSP
-        // listener (`-rtsp_flags listen`) receives 431 of 432 from the same push. Every
-        // frame it sends must arrive.
-        let mut sent = src[1].clone();
-        if got[1].packets + 1 == sent.packets {
-            sent.packets -= 1;
-            sent.keyframes -= 1;
-            sent.pts_ms.pop();
+    for transport in ["tcp", "udp"] {
+        let stream = format!("live+{transport}");
+        // ANNOUNCE/SETUP/RECORD at real time, to the end of the file.
+        let push = spawn_client(
+            &srv.dir,
+            &format!("rtsp-push-{transport}"),
+            40,
+            "ffmpeg",
+            &[
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "warning",
+                "-re",
+                "-i",
+                fixture("bframes.flv").to_str().unwrap(),
+                "-c",
+                "copy",
+                "-f",
+                "rtsp",
+                "-rtsp_transport",
+                transport,
+                &format!("rtsp://127.0.0.1:{port}/{stream}"),
+            ]
+            .map(String::from),
+        )
+        .wait();
+        assert!(push.status.success(), "{}", push.describe());
+        // The ended stream: every frame, times as in the file (RTP carries presentation
+        // times only; decode order and times are rebuilt).
+        for path in [
+            format!("/hls/{stream}/index.m3u8"),
+            format!("/{stream}.mp4"),
+        ] {
+            let out = ffmpeg_framecrc(&srv.dir, "after-push", &srv.http_url(&path), &[], 40).wait();
+            let got = Capture::from_output(&out).per_stream();
+            let what = format!("{path} after an RTSP/{transport} push");
+            assert_eq!(got.len(), 2, "{what}: {}", out.describe());
+            got[0].assert_matches(&src[0], 1, &format!("{what}, video"));
+            // ffmpeg 5.1's RTSP muxer never sends the file's last AAC frame: its own RTSP
+            // listener (`-rtsp_flags listen`) receives 431 of 432 from the same push. Every
+            // frame it sends must arrive.
+            let mut sent = src[1].clone();
+            if got[1].packets + 1 == sent.packets {
+                sent.packets -= 1;
+                sent.keyframes -= 1;
+                sent.pts_ms.pop();
+            }
+            // Audio went ms → 44.1 kHz ticks (ffmpeg) → ms (Sluice): 2 ms of rounding at most.
+            got[1].assert_matches(&sent, 2, &format!("{what}, audio"));
         }
-        // Audio went ms → 44.1 kHz ticks (ffmpeg) → ms (Sluice): 2 ms of rounding at most.
-        got[1].assert_matches(&sent, 2, &format!("{path} audio after an RTSP push"));
+        // And back out over RTSP: every frame again.
+        let (got, diag) = over(&srv, &format!("rtsp://127.0.0.1:{port}/{stream}"), "tcp");
+        assert_eq!((got[0].packets, got[0].keyframes), (250, 5), "{diag}");
+        assert!(got[1].packets >= 431, "{diag}");
     }
-    assert!(
+    assert_eq!(
         srv.stderr_text()
-            .contains("push ended (0 RTP packets lost)"),
+            .matches("push ended (0 RTP packets lost)")
+            .count(),
+        2,
         "{}",
         srv.stderr_tail(20)
     );
