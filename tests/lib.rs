@@ -1065,6 +1065,20 @@ impl Capture {
     }
 }
 
+/// The streams of fixture `name` as ffmpeg reads the file itself (what an output of it is
+/// compared with).
+pub fn fixture_streams(name: &str) -> Vec<StreamPackets> {
+    let dir = unique_temp_dir("fixture-streams");
+    let out = ffmpeg_framecrc(&dir, "source", fixture(name).to_str().unwrap(), &[], 30).wait();
+    let streams = Capture::from_output(&out).per_stream();
+    assert!(
+        !streams.is_empty(),
+        "ffmpeg read nothing of {name}: {}",
+        out.describe()
+    );
+    streams
+}
+
 /// One stream of a [`Capture`], summed up by [`Capture::per_stream`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamPackets {

@@ -375,10 +375,12 @@ fn answer(
                 }
             }
             let c = st.cursor.as_ref().expect("opened above");
-            let Some(track) = rtsp_tracks(c.tracks())
+            // The payload type is the one the SDP gave the track (96 + its place in it).
+            let Some((place, track)) = rtsp_tracks(c.tracks())
                 .into_iter()
-                .find(|t| t.id == id)
-                .cloned()
+                .enumerate()
+                .find(|(_, t)| t.id == id)
+                .map(|(i, t)| (i, t.clone()))
             else {
                 return plain(StatusCode::NotFound);
             };
@@ -396,7 +398,7 @@ fn answer(
             let ssrc = r as u32;
             let Some(packetizer) = Packetizer::new(
                 &track,
-                96 + st.setups.len() as u8,
+                96 + place as u8,
                 ssrc,
                 (r >> 32) as u16,
                 (r >> 40) as u32,
@@ -829,7 +831,9 @@ impl<'m> Output<'m> for RtspPlay {
                 if let Some(t) = tracks.iter().find(|t| t.id == s.track) {
                     let p = &s.packetizer;
                     let base = p.rtp_time(0);
-                    if let Some(n) = Packetizer::new(t, 96, p.ssrc(), p.next_seq(), base) {
+                    if let Some(n) =
+                        Packetizer::new(t, p.payload_type(), p.ssrc(), p.next_seq(), base)
+                    {
                         s.packetizer = n;
                     }
                 }
@@ -839,12 +843,21 @@ impl<'m> Output<'m> for RtspPlay {
     }
 
     fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
-        let (ntp, unix_ms) = ntp_now();
-        let media = self.media_now(unix_ms);
+        let first = self
+            .setups
+            .iter()
+            .any(|s| s.track == t.id && s.last_sr.is_none());
+        // The clock is read only for a track's first packet (its sender report goes first).
+        let (ntp, media) = if first {
+            let (ntp, unix_ms) = ntp_now();
+            (ntp, self.media_now(unix_ms))
+        } else {
+            (0, 0)
+        };
         let Some(s) = self.setups.iter_mut().find(|s| s.track == t.id) else {
             return Ok(());
         };
-        if s.last_sr.is_none() {
+        if first {
             s.last_sr = Some(Instant::now());
             let mut sr = Vec::new();
             send_report(s, ntp, media, &mut sr);
@@ -991,6 +1004,8 @@ struct RecvTrack {
     /// UDP sockets (RTP, RTCP) when the track is pushed over UDP; its `channel` then names
     /// it inside this connection.
     udp: Option<(UdpSocket, UdpSocket)>,
+    /// The depacketizer's parameter set version the init data was last built from.
+    sets_seen: u64,
 }
 
 /// The tracks of an ANNOUNCE's SDP (RFC 4566 with the payload formats of `dtsc::rtp`):
@@ -1092,6 +1107,7 @@ fn announced_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
             sr: None,
             last_dts: None,
             udp: None,
+            sets_seen: 0,
         });
     }
     if out.is_empty() {
@@ -1192,23 +1208,27 @@ fn drain(t: &mut RecvTrack, queue: &mut Vec<Unit>, base: &mut Option<u64>) -> bo
             (u.timestamp, (at + 1000).saturating_sub(b))
         });
         let pts = zero.1 + u.timestamp.saturating_sub(zero.0) * 1000 / u64::from(t.clock);
-        let sets = t.depay.parameter_sets();
-        let f = |k: u8| sets.iter().find(|(t, _)| *t == k).map(|x| x.1.clone());
-        changed |= match t.track.codec {
-            Codec::H264 => match (f(dtsc::h264::NAL_SPS), f(dtsc::h264::NAL_PPS)) {
-                (Some(s), Some(p)) => set_avc(&mut t.track, &s, &p),
+        // New in-band parameter sets (a camera that changed resolution): new init data.
+        if t.depay.sets_version() != t.sets_seen {
+            t.sets_seen = t.depay.sets_version();
+            let sets = t.depay.parameter_sets();
+            let f = |k: u8| sets.iter().find(|(t, _)| *t == k).map(|x| x.1.clone());
+            changed |= match t.track.codec {
+                Codec::H264 => match (f(dtsc::h264::NAL_SPS), f(dtsc::h264::NAL_PPS)) {
+                    (Some(s), Some(p)) => set_avc(&mut t.track, &s, &p),
+                    _ => false,
+                },
+                Codec::Hevc => match (
+                    f(dtsc::hevc::NAL_VPS),
+                    f(dtsc::hevc::NAL_SPS),
+                    f(dtsc::hevc::NAL_PPS),
+                ) {
+                    (Some(v), Some(s), Some(p)) => set_hevc(&mut t.track, &v, &s, &p),
+                    _ => false,
+                },
                 _ => false,
-            },
-            Codec::Hevc => match (
-                f(dtsc::hevc::NAL_VPS),
-                f(dtsc::hevc::NAL_SPS),
-                f(dtsc::hevc::NAL_PPS),
-            ) {
-                (Some(v), Some(s), Some(p)) => set_hevc(&mut t.track, &v, &s, &p),
-                _ => false,
-            },
-            _ => false,
-        };
+            };
+        }
         let out = match &mut t.reorder {
             Some(r) => r.push(pts, u.keyframe, u.data),
             None => vec![(pts, 0, true, u.data)],

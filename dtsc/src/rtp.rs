@@ -29,11 +29,10 @@ pub type PacketSpans = Vec<std::ops::Range<usize>>;
 /// The payload format of one track.
 #[derive(Debug, Clone)]
 enum Format {
-    H264 {
-        length_size: u8,
-        parameter_sets: Vec<Vec<u8>>,
-    },
-    Hevc {
+    /// H.264 (`hevc` false) or HEVC: the sample's NAL length size and the parameter sets of
+    /// the init data, sent before keyframes that lack them.
+    Video {
+        hevc: bool,
         length_size: u8,
         parameter_sets: Vec<Vec<u8>>,
     },
@@ -80,7 +79,8 @@ impl Packetizer {
                     .filter(|s| !s.is_empty())
                     .cloned()
                     .collect();
-                Format::H264 {
+                Format::Video {
+                    hevc: false,
                     length_size: cfg.nal_length_size,
                     parameter_sets: sets,
                 }
@@ -95,7 +95,8 @@ impl Packetizer {
                     })
                     .map(|(_, n)| n.clone())
                     .collect();
-                Format::Hevc {
+                Format::Video {
+                    hevc: true,
                     length_size: cfg.nal_length_size,
                     parameter_sets: sets,
                 }
@@ -128,6 +129,11 @@ impl Packetizer {
         self.seq
     }
 
+    /// The payload type of this track's packets.
+    pub fn payload_type(&self) -> u8 {
+        self.payload_type
+    }
+
     /// The SSRC of this track's packets.
     pub fn ssrc(&self) -> u32 {
         self.ssrc
@@ -146,43 +152,30 @@ impl Packetizer {
         self.last_ts = ts;
         let max_payload = self.mtu - RTP_HEADER_LEN;
         match &self.format {
-            Format::H264 {
-                length_size,
-                parameter_sets,
+            Format::Video {
+                hevc, length_size, ..
             } => {
+                let (hevc, header_len) = (*hevc, if *hevc { 2 } else { 1 });
                 let nals: Vec<&[u8]> = match h264::nal_units(p.data, *length_size).collect() {
                     Ok(n) => n,
                     Err(_) => return,
                 };
-                let nals: Vec<&[u8]> = nals.into_iter().filter(|n| !n.is_empty()).collect();
-                let has_sets = nals
-                    .iter()
-                    .any(|n| h264::nal_type(n) == Some(h264::NAL_SPS));
-                let sets = if p.keyframe && !has_sets {
-                    parameter_sets.clone()
+                let nals: Vec<&[u8]> = nals.into_iter().filter(|n| n.len() >= header_len).collect();
+                let is_sps = |n: &[u8]| match hevc {
+                    true => hevc::nal_type(n) == Some(hevc::NAL_SPS),
+                    false => h264::nal_type(n) == Some(h264::NAL_SPS),
+                };
+                let send_sets = p.keyframe && !nals.iter().any(|n| is_sps(n));
+                // The parameter sets are lent out of `self` for the call (no copy per keyframe).
+                let sets = if send_sets {
+                    std::mem::take(parameter_sets_mut(&mut self.format))
                 } else {
                     Vec::new()
                 };
-                self.video(ts, &sets, &nals, 1, max_payload, out, spans);
-            }
-            Format::Hevc {
-                length_size,
-                parameter_sets,
-            } => {
-                let nals: Vec<&[u8]> = match h264::nal_units(p.data, *length_size).collect() {
-                    Ok(n) => n,
-                    Err(_) => return,
-                };
-                let nals: Vec<&[u8]> = nals.into_iter().filter(|n| n.len() >= 2).collect();
-                let has_sets = nals
-                    .iter()
-                    .any(|n| hevc::nal_type(n) == Some(hevc::NAL_SPS));
-                let sets = if p.keyframe && !has_sets {
-                    parameter_sets.clone()
-                } else {
-                    Vec::new()
-                };
-                self.video(ts, &sets, &nals, 2, max_payload, out, spans);
+                self.video(ts, &sets, &nals, header_len, max_payload, out, spans);
+                if send_sets {
+                    *parameter_sets_mut(&mut self.format) = sets;
+                }
             }
             Format::Aac => {
                 // One AU per packet; an AU larger than a packet is fragmented, each fragment
@@ -335,6 +328,14 @@ impl Packetizer {
             .octets
             .wrapping_add((out.len() - start - RTP_HEADER_LEN) as u32);
         spans.push(start..out.len());
+    }
+}
+
+/// The parameter sets of a video format (an empty slot for audio).
+fn parameter_sets_mut(f: &mut Format) -> &mut Vec<Vec<u8>> {
+    match f {
+        Format::Video { parameter_sets, .. } => parameter_sets,
+        _ => unreachable!("only video formats send parameter sets"),
     }
 }
 
@@ -548,6 +549,7 @@ pub struct Depacketizer {
     out: std::collections::VecDeque<Unit>,
     /// For AAC: AU-size and AU-index bits of the AU-headers (`sizelength`, `indexlength`).
     aac_bits: (u32, u32),
+    sets_version: u64,
 }
 
 impl Depacketizer {
@@ -565,12 +567,19 @@ impl Depacketizer {
             bad: 0,
             out: std::collections::VecDeque::new(),
             aac_bits,
+            sets_version: 0,
         }
     }
 
     /// The parameter sets seen in the stream so far, as (NAL unit type, unit).
     pub fn parameter_sets(&self) -> &[(u8, Vec<u8>)] {
         &self.sets
+    }
+
+    /// Counts changes to [`parameter_sets`](Self::parameter_sets): a receiver rebuilds its
+    /// init data only when this moved.
+    pub fn sets_version(&self) -> u64 {
+        self.sets_version
     }
 
     /// The next complete access unit.
@@ -630,8 +639,15 @@ impl Depacketizer {
         }
         if is_set {
             match self.sets.iter_mut().find(|(k, _)| *k == kind) {
-                Some(slot) => slot.1 = nal.to_vec(),
-                None => self.sets.push((kind, nal.to_vec())),
+                Some(slot) if slot.1 == nal => {}
+                Some(slot) => {
+                    slot.1 = nal.to_vec();
+                    self.sets_version += 1;
+                }
+                None => {
+                    self.sets.push((kind, nal.to_vec()));
+                    self.sets_version += 1;
+                }
             }
             return;
         }

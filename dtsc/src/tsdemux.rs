@@ -803,7 +803,6 @@ fn video_access_unit(es: &mut Es, annexb: &[u8]) -> Option<(Vec<u8>, bool, bool)
     let mut out = Vec::with_capacity(annexb.len() + 16);
     let mut keyframe = false;
     let mut sets_changed = false;
-    let hevc = matches!(es.codec, EsCodec::Hevc { .. });
     for nal in h264::annexb_nal_units(annexb) {
         let set = |slot: &mut Option<Vec<u8>>, changed: &mut bool| {
             if slot.as_deref() != Some(nal) {
@@ -847,7 +846,6 @@ fn video_access_unit(es: &mut Es, annexb: &[u8]) -> Option<(Vec<u8>, bool, bool)
         out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
         out.extend_from_slice(nal);
     }
-    let _ = hevc;
     let mut changed = false;
     if sets_changed {
         let built = match &es.codec {

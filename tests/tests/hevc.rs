@@ -8,17 +8,8 @@ use sluice_e2e::*;
 
 /// The source's streams as ffmpeg reads the file itself.
 fn source() -> Vec<StreamPackets> {
-    let dir = unique_temp_dir("hevc-src");
-    let out = ffmpeg_framecrc(
-        &dir,
-        "source",
-        fixture("hevc.ts").to_str().unwrap(),
-        &[],
-        30,
-    )
-    .wait();
-    let src = Capture::from_output(&out).per_stream();
-    assert_eq!(src.len(), 2, "{}", out.describe());
+    let src = fixture_streams("hevc.ts");
+    assert_eq!(src.len(), 2, "{src:?}");
     assert_eq!(
         (src[0].codec.as_str(), src[0].packets, src[0].keyframes),
         ("hevc", 250, 5)

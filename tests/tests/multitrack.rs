@@ -10,22 +10,11 @@ use sluice_e2e::*;
 
 /// The source's streams as ffmpeg reads the file itself: video, video, audio, audio.
 fn source() -> Vec<StreamPackets> {
-    let dir = unique_temp_dir("multi-src");
-    let out = ffmpeg_framecrc(
-        &dir,
-        "source",
-        fixture("multi.ts").to_str().unwrap(),
-        &[],
-        30,
-    )
-    .wait();
-    let src = Capture::from_output(&out).per_stream();
+    let src = fixture_streams("multi.ts");
     let shape: Vec<(&str, usize)> = src.iter().map(|s| (s.codec.as_str(), s.packets)).collect();
     assert_eq!(
         shape,
-        [("h264", 250), ("h264", 250), ("aac", 432), ("aac", 470)],
-        "{}",
-        out.describe()
+        [("h264", 250), ("h264", 250), ("aac", 432), ("aac", 470)]
     );
     src
 }

@@ -30,12 +30,6 @@ fn server() -> (Server, u16) {
     (srv, port)
 }
 
-fn source(name: &str) -> Vec<StreamPackets> {
-    let dir = unique_temp_dir("rtsp-src");
-    let out = ffmpeg_framecrc(&dir, "source", fixture(name).to_str().unwrap(), &[], 30).wait();
-    Capture::from_output(&out).per_stream()
-}
-
 fn over(srv: &Server, url: &str, transport: &str) -> (Vec<StreamPackets>, String) {
     let out = ffmpeg_framecrc(
         &srv.dir,
@@ -71,7 +65,7 @@ fn raw(port: u16, request: &[u8]) -> String {
 #[test]
 fn rtsp_players_get_every_frame_over_tcp_and_udp() {
     require_tools(&["ffmpeg"]);
-    let src = source("bframes.flv");
+    let src = fixture_streams("bframes.flv");
     let (mut srv, port) = server();
     let url = format!("rtsp://127.0.0.1:{port}/vod");
     for transport in ["tcp", "udp"] {
@@ -109,7 +103,7 @@ fn rtsp_players_get_every_frame_over_tcp_and_udp() {
 
     // HEVC (RFC 7798) and several tracks: every frame of every track.
     let (got, diag) = over(&srv, &format!("rtsp://127.0.0.1:{port}/hevc"), "tcp");
-    let hevc = source("hevc.ts");
+    let hevc = fixture_streams("hevc.ts");
     assert_eq!(got.len(), 2, "{diag}");
     got[0].assert_matches(&hevc[0], 1, "RTSP HEVC video");
     got[1].assert_matches(&hevc[1], 1, "RTSP HEVC audio");
@@ -399,7 +393,7 @@ fn play_from_a_range_pause_and_resume() {
 #[test]
 fn ffmpeg_pushes_over_rtsp_and_every_output_has_every_frame() {
     require_tools(&["ffmpeg"]);
-    let src = source("bframes.flv");
+    let src = fixture_streams("bframes.flv");
     let (mut srv, port) = server();
     for transport in ["tcp", "udp"] {
         let stream = format!("live+{transport}");
