@@ -529,8 +529,10 @@ pub struct Unit {
 /// H.264 single NAL, STAP-A and FU-A (RFC 6184), HEVC single, AP and FU (RFC 7798), AAC-hbr
 /// with several AUs per packet (RFC 3640), MP3 (RFC 2250, whole frames). Parameter sets found
 /// in the stream are taken out of the access units and kept for the track's init data
-/// ([`Depacketizer::parameter_sets`]). A sequence gap drops the access unit being built and
-/// counts as loss.
+/// ([`Depacketizer::parameter_sets`]). A sequence gap counts as loss and drops the access
+/// unit it broke; after a loss on a video track every unit up to the next keyframe is
+/// dropped too (counted in [`Depacketizer::skipped`]), since a decoder cannot use pictures
+/// that refer to a broken one.
 #[derive(Debug, Clone)]
 pub struct Depacketizer {
     codec: Codec,
@@ -546,6 +548,16 @@ pub struct Depacketizer {
     pub lost: u64,
     /// Packets whose payload could not be read.
     pub bad: u64,
+    /// Access units a loss broke, and those dropped after it while waiting for a keyframe.
+    pub skipped: u64,
+    /// Video after a loss: units are dropped until a keyframe.
+    need_key: bool,
+    /// The RTP timestamp (extended) of an access unit a loss broke: its NAL units are dropped.
+    broken_ts: Option<u64>,
+    /// Whether the previous packet ended an access unit (marker bit).
+    last_marker: bool,
+    /// The extended timestamp of the previous packet.
+    au_ts: Option<u64>,
     out: std::collections::VecDeque<Unit>,
     /// For AAC: AU-size and AU-index bits of the AU-headers (`sizelength`, `indexlength`).
     aac_bits: (u32, u32),
@@ -565,6 +577,11 @@ impl Depacketizer {
             last_ts: None,
             lost: 0,
             bad: 0,
+            skipped: 0,
+            need_key: false,
+            broken_ts: None,
+            last_marker: false,
+            au_ts: None,
             out: std::collections::VecDeque::new(),
             aac_bits,
             sets_version: 0,
@@ -606,6 +623,11 @@ impl Depacketizer {
 
     fn finish_au(&mut self) {
         if let Some((ts, data, key)) = self.au.take() {
+            if self.need_key && !key {
+                self.skipped += 1;
+                return;
+            }
+            self.need_key &= !key;
             if !data.is_empty() {
                 self.out.push_back(Unit {
                     timestamp: ts,
@@ -654,6 +676,9 @@ impl Depacketizer {
         if (hevc && kind == hevc::NAL_AUD) || (!hevc && kind == h264::NAL_AUD) {
             return;
         }
+        if self.broken_ts == Some(ts) {
+            return;
+        }
         if self.au.as_ref().is_some_and(|a| a.0 != ts) {
             self.finish_au();
         }
@@ -666,20 +691,31 @@ impl Depacketizer {
     /// Takes one RTP packet.
     pub fn push(&mut self, packet: &[u8]) -> Result<(), RtpError> {
         let (h, payload) = parse_rtp(packet)?;
+        let mut gap = 1;
         if let Some(last) = self.last_seq {
-            let gap = h.seq.wrapping_sub(last);
+            gap = h.seq.wrapping_sub(last);
             if gap == 0 || gap > 0x8000 {
                 return Ok(()); // a duplicate or a late packet
-            }
-            if gap > 1 {
-                self.lost += u64::from(gap - 1);
-                // What was being built is broken: drop it.
-                self.au = None;
-                self.fu = None;
             }
         }
         self.last_seq = Some(h.seq);
         let ts = self.extend_ts(h.timestamp);
+        if gap > 1 {
+            self.lost += u64::from(gap - 1);
+            // What was being built is broken: drop it.
+            if self.au.take().is_some() | self.fu.take().is_some() {
+                self.skipped += 1;
+            }
+            if matches!(self.codec, Codec::H264 | Codec::Hevc) {
+                self.need_key = true;
+                // The lost packets may have held the start of this packet's access unit,
+                // unless the last one received ended a unit and this one starts another.
+                let clean = self.last_marker && self.au_ts != Some(ts);
+                self.broken_ts = (!clean).then_some(ts);
+            }
+        }
+        self.au_ts = Some(ts);
+        self.last_marker = h.marker;
         let r = match self.codec {
             Codec::H264 => self.h264(ts, payload),
             Codec::Hevc => self.hevc(ts, payload),
@@ -887,6 +923,100 @@ impl DtsFromPts {
         }
         self.last_dts = Some(dts);
         Some((dts, pts as i64 - dts as i64, key, data))
+    }
+}
+
+/// Puts the RTP packets of one track received over UDP back in sequence order (RFC 3550
+/// §A.1 extended sequence numbers). A packet that arrives ahead of a gap is held until the
+/// gap fills, or until it has waited `max_delay_ms` or `max_packets` are held; then the gap
+/// is given up and what follows is released (the [`Depacketizer`] counts the loss).
+/// Duplicates and packets older than what was released are dropped and counted in
+/// [`JitterBuffer::late`]. Times are the caller's clock in ms.
+#[derive(Debug, Clone)]
+pub struct JitterBuffer {
+    held: std::collections::BTreeMap<u64, (u64, Vec<u8>)>,
+    /// Extended sequence number expected next.
+    next: Option<u64>,
+    /// Highest extended sequence number seen.
+    highest: Option<u64>,
+    max_delay_ms: u64,
+    max_packets: usize,
+    /// Packets that came after their place was released, or twice.
+    pub late: u64,
+    /// Packets released out of arrival order (reordered by the network).
+    pub reordered: u64,
+}
+
+impl JitterBuffer {
+    /// A buffer that waits at most `max_delay_ms` for a missing packet and holds at most
+    /// `max_packets`.
+    pub fn new(max_delay_ms: u64, max_packets: usize) -> JitterBuffer {
+        JitterBuffer {
+            held: std::collections::BTreeMap::new(),
+            next: None,
+            highest: None,
+            max_delay_ms,
+            max_packets: max_packets.max(1),
+            late: 0,
+            reordered: 0,
+        }
+    }
+
+    /// Takes one datagram received at `now_ms`; `Err` when it is not an RTP packet.
+    pub fn push(&mut self, packet: Vec<u8>, now_ms: u64) -> Result<(), RtpError> {
+        if packet.len() < RTP_HEADER_LEN || packet[0] >> 6 != 2 {
+            return Err(RtpError::Malformed);
+        }
+        let seq = u16::from_be_bytes([packet[2], packet[3]]);
+        let ext = match self.highest {
+            None => u64::from(seq) + (1 << 16),
+            Some(h) => {
+                let d = i64::from(seq.wrapping_sub(h as u16) as i16);
+                (h as i64 + d).max(0) as u64
+            }
+        };
+        if self.highest.is_some_and(|h| ext < h) {
+            self.reordered += 1;
+        }
+        self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
+        let next = *self.next.get_or_insert(ext);
+        if ext < next || self.held.contains_key(&ext) {
+            self.late += 1;
+            return Ok(());
+        }
+        self.held.insert(ext, (now_ms, packet));
+        Ok(())
+    }
+
+    /// The next packet in sequence order, if it may leave at `now_ms`.
+    pub fn pop(&mut self, now_ms: u64) -> Option<Vec<u8>> {
+        let (&first, &(arrived, _)) = self.held.iter().next()?;
+        let next = self.next.unwrap_or(first);
+        if first != next
+            && self.held.len() <= self.max_packets
+            && now_ms < arrived + self.max_delay_ms
+        {
+            return None;
+        }
+        let (_, packet) = self.held.remove(&first)?;
+        self.next = Some(first + 1);
+        Some(packet)
+    }
+
+    /// When a held packet may leave although its predecessor is missing (ms), if one waits.
+    pub fn deadline(&self) -> Option<u64> {
+        let (&first, &(arrived, _)) = self.held.iter().next()?;
+        (Some(first) != self.next).then_some(arrived + self.max_delay_ms)
+    }
+
+    /// Everything held, in order (the end of the stream).
+    pub fn drain(&mut self) -> Vec<Vec<u8>> {
+        let out: Vec<Vec<u8>> = std::mem::take(&mut self.held)
+            .into_values()
+            .map(|x| x.1)
+            .collect();
+        self.next = self.highest.map(|h| h + 1);
+        out
     }
 }
 
@@ -1180,6 +1310,87 @@ mod tests {
                 assert!(*dts > out[i - 1].0, "DTS increases");
             }
         }
+    }
+
+    fn rtp_seq(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 96];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p.push(seq as u8);
+        p
+    }
+
+    #[test]
+    fn jitter_buffer_reorders_and_gives_up_on_gaps() {
+        let mut j = JitterBuffer::new(100, 50);
+        let seqs = |v: Vec<Vec<u8>>| {
+            v.iter()
+                .map(|p| u16::from_be_bytes([p[2], p[3]]))
+                .collect::<Vec<_>>()
+        };
+        // 65534, 65535, then 1 before 0 (across the wrap): released in order.
+        for (s, t) in [(65534u16, 0u64), (65535, 1), (1, 2), (0, 3)] {
+            j.push(rtp_seq(s), t).unwrap();
+        }
+        let got: Vec<Vec<u8>> = std::iter::from_fn(|| j.pop(3)).collect();
+        assert_eq!(seqs(got), [65534, 65535, 0, 1]);
+        assert_eq!(j.reordered, 1);
+        // 2 is lost: 3 waits until its deadline, then leaves.
+        j.push(rtp_seq(3), 10).unwrap();
+        assert_eq!(j.pop(50), None);
+        assert_eq!(j.deadline(), Some(110));
+        assert_eq!(seqs(j.pop(110).into_iter().collect()), [3]);
+        // 2 arriving now is late; a duplicate of 3 too.
+        j.push(rtp_seq(2), 120).unwrap();
+        j.push(rtp_seq(3), 120).unwrap();
+        assert_eq!(j.late, 2);
+        assert_eq!(j.pop(500), None);
+        assert!(j.push(vec![0; 4], 0).is_err());
+    }
+
+    #[test]
+    fn loss_skips_video_to_the_next_keyframe() {
+        let t = avc_track();
+        let mut p = Packetizer::new(&t, 96, 1, 0, 0).unwrap();
+        let mut d = Depacketizer::new(Codec::H264, (13, 3));
+        let mut all = Vec::new();
+        for i in 0..6u64 {
+            let nal_type = if i % 3 == 0 { 5u8 } else { 1 };
+            let mut unit = vec![0, 0, 0, 3, 0x60 | nal_type, i as u8, 0xaa];
+            if i == 1 {
+                unit = vec![0, 0, 0x0b, 0xb8, 0x41];
+                unit.extend(std::iter::repeat_n(1u8, 3000 - 1)); // three fragments
+            }
+            let pr = PacketRef {
+                track: 1,
+                dts: 40 * i,
+                offset: 0,
+                keyframe: i % 3 == 0,
+                bpos: 0,
+                data: &unit,
+            };
+            let (mut out, mut spans) = (Vec::new(), Vec::new());
+            p.packetize(&pr, &mut out, &mut spans);
+            for s in spans {
+                all.push(out[s].to_vec());
+            }
+        }
+        // Drop the middle fragment of unit 1 (packets: STAP-A, 0, then 1's fragments …).
+        let frag = all.iter().position(|p| p[12] & 0x1f == 28).unwrap();
+        for (k, pkt) in all.iter().enumerate() {
+            if k != frag + 1 {
+                d.push(pkt).unwrap();
+            }
+        }
+        d.flush();
+        let got: Vec<Unit> = std::iter::from_fn(|| d.poll()).collect();
+        // 0 (key) arrives; 1 broken, 2 skipped; 3 (key), 4, 5 arrive.
+        assert_eq!(
+            got.iter().map(|u| u.timestamp / 3600).collect::<Vec<_>>(),
+            [0, 3, 4, 5]
+        );
+        assert_eq!(d.lost, 1);
+        assert_eq!(d.skipped, 2);
     }
 
     proptest! {
