@@ -25,6 +25,7 @@ pub mod listener;
 pub mod player;
 pub mod progressive;
 pub mod rtmp;
+pub mod rtp_ingest;
 pub mod rtsp;
 pub mod segcache;
 pub mod session;

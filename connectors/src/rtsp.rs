@@ -37,6 +37,7 @@ use rtsp_types::{Message, Method, ParseError, Request, Response, StatusCode, Ver
 use crate::control::OpenError;
 use crate::cursor::Cursor;
 use crate::listener::set_process_name;
+use crate::rtp_ingest::{sdp_tracks, RtpIngest};
 use crate::session::{self, Batch, Ended, Framing, Output};
 use crate::Ctx;
 
@@ -280,7 +281,7 @@ fn answer(
                     PROTO,
                     "{peer}: ANNOUNCE {} with {} tracks",
                     rec.stream,
-                    rec.tracks.len()
+                    rec.ingest.tracks.len()
                 );
                 st.record = Some(rec);
                 st.session = Some(format!("{:016X}", next_random(&mut st.seed)));
@@ -299,13 +300,14 @@ fn answer(
                 .map(|u| u.as_str().to_string())
                 .unwrap_or_default();
             let Some(n) = rec
+                .ingest
                 .tracks
                 .iter()
                 .position(|t| url.ends_with(&format!("/{}", t.control)) || url == t.control)
             else {
                 return plain(StatusCode::NotFound);
             };
-            let t = &mut rec.tracks[n];
+            let t = &mut rec.ingest.tracks[n];
             let transports = match req.typed_header::<Transports>() {
                 Ok(Some(ts)) => ts,
                 _ => return plain(StatusCode::UnsupportedTransport),
@@ -319,7 +321,7 @@ fn answer(
                 if r.lower_transport == Some(headers::RtpLowerTransport::Tcp) {
                     let ch = r.params.interleaved.map(|(a, _)| a).unwrap_or(2 * n as u8);
                     t.channel = Some(ch);
-                    t.udp = None;
+                    rec.udp[n] = None;
                     reply = Some(format!(
                         "RTP/AVP/TCP;unicast;interleaved={}-{};mode=record",
                         ch,
@@ -348,7 +350,7 @@ fn answer(
                         sb.port()
                     ));
                     t.channel = Some(200u8.wrapping_add(2 * n as u8)); // unused by interleaving
-                    t.udp = Some((a, b));
+                    rec.udp[n] = Some((a, b));
                     break;
                 }
             }
@@ -359,7 +361,7 @@ fn answer(
             (session_hdr(b, st).build(Vec::new()), Action::Continue)
         }
         Method::Record => match &st.record {
-            Some(rec) if rec.tracks.iter().any(|t| t.channel.is_some()) => {
+            Some(rec) if rec.ingest.tracks.iter().any(|t| t.channel.is_some()) => {
                 let b = response(req, StatusCode::Ok);
                 (session_hdr(b, st).build(Vec::new()), Action::Record)
             }
@@ -980,181 +982,14 @@ impl<'m> Output<'m> for RtspPlay {
 // ANNOUNCE / RECORD: an encoder pushes into a push:// stream.
 // ---------------------------------------------------------------------------------------
 
-/// Access units held per video track to give them decode times (`rtp::DtsFromPts`).
-const REORDER_DEPTH: usize = 5;
-/// Decode times of pushed video run this far ahead of presentation, ms: room for the largest
-/// B-frame reorder delay (every time is at least 1 s, so none goes below 0).
-const REORDER_DELAY_MS: u64 = 200;
-
-/// One track an encoder announced.
-struct RecvTrack {
-    track: Track,
-    control: String,
-    clock: u32,
-    depay: rtp::Depacketizer,
-    reorder: Option<rtp::DtsFromPts>,
-    /// Interleaved RTP channel, once set up.
-    channel: Option<u8>,
-    /// RTP timestamp of the first unit and its time in the stream (ms).
-    zero: Option<(u64, u64)>,
-    /// The last sender report: (NTP time in ms, RTP timestamp).
-    sr: Option<(u64, u32)>,
-    /// DTS of the last packet this track produced.
-    last_dts: Option<u64>,
-    /// UDP sockets (RTP, RTCP) when the track is pushed over UDP; its `channel` then names
-    /// it inside this connection.
-    udp: Option<(UdpSocket, UdpSocket)>,
-    /// The depacketizer's parameter set version the init data was last built from.
-    sets_seen: u64,
-}
-
-/// The tracks of an ANNOUNCE's SDP (RFC 4566 with the payload formats of `dtsc::rtp`):
-/// codec and clock from `a=rtpmap`, init data from `a=fmtp` (H.264 `sprop-parameter-sets`,
-/// HEVC `sprop-vps/sps/pps`, AAC `config`), the control URL from `a=control`. Media of other
-/// formats are left out; `Err` names why the SDP is unusable.
-fn announced_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
-    let session = sdp_types::Session::parse(sdp).map_err(|e| format!("SDP: {e:?}"))?;
-    let mut out = Vec::new();
-    for (i, m) in session.medias.iter().enumerate() {
-        let attr = |n: &str| {
-            m.get_first_attribute_value(n)
-                .ok()
-                .flatten()
-                .map(str::to_string)
-        };
-        let Some(rtpmap) = attr("rtpmap") else {
-            continue;
-        };
-        let enc = rtpmap.split_whitespace().nth(1).unwrap_or("");
-        let mut parts = enc.split('/');
-        let name = parts.next().unwrap_or("").to_ascii_uppercase();
-        let clock: u32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(90_000);
-        let channels: u32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1);
-        let fmtp = attr("fmtp").unwrap_or_default();
-        let param = |k: &str| {
-            fmtp.split_once(' ')
-                .map(|x| x.1)
-                .unwrap_or("")
-                .split(';')
-                .find_map(|kv| {
-                    let (a, b) = kv.trim().split_once('=')?;
-                    a.eq_ignore_ascii_case(k).then(|| b.trim().to_string())
-                })
-        };
-        let id = out.len() as u32 + 1;
-        let unb64 = rtp::base64_decode;
-        let (kind, codec) = match name.as_str() {
-            "H264" => (dtsc::TrackKind::Video, Codec::H264),
-            "H265" => (dtsc::TrackKind::Video, Codec::Hevc),
-            "MPEG4-GENERIC" => (dtsc::TrackKind::Audio, Codec::Aac),
-            "MPA" => (dtsc::TrackKind::Audio, Codec::Mp3),
-            _ => continue,
-        };
-        let mut track = Track::new(id, kind, codec.clone());
-        let mut depay_bits = (13, 3);
-        match codec {
-            Codec::H264 => {
-                let sets: Vec<Vec<u8>> = param("sprop-parameter-sets")
-                    .map(|v| v.split(',').filter_map(unb64).collect())
-                    .unwrap_or_default();
-                let sps = sets
-                    .iter()
-                    .find(|s| dtsc::h264::nal_type(s) == Some(dtsc::h264::NAL_SPS));
-                let pps = sets
-                    .iter()
-                    .find(|s| dtsc::h264::nal_type(s) == Some(dtsc::h264::NAL_PPS));
-                if let (Some(sps), Some(pps)) = (sps, pps) {
-                    set_avc(&mut track, sps, pps);
-                }
-            }
-            Codec::Hevc => {
-                let one = |k: &str| param(k).and_then(|v| v.split(',').next().and_then(unb64));
-                if let (Some(v), Some(s), Some(p)) =
-                    (one("sprop-vps"), one("sprop-sps"), one("sprop-pps"))
-                {
-                    set_hevc(&mut track, &v, &s, &p);
-                }
-            }
-            Codec::Aac => {
-                let hex = param("config").unwrap_or_default();
-                track.init = (0..hex.len() / 2)
-                    .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-                    .collect();
-                track.rate = clock;
-                track.channels = channels;
-                track.bits = 16;
-                if let Ok(asc) = dtsc::aac::parse_asc(&track.init) {
-                    track.rate = asc.sample_rate;
-                    track.channels = u32::from(asc.channels).max(1);
-                }
-                let num = |k: &str, d: u32| param(k).and_then(|v| v.parse().ok()).unwrap_or(d);
-                depay_bits = (num("sizelength", 13), num("indexlength", 3));
-            }
-            _ => {
-                track.rate = 44_100;
-                track.channels = 2;
-            }
-        }
-        out.push(RecvTrack {
-            control: attr("control").unwrap_or_else(|| format!("streamid={i}")),
-            clock: clock.max(1),
-            depay: rtp::Depacketizer::new(codec, depay_bits),
-            reorder: (kind == dtsc::TrackKind::Video)
-                .then(|| rtp::DtsFromPts::new(REORDER_DEPTH, REORDER_DELAY_MS)),
-            track,
-            channel: None,
-            zero: None,
-            sr: None,
-            last_dts: None,
-            udp: None,
-            sets_seen: 0,
-        });
-    }
-    if out.is_empty() {
-        return Err("no track in a format Sluice reads (H264, H265, MPEG4-GENERIC, MPA)".into());
-    }
-    Ok(out)
-}
-
-fn set_avc(track: &mut Track, sps: &[u8], pps: &[u8]) -> bool {
-    let Ok(cfg) = dtsc::h264::AvcConfig::from_parameter_sets(sps, pps) else {
-        return false;
-    };
-    let mut init = Vec::new();
-    if dtsc::h264::write_avcc(&cfg, &mut init).is_err() || init == track.init {
-        return false;
-    }
-    if let Ok(info) = dtsc::h264::parse_sps(sps) {
-        track.width = info.width;
-        track.height = info.height;
-        track.fpks = info.fpks().unwrap_or(track.fpks);
-    }
-    track.init = init;
-    true
-}
-
-fn set_hevc(track: &mut Track, vps: &[u8], sps: &[u8], pps: &[u8]) -> bool {
-    let Ok(init) = dtsc::hevc::build_hvcc(&[vps.to_vec()], &[sps.to_vec()], &[pps.to_vec()]) else {
-        return false;
-    };
-    if init == track.init {
-        return false;
-    }
-    if let Ok(info) = dtsc::hevc::parse_sps(sps) {
-        track.width = info.width;
-        track.height = info.height;
-    }
-    track.init = init;
-    true
-}
-
 /// What a connection that announced a stream holds until RECORD.
 struct Record {
     stream: String,
     attached: buffer::ipc::Attached,
-    tracks: Vec<RecvTrack>,
-    /// Packets not yet written, released in DTS order up to what every track has reached.
-    queue: Vec<Unit>,
+    ingest: RtpIngest,
+    /// Per track: our UDP sockets (RTP, RTCP) when it is pushed over UDP; its channel then
+    /// names it inside this connection.
+    udp: Vec<Option<(UdpSocket, UdpSocket)>>,
 }
 
 /// Handles ANNOUNCE: parses the SDP and attaches to the stream's buffer as its publisher
@@ -1177,167 +1012,54 @@ fn announce(
         .query_pairs()
         .find(|(k, _)| k == "key")
         .map(|(_, v)| v.to_string());
-    let tracks = announced_tracks(req.body()).map_err(|e| (StatusCode::UnsupportedMediaType, e))?;
+    let tracks = sdp_tracks(req.body()).map_err(|e| (StatusCode::UnsupportedMediaType, e))?;
     let path = crate::control::open(&ctx.rundir, &name, true, peer, key.as_deref())
         .map_err(|e| (StatusCode::Forbidden, e.to_string()))?;
     let attached = buffer::ipc::attach(&path, buffer::ipc::Mode::Push)
         .map_err(|e| (StatusCode::Forbidden, format!("{e:#}")))?;
+    let n = tracks.len();
     Ok(Record {
         stream: name,
         attached,
-        tracks,
-        queue: Vec::new(),
+        ingest: RtpIngest::new(tracks, 1000),
+        udp: (0..n).map(|_| None).collect(),
     })
 }
 
-/// Writes the complete units of `t` to `frames` as DTP2 packets; true when `t` got new init
-/// data from in-band parameter sets.
-fn drain(t: &mut RecvTrack, queue: &mut Vec<Unit>, base: &mut Option<u64>) -> bool {
-    let mut changed = false;
-    while let Some(u) = t.depay.poll() {
-        let zero = *t.zero.get_or_insert_with(|| {
-            // The track's first unit, placed by its sender report when there is one.
-            let at = match t.sr {
-                Some((ntp, sr_ts)) => {
-                    let d = (u.timestamp as u32).wrapping_sub(sr_ts) as i32;
-                    (ntp as i64 + i64::from(d) * 1000 / i64::from(t.clock)).max(0) as u64
-                }
-                None => 0,
-            };
-            let b = *base.get_or_insert(at);
-            (u.timestamp, (at + 1000).saturating_sub(b))
-        });
-        let pts = zero.1 + u.timestamp.saturating_sub(zero.0) * 1000 / u64::from(t.clock);
-        // New in-band parameter sets (a camera that changed resolution): new init data.
-        if t.depay.sets_version() != t.sets_seen {
-            t.sets_seen = t.depay.sets_version();
-            let sets = t.depay.parameter_sets();
-            let f = |k: u8| sets.iter().find(|(t, _)| *t == k).map(|x| x.1.clone());
-            changed |= match t.track.codec {
-                Codec::H264 => match (f(dtsc::h264::NAL_SPS), f(dtsc::h264::NAL_PPS)) {
-                    (Some(s), Some(p)) => set_avc(&mut t.track, &s, &p),
-                    _ => false,
-                },
-                Codec::Hevc => match (
-                    f(dtsc::hevc::NAL_VPS),
-                    f(dtsc::hevc::NAL_SPS),
-                    f(dtsc::hevc::NAL_PPS),
-                ) {
-                    (Some(v), Some(s), Some(p)) => set_hevc(&mut t.track, &v, &s, &p),
-                    _ => false,
-                },
-                _ => false,
-            };
-        }
-        let out = match &mut t.reorder {
-            Some(r) => r.push(pts, u.keyframe, u.data),
-            None => vec![(pts, 0, true, u.data)],
-        };
-        queue_units(t, out, queue);
-    }
-    changed
-}
-
-/// A packet waiting to be written in DTS order: (DTS, track, offset, keyframe, payload).
-type Unit = (u64, u32, i64, bool, Vec<u8>);
-
-fn queue_units(t: &mut RecvTrack, units: Vec<(u64, i64, bool, Vec<u8>)>, queue: &mut Vec<Unit>) {
-    for (dts, offset, keyframe, data) in units {
-        t.last_dts = Some(dts);
-        queue.push((dts, t.track.id, offset, keyframe, data));
-    }
-}
-
-/// Writes the queued packets up to DTS `upto` (all with `None`) to `frames`, in DTS order:
-/// the buffer's packet order must follow decode time across tracks (a keyframe opens the
-/// window, and audio queued before it would fall outside).
-fn release(queue: &mut Vec<Unit>, upto: Option<u64>, frames: &mut Vec<u8>) {
-    queue.sort_by_key(|u| (u.0, u.1));
-    let n = match upto {
-        Some(w) => queue.iter().take_while(|u| u.0 <= w).count(),
-        None => queue.len(),
-    };
-    for (dts, track, offset, keyframe, data) in queue.drain(..n) {
-        let p = PacketRef {
-            track,
-            dts,
-            offset,
-            keyframe,
-            bpos: 0,
-            data: &data,
-        };
-        dtsc::wire::write_packet(&p, frames);
-    }
-}
-
-/// NTP time (64-bit fixed point) in ms.
-fn ntp_ms(ntp: u64) -> u64 {
-    (ntp >> 32) * 1000 + (((ntp & 0xffff_ffff) * 1000) >> 32)
-}
-
 impl Record {
-    /// An interleaved frame on `channel`: RTP for a track (its complete units are written to
-    /// `frames` as DTP2 packets), or RTCP (a sender report gives the track's NTP/RTP mapping,
-    /// so that tracks line up). True when a track got new init data from in-band parameter
-    /// sets (the caller sends a new header first).
-    fn data(
-        &mut self,
-        channel: u8,
-        bytes: &[u8],
-        frames: &mut Vec<u8>,
-        base: &mut Option<u64>,
-        peer: &str,
-    ) -> bool {
-        if let Some(t) = self
-            .tracks
-            .iter_mut()
-            .find(|t| t.channel.map(|c| c + 1) == Some(channel))
-        {
-            if bytes.len() >= 20 && bytes[1] == 200 {
-                let ntp = u64::from_be_bytes(bytes[8..16].try_into().unwrap_or_default());
-                let ts = u32::from_be_bytes(bytes[16..20].try_into().unwrap_or_default());
-                t.sr = Some((ntp_ms(ntp), ts));
-            }
-            return false;
-        }
-        let Some(i) = self.tracks.iter().position(|t| t.channel == Some(channel)) else {
-            return false;
+    /// An interleaved frame (or a datagram) on `channel`: RTP for a track, or its RTCP.
+    /// Writes a new header first when a track got new init data.
+    fn data(&mut self, channel: u8, bytes: &[u8], frames: &mut Vec<u8>, peer: &str) {
+        let Some((i, is_rtcp)) = self.ingest.track_on(channel) else {
+            return;
         };
-        let t = &mut self.tracks[i];
-        if let Err(e) = t.depay.push(bytes) {
-            if t.depay.bad <= 3 {
-                crate::log!(PROTO, "{peer}: {}: track {}: {e}", self.stream, t.track.id);
+        if is_rtcp {
+            self.ingest.rtcp(i, bytes);
+            return;
+        }
+        let mut media = Vec::new();
+        match self.ingest.rtp(i, bytes, &mut media) {
+            Ok(true) => self.ingest.header(frames),
+            Ok(false) => {}
+            Err(e) => {
+                let t = &self.ingest.tracks[i];
+                if t.depay.bad <= 3 {
+                    crate::log!(PROTO, "{peer}: {}: track {}: {e}", self.stream, t.track.id);
+                }
             }
         }
-        let changed = drain(t, &mut self.queue, base);
-        // Every set-up track has reached at least this DTS: what is queued up to it can go.
-        // A track that sends nothing holds the rest back for at most 2 s.
-        let reached = self
-            .tracks
-            .iter()
-            .filter(|t| t.channel.is_some())
-            .map(|t| t.last_dts)
-            .collect::<Option<Vec<u64>>>();
-        let newest = self.queue.iter().map(|u| u.0).max().unwrap_or(0);
-        let upto = match reached {
-            Some(r) => r.into_iter().min(),
-            None => Some(newest.saturating_sub(2000)),
-        };
-        release(&mut self.queue, upto, frames);
-        changed
+        frames.extend_from_slice(&media);
     }
 
     /// Waits for the encoder's next bytes (on the RTSP connection, or datagrams on a track's
     /// UDP sockets) and takes what came; false when the connection ended, or the encoder was
     /// silent for the session timeout (500 ms after TEARDOWN).
-    #[allow(clippy::too_many_arguments)]
     fn wait(
         &mut self,
         sock: &mut TcpStream,
         chunk: &mut [u8],
         buf: &mut Vec<u8>,
         frames: &mut Vec<u8>,
-        base: &mut Option<u64>,
         stopping: bool,
         peer: &str,
     ) -> Result<bool> {
@@ -1350,11 +1072,9 @@ impl Record {
         };
         let ready = {
             let mut fds = vec![PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
-            for t in &self.tracks {
-                if let Some((a, b)) = &t.udp {
-                    fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
-                    fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
-                }
+            for (a, b) in self.udp.iter().flatten() {
+                fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
             }
             let n = poll(&mut fds, PollTimeout::from(timeout)).unwrap_or(0);
             n > 0
@@ -1364,8 +1084,8 @@ impl Record {
         }
         // Datagrams first (they are older than what follows on the connection).
         let mut got = Vec::new();
-        for t in &self.tracks {
-            if let (Some((a, b)), Some(ch)) = (&t.udp, t.channel) {
+        for (t, udp) in self.ingest.tracks.iter().zip(&self.udp) {
+            if let (Some((a, b)), Some(ch)) = (udp, t.channel) {
                 // RTCP first: a sender report places the track's first RTP packets.
                 for (s, c) in [(b, ch.wrapping_add(1)), (a, ch)] {
                     s.set_nonblocking(true)?;
@@ -1376,11 +1096,7 @@ impl Record {
             }
         }
         for (ch, bytes) in got {
-            let mut media = Vec::new();
-            if self.data(ch, &bytes, &mut media, base, peer) {
-                self.header(frames);
-            }
-            frames.extend_from_slice(&media);
+            self.data(ch, &bytes, frames, peer);
         }
         loop {
             match sock.read(chunk) {
@@ -1393,23 +1109,13 @@ impl Record {
         }
     }
 
-    fn header(&self, out: &mut Vec<u8>) {
-        let h = dtsc::wire::Header {
-            live: true,
-            unixzero: None,
-            tracks: self.tracks.iter().map(|t| t.track.clone()).collect(),
-        };
-        dtsc::wire::write_header(&h, out);
-    }
-
     /// Receives until TEARDOWN or the connection ends.
     fn run(mut self, mut sock: TcpStream, mut buf: Vec<u8>, peer: &str) -> Result<()> {
         set_process_name("RTSP publish");
         crate::log!(PROTO, "{peer} publishes {}", self.stream);
         sock.set_read_timeout(Some(Duration::from_secs(TIMEOUT_S)))?;
         let mut frames = Vec::new();
-        self.header(&mut frames);
-        let mut base = None;
+        self.ingest.header(&mut frames);
         let mut chunk = vec![0u8; 64 << 10];
         let mut end = false;
         let mut stopping = false;
@@ -1422,12 +1128,7 @@ impl Record {
                         let ch = d.channel_id();
                         let bytes = d.as_slice().to_vec();
                         buf.drain(..used);
-                        let mut media = Vec::new();
-                        if self.data(ch, &bytes, &mut media, &mut base, peer) {
-                            // New init data: a new header before the packets.
-                            self.header(&mut frames);
-                        }
-                        frames.extend_from_slice(&media);
+                        self.data(ch, &bytes, &mut frames, peer);
                     }
                     Ok((Message::Request(req), used)) => {
                         buf.drain(..used);
@@ -1480,33 +1181,17 @@ impl Record {
             }
             // The bytes that came with the connection's end are parsed before stopping.
             last = !self
-                .wait(
-                    &mut sock,
-                    &mut chunk,
-                    &mut buf,
-                    &mut frames,
-                    &mut base,
-                    stopping,
-                    peer,
-                )
+                .wait(&mut sock, &mut chunk, &mut buf, &mut frames, stopping, peer)
                 .unwrap_or(false);
         }
         // The end: what the depacketizers and reorder windows still hold.
         let mut media = Vec::new();
-        for t in &mut self.tracks {
-            t.depay.flush();
-            drain(t, &mut self.queue, &mut base);
-            if let Some(r) = &mut t.reorder {
-                let rest = r.flush();
-                queue_units(t, rest, &mut self.queue);
-            }
-        }
-        release(&mut self.queue, None, &mut media);
+        self.ingest.finish(&mut media);
         let _ = self.attached.sock.write_all(&media);
-        let lost: u64 = self.tracks.iter().map(|t| t.depay.lost).sum();
+        let (lost, bad, skipped) = self.ingest.losses();
         crate::log!(
             PROTO,
-            "{peer}: {} push ended ({lost} RTP packets lost)",
+            "{peer}: {} push ended ({lost} RTP packets lost, {bad} unreadable, {skipped} access units dropped)",
             self.stream
         );
         Ok(())

@@ -1,0 +1,384 @@
+//! Receiving RTP, sans-IO: the tracks of an SDP, and [`RtpIngest`], which turns the RTP and
+//! RTCP of those tracks into DTSC packets for the buffer. Shared by the RTSP connector's
+//! ANNOUNCE/RECORD (an encoder pushes) and the RTSP pull input (a camera is played).
+//!
+//! Each track's RTP goes through `dtsc::rtp::Depacketizer`; tracks are lined up by their RTCP
+//! sender reports (RFC 3550 §6.4.1: NTP time against RTP timestamp); video, which RTP carries
+//! with presentation times only, gets decode times from `dtsc::rtp::DtsFromPts` (five access
+//! units held, decode times up to 200 ms ahead of presentation). Packets leave in decode
+//! order across tracks, as the buffer needs them. No sockets and no clock: the caller passes
+//! bytes in and writes the DTP2 frames it gets out.
+
+use dtsc::rtp;
+use dtsc::{Codec, PacketRef, Track};
+
+/// Access units held per video track to give them decode times (`rtp::DtsFromPts`).
+const REORDER_DEPTH: usize = 5;
+/// Decode times of received video run this far ahead of presentation, ms: room for the largest
+/// B-frame reorder delay (every time is at least 1 s, so none goes below 0).
+const REORDER_DELAY_MS: u64 = 200;
+
+/// One track of an SDP that is received.
+pub struct RecvTrack {
+    /// The track as the buffer gets it (id, codec, init data).
+    pub track: Track,
+    /// The media's `a=control` (a URL, or a path relative to the session's).
+    pub control: String,
+    clock: u32,
+    /// The track's depacketizer (its loss counters are the track's).
+    pub depay: rtp::Depacketizer,
+    reorder: Option<rtp::DtsFromPts>,
+    /// The channel that names the track on its connection (the interleaved RTP channel;
+    /// RTCP is the next), once set up.
+    pub channel: Option<u8>,
+    /// RTP timestamp of the first unit and its time in the stream (ms).
+    zero: Option<(u64, u64)>,
+    /// The last sender report: (NTP time in ms, RTP timestamp).
+    sr: Option<(u64, u32)>,
+    /// DTS of the last packet this track produced.
+    last_dts: Option<u64>,
+    /// The depacketizer's parameter set version the init data was last built from.
+    sets_seen: u64,
+}
+
+/// The tracks of an SDP (an ANNOUNCE's, or a DESCRIBE answer's) (RFC 4566 with the payload formats of `dtsc::rtp`):
+/// codec and clock from `a=rtpmap`, init data from `a=fmtp` (H.264 `sprop-parameter-sets`,
+/// HEVC `sprop-vps/sps/pps`, AAC `config`), the control URL from `a=control`. Media of other
+/// formats are left out; `Err` names why the SDP is unusable.
+pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
+    let session = sdp_types::Session::parse(sdp).map_err(|e| format!("SDP: {e:?}"))?;
+    let mut out = Vec::new();
+    for (i, m) in session.medias.iter().enumerate() {
+        let attr = |n: &str| {
+            m.get_first_attribute_value(n)
+                .ok()
+                .flatten()
+                .map(str::to_string)
+        };
+        let Some(rtpmap) = attr("rtpmap") else {
+            continue;
+        };
+        let enc = rtpmap.split_whitespace().nth(1).unwrap_or("");
+        let mut parts = enc.split('/');
+        let name = parts.next().unwrap_or("").to_ascii_uppercase();
+        let clock: u32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(90_000);
+        let channels: u32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1);
+        let fmtp = attr("fmtp").unwrap_or_default();
+        let param = |k: &str| {
+            fmtp.split_once(' ')
+                .map(|x| x.1)
+                .unwrap_or("")
+                .split(';')
+                .find_map(|kv| {
+                    let (a, b) = kv.trim().split_once('=')?;
+                    a.eq_ignore_ascii_case(k).then(|| b.trim().to_string())
+                })
+        };
+        let id = out.len() as u32 + 1;
+        let unb64 = rtp::base64_decode;
+        let (kind, codec) = match name.as_str() {
+            "H264" => (dtsc::TrackKind::Video, Codec::H264),
+            "H265" => (dtsc::TrackKind::Video, Codec::Hevc),
+            "MPEG4-GENERIC" => (dtsc::TrackKind::Audio, Codec::Aac),
+            "MPA" => (dtsc::TrackKind::Audio, Codec::Mp3),
+            _ => continue,
+        };
+        let mut track = Track::new(id, kind, codec.clone());
+        let mut depay_bits = (13, 3);
+        match codec {
+            Codec::H264 => {
+                let sets: Vec<Vec<u8>> = param("sprop-parameter-sets")
+                    .map(|v| v.split(',').filter_map(unb64).collect())
+                    .unwrap_or_default();
+                let sps = sets
+                    .iter()
+                    .find(|s| dtsc::h264::nal_type(s) == Some(dtsc::h264::NAL_SPS));
+                let pps = sets
+                    .iter()
+                    .find(|s| dtsc::h264::nal_type(s) == Some(dtsc::h264::NAL_PPS));
+                if let (Some(sps), Some(pps)) = (sps, pps) {
+                    set_avc(&mut track, sps, pps);
+                }
+            }
+            Codec::Hevc => {
+                let one = |k: &str| param(k).and_then(|v| v.split(',').next().and_then(unb64));
+                if let (Some(v), Some(s), Some(p)) =
+                    (one("sprop-vps"), one("sprop-sps"), one("sprop-pps"))
+                {
+                    set_hevc(&mut track, &v, &s, &p);
+                }
+            }
+            Codec::Aac => {
+                let hex = param("config").unwrap_or_default();
+                track.init = (0..hex.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                    .collect();
+                track.rate = clock;
+                track.channels = channels;
+                track.bits = 16;
+                if let Ok(asc) = dtsc::aac::parse_asc(&track.init) {
+                    track.rate = asc.sample_rate;
+                    track.channels = u32::from(asc.channels).max(1);
+                }
+                let num = |k: &str, d: u32| param(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+                depay_bits = (num("sizelength", 13), num("indexlength", 3));
+            }
+            _ => {
+                track.rate = 44_100;
+                track.channels = 2;
+            }
+        }
+        out.push(RecvTrack {
+            control: attr("control").unwrap_or_else(|| format!("streamid={i}")),
+            clock: clock.max(1),
+            depay: rtp::Depacketizer::new(codec, depay_bits),
+            reorder: (kind == dtsc::TrackKind::Video)
+                .then(|| rtp::DtsFromPts::new(REORDER_DEPTH, REORDER_DELAY_MS)),
+            track,
+            channel: None,
+            zero: None,
+            sr: None,
+            last_dts: None,
+            sets_seen: 0,
+        });
+    }
+    if out.is_empty() {
+        return Err("no track in a format Sluice reads (H264, H265, MPEG4-GENERIC, MPA)".into());
+    }
+    Ok(out)
+}
+
+fn set_avc(track: &mut Track, sps: &[u8], pps: &[u8]) -> bool {
+    let Ok(cfg) = dtsc::h264::AvcConfig::from_parameter_sets(sps, pps) else {
+        return false;
+    };
+    let mut init = Vec::new();
+    if dtsc::h264::write_avcc(&cfg, &mut init).is_err() || init == track.init {
+        return false;
+    }
+    if let Ok(info) = dtsc::h264::parse_sps(sps) {
+        track.width = info.width;
+        track.height = info.height;
+        track.fpks = info.fpks().unwrap_or(track.fpks);
+    }
+    track.init = init;
+    true
+}
+
+fn set_hevc(track: &mut Track, vps: &[u8], sps: &[u8], pps: &[u8]) -> bool {
+    let Ok(init) = dtsc::hevc::build_hvcc(&[vps.to_vec()], &[sps.to_vec()], &[pps.to_vec()]) else {
+        return false;
+    };
+    if init == track.init {
+        return false;
+    }
+    if let Ok(info) = dtsc::hevc::parse_sps(sps) {
+        track.width = info.width;
+        track.height = info.height;
+    }
+    track.init = init;
+    true
+}
+
+/// Moves the complete units of `t` to `queue`; true when `t` got new init data from in-band
+/// parameter sets. A track's first unit is placed by its sender report against `base` (the
+/// first placed unit of the session), `start` ms into the stream.
+fn drain(t: &mut RecvTrack, queue: &mut Vec<Unit>, base: &mut Option<u64>, start: u64) -> bool {
+    let mut changed = false;
+    while let Some(u) = t.depay.poll() {
+        let zero = *t.zero.get_or_insert_with(|| {
+            // The track's first unit, placed by its sender report when there is one.
+            let at = match t.sr {
+                Some((ntp, sr_ts)) => {
+                    let d = (u.timestamp as u32).wrapping_sub(sr_ts) as i32;
+                    (ntp as i64 + i64::from(d) * 1000 / i64::from(t.clock)).max(0) as u64
+                }
+                None => 0,
+            };
+            let b = *base.get_or_insert(at);
+            (u.timestamp, (at + start).saturating_sub(b))
+        });
+        let pts = zero.1 + u.timestamp.saturating_sub(zero.0) * 1000 / u64::from(t.clock);
+        // New in-band parameter sets (a camera that changed resolution): new init data.
+        if t.depay.sets_version() != t.sets_seen {
+            t.sets_seen = t.depay.sets_version();
+            let sets = t.depay.parameter_sets();
+            let f = |k: u8| sets.iter().find(|(t, _)| *t == k).map(|x| x.1.clone());
+            changed |= match t.track.codec {
+                Codec::H264 => match (f(dtsc::h264::NAL_SPS), f(dtsc::h264::NAL_PPS)) {
+                    (Some(s), Some(p)) => set_avc(&mut t.track, &s, &p),
+                    _ => false,
+                },
+                Codec::Hevc => match (
+                    f(dtsc::hevc::NAL_VPS),
+                    f(dtsc::hevc::NAL_SPS),
+                    f(dtsc::hevc::NAL_PPS),
+                ) {
+                    (Some(v), Some(s), Some(p)) => set_hevc(&mut t.track, &v, &s, &p),
+                    _ => false,
+                },
+                _ => false,
+            };
+        }
+        let out = match &mut t.reorder {
+            Some(r) => r.push(pts, u.keyframe, u.data),
+            None => vec![(pts, 0, true, u.data)],
+        };
+        queue_units(t, out, queue);
+    }
+    changed
+}
+
+/// A packet waiting to be written in DTS order: (DTS, track, offset, keyframe, payload).
+type Unit = (u64, u32, i64, bool, Vec<u8>);
+
+fn queue_units(t: &mut RecvTrack, units: Vec<(u64, i64, bool, Vec<u8>)>, queue: &mut Vec<Unit>) {
+    for (dts, offset, keyframe, data) in units {
+        t.last_dts = Some(dts);
+        queue.push((dts, t.track.id, offset, keyframe, data));
+    }
+}
+
+/// Writes the queued packets up to DTS `upto` (all with `None`) to `frames`, in DTS order:
+/// the buffer's packet order must follow decode time across tracks (a keyframe opens the
+/// window, and audio queued before it would fall outside).
+fn release(queue: &mut Vec<Unit>, upto: Option<u64>, frames: &mut Vec<u8>) {
+    queue.sort_by_key(|u| (u.0, u.1));
+    let n = match upto {
+        Some(w) => queue.iter().take_while(|u| u.0 <= w).count(),
+        None => queue.len(),
+    };
+    for (dts, track, offset, keyframe, data) in queue.drain(..n) {
+        let p = PacketRef {
+            track,
+            dts,
+            offset,
+            keyframe,
+            bpos: 0,
+            data: &data,
+        };
+        dtsc::wire::write_packet(&p, frames);
+    }
+}
+
+/// NTP time (64-bit fixed point) in ms.
+fn ntp_ms(ntp: u64) -> u64 {
+    (ntp >> 32) * 1000 + (((ntp & 0xffff_ffff) * 1000) >> 32)
+}
+
+/// The receiving side of one RTP session: its tracks, and the packets waiting to be written
+/// in decode order.
+pub struct RtpIngest {
+    /// The tracks, as the SDP named them.
+    pub tracks: Vec<RecvTrack>,
+    queue: Vec<Unit>,
+    base: Option<u64>,
+    start: u64,
+}
+
+impl RtpIngest {
+    /// A session whose first packet is placed `start_ms` into the stream (at least 1000, so
+    /// that decode times made from presentation times stay positive). A reconnecting pull
+    /// passes the last DTS it wrote plus a frame, so that times run on across sessions.
+    pub fn new(tracks: Vec<RecvTrack>, start_ms: u64) -> RtpIngest {
+        RtpIngest {
+            tracks,
+            queue: Vec::new(),
+            base: None,
+            start: start_ms.max(1000),
+        }
+    }
+
+    /// The track set up on `channel` (RTP) or `channel - 1` (its RTCP): (index, is RTCP).
+    pub fn track_on(&self, channel: u8) -> Option<(usize, bool)> {
+        if let Some(i) = self.tracks.iter().position(|t| t.channel == Some(channel)) {
+            return Some((i, false));
+        }
+        let i = self
+            .tracks
+            .iter()
+            .position(|t| t.channel.map(|c| c.wrapping_add(1)) == Some(channel))?;
+        Some((i, true))
+    }
+
+    /// An RTCP compound packet for track `i`: a sender report (RFC 3550 §6.4.1) gives the
+    /// track's NTP/RTP time mapping, so that tracks line up. Other reports are ignored.
+    pub fn rtcp(&mut self, i: usize, bytes: &[u8]) {
+        let Some(t) = self.tracks.get_mut(i) else {
+            return;
+        };
+        if bytes.len() >= 20 && bytes[1] == 200 {
+            let ntp = u64::from_be_bytes(bytes[8..16].try_into().unwrap_or_default());
+            let ts = u32::from_be_bytes(bytes[16..20].try_into().unwrap_or_default());
+            t.sr = Some((ntp_ms(ntp), ts));
+        }
+    }
+
+    /// An RTP packet of track `i`: its complete units are queued, and what every set-up
+    /// track has reached is written to `frames` as DTP2 packets. `Ok(true)` when the track
+    /// got new init data from in-band parameter sets (the caller writes a new header before
+    /// these packets); `Err` when the packet was unusable (the depacketizer counted it).
+    pub fn rtp(
+        &mut self,
+        i: usize,
+        bytes: &[u8],
+        frames: &mut Vec<u8>,
+    ) -> Result<bool, rtp::RtpError> {
+        let Some(t) = self.tracks.get_mut(i) else {
+            return Ok(false);
+        };
+        let r = t.depay.push(bytes);
+        let changed = drain(t, &mut self.queue, &mut self.base, self.start);
+        // Every set-up track has reached at least this DTS: what is queued up to it can go.
+        // A track that sends nothing holds the rest back for at most 2 s.
+        let reached = self
+            .tracks
+            .iter()
+            .filter(|t| t.channel.is_some())
+            .map(|t| t.last_dts)
+            .collect::<Option<Vec<u64>>>();
+        let newest = self.queue.iter().map(|u| u.0).max().unwrap_or(0);
+        let upto = match reached {
+            Some(r) => r.into_iter().min(),
+            None => Some(newest.saturating_sub(2000)),
+        };
+        release(&mut self.queue, upto, frames);
+        r.map(|_| changed)
+    }
+
+    /// The DTSC header of the tracks (as a DTP2 header frame) appended to `out`.
+    pub fn header(&self, out: &mut Vec<u8>) {
+        let h = dtsc::wire::Header {
+            live: true,
+            unixzero: None,
+            tracks: self.tracks.iter().map(|t| t.track.clone()).collect(),
+        };
+        dtsc::wire::write_header(&h, out);
+    }
+
+    /// The end of the session: what the depacketizers and reorder windows still hold,
+    /// written to `frames`.
+    pub fn finish(&mut self, frames: &mut Vec<u8>) {
+        for t in &mut self.tracks {
+            t.depay.flush();
+            drain(t, &mut self.queue, &mut self.base, self.start);
+            if let Some(r) = &mut t.reorder {
+                let rest = r.flush();
+                queue_units(t, rest, &mut self.queue);
+            }
+        }
+        release(&mut self.queue, None, frames);
+    }
+
+    /// The largest DTS written so far (ms), if any.
+    pub fn last_dts(&self) -> Option<u64> {
+        self.tracks.iter().filter_map(|t| t.last_dts).max()
+    }
+
+    /// RTP packets lost, packets unreadable, and access units dropped, over all tracks.
+    pub fn losses(&self) -> (u64, u64, u64) {
+        self.tracks.iter().fold((0, 0, 0), |a, t| {
+            (a.0 + t.depay.lost, a.1 + t.depay.bad, a.2 + t.depay.skipped)
+        })
+    }
+}
