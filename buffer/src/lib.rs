@@ -30,7 +30,8 @@ pub struct BufferArgs {
     /// Stream name.
     #[arg(long)]
     pub stream: String,
-    /// Source: `push://…` (publishers write into it) or a file path (looped live).
+    /// Source: `push://…` (publishers write into it), `rtsp://…` (a pull process is started
+    /// and kept running), or a file path (looped live).
     #[arg(long, default_value = "push://")]
     pub source: String,
     /// Window (DVR) length in ms.
@@ -55,6 +56,110 @@ pub struct BufferArgs {
     /// to hold it. The stream config's `"loop": false`.
     #[arg(long)]
     pub once: bool,
+    /// Never end for lack of viewers (the stream config's `always_on`).
+    #[arg(long)]
+    pub always_on: bool,
+    /// How a pull source receives RTP: `tcp` (interleaved) or `udp` (the stream config's
+    /// `rtsp_transport`).
+    #[arg(long, default_value = "tcp")]
+    pub pull_transport: String,
+}
+
+/// Whether a source is pulled by a process of its own (`rtsp://`).
+pub fn is_pull_source(source: &str) -> bool {
+    source.starts_with("rtsp://")
+}
+
+/// The pull process of a pulled source, restarted with backoff (1 s doubling to 30 s)
+/// when it exits.
+struct Puller {
+    child: Option<std::process::Child>,
+    next_start: Instant,
+    backoff: Duration,
+    started: Instant,
+}
+
+impl Puller {
+    fn new() -> Puller {
+        Puller {
+            child: None,
+            next_start: Instant::now(),
+            backoff: Duration::from_secs(1),
+            started: Instant::now(),
+        }
+    }
+
+    /// Starts the pull process when none runs and its time has come; notes an exit.
+    fn keep(&mut self, b: &Buffer) {
+        if let Some(c) = &mut self.child {
+            match c.try_wait() {
+                Ok(None) => return,
+                Ok(Some(st)) => {
+                    if self.started.elapsed() >= Duration::from_secs(30) {
+                        self.backoff = Duration::from_secs(1);
+                    }
+                    b.log(&format!(
+                        "pull process exited ({st}); restarting in {} ms",
+                        self.backoff.as_millis()
+                    ));
+                    self.child = None;
+                    self.next_start = Instant::now() + self.backoff;
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        if Instant::now() < self.next_start {
+            return;
+        }
+        let m = b.writer.meta();
+        let after = m
+            .write_seq()
+            .checked_sub(1)
+            .and_then(|s| m.packet(s))
+            .map_or(0, |e| e.dts);
+        let exe = std::fs::read_link("/proc/self/exe")
+            .or_else(|_| std::env::current_exe())
+            .unwrap_or_else(|_| "sluice".into());
+        let spawned = std::process::Command::new(exe)
+            .arg("pull")
+            .arg("--stream")
+            .arg(&b.args.stream)
+            .arg("--url")
+            .arg(&b.args.source)
+            .arg("--rundir")
+            .arg(&b.args.rundir)
+            .arg("--transport")
+            .arg(&b.args.pull_transport)
+            .arg("--after-ms")
+            .arg(after.to_string())
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        self.started = Instant::now();
+        match spawned {
+            Ok(c) => self.child = Some(c),
+            Err(e) => {
+                b.log(&format!("starting the pull process: {e}"));
+                self.next_start = Instant::now() + self.backoff;
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 static TERM: AtomicBool = AtomicBool::new(false);
@@ -131,11 +236,20 @@ struct Buffer {
     /// DTS → wall clock offset is fixed by the first packet of a run.
     zero_set: bool,
     dirty: bool,
+    /// The source is pulled by a process of ours: its publisher leaving does not end the
+    /// stream (the process is restarted), and times run on across its sessions.
+    pulled: bool,
 }
 
 impl Buffer {
     fn log(&self, msg: &str) {
-        eprintln!("[buffer {} {}] {msg}", self.args.stream, std::process::id());
+        // One write per line: lines of processes sharing stderr stay whole.
+        let line = format!(
+            "[buffer {} {}] {msg}\n",
+            self.args.stream,
+            std::process::id()
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
 
     fn set_tracks(&mut self, tracks: &[Track]) {
@@ -184,7 +298,8 @@ impl Buffer {
 /// Runs a buffer until it is idle, ended, or told to stop. The socket is removed on exit.
 pub fn run(args: BufferArgs) -> Result<()> {
     let term = install_term_handler();
-    let file = if args.source.starts_with("push://") {
+    let pulled = is_pull_source(&args.source);
+    let file = if args.source.starts_with("push://") || pulled {
         None
     } else {
         Some(input::LoopedFile::open(&args.source, 6000, Instant::now())?)
@@ -224,7 +339,12 @@ pub fn run(args: BufferArgs) -> Result<()> {
         _maps: (meta_map, data_map),
         zero_set: false,
         dirty: false,
+        pulled,
     };
+    let mut puller = pulled.then(Puller::new);
+    if pulled {
+        b.writer.set_state(shm::STATE_LIVE);
+    }
 
     let mut input = match file {
         None => None,
@@ -324,7 +444,9 @@ pub fn run(args: BufferArgs) -> Result<()> {
                     close = true;
                 }
                 if close {
-                    if matches!(c.role, Role::Publisher) {
+                    if matches!(c.role, Role::Publisher) && b.pulled {
+                        b.log("pull process left");
+                    } else if matches!(c.role, Role::Publisher) {
                         b.log("publisher left; stream ended");
                         b.writer.set_state(shm::STATE_ENDED);
                         b.dirty = true;
@@ -358,7 +480,11 @@ pub fn run(args: BufferArgs) -> Result<()> {
         let now = Instant::now();
         // An ended stream is served for linger_ms whatever the viewer count (HLS players
         // fetch with short connections); the idle rule applies otherwise.
-        if viewers == 0 && publishers == 0 && ended_at.is_none() {
+        if let Some(p) = &mut puller {
+            p.keep(&b);
+        }
+        let idle = viewers == 0 && (publishers == 0 || b.pulled) && !args.always_on;
+        if idle && ended_at.is_none() {
             let since = *idle_since.get_or_insert(now);
             if now.duration_since(since) >= Duration::from_millis(args.idle_ms) {
                 b.log("idle; exiting");
@@ -373,6 +499,9 @@ pub fn run(args: BufferArgs) -> Result<()> {
                 break;
             }
         }
+    }
+    if let Some(p) = &mut puller {
+        p.stop();
     }
     b.writer.set_state(shm::STATE_ENDED);
     b.dirty = true;
@@ -427,7 +556,8 @@ fn handle_input(
                         if b.writer.meta().state() == shm::STATE_ENDED {
                             b.writer.reset_window();
                         }
-                        b.zero_set = false;
+                        // A pull process that comes back continues the stream's times.
+                        b.zero_set &= b.pulled;
                         *ended_at = None;
                         ipc::send_command(c.sock.as_raw_fd(), &ok, &fds)?;
                         c.role = Role::Publisher;

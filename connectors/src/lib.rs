@@ -27,6 +27,8 @@ pub mod progressive;
 pub mod rtmp;
 pub mod rtp_ingest;
 pub mod rtsp;
+pub mod rtsp_client;
+pub mod rtsp_pull;
 pub mod segcache;
 pub mod session;
 pub mod smooth;
@@ -44,10 +46,14 @@ pub struct Ctx {
     pub default_stream: Option<String>,
 }
 
-/// Logs one line to stderr, prefixed with the protocol and the process id.
+/// Logs one line to stderr, prefixed with the protocol and the process id, in one write.
 #[macro_export]
 macro_rules! log {
     ($proto:expr, $($arg:tt)*) => {
-        eprintln!("[{} {}] {}", $proto, std::process::id(), format!($($arg)*))
+        {
+            // One write per line: lines of processes sharing stderr stay whole.
+            let line = format!("[{} {}] {}\n", $proto, std::process::id(), format!($($arg)*));
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        }
     };
 }

@@ -16,7 +16,22 @@ use dtsc::{Codec, PacketRef, Track};
 const REORDER_DEPTH: usize = 5;
 /// Decode times of received video run this far ahead of presentation, ms: room for the largest
 /// B-frame reorder delay (every time is at least 1 s, so none goes below 0).
-const REORDER_DELAY_MS: u64 = 200;
+pub const REORDER_DELAY_MS: u64 = 200;
+
+/// A presentation time this far behind the last one is a jump, not B-frame reordering, ms.
+pub const JUMP_BACK_MS: i64 = 1000;
+/// A presentation time this far ahead of the last one is a jump, not a gap in sending, ms.
+pub const JUMP_AHEAD_MS: i64 = 10_000;
+
+/// One frame of `track` in ms: from its frame rate (video, 40 when unknown) or 1024 samples
+/// (audio).
+fn frame_ms(track: &Track) -> u64 {
+    match track.kind {
+        dtsc::TrackKind::Video if track.fpks > 0 => (1_000_000 / u64::from(track.fpks)).max(1),
+        dtsc::TrackKind::Audio if track.rate > 0 => (1024 * 1000 / u64::from(track.rate)).max(1),
+        _ => 40,
+    }
+}
 
 /// One track of an SDP that is received.
 pub struct RecvTrack {
@@ -37,6 +52,10 @@ pub struct RecvTrack {
     sr: Option<(u64, u32)>,
     /// DTS of the last packet this track produced.
     last_dts: Option<u64>,
+    /// Presentation time (ms) of the last unit, for spotting timestamp jumps.
+    last_pts: Option<u64>,
+    /// Times the sender's RTP timestamps jumped and the track was re-based.
+    pub jumps: u64,
     /// The depacketizer's parameter set version the init data was last built from.
     sets_seen: u64,
 }
@@ -139,6 +158,8 @@ pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
             zero: None,
             sr: None,
             last_dts: None,
+            last_pts: None,
+            jumps: 0,
             sets_seen: 0,
         });
     }
@@ -198,7 +219,21 @@ fn drain(t: &mut RecvTrack, queue: &mut Vec<Unit>, base: &mut Option<u64>, start
             let b = *base.get_or_insert(at);
             (u.timestamp, (at + start).saturating_sub(b))
         });
-        let pts = zero.1 + u.timestamp.saturating_sub(zero.0) * 1000 / u64::from(t.clock);
+        let mut pts =
+            zero.1 as i64 + (u.timestamp as i64 - zero.0 as i64) * 1000 / i64::from(t.clock);
+        // A sender whose timestamps jump (a camera that restarted its encoder, a server
+        // that re-based them) would send times backwards or far ahead: the track is
+        // re-based so that this unit follows the last one by a frame.
+        if let Some(last) = t.last_pts {
+            if pts + JUMP_BACK_MS < last as i64 || pts > last as i64 + JUMP_AHEAD_MS {
+                let frame = frame_ms(&t.track);
+                t.zero = Some((u.timestamp, last + frame));
+                pts = (last + frame) as i64;
+                t.jumps += 1;
+            }
+        }
+        let pts = pts.max(0) as u64;
+        t.last_pts = Some(pts);
         // New in-band parameter sets (a camera that changed resolution): new init data.
         if t.depay.sets_version() != t.sets_seen {
             t.sets_seen = t.depay.sets_version();
@@ -356,8 +391,8 @@ impl RtpIngest {
         dtsc::wire::write_header(&h, out);
     }
 
-    /// The end of the session: what the depacketizers and reorder windows still hold,
-    /// written to `frames`.
+    /// What the depacketizers and reorder windows still hold, written to `frames`: at the
+    /// end of the session, or when the sender went quiet (the session may then go on).
     pub fn finish(&mut self, frames: &mut Vec<u8>) {
         for t in &mut self.tracks {
             t.depay.flush();
@@ -373,6 +408,11 @@ impl RtpIngest {
     /// The largest DTS written so far (ms), if any.
     pub fn last_dts(&self) -> Option<u64> {
         self.tracks.iter().filter_map(|t| t.last_dts).max()
+    }
+
+    /// Timestamp jumps the tracks were re-based over.
+    pub fn jumps(&self) -> u64 {
+        self.tracks.iter().map(|t| t.jumps).sum()
     }
 
     /// RTP packets lost, packets unreadable, and access units dropped, over all tracks.

@@ -38,6 +38,9 @@ enum Role {
     /// Run a stream's buffer (started by the controller).
     #[command(hide = true)]
     Buffer(buffer::BufferArgs),
+    /// Pull a stream from a camera into its buffer (started by the buffer).
+    #[command(hide = true)]
+    Pull(connectors::rtsp_pull::PullArgs),
     /// Run a protocol listener (started by the controller).
     #[command(hide = true)]
     Connector {
@@ -61,6 +64,10 @@ fn main() {
         Some(Role::Buffer(args)) => {
             connectors::listener::set_process_name("buffer");
             buffer::run(args)
+        }
+        Some(Role::Pull(args)) => {
+            connectors::listener::set_process_name("RTSP pull");
+            connectors::rtsp_pull::run(args)
         }
         Some(Role::Connector {
             protocol,

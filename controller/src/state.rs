@@ -53,6 +53,8 @@ pub struct State {
     listeners: Vec<ListenerProc>,
     /// Running buffers by stream name.
     pub buffers: HashMap<String, BufferProc>,
+    /// When each always-on stream was last started (at most every 5 s).
+    always_tried: HashMap<String, Instant>,
 }
 
 /// This very binary, even after the file was replaced or removed (an in-place upgrade or a
@@ -84,6 +86,7 @@ impl State {
             config_path,
             rundir,
             buffers: HashMap::new(),
+            always_tried: HashMap::new(),
         };
         // Listeners start on the controller's first supervise(), once its own sockets are
         // bound: a controller that fails to start leaves no orphans.
@@ -143,6 +146,36 @@ impl State {
             }
             _ => true,
         });
+        // Streams marked `always_on` with a source of their own run whether or not anyone
+        // watches (restarted here when their buffer ended).
+        let always: Vec<String> = self
+            .cfg
+            .get("streams")
+            .and_then(|s| s.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| v.get("always_on").and_then(|a| a.as_bool()) == Some(true))
+                    .filter(|(_, v)| {
+                        v.get("source")
+                            .and_then(|s| s.as_str())
+                            .is_some_and(|s| !s.starts_with("push://"))
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in always {
+            let due = self
+                .always_tried
+                .get(&name)
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+            if !self.buffers.contains_key(&name) && due {
+                self.always_tried.insert(name.clone(), Instant::now());
+                if let Err((_, why)) = self.open_stream(&name, false, "", None) {
+                    eprintln!("[controller] always-on stream {name}: {why}");
+                }
+            }
+        }
     }
 
     /// Checks that `name` may be opened (played, or published when `push`) from `addr`, starts
@@ -176,7 +209,10 @@ impl State {
             }
             self.buffers.remove(name);
         }
-        if !source.starts_with("push://") && !Path::new(&source).exists() {
+        if !source.starts_with("push://")
+            && !buffer::is_pull_source(&source)
+            && !Path::new(&source).exists()
+        {
             return Err((
                 "notfound",
                 format!("source {source} of {name} does not exist"),
@@ -185,11 +221,18 @@ impl State {
         let socket = ipc::socket_path(&self.rundir, name);
         let _ = std::fs::remove_file(&socket);
         let once = !source.starts_with("push://")
+            && !buffer::is_pull_source(&source)
             && scfg.get("loop") == Some(&serde_json::Value::Bool(false));
         let mut cmd = Command::new(exe());
         cmd.arg("buffer");
         if once {
             cmd.arg("--once");
+        }
+        if scfg.get("always_on").and_then(|v| v.as_bool()) == Some(true) {
+            cmd.arg("--always-on");
+        }
+        if let Some(t) = scfg.get("rtsp_transport").and_then(|v| v.as_str()) {
+            cmd.arg("--pull-transport").arg(t);
         }
         let child = cmd
             .arg("--stream")
