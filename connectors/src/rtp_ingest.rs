@@ -34,6 +34,7 @@ fn frame_ms(track: &Track) -> u64 {
 }
 
 /// One track of an SDP that is received.
+#[derive(Debug)]
 pub struct RecvTrack {
     /// The track as the buffer gets it (id, codec, init data).
     pub track: Track,
@@ -65,6 +66,14 @@ pub struct RecvTrack {
 /// HEVC `sprop-vps/sps/pps`, AAC `config`), the control URL from `a=control`. Media of other
 /// formats are left out; `Err` names why the SDP is unusable.
 pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
+    // sdp-types 0.1.8 panics (an assertion) when a malformed line is followed by more
+    // lines: every line is checked for `x=` form first.
+    for (n, line) in sdp.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.is_empty() && line.iter().position(|&b| b == b'=') != Some(1) {
+            return Err(format!("SDP: line {} is not in key=value form", n + 1));
+        }
+    }
     let session = sdp_types::Session::parse(sdp).map_err(|e| format!("SDP: {e:?}"))?;
     let mut out = Vec::new();
     for (i, m) in session.medias.iter().enumerate() {
@@ -420,5 +429,73 @@ impl RtpIngest {
         self.tracks.iter().fold((0, 0, 0), |a, t| {
             (a.0 + t.depay.lost, a.1 + t.depay.bad, a.2 + t.depay.skipped)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=cam\r\nt=0 0\r\n\
+        m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+        a=fmtp:96 packetization-mode=1;sprop-parameter-sets=Z0LADdoFB+wE,aOvjyyI=\r\na=control:trackID=1\r\n\
+        m=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/48000/1\r\n\
+        a=fmtp:97 streamtype=5;mode=AAC-hbr;config=1188;sizelength=13;indexlength=3\r\na=control:trackID=2\r\n\
+        m=audio 0 RTP/AVP 8\r\na=rtpmap:8 OPUS/48000/2\r\n";
+
+    #[test]
+    fn sdp_tracks_with_their_init_data() {
+        let t = sdp_tracks(SDP.as_bytes()).unwrap();
+        assert_eq!(t.len(), 2, "the Opus medium is left out");
+        assert_eq!((t[0].track.width, t[0].track.height), (320, 240));
+        assert_eq!(t[0].control, "trackID=1");
+        assert_eq!((t[1].track.rate, t[1].track.channels), (48000, 1));
+        assert_eq!(t[1].track.init, [0x11, 0x88]);
+        // A malformed line before more lines (sdp-types asserts on it) is an error.
+        let bad = "v=0\r\nm=video 0 RTP/AVP 96\r\nnot a line\r\nv=0\r\n";
+        assert!(sdp_tracks(bad.as_bytes()).unwrap_err().contains("line 3"));
+    }
+
+    #[test]
+    fn timestamp_jumps_are_rebased() {
+        let mut ing = RtpIngest::new(sdp_tracks(SDP.as_bytes()).unwrap(), 1000);
+        ing.tracks[1].channel = Some(2);
+        let mut p = rtp::Packetizer::new(&ing.tracks[1].track, 97, 7, 0, 0).unwrap();
+        let mut frames = Vec::new();
+        // 48 kHz AAC: frames at 0, 21, 42 ms, then the sender jumps an hour ahead, then on.
+        for ms in [0u64, 21, 42, 3_600_000, 3_600_021] {
+            let data = [1u8, 2, 3];
+            let pr = PacketRef {
+                track: 2,
+                dts: ms,
+                offset: 0,
+                keyframe: true,
+                bpos: 0,
+                data: &data,
+            };
+            let (mut out, mut spans) = (Vec::new(), Vec::new());
+            p.packetize(&pr, &mut out, &mut spans);
+            ing.rtp(1, &out[spans[0].clone()], &mut frames).unwrap();
+        }
+        ing.finish(&mut frames);
+        let mut dts = Vec::new();
+        let mut at = 0;
+        while let Some((f, used)) = dtsc::wire::parse_frame(&frames[at..]).unwrap() {
+            if let dtsc::wire::Frame::Packet(p) = f {
+                dts.push(p.dts);
+            }
+            at += used;
+        }
+        assert_eq!(ing.jumps(), 1);
+        assert_eq!(dts, [1000, 1021, 1042, 1063, 1084]);
+    }
+
+    proptest! {
+        #[test]
+        fn any_sdp_never_panics(lines in proptest::collection::vec("[a-z =/:0-9A-Z;-]{0,30}", 0..12)) {
+            let sdp = format!("v=0\r\n{}", lines.join("\r\n"));
+            let _ = sdp_tracks(sdp.as_bytes());
+        }
     }
 }

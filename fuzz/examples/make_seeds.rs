@@ -264,6 +264,66 @@ fn ts_stream(chunk: u8) -> Vec<u8> {
     out
 }
 
+/// The server's side of an RTSP play session for the `rtsp_pull` target: responses to
+/// OPTIONS, DESCRIBE (an SDP with H.264 and AAC), two SETUPs and PLAY, then interleaved RTP
+/// of a few access units and a sender report; cut into the target's length-byte chunks.
+fn rtsp_session(tcp: bool) -> Vec<u8> {
+    let t = tracks();
+    let mut server = Vec::new();
+    let reply = |cseq: u32, extra: &str, body: &str| {
+        format!(
+            "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let sdp = format!(
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=cam\r\nt=0 0\r\n\
+         m=video 0 RTP/AVP 96\r\na=rtpmap:96 {}\r\na=fmtp:96 {}\r\na=control:trackID=1\r\n\
+         m=audio 0 RTP/AVP 97\r\na=rtpmap:97 {}\r\na=fmtp:97 {}\r\na=control:trackID=2\r\n",
+        dtsc::rtp::rtpmap(&t[0]).unwrap(),
+        dtsc::rtp::fmtp(&t[0]).unwrap(),
+        dtsc::rtp::rtpmap(&t[1]).unwrap(),
+        dtsc::rtp::fmtp(&t[1]).unwrap(),
+    );
+    server.extend(reply(1, "Public: OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER\r\n", "").bytes());
+    server.extend(reply(2, "Content-Base: rtsp://127.0.0.1:554/cam/\r\nContent-Type: application/sdp\r\n", &sdp).bytes());
+    let tr = |a: u8| {
+        if tcp {
+            format!("Transport: RTP/AVP/TCP;unicast;interleaved={a}-{}\r\n", a + 1)
+        } else {
+            format!("Transport: RTP/AVP;unicast;client_port=5000-5001;server_port={}-{}\r\n", 6000 + u16::from(a), 6001 + u16::from(a))
+        }
+    };
+    server.extend(reply(3, &format!("Session: 1234;timeout=30\r\n{}", tr(0)), "").bytes());
+    server.extend(reply(4, &format!("Session: 1234\r\n{}", tr(2)), "").bytes());
+    server.extend(reply(5, "Session: 1234\r\nRTP-Info: url=trackID=1;seq=0\r\n", "").bytes());
+    let mut pv = dtsc::rtp::Packetizer::new(&t[0], 96, 1, 0, 0).unwrap();
+    let mut pa = dtsc::rtp::Packetizer::new(&t[1], 97, 2, 0, 0).unwrap();
+    for i in 0..6u64 {
+        let v = avcc_frame(i % 3 == 0);
+        let a = [0x21u8, 0x10, 0x05, 0x00];
+        for (p, ch, data, dts) in [(&mut pv, 0u8, &v[..], 40 * i), (&mut pa, 2, &a[..], 23 * i)] {
+            let pr = PacketRef { track: 1, dts, offset: 0, keyframe: i % 3 == 0, bpos: 0, data };
+            let (mut out, mut spans) = (Vec::new(), Vec::new());
+            p.packetize(&pr, &mut out, &mut spans);
+            for sp in spans {
+                server.extend_from_slice(&[b'$', ch, 0, sp.len() as u8]);
+                server.extend_from_slice(&out[sp]);
+            }
+        }
+    }
+    let mut sr = Vec::new();
+    dtsc::rtp::sender_report(pv.ssrc(), (3_900_000_000u64 << 32) | 1, 1234, 6, 600, "cam", &mut sr);
+    server.extend_from_slice(&[b'$', 1, 0, sr.len() as u8]);
+    server.extend_from_slice(&sr);
+    let mut seed = vec![u8::from(!tcp)];
+    for c in server.chunks(64) {
+        seed.push(c.len().div_ceil(8) as u8);
+        seed.extend_from_slice(c);
+    }
+    seed
+}
+
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
     let d = dir.join(target);
     std::fs::create_dir_all(&d).unwrap();
@@ -272,6 +332,10 @@ fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
 
 fn main() {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "seeds".into()));
+
+    // rtsp_pull
+    write(&dir, "rtsp_pull", "session_tcp", &rtsp_session(true));
+    write(&dir, "rtsp_pull", "session_udp", &rtsp_session(false));
 
     // amf0_decode
     write(&dir, "amf0_decode", "connect", &amf(&connect()));
