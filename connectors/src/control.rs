@@ -24,6 +24,9 @@ pub enum OpenError {
     /// The stream exists but this client may not do this (for example publish from afar).
     #[error("refused: {0}")]
     Forbidden(String),
+    /// Publishing needs the stream's key, and none or a wrong one came.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// Anything else (the controller is gone, the buffer did not start).
     #[error("failed: {0}")]
     Failed(String),
@@ -37,6 +40,34 @@ pub fn open(
     push: bool,
     addr: &str,
     key: Option<&str>,
+) -> Result<PathBuf, OpenError> {
+    let key = key.map(|k| ("key", k.to_string()));
+    request(rundir, stream, push, addr, key.as_slice())
+}
+
+/// Asks the controller to open `stream` for publishing with an RTSP `Authorization: Digest`
+/// header (RFC 2617 §3.2.2) sent with `method`: the controller checks it against the
+/// stream's key, which never reaches the connector.
+pub fn open_push_digest(
+    rundir: &Path,
+    stream: &str,
+    addr: &str,
+    header: &str,
+    method: &str,
+) -> Result<PathBuf, OpenError> {
+    let extra = [
+        ("digest", header.to_string()),
+        ("method", method.to_string()),
+    ];
+    request(rundir, stream, true, addr, &extra)
+}
+
+fn request(
+    rundir: &Path,
+    stream: &str,
+    push: bool,
+    addr: &str,
+    extra: &[(&str, String)],
 ) -> Result<PathBuf, OpenError> {
     let fail = |e: anyhow::Error| OpenError::Failed(format!("{e:#}"));
     let sock = UnixStream::connect(rundir.join("controller.sock"))
@@ -54,8 +85,8 @@ pub fn open(
         ),
         ("addr".to_string(), Value::Str(addr.as_bytes().to_vec())),
     ];
-    if let Some(k) = key {
-        members.push(("key".to_string(), Value::Str(k.as_bytes().to_vec())));
+    for (k, v) in extra {
+        members.push((k.to_string(), Value::Str(v.as_bytes().to_vec())));
     }
     ipc::send_command(sock.as_raw_fd(), &Value::Object(members), &[]).map_err(fail)?;
     let (reply, _) = ipc::recv_command(&sock, Duration::from_secs(15)).map_err(fail)?;
@@ -71,6 +102,7 @@ pub fn open(
         _ => match s("code").as_str() {
             "notfound" => Err(OpenError::NotFound(s("reason"))),
             "forbidden" => Err(OpenError::Forbidden(s("reason"))),
+            "unauthorized" => Err(OpenError::Unauthorized(s("reason"))),
             _ => Err(OpenError::Failed(s("reason"))),
         },
     }

@@ -167,7 +167,7 @@ impl Conn<'_> {
                 OpenError::NotFound(_) => {
                     Response::text(404, &format!("Stream {stream} not found"))
                 }
-                OpenError::Forbidden(r) => Response::text(403, &r),
+                OpenError::Forbidden(r) | OpenError::Unauthorized(r) => Response::text(403, &r),
                 OpenError::Failed(r) => {
                     Response::text(503, &format!("Stream {stream} unavailable: {r}"))
                 }
@@ -731,7 +731,7 @@ fn progressive(
         Some(c) => c,
         None => Cursor::open(&conn.ctx.rundir, stream, &conn.addr).map_err(|e| match e {
             OpenError::NotFound(_) => Response::text(404, &format!("Stream {stream} not found")),
-            OpenError::Forbidden(r) => Response::text(403, &r),
+            OpenError::Forbidden(r) | OpenError::Unauthorized(r) => Response::text(403, &r),
             OpenError::Failed(r) => {
                 Response::text(503, &format!("Stream {stream} unavailable: {r}"))
             }

@@ -95,6 +95,8 @@ struct State {
     seed: u64,
     /// An encoder's ANNOUNCE: the stream it pushes into, until RECORD.
     record: Option<Record>,
+    /// The Digest nonce of this connection (RFC 2617 §3.2.1).
+    nonce: String,
 }
 
 /// What the connection does after sending a response.
@@ -129,8 +131,15 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     sock.set_read_timeout(Some(Duration::from_secs(TIMEOUT_S)))?;
+    let mut seed = seed() | 1;
+    let nonce = format!(
+        "{:016x}{:016x}",
+        next_random(&mut seed),
+        next_random(&mut seed)
+    );
     let mut st = State {
-        seed: seed() | 1,
+        seed,
+        nonce,
         ..State::default()
     };
     let mut buf: Vec<u8> = Vec::new();
@@ -275,7 +284,7 @@ fn answer(
                 Action::Continue,
             )
         }
-        Method::Announce => match announce(req, ctx, peer) {
+        Method::Announce => match announce(req, ctx, peer, &st.nonce) {
             Ok(rec) => {
                 crate::log!(
                     PROTO,
@@ -287,6 +296,19 @@ fn answer(
                 st.session = Some(format!("{:016X}", next_random(&mut st.seed)));
                 let b = response(req, StatusCode::Ok);
                 (session_hdr(b, st).build(Vec::new()), Action::Continue)
+            }
+            Err((StatusCode::Unauthorized, why)) => {
+                crate::log!(PROTO, "{peer}: ANNOUNCE needs credentials: {why}");
+                let realm = "Sluice";
+                (
+                    response(req, StatusCode::Unauthorized)
+                        .header(
+                            headers::WWW_AUTHENTICATE,
+                            format!("Digest realm=\"{realm}\", nonce=\"{}\"", st.nonce),
+                        )
+                        .build(Vec::new()),
+                    Action::Continue,
+                )
             }
             Err((status, why)) => {
                 crate::log!(PROTO, "{peer}: ANNOUNCE refused: {why}");
@@ -507,7 +529,7 @@ fn open(st: &mut State, ctx: &Ctx, name: &str, peer: &str) -> std::result::Resul
             crate::log!(PROTO, "{peer}: {name}: not found ({r})");
             return Err(StatusCode::NotFound);
         }
-        Err(OpenError::Forbidden(r)) => {
+        Err(OpenError::Forbidden(r) | OpenError::Unauthorized(r)) => {
             crate::log!(PROTO, "{peer}: {name}: forbidden ({r})");
             return Err(StatusCode::Forbidden);
         }
@@ -993,11 +1015,17 @@ struct Record {
 }
 
 /// Handles ANNOUNCE: parses the SDP and attaches to the stream's buffer as its publisher
-/// (the stream's `push://` rules apply, as for RTMP).
+/// (the stream's `push://` rules apply, as for RTMP). A stream with a key (`push://@KEY`)
+/// takes it as `?key=KEY`, as the password of Basic authentication, or through Digest
+/// (RFC 2617, checked by the controller; the nonce must be this connection's `nonce`);
+/// without it the answer is 401 with a Digest challenge (rtsp-types folds several
+/// challenges into one header line, which clients misread, so Basic is taken when sent but
+/// not offered).
 fn announce(
     req: &Request<Vec<u8>>,
     ctx: &Ctx,
     peer: &str,
+    nonce: &str,
 ) -> std::result::Result<Record, (StatusCode, String)> {
     let url = req
         .request_uri()
@@ -1013,8 +1041,29 @@ fn announce(
         .find(|(k, _)| k == "key")
         .map(|(_, v)| v.to_string());
     let tracks = sdp_tracks(req.body()).map_err(|e| (StatusCode::UnsupportedMediaType, e))?;
-    let path = crate::control::open(&ctx.rundir, &name, true, peer, key.as_deref())
-        .map_err(|e| (StatusCode::Forbidden, e.to_string()))?;
+    let auth = req
+        .header(&headers::AUTHORIZATION)
+        .map(|v| v.as_str().trim().to_string());
+    let opened = match auth.as_deref() {
+        Some(a) if a.len() > 6 && a[..6].eq_ignore_ascii_case("basic ") => {
+            let pass = rtp::base64_decode(&a[6..])
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|up| up.split_once(':').map(|(_, p)| p.to_string()))
+                .unwrap_or_default();
+            crate::control::open(&ctx.rundir, &name, true, peer, Some(&pass))
+        }
+        Some(a) if a.len() > 7 && a[..7].eq_ignore_ascii_case("digest ") => {
+            if !a.contains(&format!("nonce=\"{nonce}\"")) {
+                return Err((StatusCode::Unauthorized, "a stale or foreign nonce".into()));
+            }
+            crate::control::open_push_digest(&ctx.rundir, &name, peer, a, "ANNOUNCE")
+        }
+        _ => crate::control::open(&ctx.rundir, &name, true, peer, key.as_deref()),
+    };
+    let path = opened.map_err(|e| match e {
+        OpenError::Unauthorized(r) => (StatusCode::Unauthorized, r),
+        e => (StatusCode::Forbidden, e.to_string()),
+    })?;
     let attached = buffer::ipc::attach(&path, buffer::ipc::Mode::Push)
         .map_err(|e| (StatusCode::Forbidden, format!("{e:#}")))?;
     let n = tracks.len();

@@ -191,10 +191,47 @@ pub fn valid_stream_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_+.-".contains(&b))
 }
 
+/// What a publisher proves it knows a stream's key with.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// Nothing.
+    None,
+    /// The key itself (RTMP `?key=`, an RTSP `?key=` or Basic password).
+    Key(&'a str),
+    /// An RTSP `Authorization: Digest …` header (RFC 2617 §3.2.2) for `method`, checked
+    /// against the key without it leaving the controller.
+    Digest { header: &'a str, method: &'a str },
+}
+
+/// The refusal when the key is missing or wrong (the connector asks for credentials).
+pub const KEY_REFUSAL: &str = "wrong or missing stream key";
+
+/// Whether a Digest `Authorization` header was computed with `key` as the password.
+fn digest_matches(header: &str, method: &str, key: &str) -> bool {
+    let Ok(h) = digest_auth::AuthorizationHeader::parse(header) else {
+        return false;
+    };
+    let mut want = h.clone();
+    let ctx = digest_auth::AuthContext::new_with_method(
+        h.username.as_str(),
+        key,
+        h.uri.as_str(),
+        Option::<&[u8]>::None,
+        digest_auth::HttpMethod::from(method),
+    );
+    want.digest(&ctx);
+    !h.response.is_empty() && want.response.eq_ignore_ascii_case(&h.response)
+}
+
 /// Who may publish into a `push://` source: `push://` (loopback only), `push://ADDR`
-/// (that address, and loopback), `push://ADDR@KEY` or `push://@KEY` (the key is required).
-/// Returns `Err(reason)` when `addr`/`key` may not publish.
-pub fn may_publish(source: &str, addr: &str, key: Option<&str>) -> std::result::Result<(), String> {
+/// (that address, and loopback), `push://ADDR@KEY` or `push://@KEY` (the key is required,
+/// from any address). Returns `Err(reason)` when `addr`/`cred` may not publish; a missing
+/// or wrong key is [`KEY_REFUSAL`].
+pub fn may_publish(
+    source: &str,
+    addr: &str,
+    cred: Credential<'_>,
+) -> std::result::Result<(), String> {
     let Some(rest) = source.strip_prefix("push://") else {
         return Err("the stream's source is not push://".into());
     };
@@ -208,8 +245,13 @@ pub fn may_publish(source: &str, addr: &str, key: Option<&str>) -> std::result::
         .unwrap_or(false)
         || addr.starts_with("::ffff:127.");
     if let Some(k) = want_key.filter(|k| !k.is_empty()) {
-        if key != Some(k) {
-            return Err("wrong or missing stream key".into());
+        let ok = match cred {
+            Credential::None => false,
+            Credential::Key(given) => given == k,
+            Credential::Digest { header, method } => digest_matches(header, method, k),
+        };
+        if !ok {
+            return Err(KEY_REFUSAL.into());
         }
     }
     let host = host.trim_end_matches('/');
@@ -264,11 +306,21 @@ mod tests {
 
     #[test]
     fn publish_rules() {
+        use Credential::{Key, None};
         assert!(may_publish("push://", "127.0.0.1", None).is_ok());
         assert!(may_publish("push://", "10.0.0.5", None).is_err());
         assert!(may_publish("push://10.0.0.5", "10.0.0.5", None).is_ok());
-        assert!(may_publish("push://@secret", "10.0.0.5", Some("secret")).is_ok());
-        assert!(may_publish("push://@secret", "127.0.0.1", Some("nope")).is_err());
+        assert!(may_publish("push://@secret", "10.0.0.5", Key("secret")).is_ok());
+        assert_eq!(
+            may_publish("push://@secret", "127.0.0.1", Key("nope")),
+            Err(KEY_REFUSAL.to_string())
+        );
         assert!(may_publish("/some/file.flv", "127.0.0.1", None).is_err());
+        // RFC 2617 §3.5's example, with the key as the password.
+        let h = r#"Digest username="Mufasa", realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", qop=auth, nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c403ebaf9f0171e9517f40e41""#;
+        let d = |method| Credential::Digest { header: h, method };
+        assert!(may_publish("push://@Circle Of Life", "10.0.0.5", d("GET")).is_ok());
+        assert!(may_publish("push://@Circle Of Life", "10.0.0.5", d("ANNOUNCE")).is_err());
+        assert!(may_publish("push://@other", "10.0.0.5", d("GET")).is_err());
     }
 }

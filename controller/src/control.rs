@@ -10,6 +10,7 @@ use anyhow::Result;
 use buffer::ipc;
 use dtsc::wire::Value;
 
+use crate::config;
 use crate::state::State;
 
 /// Binds the socket and serves it on a thread (one short-lived thread per request).
@@ -71,10 +72,23 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
     let (stream, addr) = (s("stream"), s("addr"));
     let push = s("mode") == "push";
     let key = req.get("key").and_then(|v| v.as_str()).map(str::to_string);
+    let digest = req
+        .get("digest")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let method = s("method");
+    let cred = match (&digest, &key) {
+        (Some(header), _) => config::Credential::Digest {
+            header,
+            method: &method,
+        },
+        (None, Some(k)) => config::Credential::Key(k),
+        (None, None) => config::Credential::None,
+    };
     let opened = st
         .lock()
         .expect("state lock")
-        .open_stream(&stream, push, &addr, key.as_deref());
+        .open_stream(&stream, push, &addr, cred);
     match opened {
         Ok(socket) => {
             // Wait for the buffer's socket: a buffer started for this request, or for another

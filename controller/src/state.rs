@@ -171,7 +171,8 @@ impl State {
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
             if !self.buffers.contains_key(&name) && due {
                 self.always_tried.insert(name.clone(), Instant::now());
-                if let Err((_, why)) = self.open_stream(&name, false, "", None) {
+                if let Err((_, why)) = self.open_stream(&name, false, "", config::Credential::None)
+                {
                     eprintln!("[controller] always-on stream {name}: {why}");
                 }
             }
@@ -186,7 +187,7 @@ impl State {
         name: &str,
         push: bool,
         addr: &str,
-        key: Option<&str>,
+        cred: config::Credential<'_>,
     ) -> std::result::Result<PathBuf, OpenRefusal> {
         if !config::valid_stream_name(name) {
             return Err(("notfound", format!("invalid stream name {name:?}")));
@@ -200,7 +201,14 @@ impl State {
             .unwrap_or("")
             .to_string();
         if push {
-            config::may_publish(&source, addr, key).map_err(|r| ("forbidden", r))?;
+            config::may_publish(&source, addr, cred).map_err(|r| {
+                let code = if r == config::KEY_REFUSAL {
+                    "unauthorized"
+                } else {
+                    "forbidden"
+                };
+                (code, r)
+            })?;
         }
         let dvr = scfg.get("DVR").and_then(|v| v.as_u64()).unwrap_or(50_000);
         if let Some(b) = self.buffers.get_mut(name) {

@@ -21,6 +21,7 @@ fn server() -> (Server, u16) {
         cfg["streams"]["hevc"] = json!({"name": "hevc", "source": file("hevc.ts"), "loop": false});
         cfg["streams"]["multi"] =
             json!({"name": "multi", "source": file("multi.ts"), "loop": false});
+        cfg["streams"]["locked"] = json!({"name": "locked", "source": "push://@s3cret"});
     });
     assert!(
         poll(Duration::from_secs(5), || port_accepts(port).then_some(())).is_some(),
@@ -460,4 +461,93 @@ fn ffmpeg_pushes_over_rtsp_and_every_output_has_every_frame() {
         srv.stderr_tail(20)
     );
     srv.stop();
+}
+
+/// ffmpeg pushes into a stream with a key (`push://@KEY`) by putting the key in the URL as
+/// the password: it answers Sluice's 401 with Digest. A wrong password is refused with 401
+/// and a log line, and the stream stays offline; Basic credentials sent up front work too.
+#[test]
+fn a_push_into_a_stream_with_a_key_authenticates_with_digest() {
+    require_tools(&["ffmpeg", "ffprobe"]);
+    let (srv, port) = server();
+    let push = |label: &str, user_pass: &str| {
+        spawn_client(
+            &srv.dir,
+            label,
+            30,
+            "ffmpeg",
+            &[
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "warning",
+                "-re",
+                "-i",
+                fixture("bframes.flv").to_str().unwrap(),
+                "-t",
+                "3",
+                "-c",
+                "copy",
+                "-f",
+                "rtsp",
+                "-rtsp_transport",
+                "tcp",
+                &format!("rtsp://{user_pass}@127.0.0.1:{port}/locked"),
+            ]
+            .map(String::from),
+        )
+    };
+    let bad = push("wrong-password", "pub:guess").wait();
+    assert!(
+        !bad.status.success(),
+        "a wrong password was let in: {}",
+        bad.describe()
+    );
+    assert!(
+        srv.stderr_text().contains("ANNOUNCE needs credentials"),
+        "{}",
+        srv.stderr_tail(20)
+    );
+    assert!(
+        !srv.stderr_text().contains("guess"),
+        "the password was logged"
+    );
+    let good = push("right-password", "pub:s3cret");
+    // While it pushes, the stream plays.
+    let info = ffprobe(
+        &srv.dir,
+        "locked",
+        &format!("rtsp://127.0.0.1:{port}/locked"),
+        &["-rtsp_transport", "tcp"],
+        20,
+    )
+    .unwrap();
+    assert_eq!(info.len(), 2, "{info:?}");
+    let good = good.wait();
+    assert!(good.status.success(), "{}", good.describe());
+    assert!(
+        srv.stderr_text().contains("127.0.0.1 publishes locked"),
+        "{}",
+        srv.stderr_tail(20)
+    );
+    // Basic, sent with the ANNOUNCE: the 401 is not needed.
+    let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/44100/2\r\na=fmtp:97 config=1210;sizelength=13;indexlength=3\r\na=control:streamid=0\r\n";
+    let announce = |auth: &str| {
+        raw(
+            port,
+            format!(
+                "ANNOUNCE rtsp://127.0.0.1:{port}/locked RTSP/1.0\r\nCSeq: 1\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            )
+            .as_bytes(),
+        )
+    };
+    // base64("pub:s3cret")
+    let ok = announce("Authorization: Basic cHViOnMzY3JldA==\r\n");
+    assert!(ok.starts_with("RTSP/1.0 200"), "{ok}");
+    let no = announce("Authorization: Basic cHViOm5vcGU=\r\n");
+    assert!(
+        no.starts_with("RTSP/1.0 401") && no.contains("Digest realm="),
+        "{no}"
+    );
 }
