@@ -82,6 +82,8 @@ struct Setup {
     path: Path,
     packetizer: Packetizer,
     last_sr: Option<Instant>,
+    /// The client's last receiver report on this track (RFC 3550 §6.4.2).
+    rr: Option<rtp::ReportBlock>,
 }
 
 /// What a connection knows between requests.
@@ -435,6 +437,7 @@ fn answer(
                 path,
                 packetizer,
                 last_sr: None,
+                rr: None,
             });
             if st.session.is_none() {
                 st.session = Some(format!("{:016X}", next_random(&mut st.seed)));
@@ -742,8 +745,12 @@ fn play(mut sock: TcpStream, mut st: State, response: Vec<u8>, peer: &str) -> Re
         response,
         Framing::Raw,
     ) {
-        Ok(Ended::StreamEnded) => crate::log!(PROTO, "{peer}: {stream} ended"),
-        Ok(Ended::ClientLeft) => {}
+        Ok(Ended::StreamEnded) => {
+            crate::log!(PROTO, "{peer}: {stream} ended ({})", out.report_summary())
+        }
+        Ok(Ended::ClientLeft) => {
+            crate::log!(PROTO, "{peer}: left {stream} ({})", out.report_summary())
+        }
         Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),
     }
     Ok(())
@@ -786,6 +793,41 @@ fn ntp_now() -> (u64, u64) {
 }
 
 impl RtspPlay {
+    /// Keeps each track's latest receiver report (matched by our SSRC).
+    fn take_reports(&mut self, blocks: &[rtp::ReportBlock]) {
+        for b in blocks {
+            if let Some(s) = self
+                .setups
+                .iter_mut()
+                .find(|s| s.packetizer.ssrc() == b.ssrc)
+            {
+                s.rr = Some(*b);
+            }
+        }
+    }
+
+    /// What the client reported, per track, for the end-of-session log line.
+    fn report_summary(&self) -> String {
+        let v: Vec<String> = self
+            .setups
+            .iter()
+            .filter_map(|s| {
+                let r = s.rr?;
+                Some(format!(
+                    "track {}: {} lost, jitter {} ms",
+                    s.track,
+                    r.cumulative_lost,
+                    u64::from(r.jitter) * 1000 / u64::from(s.packetizer.clock_rate().max(1))
+                ))
+            })
+            .collect();
+        if v.is_empty() {
+            "no receiver reports".into()
+        } else {
+            format!("receiver reports: {}", v.join("; "))
+        }
+    }
+
     /// The stream time (ms) being played now, the instant a sender report maps to its NTP
     /// time (RFC 3550 §6.4.1: both fields name the same instant, on every track): for a
     /// paced stream, where the pacing clock is; live, wall clock minus `unixzero`.
@@ -955,6 +997,11 @@ impl<'m> Output<'m> for RtspPlay {
                         .build(Vec::new());
                     let _ = resp.write(&mut self.replies);
                 }
+                Ok((Message::Data(d), used)) => {
+                    let blocks = rtp::report_blocks(d.as_slice());
+                    self.input.drain(..used);
+                    self.take_reports(&blocks);
+                }
                 Ok((_, used)) => {
                     self.input.drain(..used);
                 }
@@ -966,6 +1013,18 @@ impl<'m> Output<'m> for RtspPlay {
     }
 
     fn control(&mut self, out: &mut Vec<u8>) {
+        // Receiver reports over UDP arrive on our RTCP sockets.
+        let mut buf = [0u8; 1500];
+        let mut blocks = Vec::new();
+        for s in &self.setups {
+            if let Path::Udp { rtcp, .. } = &s.path {
+                let _ = rtcp.set_nonblocking(true);
+                while let Ok(n) = rtcp.recv(&mut buf) {
+                    blocks.extend(rtp::report_blocks(&buf[..n]));
+                }
+            }
+        }
+        self.take_reports(&blocks);
         out.append(&mut self.replies);
         self.reports(out, false);
     }

@@ -457,6 +457,61 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// One report block of an RTCP sender or receiver report (RFC 3550 §6.4.1): what a receiver
+/// says of the source `ssrc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportBlock {
+    /// The source reported on.
+    pub ssrc: u32,
+    /// Packets lost since the previous report, as a fraction of 256.
+    pub fraction_lost: u8,
+    /// Packets lost since the start (24-bit signed; negative with duplicates).
+    pub cumulative_lost: i32,
+    /// Extended highest sequence number received.
+    pub highest_seq: u32,
+    /// Interarrival jitter, in the track's clock.
+    pub jitter: u32,
+}
+
+/// The report blocks of every SR (200) and RR (201) in a compound RTCP packet (RFC 3550
+/// §6.1); packets of other types are skipped, and reading stops at the first that is cut.
+pub fn report_blocks(mut b: &[u8]) -> Vec<ReportBlock> {
+    let mut out = Vec::new();
+    while b.len() >= 4 {
+        if b[0] >> 6 != 2 {
+            break;
+        }
+        let count = usize::from(b[0] & 0x1f);
+        let len = (usize::from(u16::from_be_bytes([b[2], b[3]])) + 1) * 4;
+        let Some(pkt) = b.get(..len) else {
+            break;
+        };
+        let first = match pkt[1] {
+            200 => Some(28),
+            201 => Some(8),
+            _ => None,
+        };
+        if let Some(first) = first {
+            for i in 0..count {
+                let Some(r) = pkt.get(first + 24 * i..first + 24 * (i + 1)) else {
+                    break;
+                };
+                let word = |at: usize| u32::from_be_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
+                let lost = word(4) & 0x00ff_ffff;
+                out.push(ReportBlock {
+                    ssrc: word(0),
+                    fraction_lost: r[4],
+                    cumulative_lost: ((lost << 8) as i32) >> 8,
+                    highest_seq: word(8),
+                    jitter: word(12),
+                });
+            }
+        }
+        b = &b[len..];
+    }
+    out
+}
+
 /// Why an RTP packet was not used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RtpError {
@@ -1310,6 +1365,35 @@ mod tests {
                 assert!(*dts > out[i - 1].0, "DTS increases");
             }
         }
+    }
+
+    #[test]
+    fn report_blocks_of_a_compound_packet() {
+        // An RR with one block (ssrc 0x11223344, 10/256 lost, 3 lost in all, seq 70000,
+        // jitter 90), then an SDES that is skipped, then a cut RR.
+        let mut p = vec![0x81, 201, 0, 7, 0, 0, 0, 1];
+        p.extend_from_slice(&0x1122_3344u32.to_be_bytes());
+        p.extend_from_slice(&[10, 0, 0, 3]);
+        p.extend_from_slice(&70_000u32.to_be_bytes());
+        p.extend_from_slice(&90u32.to_be_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p.extend_from_slice(&[0x81, 202, 0, 1, 0, 0, 0, 1]);
+        p.extend_from_slice(&[0x81, 201, 0, 7, 0, 0]);
+        let r = report_blocks(&p);
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0],
+            ReportBlock {
+                ssrc: 0x1122_3344,
+                fraction_lost: 10,
+                cumulative_lost: 3,
+                highest_seq: 70_000,
+                jitter: 90
+            }
+        );
+        // Negative cumulative loss (duplicates).
+        p[12..16].copy_from_slice(&[0, 0xff, 0xff, 0xfe]);
+        assert_eq!(report_blocks(&p)[0].cumulative_lost, -2);
     }
 
     fn rtp_seq(seq: u16) -> Vec<u8> {

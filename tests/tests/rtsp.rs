@@ -101,6 +101,15 @@ fn rtsp_players_get_every_frame_over_tcp_and_udp() {
         );
         assert_eq!(r.sinks["audio"].buffers, 432, "{proto}: {r:?}");
     }
+    // rtspsrc sends RTCP receiver reports; Sluice reads them (over UDP and interleaved)
+    // and names what they say when the session ends: nothing was lost here.
+    let text = srv.stderr_text();
+    let reports: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("receiver reports: track"))
+        .collect();
+    assert!(reports.len() >= 2, "{}", srv.stderr_tail(30));
+    assert!(reports.iter().all(|l| l.contains(" 0 lost")), "{reports:?}");
 
     // HEVC (RFC 7798) and several tracks: every frame of every track.
     let (got, diag) = over(&srv, &format!("rtsp://127.0.0.1:{port}/hevc"), "tcp");
