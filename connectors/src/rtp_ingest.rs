@@ -23,11 +23,12 @@ pub const JUMP_BACK_MS: i64 = 1000;
 /// A presentation time this far ahead of the last one is a jump, not a gap in sending, ms.
 pub const JUMP_AHEAD_MS: i64 = 10_000;
 
-/// One frame of `track` in ms: from its frame rate (video, 40 when unknown) or 1024 samples
-/// (audio).
+/// One frame of `track` in ms: from its frame rate (video, 40 when unknown), 1024 samples
+/// (AAC, MP3), or G.711's usual 20 ms packet.
 fn frame_ms(track: &Track) -> u64 {
     match track.kind {
         dtsc::TrackKind::Video if track.fpks > 0 => (1_000_000 / u64::from(track.fpks)).max(1),
+        dtsc::TrackKind::Audio if matches!(track.codec, Codec::Alaw | Codec::Ulaw) => 20,
         dtsc::TrackKind::Audio if track.rate > 0 => (1024 * 1000 / u64::from(track.rate)).max(1),
         _ => 40,
     }
@@ -63,7 +64,8 @@ pub struct RecvTrack {
 
 /// The tracks of an SDP (an ANNOUNCE's, or a DESCRIBE answer's) (RFC 4566 with the payload formats of `dtsc::rtp`):
 /// codec and clock from `a=rtpmap`, init data from `a=fmtp` (H.264 `sprop-parameter-sets`,
-/// HEVC `sprop-vps/sps/pps`, AAC `config`), the control URL from `a=control`. Media of other
+/// HEVC `sprop-vps/sps/pps`, AAC `config`; G.711 by its static payload type alone), the
+/// control URL from `a=control`. Media of other
 /// formats are left out; `Err` names why the SDP is unusable.
 pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
     // sdp-types 0.1.8 panics (an assertion) when a malformed line is followed by more
@@ -83,8 +85,12 @@ pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
                 .flatten()
                 .map(str::to_string)
         };
-        let Some(rtpmap) = attr("rtpmap") else {
-            continue;
+        // Static payload types need no rtpmap (RFC 3551 §6): G.711 at 8 kHz mono.
+        let rtpmap = match (attr("rtpmap"), m.fmt.trim()) {
+            (Some(r), _) => r,
+            (None, "0") => "0 PCMU/8000".to_string(),
+            (None, "8") => "8 PCMA/8000".to_string(),
+            _ => continue,
         };
         let enc = rtpmap.split_whitespace().nth(1).unwrap_or("");
         let mut parts = enc.split('/');
@@ -109,6 +115,8 @@ pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
             "H265" => (dtsc::TrackKind::Video, Codec::Hevc),
             "MPEG4-GENERIC" => (dtsc::TrackKind::Audio, Codec::Aac),
             "MPA" => (dtsc::TrackKind::Audio, Codec::Mp3),
+            "PCMA" => (dtsc::TrackKind::Audio, Codec::Alaw),
+            "PCMU" => (dtsc::TrackKind::Audio, Codec::Ulaw),
             _ => continue,
         };
         let mut track = Track::new(id, kind, codec.clone());
@@ -151,6 +159,11 @@ pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
                 let num = |k: &str, d: u32| param(k).and_then(|v| v.parse().ok()).unwrap_or(d);
                 depay_bits = (num("sizelength", 13), num("indexlength", 3));
             }
+            Codec::Alaw | Codec::Ulaw => {
+                track.rate = clock;
+                track.channels = channels;
+                track.bits = 8;
+            }
             _ => {
                 track.rate = 44_100;
                 track.channels = 2;
@@ -173,7 +186,9 @@ pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
         });
     }
     if out.is_empty() {
-        return Err("no track in a format Sluice reads (H264, H265, MPEG4-GENERIC, MPA)".into());
+        return Err(
+            "no track in a format Sluice reads (H264, H265, MPEG4-GENERIC, MPA, PCMA, PCMU)".into(),
+        );
     }
     Ok(out)
 }

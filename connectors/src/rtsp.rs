@@ -57,7 +57,12 @@ const PUBLIC: &str =
 pub fn rtsp_tracks(tracks: &[Track]) -> Vec<&Track> {
     tracks
         .iter()
-        .filter(|t| matches!(t.codec, Codec::H264 | Codec::Hevc | Codec::Aac | Codec::Mp3))
+        .filter(|t| {
+            matches!(
+                t.codec,
+                Codec::H264 | Codec::Hevc | Codec::Aac | Codec::Mp3 | Codec::Alaw | Codec::Ulaw
+            )
+        })
         .filter(|t| rtp::rtpmap(t).is_some())
         .collect()
 }
@@ -401,7 +406,7 @@ fn answer(
                 }
             }
             let c = st.cursor.as_ref().expect("opened above");
-            // The payload type is the one the SDP gave the track (96 + its place in it).
+            // The payload type is the one the SDP gave the track (`rtp::payload_type`).
             let Some((place, track)) = rtsp_tracks(c.tracks())
                 .into_iter()
                 .enumerate()
@@ -424,7 +429,7 @@ fn answer(
             let ssrc = r as u32;
             let Some(packetizer) = Packetizer::new(
                 &track,
-                96 + place as u8,
+                rtp::payload_type(&track, place),
                 ssrc,
                 (r >> 32) as u16,
                 (r >> 40) as u32,
@@ -611,7 +616,7 @@ fn describe(name: &str, c: &Cursor, sock: &TcpStream) -> String {
         .into_iter()
         .enumerate()
         .map(|(i, t)| {
-            let pt = 96 + i as u8;
+            let pt = rtp::payload_type(t, i);
             let mut attributes = vec![attr("rtpmap", rtp::rtpmap(t).map(|m| format!("{pt} {m}")))];
             if let Some(f) = rtp::fmtp(t) {
                 attributes.push(attr("fmtp", Some(format!("{pt} {f}"))));

@@ -134,6 +134,7 @@ pub fn rfc6381_codec(track: &Track) -> Option<String> {
             Some(aac::codec_string(&asc))
         }
         Codec::Mp3 => Some("mp4a.40.34".into()),
+        Codec::Alaw | Codec::Ulaw => None,
         Codec::Other(name) => match name.as_str() {
             "opus" => Some("opus".into()),
             "AC3" => Some("ac-3".into()),

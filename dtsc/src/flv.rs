@@ -37,6 +37,10 @@ pub const MAX_DATA_OFFSET: u32 = 1 << 16;
 const VIDEO_CODEC_AVC: u8 = 7;
 /// FLV SoundFormat of MP3 (§E.4.2.1).
 const SOUND_MP3: u8 = 2;
+/// FLV SoundFormat of G.711 A-law.
+const SOUND_ALAW: u8 = 7;
+/// FLV SoundFormat of G.711 µ-law.
+const SOUND_ULAW: u8 = 8;
 /// FLV SoundFormat of AAC.
 const SOUND_AAC: u8 = 10;
 /// FLV SoundFormat of "MP3 8 kHz".
@@ -296,15 +300,16 @@ pub fn video_body_header(
     Ok(())
 }
 
-/// The tracks an FLV stream carries: the first H.264 video track and the first AAC or MP3
-/// audio track (§E.4.2.1, §E.4.3.1: FLV has one of each; other codecs are not written).
+/// The tracks an FLV stream carries: the first H.264 video track and the first AAC, MP3 or
+/// G.711 audio track (§E.4.2.1, §E.4.3.1: FLV has one of each; other codecs are not written).
 pub fn flv_tracks(tracks: &[Track]) -> (Option<&Track>, Option<&Track>) {
     let video = tracks
         .iter()
         .find(|t| t.kind == TrackKind::Video && t.codec == Codec::H264);
-    let audio = tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Audio && matches!(t.codec, Codec::Aac | Codec::Mp3));
+    let audio = tracks.iter().find(|t| {
+        t.kind == TrackKind::Audio
+            && matches!(t.codec, Codec::Aac | Codec::Mp3 | Codec::Alaw | Codec::Ulaw)
+    });
     (video, audio)
 }
 
@@ -365,7 +370,9 @@ fn sound_rate_index(rate: u32) -> u8 {
 /// Appends the audio body header of a media packet (§E.4.2.1):
 /// - AAC: `0xAF` (SoundFormat 10, 44 kHz, 16-bit, stereo: fixed for AAC), AACPacketType 1;
 /// - MP3: one byte, SoundFormat 2 (14, "MP3 8 kHz", when `rate` is 8000) | SoundRate from
-///   `rate` | SoundSize (1 unless `bits` is 8) | SoundType (1 when `channels` > 1).
+///   `rate` | SoundSize (1 unless `bits` is 8) | SoundType (1 when `channels` > 1);
+/// - G.711: one byte, SoundFormat 7 (A-law) or 8 (µ-law), SoundRate 0, SoundSize 1,
+///   SoundType; the samples follow (8 kHz).
 ///
 /// The raw frame follows unchanged. Other codecs: [`FlvError::UnsupportedCodec`].
 pub fn audio_body_header(track: &Track, out: &mut Vec<u8>) -> Result<(), FlvError> {
@@ -380,6 +387,15 @@ pub fn audio_body_header(track: &Track, out: &mut Vec<u8>) -> Result<(), FlvErro
             let size = u8::from(track.bits != 8);
             let stereo = u8::from(track.channels > 1);
             out.push((format << 4) | (rate << 2) | (size << 1) | stereo);
+        }
+        Codec::Alaw | Codec::Ulaw => {
+            // SoundRate 0 and SoundSize 1 as ffmpeg writes them: G.711 in FLV is 8 kHz.
+            let format = if track.codec == Codec::Alaw {
+                SOUND_ALAW
+            } else {
+                SOUND_ULAW
+            };
+            out.push((format << 4) | (1 << 1) | u8::from(track.channels > 1));
         }
         ref c => return Err(FlvError::UnsupportedCodec(c.as_str().to_owned())),
     }
@@ -683,6 +699,21 @@ impl FlvIngest {
                     [5512, 11025, 22050, 44100][usize::from((b0 >> 2) & 3)]
                 };
                 t.bits = if b0 & 0x02 != 0 { 16 } else { 8 };
+                t.channels = if b0 & 0x01 != 0 { 2 } else { 1 };
+                if self.set_track(t) {
+                    return Ok(Some(IngestEvent::TracksChanged));
+                }
+                Ok(packet(&body[1..]))
+            }
+            format @ (SOUND_ALAW | SOUND_ULAW) => {
+                let codec = if format == SOUND_ALAW {
+                    Codec::Alaw
+                } else {
+                    Codec::Ulaw
+                };
+                let mut t = Track::new(AUDIO_TRACK_ID, TrackKind::Audio, codec);
+                t.rate = 8000;
+                t.bits = 8;
                 t.channels = if b0 & 0x01 != 0 { 2 } else { 1 };
                 if self.set_track(t) {
                     return Ok(Some(IngestEvent::TracksChanged));

@@ -51,18 +51,25 @@ pub enum Codec {
     Aac,
     /// MPEG-1/2 Layer III audio; no init data.
     Mp3,
+    /// G.711 A-law (ITU-T G.711), one byte per sample, usually 8 kHz mono; no init data.
+    Alaw,
+    /// G.711 µ-law, as [`Codec::Alaw`].
+    Ulaw,
     /// Any other codec, by its DTSC name (`AV1`, `VP9`, `opus`, `AC3`, …).
     Other(String),
 }
 
 impl Codec {
-    /// The DTSC name (`H264`, `HEVC`, `AAC`, `MP3`, or the stored name).
+    /// The DTSC name (`H264`, `HEVC`, `AAC`, `MP3`, `ALAW`, `ULAW` as MistServer names
+    /// them, or the stored name).
     pub fn as_str(&self) -> &str {
         match self {
             Codec::H264 => "H264",
             Codec::Hevc => "HEVC",
             Codec::Aac => "AAC",
             Codec::Mp3 => "MP3",
+            Codec::Alaw => "ALAW",
+            Codec::Ulaw => "ULAW",
             Codec::Other(s) => s,
         }
     }
@@ -74,6 +81,8 @@ impl Codec {
             "HEVC" => Codec::Hevc,
             "AAC" => Codec::Aac,
             "MP3" => Codec::Mp3,
+            "ALAW" => Codec::Alaw,
+            "ULAW" => Codec::Ulaw,
             other => Codec::Other(other.to_string()),
         }
     }

@@ -9,6 +9,8 @@
 //! * AAC, RFC 3640 `mpeg4-generic` in AAC-hbr mode (§3.3.6): one access unit per packet
 //!   after a 16-bit AU-headers-length and one AU-header (13-bit size, 3-bit index 0).
 //! * MP3, RFC 2250 §3.5: a 4-byte header (MBZ, fragment offset 0), then whole frames.
+//! * G.711 A-law and µ-law, RFC 3551 §4.5.14 (PCMA, PCMU): the samples as they are, cut on
+//!   whole samples to fit the MTU.
 //!
 //! RTP timestamps: presentation time in the track's clock (90 kHz for video, the sample rate
 //! for audio) plus a random-looking base chosen by the caller, modulo 2^32.
@@ -38,6 +40,10 @@ enum Format {
     },
     Aac,
     Mp3,
+    /// G.711 (RFC 3551 §4.5.14): the samples as they are, one byte per sample and channel.
+    G711 {
+        channels: u32,
+    },
 }
 
 /// Packetizes one track.
@@ -103,6 +109,9 @@ impl Packetizer {
             }
             Codec::Aac if track.rate > 0 => Format::Aac,
             Codec::Mp3 => Format::Mp3,
+            Codec::Alaw | Codec::Ulaw => Format::G711 {
+                channels: track.channels.max(1),
+            },
             _ => return None,
         };
         Some(Packetizer {
@@ -192,6 +201,17 @@ impl Packetizer {
                     let start = self.header(i + 1 == chunks.len(), ts, out);
                     out.extend_from_slice(&16u16.to_be_bytes());
                     out.extend_from_slice(&(size << 3).to_be_bytes());
+                    out.extend_from_slice(chunk);
+                    self.close(start, out, spans);
+                }
+            }
+            Format::G711 { channels } => {
+                // Whole samples per packet; each packet's timestamp is its first sample's.
+                let channels = *channels as usize;
+                let per = (max_payload / channels).max(1) * channels;
+                for (i, chunk) in p.data.chunks(per).enumerate() {
+                    let at = ts.wrapping_add((i * per / channels) as u32);
+                    let start = self.header(false, at, out);
                     out.extend_from_slice(chunk);
                     self.close(start, out, spans);
                 }
@@ -339,12 +359,14 @@ fn parameter_sets_mut(f: &mut Format) -> &mut Vec<Vec<u8>> {
     }
 }
 
-/// The RTP clock rate of `track`: 90 000 Hz for video, the sample rate for AAC, 90 000 for
-/// MP3 (RFC 3551 payload type 14's clock). `None` for tracks without one.
+/// The RTP clock rate of `track`: 90 000 Hz for video, the sample rate for AAC and G.711
+/// (8000 unless told), 90 000 for MP3 (RFC 3551 payload type 14's clock). `None` for tracks
+/// without one.
 pub fn clock_rate(track: &Track) -> Option<u32> {
     match (track.kind, &track.codec) {
         (TrackKind::Video, _) => Some(90_000),
         (_, Codec::Mp3) => Some(90_000),
+        (_, Codec::Alaw | Codec::Ulaw) => Some(track.rate.max(8000)),
         (TrackKind::Audio, _) if track.rate > 0 => Some(track.rate),
         _ => None,
     }
@@ -428,7 +450,7 @@ pub fn fmtp(track: &Track) -> Option<String> {
 }
 
 /// The SDP `a=rtpmap` encoding (after `a=rtpmap:PT `): `H264/90000`, `H265/90000`,
-/// `MPEG4-GENERIC/RATE/CHANNELS`, `MPA/90000`.
+/// `MPEG4-GENERIC/RATE/CHANNELS`, `MPA/90000`, `PCMA/8000`, `PCMU/8000` (RFC 3551 §6).
 pub fn rtpmap(track: &Track) -> Option<String> {
     match track.codec {
         Codec::H264 => Some("H264/90000".into()),
@@ -439,7 +461,31 @@ pub fn rtpmap(track: &Track) -> Option<String> {
             track.channels.max(1)
         )),
         Codec::Mp3 => Some("MPA/90000".into()),
+        Codec::Alaw | Codec::Ulaw => {
+            let name = if track.codec == Codec::Alaw {
+                "PCMA"
+            } else {
+                "PCMU"
+            };
+            let rate = track.rate.max(8000);
+            Some(match track.channels {
+                0 | 1 => format!("{name}/{rate}"),
+                n => format!("{name}/{rate}/{n}"),
+            })
+        }
         _ => None,
+    }
+}
+
+/// The payload type of `track` in an SDP where it is the `place`th medium (from 0): RFC
+/// 3551's static types for G.711 at 8 kHz mono (PCMU 0, PCMA 8), else the dynamic 96 +
+/// `place`.
+pub fn payload_type(track: &Track, place: usize) -> u8 {
+    let mono_8k = track.rate <= 8000 && track.channels <= 1;
+    match track.codec {
+        Codec::Ulaw if mono_8k => 0,
+        Codec::Alaw if mono_8k => 8,
+        _ => 96 + place.min(31) as u8,
     }
 }
 
@@ -582,7 +628,8 @@ pub struct Unit {
 
 /// Reassembles the access units of one received track (the inverse of [`Packetizer`]):
 /// H.264 single NAL, STAP-A and FU-A (RFC 6184), HEVC single, AP and FU (RFC 7798), AAC-hbr
-/// with several AUs per packet (RFC 3640), MP3 (RFC 2250, whole frames). Parameter sets found
+/// with several AUs per packet (RFC 3640), MP3 (RFC 2250, whole frames), G.711 (each packet
+/// one unit, RFC 3551 §4.5.14). Parameter sets found
 /// in the stream are taken out of the access units and kept for the track's init data
 /// ([`Depacketizer::parameter_sets`]). A sequence gap counts as loss and drops the access
 /// unit it broke; after a loss on a video track every unit up to the next keyframe is
@@ -775,6 +822,15 @@ impl Depacketizer {
             Codec::H264 => self.h264(ts, payload),
             Codec::Hevc => self.hevc(ts, payload),
             Codec::Aac => self.aac(ts, payload),
+            Codec::Alaw | Codec::Ulaw if !payload.is_empty() => {
+                self.out.push_back(Unit {
+                    timestamp: ts,
+                    keyframe: true,
+                    data: payload.to_vec(),
+                });
+                Ok(())
+            }
+            Codec::Alaw | Codec::Ulaw => Err(RtpError::Payload("G.711")),
             _ => {
                 // MP3: a 4-byte header, then whole frames (fragments are not reassembled).
                 match payload.get(4..) {
@@ -1394,6 +1450,58 @@ mod tests {
         // Negative cumulative loss (duplicates).
         p[12..16].copy_from_slice(&[0, 0xff, 0xff, 0xfe]);
         assert_eq!(report_blocks(&p)[0].cumulative_lost, -2);
+    }
+
+    #[test]
+    fn g711_goes_out_in_whole_samples_and_comes_back() {
+        let mut t = Track::new(3, TrackKind::Audio, Codec::Alaw);
+        t.rate = 8000;
+        t.channels = 1;
+        assert_eq!(
+            (rtpmap(&t).unwrap().as_str(), payload_type(&t, 2)),
+            ("PCMA/8000", 8)
+        );
+        t.codec = Codec::Ulaw;
+        assert_eq!(payload_type(&t, 2), 0);
+        t.channels = 2;
+        assert_eq!(
+            (rtpmap(&t).unwrap().as_str(), payload_type(&t, 2)),
+            ("PCMU/8000/2", 98)
+        );
+        let mut p = Packetizer::new(&t, 98, 1, 0, 0).unwrap();
+        let data: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
+        let pr = PacketRef {
+            track: 3,
+            dts: 1000,
+            offset: 0,
+            keyframe: true,
+            bpos: 0,
+            data: &data,
+        };
+        let (mut out, mut spans) = (Vec::new(), Vec::new());
+        p.packetize(&pr, &mut out, &mut spans);
+        assert!(
+            spans.len() >= 3
+                && spans
+                    .iter()
+                    .all(|s| (s.len() - RTP_HEADER_LEN).is_multiple_of(2))
+        );
+        let mut d = Depacketizer::new(Codec::Ulaw, (13, 3));
+        for s in &spans {
+            d.push(&out[s.clone()]).unwrap();
+        }
+        let units: Vec<Unit> = std::iter::from_fn(|| d.poll()).collect();
+        assert_eq!(
+            units
+                .iter()
+                .flat_map(|u| u.data.clone())
+                .collect::<Vec<u8>>(),
+            data
+        );
+        // Timestamps count sample frames: two bytes a frame in stereo.
+        let step = units[1].timestamp - units[0].timestamp;
+        assert_eq!(step as usize, units[0].data.len() / 2);
+        assert_eq!(units[0].timestamp, 8000);
     }
 
     fn rtp_seq(seq: u16) -> Vec<u8> {

@@ -560,3 +560,95 @@ fn a_push_into_a_stream_with_a_key_authenticates_with_digest() {
         "{no}"
     );
 }
+
+/// G.711 passes through: ffmpeg pushes H.264 and A-law (PCMA, RTP payload type 8) over
+/// RTSP; the stream plays back over RTSP and as FLV (SoundFormat 7) with every audio sample
+/// and every video frame.
+#[test]
+fn g711_audio_passes_through_rtsp_and_flv() {
+    require_tools(&["ffmpeg"]);
+    let (srv, port) = server();
+    let file = srv.dir.join("alaw.mkv");
+    let made = spawn_client(
+        &srv.dir,
+        "make-alaw",
+        30,
+        "ffmpeg",
+        &[
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            fixture("bframes.flv").to_str().unwrap(),
+            "-c:v",
+            "copy",
+            "-c:a",
+            "pcm_alaw",
+            "-ar",
+            "8000",
+            "-ac",
+            "1",
+            file.to_str().unwrap(),
+        ]
+        .map(String::from),
+    )
+    .wait();
+    assert!(made.status.success(), "{}", made.describe());
+    let bytes = |cap: &Capture, m: Media| -> u64 {
+        cap.packets
+            .iter()
+            .filter(|p| p.media == m)
+            .map(|p| p.size)
+            .sum()
+    };
+    let src = Capture::from_output(
+        &ffmpeg_framecrc(&srv.dir, "src", file.to_str().unwrap(), &[], 30).wait(),
+    );
+    let samples = bytes(&src, Media::Audio);
+    assert!(samples > 79_000, "{samples} A-law samples in the source");
+    let push = spawn_client(
+        &srv.dir,
+        "push-alaw",
+        40,
+        "ffmpeg",
+        &[
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "warning",
+            "-re",
+            "-i",
+            file.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "rtsp",
+            "-rtsp_transport",
+            "tcp",
+            &format!("rtsp://127.0.0.1:{port}/live+alaw"),
+        ]
+        .map(String::from),
+    )
+    .wait();
+    assert!(push.status.success(), "{}", push.describe());
+    for url in [
+        format!("rtsp://127.0.0.1:{port}/live+alaw"),
+        srv.http_url("/live+alaw.flv"),
+    ] {
+        let out = ffmpeg_framecrc(
+            &srv.dir,
+            "play-alaw",
+            &url,
+            &["-rtsp_transport", "tcp"][..if url.starts_with("rtsp") { 2 } else { 0 }],
+            40,
+        )
+        .wait();
+        let cap = Capture::from_output(&out);
+        let codecs: Vec<&str> = cap.streams.values().map(|(_, c)| c.as_str()).collect();
+        assert_eq!(codecs, ["h264", "pcm_alaw"], "{url}: {}", out.describe());
+        assert_eq!(cap.video().len(), 250, "{url}: video frames");
+        assert_eq!(bytes(&cap, Media::Audio), samples, "{url}: A-law samples");
+    }
+}
