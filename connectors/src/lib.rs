@@ -29,6 +29,7 @@ pub mod rtp_ingest;
 pub mod rtsp;
 pub mod rtsp_client;
 pub mod rtsp_pull;
+pub mod rtsp_push;
 pub mod segcache;
 pub mod session;
 pub mod smooth;

@@ -598,7 +598,6 @@ fn window_ms(c: &Cursor) -> Option<(u64, u64)> {
 /// The SDP of the stream (RFC 4566; media descriptions per RFC 6184 §8.2.1, RFC 7798 §7.2,
 /// RFC 3640 §4.1), written with `sdp-types`.
 fn describe(name: &str, c: &Cursor, sock: &TcpStream) -> String {
-    use sdp_types::{Attribute, Connection, Media, Origin, Session, Time};
     let local = sock
         .local_addr()
         .map(|a| a.ip().to_string())
@@ -608,12 +607,23 @@ fn describe(name: &str, c: &Cursor, sock: &TcpStream) -> String {
         (true, Some((first, last))) => format!("npt=0-{:.3}", (last - first) as f64 / 1000.0),
         _ => "npt=now-".into(),
     };
+    sdp_of(&rtsp_tracks(c.tracks()), name, &local, &range)
+}
+
+/// The SDP (RFC 4566) of `tracks` for session `name` from address `local`: one medium per
+/// track with `rtpmap`/`fmtp` of `dtsc::rtp`, payload types from `rtp::payload_type`,
+/// `a=control:trackID=N`, languages, and the session's `a=range` (`range`, e.g.
+/// `npt=now-`). For DESCRIBE answers and for ANNOUNCE when Sluice pushes out.
+pub fn sdp_of(tracks: &[&Track], name: &str, local: &str, range: &str) -> String {
+    use sdp_types::{Attribute, Connection, Media, Origin, Session, Time};
+    let local = local.to_string();
+    let range = range.to_string();
     let attr = |a: &str, v: Option<String>| Attribute {
         attribute: a.into(),
         value: v,
     };
-    let medias = rtsp_tracks(c.tracks())
-        .into_iter()
+    let medias = tracks
+        .iter()
         .enumerate()
         .map(|(i, t)| {
             let pt = rtp::payload_type(t, i);
@@ -728,19 +738,7 @@ fn play(mut sock: TcpStream, mut st: State, response: Vec<u8>, peer: &str) -> Re
     let selected: Vec<u32> = st.setups.iter().map(|s| s.track).collect();
     crate::log!(PROTO, "{peer} plays {stream} (tracks {selected:?})");
     let reader = *cursor.reader();
-    let mut out = RtspPlay {
-        setups: st.setups,
-        rtp: Vec::with_capacity(64 << 10),
-        spans: Vec::new(),
-        input: Vec::new(),
-        replies: Vec::new(),
-        session: st.session.unwrap_or_default(),
-        stop: false,
-        paced: reader.meta().state() == dtsc::shm::STATE_ENDED,
-        clock: None,
-        paused: false,
-        unixzero: reader.meta().unixzero(),
-    };
+    let mut out = RtspPlay::new(st.setups, st.session.unwrap_or_default(), &reader);
     sock.set_read_timeout(None)?;
     match session::stream(
         &mut sock,
@@ -759,6 +757,53 @@ fn play(mut sock: TcpStream, mut st: State, response: Vec<u8>, peer: &str) -> Re
         Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),
     }
     Ok(())
+}
+
+/// Sends `tracks` of `cursor` interleaved on `sock` (RTP on channel 2i, RTCP on 2i+1, in
+/// the order of `tracks`, payload types of `rtp::payload_type`) to a server that accepted
+/// RECORD (`rtsp_push`). True when the stream ended, false when the server left.
+pub fn stream_out(
+    mut sock: TcpStream,
+    mut cursor: Cursor,
+    tracks: &[Track],
+    stream: &str,
+    peer: &str,
+) -> Result<bool> {
+    let mut seed = seed() | 1;
+    let setups = tracks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let r = next_random(&mut seed);
+            let ch = 2 * i as u8;
+            Some(Setup {
+                track: t.id,
+                path: Path::Interleaved(ch, ch + 1),
+                packetizer: Packetizer::new(
+                    t,
+                    rtp::payload_type(t, i),
+                    r as u32,
+                    (r >> 32) as u16,
+                    (r >> 40) as u32,
+                )?,
+                last_sr: None,
+                rr: None,
+            })
+        })
+        .collect();
+    let reader = *cursor.reader();
+    let mut out = RtspPlay::new(setups, String::new(), &reader);
+    let ended = session::stream(
+        &mut sock,
+        &mut cursor,
+        &reader,
+        &mut out,
+        Vec::new(),
+        Framing::Raw,
+    )
+    .map_err(|e| anyhow!("{peer}: push {stream}: {e:#}"))?;
+    crate::log!(PROTO, "{peer}: push of {stream}: {}", out.report_summary());
+    Ok(matches!(ended, Ended::StreamEnded))
 }
 
 /// RTP out, as an output of the shared connection loop.
@@ -798,6 +843,22 @@ fn ntp_now() -> (u64, u64) {
 }
 
 impl RtspPlay {
+    fn new(setups: Vec<Setup>, session: String, reader: &dtsc::shm::StreamReader) -> RtspPlay {
+        RtspPlay {
+            setups,
+            rtp: Vec::with_capacity(64 << 10),
+            spans: Vec::new(),
+            input: Vec::new(),
+            replies: Vec::new(),
+            session,
+            stop: false,
+            paced: reader.meta().state() == dtsc::shm::STATE_ENDED,
+            clock: None,
+            paused: false,
+            unixzero: reader.meta().unixzero(),
+        }
+    }
+
     /// Keeps each track's latest receiver report (matched by our SSRC).
     fn take_reports(&mut self, blocks: &[rtp::ReportBlock]) {
         for b in blocks {

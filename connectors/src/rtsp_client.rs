@@ -4,13 +4,17 @@
 //! clock (times are ms on any monotonic clock). This is how Sluice pulls from IP cameras
 //! (`connectors::rtsp_pull`).
 //!
-//! Sequence: OPTIONS, DESCRIBE (`Accept: application/sdp`), one SETUP per track Sluice can
+//! Play sequence: OPTIONS, DESCRIBE (`Accept: application/sdp`), one SETUP per track Sluice can
 //! read (in the SDP's order, `RTP/AVP/TCP` interleaved on channels 2i and 2i+1, or
 //! `RTP/AVP` UDP to the ports the caller bound), PLAY, then a keepalive (GET_PARAMETER when
 //! the server lists it in `Public`, else OPTIONS) at half the session timeout, and TEARDOWN.
 //! A `401` is answered once per request with the credentials of the URL: Digest (RFC 2617,
 //! computed by the `digest_auth` crate) when offered, else Basic; later requests carry
 //! fresh credentials. Control URLs are resolved against `Content-Base` (RFC 2326 §C.1.1).
+//!
+//! Record sequence ([`RtspClient::new_record`], Sluice pushing to another server): OPTIONS,
+//! ANNOUNCE with the SDP, one SETUP per track with `mode=record` over TCP interleaved,
+//! RECORD; the caller then sends the RTP.
 //!
 //! Bad input: a response that cannot be parsed, or more than [`MAX_PENDING`] bytes that do
 //! not parse, ends the session with [`ClientEvent::Failed`] naming the reason; so does any
@@ -50,7 +54,7 @@ pub enum ClientEvent {
         channel: u8,
         server_ports: Option<(u16, u16)>,
     },
-    /// PLAY succeeded: media follows.
+    /// PLAY succeeded: media follows (in record mode: RECORD succeeded, send media).
     Playing,
     /// An interleaved frame on `channel`.
     Data { channel: u8, bytes: Vec<u8> },
@@ -62,6 +66,8 @@ pub enum ClientEvent {
 enum Phase {
     Options,
     Describe,
+    Announce,
+    Record,
     AwaitPorts,
     Setup(usize),
     Play,
@@ -97,6 +103,8 @@ pub struct RtspClient {
     buf: Vec<u8>,
     out: Vec<u8>,
     events: VecDeque<ClientEvent>,
+    /// Record mode: the SDP announced (the client pushes instead of playing).
+    record: Option<String>,
 }
 
 impl RtspClient {
@@ -135,7 +143,18 @@ impl RtspClient {
             buf: Vec::new(),
             out: Vec::new(),
             events: VecDeque::new(),
+            record: None,
         })
+    }
+
+    /// A client that pushes to `url` (ANNOUNCE with `sdp`, then a SETUP with `mode=record`
+    /// for each of `controls`, interleaved over TCP, then RECORD); after
+    /// [`ClientEvent::Playing`] the caller sends RTP on channels 2i/2i+1.
+    pub fn new_record(url: &str, sdp: String, controls: Vec<String>) -> Result<RtspClient, String> {
+        let mut c = RtspClient::new(url, Lower::Tcp)?;
+        c.record = Some(sdp);
+        c.controls = controls;
+        Ok(c)
     }
 
     /// The URL played, without credentials.
@@ -245,7 +264,14 @@ impl RtspClient {
                 v.clone(),
             );
         }
-        let req = b.build(Vec::<u8>::new());
+        let body = match (&method, &self.record) {
+            (Method::Announce, Some(sdp)) => {
+                b = b.header(headers::CONTENT_TYPE, "application/sdp");
+                sdp.clone().into_bytes()
+            }
+            _ => Vec::new(),
+        };
+        let req = b.build(body);
         let _ = req.write(&mut self.out);
         let authed = !matches!(self.auth, Auth::None);
         self.pending = Some((self.cseq, method, uri.to_string(), authed));
@@ -270,13 +296,32 @@ impl RtspClient {
     fn setup(&mut self, i: usize, now_ms: u64) {
         if i >= self.controls.len() {
             let u = self.base.clone();
-            self.phase = Phase::Play;
-            self.request(Method::Play, &u, &[("Range", "npt=0.000-".into())], now_ms);
+            if self.record.is_some() {
+                self.phase = Phase::Record;
+                self.request(
+                    Method::Record,
+                    &u,
+                    &[("Range", "npt=0.000-".into())],
+                    now_ms,
+                );
+            } else {
+                self.phase = Phase::Play;
+                self.request(Method::Play, &u, &[("Range", "npt=0.000-".into())], now_ms);
+            }
             return;
         }
         self.phase = Phase::Setup(i);
+        let mode = if self.record.is_some() {
+            ";mode=record"
+        } else {
+            ""
+        };
         let transport = match self.lower {
-            Lower::Tcp => format!("RTP/AVP/TCP;unicast;interleaved={}-{}", 2 * i, 2 * i + 1),
+            Lower::Tcp => format!(
+                "RTP/AVP/TCP;unicast;interleaved={}-{}{mode}",
+                2 * i,
+                2 * i + 1
+            ),
             Lower::Udp => {
                 let (a, b) = self.ports.get(i).copied().unwrap_or((0, 0));
                 format!("RTP/AVP;unicast;client_port={a}-{b}")
@@ -389,7 +434,7 @@ impl RtspClient {
                 }
                 return;
             }
-            if matches!(method, Method::Play) {
+            if matches!(method, Method::Play | Method::Record) {
                 self.setup(self.controls.len(), now_ms);
                 return;
             }
@@ -435,15 +480,21 @@ impl RtspClient {
                         self.keepalive = Method::GetParameter;
                     }
                 }
-                self.phase = Phase::Describe;
                 let u = self.url.as_str().to_string();
-                self.request(
-                    Method::Describe,
-                    &u,
-                    &[("Accept", "application/sdp".into())],
-                    now_ms,
-                );
+                if self.record.is_some() {
+                    self.phase = Phase::Announce;
+                    self.request(Method::Announce, &u, &[], now_ms);
+                } else {
+                    self.phase = Phase::Describe;
+                    self.request(
+                        Method::Describe,
+                        &u,
+                        &[("Accept", "application/sdp".into())],
+                        now_ms,
+                    );
+                }
             }
+            Phase::Announce => self.setup(0, now_ms),
             Phase::Describe => {
                 if let Some(b) = r
                     .header(&headers::CONTENT_BASE)
@@ -488,7 +539,7 @@ impl RtspClient {
                 });
                 self.setup(i + 1, now_ms);
             }
-            Phase::Play => {
+            Phase::Play | Phase::Record => {
                 self.phase = Phase::Playing;
                 self.events.push_back(ClientEvent::Playing);
             }

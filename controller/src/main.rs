@@ -41,6 +41,9 @@ enum Role {
     /// Pull a stream from a camera into its buffer (started by the buffer).
     #[command(hide = true)]
     Pull(connectors::rtsp_pull::PullArgs),
+    /// Push a stream to another server over RTSP (started by the controller's pushes).
+    #[command(hide = true)]
+    Push(connectors::rtsp_push::PushArgs),
     /// Run a protocol listener (started by the controller).
     #[command(hide = true)]
     Connector {
@@ -68,6 +71,10 @@ fn main() {
         Some(Role::Pull(args)) => {
             connectors::listener::set_process_name("RTSP pull");
             connectors::rtsp_pull::run(args)
+        }
+        Some(Role::Push(args)) => {
+            connectors::listener::set_process_name("RTSP push");
+            connectors::rtsp_push::run(args)
         }
         Some(Role::Connector {
             protocol,

@@ -652,3 +652,52 @@ fn g711_audio_passes_through_rtsp_and_flv() {
         assert_eq!(bytes(&cap, Media::Audio), samples, "{url}: A-law samples");
     }
 }
+
+/// Sluice pushes out over RTSP (ANNOUNCE/RECORD, the push process `sluice push`): to ffmpeg
+/// listening (`-rtsp_flags listen`), every frame of a stored stream arrives; to Sluice's own
+/// RTSP connector, into a stream with a key, with the credentials in the target URL
+/// (Digest), every frame again.
+#[test]
+fn sluice_pushes_out_over_rtsp_with_every_frame() {
+    require_tools(&["ffmpeg"]);
+    let src = fixture_streams("bframes.flv");
+    let (srv, port) = server();
+    let push = |target: &str| {
+        let out = std::process::Command::new(sluice_bin())
+            .args(["push", "--stream", "vod", "--target", target, "--rundir"])
+            .arg(&srv.rundir)
+            .output()
+            .expect("sluice push");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let listen = free_port();
+    let target = format!("rtsp://127.0.0.1:{listen}/in");
+    let receiver = ffmpeg_framecrc(
+        &srv.dir,
+        "listener",
+        &target,
+        &["-rtsp_flags", "listen"],
+        40,
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let log = push(&target);
+    assert!(log.contains("recording to"), "{log}");
+    let got = Capture::from_output(&receiver.wait()).per_stream();
+    assert_eq!(got.len(), 2, "{log}");
+    assert_eq!(
+        (got[0].codec.as_str(), got[0].packets, got[0].keyframes),
+        ("h264", 250, 5)
+    );
+    got[1].assert_matches(&src[1], 2, "pushed to ffmpeg, audio");
+    // Into Sluice's own push://@s3cret stream, over its RTSP connector.
+    let log = push(&format!("rtsp://pub:s3cret@127.0.0.1:{port}/locked"));
+    assert!(!log.contains("s3cret"), "the password was logged: {log}");
+    let (got, diag) = over(&srv, &format!("rtsp://127.0.0.1:{port}/locked"), "tcp");
+    assert_eq!((got[0].packets, got[0].keyframes), (250, 5), "{diag}");
+    assert!(got[1].packets >= 431, "{diag}");
+}

@@ -1,0 +1,131 @@
+//! Pushing a stream out over RTSP (ANNOUNCE/RECORD to another server: MediaMTX, Wowza, a
+//! Sluice or MistServer `push://` stream, ffmpeg `-rtsp_flags listen`). One process per
+//! push, `sluice push --stream S --target rtsp://[user:pass@]host[:port]/path`, as the
+//! controller's push feature starts them.
+//!
+//! The stream is read like any viewer's ([`Cursor`]: a live stream from its newest
+//! keyframe, an ended one from its start at real time); the handshake is
+//! [`RtspClient::new_record`] (the SDP is the one Sluice's DESCRIBE would give, credentials
+//! of the URL answer a 401); then the media goes out interleaved on the connection through
+//! the same output as RTSP play (`rtsp::RtspPlay`: sender reports, receiver reports read,
+//! RTCP BYE at the end), followed by TEARDOWN.
+//!
+//! Errors (target unreachable, refused, the stream never gets media) end the process with
+//! a message naming them; retrying is the caller's (the controller's push rules).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::cursor::Cursor;
+use crate::rtsp_client::{ClientEvent, RtspClient};
+
+const PROTO: &str = "RTSP push";
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// What the controller passes to a push process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PushArgs {
+    /// The stream pushed.
+    #[arg(long)]
+    pub stream: String,
+    /// Where to: `rtsp://[user:pass@]host[:port]/path`.
+    #[arg(long)]
+    pub target: String,
+    /// Folder of the Unix sockets.
+    #[arg(long)]
+    pub rundir: PathBuf,
+}
+
+/// Runs one push to its end (the stream ended, or the target left).
+pub fn run(args: PushArgs) -> Result<()> {
+    let mut cursor = Cursor::open(&args.rundir, &args.stream, "127.0.0.1")
+        .map_err(|e| anyhow!("{}: {e}", args.stream))?;
+    if !cursor.wait_ready(Duration::from_secs(15), 1) {
+        bail!("{}: no media within 15 s", args.stream);
+    }
+    let tracks: Vec<dtsc::Track> = crate::rtsp::rtsp_tracks(cursor.tracks())
+        .into_iter()
+        .cloned()
+        .collect();
+    if tracks.is_empty() {
+        bail!("{}: no track RTSP can carry", args.stream);
+    }
+    let ended = cursor.reader().meta().state() == dtsc::shm::STATE_ENDED;
+    if ended {
+        cursor.seek_first_key();
+    } else {
+        cursor.seek_latest_key();
+    }
+    // The handshake.
+    let probe =
+        RtspClient::new(&args.target, crate::rtsp_client::Lower::Tcp).map_err(|e| anyhow!(e))?;
+    let shown = probe.url().to_string();
+    let url = rtsp_types::Url::parse(&shown).map_err(|e| anyhow!("{e}"))?;
+    let host = url.host_str().unwrap_or("").to_string();
+    let addr = (host.as_str(), url.port().unwrap_or(554))
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{host}: no address"))?;
+    let mut sock = TcpStream::connect_timeout(&addr, HANDSHAKE)
+        .with_context(|| format!("connecting to {addr}"))?;
+    sock.set_nodelay(true)?;
+    let local = sock.local_addr()?.ip().to_string();
+    let refs: Vec<&dtsc::Track> = tracks.iter().collect();
+    let sdp = crate::rtsp::sdp_of(&refs, &args.stream, &local, "npt=now-");
+    let controls = tracks.iter().map(|t| format!("trackID={}", t.id)).collect();
+    let mut client = RtspClient::new_record(&args.target, sdp, controls).map_err(|e| anyhow!(e))?;
+    let zero = Instant::now();
+    let ms = || zero.elapsed().as_millis() as u64;
+    client.start(ms());
+    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        sock.write_all(&client.transmit())
+            .context("writing to the target")?;
+        match client.poll_event() {
+            Some(ClientEvent::Playing) => break,
+            Some(ClientEvent::Failed(why)) => bail!("{shown}: {why}"),
+            Some(_) => continue,
+            None => {}
+        }
+        if zero.elapsed() > HANDSHAKE {
+            bail!("{shown}: no answer to the handshake within {HANDSHAKE:?}");
+        }
+        match sock.read(&mut buf) {
+            Ok(0) => bail!("{shown}: the target closed the connection"),
+            Ok(n) => client.recv(&buf[..n], ms()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e).context("reading from the target"),
+        }
+    }
+    crate::log!(
+        PROTO,
+        "{}: recording to {shown} ({} tracks)",
+        args.stream,
+        tracks.len()
+    );
+    sock.set_read_timeout(None)?;
+    let ended = crate::rtsp::stream_out(sock.try_clone()?, cursor, &tracks, &args.stream, &shown)?;
+    client.teardown(ms());
+    let _ = sock.write_all(&client.transmit());
+    crate::log!(
+        PROTO,
+        "{}: push to {shown} ended ({})",
+        args.stream,
+        if ended {
+            "the stream ended"
+        } else {
+            "the target left"
+        }
+    );
+    Ok(())
+}
