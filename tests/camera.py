@@ -4,7 +4,8 @@ rtsp://127.0.0.1:PORT/test.
 
   camera.py --port P --file F.flv      the file's H.264 and AAC, once per session, at real time
   camera.py --port P --live            a live test picture (openh264, 25 fps, GOP 1 s) and tone
-  --drop PCT       drop that share of the RTP packets of every track (simulated loss)
+  --drop PCT       drop that share of the RTP packets of every track and delay 2% of them
+                   by 5-40 ms, past later ones (simulated loss and reordering)
   --user U --password W   require Digest authentication
 
 Prints "ready" on stdout once it listens. Runs until killed.
@@ -33,7 +34,12 @@ def main():
 
     def pay(n, payloader):
         if a.drop > 0:
-            return f"{payloader} pt={96 + n} ! identity drop-probability={a.drop / 100} name=pay{n}"
+            # netsim (gst-plugins-bad) drops packets and delays some past later ones.
+            return (
+                f"{payloader} pt={96 + n} ! netsim drop-probability={a.drop / 100} "
+                f"delay-probability=0.02 min-delay=5 max-delay=40 allow-reordering=true "
+                f"name=pay{n}"
+            )
         return f"{payloader} name=pay{n} pt={96 + n}"
 
     if a.file:

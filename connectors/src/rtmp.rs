@@ -272,7 +272,14 @@ fn play(
     }
     // RTMP carries one video and one audio track (FLV tags): the first of each kind selected.
     cursor.narrow_to(tracksel::flv_carried);
-    let start = cursor.seek_latest_key().unwrap_or(0);
+    // A live stream from its newest keyframe; an ended one (a stored file, a finished
+    // publish in its linger time) from its start, as the progressive outputs do.
+    let start = if cursor.reader().meta().state() == dtsc::shm::STATE_ENDED {
+        cursor.seek_first_key()
+    } else {
+        cursor.seek_latest_key()
+    }
+    .unwrap_or(0);
     session.accept_play()?;
     let pending = session.take_output();
     crate::log!(

@@ -506,6 +506,55 @@ mod tests {
         assert_eq!(dts, [1000, 1021, 1042, 1063, 1084]);
     }
 
+    /// An RTP packet of one NAL unit (RFC 6184 §5.6).
+    fn single(seq: u16, ts: u32, marker: bool, nal: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 96 | if marker { 0x80 } else { 0 }];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1]);
+        p.extend_from_slice(nal);
+        p
+    }
+
+    #[test]
+    fn a_camera_that_changes_resolution_gives_new_init_data() {
+        // The SDP's parameter sets say 320x240; the stream then sends a 640x360 SPS.
+        let mut ing = RtpIngest::new(sdp_tracks(SDP.as_bytes()).unwrap(), 1000);
+        ing.tracks[0].channel = Some(0);
+        let before = ing.tracks[0].track.init.clone();
+        let sps_640: [u8; 25] = [
+            0x67, 0x64, 0x00, 0x1E, 0xAC, 0xD9, 0x40, 0xA0, 0x2F, 0xF9, 0x61, 0x00, 0x00, 0x03,
+            0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x32, 0x0F, 0x16, 0x2D, 0x96,
+        ];
+        let pps = [0x68, 0xEB, 0xE3, 0xCB, 0x22];
+        let mut frames = Vec::new();
+        assert!(!ing
+            .rtp(0, &single(1, 0, false, &[0x65, 0x88, 0x80]), &mut frames)
+            .unwrap());
+        assert_eq!(ing.tracks[0].track.width, 320);
+        ing.rtp(0, &single(2, 0, true, &[0x65, 0x88, 0x81]), &mut frames)
+            .unwrap();
+        let mut changed = false;
+        for (i, nal) in [&sps_640[..], &pps[..], &[0x65, 0x88, 0x82][..]]
+            .iter()
+            .enumerate()
+        {
+            changed |= ing
+                .rtp(0, &single(3 + i as u16, 3600, i == 2, nal), &mut frames)
+                .unwrap();
+        }
+        // The new sets show when the unit they came with completes.
+        changed |= ing
+            .rtp(0, &single(6, 7200, true, &[0x41, 0x9a]), &mut frames)
+            .unwrap();
+        assert!(changed, "no new init data");
+        let t = &ing.tracks[0].track;
+        assert_eq!((t.width, t.height), (640, 360));
+        assert_ne!(t.init, before);
+        let cfg = dtsc::h264::parse_avcc(&t.init).unwrap();
+        assert_eq!(cfg.sps[0], sps_640);
+    }
+
     proptest! {
         #[test]
         fn any_sdp_never_panics(lines in proptest::collection::vec("[a-z =/:0-9A-Z;-]{0,30}", 0..12)) {

@@ -71,6 +71,7 @@ struct Counters {
     bad: u64,
     skipped: u64,
     late: u64,
+    reordered: u64,
     jumps: u64,
     /// Connection attempts.
     attempts: u64,
@@ -151,6 +152,7 @@ fn write_stats(path: &std::path::Path, url: &str, state: &str, c: &Counters, why
         "packets_lost": c.lost,
         "packets_bad": c.bad,
         "packets_late": c.late,
+        "packets_reordered": c.reordered,
         "units_dropped": c.skipped,
         "timestamp_jumps": c.jumps,
         "attempts": c.attempts,
@@ -474,6 +476,7 @@ impl Session<'_> {
             c.jumps += ing.jumps();
         }
         c.late += udp.iter().map(|u| u.jitter.late).sum::<u64>();
+        c.reordered += udp.iter().map(|u| u.jitter.reordered).sum::<u64>();
         c
     }
 }

@@ -433,6 +433,24 @@ fn ffmpeg_pushes_over_rtsp_and_every_output_has_every_frame() {
         )
         .wait();
         assert!(push.status.success(), "{}", push.describe());
+        // RTMP: every frame, from the start of the ended stream.
+        let out =
+            ffmpeg_framecrc(&srv.dir, "rtmp-after-push", &srv.rtmp_url(&stream), &[], 40).wait();
+        let got = Capture::from_output(&out).per_stream();
+        assert_eq!(
+            got.len(),
+            2,
+            "RTMP: {}\n{}",
+            out.describe(),
+            srv.stderr_tail(10)
+        );
+        assert_eq!(
+            (got[0].packets, got[0].keyframes),
+            (250, 5),
+            "RTMP: {}",
+            out.describe()
+        );
+        assert!(got[1].packets >= 431, "RTMP: {}", out.describe());
         // The ended stream: every frame, times as in the file (RTP carries presentation
         // times only; decode order and times are rebuilt).
         for path in [
@@ -456,10 +474,39 @@ fn ffmpeg_pushes_over_rtsp_and_every_output_has_every_frame() {
             // Audio went ms → 44.1 kHz ticks (ffmpeg) → ms (Sluice): 2 ms of rounding at most.
             got[1].assert_matches(&sent, 2, &format!("{what}, audio"));
         }
-        // And back out over RTSP: every frame again.
-        let (got, diag) = over(&srv, &format!("rtsp://127.0.0.1:{port}/{stream}"), "tcp");
-        assert_eq!((got[0].packets, got[0].keyframes), (250, 5), "{diag}");
-        assert!(got[1].packets >= 431, "{diag}");
+        // And back out over RTSP: every frame again. (Stored streams go out at real time,
+        // and an ended push is kept 30 s: ffmpeg over TCP after the UDP push; ffmpeg over
+        // UDP and GStreamer's rtspsrc after the TCP push.)
+        let url = format!("rtsp://127.0.0.1:{port}/{stream}");
+        let t = if transport == "tcp" { "udp" } else { "tcp" };
+        let (got, diag) = over(&srv, &url, t);
+        assert_eq!(
+            (got[0].packets, got[0].keyframes),
+            (250, 5),
+            "RTSP/{t}: {diag}"
+        );
+        assert!(got[1].packets >= 431, "RTSP/{t}: {diag}");
+        if transport == "udp" {
+            continue;
+        }
+        let g = gst_count(
+            &srv.dir,
+            "gst-after-push",
+            40,
+            &format!(
+                "rtspsrc location={url} protocols=tcp name=s \
+                 s. ! application/x-rtp,media=video ! rtph264depay ! h264parse ! fakesink name=video \
+                 s. ! application/x-rtp,media=audio ! rtpmp4gdepay ! aacparse ! fakesink name=audio"
+            ),
+        )
+        .wait();
+        let r = parse_gst(&g).expect("gst result");
+        assert_eq!(
+            (r.sinks["video"].buffers, r.sinks["video"].keyframes),
+            (250, 5),
+            "{r:?}"
+        );
+        assert!(r.sinks["audio"].buffers >= 431, "{r:?}");
     }
     assert_eq!(
         srv.stderr_text()
