@@ -1137,6 +1137,8 @@ struct Record {
     /// Per track: our UDP sockets (RTP, RTCP) when it is pushed over UDP; its channel then
     /// names it inside this connection.
     udp: Vec<Option<(UdpSocket, UdpSocket)>>,
+    /// Interleaved frames on channels no SETUP named.
+    stray: u64,
 }
 
 /// Handles ANNOUNCE: parses the SDP and attaches to the stream's buffer as its publisher
@@ -1197,6 +1199,7 @@ fn announce(
         attached,
         ingest: RtpIngest::new(tracks, 1000),
         udp: (0..n).map(|_| None).collect(),
+        stray: 0,
     })
 }
 
@@ -1205,6 +1208,15 @@ impl Record {
     /// Writes a new header first when a track got new init data.
     fn data(&mut self, channel: u8, bytes: &[u8], frames: &mut Vec<u8>, peer: &str) {
         let Some((i, is_rtcp)) = self.ingest.track_on(channel) else {
+            // Data on a channel no SETUP named: dropped, and named once in the log.
+            self.stray += 1;
+            if self.stray == 1 {
+                crate::log!(
+                    PROTO,
+                    "{peer}: {}: interleaved data on channel {channel}, which was never set up; ignored",
+                    self.stream
+                );
+            }
             return;
         };
         if is_rtcp {

@@ -196,6 +196,51 @@ fn bad_requests_get_rtsp_errors_and_disturb_nobody() {
         ok.starts_with("RTSP/1.0 200") && ok.contains("CSeq: 7") && ok.contains("DESCRIBE"),
         "{ok}"
     );
+    // A publisher that sends interleaved data on a channel it never set up: ignored and
+    // named in the log; its session goes on.
+    let mut p = Raw::connect(port);
+    let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/44100/2\r\na=fmtp:97 config=1210;sizelength=13;indexlength=3\r\na=control:streamid=0\r\n";
+    let r = p.request(
+        "ANNOUNCE",
+        &format!("{base}/live+stray"),
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
+    );
+    assert!(r.starts_with("RTSP/1.0 200"), "{r}");
+    let session = header(&r, "Session").split(';').next().unwrap().to_string();
+    let r = p.request(
+        "SETUP",
+        &format!("{base}/live+stray/streamid=0"),
+        &format!(
+            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\nSession: {session}\r\n"
+        ),
+    );
+    assert!(r.starts_with("RTSP/1.0 200"), "{r}");
+    let r = p.request(
+        "RECORD",
+        &format!("{base}/live+stray"),
+        &format!("Session: {session}\r\n"),
+    );
+    assert!(r.starts_with("RTSP/1.0 200"), "{r}");
+    p.s.write_all(b"$\x07\x00\x04abcd").unwrap();
+    let r = p.request(
+        "OPTIONS",
+        &format!("{base}/live+stray"),
+        &format!("Session: {session}\r\n"),
+    );
+    assert!(r.starts_with("RTSP/1.0 200"), "{r}");
+    assert!(
+        poll(Duration::from_secs(3), || srv
+            .stderr_text()
+            .contains("channel 7, which was never set up")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        srv.stderr_tail(10)
+    );
+    drop(p);
     // The server still serves a whole session.
     let (got, diag) = over(&srv, &format!("{base}/vod"), "tcp");
     assert_eq!(
