@@ -58,6 +58,8 @@ pub struct RecvTrack {
     last_pts: Option<u64>,
     /// Times the sender's RTP timestamps jumped and the track was re-based.
     pub jumps: u64,
+    /// Packets this track produced.
+    pub units: u64,
     /// The depacketizer's parameter set version the init data was last built from.
     sets_seen: u64,
 }
@@ -182,6 +184,7 @@ pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
             last_dts: None,
             last_pts: None,
             jumps: 0,
+            units: 0,
             sets_seen: 0,
         });
     }
@@ -294,6 +297,7 @@ type Unit = (u64, u32, i64, bool, Vec<u8>);
 fn queue_units(t: &mut RecvTrack, units: Vec<(u64, i64, bool, Vec<u8>)>, queue: &mut Vec<Unit>) {
     for (dts, offset, keyframe, data) in units {
         t.last_dts = Some(dts);
+        t.units += 1;
         queue.push((dts, t.track.id, offset, keyframe, data));
     }
 }

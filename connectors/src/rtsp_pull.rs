@@ -10,7 +10,7 @@
 //!   every [`RR_INTERVAL`].
 //! * Reconnects with backoff (1 s doubling to [`MAX_BACKOFF`], 5 s; back to 1 s after a
 //!   session that played for 10 s) when the camera refuses, drops the connection, or sends nothing for
-//!   [`SILENCE`]. The buffer's publisher connection stays up across reconnects, and each
+//!   [`SILENCE`] (RTCP alone does not count). The buffer's publisher connection stays up across reconnects, and each
 //!   new session's times start after the last packet of the previous one, so viewers see
 //!   one stream with increasing timestamps. New parameter sets (another resolution) give
 //!   the buffer new init data.
@@ -39,7 +39,7 @@ pub const JITTER_MS: u64 = 150;
 /// How often a UDP session sends RTCP receiver reports.
 pub const RR_INTERVAL: Duration = Duration::from_secs(5);
 /// After this long without media, the reorder windows are emptied.
-pub const QUIET: Duration = Duration::from_secs(1);
+pub const QUIET: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between attempts: a camera that comes back is played again within it.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -347,9 +347,12 @@ impl Session<'_> {
                     }
                     ClientEvent::Data { channel, bytes } => {
                         if let Some(ing) = &mut ingest {
-                            last_media = Instant::now();
-                            flushed = false;
-                            take(ing, channel, &bytes, &mut frames);
+                            // RTP is media; RTCP (which cameras send on after their media
+                            // ended) is not.
+                            if take(ing, channel, &bytes, &mut frames) {
+                                last_media = Instant::now();
+                                flushed = false;
+                            }
                         }
                     }
                     ClientEvent::Failed(why) => failed = Some(why),
@@ -361,7 +364,7 @@ impl Session<'_> {
                 for (i, u) in udp.iter_mut().enumerate() {
                     let ch = 2 * i as u8;
                     while let Ok(n) = u.rtcp.recv(&mut chunk) {
-                        take(ing, ch + 1, &chunk[..n], &mut frames);
+                        let _ = take(ing, ch + 1, &chunk[..n], &mut frames);
                     }
                     while let Ok(n) = u.rtp.recv(&mut chunk) {
                         last_media = Instant::now();
@@ -376,7 +379,7 @@ impl Session<'_> {
                         }
                     }
                     while let Some(p) = u.jitter.pop(now) {
-                        take(ing, ch, &p, &mut frames);
+                        let _ = take(ing, ch, &p, &mut frames);
                     }
                 }
             }
@@ -452,11 +455,23 @@ impl Session<'_> {
         if let Some(ing) = &mut ingest {
             for (i, u) in udp.iter_mut().enumerate() {
                 for p in u.jitter.drain() {
-                    take(ing, 2 * i as u8, &p, &mut frames);
+                    let _ = take(ing, 2 * i as u8, &p, &mut frames);
                 }
             }
             ing.finish(&mut frames);
             let _ = self.out.write_all(&frames);
+            let per: Vec<String> = ing
+                .tracks
+                .iter()
+                .filter(|t| t.channel.is_some())
+                .map(|t| format!("track {}: {} packets", t.track.id, t.units))
+                .collect();
+            crate::log!(
+                PROTO,
+                "{}: session ended ({})",
+                self.args.stream,
+                per.join(", ")
+            );
             if let Some(d) = ing.last_dts() {
                 self.after = d;
             }
@@ -482,20 +497,21 @@ impl Session<'_> {
 }
 
 /// Hands one RTP or RTCP packet on `channel` to the ingest; a new header goes first when a
-/// track's init data changed.
-fn take(ing: &mut RtpIngest, channel: u8, bytes: &[u8], frames: &mut Vec<u8>) {
+/// track's init data changed. True when it was RTP of a set-up track.
+fn take(ing: &mut RtpIngest, channel: u8, bytes: &[u8], frames: &mut Vec<u8>) -> bool {
     let Some((i, is_rtcp)) = ing.track_on(channel) else {
-        return;
+        return false;
     };
     if is_rtcp {
         ing.rtcp(i, bytes);
-        return;
+        return false;
     }
     let mut media = Vec::new();
     if let Ok(true) = ing.rtp(i, bytes, &mut media) {
         ing.header(frames);
     }
     frames.extend_from_slice(&media);
+    true
 }
 
 /// Two UDP sockets on consecutive ports, RTP on the even one (RFC 3550 §11).

@@ -103,7 +103,18 @@ fn stream_info_lists_tracks_and_working_sources() {
         .map(|x| x.1.trim_end().trim_end_matches(';'))
         .expect("mistvideo assignment");
     let again: Value = serde_json::from_str(body).unwrap();
-    assert_eq!(again["meta"]["tracks"], v["meta"]["tracks"]);
+    // The same tracks; their ends and rates may have moved on between the two requests
+    // (the last packets of the publish may still be arriving).
+    let fixed = |v: &Value| {
+        let mut t = v["meta"]["tracks"].clone();
+        for (_, track) in t.as_object_mut().unwrap().iter_mut() {
+            for k in ["lastms", "bps", "maxbps"] {
+                track.as_object_mut().unwrap().remove(k);
+            }
+        }
+        t
+    };
+    assert_eq!(fixed(&again), fixed(&v));
 
     let page = srv.get("/live.html").unwrap();
     assert_eq!(page.status, 200);
