@@ -124,60 +124,70 @@ fn a_camera_pulled_over_tcp_and_udp_gives_every_frame() {
     require_tools(&["ffmpeg"]);
     let src = fixture_streams("bframes.flv");
     for transport in ["tcp", "udp"] {
-        // Each session plays the file once from its start, at real time.
-        let cam = Camera::start(
-            free_port(),
-            &["--file", fixture("bframes.flv").to_str().unwrap()],
-        );
-        let srv = server(json!({
-            "cam": {"name": "cam", "source": cam.url(), "rtsp_transport": transport}
-        }));
-        // On demand: the viewer starts the pull, and is there for the first keyframe. The
-        // file lasts 10 s; the camera's session ends 8 s after (silence), and the next
-        // starts a second later: 18 s hold the first session whole (the rest is cut off).
-        let out = ffmpeg_framecrc(&srv.dir, transport, &srv.http_url("/cam.ts"), &[], 18).wait();
-        let got = first_session(Capture::from_output(&out)).per_stream();
-        let what = format!("pulled over {transport}, played as /cam.ts");
-        assert_eq!(
-            got.len(),
-            2,
-            "{what}: {}\n{}",
-            out.describe(),
-            srv.stderr_tail(20)
-        );
-        // Open: the file's last frame (the last in decode order) sometimes reaches viewers
-        // only when the camera's next session starts (about 1 run in 4 here; the pull has
-        // written it by then, its session log counts 250). Every other frame must arrive.
-        let mut want = src[0].clone();
-        if got[0].packets + 1 == want.packets {
-            want.packets -= 1;
-            want.pts_ms.pop();
-        }
-        got[0].assert_matches(&want, 1, &format!("{what}, video"));
-        // rtpmp4gpay holds the file's last AAC frame back (it waits for the next one to
-        // finish its packet): 431 of 432 arrive.
-        let mut sent = src[1].clone();
-        if got[1].packets + 1 == sent.packets {
-            sent.packets -= 1;
-            sent.keyframes -= 1;
-            sent.pts_ms.pop();
-        }
-        got[1].assert_matches(&sent, 2, &format!("{what}, audio"));
-        let st = pull_stats(&srv.rundir, "cam");
-        assert_eq!(st["state"], "playing", "{st}");
-        assert_eq!(st["packets_lost"], 0, "{st}");
-        assert!(st["sessions"].as_u64() >= Some(1), "{st}");
-        assert!(
-            srv.stderr_text()
-                .contains(&format!("cam: pulling {} over {transport}", cam.url())),
-            "{}",
-            srv.stderr_tail(20)
-        );
-        // The stream goes out over HLS and RTMP too (the pulled H.264 and AAC).
-        for (label, url) in [("hls", srv.hls_url("cam")), ("rtmp", srv.rtmp_url("cam"))] {
-            let info = ffprobe(&srv.dir, label, &url, &[], 20).unwrap();
-            let codecs: Vec<&str> = info.iter().map(|s| s.codec_name.as_str()).collect();
-            assert_eq!(codecs, ["h264", "aac"], "{label}: {info:?}");
+        for attempt in 0..2 {
+            // Each session plays the file once from its start, at real time.
+            let mut cam = Camera::start(
+                free_port(),
+                &["--file", fixture("bframes.flv").to_str().unwrap()],
+            );
+            let srv = server(json!({
+                "cam": {"name": "cam", "source": cam.url(), "rtsp_transport": transport}
+            }));
+            // On demand: the viewer starts the pull, and is there for the first keyframe. The
+            // file lasts 10 s; the camera's session ends 8 s after (silence), and the next
+            // starts a second later: 18 s hold the first session whole (the rest is cut off).
+            let out =
+                ffmpeg_framecrc(&srv.dir, transport, &srv.http_url("/cam.ts"), &[], 18).wait();
+            // gst-rtsp-server from Python sometimes aborts on its first client (seen about once
+            // in ten runs): that is the stand-in camera failing, not Sluice; one retry.
+            if attempt == 0 && matches!(cam.child.try_wait(), Ok(Some(_))) {
+                eprintln!("camera.py exited during the {transport} run; retrying once");
+                continue;
+            }
+            let got = first_session(Capture::from_output(&out)).per_stream();
+            let what = format!("pulled over {transport}, played as /cam.ts");
+            assert_eq!(
+                got.len(),
+                2,
+                "{what}: {}\n{}",
+                out.describe(),
+                srv.stderr_tail(20)
+            );
+            // Open: the file's last frame (the last in decode order) sometimes reaches viewers
+            // only when the camera's next session starts (about 1 run in 4 here; the pull has
+            // written it by then, its session log counts 250). Every other frame must arrive.
+            let mut want = src[0].clone();
+            if got[0].packets + 1 == want.packets {
+                want.packets -= 1;
+                want.pts_ms.pop();
+            }
+            got[0].assert_matches(&want, 1, &format!("{what}, video"));
+            // rtpmp4gpay holds the file's last AAC frame back (it waits for the next one to
+            // finish its packet): 431 of 432 arrive.
+            let mut sent = src[1].clone();
+            if got[1].packets + 1 == sent.packets {
+                sent.packets -= 1;
+                sent.keyframes -= 1;
+                sent.pts_ms.pop();
+            }
+            got[1].assert_matches(&sent, 2, &format!("{what}, audio"));
+            let st = pull_stats(&srv.rundir, "cam");
+            assert_eq!(st["state"], "playing", "{st}");
+            assert_eq!(st["packets_lost"], 0, "{st}");
+            assert!(st["sessions"].as_u64() >= Some(1), "{st}");
+            assert!(
+                srv.stderr_text()
+                    .contains(&format!("cam: pulling {} over {transport}", cam.url())),
+                "{}",
+                srv.stderr_tail(20)
+            );
+            // The stream goes out over HLS and RTMP too (the pulled H.264 and AAC).
+            for (label, url) in [("hls", srv.hls_url("cam")), ("rtmp", srv.rtmp_url("cam"))] {
+                let info = ffprobe(&srv.dir, label, &url, &[], 20).unwrap();
+                let codecs: Vec<&str> = info.iter().map(|s| s.codec_name.as_str()).collect();
+                assert_eq!(codecs, ["h264", "aac"], "{label}: {info:?}");
+            }
+            break;
         }
     }
 }
