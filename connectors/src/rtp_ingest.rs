@@ -378,9 +378,9 @@ impl RtpIngest {
     }
 
     /// An RTP packet of track `i`: its complete units are queued, and what every set-up
-    /// track has reached is written to `frames` as DTP2 packets. `Ok(true)` when the track
-    /// got new init data from in-band parameter sets (the caller writes a new header before
-    /// these packets); `Err` when the packet was unusable (the depacketizer counted it).
+    /// track has reached is written to `frames` as DTP2 packets, after a new DTSC header when
+    /// the track got new init data from in-band parameter sets (then `Ok(true)`); `Err` when
+    /// the packet was unusable (the depacketizer counted it).
     pub fn rtp(
         &mut self,
         i: usize,
@@ -392,6 +392,10 @@ impl RtpIngest {
         };
         let r = t.depay.push(bytes);
         let changed = drain(t, &mut self.queue, &mut self.base, self.start);
+        if changed {
+            // New init data: the header goes before the packets made with it.
+            self.header(frames);
+        }
         // Every set-up track has reached at least this DTS: what is queued up to it can go.
         // A track that sends nothing holds the rest back for at most 2 s.
         let reached = self

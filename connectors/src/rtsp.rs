@@ -1223,10 +1223,8 @@ impl Record {
             self.ingest.rtcp(i, bytes);
             return;
         }
-        let mut media = Vec::new();
-        match self.ingest.rtp(i, bytes, &mut media) {
-            Ok(true) => self.ingest.header(frames),
-            Ok(false) => {}
+        match self.ingest.rtp(i, bytes, frames) {
+            Ok(_) => {}
             Err(e) => {
                 let t = &self.ingest.tracks[i];
                 if t.depay.bad <= 3 {
@@ -1234,7 +1232,6 @@ impl Record {
                 }
             }
         }
-        frames.extend_from_slice(&media);
     }
 
     /// Waits for the encoder's next bytes (on the RTSP connection, or datagrams on a track's

@@ -506,11 +506,7 @@ fn take(ing: &mut RtpIngest, channel: u8, bytes: &[u8], frames: &mut Vec<u8>) ->
         ing.rtcp(i, bytes);
         return false;
     }
-    let mut media = Vec::new();
-    if let Ok(true) = ing.rtp(i, bytes, &mut media) {
-        ing.header(frames);
-    }
-    frames.extend_from_slice(&media);
+    let _ = ing.rtp(i, bytes, frames);
     true
 }
 
