@@ -8,6 +8,7 @@
 
 pub mod input;
 pub mod ipc;
+pub mod sessions;
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};

@@ -62,6 +62,17 @@ pub fn open_push_digest(
     request(rundir, stream, true, addr, &extra)
 }
 
+static OPENED: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+
+/// The stream that `requested` opened in this process: itself, or the stream a stream key
+/// stands for (MistServer's `streamkey_add`). Use it in log lines, so that keys stay out.
+pub fn stream_name(requested: &str) -> String {
+    match &*OPENED.lock().unwrap_or_else(|e| e.into_inner()) {
+        Some((r, real)) if r == requested => real.clone(),
+        _ => requested.to_string(),
+    }
+}
+
 fn request(
     rundir: &Path,
     stream: &str,
@@ -98,7 +109,22 @@ fn request(
             .to_string()
     };
     match s("cmd").as_str() {
-        "ok" => Ok(PathBuf::from(s("socket"))),
+        "ok" => {
+            let kind = if push {
+                buffer::sessions::Kind::Input
+            } else {
+                buffer::sessions::Kind::Viewer
+            };
+            // A stream key (`streamkey_add`) opens the stream it names: stats and logs show
+            // that stream, never the key.
+            let real = match s("stream") {
+                r if r.is_empty() => stream.to_string(),
+                r => r,
+            };
+            buffer::sessions::set_stream(&real, kind, None);
+            *OPENED.lock().unwrap_or_else(|e| e.into_inner()) = Some((stream.to_string(), real));
+            Ok(PathBuf::from(s("socket")))
+        }
         _ => match s("code").as_str() {
             "notfound" => Err(OpenError::NotFound(s("reason"))),
             "forbidden" => Err(OpenError::Forbidden(s("reason"))),

@@ -981,6 +981,34 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// Serves one HTTP connection until the client closes it or it idles out.
+/// The output a request path asks for, as MistServer names its HTTP outputs in stats.
+fn protocol_of(path: &str) -> &'static str {
+    let p = path.split('?').next().unwrap_or("");
+    let ext = p.rsplit_once('.').map_or("", |(_, e)| e);
+    if p.starts_with("/hls/") {
+        "HLS"
+    } else if p.starts_with("/cmaf/") {
+        if p.ends_with(".mpd") || ext == "m4s" && p.contains("/dash") {
+            "DASH"
+        } else if p.contains("Manifest") || p.contains("QualityLevels(") {
+            "HSS"
+        } else {
+            "CMAF"
+        }
+    } else if p.starts_with("/dynamic/") {
+        "HDS"
+    } else {
+        match ext {
+            "flv" => "FLV",
+            "ts" => "HTTPTS",
+            "mp4" | "fmp4" => "MP4",
+            "aac" => "AAC",
+            "mp3" => "MP3",
+            _ => "HTTP",
+        }
+    }
+}
+
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     let addr = sock
         .peer_addr()
@@ -999,6 +1027,8 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut out = Vec::new();
     loop {
+        // The counters of what was sent so far, before waiting for the next request.
+        buffer::sessions::update(Some(&sock), true);
         // Read until a whole head is there.
         let (method, path, keep_alive, used, v11) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 48];
@@ -1096,6 +1126,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
             }
         }
         buf.drain(..used);
+        buffer::sessions::set_protocol(protocol_of(&path));
         let reply = match method.as_str() {
             "GET" | "HEAD" => conn.route(&path),
             "OPTIONS" => Reply::Full(Response {

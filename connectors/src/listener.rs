@@ -88,7 +88,12 @@ pub fn serve(
                     let _ = signal(Signal::SIGCHLD, SigHandler::SigDfl);
                 }
                 set_process_name(proto);
-                let code = match handler(sock, &ctx) {
+                // The connection's slot in the session table, for the controller's stats.
+                let counted = sock.try_clone().ok();
+                buffer::sessions::begin(&ctx.rundir, proto, &peer.ip().to_string());
+                let result = handler(sock, &ctx);
+                buffer::sessions::end(counted.as_ref());
+                let code = match result {
                     Ok(()) => 0,
                     Err(e) => {
                         crate::log!(proto, "{peer}: {e:#}");

@@ -132,6 +132,7 @@ fn publish(
     };
     session.accept_publish()?;
     flush(&mut sock, &mut session)?;
+    let stream = control::stream_name(&stream);
     crate::log!(PROTO, "{peer} publishes {stream}");
     buf.resize(64 << 10, 0);
     // An encoder that stops sending for this long is gone.
@@ -197,6 +198,7 @@ fn publish(
             }
             Err(e) => return Err(anyhow!("{peer}: reading from the publisher: {e}")),
         };
+        buffer::sessions::update(Some(&sock), false);
         let fed = session.handle_input(&buf[..n]);
         flush(&mut sock, &mut session)?;
         fed.map_err(|e| anyhow!("{peer}: {e}"))?;

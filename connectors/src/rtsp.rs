@@ -1305,6 +1305,7 @@ impl Record {
         let mut last = false;
         sock.set_nonblocking(true)?;
         while !end {
+            buffer::sessions::update(Some(&sock), false);
             loop {
                 match Message::<Vec<u8>>::parse(&buf) {
                     Ok((Message::Data(d), used)) => {

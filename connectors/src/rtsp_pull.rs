@@ -102,6 +102,13 @@ pub fn run(args: PullArgs) -> Result<()> {
         args.transport
     );
     let stats_path = args.rundir.join(format!("{}.pull.json", args.stream));
+    // The pull is the stream's input in the session table.
+    let camera_host = rtsp_types::Url::parse(&shown)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    buffer::sessions::begin(&args.rundir, "RTSP pull", &camera_host);
+    buffer::sessions::set_stream(&args.stream, buffer::sessions::Kind::Input, None);
     let mut after = args.after_ms;
     let mut totals = Counters::default();
     let mut backoff = Duration::from_secs(1);
@@ -142,6 +149,7 @@ pub fn run(args: PullArgs) -> Result<()> {
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
     write_stats(&stats_path, &shown, "stopped", &totals, None);
+    buffer::sessions::end(None);
     Ok(())
 }
 
@@ -264,6 +272,7 @@ impl Session<'_> {
                 }
             }
             client.tick(now);
+            buffer::sessions::update(Some(&sock), false);
             let mut failed = None;
             while let Some(ev) = client.poll_event() {
                 match ev {
@@ -367,6 +376,7 @@ impl Session<'_> {
                         let _ = take(ing, ch + 1, &chunk[..n], &mut frames);
                     }
                     while let Ok(n) = u.rtp.recv(&mut chunk) {
+                        buffer::sessions::add_bytes(0, n as u64);
                         last_media = Instant::now();
                         flushed = false;
                         let pkt = chunk[..n].to_vec();
@@ -414,6 +424,7 @@ impl Session<'_> {
                     "connecting"
                 };
                 write_stats(self.stats_path, client.url(), state, &c, None);
+                buffer::sessions::set_lost(c.lost);
                 if (c.lost, c.bad, c.skipped, c.late, c.jumps)
                     != (
                         logged.lost,
@@ -451,6 +462,10 @@ impl Session<'_> {
                 ));
             }
         };
+        // This connection's bytes stay in the session's counters after it closes.
+        if let Some((down, up, _)) = buffer::sessions::tcp_info(&sock) {
+            buffer::sessions::add_bytes(down, up);
+        }
         // What the session still holds, then its counters into the totals.
         if let Some(ing) = &mut ingest {
             for (i, u) in udp.iter_mut().enumerate() {

@@ -42,8 +42,20 @@ pub struct PushArgs {
 
 /// Runs one push to its end (the stream ended, or the target left).
 pub fn run(args: PushArgs) -> Result<()> {
+    let target_host = rtsp_types::Url::parse(&args.target)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    buffer::sessions::begin(&args.rundir, "RTSP push", &target_host);
+    let r = push(&args);
+    buffer::sessions::end(None);
+    r
+}
+
+fn push(args: &PushArgs) -> Result<()> {
     let mut cursor = Cursor::open(&args.rundir, &args.stream, "127.0.0.1")
         .map_err(|e| anyhow!("{}: {e}", args.stream))?;
+    buffer::sessions::set_stream(&args.stream, buffer::sessions::Kind::Output, None);
     if !cursor.wait_ready(Duration::from_secs(15), 1) {
         bail!("{}: no media within 15 s", args.stream);
     }

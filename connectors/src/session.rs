@@ -278,6 +278,7 @@ pub fn stream<'m, O: Output<'m>>(
     let mut rbuf = vec![0u8; 2 << 10];
     let mut next_read = Instant::now();
     loop {
+        buffer::sessions::update(Some(sock), false);
         let now = Instant::now();
         if now >= next_read || !pending.is_empty() {
             next_read = now + Duration::from_millis(100);
