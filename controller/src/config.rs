@@ -25,7 +25,7 @@ pub fn load_or_create(path: &Path) -> Result<Value> {
         let v = default_config();
         write(path, &v)
             .with_context(|| format!("writing the default config {}", path.display()))?;
-        eprintln!("[controller] wrote a default config to {}", path.display());
+        crate::logs::controller(&format!("wrote a default config to {}", path.display()));
         return Ok(v);
     }
     let text =
@@ -44,11 +44,27 @@ pub fn load_or_create(path: &Path) -> Result<Value> {
     Ok(v)
 }
 
-/// Writes the config atomically (a temporary file renamed over the old one).
+/// Writes the config atomically: a temporary file beside it (mode 0600: it holds password
+/// and token hashes), flushed to disk, renamed over the old one, and the folder synced.
 pub fn write(path: &Path, v: &Value) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(v)? + "\n")?;
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all((serde_json::to_string_pretty(v)? + "\n").as_bytes())?;
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Ok(d) = std::fs::File::open(dir.unwrap_or(Path::new("."))) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 
@@ -118,7 +134,9 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
             LISTENERS.iter().find(|(l, _)| l.eq_ignore_ascii_case(name))
         else {
             if !name.is_empty() {
-                eprintln!("[controller] protocol {name:?} is not served by this Sluice; ignored");
+                crate::logs::controller(&format!(
+                    "protocol {name:?} is not served by this Sluice; ignored"
+                ));
             }
             continue;
         };
@@ -182,9 +200,21 @@ pub fn find_stream<'a>(cfg: &'a Value, name: &str) -> Option<(&'a str, &'a Value
     streams.get_key_value(base).map(|(k, v)| (k.as_str(), v))
 }
 
-/// Whether a stream name is acceptable: 1 to 100 bytes of `[A-Za-z0-9_+.-]`.
+/// The stream a stream key publishes into (`streamkeys` in the config, MistServer's
+/// `streamkey_add`), when `key` is one.
+pub fn stream_of_key(cfg: &Value, key: &str) -> Option<String> {
+    cfg.get("streamkeys")?
+        .get(key)?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Whether a stream name is acceptable: 1 to 100 bytes of `[A-Za-z0-9_+.-]`, not starting
+/// with a dot and without `..` (names become file names: sockets, recordings, segments).
 pub fn valid_stream_name(name: &str) -> bool {
     !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains("..")
         && name.len() <= 100
         && name
             .bytes()

@@ -33,7 +33,7 @@ pub fn start(st: Arc<Mutex<State>>) -> Result<()> {
             let st = st.clone();
             std::thread::spawn(move || {
                 if let Err(e) = serve(conn, st) {
-                    eprintln!("[controller] control socket: {e:#}");
+                    crate::logs::controller(&format!("control socket: {e:#}"));
                 }
             });
         }
@@ -85,10 +85,14 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
         (None, Some(k)) => config::Credential::Key(k),
         (None, None) => config::Credential::None,
     };
-    let opened = st
-        .lock()
-        .expect("state lock")
-        .open_stream(&stream, push, &addr, cred);
+    let (opened, real) = {
+        let mut g = st.lock().expect("state lock");
+        let real = push
+            .then(|| config::stream_of_key(&g.cfg, &stream))
+            .flatten()
+            .unwrap_or_else(|| stream.clone());
+        (g.open_stream(&stream, push, &addr, cred), real)
+    };
     match opened {
         Ok(socket) => {
             // Wait for the buffer's socket: a buffer started for this request, or for another
@@ -111,14 +115,18 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             }
             reply(
                 &sock,
-                vec![("cmd", "ok"), ("socket", &socket.to_string_lossy())],
+                vec![
+                    ("cmd", "ok"),
+                    ("socket", &socket.to_string_lossy()),
+                    ("stream", &real),
+                ],
             )
         }
         Err((code, reason)) => {
-            eprintln!(
-                "[controller] refused to open {stream} for {} from {addr}: {reason}",
+            crate::logs::controller(&format!(
+                "refused to open {stream} for {} from {addr}: {reason}",
                 if push { "publishing" } else { "playing" }
-            );
+            ));
             reply(
                 &sock,
                 vec![("cmd", "error"), ("code", code), ("reason", &reason)],

@@ -7,8 +7,10 @@
 //! The same binary runs the other processes: `sluice buffer …` and `sluice connector …`.
 
 mod api;
+mod auth;
 mod config;
 mod control;
+mod logs;
 mod state;
 
 use std::path::PathBuf;
@@ -117,9 +119,32 @@ fn run_connector(
     }
 }
 
+static HUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_hup(_: libc::c_int) {
+    HUP.store(true, Ordering::SeqCst);
+}
+
+/// SIGHUP reloads the config (as `config_reload`).
+fn install_hup_handler() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_hup),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let _ = sigaction(Signal::SIGHUP, &act);
+    }
+}
+
 fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>) -> Result<()> {
     let cfg = config::load_or_create(&config_path)?;
     let (api_iface, api_port) = config::api_addr(&cfg);
+    if let Some(l) = cfg.pointer("/config/log_level").and_then(|v| v.as_str()) {
+        logs::set_level(l);
+    }
     let rundir = match rundir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!(
@@ -144,15 +169,28 @@ fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>) -> Result<()> {
     connectors::segcache::clear(&rundir)
         .with_context(|| format!("clearing the segment cache in {}", rundir.display()))?;
     control::start(st.clone())?;
-    eprintln!(
-        "[controller] API on http://{api_iface}:{api_port}/api, sockets in {}",
+    crate::logs::controller(&format!(
+        "API on http://{api_iface}:{api_port}/api, sockets in {}",
         rundir.display()
-    );
+    ));
+    install_hup_handler();
     while !term.load(Ordering::SeqCst) {
+        if HUP.swap(false, Ordering::SeqCst) {
+            let mut g = st.lock().expect("state lock");
+            let path = g.config_path().to_path_buf();
+            match config::load_or_create(&path) {
+                Ok(v) => {
+                    let old = std::mem::replace(&mut g.cfg, v);
+                    g.apply(&old);
+                    logs::controller(&format!("SIGHUP: reloaded {}", path.display()));
+                }
+                Err(e) => logs::controller(&format!("SIGHUP: config not reloaded: {e:#}")),
+            }
+        }
         st.lock().expect("state lock").supervise();
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("[controller] stopping");
+    crate::logs::controller("stopping");
     st.lock().expect("state lock").shutdown();
     Ok(())
 }

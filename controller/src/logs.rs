@@ -1,0 +1,204 @@
+//! The log: every process's lines reach the controller, which keeps the newest
+//! [`KEEP`] for the API's `log` call (MistServer's `[[time, LEVEL, message], …]`) and writes
+//! them to its own standard error.
+//!
+//! Listeners and buffers are started with their standard error on a pipe the controller
+//! reads ([`capture`]); the connection processes a listener forks and the pull processes a
+//! buffer starts inherit that pipe, so one reader per started process carries the lines of
+//! all its descendants. Lines are `[BINARY PID] message` or `[buffer STREAM PID] message`
+//! (written in one `write` each, so lines of processes sharing a pipe stay whole); the level
+//! is read from the message.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Lines kept for the API.
+pub const KEEP: usize = 2000;
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// Unix seconds.
+    pub time: u64,
+    /// `FAIL`, `ERROR`, `WARN` or `INFO` (MistServer's level names).
+    pub level: &'static str,
+    /// The process's role: `controller`, `buffer`, `RTMP`, `HTTP`, `pull`, `access`, …
+    pub binary: String,
+    /// Its pid (0 when the line named none).
+    pub pid: u32,
+    /// The stream the line is about, when the line says.
+    pub stream: Option<String>,
+    /// The whole line as written.
+    pub text: String,
+}
+
+static LINES: Mutex<VecDeque<Line>> = Mutex::new(VecDeque::new());
+/// Lowest level written and kept: 0 FAIL … 3 INFO.
+static THRESHOLD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(3);
+
+fn rank(level: &str) -> u8 {
+    match level {
+        "FAIL" => 0,
+        "ERROR" => 1,
+        "WARN" => 2,
+        _ => 3,
+    }
+}
+
+/// Sets the lowest level written and kept (`config.log_level`: FAIL, ERROR, WARN or INFO).
+pub fn set_level(level: &str) {
+    THRESHOLD.store(
+        rank(&level.to_ascii_uppercase()),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// The level a message reads as: refusals, failures and drops are warnings, errors and
+/// panics are errors, everything else information.
+pub fn level_of(msg: &str) -> &'static str {
+    let m = msg.to_ascii_lowercase();
+    if m.contains("panicked") || m.contains("fatal") {
+        "FAIL"
+    } else if m.contains("error") || m.contains("failed") || m.contains("exited (signal") {
+        "ERROR"
+    } else if m.contains("refused")
+        || m.contains("dropping")
+        || m.contains("dropped")
+        || m.contains("not allowed")
+        || m.contains("lost")
+        || m.contains("reconnecting")
+    {
+        "WARN"
+    } else {
+        "INFO"
+    }
+}
+
+/// Splits `[ROLE PID] msg` or `[buffer STREAM PID] msg` into (role, pid, stream).
+pub fn parse(text: &str) -> (String, u32, Option<String>) {
+    let Some(rest) = text.strip_prefix('[') else {
+        return (String::new(), 0, None);
+    };
+    let Some((head, _)) = rest.split_once(']') else {
+        return (String::new(), 0, None);
+    };
+    let words: Vec<&str> = head.split_whitespace().collect();
+    match words.as_slice() {
+        ["buffer", stream, pid] => (
+            "buffer".into(),
+            pid.parse().unwrap_or(0),
+            Some(stream.to_string()),
+        ),
+        [role, pid] if pid.parse::<u32>().is_ok() => {
+            (role.to_string(), pid.parse().unwrap_or(0), None)
+        }
+        [role, ..] => (role.to_string(), 0, None),
+        [] => (String::new(), 0, None),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Records and writes one line (without its newline).
+pub fn record(text: &str) {
+    let text = text.trim_end_matches(['\r', '\n']);
+    if text.is_empty() {
+        return;
+    }
+    let (binary, pid, mut stream) = parse(text);
+    let level = level_of(text);
+    if rank(level) > THRESHOLD.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    if stream.is_none() {
+        // `[pull 12] cam: …` and `[RTMP 9] 1.2.3.4 publishes cam`: the stream is the word
+        // before the first colon of the message, when it is a stream name.
+        let msg = text.split_once("] ").map_or("", |(_, m)| m);
+        if let Some((first, _)) = msg.split_once(": ") {
+            if !first.is_empty()
+                && first
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_+.-".contains(&b))
+                && first.parse::<std::net::IpAddr>().is_err()
+            {
+                stream = Some(first.to_string());
+            }
+        }
+    }
+    let line = Line {
+        time: now(),
+        level,
+        binary,
+        pid,
+        stream,
+        text: text.to_string(),
+    };
+    let _ = std::io::stderr().write_all(format!("{text}\n").as_bytes());
+    let mut q = LINES.lock().unwrap_or_else(|e| e.into_inner());
+    if q.len() >= KEEP {
+        q.pop_front();
+    }
+    q.push_back(line);
+}
+
+/// A line of the controller's own.
+pub fn controller(msg: &str) {
+    record(&format!("[controller {}] {msg}", std::process::id()));
+}
+
+/// The lines kept, oldest first.
+pub fn lines() -> Vec<Line> {
+    LINES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect()
+}
+
+/// Reads a child's standard error line by line on a thread of its own, recording each line.
+pub fn capture(stderr: std::process::ChildStderr) {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stderr);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => record(&String::from_utf8_lossy(&buf)),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_parsed_into_role_pid_and_stream() {
+        assert_eq!(
+            parse("[buffer cam 77] ready"),
+            ("buffer".into(), 77, Some("cam".into()))
+        );
+        assert_eq!(parse("[RTMP 12] listening"), ("RTMP".into(), 12, None));
+        assert_eq!(parse("no brackets"), (String::new(), 0, None));
+        assert_eq!(level_of("publish to x refused: no"), "WARN");
+        assert_eq!(level_of("starting a buffer: error 2"), "ERROR");
+        assert_eq!(level_of("ready"), "INFO");
+        record("[pull 5] cam: playing rtsp://x/y");
+        let l = lines();
+        let last = l.last().unwrap();
+        assert_eq!(
+            (last.binary.as_str(), last.pid, last.stream.as_deref()),
+            ("pull", 5, Some("cam"))
+        );
+    }
+}
