@@ -1,9 +1,14 @@
-//! The JSON API (`POST /api`, MistServer's calls and reply shapes): one request object may
-//! carry several calls and the reply has one member per call. Listens on loopback only.
+//! The JSON API on `config.controller` (loopback only): `POST /api` or `/api2` with a JSON
+//! object, or `GET`/`POST` with `?command=` holding the URL-encoded object (MistServer's
+//! calls and reply shapes, `../shared/reference/mist-interface.md`). One request may carry
+//! several calls; the reply has one member per call. `GET /metrics` gives the same figures
+//! in Prometheus' text format. Every call is documented with a curl example in
+//! `docs/API.md`.
 //!
-//! Calls so far: `config`, `streams` (replace all), `addstream`, `deletestream`,
-//! `active_streams` (`true` gives the names; a field list such as `["clients","lastms"]` gives
-//! `{S:[n, ms]}`), `capabilities`, and `authorize` (`NOACC` while no account is configured).
+//! Who may call: [`crate::auth`]. Errors: a request whose calls do not all check out changes
+//! nothing and is answered with the fitting status (400 for a malformed request or argument,
+//! 404 for a stream or key that does not exist, 413 for a body over [`MAX_BODY`]) and
+//! `{"errors":[{"call":C,"error":WHY}]}`.
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -11,7 +16,13 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 
+use crate::auth::{self, Verdict};
+use crate::config;
 use crate::state::State;
+use buffer::sessions::Kind;
+
+/// Largest request body accepted, bytes.
+pub const MAX_BODY: usize = 1 << 20;
 
 /// Starts the API server on a thread.
 pub fn start(st: Arc<Mutex<State>>, iface: &str, port: u16) -> Result<()> {
@@ -22,38 +33,21 @@ pub fn start(st: Arc<Mutex<State>>, iface: &str, port: u16) -> Result<()> {
     let iface = if loopback {
         iface.to_string()
     } else {
-        eprintln!("[controller] the API listens on loopback only; ignoring interface {iface}");
+        crate::logs::controller(&format!(
+            "the API listens on loopback only; ignoring interface {iface}"
+        ));
         "127.0.0.1".to_string()
     };
     let server = tiny_http::Server::http((iface.as_str(), port))
         .map_err(|e| anyhow::anyhow!("API: binding {iface}:{port}: {e}"))?;
+    let secret = auth::random_hex(16);
     std::thread::spawn(move || {
         for mut req in server.incoming_requests() {
-            let path = req.url().split('?').next().unwrap_or("").to_string();
-            let mut body = String::new();
-            let _ = req.as_reader().take(1 << 20).read_to_string(&mut body);
-            let (status, out) = if path == "/api" || path == "/api2" {
-                match serde_json::from_str::<Value>(if body.trim().is_empty() {
-                    "{}"
-                } else {
-                    &body
-                }) {
-                    Ok(Value::Object(calls)) => {
-                        (200, handle(&mut st.lock().expect("state lock"), &calls))
-                    }
-                    Ok(_) => (400, json!({"error": "the request must be a JSON object"})),
-                    Err(e) => (
-                        400,
-                        json!({"error": format!("request does not parse: {e}")}),
-                    ),
-                }
-            } else {
-                (404, json!({"error": "not found; the API is POST /api"}))
-            };
-            let resp = tiny_http::Response::from_string(out.to_string())
+            let (status, body, ctype) = serve(&st, &secret, &mut req);
+            let resp = tiny_http::Response::from_string(body)
                 .with_status_code(status)
                 .with_header(
-                    tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..])
+                    tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes())
                         .expect("static header"),
                 );
             let _ = req.respond(resp);
@@ -62,84 +56,544 @@ pub fn start(st: Arc<Mutex<State>>, iface: &str, port: u16) -> Result<()> {
     Ok(())
 }
 
-/// Answers every call of one request.
-pub fn handle(st: &mut State, calls: &Map<String, Value>) -> Value {
-    let mut out = Map::new();
-    let mut changed = false;
-    for (call, arg) in calls {
-        let answer = match call.as_str() {
-            "authorize" => {
-                if st
-                    .cfg
-                    .get("account")
-                    .and_then(|a| a.as_object())
-                    .is_some_and(|a| !a.is_empty())
+/// Decodes `%XX` and `+` of a query value.
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
                 {
-                    json!({"status": "CHALL", "challenge": "login is not implemented yet"})
-                } else {
-                    json!({"status": "NOACC"})
-                }
-            }
-            "config" => st.cfg.get("config").cloned().unwrap_or(json!({})),
-            "streams" => {
-                if let Value::Object(new) = arg {
-                    st.cfg["streams"] = Value::Object(new.clone());
-                    changed = true;
-                }
-                st.cfg.get("streams").cloned().unwrap_or(json!({}))
-            }
-            "addstream" => {
-                if let Value::Object(add) = arg {
-                    if !st.cfg["streams"].is_object() {
-                        st.cfg["streams"] = json!({});
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
                     }
-                    for (k, v) in add {
-                        let mut v = v.clone();
-                        if v.is_object() {
-                            v["name"] = json!(k);
-                        }
-                        st.cfg["streams"][k] = v;
-                    }
-                    changed = true;
+                    Err(_) => out.push(b'%'),
                 }
-                st.cfg.get("streams").cloned().unwrap_or(json!({}))
             }
-            "deletestream" => {
-                let names: Vec<String> = match arg {
-                    Value::String(s) => vec![s.clone()],
-                    Value::Array(a) => a
-                        .iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect(),
-                    Value::Object(o) => o.keys().cloned().collect(),
-                    _ => vec![],
-                };
-                if let Some(s) = st.cfg.get_mut("streams").and_then(|s| s.as_object_mut()) {
-                    for n in &names {
-                        changed |= s.remove(n).is_some();
-                    }
-                }
-                st.cfg.get("streams").cloned().unwrap_or(json!({}))
-            }
-            "active_streams" => active_streams(st, arg),
-            "capabilities" => json!({
-                "connectors": {"RTMP": {"desc": "RTMP publish and play"},
-                               "HTTP": {"desc": "HTTP outputs: HLS (MPEG-TS)"}},
-                "inputs": {"Buffer": {"source_match": "push://*"}, "FLV": {"source_match": "/*.flv"}, "TS": {"source_match": ["/*.ts", "/*.m2ts", "/*.mts"]}}
-            }),
-            _ => continue,
-        };
-        out.insert(call.clone(), answer);
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
     }
-    if changed {
-        st.save();
-    }
-    Value::Object(out)
+    String::from_utf8_lossy(&out).into_owned()
 }
 
+fn serve(
+    st: &Arc<Mutex<State>>,
+    secret: &str,
+    req: &mut tiny_http::Request,
+) -> (u16, String, &'static str) {
+    const JSON: &str = "application/json";
+    let url = req.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    let peer = req
+        .remote_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let bearer = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .and_then(|h| {
+            let v = h.value.as_str();
+            v.get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                .map(|_| v[7..].trim().to_string())
+        });
+    let mut body = Vec::new();
+    let _ = req
+        .as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body);
+    let err = |status: u16, call: &str, why: &str| {
+        (
+            status,
+            json!({"errors": [{"call": call, "error": why}]}).to_string(),
+            JSON,
+        )
+    };
+    if body.len() > MAX_BODY {
+        return err(413, "", &format!("request body over {MAX_BODY} bytes"));
+    }
+    let metrics = path == "/metrics";
+    if !metrics && path != "/api" && path != "/api2" {
+        return err(404, "", "not found; the API is POST /api (and /metrics)");
+    }
+    // The calls: `?command=` (URL-encoded JSON), else the body.
+    let command = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("command="))
+        .map(url_decode);
+    let text = match command {
+        Some(c) => c,
+        None => String::from_utf8_lossy(&body).into_owned(),
+    };
+    let calls = if metrics || text.trim().is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(calls)) => calls,
+            Ok(_) => return err(400, "", "the request must be a JSON object of calls"),
+            Err(e) => return err(400, "", &format!("request does not parse: {e}")),
+        }
+    };
+    let mut g = st.lock().expect("state lock");
+    let verdict = auth::check(
+        &mut g.cfg,
+        secret,
+        peer,
+        calls.get("authorize"),
+        bearer.as_deref(),
+    );
+    let authorize = match verdict {
+        Verdict::Refused(status, a) => {
+            return (status, json!({"authorize": a}).to_string(), JSON);
+        }
+        Verdict::Allowed(a) => a,
+        Verdict::AccountMade(a) => {
+            g.save();
+            crate::logs::controller("made the first API account");
+            Some(a)
+        }
+    };
+    if metrics {
+        return (200, metrics_text(&mut g), "text/plain; version=0.0.4");
+    }
+    let (status, mut out, actions) = handle(&mut g, &calls);
+    if let (Some(a), Value::Object(o)) = (authorize, &mut out) {
+        o.insert("authorize".into(), a);
+    }
+    let deferred = run_actions(&mut g, actions);
+    drop(g);
+    if deferred {
+        // `shutdown`: answered first, then the controller stops like on SIGTERM.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+    }
+    (status, out.to_string(), JSON)
+}
+
+/// Work that follows a request whose calls all checked out.
+#[derive(Debug)]
+enum Action {
+    Save,
+    Apply(Value),
+    StopSessions(String),
+    Nuke(String),
+    Shutdown,
+}
+
+/// Runs the actions; true when the controller must stop.
+fn run_actions(st: &mut State, actions: Vec<Action>) -> bool {
+    let mut stop = false;
+    for a in actions {
+        match a {
+            Action::Save => st.save(),
+            Action::Apply(old) => st.apply(&old),
+            Action::StopSessions(s) => {
+                let n = st.stop_sessions(&s, &[Kind::Viewer]);
+                crate::logs::controller(&format!("stop_sessions {s}: {n} viewers stopped"));
+            }
+            Action::Nuke(s) => {
+                st.stop_buffer(&s);
+                let n = st.stop_sessions(&s, &[]);
+                crate::logs::controller(&format!(
+                    "nuke_stream {s}: buffer and {n} sessions stopped"
+                ));
+            }
+            Action::Shutdown => stop = true,
+        }
+    }
+    stop
+}
+
+/// An error of one call: (HTTP status, call, why).
+type CallError = (u16, String, String);
+
+fn names_of(arg: &Value) -> Vec<String> {
+    match arg {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        Value::Object(o) => o.keys().cloned().collect(),
+        _ => vec![],
+    }
+}
+
+/// Checks one stream's config: a valid name and a source Sluice can use.
+fn check_stream(name: &str, v: &Value) -> std::result::Result<(), String> {
+    if !config::valid_stream_name(name) {
+        return Err(format!(
+            "invalid stream name {name:?}: 1 to 100 of A-Z a-z 0-9 _ + . -, no '..', not starting with '.'"
+        ));
+    }
+    let Some(o) = v.as_object() else {
+        return Err(format!("stream {name}: the config must be an object"));
+    };
+    let Some(src) = o.get("source").and_then(|s| s.as_str()) else {
+        return Err(format!("stream {name}: \"source\" (a string) is required"));
+    };
+    if src.chars().any(|c| c.is_control()) {
+        return Err(format!("stream {name}: the source has control characters"));
+    }
+    let known = src.starts_with("push://")
+        || src.starts_with("rtsp://")
+        || src.starts_with('/')
+        || !src.contains("://");
+    if !known {
+        return Err(format!(
+            "stream {name}: source {src:?}: the scheme is not one Sluice reads (push://, rtsp://, or a file path)"
+        ));
+    }
+    if let Some(d) = o.get("DVR") {
+        if !d.is_u64() {
+            return Err(format!("stream {name}: DVR must be a whole number of ms"));
+        }
+    }
+    Ok(())
+}
+
+/// The config object for the `config` call: what it shows (tokens' hashes left out).
+fn shown_config(cfg: &Value) -> Value {
+    let mut c = cfg.get("config").cloned().unwrap_or(json!({}));
+    if let Some(o) = c.as_object_mut() {
+        o.remove("api_tokens");
+    }
+    c
+}
+
+/// Answers every call of one request: (status, reply, actions). When any call fails, the
+/// config is left as it was, no action runs, and the reply lists the errors.
+fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action>) {
+    let before = st.cfg.clone();
+    let mut cfg = st.cfg.clone();
+    let mut out = Map::new();
+    let mut errors: Vec<CallError> = Vec::new();
+    let mut actions = Vec::new();
+    let mut changed = false;
+    let mut apply = false;
+    for (call, arg) in calls {
+        let r: std::result::Result<Option<Value>, (u16, String)> = (|| {
+            Ok(Some(match call.as_str() {
+                "authorize" => return Ok(None),
+                "config" => {
+                    if let Value::Object(set) = arg {
+                        for (k, v) in set {
+                            match k.as_str() {
+                                "api_tokens" => return Err((
+                                    400,
+                                    "api_tokens are changed with api_token_add and api_token_del"
+                                        .into(),
+                                )),
+                                "protocols" => {
+                                    let ok = v.as_array().is_some_and(|a| {
+                                        a.iter().all(|p| {
+                                            p.get("connector").and_then(|c| c.as_str()).is_some()
+                                        })
+                                    });
+                                    if !ok {
+                                        return Err((400, "protocols must be a list of objects with a \"connector\"".into()));
+                                    }
+                                }
+                                "controller" | "triggers" if !v.is_object() => {
+                                    return Err((400, format!("{k} must be an object")))
+                                }
+                                "log_level" => {
+                                    let ok = v.as_str().is_some_and(|l| {
+                                        ["FAIL", "ERROR", "WARN", "INFO"]
+                                            .contains(&l.to_ascii_uppercase().as_str())
+                                    });
+                                    if !ok {
+                                        return Err((
+                                            400,
+                                            "log_level is FAIL, ERROR, WARN or INFO".into(),
+                                        ));
+                                    }
+                                }
+                                _ => {}
+                            }
+                            if !cfg.get("config").is_some_and(|c| c.is_object()) {
+                                cfg["config"] = json!({});
+                            }
+                            cfg["config"][k] = v.clone();
+                        }
+                        changed = true;
+                        apply = true;
+                    } else if !matches!(arg, Value::Bool(_) | Value::Null) {
+                        return Err((
+                            400,
+                            "give true to read, or an object of settings to change".into(),
+                        ));
+                    }
+                    shown_config(&cfg)
+                }
+                "streams" | "addstream" => {
+                    let Value::Object(given) = arg else {
+                        if call == "streams" && matches!(arg, Value::Bool(_) | Value::Null) {
+                            return Ok(Some(cfg.get("streams").cloned().unwrap_or(json!({}))));
+                        }
+                        return Err((400, "an object of streams, {NAME: {\"source\": …}}".into()));
+                    };
+                    for (k, v) in given {
+                        check_stream(k, v).map_err(|e| (400, e))?;
+                    }
+                    if call == "streams" || !cfg["streams"].is_object() {
+                        cfg["streams"] = json!({});
+                    }
+                    for (k, v) in given {
+                        let mut v = v.clone();
+                        v["name"] = json!(k);
+                        cfg["streams"][k] = v;
+                    }
+                    changed = true;
+                    apply = true;
+                    cfg.get("streams").cloned().unwrap_or(json!({}))
+                }
+                "deletestream" => {
+                    let names = names_of(arg);
+                    if names.is_empty() {
+                        return Err((400, "name the streams: a name, a list, or an object".into()));
+                    }
+                    let streams = cfg.get_mut("streams").and_then(|s| s.as_object_mut());
+                    let Some(streams) = streams else {
+                        return Err((404, "no streams are configured".into()));
+                    };
+                    for n in &names {
+                        if streams.remove(n).is_none() {
+                            return Err((404, format!("no stream {n} is configured")));
+                        }
+                    }
+                    changed = true;
+                    apply = true;
+                    cfg.get("streams").cloned().unwrap_or(json!({}))
+                }
+                "capabilities" => capabilities(),
+                "active_streams" => active_streams(st, arg),
+                "clients" => clients(st, arg).map_err(|e| (400, e))?,
+                "totals" => totals(st, arg).map_err(|e| (400, e))?,
+                "log" => log(arg),
+                "streamkeys" => cfg.get("streamkeys").cloned().unwrap_or(json!({})),
+                "streamkey_add" => {
+                    let Value::Object(add) = arg else {
+                        return Err((400, "an object {KEY: STREAM}".into()));
+                    };
+                    for (k, v) in add {
+                        if !config::valid_stream_name(k) {
+                            return Err((
+                                400,
+                                format!("invalid key {k:?}: the same characters as a stream name"),
+                            ));
+                        }
+                        let Some(s) = v.as_str() else {
+                            return Err((400, format!("key {k}: the stream must be a string")));
+                        };
+                        if config::find_stream(&cfg, s).is_none() {
+                            return Err((404, format!("key {k}: no stream {s} is configured")));
+                        }
+                    }
+                    if !cfg["streamkeys"].is_object() {
+                        cfg["streamkeys"] = json!({});
+                    }
+                    for (k, v) in add {
+                        cfg["streamkeys"][k] = v.clone();
+                    }
+                    changed = true;
+                    cfg["streamkeys"].clone()
+                }
+                "streamkey_del" => {
+                    let keys = names_of(arg);
+                    if keys.is_empty() {
+                        return Err((400, "name the keys: a key, or a list".into()));
+                    }
+                    for k in &keys {
+                        let gone = cfg
+                            .get_mut("streamkeys")
+                            .and_then(|s| s.as_object_mut())
+                            .and_then(|s| s.remove(k));
+                        if gone.is_none() {
+                            return Err((404, format!("no stream key {k}")));
+                        }
+                    }
+                    changed = true;
+                    cfg.get("streamkeys").cloned().unwrap_or(json!({}))
+                }
+                "stop_sessions" | "nuke_stream" => {
+                    let names = names_of(arg);
+                    if names.is_empty() {
+                        return Err((400, "name the streams: a name or a list".into()));
+                    }
+                    for n in names {
+                        if !config::valid_stream_name(&n) {
+                            return Err((400, format!("invalid stream name {n:?}")));
+                        }
+                        actions.push(if call == "nuke_stream" {
+                            Action::Nuke(n)
+                        } else {
+                            Action::StopSessions(n)
+                        });
+                    }
+                    json!("OK")
+                }
+                "config_backup" => cfg.clone(),
+                "config_restore" => {
+                    let Value::Object(o) = arg else {
+                        return Err((
+                            400,
+                            "the whole config document, as config_backup gives it".into(),
+                        ));
+                    };
+                    if !o.get("config").is_some_and(|c| c.is_object()) {
+                        return Err((400, "the document has no \"config\" object".into()));
+                    }
+                    if let Some(s) = o.get("streams") {
+                        let Some(s) = s.as_object() else {
+                            return Err((400, "\"streams\" must be an object".into()));
+                        };
+                        for (k, v) in s {
+                            check_stream(k, v).map_err(|e| (400, e))?;
+                        }
+                    }
+                    cfg = arg.clone();
+                    changed = true;
+                    apply = true;
+                    json!("OK")
+                }
+                "config_reload" => {
+                    let path = st.config_path().to_path_buf();
+                    let v = config::load_or_create(&path).map_err(|e| (400, format!("{e:#}")))?;
+                    cfg = v;
+                    apply = true;
+                    json!("OK")
+                }
+                "api_tokens" => json!(auth_tokens(&cfg)),
+                "api_token_add" => {
+                    let Some(name) = arg.as_str().filter(|n| !n.is_empty() && n.len() <= 64) else {
+                        return Err((
+                            400,
+                            "give the token a name (a string of up to 64 bytes)".into(),
+                        ));
+                    };
+                    if auth_tokens(&cfg).iter().any(|n| n == name) {
+                        return Err((400, format!("a token named {name} exists")));
+                    }
+                    let token = auth::random_hex(24);
+                    if !cfg.get("config").is_some_and(|c| c.is_object()) {
+                        cfg["config"] = json!({});
+                    }
+                    if !cfg["config"]["api_tokens"].is_array() {
+                        cfg["config"]["api_tokens"] = json!([]);
+                    }
+                    if let Some(a) = cfg["config"]["api_tokens"].as_array_mut() {
+                        a.push(json!({"name": name, "sha256": auth::sha256_hex(token.as_bytes())}));
+                    }
+                    changed = true;
+                    json!({"name": name, "token": token})
+                }
+                "api_token_del" => {
+                    let Some(name) = arg.as_str() else {
+                        return Err((400, "the token's name".into()));
+                    };
+                    let list = cfg
+                        .pointer_mut("/config/api_tokens")
+                        .and_then(|a| a.as_array_mut());
+                    let Some(list) = list else {
+                        return Err((404, format!("no token named {name}")));
+                    };
+                    let n = list.len();
+                    list.retain(|t| t.get("name").and_then(|v| v.as_str()) != Some(name));
+                    if list.len() == n {
+                        return Err((404, format!("no token named {name}")));
+                    }
+                    changed = true;
+                    json!(auth_tokens(&cfg))
+                }
+                "shutdown" => {
+                    actions.push(Action::Shutdown);
+                    json!("OK")
+                }
+                _ => return Err((400, "unknown call (docs/API.md lists the calls)".into())),
+            }))
+        })();
+        match r {
+            Ok(Some(v)) => {
+                out.insert(call.clone(), v);
+            }
+            Ok(None) => {}
+            Err((status, why)) => errors.push((status, call.clone(), why)),
+        }
+    }
+    if !errors.is_empty() {
+        let status = errors.iter().map(|e| e.0).max().unwrap_or(400);
+        let list: Vec<Value> = errors
+            .into_iter()
+            .map(|(_, c, e)| json!({"call": c, "error": e}))
+            .collect();
+        return (status, json!({"errors": list}), Vec::new());
+    }
+    // MistServer answers stream changes with the streams.
+    if calls.contains_key("addstream") || calls.contains_key("deletestream") {
+        out.insert(
+            "streams".into(),
+            cfg.get("streams").cloned().unwrap_or(json!({})),
+        );
+    }
+    st.cfg = cfg;
+    let mut all = Vec::new();
+    if changed {
+        all.push(Action::Save);
+    }
+    if apply {
+        all.push(Action::Apply(before));
+    }
+    all.extend(actions);
+    (200, Value::Object(out), all)
+}
+
+fn auth_tokens(cfg: &Value) -> Vec<String> {
+    cfg.pointer("/config/api_tokens")
+        .and_then(|t| t.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.get("name")?.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn capabilities() -> Value {
+    json!({
+        "connectors": {
+            "RTMP": {"desc": "RTMP publish and play", "port": 1935},
+            "RTSP": {"desc": "RTSP play and ANNOUNCE/RECORD, RTP over TCP and UDP", "port": 5554},
+            "HTTP": {"desc": "HLS (TS, fMP4, LL-HLS), DASH, Smooth, HDS, progressive FLV/TS/MP4, AAC, MP3, player page", "port": 8080},
+            "TS": {"desc": "raw MPEG-TS over TCP", "port": 8888}
+        },
+        "inputs": {
+            "Buffer": {"source_match": "push://*"},
+            "RTSP": {"source_match": "rtsp://*"},
+            "FLV": {"source_match": "/*.flv"},
+            "TS": {"source_match": ["/*.ts", "/*.m2ts", "/*.mts"]}
+        },
+        "calls": ["config", "streams", "addstream", "deletestream", "capabilities",
+                  "active_streams", "clients", "totals", "log", "streamkey_add",
+                  "streamkey_del", "streamkeys", "stop_sessions", "nuke_stream",
+                  "config_backup", "config_restore", "config_reload", "shutdown",
+                  "api_tokens", "api_token_add", "api_token_del", "authorize"]
+    })
+}
+
+/// `active_streams`: `true` gives the live streams' names; a field list gives
+/// `{S: [values…]}` with `clients`/`viewers`, `inputs`, `outputs`, `lastms`, `firstms`,
+/// `status`, `downbps`, `upbps`.
 fn active_streams(st: &mut State, arg: &Value) -> Value {
     let mut names: Vec<String> = st.buffers.keys().cloned().collect();
     names.sort();
+    let sessions = st.open_sessions();
     let mut live = Vec::new();
     for n in names {
         if let Some(stats) = st.stream_stats(&n) {
@@ -151,15 +605,32 @@ fn active_streams(st: &mut State, arg: &Value) -> Value {
     match arg {
         Value::Array(fields) => {
             let mut o = Map::new();
-            for (n, (viewers, publishers, first, last, _)) in live {
+            for (n, (_, _, first, last, _)) in live {
+                let of = |k: Kind| {
+                    sessions
+                        .iter()
+                        .filter(|e| e.stream == n && e.kind == k)
+                        .count()
+                };
+                let rate = |down: bool| -> u64 {
+                    sessions
+                        .iter()
+                        .filter(|e| e.stream == n)
+                        .filter_map(|e| st.rates.get(&e.id))
+                        .map(|r| if down { r.3 } else { r.4 })
+                        .sum()
+                };
                 let row: Vec<Value> = fields
                     .iter()
                     .map(|f| match f.as_str().unwrap_or("") {
-                        "clients" | "viewers" => json!(viewers),
-                        "inputs" => json!(publishers),
+                        "clients" | "viewers" => json!(of(Kind::Viewer)),
+                        "inputs" => json!(of(Kind::Input)),
+                        "outputs" => json!(of(Kind::Output)),
                         "lastms" => json!(last),
                         "firstms" => json!(first),
                         "status" => json!("Online"),
+                        "downbps" => json!(rate(true)),
+                        "upbps" => json!(rate(false)),
                         _ => Value::Null,
                     })
                     .collect();
@@ -168,5 +639,312 @@ fn active_streams(st: &mut State, arg: &Value) -> Value {
             Value::Object(o)
         }
         _ => Value::Array(live.into_iter().map(|(n, _)| json!(n)).collect()),
+    }
+}
+
+const CLIENT_FIELDS: &[&str] = &[
+    "host",
+    "stream",
+    "protocol",
+    "conntime",
+    "position",
+    "down",
+    "up",
+    "downbps",
+    "upbps",
+    "pktlost",
+    "pktretransmit",
+    "sessid",
+    "kind",
+];
+
+fn str_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `clients`: `{streams, protocols, fields}` → `{time, fields, data: [[…], …]}`, one row per
+/// open session (viewers, inputs and outputs), current to within half a second.
+fn clients(st: &State, arg: &Value) -> std::result::Result<Value, String> {
+    let streams = str_list(arg.get("streams"));
+    let protocols = str_list(arg.get("protocols"));
+    let mut fields = str_list(arg.get("fields"));
+    if fields.is_empty() {
+        fields = CLIENT_FIELDS.iter().map(|s| s.to_string()).collect();
+    }
+    if let Some(f) = fields.iter().find(|f| !CLIENT_FIELDS.contains(&f.as_str())) {
+        return Err(format!(
+            "unknown field {f:?}; fields: {}",
+            CLIENT_FIELDS.join(", ")
+        ));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut data = Vec::new();
+    for e in st.open_sessions() {
+        if !streams.is_empty() && !streams.contains(&e.stream) {
+            continue;
+        }
+        if !protocols.is_empty()
+            && !protocols
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&e.protocol))
+        {
+            continue;
+        }
+        let rate = st.rates.get(&e.id).copied().unwrap_or_default();
+        let row: Vec<Value> = fields
+            .iter()
+            .map(|f| match f.as_str() {
+                "host" => json!(e.host),
+                "stream" => json!(e.stream),
+                "protocol" => json!(e.protocol),
+                "conntime" => json!(now.saturating_sub(e.start_ms) / 1000),
+                "position" => Value::Null,
+                "down" => json!(e.down),
+                "up" => json!(e.up),
+                "downbps" => json!(rate.3),
+                "upbps" => json!(rate.4),
+                "pktlost" => json!(e.lost),
+                "pktretransmit" => json!(e.retransmits),
+                "sessid" => json!(format!("{:016x}", e.id)),
+                "kind" => json!(e.kind.as_str()),
+                _ => Value::Null,
+            })
+            .collect();
+        data.push(Value::Array(row));
+    }
+    Ok(json!({"time": now / 1000, "fields": fields, "data": data}))
+}
+
+const TOTAL_FIELDS: &[&str] = &[
+    "clients", "inputs", "outputs", "downbps", "upbps", "down", "up",
+];
+
+/// `totals`: `{fields, start, end}` (Unix seconds, or negative: seconds before now) →
+/// `{start, end, interval: [[n, 1]], fields, data}`, one row per second from the controller's
+/// samples (the newest ten minutes).
+fn totals(st: &State, arg: &Value) -> std::result::Result<Value, String> {
+    let mut fields = str_list(arg.get("fields"));
+    if fields.is_empty() {
+        fields = ["clients", "downbps", "upbps"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    }
+    if let Some(f) = fields.iter().find(|f| !TOTAL_FIELDS.contains(&f.as_str())) {
+        return Err(format!(
+            "unknown field {f:?}; fields: {}",
+            TOTAL_FIELDS.join(", ")
+        ));
+    }
+    let now = st.history.back().map_or(0, |s| s.time) as i64;
+    let at = |k: &str, d: i64| {
+        let v = arg.get(k).and_then(|v| v.as_i64()).unwrap_or(d);
+        if v <= 0 {
+            now + v
+        } else {
+            v
+        }
+    };
+    let (start, end) = (at("start", -(crate::state::HISTORY as i64)), at("end", 0));
+    let rows: Vec<&crate::state::Sample> = st
+        .history
+        .iter()
+        .filter(|s| (s.time as i64) >= start && (s.time as i64) <= end)
+        .collect();
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|s| {
+            Value::Array(
+                fields
+                    .iter()
+                    .map(|f| match f.as_str() {
+                        "clients" => json!(s.clients),
+                        "inputs" => json!(s.inputs),
+                        "outputs" => json!(s.outputs),
+                        "downbps" => json!(s.downbps),
+                        "upbps" => json!(s.upbps),
+                        "down" => json!(s.down),
+                        "up" => json!(s.up),
+                        _ => Value::Null,
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    Ok(json!({
+        "start": rows.first().map_or(start, |s| s.time as i64),
+        "end": rows.last().map_or(end, |s| s.time as i64),
+        "interval": [[data.len(), 1]],
+        "fields": fields,
+        "data": data
+    }))
+}
+
+/// `log`: `[[time, LEVEL, line], …]`, oldest first; an object narrows it (`stream`, `level`
+/// at least as severe, `binary`, `last` N lines).
+fn log(arg: &Value) -> Value {
+    let rank = |l: &str| {
+        ["FAIL", "ERROR", "WARN", "INFO"]
+            .iter()
+            .position(|x| *x == l)
+    };
+    let want_stream = arg.get("stream").and_then(|v| v.as_str());
+    let want_level = arg
+        .get("level")
+        .and_then(|v| v.as_str())
+        .and_then(|l| rank(&l.to_ascii_uppercase()));
+    let want_binary = arg.get("binary").and_then(|v| v.as_str());
+    let mut rows: Vec<Value> = crate::logs::lines()
+        .into_iter()
+        .filter(|l| want_stream.is_none_or(|s| l.stream.as_deref() == Some(s)))
+        .filter(|l| want_binary.is_none_or(|b| l.binary == b))
+        .filter(|l| want_level.is_none_or(|w| rank(l.level).is_some_and(|r| r <= w)))
+        .map(|l| json!([l.time, l.level, l.text]))
+        .collect();
+    if let Some(n) = arg.get("last").and_then(|v| v.as_u64()) {
+        let skip = rows.len().saturating_sub(n as usize);
+        rows.drain(..skip);
+    }
+    Value::Array(rows)
+}
+
+/// Escapes a Prometheus label value (backslash, double quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `/metrics`: the sessions, streams and totals in Prometheus' text exposition format
+/// (version 0.0.4).
+fn metrics_text(st: &mut State) -> String {
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    let sessions = st.open_sessions();
+    let mut out = String::new();
+    let mut per: BTreeMap<(String, String, &'static str), u64> = BTreeMap::new();
+    let mut bytes: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    // Sessions that never named a stream (a port probe, a 404) count in the totals only.
+    for e in sessions.iter().filter(|e| !e.stream.is_empty()) {
+        *per.entry((e.stream.clone(), e.protocol.clone(), e.kind.as_str()))
+            .or_default() += 1;
+        let b = bytes.entry(e.stream.clone()).or_default();
+        b.0 += e.down;
+        b.1 += e.up;
+        b.2 += e.lost;
+    }
+    for (s, c) in st.closed.per_stream.iter().filter(|(s, _)| !s.is_empty()) {
+        let b = bytes.entry(s.clone()).or_default();
+        b.0 += c.1;
+        b.1 += c.2;
+    }
+    let _ = writeln!(out, "# HELP sluice_sessions Open sessions by stream, protocol and kind (viewer, input, output).");
+    let _ = writeln!(out, "# TYPE sluice_sessions gauge");
+    for ((s, p, k), n) in &per {
+        let _ = writeln!(
+            out,
+            "sluice_sessions{{stream=\"{}\",protocol=\"{}\",kind=\"{k}\"}} {n}",
+            label(s),
+            label(p)
+        );
+    }
+    let _ = writeln!(out, "# HELP sluice_stream_bytes_sent_total Bytes sent to peers, per stream (ended sessions included).");
+    let _ = writeln!(out, "# TYPE sluice_stream_bytes_sent_total counter");
+    for (s, b) in &bytes {
+        let _ = writeln!(
+            out,
+            "sluice_stream_bytes_sent_total{{stream=\"{}\"}} {}",
+            label(s),
+            b.0
+        );
+    }
+    let _ = writeln!(out, "# HELP sluice_stream_bytes_received_total Bytes received from peers, per stream (ended sessions included).");
+    let _ = writeln!(out, "# TYPE sluice_stream_bytes_received_total counter");
+    for (s, b) in &bytes {
+        let _ = writeln!(
+            out,
+            "sluice_stream_bytes_received_total{{stream=\"{}\"}} {}",
+            label(s),
+            b.1
+        );
+    }
+    let _ = writeln!(out, "# HELP sluice_stream_packets_lost Media packets lost by the open sessions of a stream, where the protocol knows.");
+    let _ = writeln!(out, "# TYPE sluice_stream_packets_lost gauge");
+    for (s, b) in &bytes {
+        let _ = writeln!(
+            out,
+            "sluice_stream_packets_lost{{stream=\"{}\"}} {}",
+            label(s),
+            b.2
+        );
+    }
+    let mut names: Vec<String> = st.buffers.keys().cloned().collect();
+    names.sort();
+    let _ = writeln!(
+        out,
+        "# HELP sluice_stream_live 1 while a stream's buffer runs and is live."
+    );
+    let _ = writeln!(out, "# TYPE sluice_stream_live gauge");
+    for n in names {
+        let live = st.stream_stats(&n).is_some_and(|s| s.4);
+        let _ = writeln!(
+            out,
+            "sluice_stream_live{{stream=\"{}\"}} {}",
+            label(&n),
+            u8::from(live)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_sessions_ended_total Sessions that ended since the controller started."
+    );
+    let _ = writeln!(out, "# TYPE sluice_sessions_ended_total counter");
+    let _ = writeln!(out, "sluice_sessions_ended_total {}", st.closed.count);
+    let last = st.history.back().copied().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# HELP sluice_bytes_sent_total Bytes sent to peers since the controller started."
+    );
+    let _ = writeln!(out, "# TYPE sluice_bytes_sent_total counter");
+    let _ = writeln!(out, "sluice_bytes_sent_total {}", last.down);
+    let _ = writeln!(out, "# HELP sluice_bytes_received_total Bytes received from peers since the controller started.");
+    let _ = writeln!(out, "# TYPE sluice_bytes_received_total counter");
+    let _ = writeln!(out, "sluice_bytes_received_total {}", last.up);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(url_decode("%7B%22a%22%3A1%7D"), "{\"a\":1}");
+        assert_eq!(url_decode("a+b%2"), "a b%2");
+    }
+
+    #[test]
+    fn stream_configs_are_checked() {
+        assert!(check_stream("cam", &json!({"source": "push://"})).is_ok());
+        assert!(check_stream("a/b", &json!({"source": "push://"})).is_err());
+        assert!(check_stream("..", &json!({"source": "push://"})).is_err());
+        assert!(check_stream("x\u{1}", &json!({"source": "push://"})).is_err());
+        assert!(check_stream("cam", &json!({"source": "gopher://x"})).is_err());
+        assert!(check_stream("cam", &json!({})).is_err());
+        assert!(check_stream("cam", &json!({"source": "push://", "DVR": "x"})).is_err());
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
