@@ -361,10 +361,17 @@ pub fn http_get(port: u16, path: &str) -> Result<HttpResponse> {
 // ---------------------------------------------------------------------------------------
 
 /// The config layout Sluice shares with MistServer.
+/// The API token every test server's config lists (by its SHA-256), sent by [`Server::api`].
+pub const TEST_TOKEN: &str = "sluice-test-token";
+/// SHA-256 of [`TEST_TOKEN`], as the config stores it.
+pub const TEST_TOKEN_SHA256: &str =
+    "08537c964a23f7187395a3bbfb508e97072617d064ab83fa69e31fcc9bc8a26a";
+
 pub fn config_json(api: u16, rtmp: u16, http: u16, streams: Value) -> Value {
     json!({
         "config": {
             "controller": {"interface": "127.0.0.1", "port": api},
+            "api_tokens": [{"name": "tests", "sha256": TEST_TOKEN_SHA256}],
             "protocols": [
                 {"connector": "RTMP", "port": rtmp, "interface": "127.0.0.1"},
                 {"connector": "HTTP", "port": http, "interface": "127.0.0.1"}
@@ -538,10 +545,12 @@ impl Server {
         let payload = serde_json::to_vec(body)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match http_request(
+            let auth = format!("Bearer {TEST_TOKEN}");
+            match http_request_headers(
                 self.api_port,
                 "POST",
                 "/api",
+                &[("Authorization", &auth)],
                 Some(("application/json", &payload)),
             ) {
                 Ok(r) => {
