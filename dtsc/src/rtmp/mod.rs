@@ -2,6 +2,7 @@
 //!
 //! * [`handshake`]: the simple handshake, server and client side (§5.2).
 //! * [`chunk`]: the chunk stream, messages to chunks and back (§5.3, §5.4).
+//! * [`client`]: a publishing client's connection state (pushes out to other servers).
 //! * [`session`]: the server's connection state: NetConnection / NetStream commands (§7),
 //!   publish and play, acknowledgements and pings; bytes in, events and bytes out.
 //!
@@ -9,6 +10,7 @@
 //! events, writes the output bytes (or a zero-copy [`chunk::Span`] plan) itself.
 
 pub mod chunk;
+pub mod client;
 pub mod handshake;
 pub mod session;
 

@@ -1,0 +1,553 @@
+//! The client side of an RTMP connection that publishes (Adobe RTMP spec 1.0 (Dec 2012)
+//! §5.2 handshake, §7.2.1.1 `connect`, §7.2.1.3 `createStream`, §7.2.2.6 `publish`), sans-IO:
+//! what Sluice's pushes out speak to another server (nginx-rtmp, MistServer, a CDN's ingest).
+//!
+//! Driving it: [`PublishClient::start`] once, send [`PublishClient::take_output`]; feed the
+//! server's bytes to [`PublishClient::handle_input`] and poll [`PublishClient::poll_event`]
+//! until [`ClientEvent::Publishing`]; then send metadata and media with
+//! [`PublishClient::send_metadata`] and [`PublishClient::write_media_parts`] (zero-copy: chunk
+//! headers and a [`Span`] plan, as the server side does). Keep feeding the server's bytes:
+//! acknowledgements and ping responses go to the output.
+//!
+//! Sequence sent: C0+C1, C2, Set Chunk Size (4096), `connect` (app, tcUrl, flashVer),
+//! Window Ack Size, `releaseStream` + `FCPublish` (as FFmpeg and OBS send, which some servers
+//! wait for), `createStream`, then `publish(name, "live")` on the new message stream. The
+//! server's `onStatus` `NetStream.Publish.Start` gives [`ClientEvent::Publishing`]; an error
+//! status or a `_error` reply gives [`ClientEvent::Failed`] with its code and description.
+
+use std::collections::VecDeque;
+
+use super::chunk::{msg_type, ChunkDecoder, ChunkEncoder, Span, MAX_MESSAGE_LEN};
+use super::handshake::ClientHandshake;
+use super::session::{MediaKind, SessionError, CSID_COMMAND, CSID_CONTROL, CSID_STATUS};
+use crate::amf0::{self, Amf0};
+
+/// Chunk size the client sends with, bytes.
+pub const OUT_CHUNK_SIZE: u32 = 4096;
+/// Window Ack Size the client announces, bytes.
+pub const WINDOW: u32 = 2_500_000;
+
+const TXN_CONNECT: f64 = 1.0;
+const TXN_RELEASE: f64 = 2.0;
+const TXN_FCPUBLISH: f64 = 3.0;
+const TXN_CREATE: f64 = 4.0;
+
+/// What the server told the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// `connect` succeeded.
+    Connected,
+    /// `publish` was accepted: media may be sent.
+    Publishing,
+    /// The server refused or failed the session: the reason (status code and description).
+    Failed(String),
+    /// The server ended the publish (`NetStream.Unpublish.*`, an EOF or close status).
+    Stopped(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Handshake,
+    Connecting,
+    Creating,
+    Publishing,
+    Live,
+    Failed,
+}
+
+/// One publishing RTMP client connection. See the module docs.
+#[derive(Debug)]
+pub struct PublishClient {
+    app: String,
+    tc_url: String,
+    name: String,
+    handshake: ClientHandshake,
+    dec: ChunkDecoder,
+    enc: ChunkEncoder,
+    out: Vec<u8>,
+    events: VecDeque<ClientEvent>,
+    step: Step,
+    stream_id: u32,
+    received: u64,
+    acked: u64,
+    peer_window: u32,
+}
+
+fn status_text(info: Option<&Amf0>) -> (String, String) {
+    let s = |k: &str| {
+        info.and_then(|i| i.get(k))
+            .and_then(Amf0::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    (s("code"), s("description"))
+}
+
+impl PublishClient {
+    /// A client that will publish stream `name` (the play path's last part, query included:
+    /// `key?x=y`) in application `app`, announcing `tc_url` (`rtmp://host[:port]/app`).
+    /// `seed` fills the handshake's random block.
+    pub fn new(tc_url: &str, app: &str, name: &str, seed: u64) -> PublishClient {
+        PublishClient {
+            app: app.to_string(),
+            tc_url: tc_url.to_string(),
+            name: name.to_string(),
+            handshake: ClientHandshake::new(seed),
+            dec: ChunkDecoder::new(super::chunk::DEFAULT_MAX_MESSAGE),
+            enc: ChunkEncoder::new(),
+            out: Vec::new(),
+            events: VecDeque::new(),
+            step: Step::Handshake,
+            stream_id: 0,
+            received: 0,
+            acked: 0,
+            peer_window: WINDOW,
+        }
+    }
+
+    /// Splits `rtmp://host[:port]/app[/inst]/name` into (host, port, app, name, tcUrl): the
+    /// name is the last path segment (with any query), the app everything before it.
+    pub fn parse_url(url: &str) -> Option<(String, u16, String, String, String)> {
+        let rest = url.strip_prefix("rtmp://")?;
+        let (hostport, path) = rest.split_once('/')?;
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().ok()?),
+            None => (hostport.to_string(), 1935),
+        };
+        let (app, name) = path.rsplit_once('/')?;
+        if host.is_empty() || app.is_empty() || name.is_empty() {
+            return None;
+        }
+        let tc = format!("rtmp://{hostport}/{app}");
+        Some((host, port, app.to_string(), name.to_string(), tc))
+    }
+
+    /// Writes C0+C1 (`time_ms` in C1). Call once.
+    pub fn start(&mut self, time_ms: u32) {
+        self.handshake.start(time_ms, &mut self.out);
+    }
+
+    /// True once the server accepted the publish.
+    pub fn is_publishing(&self) -> bool {
+        self.step == Step::Live
+    }
+
+    /// Takes the bytes to send to the server.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// Feeds bytes received from the server. After an error the connection must be closed.
+    pub fn handle_input(&mut self, input: &[u8]) -> Result<(), SessionError> {
+        self.received += input.len() as u64;
+        let mut rest = input;
+        if self.step == Step::Handshake {
+            let p = self.handshake.push(rest, &mut self.out)?;
+            rest = &rest[p.consumed..];
+            if !p.done {
+                return Ok(());
+            }
+            self.after_handshake();
+        }
+        if !rest.is_empty() {
+            self.dec.push(rest);
+        }
+        while let Some(msg) = self.dec.poll()? {
+            match msg.msg_type {
+                msg_type::COMMAND_AMF0 => self.on_command(&msg.payload)?,
+                msg_type::COMMAND_AMF3 => {
+                    let body = match msg.payload.first() {
+                        Some(0) => &msg.payload[1..],
+                        _ => &msg.payload[..],
+                    };
+                    self.on_command(body)?
+                }
+                msg_type::WINDOW_ACK_SIZE => {
+                    if let Some(b) = msg.payload.get(..4) {
+                        self.peer_window = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                }
+                msg_type::USER_CONTROL => {
+                    let p = &msg.payload;
+                    // Ping request (6) gets a ping response (7) with the same time.
+                    if p.len() >= 6 && u16::from_be_bytes([p[0], p[1]]) == 6 {
+                        let mut r = [0u8; 6];
+                        r[..2].copy_from_slice(&7u16.to_be_bytes());
+                        r[2..].copy_from_slice(&p[2..6]);
+                        self.control(msg_type::USER_CONTROL, &r);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.peer_window > 0 && self.received - self.acked >= u64::from(self.peer_window) {
+            self.acked = self.received;
+            let seq = (self.received as u32).to_be_bytes();
+            self.control(msg_type::ACK, &seq);
+        }
+        Ok(())
+    }
+
+    fn control(&mut self, typ: u8, payload: &[u8]) {
+        self.enc
+            .write_message(CSID_CONTROL, typ, 0, 0, payload, &mut self.out);
+    }
+
+    fn command(&mut self, csid: u32, sid: u32, values: &[Amf0]) {
+        let mut body = Vec::new();
+        amf0::encode_all(values, &mut body);
+        self.enc
+            .write_message(csid, msg_type::COMMAND_AMF0, sid, 0, &body, &mut self.out);
+    }
+
+    fn after_handshake(&mut self) {
+        self.step = Step::Connecting;
+        // Cannot fail: a valid size.
+        let _ = self.enc.set_chunk_size(OUT_CHUNK_SIZE, &mut self.out);
+        let obj = Amf0::object([
+            ("app", Amf0::string(self.app.clone())),
+            ("type", Amf0::string("nonprivate")),
+            ("flashVer", Amf0::string("FMLE/3.0 (compatible; Sluice)")),
+            ("tcUrl", Amf0::string(self.tc_url.clone())),
+        ]);
+        self.command(
+            CSID_COMMAND,
+            0,
+            &[Amf0::string("connect"), Amf0::Number(TXN_CONNECT), obj],
+        );
+    }
+
+    fn fail(&mut self, why: String) {
+        self.step = Step::Failed;
+        self.events.push_back(ClientEvent::Failed(why));
+    }
+
+    fn on_command(&mut self, body: &[u8]) -> Result<(), SessionError> {
+        let vals = amf0::decode_all(body)?;
+        let name = vals.first().and_then(Amf0::as_str).unwrap_or("");
+        let txn = vals.get(1).and_then(Amf0::as_f64).unwrap_or(0.0);
+        match name {
+            "_result" if txn == TXN_CONNECT && self.step == Step::Connecting => {
+                self.events.push_back(ClientEvent::Connected);
+                self.control(msg_type::WINDOW_ACK_SIZE, &WINDOW.to_be_bytes());
+                let n = Amf0::string(self.name.clone());
+                self.command(
+                    CSID_COMMAND,
+                    0,
+                    &[
+                        Amf0::string("releaseStream"),
+                        Amf0::Number(TXN_RELEASE),
+                        Amf0::Null,
+                        n.clone(),
+                    ],
+                );
+                self.command(
+                    CSID_COMMAND,
+                    0,
+                    &[
+                        Amf0::string("FCPublish"),
+                        Amf0::Number(TXN_FCPUBLISH),
+                        Amf0::Null,
+                        n,
+                    ],
+                );
+                self.command(
+                    CSID_COMMAND,
+                    0,
+                    &[
+                        Amf0::string("createStream"),
+                        Amf0::Number(TXN_CREATE),
+                        Amf0::Null,
+                    ],
+                );
+                self.step = Step::Creating;
+            }
+            "_result" if txn == TXN_CREATE && self.step == Step::Creating => {
+                self.stream_id = vals.get(3).and_then(Amf0::as_f64).unwrap_or(1.0) as u32;
+                self.command(
+                    CSID_STATUS,
+                    self.stream_id,
+                    &[
+                        Amf0::string("publish"),
+                        Amf0::Number(0.0),
+                        Amf0::Null,
+                        Amf0::string(self.name.clone()),
+                        Amf0::string("live"),
+                    ],
+                );
+                self.step = Step::Publishing;
+            }
+            "_error" if txn == TXN_CONNECT || txn == TXN_CREATE => {
+                let (code, desc) = status_text(vals.get(3));
+                self.fail(format!("{code}: {desc}"));
+            }
+            "onStatus" => {
+                let (code, desc) = status_text(vals.get(3));
+                let level = vals
+                    .get(3)
+                    .and_then(|i| i.get("level"))
+                    .and_then(Amf0::as_str)
+                    .unwrap_or("");
+                if code == "NetStream.Publish.Start" && self.step == Step::Publishing {
+                    self.step = Step::Live;
+                    self.events.push_back(ClientEvent::Publishing);
+                } else if level == "error"
+                    || code.ends_with(".BadName")
+                    || code.ends_with(".Denied")
+                    || code.ends_with(".Failed")
+                {
+                    self.fail(format!("{code}: {desc}"));
+                } else if code.starts_with("NetStream.Unpublish") || code.ends_with(".Stop") {
+                    self.events
+                        .push_back(ClientEvent::Stopped(format!("{code}: {desc}")));
+                }
+            }
+            // onBWDone, onFCPublish, other replies: nothing to do.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `@setDataFrame("onMetaData", values…)` on the publish stream (type 18, timestamp 0),
+    /// as encoders send it (FLV spec v10.1 §E.5 onMetaData).
+    pub fn send_metadata(&mut self, values: &[Amf0]) -> Result<(), SessionError> {
+        if self.step != Step::Live {
+            return Err(SessionError::NotPlaying);
+        }
+        let mut body = Vec::new();
+        amf0::encode(&Amf0::string("@setDataFrame"), &mut body);
+        if values.first().and_then(Amf0::as_str) != Some("onMetaData") {
+            amf0::encode(&Amf0::string("onMetaData"), &mut body);
+        }
+        amf0::encode_all(values, &mut body);
+        self.enc.write_message(
+            CSID_STATUS,
+            msg_type::DATA_AMF0,
+            self.stream_id,
+            0,
+            &body,
+            &mut self.out,
+        );
+        Ok(())
+    }
+
+    /// One media message whose payload is `parts` concatenated (an FLV body header and the
+    /// frame), `timestamp` in ms: chunk headers go to `hdrs`, the send order to `plan`
+    /// ([`ChunkEncoder::write_message_parts`]). Send [`PublishClient::take_output`] first.
+    pub fn write_media_parts(
+        &mut self,
+        kind: MediaKind,
+        timestamp: u64,
+        parts: &[&[u8]],
+        hdrs: &mut Vec<u8>,
+        plan: &mut Vec<Span>,
+    ) -> Result<(), SessionError> {
+        if self.step != Step::Live {
+            return Err(SessionError::NotPlaying);
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > MAX_MESSAGE_LEN {
+            return Err(SessionError::MediaTooLong(len));
+        }
+        self.enc.write_message_parts(
+            kind.csid(),
+            kind.msg_type(),
+            self.stream_id,
+            timestamp,
+            parts,
+            hdrs,
+            plan,
+        );
+        Ok(())
+    }
+
+    /// Like [`PublishClient::write_media_parts`] but copies the message into the output
+    /// (sequence headers).
+    pub fn send_media(
+        &mut self,
+        kind: MediaKind,
+        timestamp: u64,
+        parts: &[&[u8]],
+    ) -> Result<(), SessionError> {
+        let (mut hdrs, mut plan) = (Vec::new(), Vec::new());
+        self.write_media_parts(kind, timestamp, parts, &mut hdrs, &mut plan)?;
+        for span in plan {
+            match span {
+                Span::Own(r) => self.out.extend_from_slice(&hdrs[r]),
+                Span::Part(i, r) => self.out.extend_from_slice(&parts[i][r]),
+            }
+        }
+        Ok(())
+    }
+
+    /// `FCUnpublish` and `deleteStream`: the polite end of a publish.
+    pub fn unpublish(&mut self) {
+        if self.stream_id == 0 {
+            return;
+        }
+        let n = Amf0::string(self.name.clone());
+        self.command(
+            CSID_COMMAND,
+            0,
+            &[
+                Amf0::string("FCUnpublish"),
+                Amf0::Number(0.0),
+                Amf0::Null,
+                n,
+            ],
+        );
+        self.command(
+            CSID_COMMAND,
+            0,
+            &[
+                Amf0::string("deleteStream"),
+                Amf0::Number(0.0),
+                Amf0::Null,
+                Amf0::Number(f64::from(self.stream_id)),
+            ],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::session::{Event, ServerConfig, ServerSession};
+
+    fn server() -> ServerSession {
+        ServerSession::new(ServerConfig {
+            window_ack_size: 2_500_000,
+            out_chunk_size: 4096,
+            max_message: 8 << 20,
+            random_seed: 9,
+        })
+    }
+
+    /// Runs both sides until neither has output; returns the server's events.
+    fn pump(c: &mut PublishClient, s: &mut ServerSession, split: usize) -> Vec<Event> {
+        let mut events = Vec::new();
+        for _ in 0..50 {
+            let c2s = c.take_output();
+            for part in c2s.chunks(split.max(1)) {
+                s.handle_input(part).unwrap();
+            }
+            while let Some(e) = s.poll_event() {
+                if matches!(e, Event::Publish { .. }) {
+                    s.accept_publish().unwrap();
+                }
+                events.push(e);
+            }
+            let s2c = s.take_output();
+            for part in s2c.chunks(split.max(1)) {
+                c.handle_input(part).unwrap();
+            }
+            if c2s.is_empty() && s2c.is_empty() {
+                break;
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn publishes_to_our_own_server_side_and_media_arrives() {
+        for split in [1, 7, 4096] {
+            let mut c = PublishClient::new("rtmp://127.0.0.1/live", "live", "cam?key=k", 3);
+            let mut s = server();
+            c.start(0);
+            let ev = pump(&mut c, &mut s, split);
+            assert!(
+                ev.iter()
+                    .any(|e| matches!(e, Event::Publish { name, .. } if name == "cam?key=k")),
+                "{ev:?}"
+            );
+            assert_eq!(c.poll_event(), Some(ClientEvent::Connected));
+            assert_eq!(c.poll_event(), Some(ClientEvent::Publishing));
+            assert!(c.is_publishing());
+            // A 10 000-byte video frame in two parts, zero-copy plan.
+            let head = [0x17u8, 1, 0, 0, 0];
+            let frame = vec![0xabu8; 10_000];
+            let (mut hdrs, mut plan) = (Vec::new(), Vec::new());
+            c.write_media_parts(
+                MediaKind::Video,
+                1234,
+                &[&head, &frame],
+                &mut hdrs,
+                &mut plan,
+            )
+            .unwrap();
+            let mut wire = c.take_output();
+            for span in plan {
+                match span {
+                    Span::Own(r) => wire.extend_from_slice(&hdrs[r]),
+                    Span::Part(0, r) => wire.extend_from_slice(&head[r]),
+                    Span::Part(_, r) => wire.extend_from_slice(&frame[r]),
+                }
+            }
+            s.handle_input(&wire).unwrap();
+            let got: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
+            let media = got
+                .iter()
+                .find_map(|e| match e {
+                    Event::Media {
+                        kind: MediaKind::Video,
+                        timestamp,
+                        payload,
+                    } => Some((*timestamp, payload.len())),
+                    _ => None,
+                })
+                .expect("video reached the server");
+            assert_eq!(media, (1234, 10_005));
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_an_event_with_its_reason() {
+        let mut c = PublishClient::new("rtmp://h/live", "live", "x", 1);
+        let mut s = server();
+        c.start(0);
+        for _ in 0..10 {
+            let o = c.take_output();
+            s.handle_input(&o).unwrap();
+            while let Some(e) = s.poll_event() {
+                if matches!(e, Event::Publish { .. }) {
+                    s.reject_publish("NetStream.Publish.BadName", "taken")
+                        .unwrap();
+                }
+            }
+            let o = s.take_output();
+            c.handle_input(&o).unwrap();
+        }
+        let ev: Vec<ClientEvent> = std::iter::from_fn(|| c.poll_event()).collect();
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, ClientEvent::Failed(w) if w.contains("BadName"))),
+            "{ev:?}"
+        );
+        assert!(!c.is_publishing());
+    }
+
+    #[test]
+    fn urls_split_into_app_and_name() {
+        assert_eq!(
+            PublishClient::parse_url("rtmp://127.0.0.1:1936/live/cam"),
+            Some((
+                "127.0.0.1".into(),
+                1936,
+                "live".into(),
+                "cam".into(),
+                "rtmp://127.0.0.1:1936/live".into()
+            ))
+        );
+        assert_eq!(
+            PublishClient::parse_url("rtmp://h/app/inst/k?x=1").map(|u| (u.2, u.3)),
+            Some(("app/inst".into(), "k?x=1".into()))
+        );
+        assert!(PublishClient::parse_url("rtmp://h/onlyname").is_none());
+        assert!(PublishClient::parse_url("http://h/a/b").is_none());
+    }
+}
