@@ -15,44 +15,20 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cursor::Cursor;
+use crate::push::PushArgs;
 use crate::rtsp_client::{ClientEvent, RtspClient};
 
 const PROTO: &str = "RTSP push";
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
-/// What the controller passes to a push process.
-#[derive(Debug, Clone, clap::Args)]
-pub struct PushArgs {
-    /// The stream pushed.
-    #[arg(long)]
-    pub stream: String,
-    /// Where to: `rtsp://[user:pass@]host[:port]/path`.
-    #[arg(long)]
-    pub target: String,
-    /// Folder of the Unix sockets.
-    #[arg(long)]
-    pub rundir: PathBuf,
-}
-
-/// Runs one push to its end (the stream ended, or the target left).
-pub fn run(args: PushArgs) -> Result<()> {
-    let target_host = rtsp_types::Url::parse(&args.target)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default();
-    buffer::sessions::begin(&args.rundir, "RTSP push", &target_host);
-    let r = push(&args);
-    buffer::sessions::end(None);
-    r
-}
-
-fn push(args: &PushArgs) -> Result<()> {
+/// Pushes `args.stream` to `args.target` (`rtsp://…`) until the stream ends or the target
+/// leaves; see the module docs.
+pub fn push(args: &PushArgs) -> Result<()> {
     let mut cursor = Cursor::open(&args.rundir, &args.stream, "127.0.0.1")
         .map_err(|e| anyhow!("{}: {e}", args.stream))?;
     buffer::sessions::set_stream(&args.stream, buffer::sessions::Kind::Output, None);
