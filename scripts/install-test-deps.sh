@@ -6,7 +6,7 @@
 # A machine that already has them does nothing (no apt-get update, no root needed).
 set -euo pipefail
 
-PKGS=(ffmpeg curl python3-prometheus-client python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+PKGS=(ffmpeg curl python3-prometheus-client libnginx-mod-rtmp python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
       gstreamer1.0-libav rtmpdump yt-dlp chromium nginx)
 
 missing=()

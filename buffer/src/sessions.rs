@@ -359,6 +359,14 @@ pub fn set_protocol(protocol: &str) {
     g.fetch_add(1, Ordering::AcqRel);
 }
 
+/// This process's session: (protocol, session id), when it has a slot.
+pub fn current() -> Option<(String, u64)> {
+    let guard = MINE.lock().unwrap_or_else(|e| e.into_inner());
+    let m = guard.as_ref()?;
+    let e = m.table.read(m.slot)?;
+    Some((e.protocol, e.id))
+}
+
 /// Sets the media packets lost so far (RTCP receiver reports, a pull's RTP loss count).
 pub fn set_lost(lost: u64) {
     if let Some(m) = MINE.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {

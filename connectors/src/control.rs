@@ -63,6 +63,13 @@ pub fn open_push_digest(
 }
 
 static OPENED: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+static URL: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// The URL the client asked for (with its query), sent with the next open for the
+/// controller's triggers (PUSH_REWRITE, STREAM_PUSH, USER_NEW).
+pub fn set_request_url(url: &str) {
+    *URL.lock().unwrap_or_else(|e| e.into_inner()) = url.to_string();
+}
 
 /// The stream that `requested` opened in this process: itself, or the stream a stream key
 /// stands for (MistServer's `streamkey_add`). Use it in log lines, so that keys stay out.
@@ -98,6 +105,18 @@ fn request(
     ];
     for (k, v) in extra {
         members.push((k.to_string(), Value::Str(v.as_bytes().to_vec())));
+    }
+    let url = URL.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if !url.is_empty() {
+        members.push(("url".to_string(), Value::Str(url.into_bytes())));
+    }
+    // For the controller's triggers (USER_NEW, STREAM_PUSH): the connector and the session.
+    if let Some((proto, id)) = buffer::sessions::current() {
+        members.push(("connector".to_string(), Value::Str(proto.into_bytes())));
+        members.push((
+            "session".to_string(),
+            Value::Str(format!("{id:016x}").into_bytes()),
+        ));
     }
     ipc::send_command(sock.as_raw_fd(), &Value::Object(members), &[]).map_err(fail)?;
     let (reply, _) = ipc::recv_command(&sock, Duration::from_secs(15)).map_err(fail)?;

@@ -1127,6 +1127,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         }
         buf.drain(..used);
         buffer::sessions::set_protocol(protocol_of(&path));
+        crate::control::set_request_url(&format!("http://{}{path}", conn.host));
         let reply = match method.as_str() {
             "GET" | "HEAD" => conn.route(&path),
             "OPTIONS" => Reply::Full(Response {

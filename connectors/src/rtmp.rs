@@ -78,6 +78,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     // Small: a forked viewer's private memory is mostly its buffers (docs/PERFORMANCE.md);
     // a player sends a few hundred bytes of commands. A publisher's loop grows it.
     let mut buf = vec![0u8; 4 << 10];
+    let mut base_url = String::new();
     loop {
         let n = match sock.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -93,7 +94,16 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         fed.map_err(|e| anyhow!("{peer}: {e}"))?;
         while let Some(ev) = session.poll_event() {
             match ev {
+                Event::Connect { app, tc_url } => {
+                    base_url = tc_url.unwrap_or_else(|| {
+                        let local = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                        format!("rtmp://{local}/{app}")
+                    });
+                }
                 Event::Publish { name, .. } => {
+                    // The URL the encoder published to, for the PUSH_REWRITE and
+                    // STREAM_PUSH triggers.
+                    control::set_request_url(&format!("{}/{name}", base_url.trim_end_matches('/')));
                     return publish(sock, session, ctx, &peer, &name, buf);
                 }
                 Event::Play { name, .. } => return play(sock, session, ctx, &peer, &name),

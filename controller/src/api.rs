@@ -167,7 +167,7 @@ fn serve(
     if let (Some(a), Value::Object(o)) = (authorize, &mut out) {
         o.insert("authorize".into(), a);
     }
-    let deferred = run_actions(&mut g, actions);
+    let deferred = run_actions(&mut g, actions, &mut out);
     drop(g);
     if deferred {
         // `shutdown`: answered first, then the controller stops like on SIGTERM.
@@ -183,14 +183,45 @@ enum Action {
     Apply(Value),
     StopSessions(String),
     Nuke(String),
+    PushStart(String, String),
+    PushStop(u64),
+    StopAuto(String, String),
     Shutdown,
 }
 
-/// Runs the actions; true when the controller must stop.
-fn run_actions(st: &mut State, actions: Vec<Action>) -> bool {
+/// Runs the actions (adding what they made to the reply `out`); true when the controller
+/// must stop.
+fn run_actions(st: &mut State, actions: Vec<Action>, out: &mut Value) -> bool {
     let mut stop = false;
     for a in actions {
         match a {
+            Action::PushStart(s, t) => {
+                let id = st.push_start(&s, &t, false);
+                crate::logs::controller(&format!(
+                    "push {id} of {s} to {} started",
+                    connectors::push::redact(&t)
+                ));
+                out["push_start"] =
+                    json!({"id": id, "stream": s, "target": connectors::push::redact(&t)});
+            }
+            Action::PushStop(id) => {
+                st.push_stop(id);
+            }
+            Action::StopAuto(pattern, target) => {
+                let ids: Vec<u64> = st
+                    .pushes
+                    .iter()
+                    .filter(|p| {
+                        p.auto
+                            && crate::state::auto_matches(&pattern, &p.stream)
+                            && p.target == target.replace("$stream", &p.stream)
+                    })
+                    .map(|p| p.id)
+                    .collect();
+                for id in ids {
+                    st.push_stop(id);
+                }
+            }
             Action::Save => st.save(),
             Action::Apply(old) => st.apply(&old),
             Action::StopSessions(s) => {
@@ -302,6 +333,29 @@ fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action
                                 }
                                 "controller" | "triggers" if !v.is_object() => {
                                     return Err((400, format!("{k} must be an object")))
+                                }
+                                "triggers" => {
+                                    for (name, list) in v.as_object().into_iter().flatten() {
+                                        if !crate::triggers::NAMES.contains(&name.as_str()) {
+                                            return Err((
+                                                400,
+                                                format!(
+                                                    "unknown trigger {name:?}; triggers: {}",
+                                                    crate::triggers::NAMES.join(", ")
+                                                ),
+                                            ));
+                                        }
+                                        let ok = list.as_array().is_some_and(|a| {
+                                            a.iter().all(|h| {
+                                                h.get("handler")
+                                                    .and_then(|x| x.as_str())
+                                                    .is_some_and(|x| !x.is_empty())
+                                            })
+                                        });
+                                        if !ok {
+                                            return Err((400, format!("trigger {name}: a list of {{\"handler\": URL or path, \"sync\": bool, \"streams\": [...], \"default\": ...}}")));
+                                        }
+                                    }
                                 }
                                 "log_level" => {
                                     let ok = v.as_str().is_some_and(|l| {
@@ -516,6 +570,101 @@ fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action
                     actions.push(Action::Shutdown);
                     json!("OK")
                 }
+                "push_start" => {
+                    let (s, t) = pair(arg, "stream", "target").ok_or((
+                        400,
+                        "[STREAM, TARGET] or {\"stream\": S, \"target\": T}".to_string(),
+                    ))?;
+                    check_push(&cfg, &s, &t, false)?;
+                    actions.push(Action::PushStart(s, t));
+                    json!("OK")
+                }
+                "push_stop" => {
+                    let ids: Vec<u64> = match arg {
+                        Value::Array(a) => a.iter().filter_map(|v| v.as_u64()).collect(),
+                        v => v.as_u64().into_iter().collect(),
+                    };
+                    if ids.is_empty() {
+                        return Err((400, "a push id or a list of ids (push_list)".into()));
+                    }
+                    for id in ids {
+                        if !st.pushes.iter().any(|p| p.id == id) {
+                            return Err((404, format!("no push {id}")));
+                        }
+                        actions.push(Action::PushStop(id));
+                    }
+                    json!("OK")
+                }
+                "push_list" => Value::Array(
+                    st.pushes
+                        .iter()
+                        .map(|p| {
+                            json!([
+                                p.id,
+                                p.stream,
+                                connectors::push::redact(&p.target),
+                                connectors::push::redact(&p.target),
+                                [],
+                                {"auto": p.auto, "attempts": p.attempts, "last_error": p.last_error}
+                            ])
+                        })
+                        .collect(),
+                ),
+                "push_auto_add" => {
+                    let (s, t) = pair(arg, "stream", "target").ok_or((
+                        400,
+                        "[STREAM_OR_PATTERN, TARGET] or {\"stream\": S, \"target\": T}".to_string(),
+                    ))?;
+                    check_push(&cfg, &s, &t, true)?;
+                    if !cfg["autopushes"].is_array() {
+                        cfg["autopushes"] = json!([]);
+                    }
+                    let rule = json!([s, t]);
+                    if let Some(a) = cfg["autopushes"].as_array_mut() {
+                        if !a.contains(&rule) {
+                            a.push(rule);
+                        }
+                    }
+                    changed = true;
+                    cfg["autopushes"].clone()
+                }
+                "push_auto_remove" => {
+                    let rules: Vec<(String, Option<String>)> = match pair(arg, "stream", "target") {
+                        Some((s, t)) => vec![(s, Some(t))],
+                        None => names_of(arg).into_iter().map(|s| (s, None)).collect(),
+                    };
+                    if rules.is_empty() {
+                        return Err((400, "[STREAM_OR_PATTERN, TARGET] or a pattern".into()));
+                    }
+                    let list = cfg.get_mut("autopushes").and_then(|a| a.as_array_mut());
+                    let Some(list) = list else {
+                        return Err((404, "no auto-push rules".into()));
+                    };
+                    for (s, t) in rules {
+                        let n = list.len();
+                        let mut removed = Vec::new();
+                        list.retain(|r| {
+                            let hit = r.get(0).and_then(|v| v.as_str()) == Some(&s)
+                                && t.as_deref()
+                                    .is_none_or(|t| r.get(1).and_then(|v| v.as_str()) == Some(t));
+                            if hit {
+                                removed.push(
+                                    r.get(1).and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                                );
+                            }
+                            !hit
+                        });
+                        if list.len() == n {
+                            return Err((404, format!("no auto-push rule for {s}")));
+                        }
+                        for target in removed {
+                            actions.push(Action::StopAuto(s.clone(), target));
+                        }
+                    }
+                    changed = true;
+                    cfg["autopushes"].clone()
+                }
+                "push_auto_list" => cfg.get("autopushes").cloned().unwrap_or(json!([])),
                 _ => return Err((400, "unknown call (docs/API.md lists the calls)".into())),
             }))
         })();
@@ -554,6 +703,59 @@ fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action
     (200, Value::Object(out), all)
 }
 
+/// `[A, B]` or `{ka: A, kb: B}` as two strings.
+fn pair(arg: &Value, ka: &str, kb: &str) -> Option<(String, String)> {
+    let (a, b) = match arg {
+        Value::Array(v) if v.len() >= 2 => (v.first()?, v.get(1)?),
+        Value::Object(o) => (o.get(ka)?, o.get(kb)?),
+        _ => return None,
+    };
+    Some((a.as_str()?.to_string(), b.as_str()?.to_string()))
+}
+
+/// Checks a push: a configured stream (or, for a rule, a stream name or `BASE+` pattern)
+/// and a target Sluice can push to.
+fn check_push(
+    cfg: &Value,
+    stream: &str,
+    target: &str,
+    rule: bool,
+) -> std::result::Result<(), (u16, String)> {
+    let name = if rule {
+        stream.strip_suffix('+').unwrap_or(stream)
+    } else {
+        stream
+    };
+    if !config::valid_stream_name(name) {
+        return Err((400, format!("invalid stream name {stream:?}")));
+    }
+    if config::find_stream(cfg, name).is_none() {
+        return Err((404, format!("no stream {name} is configured")));
+    }
+    if target.chars().any(|c| c.is_control()) {
+        return Err((400, "the target has control characters".into()));
+    }
+    if !connectors::push::SCHEMES
+        .iter()
+        .any(|s| target.starts_with(s))
+    {
+        return Err((
+            400,
+            format!(
+                "push target {:?}: the scheme is not one Sluice pushes to ({})",
+                connectors::push::redact(target),
+                connectors::push::SCHEMES.join(", ")
+            ),
+        ));
+    }
+    if target.starts_with("rtmp://")
+        && dtsc::rtmp::client::PublishClient::parse_url(&target.replace("$stream", name)).is_none()
+    {
+        return Err((400, "an RTMP target is rtmp://host[:port]/app/name".into()));
+    }
+    Ok(())
+}
+
 fn auth_tokens(cfg: &Value) -> Vec<String> {
     cfg.pointer("/config/api_tokens")
         .and_then(|t| t.as_array())
@@ -567,6 +769,7 @@ fn auth_tokens(cfg: &Value) -> Vec<String> {
 
 fn capabilities() -> Value {
     json!({
+        "triggers": crate::triggers::NAMES,
         "connectors": {
             "RTMP": {"desc": "RTMP publish and play", "port": 1935},
             "RTSP": {"desc": "RTSP play and ANNOUNCE/RECORD, RTP over TCP and UDP", "port": 5554},
@@ -583,6 +786,8 @@ fn capabilities() -> Value {
                   "active_streams", "clients", "totals", "log", "streamkey_add",
                   "streamkey_del", "streamkeys", "stop_sessions", "nuke_stream",
                   "config_backup", "config_restore", "config_reload", "shutdown",
+                  "push_start", "push_stop", "push_list", "push_auto_add",
+                  "push_auto_remove", "push_auto_list",
                   "api_tokens", "api_token_add", "api_token_del", "authorize"]
     })
 }

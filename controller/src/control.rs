@@ -12,6 +12,7 @@ use dtsc::wire::Value;
 
 use crate::config;
 use crate::state::State;
+use crate::triggers;
 
 /// Binds the socket and serves it on a thread (one short-lived thread per request).
 pub fn start(st: Arc<Mutex<State>>) -> Result<()> {
@@ -85,6 +86,77 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
         (None, Some(k)) => config::Credential::Key(k),
         (None, None) => config::Credential::None,
     };
+    // Blocking triggers first, without the state locked: a slow handler holds up this
+    // connection only.
+    let cfg = st.lock().expect("state lock").cfg.clone();
+    let (connector, session) = (s("connector"), s("session"));
+    let mut stream = stream;
+    let refuse = |stream: &str, why: String| {
+        crate::logs::controller(&format!(
+            "refused to open {stream} for {} from {addr}: {why}",
+            if push { "publishing" } else { "playing" }
+        ));
+        reply(
+            &sock,
+            vec![("cmd", "error"), ("code", "forbidden"), ("reason", &why)],
+        )
+    };
+    if push {
+        let url = match s("url") {
+            u if u.is_empty() => format!("{}://{}", connector.to_ascii_lowercase(), stream),
+            u => u,
+        };
+        if let Some(a) = triggers::ask(
+            &cfg,
+            "PUSH_REWRITE",
+            Some(&stream),
+            &[url.clone(), addr.clone(), stream.clone()],
+        ) {
+            if a.is_empty() || !triggers::allows(&a) {
+                return refuse(&stream, "refused by the PUSH_REWRITE trigger".into());
+            }
+            if a != stream {
+                if !config::valid_stream_name(&a) {
+                    return refuse(
+                        &stream,
+                        format!("PUSH_REWRITE gave an invalid stream name {a:?}"),
+                    );
+                }
+                stream = a;
+            }
+        }
+        if let Some(a) = triggers::ask(
+            &cfg,
+            "STREAM_PUSH",
+            Some(&stream),
+            &[stream.clone(), addr.clone(), connector.clone(), url],
+        ) {
+            if !triggers::allows(&a) {
+                return refuse(&stream, "refused by the STREAM_PUSH trigger".into());
+            }
+        }
+    } else if !triggers::handlers(&cfg, "USER_NEW", Some(&stream)).is_empty() {
+        // One answer per viewer session (an HLS player opens the stream per request): a
+        // yes is remembered for a minute per stream, address and connector.
+        let key = (stream.clone(), addr.clone(), connector.clone());
+        let known = st.lock().expect("state lock").user_ok(&key);
+        if !known {
+            let payload = [
+                stream.clone(),
+                addr.clone(),
+                session.clone(),
+                connector.clone(),
+                s("url"),
+                session.clone(),
+            ];
+            if let Some(a) = triggers::ask(&cfg, "USER_NEW", Some(&stream), &payload) {
+                if !triggers::allows(&a) {
+                    return refuse(&stream, "refused by the USER_NEW trigger".into());
+                }
+            }
+            st.lock().expect("state lock").remember_user(key);
+        }
+    }
     let (opened, real) = {
         let mut g = st.lock().expect("state lock");
         let real = push

@@ -12,6 +12,7 @@ mod config;
 mod control;
 mod logs;
 mod state;
+mod triggers;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -31,6 +32,10 @@ struct Cli {
     /// named after the API port).
     #[arg(long)]
     rundir: Option<PathBuf>,
+    /// Run the controller itself, without the angel that restarts it (the angel starts its
+    /// controller with this).
+    #[arg(long, hide = true)]
+    no_angel: bool,
     #[command(subcommand)]
     role: Option<Role>,
 }
@@ -43,9 +48,10 @@ enum Role {
     /// Pull a stream from a camera into its buffer (started by the buffer).
     #[command(hide = true)]
     Pull(connectors::rtsp_pull::PullArgs),
-    /// Push a stream to another server over RTSP (started by the controller's pushes).
+    /// Push a stream to another server over RTMP or RTSP (started by the controller's
+    /// pushes, or by hand).
     #[command(hide = true)]
-    Push(connectors::rtsp_push::PushArgs),
+    Push(connectors::push::PushArgs),
     /// Run a protocol listener (started by the controller).
     #[command(hide = true)]
     Connector {
@@ -75,8 +81,8 @@ fn main() {
             connectors::rtsp_pull::run(args)
         }
         Some(Role::Push(args)) => {
-            connectors::listener::set_process_name("RTSP push");
-            connectors::rtsp_push::run(args)
+            connectors::listener::set_process_name("push");
+            connectors::push::run(args)
         }
         Some(Role::Connector {
             protocol,
@@ -85,7 +91,8 @@ fn main() {
             rundir,
             stream,
         }) => run_connector(&protocol, port, &interface, rundir, stream),
-        None => run_controller(cli.config, cli.rundir),
+        None if cli.no_angel => run_controller(cli.config, cli.rundir, true),
+        None => run_angel(),
     };
     if let Err(e) = result {
         eprintln!("sluice: {e:#}");
@@ -139,7 +146,88 @@ fn install_hup_handler() {
     }
 }
 
-fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>) -> Result<()> {
+/// The angel (MistServer's name): the first process, which starts the controller and starts
+/// it again when it dies (a crash, a SIGKILL), within a second. The new controller adopts the
+/// listeners, buffers and pushes still running (`State::adopt`), so viewers and publishers
+/// are not cut. SIGTERM/SIGINT are passed on and end both; SIGHUP is passed on (config
+/// reload). A controller that exits by itself (after `shutdown`) ends the angel too.
+fn run_angel() -> Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    // The angel leads the process group: stopping the group stops everything.
+    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    connectors::listener::set_process_name("sluice-angel");
+    // What a dead controller leaves running is reparented to the angel (not to init): it
+    // stays in Sluice's process tree, and the angel reaps it when it ends.
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let term = buffer::install_term_handler();
+    install_hup_handler();
+    let exe = std::fs::read_link("/proc/self/exe")
+        .or_else(|_| std::env::current_exe())
+        .context("finding this binary")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut restarts = 0u32;
+    loop {
+        let mut child = std::process::Command::new(&exe)
+            .args(&args)
+            .arg("--no-angel")
+            .spawn()
+            .context("starting the controller")?;
+        let pid = Pid::from_raw(child.id() as i32);
+        let started = std::time::Instant::now();
+        let status = loop {
+            if term.load(Ordering::SeqCst) {
+                let _ = kill(pid, Signal::SIGTERM);
+                let _ = child.wait();
+                return Ok(());
+            }
+            if HUP.swap(false, Ordering::SeqCst) {
+                let _ = kill(pid, Signal::SIGHUP);
+            }
+            // Reap whatever ended: the controller, or an orphan of an earlier one.
+            use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, code)) if p == pid => {
+                    break (code == 0, format!("exit status: {code}"))
+                }
+                Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => {
+                    break (false, format!("signal: {sig}"))
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(_) => continue,
+            }
+        };
+        // `child` was reaped above; dropping it does not wait.
+        drop(child);
+        let (ok, status) = status;
+        if ok || term.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            restarts = 0;
+        }
+        restarts += 1;
+        if restarts > 10 {
+            anyhow::bail!("the controller failed 10 times in a row ({status}); giving up");
+        }
+        eprintln!(
+            "[angel {}] the controller ended ({status}); starting it again",
+            std::process::id()
+        );
+        std::thread::sleep(Duration::from_millis(if restarts == 1 {
+            200
+        } else {
+            1000
+        }));
+    }
+}
+
+fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>, under_angel: bool) -> Result<()> {
     let cfg = config::load_or_create(&config_path)?;
     let (api_iface, api_port) = config::api_addr(&cfg);
     if let Some(l) = cfg.pointer("/config/log_level").and_then(|v| v.as_str()) {
@@ -155,7 +243,9 @@ fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>) -> Result<()> {
     state::prepare_rundir(&rundir)?;
     // Every process Sluice starts stays in this process group, so stopping the group stops
     // all of it.
-    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+    if !under_angel {
+        let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+    }
     let term = buffer::install_term_handler();
     let st = Arc::new(Mutex::new(state::State::new(
         cfg,
@@ -169,11 +259,17 @@ fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>) -> Result<()> {
     connectors::segcache::clear(&rundir)
         .with_context(|| format!("clearing the segment cache in {}", rundir.display()))?;
     control::start(st.clone())?;
+    // What an earlier controller left running (the angel restarted this one) is taken over.
+    st.lock().expect("state lock").adopt();
     crate::logs::controller(&format!(
         "API on http://{api_iface}:{api_port}/api, sockets in {}",
         rundir.display()
     ));
     install_hup_handler();
+    {
+        let g = st.lock().expect("state lock");
+        triggers::fire(&g.cfg, "SYSTEM_START", None, Vec::new());
+    }
     while !term.load(Ordering::SeqCst) {
         if HUP.swap(false, Ordering::SeqCst) {
             let mut g = st.lock().expect("state lock");
@@ -191,6 +287,18 @@ fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     crate::logs::controller("stopping");
+    {
+        // SYSTEM_STOP's handlers are waited for (briefly): the process is about to end.
+        let cfg = st.lock().expect("state lock").cfg.clone();
+        for h in triggers::handlers(&cfg, "SYSTEM_STOP", None) {
+            let _ = triggers::call(
+                &h,
+                "SYSTEM_STOP",
+                &["shutdown".into()],
+                triggers::SYNC_TIMEOUT,
+            );
+        }
+    }
     st.lock().expect("state lock").shutdown();
     Ok(())
 }

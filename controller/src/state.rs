@@ -26,18 +26,116 @@ pub fn prepare_rundir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A process the controller watches: a child it started, or one an earlier controller
+/// started and this one adopted (after the angel restarted it), watched by pid.
+pub enum Proc {
+    /// Started by this controller.
+    Child(Child),
+    /// Adopted: not our child (init reaps it), so only its pid is known.
+    Adopted(u32),
+}
+
+impl Proc {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        match self {
+            Proc::Child(c) => c.id(),
+            Proc::Adopted(p) => *p,
+        }
+    }
+
+    /// `None` while it runs; when it ended, whether it succeeded and how it ended (an
+    /// adopted process's exit status is not ours to see: it counts as a success).
+    pub fn exited(&mut self) -> Option<(bool, String)> {
+        match self {
+            Proc::Child(c) => match c.try_wait() {
+                Ok(Some(st)) => Some((st.success(), st.to_string())),
+                _ => None,
+            },
+            Proc::Adopted(p) => (!pid_alive(*p)).then(|| (true, "ended".to_string())),
+        }
+    }
+
+    /// The exit code (or "signal"), once it ended.
+    fn code(&mut self) -> String {
+        match self {
+            Proc::Child(c) => match c.try_wait() {
+                Ok(Some(st)) => st.code().map_or("signal".into(), |c| c.to_string()),
+                _ => String::new(),
+            },
+            Proc::Adopted(_) => String::new(),
+        }
+    }
+
+    /// SIGTERM, up to `wait` for it to end, then SIGKILL.
+    pub fn terminate(&mut self, wait: Duration) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + wait;
+        while self.exited().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match self {
+            Proc::Child(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Proc::Adopted(_) => {
+                if pid_alive(self.pid()) {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 struct ListenerProc {
     spec: ListenerSpec,
-    child: Option<Child>,
+    child: Option<Proc>,
     started: Instant,
+}
+
+impl ListenerProc {
+    /// Its pid file: `RUNDIR/listener-PROTO-PORT.pid`, for a restarted controller to adopt it.
+    fn pid_file(&self, rundir: &Path) -> PathBuf {
+        rundir.join(format!(
+            "listener-{}-{}.pid",
+            self.spec.connector, self.spec.port
+        ))
+    }
 }
 
 /// A running buffer.
 pub struct BufferProc {
-    child: Child,
+    child: Proc,
     /// Its socket.
     pub socket: PathBuf,
     observer: Option<Attached>,
+    /// The stream's source, as its buffer was started with it.
+    source: String,
+    /// STREAM_READY was fired (the stream went live).
+    ready: bool,
+}
+
+/// A push out: one `sluice push` process at a time, restarted with backoff after a failure.
+pub struct PushProc {
+    /// The push's id (`push_list`, `push_stop`).
+    pub id: u64,
+    /// The stream pushed.
+    pub stream: String,
+    /// Where to (with `$stream` already replaced).
+    pub target: String,
+    /// Started by an auto-push rule (then it ends with the stream, and the rule starts it
+    /// again when the stream is live again).
+    pub auto: bool,
+    child: Option<Proc>,
+    /// When the process may be started (again).
+    next_start: Instant,
+    backoff: Duration,
+    /// Processes started for this push.
+    pub attempts: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
 }
 
 /// Why a stream could not be opened: (code, reason) with code `notfound`, `forbidden` or
@@ -65,6 +163,13 @@ pub struct State {
     /// Per session id: (sampled at ms, bytes down, bytes up, down bytes/s, up bytes/s).
     pub rates: HashMap<u64, (u64, u64, u64, u64, u64)>,
     last_sample: Instant,
+    /// Viewer sessions USER_NEW allowed: (stream, address, connector) → when.
+    users_ok: HashMap<(String, String, String), Instant>,
+    /// Session ids already announced with CONN_OPEN (and CONN_PLAY).
+    announced: HashMap<u64, bool>,
+    /// Pushes out.
+    pub pushes: Vec<PushProc>,
+    next_push_id: u64,
 }
 
 /// Seconds of [`Sample`]s kept for the API's `totals`.
@@ -104,6 +209,13 @@ pub struct Sample {
     pub upbps: u64,
 }
 
+/// Whether an auto-push pattern covers `stream`: the name itself, or a base name that
+/// covers its wildcard streams (`live` covers `live+cam1`; so does `live+`).
+pub fn auto_matches(pattern: &str, stream: &str) -> bool {
+    let base = stream.split_once('+').map_or(stream, |(b, _)| b);
+    pattern == stream || pattern == base || pattern.strip_suffix('+') == Some(base)
+}
+
 /// Whether process `pid` still exists.
 pub fn pid_alive(pid: u32) -> bool {
     use nix::errno::Errno;
@@ -111,6 +223,38 @@ pub fn pid_alive(pid: u32) -> bool {
         Ok(()) => true,
         Err(Errno::EPERM) => true,
         Err(_) => false,
+    }
+}
+
+/// Undoes `ipc::socket_path`'s `%XX` escapes.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// MistServer's name for the input of a source.
+fn input_type(source: &str) -> &'static str {
+    if source.starts_with("push://") {
+        "Buffer"
+    } else if source.starts_with("rtsp://") {
+        "RTSP"
+    } else if source.ends_with(".flv") {
+        "FLV"
+    } else {
+        "TS"
     }
 }
 
@@ -156,6 +300,10 @@ impl State {
             history: VecDeque::new(),
             rates: HashMap::new(),
             last_sample: Instant::now(),
+            users_ok: HashMap::new(),
+            announced: HashMap::new(),
+            pushes: Vec::new(),
+            next_push_id: 1,
         };
         let mut s = s;
         // An existing table is kept: sessions that outlived an earlier controller are still
@@ -196,18 +344,44 @@ impl State {
     /// process is gone, as after a SIGKILL), with an access log line each; then, once a
     /// second, a totals sample and per-session rates.
     pub fn reap_sessions(&mut self) {
-        let Some(t) = &self.table else {
+        let Some(entries) = self.table.as_ref().map(|t| t.entries()) else {
             return;
         };
         let now = unix_ms();
         let mut open = Vec::new();
-        for e in t.entries() {
+        for e in entries {
             let ended = e.state == sessions::STATE_CLOSED || !pid_alive(e.pid);
             if !ended {
                 if e.state == sessions::STATE_OPEN {
+                    if !e.stream.is_empty() {
+                        self.announce(&e);
+                    }
                     open.push(e);
                 }
                 continue;
+            }
+            if self.announced.remove(&e.id).is_some() {
+                let conn = vec![
+                    e.stream.clone(),
+                    e.host.clone(),
+                    e.protocol.clone(),
+                    String::new(),
+                ];
+                crate::triggers::fire(&self.cfg, "CONN_CLOSE", Some(&e.stream), conn);
+                if e.kind == sessions::Kind::Viewer {
+                    let secs = e.updated_ms.saturating_sub(e.start_ms) / 1000;
+                    let end = vec![
+                        format!("{:016x}", e.id),
+                        e.stream.clone(),
+                        e.protocol.clone(),
+                        e.host.clone(),
+                        secs.to_string(),
+                        e.up.to_string(),
+                        e.down.to_string(),
+                        String::new(),
+                    ];
+                    crate::triggers::fire(&self.cfg, "USER_END", Some(&e.stream), end);
+                }
             }
             let secs = e.updated_ms.saturating_sub(e.start_ms) / 1000;
             if !e.stream.is_empty() || e.down + e.up > 0 {
@@ -240,7 +414,9 @@ impl State {
                 ps.3 += secs;
             }
             self.rates.remove(&e.id);
-            t.free(e.slot, e.pid);
+            if let Some(t) = &self.table {
+                t.free(e.slot, e.pid);
+            }
         }
         if self.last_sample.elapsed() < Duration::from_secs(1) {
             return;
@@ -280,6 +456,220 @@ impl State {
         self.history.push_back(s);
     }
 
+    /// CONN_OPEN for a session seen with a stream for the first time, and CONN_PLAY once it
+    /// plays.
+    fn announce(&mut self, e: &sessions::Entry) {
+        let payload = || {
+            vec![
+                e.stream.clone(),
+                e.host.clone(),
+                e.protocol.clone(),
+                String::new(),
+            ]
+        };
+        let played = e.kind == sessions::Kind::Viewer;
+        match self.announced.get(&e.id).copied() {
+            None => {
+                crate::triggers::fire(&self.cfg, "CONN_OPEN", Some(&e.stream), payload());
+                if played {
+                    crate::triggers::fire(&self.cfg, "CONN_PLAY", Some(&e.stream), payload());
+                }
+                self.announced.insert(e.id, played);
+            }
+            Some(false) if played => {
+                crate::triggers::fire(&self.cfg, "CONN_PLAY", Some(&e.stream), payload());
+                self.announced.insert(e.id, true);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether USER_NEW allowed this viewer (stream, address, connector) in the last minute.
+    pub fn user_ok(&mut self, key: &(String, String, String)) -> bool {
+        self.users_ok
+            .retain(|_, t| t.elapsed() < Duration::from_secs(60));
+        self.users_ok.contains_key(key)
+    }
+
+    /// Remembers that USER_NEW allowed this viewer.
+    pub fn remember_user(&mut self, key: (String, String, String)) {
+        self.users_ok.insert(key, Instant::now());
+    }
+
+    /// Starts a push of `stream` to `target` (`auto`: by an auto-push rule). Returns its id.
+    pub fn push_start(&mut self, stream: &str, target: &str, auto: bool) -> u64 {
+        let id = self.next_push_id;
+        self.next_push_id += 1;
+        self.pushes.push(PushProc {
+            id,
+            stream: stream.to_string(),
+            target: target.replace("$stream", stream),
+            auto,
+            child: None,
+            next_start: Instant::now(),
+            backoff: Duration::from_secs(1),
+            attempts: 0,
+            last_error: None,
+        });
+        self.keep_pushes();
+        id
+    }
+
+    /// Stops push `id`; false when there is none.
+    pub fn push_stop(&mut self, id: u64) -> bool {
+        let Some(i) = self.pushes.iter().position(|p| p.id == id) else {
+            return false;
+        };
+        let mut p = self.pushes.remove(i);
+        if let Some(c) = &mut p.child {
+            c.terminate(Duration::from_secs(2));
+        }
+        self.push_ended(&p, "stopped by push_stop");
+        true
+    }
+
+    /// PUSH_END and a log line for a push that ended.
+    fn push_ended(&self, p: &PushProc, why: &str) {
+        crate::logs::controller(&format!(
+            "push {} of {} to {} ended: {why}",
+            p.id,
+            p.stream,
+            connectors::push::redact(&p.target)
+        ));
+        crate::triggers::fire(
+            &self.cfg,
+            "PUSH_END",
+            Some(&p.stream),
+            vec![
+                p.id.to_string(),
+                p.stream.clone(),
+                p.target.clone(),
+                connectors::push::redact(&p.target),
+                "[]".into(),
+                serde_json::json!({"reason": why, "attempts": p.attempts}).to_string(),
+            ],
+        );
+    }
+
+    /// Whether `stream` is live with an input (publisher or pull), from its buffer.
+    fn stream_live(&mut self, stream: &str) -> bool {
+        self.stream_stats(stream).is_some_and(|s| s.4 && s.1 > 0)
+    }
+
+    /// Starts the push processes that are due, notes the ones that exited (a failure is
+    /// retried with backoff, 1 s doubling to 30 s; a push whose stream ended is done), and
+    /// starts auto pushes (`autopushes`: `[[PATTERN, TARGET], …]`) for streams that are live.
+    pub fn keep_pushes(&mut self) {
+        let mut done = Vec::new();
+        for i in 0..self.pushes.len() {
+            let p = &mut self.pushes[i];
+            if let Some(c) = &mut p.child {
+                match c.exited() {
+                    None => continue,
+                    Some((ok, st)) => {
+                        p.child = None;
+                        if ok {
+                            done.push((i, "the stream ended".to_string()));
+                            continue;
+                        }
+                        let why = format!("the push process exited ({st})");
+                        crate::logs::controller(&format!(
+                            "push {} of {}: {why}; retrying in {} s",
+                            p.id,
+                            p.stream,
+                            p.backoff.as_secs()
+                        ));
+                        p.last_error = Some(why);
+                        p.next_start = Instant::now() + p.backoff;
+                        p.backoff = (p.backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                }
+            }
+            if Instant::now() < p.next_start {
+                continue;
+            }
+            let spawned = Command::new(exe())
+                .arg("push")
+                .arg("--stream")
+                .arg(&p.stream)
+                .arg("--target")
+                .arg(&p.target)
+                .arg("--rundir")
+                .arg(&self.rundir)
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn();
+            p.attempts += 1;
+            match spawned {
+                Ok(mut c) => {
+                    if let Some(e) = c.stderr.take() {
+                        crate::logs::capture(e);
+                    }
+                    if p.attempts == 1 {
+                        crate::triggers::fire(
+                            &self.cfg,
+                            "PUSH_OUT_START",
+                            Some(&p.stream),
+                            vec![p.stream.clone(), p.target.clone()],
+                        );
+                    }
+                    p.child = Some(Proc::Child(c));
+                }
+                Err(e) => {
+                    p.last_error = Some(format!("starting the push: {e}"));
+                    p.next_start = Instant::now() + p.backoff;
+                }
+            }
+        }
+        for (i, why) in done.into_iter().rev() {
+            let p = self.pushes.remove(i);
+            self.push_ended(&p, &why);
+        }
+        // Auto pushes: every live stream a rule matches has its push.
+        let rules: Vec<(String, String)> = self
+            .cfg
+            .get("autopushes")
+            .and_then(|a| a.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| {
+                        Some((
+                            r.get(0)?.as_str()?.to_string(),
+                            r.get(1)?.as_str()?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if rules.is_empty() {
+            return;
+        }
+        let names: Vec<String> = self.buffers.keys().cloned().collect();
+        for name in names {
+            for (pattern, target) in &rules {
+                if !auto_matches(pattern, &name) {
+                    continue;
+                }
+                let t = target.replace("$stream", &name);
+                if self
+                    .pushes
+                    .iter()
+                    .any(|p| p.stream == name && p.target == t)
+                {
+                    continue;
+                }
+                if self.stream_live(&name) {
+                    crate::logs::controller(&format!(
+                        "auto push of {name} to {}",
+                        connectors::push::redact(&t)
+                    ));
+                    self.push_start(&name, &t, true);
+                }
+            }
+        }
+    }
+
     /// Ends the processes of the open sessions of `stream` (all of them when `kinds` is
     /// empty, else those of the kinds given): SIGTERM, as MistServer's `stop_sessions`.
     /// Returns how many were signalled.
@@ -302,16 +692,7 @@ impl State {
         let Some(mut b) = self.buffers.remove(stream) else {
             return false;
         };
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(b.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while matches!(b.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = b.child.kill();
-        let _ = b.child.wait();
+        b.child.terminate(Duration::from_secs(3));
         true
     }
 
@@ -320,6 +701,37 @@ impl State {
     /// processes of their own), and buffers of streams that were removed or whose source
     /// changed are stopped. Streams that did not change keep their viewers.
     pub fn apply(&mut self, old: &Value) {
+        // STREAM_ADD / STREAM_CONFIG / STREAM_REMOVE for what changed.
+        let empty = serde_json::Map::new();
+        let before = old
+            .get("streams")
+            .and_then(|s| s.as_object())
+            .unwrap_or(&empty);
+        let after = self
+            .cfg
+            .get("streams")
+            .and_then(|s| s.as_object())
+            .unwrap_or(&empty);
+        for (k, v) in after {
+            match before.get(k) {
+                None => crate::triggers::fire(
+                    &self.cfg,
+                    "STREAM_ADD",
+                    Some(k),
+                    vec![k.clone(), v.to_string()],
+                ),
+                Some(b) if b != v => crate::triggers::fire(
+                    &self.cfg,
+                    "STREAM_CONFIG",
+                    Some(k),
+                    vec![k.clone(), v.to_string()],
+                ),
+                _ => {}
+            }
+        }
+        for k in before.keys().filter(|k| !after.contains_key(*k)) {
+            crate::triggers::fire(&self.cfg, "STREAM_REMOVE", Some(k), vec![k.clone()]);
+        }
         let want = config::listeners(&self.cfg);
         let mut keep = Vec::new();
         for mut l in std::mem::take(&mut self.listeners) {
@@ -331,12 +743,9 @@ impl State {
                     l.spec.connector, l.spec.port
                 ));
                 if let Some(c) = &mut l.child {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(c.id() as i32),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
-                    let _ = c.wait();
+                    c.terminate(Duration::from_secs(2));
                 }
+                let _ = std::fs::remove_file(l.pid_file(&self.rundir));
             }
         }
         for spec in want {
@@ -375,16 +784,15 @@ impl State {
         self.reap_sessions();
         for l in &mut self.listeners {
             if let Some(c) = &mut l.child {
-                match c.try_wait() {
-                    Ok(None) => continue,
-                    Ok(Some(st)) => {
+                match c.exited() {
+                    None => continue,
+                    Some((_, st)) => {
                         crate::logs::controller(&format!(
                             "{} listener on port {} exited ({st}); restarting",
                             l.spec.connector, l.spec.port
                         ));
                         l.child = None;
                     }
-                    Err(_) => continue,
                 }
             }
             if l.started.elapsed() < Duration::from_millis(900) {
@@ -411,18 +819,94 @@ impl State {
                     if let Some(e) = c.stderr.take() {
                         crate::logs::capture(e);
                     }
-                    l.child = Some(c)
+                    let _ = std::fs::write(l.pid_file(&self.rundir), c.id().to_string());
+                    l.child = Some(Proc::Child(c))
                 }
                 Err(e) => crate::logs::controller(&format!("starting {}: {e}", l.spec.connector)),
             }
         }
-        self.buffers.retain(|name, b| match b.child.try_wait() {
-            Ok(Some(st)) => {
+        let mut gone = Vec::new();
+        self.buffers.retain(|name, b| match b.child.exited() {
+            Some((ok, st)) => {
                 crate::logs::controller(&format!("buffer of {name} exited ({st})"));
+                gone.push((
+                    name.clone(),
+                    b.source.clone(),
+                    b.child.pid(),
+                    ok,
+                    b.child.code(),
+                    st,
+                ));
                 false
             }
-            _ => true,
+            None => true,
         });
+        for (name, source, pid, ok, code, st) in gone {
+            let input = input_type(&source);
+            let ps = self
+                .closed
+                .per_stream
+                .get(&name)
+                .copied()
+                .unwrap_or_default();
+            crate::triggers::fire(
+                &self.cfg,
+                "STREAM_UNLOAD",
+                Some(&name),
+                vec![name.clone(), input.into()],
+            );
+            crate::triggers::fire(
+                &self.cfg,
+                "STREAM_END",
+                Some(&name),
+                vec![
+                    name.clone(),
+                    ps.1.to_string(),
+                    ps.2.to_string(),
+                    ps.0.to_string(),
+                    String::new(),
+                    String::new(),
+                    ps.3.to_string(),
+                ],
+            );
+            if !ok {
+                crate::triggers::fire(
+                    &self.cfg,
+                    "INPUT_ABORT",
+                    Some(&name),
+                    vec![
+                        name.clone(),
+                        source,
+                        "sluice buffer".into(),
+                        pid.to_string(),
+                        code,
+                        format!("the buffer exited ({st})"),
+                    ],
+                );
+            }
+        }
+        // STREAM_READY once a buffer is live.
+        let names: Vec<String> = self
+            .buffers
+            .iter()
+            .filter(|(_, b)| !b.ready)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in names {
+            if self.stream_stats(&n).is_some_and(|s| s.4) {
+                if let Some(b) = self.buffers.get_mut(&n) {
+                    b.ready = true;
+                    let input = input_type(&b.source);
+                    crate::triggers::fire(
+                        &self.cfg,
+                        "STREAM_READY",
+                        Some(&n),
+                        vec![n.clone(), input.into()],
+                    );
+                }
+            }
+        }
+        self.keep_pushes();
         // Streams marked `always_on` with a source of their own run whether or not anyone
         // watches (restarted here when their buffer ended).
         let always: Vec<String> = self
@@ -515,7 +999,7 @@ impl State {
         }
         let dvr = scfg.get("DVR").and_then(|v| v.as_u64()).unwrap_or(50_000);
         if let Some(b) = self.buffers.get_mut(name) {
-            if matches!(b.child.try_wait(), Ok(None)) {
+            if b.child.exited().is_none() {
                 return Ok(b.socket.clone());
             }
             self.buffers.remove(name);
@@ -567,10 +1051,18 @@ impl State {
         self.buffers.insert(
             name.to_string(),
             BufferProc {
-                child,
+                child: Proc::Child(child),
                 socket: socket.clone(),
                 observer: None,
+                source: source.clone(),
+                ready: false,
             },
+        );
+        crate::triggers::fire(
+            &self.cfg,
+            "STREAM_LOAD",
+            Some(name),
+            vec![name.to_string(), input_type(&source).into()],
         );
         Ok(socket)
     }
@@ -603,26 +1095,135 @@ impl State {
     /// connection processes, buffers), then SIGKILL to what is left of the tracked children.
     pub fn shutdown(&mut self) {
         use nix::sys::signal::{kill, killpg, Signal};
-        use nix::unistd::{getpgrp, getpid, Pid};
-        if getpgrp() == getpid() {
+        use nix::unistd::{getpgrp, getpid, getppid, Pid};
+        // The group is the controller's, or its angel's (which stops too on SIGTERM).
+        if getpgrp() == getpid() || getpgrp() == getppid() {
             let _ = killpg(getpgrp(), Signal::SIGTERM);
         }
-        let mut children: Vec<&mut Child> = self
+        let mut procs: Vec<&mut Proc> = self
             .listeners
             .iter_mut()
             .filter_map(|l| l.child.as_mut())
             .chain(self.buffers.values_mut().map(|b| &mut b.child))
+            .chain(self.pushes.iter_mut().filter_map(|p| p.child.as_mut()))
             .collect();
-        for c in children.iter_mut() {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        for c in procs.iter_mut() {
+            let _ = kill(Pid::from_raw(c.pid() as i32), Signal::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        for c in children.iter_mut() {
-            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+        for c in procs.iter_mut() {
+            c.terminate(Duration::from_secs(3));
+        }
+        for l in &self.listeners {
+            let _ = std::fs::remove_file(l.pid_file(&self.rundir));
+        }
+    }
+
+    /// Takes over what an earlier controller left running in the run folder (the angel
+    /// restarted this one after it died): listeners by their pid files, buffers by their
+    /// sockets (the buffer's pid from `SO_PEERCRED`), pushes by the session table (the
+    /// target from their command line). Viewers, publishers and pushes go on untouched.
+    pub fn adopt(&mut self) {
+        let rundir = self.rundir.clone();
+        for l in &mut self.listeners {
+            let Some(pid) = std::fs::read_to_string(l.pid_file(&rundir))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if pid_alive(pid) && comm.trim() == format!("sluice-{}", l.spec.connector) {
+                crate::logs::controller(&format!(
+                    "adopted the {} listener on port {} (pid {pid})",
+                    l.spec.connector, l.spec.port
+                ));
+                l.child = Some(Proc::Adopted(pid));
             }
-            let _ = c.kill();
-            let _ = c.wait();
+        }
+        let Ok(dir) = std::fs::read_dir(&rundir) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(enc) = file
+                .strip_prefix("stream_")
+                .and_then(|f| f.strip_suffix(".sock"))
+            else {
+                continue;
+            };
+            let name = percent_decode(enc);
+            let Ok(attached) = ipc::attach(&entry.path(), Mode::Observe) else {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            };
+            let Ok(cred) = nix::sys::socket::getsockopt(
+                &attached.sock,
+                nix::sys::socket::sockopt::PeerCredentials,
+            ) else {
+                continue;
+            };
+            let pid = cred.pid() as u32;
+            let source = config::find_stream(&self.cfg, &name)
+                .and_then(|(_, v)| v.get("source")?.as_str().map(str::to_string))
+                .unwrap_or_default();
+            crate::logs::controller(&format!("adopted the buffer of {name} (pid {pid})"));
+            self.buffers.insert(
+                name,
+                BufferProc {
+                    child: Proc::Adopted(pid),
+                    socket: entry.path(),
+                    observer: Some(attached),
+                    source,
+                    ready: true,
+                },
+            );
+        }
+        for e in self.open_sessions() {
+            if e.kind != sessions::Kind::Output {
+                continue;
+            }
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", e.pid)).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let arg = |k: &str| {
+                args.iter()
+                    .position(|a| a == k)
+                    .and_then(|i| args.get(i + 1))
+                    .cloned()
+            };
+            if let (Some(stream), Some(target)) = (arg("--stream"), arg("--target")) {
+                let id = self.next_push_id;
+                self.next_push_id += 1;
+                crate::logs::controller(&format!(
+                    "adopted push {id} of {stream} to {} (pid {})",
+                    connectors::push::redact(&target),
+                    e.pid
+                ));
+                let auto = self
+                    .cfg
+                    .get("autopushes")
+                    .and_then(|a| a.as_array())
+                    .is_some_and(|a| {
+                        a.iter().any(|r| {
+                            r.get(0)
+                                .and_then(|v| v.as_str())
+                                .is_some_and(|p| auto_matches(p, &stream))
+                        })
+                    });
+                self.pushes.push(PushProc {
+                    id,
+                    stream,
+                    target,
+                    auto,
+                    child: Some(Proc::Adopted(e.pid)),
+                    next_start: Instant::now(),
+                    backoff: Duration::from_secs(1),
+                    attempts: 1,
+                    last_error: None,
+                });
+            }
         }
     }
 }

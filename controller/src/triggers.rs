@@ -1,0 +1,360 @@
+//! Triggers: MistServer's hooks (`config.triggers`, `../shared/reference/mist-interface.md`).
+//!
+//! `config.triggers` maps a trigger name to a list of handlers:
+//! `{"handler": "http://host/path" | "/path/to/executable", "sync": bool,
+//!   "streams": ["S", …], "default": "true" | "false"}`.
+//! * An HTTP handler gets a `POST` whose body is the payload, one value per line, with the
+//!   headers `X-Trigger: NAME` and `X-Trigger-UUID`; an executable gets the trigger name as
+//!   its argument and the payload on standard input. The answer is the response body or the
+//!   program's standard output, trimmed.
+//! * A blocking (`sync`) handler's answer decides: `false` (or, for the rewrite triggers, a
+//!   new stream name or nothing) refuses. A handler that cannot be reached, fails or takes
+//!   longer than [`SYNC_TIMEOUT`] counts as its `default`, which is `false` (refuse) unless
+//!   the config says otherwise.
+//! * Non-blocking handlers run on threads of their own with a [`ASYNC_TIMEOUT`]; nothing
+//!   waits for them. A blocking one holds up only the connection that asked (the
+//!   controller's state is not locked while it runs), never another stream.
+//! * `streams` limits a handler to those streams (a wildcard stream `BASE+X` also matches
+//!   `BASE`); without it, the handler gets every stream's events.
+//!
+//! HTTPS handlers are not supported yet: they are refused with a log line (and count as
+//! their default when blocking).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a blocking handler may take.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a non-blocking handler may take.
+pub const ASYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every trigger name Sluice fires, as MistServer names them.
+pub const NAMES: &[&str] = &[
+    "SYSTEM_START",
+    "SYSTEM_STOP",
+    "STREAM_ADD",
+    "STREAM_CONFIG",
+    "STREAM_REMOVE",
+    "STREAM_LOAD",
+    "STREAM_READY",
+    "STREAM_UNLOAD",
+    "STREAM_END",
+    "STREAM_PUSH",
+    "PUSH_REWRITE",
+    "INPUT_ABORT",
+    "PUSH_OUT_START",
+    "PUSH_END",
+    "CONN_OPEN",
+    "CONN_CLOSE",
+    "CONN_PLAY",
+    "USER_NEW",
+    "USER_END",
+];
+
+/// One configured handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handler {
+    /// URL or executable path.
+    pub handler: String,
+    /// Blocking.
+    pub sync: bool,
+    /// What counts when the handler cannot answer.
+    pub default: String,
+}
+
+fn stream_matches(list: &Value, stream: Option<&str>) -> bool {
+    let Some(arr) = list.as_array() else {
+        return true;
+    };
+    if arr.is_empty() {
+        return true;
+    }
+    let Some(s) = stream else {
+        return false;
+    };
+    let base = s.split_once('+').map_or(s, |(b, _)| b);
+    arr.iter()
+        .filter_map(|v| v.as_str())
+        .any(|w| w == s || w == base)
+}
+
+/// The handlers of trigger `name` for `stream`.
+pub fn handlers(cfg: &Value, name: &str, stream: Option<&str>) -> Vec<Handler> {
+    let Some(list) = cfg
+        .pointer("/config/triggers")
+        .and_then(|t| t.get(name))
+        .and_then(|l| l.as_array())
+    else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter(|h| stream_matches(h.get("streams").unwrap_or(&Value::Null), stream))
+        .filter_map(|h| {
+            Some(Handler {
+                handler: h.get("handler")?.as_str()?.to_string(),
+                sync: h.get("sync").and_then(|v| v.as_bool()).unwrap_or(false),
+                default: match h.get("default") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Bool(b)) => b.to_string(),
+                    _ => "false".into(),
+                },
+            })
+        })
+        .collect()
+}
+
+fn uuid() -> String {
+    crate::auth::random_hex(16)
+}
+
+/// POSTs `body` to an `http://` URL and returns the response body, within `timeout`.
+fn http_post(url: &str, trigger: &str, body: &str, timeout: Duration) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| "only http:// handlers are supported".to_string())?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let sa = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    let deadline = Instant::now() + timeout;
+    let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    let _ = s.set_write_timeout(Some(timeout));
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: text/plain\r\nX-Trigger: {trigger}\r\nX-Trigger-UUID: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        uuid(),
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .ok_or("timed out")?;
+        let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > 1 << 20 {
+                    return Err("response over 1 MiB".into());
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err("timed out".into())
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let used = match resp.parse(&buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err("malformed HTTP response".into()),
+    };
+    let code = resp.code.unwrap_or(0);
+    if !(200..300).contains(&code) {
+        return Err(format!("HTTP {code}"));
+    }
+    Ok(String::from_utf8_lossy(&buf[used..]).trim().to_string())
+}
+
+/// Runs an executable handler: the trigger name as argument, the payload on stdin.
+fn run_exe(path: &str, trigger: &str, body: &str, timeout: Duration) -> Result<String, String> {
+    let mut child = Command::new(path)
+        .arg(trigger)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{path}: {e}"))?;
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(body.as_bytes());
+    }
+    let mut out = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.take(1 << 20).read_to_string(&mut s);
+        }
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                let text = reader.join().unwrap_or_default();
+                if !st.success() {
+                    return Err(format!("{path} exited with {st}"));
+                }
+                return Ok(text.trim().to_string());
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{path} took longer than {timeout:?}"));
+            }
+        }
+    }
+}
+
+/// Calls one handler; `Err` names why it could not answer.
+pub fn call(
+    h: &Handler,
+    trigger: &str,
+    payload: &[String],
+    timeout: Duration,
+) -> Result<String, String> {
+    let body = payload.join("\n");
+    if h.handler.starts_with("http://") {
+        http_post(&h.handler, trigger, &body, timeout)
+    } else if h.handler.starts_with("https://") {
+        Err("https:// handlers are not supported yet (no TLS client is built in)".into())
+    } else {
+        run_exe(&h.handler, trigger, &body, timeout)
+    }
+}
+
+/// Fires trigger `name` at its non-blocking handlers (each on a thread of its own) and at
+/// its blocking ones as if they were not (their answer is not needed for this trigger).
+pub fn fire(cfg: &Value, name: &str, stream: Option<&str>, payload: Vec<String>) {
+    for h in handlers(cfg, name, stream) {
+        let name = name.to_string();
+        let payload = payload.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = call(&h, &name, &payload, ASYNC_TIMEOUT) {
+                crate::logs::controller(&format!(
+                    "trigger {name}: handler {} failed: {e}",
+                    h.handler
+                ));
+            }
+        });
+    }
+}
+
+/// Asks the blocking handlers of trigger `name`, in order: `None` when there is none (go
+/// on), else the first one's answer, or its `default` when it could not answer. The
+/// non-blocking handlers are fired as by [`fire`].
+pub fn ask(cfg: &Value, name: &str, stream: Option<&str>, payload: &[String]) -> Option<String> {
+    let all = handlers(cfg, name, stream);
+    let mut answer = None;
+    for h in &all {
+        if !h.sync {
+            let (h, name, payload) = (h.clone(), name.to_string(), payload.to_vec());
+            std::thread::spawn(move || {
+                let _ = call(&h, &name, &payload, ASYNC_TIMEOUT);
+            });
+            continue;
+        }
+        if answer.is_some() {
+            continue;
+        }
+        answer = Some(match call(h, name, payload, SYNC_TIMEOUT) {
+            Ok(a) => a,
+            Err(e) => {
+                crate::logs::controller(&format!(
+                    "trigger {name}: handler {} failed ({e}); applying its default {:?}",
+                    h.handler, h.default
+                ));
+                h.default.clone()
+            }
+        });
+    }
+    answer
+}
+
+/// Whether an answer allows (anything but `false`, `0` or `no`).
+pub fn allows(answer: &str) -> bool {
+    !matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "false" | "0" | "no"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn handlers_are_filtered_by_stream_and_default_to_refusal() {
+        let cfg = json!({"config": {"triggers": {"USER_NEW": [
+            {"handler": "http://a/x", "sync": true, "streams": ["live"]},
+            {"handler": "/bin/true", "default": "true"}
+        ]}}});
+        let h = handlers(&cfg, "USER_NEW", Some("live+cam"));
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].default, "false");
+        assert!(h[0].sync);
+        assert_eq!(handlers(&cfg, "USER_NEW", Some("other")).len(), 1);
+        assert!(handlers(&cfg, "USER_END", Some("live")).is_empty());
+    }
+
+    #[test]
+    fn an_unreachable_blocking_handler_counts_as_its_default() {
+        // A port nothing listens on: connection refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = json!({"config": {"triggers": {"STREAM_PUSH": [
+            {"handler": format!("http://127.0.0.1:{port}/hook"), "sync": true}
+        ]}}});
+        assert_eq!(
+            ask(&cfg, "STREAM_PUSH", Some("s"), &["s".into()]).as_deref(),
+            Some("false")
+        );
+        assert!(ask(&cfg, "USER_NEW", Some("s"), &[]).is_none());
+    }
+
+    #[test]
+    fn an_executable_gets_the_name_and_the_payload() {
+        let cfg = json!({"config": {"triggers": {"PUSH_REWRITE": [
+            {"handler": "/bin/sh", "sync": true}
+        ]}}});
+        // /bin/sh with argument PUSH_REWRITE tries to run a file of that name and fails: the
+        // default (refuse) applies.
+        assert_eq!(
+            ask(&cfg, "PUSH_REWRITE", Some("s"), &["x".into()]).as_deref(),
+            Some("false")
+        );
+        let dir = std::env::temp_dir().join(format!("sluice-trig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("hook.sh");
+        std::fs::write(&script, "#!/bin/sh\n[ \"$1\" = T ] && cat\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let h = Handler {
+            handler: script.to_string_lossy().into_owned(),
+            sync: true,
+            default: "false".into(),
+        };
+        assert_eq!(
+            call(&h, "T", &["a".into(), "b".into()], SYNC_TIMEOUT).unwrap(),
+            "a\nb"
+        );
+        assert!(allows("true") && allows("cam2") && !allows("false") && !allows(" 0 "));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

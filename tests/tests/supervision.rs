@@ -1,0 +1,127 @@
+//! The angel: SIGKILL the controller during playback. The angel starts a new controller at
+//! once; it adopts the listeners and buffers that kept running (their pids unchanged), the
+//! viewer and the publisher never notice (frames keep arriving, no gap over a second), the
+//! new controller reports both in `clients`, and new viewers are served.
+use serde_json::json;
+use sluice_e2e::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_killed_controller_is_restarted_and_adopts_what_runs() {
+    require_tools(&["ffmpeg", "ffprobe"]);
+    let srv = Server::start();
+    let angel = proc_info(srv.pid).expect("the angel");
+    assert_eq!(angel.comm, "sluice-angel");
+    let controller = || {
+        descendants(srv.pid)
+            .into_iter()
+            .find(|p| p.ppid == srv.pid && p.comm == "sluice")
+    };
+    let old = controller().expect("a controller under the angel");
+    let publisher = ffmpeg_publish_loop(
+        &srv.dir,
+        "publisher",
+        &fixture("bframes.flv"),
+        &srv.rtmp_url("live"),
+        2,
+        40,
+    );
+    assert!(
+        poll(Duration::from_secs(10), || srv
+            .active_streams()
+            .ok()
+            .filter(|s| s.iter().any(|n| n == "live")))
+        .is_some(),
+        "{}",
+        srv.stderr_tail(20)
+    );
+    let viewer = ffmpeg_framecrc(&srv.dir, "viewer", &srv.rtmp_url("live"), &[], 14);
+    std::thread::sleep(Duration::from_secs(3));
+    let listener_pid = |proto: &str, port: u16| {
+        std::fs::read_to_string(srv.rundir.join(format!("listener-{proto}-{port}.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+    };
+    let rtmp_before = listener_pid("RTMP", srv.rtmp_port).expect("RTMP pid file");
+    let buffer_before = descendants(srv.pid)
+        .into_iter()
+        .find(|p| p.comm == "buffer")
+        .expect("the buffer");
+    assert!(sigkill(old.pid));
+    let killed = Instant::now();
+    let new = poll(Duration::from_secs(5), || {
+        controller().filter(|c| c.pid != old.pid)
+    })
+    .unwrap_or_else(|| panic!("no new controller: {}", srv.stderr_tail(20)));
+    // The new controller answers and has taken over the running processes.
+    let clients = poll(Duration::from_secs(5), || {
+        let v = srv
+            .api(&json!({"clients": {"fields": ["stream", "protocol", "kind"]}}))
+            .ok()?;
+        let rows = v["clients"]["data"].as_array()?.clone();
+        let has = |r: serde_json::Value| rows.contains(&r);
+        (has(json!(["live", "RTMP", "viewer"])) && has(json!(["live", "RTMP", "input"])))
+            .then_some(rows)
+    });
+    assert!(
+        clients.is_some(),
+        "the new controller does not report the viewer and the publisher: {}",
+        srv.stderr_tail(30)
+    );
+    let text = srv.stderr_text();
+    assert!(
+        text.contains("the controller ended (signal: SIGKILL)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "adopted the RTMP listener on port {} (pid {rtmp_before})",
+            srv.rtmp_port
+        )),
+        "{}",
+        srv.stderr_tail(30)
+    );
+    assert!(
+        text.contains(&format!(
+            "adopted the buffer of live (pid {})",
+            buffer_before.pid
+        )),
+        "{}",
+        srv.stderr_tail(30)
+    );
+    assert_eq!(listener_pid("RTMP", srv.rtmp_port), Some(rtmp_before));
+    assert!(
+        proc_info(buffer_before.pid).is_some(),
+        "the buffer was replaced"
+    );
+    // A new viewer is served by the adopted listener and buffer.
+    let info = ffprobe(&srv.dir, "after", &srv.http_url("/live.ts"), &[], 15).unwrap_or_else(|e| {
+        panic!(
+            "no new viewer after the restart: {e}\n{}",
+            srv.stderr_tail(20)
+        )
+    });
+    assert_eq!(info.len(), 2, "{info:?}");
+    // The viewer that was playing never noticed: frames kept coming, without a gap.
+    let out = viewer.wait();
+    let cap = Capture::from_output(&out);
+    let after: Vec<_> = cap.video().into_iter().filter(|p| p.at > killed).collect();
+    assert!(
+        after.len() >= 100,
+        "only {} video frames after the kill: {}",
+        after.len(),
+        out.describe()
+    );
+    let arrivals: Vec<Instant> = cap.video().iter().map(|p| p.at).collect();
+    let gap = arrivals
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap_or_default();
+    assert!(
+        gap < Duration::from_secs(1),
+        "a {gap:?} gap in the viewer's frames"
+    );
+    assert!(new.pid != old.pid);
+    stop_client(publisher);
+}

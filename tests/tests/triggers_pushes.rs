@@ -1,0 +1,311 @@
+//! Triggers and pushes out, with real peers: a Python `http.server` as the trigger handler
+//! (`tests/hook_server.py`), ffmpeg as publisher and player, and Debian's nginx-rtmp as the
+//! server Sluice pushes to.
+//! * PUSH_REWRITE refuses a publish whose URL lacks the good key (ffmpeg fails) and lets the
+//!   good one in; USER_NEW refuses a viewer (403); a blocking STREAM_PUSH handler that cannot
+//!   be reached applies its default, refusal.
+//! * `push_start` to nginx-rtmp: ffmpeg reads every frame back from nginx-rtmp with its
+//!   timestamps; PUSH_OUT_START and PUSH_END reach the hook; an auto-push rule pushes a
+//!   stream as soon as it is live.
+use serde_json::{json, Value};
+use sluice_e2e::*;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The hook server; killed when dropped.
+struct Hook {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Hook {
+    fn start(dir: &Path, rules: Value) -> Hook {
+        require_tools(&["/usr/bin/python3"]);
+        let port = free_port();
+        let log = dir.join(format!("hook-{port}.log"));
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(workspace_root().join("tests/hook_server.py"))
+            .arg(port.to_string())
+            .arg(&log)
+            .arg(rules.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting tests/hook_server.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        Hook { child, port, log }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// The calls received so far: (trigger, payload lines).
+    fn calls(&self) -> Vec<(String, Vec<String>)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| {
+                (
+                    v["trigger"].as_str().unwrap_or("").to_string(),
+                    v["lines"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|x| x.as_str().unwrap_or("").to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    fn wait_for(&self, trigger: &str, stream: &str) -> Option<Vec<String>> {
+        poll(Duration::from_secs(10), || {
+            self.calls()
+                .into_iter()
+                .find(|(t, l)| t == trigger && l.iter().any(|x| x == stream))
+                .map(|(_, l)| l)
+        })
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        sigkill(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx with the RTMP module, `application live { live on; }`; stopped when dropped.
+struct NginxRtmp {
+    child: Child,
+    port: u16,
+}
+
+impl NginxRtmp {
+    fn start(dir: &Path) -> NginxRtmp {
+        require_tools(&["nginx"]);
+        let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+        assert!(
+            Path::new(module).exists(),
+            "{module} missing: run scripts/install-test-deps.sh (libnginx-mod-rtmp)"
+        );
+        let d = dir.join("nginx-rtmp");
+        std::fs::create_dir_all(d.join("logs")).unwrap();
+        let port = free_port();
+        let conf = format!(
+            "load_module {module};\nworker_processes 1;\ndaemon off;\n\
+             error_log {d}/logs/error.log;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&d)
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(d.join("logs/stderr")).unwrap())
+            .spawn()
+            .expect("start nginx");
+        assert!(
+            poll(Duration::from_secs(5), || port_accepts(port).then_some(())).is_some(),
+            "nginx-rtmp did not listen: {}",
+            std::fs::read_to_string(d.join("logs/error.log")).unwrap_or_default()
+        );
+        NginxRtmp { child, port }
+    }
+}
+
+impl Drop for NginxRtmp {
+    fn drop(&mut self) {
+        sigkill(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+fn triggers(list: &[(&str, Value)]) -> Value {
+    let mut o = serde_json::Map::new();
+    for (name, h) in list {
+        o.insert(name.to_string(), json!([h]));
+    }
+    Value::Object(o)
+}
+
+#[test]
+fn blocking_triggers_decide_who_publishes_and_plays() {
+    require_tools(&["ffmpeg", "curl"]);
+    let dir = unique_temp_dir("hooks");
+    let hook = Hook::start(&dir, json!({"PUSH_REWRITE": "keyed", "USER_NEW": "false"}));
+    let url = hook.url();
+    let srv = Server::start_with_config(|cfg| {
+        cfg["config"]["triggers"] = triggers(&[
+            ("PUSH_REWRITE", json!({"handler": url, "sync": true})),
+            (
+                "USER_NEW",
+                json!({"handler": url, "sync": true, "streams": ["live"]}),
+            ),
+            ("STREAM_READY", json!({"handler": url})),
+        ]);
+    });
+    // A bad key: the handler answers false and ffmpeg is refused.
+    let bad = ffmpeg_publish(
+        &srv.dir,
+        "bad-key",
+        &fixture("bframes.flv"),
+        &format!("{}?key=bad", srv.rtmp_url("live")),
+        10,
+    )
+    .wait();
+    assert!(
+        !bad.status.success(),
+        "a publish with a bad key went through"
+    );
+    let seen = hook
+        .wait_for("PUSH_REWRITE", "live")
+        .expect("PUSH_REWRITE called");
+    assert!(
+        seen[0].starts_with("rtmp://") && seen[0].contains("key=bad"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[1], "127.0.0.1");
+    assert!(srv
+        .stderr_text()
+        .contains("refused by the PUSH_REWRITE trigger"));
+    // The good key: accepted, the stream goes live (STREAM_READY reaches the hook).
+    let good = ffmpeg_publish(
+        &srv.dir,
+        "good-key",
+        &fixture("bframes.flv"),
+        &format!("{}?key=good", srv.rtmp_url("live")),
+        20,
+    );
+    let ready = hook.wait_for("STREAM_READY", "live");
+    assert!(ready.is_some(), "no STREAM_READY: {}", srv.stderr_tail(20));
+    // USER_NEW answers false for live: the viewer gets 403, and the handler saw it.
+    let r = srv.get("/live.flv").unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    let user = hook.wait_for("USER_NEW", "live").expect("USER_NEW called");
+    assert_eq!(user[1], "127.0.0.1", "{user:?}");
+    assert_eq!(user[3], "FLV", "{user:?}");
+    stop_client(good);
+
+    // A blocking handler nobody answers: its default (refuse) applies.
+    let closed = free_port();
+    let srv2 = Server::start_with_config(|cfg| {
+        cfg["config"]["triggers"] = triggers(&[(
+            "STREAM_PUSH",
+            json!({"handler": format!("http://127.0.0.1:{closed}/down"), "sync": true}),
+        )]);
+    });
+    let refused = ffmpeg_publish(
+        &srv2.dir,
+        "handler-down",
+        &fixture("bframes.flv"),
+        &srv2.rtmp_url("live"),
+        10,
+    )
+    .wait();
+    assert!(
+        !refused.status.success(),
+        "published although the handler was down"
+    );
+    assert!(
+        srv2.stderr_text()
+            .contains("applying its default \"false\""),
+        "{}",
+        srv2.stderr_tail(10)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_push_to_nginx_rtmp_delivers_every_frame_and_auto_push_follows_a_live_stream() {
+    require_tools(&["ffmpeg"]);
+    let dir = unique_temp_dir("push");
+    let hook = Hook::start(&dir, json!({}));
+    let url = hook.url();
+    let nginx = NginxRtmp::start(&dir);
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["vod"] = json!({"name": "vod", "source": fixture("bframes.flv").to_str().unwrap(), "loop": false});
+        cfg["config"]["triggers"] = triggers(&[
+            ("PUSH_OUT_START", json!({"handler": url})),
+            ("PUSH_END", json!({"handler": url})),
+        ]);
+    });
+    // The player waits at nginx-rtmp before the push starts, so it gets it from the start.
+    let target = format!("rtmp://127.0.0.1:{}/live/out", nginx.port);
+    let player = ffmpeg_framecrc(&srv.dir, "from-nginx", &target, &[], 40);
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = srv
+        .api(&json!({"push_start": ["vod", target]}))
+        .expect("push_start");
+    let id = v["push_start"]["id"].as_u64().expect("an id");
+    let listed = srv.api(&json!({"push_list": true})).unwrap();
+    assert_eq!(listed["push_list"][0][0], id, "{listed}");
+    assert_eq!(listed["push_list"][0][1], "vod", "{listed}");
+    let out = player.wait();
+    let got = Capture::from_output(&out).per_stream();
+    let want = fixture_streams("bframes.flv");
+    assert_eq!(got.len(), 2, "{}\n{}", out.describe(), srv.stderr_tail(20));
+    got[0].assert_matches(&want[0], 1, "video pushed to nginx-rtmp");
+    got[1].assert_matches(&want[1], 1, "audio pushed to nginx-rtmp");
+    let start = hook
+        .wait_for("PUSH_OUT_START", "vod")
+        .expect("PUSH_OUT_START");
+    assert_eq!(start[1], target);
+    let end = hook.wait_for("PUSH_END", "vod").expect("PUSH_END");
+    assert_eq!(end[0], id.to_string(), "{end:?}");
+    // The push ended with its stream.
+    assert!(
+        poll(Duration::from_secs(5), || {
+            let l = srv.api(&json!({"push_list": true})).ok()?;
+            l["push_list"].as_array()?.is_empty().then_some(())
+        })
+        .is_some(),
+        "the push is still listed"
+    );
+
+    // An auto-push rule: a publish into live+cam goes on to nginx-rtmp as cam.
+    let rule = json!([
+        "live",
+        format!("rtmp://127.0.0.1:{}/live/$stream", nginx.port)
+    ]);
+    let v = srv.api(&json!({"push_auto_add": rule})).unwrap();
+    assert_eq!(v["push_auto_add"], json!([rule]), "{v}");
+    let publisher = publish_fixture(&srv, "live+cam");
+    let relayed = format!("rtmp://127.0.0.1:{}/live/live+cam", nginx.port);
+    let probe = poll(Duration::from_secs(20), || {
+        ffprobe(&srv.dir, "auto", &relayed, &[], 8)
+            .ok()
+            .filter(|s| s.len() == 2)
+    });
+    let probe = probe.unwrap_or_else(|| {
+        panic!(
+            "auto push never reached nginx-rtmp: {}",
+            srv.stderr_tail(20)
+        )
+    });
+    let codecs: Vec<&str> = probe.iter().map(|s| s.codec_name.as_str()).collect();
+    assert_eq!(codecs, ["h264", "aac"]);
+    let v = srv.api(&json!({"push_auto_remove": rule})).unwrap();
+    assert_eq!(v["push_auto_remove"], json!([]), "{v}");
+    // Bad targets are refused with a reason.
+    let r = srv.api(&json!({"push_start": ["vod", "gopher://x/y"]}));
+    assert!(r.is_err_and(|e| e.to_string().contains("scheme")));
+    stop_client(publisher);
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
+}
