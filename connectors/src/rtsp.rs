@@ -870,6 +870,16 @@ impl RtspPlay {
                 s.rr = Some(*b);
             }
         }
+        if !blocks.is_empty() {
+            // The client's own loss count (cumulative, may be one below zero) into the stats.
+            let lost: u64 = self
+                .setups
+                .iter()
+                .filter_map(|s| s.rr)
+                .map(|r| r.cumulative_lost.max(0) as u64)
+                .sum();
+            buffer::sessions::set_lost(lost);
+        }
     }
 
     /// What the client reported, per track, for the end-of-session log line.

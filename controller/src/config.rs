@@ -253,9 +253,47 @@ fn digest_matches(header: &str, method: &str, key: &str) -> bool {
     !h.response.is_empty() && want.response.eq_ignore_ascii_case(&h.response)
 }
 
-/// Who may publish into a `push://` source: `push://` (loopback only), `push://ADDR`
-/// (that address, and loopback), `push://ADDR@KEY` or `push://@KEY` (the key is required,
-/// from any address). Returns `Err(reason)` when `addr`/`cred` may not publish; a missing
+/// Whether `addr` is `rule`: an address, or a network in CIDR notation (`10.0.0.0/8`,
+/// `2001:db8::/32`). An IPv4-mapped IPv6 peer (`::ffff:1.2.3.4`) counts as its IPv4 address.
+pub fn addr_matches(rule: &str, addr: &str) -> bool {
+    use std::net::IpAddr;
+    let Ok(mut a) = addr.parse::<IpAddr>() else {
+        return rule == addr;
+    };
+    if let IpAddr::V6(v6) = a {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            a = IpAddr::V4(v4);
+        }
+    }
+    let (net, bits) = match rule.split_once('/') {
+        Some((n, b)) => match b.parse::<u32>() {
+            Ok(b) => (n, Some(b)),
+            Err(_) => return false,
+        },
+        None => (rule, None),
+    };
+    let Ok(net) = net.parse::<IpAddr>() else {
+        return false;
+    };
+    match (net, a) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let b = bits.unwrap_or(32).min(32);
+            let mask = if b == 0 { 0 } else { u32::MAX << (32 - b) };
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let b = bits.unwrap_or(128).min(128);
+            let mask = if b == 0 { 0 } else { u128::MAX << (128 - b) };
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Who may publish into a `push://` source: `push://` (loopback only), `push://ADDRS`
+/// (those addresses and networks, comma-separated, CIDR allowed: `push://10.0.0.0/8,
+/// 192.0.2.7`; and loopback), `push://ADDRS@KEY` or `push://@KEY` (the key is required,
+/// from any address; with addresses, from those only). Returns `Err(reason)` when `addr`/`cred` may not publish; a missing
 /// or wrong key is [`KEY_REFUSAL`].
 pub fn may_publish(
     source: &str,
@@ -293,7 +331,12 @@ pub fn may_publish(
             "publishing from {addr} is not allowed (loopback only)"
         ));
     }
-    if loopback || host == addr || addr.strip_prefix("::ffff:") == Some(host) {
+    if loopback
+        || host
+            .split(',')
+            .map(str::trim)
+            .any(|r| addr_matches(r, addr))
+    {
         return Ok(());
     }
     Err(format!("publishing from {addr} is not allowed"))
@@ -340,6 +383,13 @@ mod tests {
         assert!(may_publish("push://", "127.0.0.1", None).is_ok());
         assert!(may_publish("push://", "10.0.0.5", None).is_err());
         assert!(may_publish("push://10.0.0.5", "10.0.0.5", None).is_ok());
+        assert!(may_publish("push://10.0.0.0/8,192.0.2.7", "10.9.8.7", None).is_ok());
+        assert!(may_publish("push://10.0.0.0/8, 192.0.2.7", "192.0.2.7", None).is_ok());
+        assert!(may_publish("push://10.0.0.0/8,192.0.2.7", "192.0.2.8", None).is_err());
+        assert!(may_publish("push://10.0.0.0/8", "::ffff:10.1.1.1", None).is_ok());
+        assert!(may_publish("push://2001:db8::/32", "2001:db8::5", None).is_ok());
+        assert!(may_publish("push://2001:db8::/32", "2001:db9::5", None).is_err());
+        assert!(may_publish("push://10.0.0.0/8@k", "10.1.1.1", Key("x")).is_err());
         assert!(may_publish("push://@secret", "10.0.0.5", Key("secret")).is_ok());
         assert_eq!(
             may_publish("push://@secret", "127.0.0.1", Key("nope")),
