@@ -176,9 +176,12 @@ impl Table {
         }
     }
 
-    /// Claims a free slot for `pid` (compare-and-swap of the pid word from 0).
+    /// Claims a free slot for `pid` (compare-and-swap of the pid word from 0), looking from
+    /// slot `pid % SLOTS` on: each process then touches its own page of the table, not
+    /// every page before a free slot (a viewer's memory stays its own).
     fn claim(&self, pid: u32) -> Option<usize> {
-        (0..SLOTS).find(|&s| {
+        let first = pid as usize % SLOTS;
+        (0..SLOTS).map(|i| (first + i) % SLOTS).find(|&s| {
             self.u32(s, O_PID).load(Ordering::Relaxed) == 0
                 && self
                     .u32(s, O_PID)
