@@ -531,6 +531,31 @@ mod tests {
         assert!(!c.is_publishing());
     }
 
+    proptest::proptest! {
+        /// Whatever a server sends after the handshake, the client answers without
+        /// panicking, and what it writes is a chunk stream.
+        #[test]
+        fn any_server_bytes_are_handled(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048), piece in 1usize..64) {
+            let mut c = PublishClient::new("rtmp://h/live", "live", "s", 1);
+            c.start(0);
+            let mut hs = vec![3u8];
+            hs.extend(std::iter::repeat_n(0u8, 2 * crate::rtmp::handshake::HANDSHAKE_SIZE));
+            c.handle_input(&hs).unwrap();
+            let mut out = c.take_output();
+            for part in input.chunks(piece) {
+                if c.handle_input(part).is_err() {
+                    break;
+                }
+                while c.poll_event().is_some() {}
+                out.extend(c.take_output());
+            }
+            let skip = 1 + 2 * crate::rtmp::handshake::HANDSHAKE_SIZE;
+            let mut dec = ChunkDecoder::new(1 << 20);
+            dec.push(&out[skip.min(out.len())..]);
+            while dec.poll().unwrap().is_some() {}
+        }
+    }
+
     #[test]
     fn urls_split_into_app_and_name() {
         assert_eq!(
