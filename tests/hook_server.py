@@ -6,6 +6,8 @@ JSON object trigger name -> answer:
   "true" / "false" / any text   answered as is
   "keyed"                       the payload's third line (the stream) when its first line
                                 (the URL) contains "key=good", else "false" (PUSH_REWRITE)
+  "rewrite:FROM:TO"             TO when the first line is FROM, else the first line
+                                (PLAY_REWRITE)
 
 Triggers without a rule get "true". Prints "ready" once it listens. Runs until killed.
 
@@ -30,6 +32,9 @@ class Hook(BaseHTTPRequestHandler):
         rule = RULES.get(trigger, "true")
         if rule == "keyed":
             answer = lines[2] if len(lines) > 2 and "key=good" in lines[0] else "false"
+        elif rule.startswith("rewrite:"):
+            _, frm, to = rule.split(":", 2)
+            answer = to if lines[0] == frm else lines[0]
         else:
             answer = rule
         out = answer.encode()

@@ -135,7 +135,27 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
                 return refuse(&stream, "refused by the STREAM_PUSH trigger".into());
             }
         }
-    } else if !triggers::handlers(&cfg, "USER_NEW", Some(&stream)).is_empty() {
+    } else if let Some(a) = triggers::ask(
+        &cfg,
+        "PLAY_REWRITE",
+        Some(&stream),
+        &[stream.clone(), addr.clone(), connector.clone(), s("url")],
+    ) {
+        // The stream to play instead; nothing or false refuses.
+        if a.is_empty() || !triggers::allows(&a) {
+            return refuse(&stream, "refused by the PLAY_REWRITE trigger".into());
+        }
+        if a != stream {
+            if !config::valid_stream_name(&a) {
+                return refuse(
+                    &stream,
+                    format!("PLAY_REWRITE gave an invalid stream name {a:?}"),
+                );
+            }
+            stream = a;
+        }
+    }
+    if !push && !triggers::handlers(&cfg, "USER_NEW", Some(&stream)).is_empty() {
         // One answer per viewer session (an HLS player opens the stream per request): a
         // yes is remembered for a minute per stream, address and connector.
         let key = (stream.clone(), addr.clone(), connector.clone());
@@ -157,7 +177,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             st.lock().expect("state lock").remember_user(key);
         }
     }
-    let (opened, real) = {
+    let (mut opened, mut real) = {
         let mut g = st.lock().expect("state lock");
         let real = push
             .then(|| config::stream_of_key(&g.cfg, &stream))
@@ -165,6 +185,26 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             .unwrap_or_else(|| stream.clone());
         (g.open_stream(&stream, push, &addr, cred), real)
     };
+    // DEFAULT_STREAM: a viewer of a stream that does not exist may be given another one.
+    if !push && matches!(&opened, Err(("notfound", _))) {
+        if let Some(a) = triggers::ask(
+            &cfg,
+            "DEFAULT_STREAM",
+            Some(&stream),
+            &[stream.clone(), addr.clone(), connector.clone(), s("url")],
+        ) {
+            if a != stream && config::valid_stream_name(&a) {
+                crate::logs::controller(&format!("DEFAULT_STREAM: {stream} plays {a}"));
+                opened = st.lock().expect("state lock").open_stream(
+                    &a,
+                    false,
+                    &addr,
+                    config::Credential::None,
+                );
+                real = a;
+            }
+        }
+    }
     match opened {
         Ok(socket) => {
             // Wait for the buffer's socket: a buffer started for this request, or for another

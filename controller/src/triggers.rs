@@ -53,6 +53,8 @@ pub const NAMES: &[&str] = &[
     "CONN_PLAY",
     "USER_NEW",
     "USER_END",
+    "PLAY_REWRITE",
+    "DEFAULT_STREAM",
 ];
 
 /// One configured handler.

@@ -228,6 +228,37 @@ fn blocking_triggers_decide_who_publishes_and_plays() {
         "{}",
         srv2.stderr_tail(10)
     );
+
+    // PLAY_REWRITE sends viewers of `alias` to `live`; DEFAULT_STREAM gives viewers of a
+    // stream that does not exist `live` instead.
+    let hook3 = Hook::start(
+        &dir,
+        json!({"PLAY_REWRITE": "rewrite:alias:live", "DEFAULT_STREAM": "live"}),
+    );
+    let url3 = hook3.url();
+    let srv3 = Server::start_with_config(|cfg| {
+        cfg["config"]["triggers"] = triggers(&[
+            ("PLAY_REWRITE", json!({"handler": url3, "sync": true})),
+            ("DEFAULT_STREAM", json!({"handler": url3, "sync": true})),
+        ]);
+    });
+    let publisher = publish_fixture(&srv3, "live");
+    assert!(poll(Duration::from_secs(10), || srv3
+        .active_streams()
+        .ok()
+        .filter(|s| s.iter().any(|n| n == "live")))
+    .is_some());
+    for path in ["/alias.ts", "/nosuch.ts"] {
+        let info = ffprobe(&srv3.dir, "rewritten", &srv3.http_url(path), &[], 15)
+            .unwrap_or_else(|e| panic!("{path}: {e}\n{}", srv3.stderr_tail(20)));
+        let codecs: Vec<&str> = info.iter().map(|s| s.codec_name.as_str()).collect();
+        assert_eq!(codecs, ["h264", "aac"], "{path}");
+    }
+    assert!(hook3.wait_for("PLAY_REWRITE", "alias").is_some());
+    assert!(srv3
+        .stderr_text()
+        .contains("DEFAULT_STREAM: nosuch plays live"));
+    stop_client(publisher);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
