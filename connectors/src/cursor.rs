@@ -33,6 +33,8 @@ pub type Narrowing = fn(&[Track]) -> Vec<Track>;
 pub struct Cursor {
     attached: Attached,
     reader: StreamReader,
+    /// What it was opened with, to open the stream again ([`Cursor::reattach`]).
+    origin: (std::path::PathBuf, String, String),
     tracks: Vec<Track>,
     header_version: u64,
     seq: u64,
@@ -66,6 +68,7 @@ impl Cursor {
         let mut c = Cursor {
             attached,
             reader,
+            origin: (rundir.to_path_buf(), stream.to_string(), addr.to_string()),
             tracks: Vec::new(),
             header_version: u64::MAX,
             seq: 0,
@@ -258,6 +261,39 @@ impl Cursor {
     /// `timeout` passes.
     pub fn wait(&self, seen: u32, timeout: Duration) {
         ipc::futex_wait(self.reader.meta().notify_word(), seen, timeout);
+    }
+
+    /// True when the stream's buffer is gone (its process ended: the socket to it is closed).
+    /// The buffer never writes to a viewer after the attach, so readable means closed.
+    pub fn buffer_gone(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.attached.sock.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
+    /// Opens the stream again after its buffer died (the controller starts a new one, and
+    /// the publisher reattaches to it): the same stream, track selection and narrowing,
+    /// positioned at the new buffer's first keyframe. Waits up to `wait` for it to have one.
+    pub fn reattach(&self, wait: Duration) -> Option<Cursor> {
+        let deadline = Instant::now() + wait;
+        let (rundir, stream, addr) = &self.origin;
+        while Instant::now() < deadline {
+            if let Ok(mut c) = Cursor::open(rundir, stream, addr) {
+                c.select(self.selection.clone());
+                if let Some(n) = self.narrow {
+                    c.narrow_to(n);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if c.wait_ready(left, 1) {
+                    c.seek_first_key();
+                    return Some(c);
+                }
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     /// The socket to the buffer (kept open while attached).

@@ -800,19 +800,19 @@ fn progressive(
         return Ok(());
     }
     let reader = *cursor.reader();
+    let reader = &reader;
     let result = match kind {
-        Progressive::Flv => session::stream(
+        // FLV and TS go on from a new buffer when the stream's buffer dies.
+        Progressive::Flv => session::stream_resuming(
             sock,
             &mut cursor,
-            &reader,
             &mut progressive::FlvOutput::default(),
             head,
             framing,
         ),
-        Progressive::Ts => session::stream(
+        Progressive::Ts => session::stream_resuming(
             sock,
             &mut cursor,
-            &reader,
             &mut progressive::TsOutput::default(),
             head,
             framing,
@@ -820,7 +820,7 @@ fn progressive(
         Progressive::Mp4 => session::stream(
             sock,
             &mut cursor,
-            &reader,
+            reader,
             &mut progressive::Fmp4Output::default(),
             head,
             framing,
@@ -828,7 +828,7 @@ fn progressive(
         Progressive::Aac | Progressive::Mp3 => session::stream(
             sock,
             &mut cursor,
-            &reader,
+            reader,
             &mut progressive::AudioOutput::new(audio_codec.unwrap_or(Codec::Aac)),
             head,
             framing,

@@ -142,6 +142,7 @@ fn publish(
     };
     session.accept_publish()?;
     flush(&mut sock, &mut session)?;
+    let opened_as = stream.clone();
     let stream = control::stream_name(&stream);
     crate::log!(PROTO, "{peer} publishes {stream}");
     buf.resize(64 << 10, 0);
@@ -191,10 +192,30 @@ fn publish(
             }
         }
         if !frames.is_empty() {
-            attached
-                .sock
-                .write_all(&frames)
-                .context("writing to the buffer")?;
+            if let Err(e) = attached.sock.write_all(&frames) {
+                // The buffer died: the stream is opened again (the controller starts a new
+                // buffer) and the publish goes on into it, track header first.
+                crate::log!(
+                    PROTO,
+                    "{peer}: {stream}: the buffer is gone ({e}); reattaching"
+                );
+                attached = reattach_publisher(ctx, &opened_as, peer, key.as_deref())?;
+                let mut again = Vec::with_capacity(frames.len() + 1024);
+                if header_sent {
+                    let h = Header {
+                        live: true,
+                        unixzero: None,
+                        tracks: ingest.tracks().to_vec(),
+                    };
+                    wire::write_header(&h, &mut again);
+                }
+                again.extend_from_slice(&frames);
+                attached
+                    .sock
+                    .write_all(&again)
+                    .context("writing to the new buffer")?;
+                crate::log!(PROTO, "{peer}: {stream}: reattached to a new buffer");
+            }
             frames.clear();
         }
         if done {
@@ -218,6 +239,29 @@ fn publish(
         "{peer} stopped publishing {stream} after {packets} packets"
     );
     Ok(())
+}
+
+/// Opens the stream for publishing again after its buffer died, for up to 3 s (the
+/// controller notices the dead buffer within 100 ms and starts a new one on this open).
+fn reattach_publisher(
+    ctx: &Ctx,
+    stream: &str,
+    peer: &str,
+    key: Option<&str>,
+) -> Result<ipc::Attached> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = control::open(&ctx.rundir, stream, true, peer, key)
+            .map_err(|e| anyhow!("{e}"))
+            .and_then(|path| ipc::attach(&path, Mode::Push));
+        match r {
+            Ok(a) => return Ok(a),
+            Err(e) if Instant::now() >= deadline => {
+                bail!("{peer}: {stream}: no new buffer within 3 s: {e:#}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
 
 fn not_found(sock: &mut TcpStream, session: &mut ServerSession, stream: &str) -> Result<()> {
@@ -299,23 +343,16 @@ fn play(
         "{peer} plays {stream} from {start} ms (ready after {} ms)",
         connected.elapsed().as_millis()
     );
-    let reader = *cursor.reader();
     let mut out = RtmpPlay {
         session,
         hdrs: Vec::with_capacity(256),
         plan: Vec::with_capacity(16),
         body: Vec::with_capacity(16),
     };
-    match session::stream(
-        &mut sock,
-        &mut cursor,
-        &reader,
-        &mut out,
-        pending,
-        Framing::Raw,
-    ) {
+    // A buffer that dies is replaced and the viewer goes on from the new one.
+    match session::stream_resuming(&mut sock, &mut cursor, &mut out, pending, Framing::Raw) {
         Ok(Ended::StreamEnded) => crate::log!(PROTO, "{peer}: {stream} ended"),
-        Ok(Ended::ClientLeft) => {}
+        Ok(Ended::ClientLeft | Ended::BufferGone) => {}
         Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),
     }
     Ok(())

@@ -90,7 +90,6 @@ pub fn push(args: &PushArgs) -> Result<()> {
         cursor.tracks().len()
     );
     sock.set_read_timeout(None)?;
-    let reader = *cursor.reader();
     let mut out = RtmpPushOut {
         client,
         hdrs: Vec::with_capacity(256),
@@ -100,14 +99,8 @@ pub fn push(args: &PushArgs) -> Result<()> {
         stopped: None,
     };
     let pending = out.client.take_output();
-    let ended = session::stream(
-        &mut sock,
-        &mut cursor,
-        &reader,
-        &mut out,
-        pending,
-        Framing::Raw,
-    )?;
+    // A buffer that dies is replaced and the push goes on from the new one.
+    let ended = session::stream_resuming(&mut sock, &mut cursor, &mut out, pending, Framing::Raw)?;
     if let Some(why) = out.stopped {
         bail!("the target ended the publish: {why}");
     }
@@ -118,7 +111,7 @@ pub fn push(args: &PushArgs) -> Result<()> {
         crate::push::redact(&args.target),
         match ended {
             Ended::StreamEnded => "the stream ended",
-            Ended::ClientLeft => "the target left",
+            Ended::ClientLeft | Ended::BufferGone => "the target left",
         }
     );
     if ended == Ended::ClientLeft {

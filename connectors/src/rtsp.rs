@@ -754,6 +754,13 @@ fn play(mut sock: TcpStream, mut st: State, response: Vec<u8>, peer: &str) -> Re
         Ok(Ended::ClientLeft) => {
             crate::log!(PROTO, "{peer}: left {stream} ({})", out.report_summary())
         }
+        // RTP sessions keep their sequence numbers and clock: a new buffer is not joined.
+        Ok(Ended::BufferGone) => {
+            crate::log!(
+                PROTO,
+                "{peer}: the buffer of {stream} is gone; ending the session"
+            )
+        }
         Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),
     }
     Ok(())

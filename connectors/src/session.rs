@@ -255,6 +255,8 @@ pub enum Ended {
     StreamEnded,
     /// The client left or asked to stop.
     ClientLeft,
+    /// The stream's buffer died ([`stream_resuming`] then reattaches).
+    BufferGone,
 }
 
 /// Pumps packets from `cursor` (already positioned; `reader` is a copy of its
@@ -268,13 +270,65 @@ pub fn stream<'m, O: Output<'m>>(
     cursor: &mut Cursor,
     reader: &'m StreamReader,
     output: &mut O,
+    pending: Vec<u8>,
+    framing: Framing,
+) -> Result<Ended> {
+    stream_from(sock, cursor, reader, output, pending, framing, true)
+}
+
+/// [`stream`], and when the stream's buffer dies (its process crashed or was killed), the
+/// stream is opened again ([`Cursor::reattach`]: the controller starts a new buffer and the
+/// publisher reattaches to it) and the output goes on from the new buffer's first keyframe,
+/// with init data again (not a new file header). For outputs that keep no packet across
+/// batches (`for<'m> Output<'m>`). Gives up, as an error, when no new buffer has media
+/// within 5 s.
+pub fn stream_resuming<O: for<'m> Output<'m>>(
+    sock: &mut TcpStream,
+    cursor: &mut Cursor,
+    output: &mut O,
+    pending: Vec<u8>,
+    framing: Framing,
+) -> Result<Ended> {
+    let mut pending = pending;
+    let mut first = true;
+    loop {
+        let reader = *cursor.reader();
+        let ended = stream_from(
+            sock,
+            cursor,
+            &reader,
+            output,
+            std::mem::take(&mut pending),
+            framing,
+            first,
+        )?;
+        if ended != Ended::BufferGone {
+            return Ok(ended);
+        }
+        match cursor.reattach(Duration::from_secs(5)) {
+            Some(c) => {
+                *cursor = c;
+                first = false;
+            }
+            None => bail!("the stream's buffer is gone and no new one had media within 5 s"),
+        }
+    }
+}
+
+fn stream_from<'m, O: Output<'m>>(
+    sock: &mut TcpStream,
+    cursor: &mut Cursor,
+    reader: &'m StreamReader,
+    output: &mut O,
     mut pending: Vec<u8>,
     framing: Framing,
+    first: bool,
 ) -> Result<Ended> {
     sock.set_nonblocking(true)?;
     let mut tracks: Vec<Track> = cursor.tracks().to_vec();
     let mut batch = Batch::default();
-    let mut init = Some(true);
+    let mut init = Some(first);
+    let mut checked = Instant::now();
     let mut rbuf = vec![0u8; 2 << 10];
     let mut next_read = Instant::now();
     loop {
@@ -403,6 +457,13 @@ pub fn stream<'m, O: Output<'m>>(
         if let Some(seen) = wait {
             if pending.is_empty() {
                 cursor.wait(seen, Duration::from_millis(100));
+            }
+            // Nothing new: is the buffer still there? (A dead buffer's stream never ends.)
+            if checked.elapsed() >= Duration::from_millis(250) {
+                checked = Instant::now();
+                if cursor.buffer_gone() {
+                    return Ok(Ended::BufferGone);
+                }
             }
         }
         if let Some(d) = hold {

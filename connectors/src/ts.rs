@@ -57,18 +57,10 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         return Ok(());
     }
     cursor.seek_latest_key();
-    let reader = *cursor.reader();
     let mut out = TsOutput::default();
-    match session::stream(
-        &mut sock,
-        &mut cursor,
-        &reader,
-        &mut out,
-        Vec::new(),
-        Framing::Raw,
-    ) {
+    match session::stream_resuming(&mut sock, &mut cursor, &mut out, Vec::new(), Framing::Raw) {
         Ok(Ended::StreamEnded) => crate::log!(PROTO, "{peer}: {stream} ended"),
-        Ok(Ended::ClientLeft) => {}
+        Ok(Ended::ClientLeft | Ended::BufferGone) => {}
         Err(e) => return Err(anyhow!("{peer}: {stream}: {e:#}")),
     }
     Ok(())

@@ -125,3 +125,80 @@ fn a_killed_controller_is_restarted_and_adopts_what_runs() {
     assert!(new.pid != old.pid);
     stop_client(publisher);
 }
+
+/// SIGKILL a stream's buffer while an RTMP publisher and two viewers (RTMP, HTTP-TS) run:
+/// the controller starts a new buffer on the publisher's next write, the publisher goes on
+/// into it, and both viewers go on from its first keyframe, without a restart of their own.
+#[test]
+fn a_killed_buffer_is_replaced_and_the_publisher_and_viewers_go_on() {
+    require_tools(&["ffmpeg"]);
+    let srv = Server::start();
+    let publisher = ffmpeg_publish_loop(
+        &srv.dir,
+        "publisher",
+        &fixture("bframes.flv"),
+        &srv.rtmp_url("live"),
+        2,
+        40,
+    );
+    assert!(
+        poll(Duration::from_secs(10), || srv
+            .active_streams()
+            .ok()
+            .filter(|s| s.iter().any(|n| n == "live")))
+        .is_some(),
+        "{}",
+        srv.stderr_tail(20)
+    );
+    let rtmp = ffmpeg_framecrc(&srv.dir, "rtmp-viewer", &srv.rtmp_url("live"), &[], 16);
+    let ts = ffmpeg_framecrc(&srv.dir, "ts-viewer", &srv.http_url("/live.ts"), &[], 16);
+    std::thread::sleep(Duration::from_secs(4));
+    let buffer = |not: u32| {
+        descendants(srv.pid)
+            .into_iter()
+            .find(|p| p.comm == "buffer" && p.pid != not)
+    };
+    let old = buffer(0).expect("the buffer");
+    assert!(sigkill(old.pid));
+    let killed = Instant::now();
+    let new = poll(Duration::from_secs(3), || buffer(old.pid));
+    assert!(new.is_some(), "no new buffer: {}", srv.stderr_tail(30));
+    for (label, client) in [("RTMP", rtmp), ("HTTP-TS", ts)] {
+        let out = client.wait();
+        let cap = Capture::from_output(&out);
+        let v = cap.video();
+        let after = v.iter().filter(|p| p.at > killed).count();
+        assert!(
+            after >= 100,
+            "{label}: {after} video frames after the kill: {}\n{}",
+            out.describe(),
+            srv.stderr_tail(30)
+        );
+        let gap = v
+            .windows(2)
+            .map(|w| w[1].at.duration_since(w[0].at))
+            .max()
+            .unwrap_or_default();
+        // Noticing (within 250 ms), a new buffer, and its first keyframe (GOPs are 2 s).
+        assert!(gap < Duration::from_millis(3500), "{label}: a {gap:?} gap");
+        eprintln!("{label}: largest gap between frames {gap:?}, {after} frames after the kill");
+        let (_, monotonic) = cap.video_dts_check();
+        assert!(
+            monotonic,
+            "{label}: video DTS went backwards: {}",
+            out.describe()
+        );
+    }
+    let text = srv.stderr_text();
+    assert!(
+        text.contains("reattached to a new buffer"),
+        "{}",
+        srv.stderr_tail(30)
+    );
+    let out = publisher.wait();
+    assert!(
+        out.status.success(),
+        "the publisher failed: {}",
+        out.describe()
+    );
+}
