@@ -115,6 +115,12 @@ pub struct BufferProc {
     source: String,
     /// STREAM_READY was fired (the stream went live).
     ready: bool,
+    /// The header version LIVE_TRACK_LIST last reported.
+    header_version: u64,
+    /// The STREAM_BUFFER state last reported: "", FULL, DRY, RECOVER or EMPTY.
+    buffer_state: &'static str,
+    /// Packets written when last looked at, and when that count last grew.
+    progress: (u64, Instant),
 }
 
 /// A push out: one `sluice push` process at a time, restarted with backoff after a failure.
@@ -165,6 +171,9 @@ pub struct State {
     last_sample: Instant,
     /// Viewer sessions USER_NEW allowed: (stream, address, connector) → when.
     users_ok: HashMap<(String, String, String), Instant>,
+    last_watch: Instant,
+    /// When LIVE_BANDWIDTH last fired per stream.
+    bandwidth_fired: HashMap<String, Instant>,
     /// Session ids already announced with CONN_OPEN (and CONN_PLAY).
     announced: HashMap<u64, bool>,
     /// Pushes out.
@@ -301,6 +310,8 @@ impl State {
             rates: HashMap::new(),
             last_sample: Instant::now(),
             users_ok: HashMap::new(),
+            last_watch: Instant::now(),
+            bandwidth_fired: HashMap::new(),
             announced: HashMap::new(),
             pushes: Vec::new(),
             next_push_id: 1,
@@ -450,6 +461,45 @@ impl State {
             s.upbps += ubps;
         }
         self.rates.retain(|id, _| seen.contains(id));
+        // LIVE_BANDWIDTH: a stream whose inputs bring more bytes per second than a handler's
+        // `params` (bytes/s), at most every 5 s.
+        let mut input_rate: HashMap<String, u64> = HashMap::new();
+        for e in open.iter().filter(|e| e.kind == sessions::Kind::Input) {
+            *input_rate.entry(e.stream.clone()).or_default() +=
+                self.rates.get(&e.id).map_or(0, |r| r.4);
+        }
+        for (stream, rate) in input_rate {
+            let limit = self
+                .cfg
+                .pointer("/config/triggers/LIVE_BANDWIDTH")
+                .and_then(|l| l.as_array())
+                .and_then(|l| {
+                    l.iter()
+                        .filter_map(|h| {
+                            h.get("params").and_then(|p| {
+                                p.as_u64()
+                                    .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+                            })
+                        })
+                        .min()
+                });
+            let Some(limit) = limit else {
+                break;
+            };
+            let due = self
+                .bandwidth_fired
+                .get(&stream)
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+            if rate > limit && due {
+                self.bandwidth_fired.insert(stream.clone(), Instant::now());
+                crate::triggers::fire(
+                    &self.cfg,
+                    "LIVE_BANDWIDTH",
+                    Some(&stream),
+                    vec![stream.clone(), rate.to_string()],
+                );
+            }
+        }
         if self.history.len() >= HISTORY {
             self.history.pop_front();
         }
@@ -481,6 +531,97 @@ impl State {
                 self.announced.insert(e.id, true);
             }
             _ => {}
+        }
+    }
+
+    /// LIVE_TRACK_LIST when a stream's tracks change, and STREAM_BUFFER as its data comes
+    /// (FULL), stops coming for 2 s while live (DRY), comes back (RECOVER, then FULL), and
+    /// ends (EMPTY). Looked at once a second.
+    fn watch_streams(&mut self) {
+        if self.last_watch.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_watch = Instant::now();
+        let names: Vec<String> = self.buffers.keys().cloned().collect();
+        for name in names {
+            let Some(b) = self.buffers.get_mut(&name) else {
+                continue;
+            };
+            if b.observer.is_none() {
+                b.observer = ipc::attach(&b.socket, Mode::Observe).ok();
+            }
+            let Some(r) = b.observer.as_ref().and_then(|o| o.reader().ok()) else {
+                continue;
+            };
+            let m = *r.meta();
+            let version = m.header_version();
+            let mut tracks = None;
+            if version % 2 == 0 && version != b.header_version {
+                b.header_version = version;
+                let (bytes, _) = m.header();
+                if let Ok(Some((dtsc::wire::Frame::Header(v), _))) = dtsc::wire::parse_frame(&bytes)
+                {
+                    if let Ok(h) = dtsc::wire::Header::from_value(&v) {
+                        let list: Vec<Value> = h
+                            .tracks
+                            .iter()
+                            .map(|t| {
+                                serde_json::json!({
+                                    "id": t.id, "type": t.kind.as_str(), "codec": t.codec.as_str(),
+                                    "width": t.width, "height": t.height, "rate": t.rate,
+                                    "channels": t.channels, "lang": t.lang,
+                                })
+                            })
+                            .collect();
+                        if !list.is_empty() {
+                            tracks = Some(Value::Array(list).to_string());
+                        }
+                    }
+                }
+            }
+            let seq = m.write_seq();
+            let now = Instant::now();
+            let ended = m.state() == dtsc::shm::STATE_ENDED;
+            let grew = seq > b.progress.0;
+            if grew {
+                b.progress = (seq, now);
+            }
+            let next = match (b.buffer_state, ended, grew) {
+                (s, true, _) if s != "EMPTY" && !s.is_empty() => Some("EMPTY"),
+                (_, true, _) => None,
+                ("" | "EMPTY", false, true) => Some("FULL"),
+                ("DRY", false, true) => Some("RECOVER"),
+                ("RECOVER", false, true) => Some("FULL"),
+                ("FULL" | "RECOVER", false, false)
+                    if now.duration_since(b.progress.1) >= Duration::from_secs(2) =>
+                {
+                    Some("DRY")
+                }
+                _ => None,
+            };
+            let health = serde_json::json!({
+                "viewers": m.viewers(), "inputs": m.publishers(), "packets": seq,
+            })
+            .to_string();
+            if let Some(s) = next {
+                b.buffer_state = s;
+            }
+            if let Some(t) = tracks {
+                crate::triggers::fire(
+                    &self.cfg,
+                    "LIVE_TRACK_LIST",
+                    Some(&name),
+                    vec![name.clone(), t],
+                );
+            }
+            if let Some(s) = next {
+                crate::triggers::fire(
+                    &self.cfg,
+                    "STREAM_BUFFER",
+                    Some(&name),
+                    vec![name.clone(), s.to_string(), health],
+                );
+            }
         }
     }
 
@@ -906,6 +1047,7 @@ impl State {
                 }
             }
         }
+        self.watch_streams();
         self.keep_pushes();
         // Streams marked `always_on` with a source of their own run whether or not anyone
         // watches (restarted here when their buffer ended).
@@ -1056,6 +1198,9 @@ impl State {
                 observer: None,
                 source: source.clone(),
                 ready: false,
+                header_version: u64::MAX,
+                buffer_state: "",
+                progress: (0, Instant::now()),
             },
         );
         crate::triggers::fire(
@@ -1175,6 +1320,9 @@ impl State {
                     observer: Some(attached),
                     source,
                     ready: true,
+                    header_version: u64::MAX,
+                    buffer_state: "",
+                    progress: (0, Instant::now()),
                 },
             );
         }

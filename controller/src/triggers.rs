@@ -55,6 +55,9 @@ pub const NAMES: &[&str] = &[
     "USER_END",
     "PLAY_REWRITE",
     "DEFAULT_STREAM",
+    "LIVE_TRACK_LIST",
+    "STREAM_BUFFER",
+    "LIVE_BANDWIDTH",
 ];
 
 /// One configured handler.

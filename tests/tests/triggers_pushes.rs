@@ -340,3 +340,54 @@ fn a_push_to_nginx_rtmp_delivers_every_frame_and_auto_push_follows_a_live_stream
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The stream's own triggers during a publish: LIVE_TRACK_LIST with its tracks,
+/// STREAM_BUFFER FULL while data comes and EMPTY when the publish ended, and LIVE_BANDWIDTH
+/// once the input's rate passes the handler's `params` (bytes/s).
+#[test]
+fn stream_triggers_follow_a_publish() {
+    require_tools(&["ffmpeg"]);
+    let dir = unique_temp_dir("stream-triggers");
+    let hook = Hook::start(&dir, json!({}));
+    let url = hook.url();
+    let srv = Server::start_with_config(|cfg| {
+        cfg["config"]["triggers"] = triggers(&[
+            ("LIVE_TRACK_LIST", json!({"handler": url})),
+            ("STREAM_BUFFER", json!({"handler": url})),
+            ("LIVE_BANDWIDTH", json!({"handler": url, "params": 20000})),
+        ]);
+    });
+    let publisher = publish_fixture(&srv, "live");
+    let tracks = hook
+        .wait_for("LIVE_TRACK_LIST", "live")
+        .expect("LIVE_TRACK_LIST");
+    let list: Value = serde_json::from_str(&tracks[1]).expect("a JSON track list");
+    let codecs: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["codec"].as_str())
+        .collect();
+    assert_eq!(codecs, ["H264", "AAC"], "{list}");
+    let full = hook
+        .wait_for("STREAM_BUFFER", "live")
+        .expect("STREAM_BUFFER");
+    assert_eq!(full[1], "FULL", "{full:?}");
+    let bw = hook
+        .wait_for("LIVE_BANDWIDTH", "live")
+        .expect("LIVE_BANDWIDTH");
+    let rate: u64 = bw[1].parse().unwrap();
+    assert!(rate > 20_000, "{bw:?}");
+    assert!(publisher.wait().status.success());
+    let empty = poll(Duration::from_secs(10), || {
+        hook.calls()
+            .into_iter()
+            .find(|(t, l)| t == "STREAM_BUFFER" && l.get(1).map(String::as_str) == Some("EMPTY"))
+    });
+    assert!(
+        empty.is_some(),
+        "no STREAM_BUFFER EMPTY: {:?}",
+        hook.calls()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
