@@ -177,6 +177,24 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             st.lock().expect("state lock").remember_user(key);
         }
     }
+    // STREAM_SOURCE: the source of a stream whose buffer is about to start may be rewritten
+    // (an empty answer keeps the configured one).
+    if !triggers::handlers(&cfg, "STREAM_SOURCE", Some(&stream)).is_empty() {
+        let running = st.lock().expect("state lock").buffers.contains_key(&stream);
+        if !running {
+            if let Some(a) = triggers::ask(&cfg, "STREAM_SOURCE", Some(&stream), &[stream.clone()])
+            {
+                let a = a.trim().to_string();
+                if !a.is_empty() && !a.chars().any(|c| c.is_control()) {
+                    crate::logs::controller(&format!("STREAM_SOURCE: {stream} from {a}"));
+                    st.lock()
+                        .expect("state lock")
+                        .source_rewrites
+                        .insert(stream.clone(), a);
+                }
+            }
+        }
+    }
     let (mut opened, mut real) = {
         let mut g = st.lock().expect("state lock");
         let real = push

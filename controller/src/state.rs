@@ -172,6 +172,8 @@ pub struct State {
     /// Viewer sessions USER_NEW allowed: (stream, address, connector) → when.
     users_ok: HashMap<(String, String, String), Instant>,
     last_watch: Instant,
+    /// Sources STREAM_SOURCE gave for streams about to be started.
+    pub source_rewrites: HashMap<String, String>,
     /// When LIVE_BANDWIDTH last fired per stream.
     bandwidth_fired: HashMap<String, Instant>,
     /// Session ids already announced with CONN_OPEN (and CONN_PLAY).
@@ -311,6 +313,7 @@ impl State {
             last_sample: Instant::now(),
             users_ok: HashMap::new(),
             last_watch: Instant::now(),
+            source_rewrites: HashMap::new(),
             bandwidth_fired: HashMap::new(),
             announced: HashMap::new(),
             pushes: Vec::new(),
@@ -1118,11 +1121,16 @@ impl State {
         let Some((_, scfg)) = config::find_stream(&self.cfg, name) else {
             return Err(("notfound", format!("no stream {name} is configured")));
         };
-        let source = scfg
+        let configured = scfg
             .get("source")
             .and_then(|s| s.as_str())
             .unwrap_or("")
             .to_string();
+        // STREAM_SOURCE's answer (asked before the state was locked) for a buffer started now.
+        let source = match self.buffers.get(name) {
+            Some(_) => configured,
+            None => self.source_rewrites.remove(name).unwrap_or(configured),
+        };
         if keyed && !source.starts_with("push://") {
             return Err((
                 "forbidden",

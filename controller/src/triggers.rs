@@ -58,6 +58,7 @@ pub const NAMES: &[&str] = &[
     "LIVE_TRACK_LIST",
     "STREAM_BUFFER",
     "LIVE_BANDWIDTH",
+    "STREAM_SOURCE",
 ];
 
 /// One configured handler.

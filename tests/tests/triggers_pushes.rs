@@ -391,3 +391,32 @@ fn stream_triggers_follow_a_publish() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// STREAM_SOURCE: a `push://` stream whose handler answers with a file plays that file.
+#[test]
+fn stream_source_decides_where_a_stream_comes_from() {
+    require_tools(&["ffprobe"]);
+    let dir = unique_temp_dir("stream-source");
+    let file = fixture("bframes.flv");
+    let hook = Hook::start(&dir, json!({"STREAM_SOURCE": file.to_str().unwrap()}));
+    let url = hook.url();
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["dyn"] = json!({"name": "dyn", "source": "push://"});
+        cfg["config"]["triggers"] = triggers(&[(
+            "STREAM_SOURCE",
+            json!({"handler": url, "sync": true, "streams": ["dyn"]}),
+        )]);
+    });
+    let info = ffprobe(&srv.dir, "dyn", &srv.http_url("/dyn.ts"), &[], 15)
+        .unwrap_or_else(|e| panic!("{e}\n{}", srv.stderr_tail(20)));
+    let codecs: Vec<&str> = info.iter().map(|s| s.codec_name.as_str()).collect();
+    assert_eq!(codecs, ["h264", "aac"]);
+    let asked = hook
+        .wait_for("STREAM_SOURCE", "dyn")
+        .expect("STREAM_SOURCE asked");
+    assert_eq!(asked, ["dyn"]);
+    assert!(srv
+        .stderr_text()
+        .contains(&format!("STREAM_SOURCE: dyn from {}", file.display())));
+    let _ = std::fs::remove_dir_all(&dir);
+}
