@@ -130,9 +130,17 @@ impl NginxRtmp {
 }
 
 impl Drop for NginxRtmp {
+    /// SIGTERM: nginx's master stops its workers (a SIGKILL would leave them running);
+    /// SIGKILL only if it has not ended within 3 s.
     fn drop(&mut self) {
-        sigkill(self.child.id());
-        let _ = self.child.wait();
+        sigterm(self.child.id());
+        let ended = poll(Duration::from_secs(3), || {
+            self.child.try_wait().ok().flatten().map(|_| ())
+        });
+        if ended.is_none() {
+            sigkill(self.child.id());
+            let _ = self.child.wait();
+        }
     }
 }
 
