@@ -58,6 +58,44 @@ pub fn run(args: PushArgs) -> Result<()> {
     }
 }
 
+/// Opens the pushed stream as a viewer would (the session counted as an output), waits up
+/// to 15 s for media, and positions it: a live stream at its newest keyframe, an ended one
+/// at its start.
+pub(crate) fn open_source(args: &PushArgs) -> Result<crate::cursor::Cursor> {
+    let mut cursor = crate::cursor::Cursor::open(&args.rundir, &args.stream, "127.0.0.1")
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.stream))?;
+    buffer::sessions::set_stream(&args.stream, buffer::sessions::Kind::Output, None);
+    if !cursor.wait_ready(std::time::Duration::from_secs(15), 1) {
+        bail!("{}: no media within 15 s", args.stream);
+    }
+    if cursor.reader().meta().state() == dtsc::shm::STATE_ENDED {
+        cursor.seek_first_key();
+    } else {
+        cursor.seek_latest_key();
+    }
+    Ok(cursor)
+}
+
+/// A TCP connection to the push target (the first address `host` resolves to), with
+/// `TCP_NODELAY`, within `timeout`.
+pub(crate) fn connect(
+    host: &str,
+    port: u16,
+    timeout: std::time::Duration,
+) -> Result<std::net::TcpStream> {
+    use anyhow::Context as _;
+    use std::net::ToSocketAddrs as _;
+    let addr = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{host}: no address"))?;
+    let sock = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    sock.set_nodelay(true)?;
+    Ok(sock)
+}
+
 /// A URL with the password of its user part replaced by `***`, for logs.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

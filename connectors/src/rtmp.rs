@@ -13,6 +13,7 @@ use buffer::ipc::{self, Mode};
 use dtsc::flv::{self, FlvIngest, IngestEvent, TagKind};
 use dtsc::rtmp::chunk::Span;
 use dtsc::rtmp::session::{Event, MediaKind, ServerConfig, ServerSession};
+use dtsc::rtmp::MediaSender;
 use dtsc::wire::{self, Header};
 use dtsc::{Codec, PacketRef, Track, TrackKind};
 
@@ -269,29 +270,6 @@ fn not_found(sock: &mut TcpStream, session: &mut ServerSession, stream: &str) ->
     flush(sock, session)
 }
 
-/// Sends init data: onMetaData and the sequence headers of every track.
-fn send_init(session: &mut ServerSession, tracks: &[Track], ts: u64) -> Result<()> {
-    let md = flv::on_metadata(tracks);
-    session.send_metadata(&md[1..])?;
-    let mut body = Vec::new();
-    for t in tracks {
-        body.clear();
-        let kind = match (t.kind, &t.codec) {
-            (TrackKind::Video, Codec::H264) => {
-                flv::video_sequence_header(t, &mut body)?;
-                MediaKind::Video
-            }
-            (TrackKind::Audio, Codec::Aac) => {
-                flv::audio_sequence_header(t, &mut body)?;
-                MediaKind::Audio
-            }
-            _ => continue,
-        };
-        session.send_media(kind, ts, &[&body])?;
-    }
-    Ok(())
-}
-
 fn play(
     mut sock: TcpStream,
     mut session: ServerSession,
@@ -345,9 +323,7 @@ fn play(
     );
     let mut out = RtmpPlay {
         session,
-        hdrs: Vec::with_capacity(256),
-        plan: Vec::with_capacity(16),
-        body: Vec::with_capacity(16),
+        msgs: FlvMessages::default(),
     };
     // A buffer that dies is replaced and the viewer goes on from the new one.
     match session::stream_resuming(&mut sock, &mut cursor, &mut out, pending, Framing::Raw) {
@@ -365,25 +341,58 @@ const END_GRACE: Duration = Duration::from_millis(300);
 /// packet, the payload passed through as a slice of the shared pages.
 struct RtmpPlay {
     session: ServerSession,
+    msgs: FlvMessages,
+}
+
+/// Media as RTMP messages with FLV bodies, over either end of a connection
+/// ([`MediaSender`]: RTMP play here, the RTMP push in `rtmp_push`): onMetaData and sequence
+/// headers as init data, then per packet a 5- or 2-byte FLV body header and chunk headers
+/// built into the batch, the payload a slice of the shared pages.
+#[derive(Default)]
+pub(crate) struct FlvMessages {
     hdrs: Vec<u8>,
     plan: Vec<Span>,
     body: Vec<u8>,
 }
 
-impl<'m> Output<'m> for RtmpPlay {
-    fn init(
+impl FlvMessages {
+    /// onMetaData and the H.264/AAC sequence headers of `tracks` at `ts` ms, into `b`.
+    pub(crate) fn init<S: MediaSender>(
         &mut self,
+        s: &mut S,
         tracks: &[Track],
-        start_ms: u64,
-        _first: bool,
-        b: &mut Batch<'m>,
+        ts: u64,
+        b: &mut Batch<'_>,
     ) -> Result<()> {
-        send_init(&mut self.session, tracks, start_ms)?;
-        b.own(&self.session.take_output());
+        let md = flv::on_metadata(tracks);
+        s.send_metadata(&md[1..])?;
+        for t in tracks {
+            self.body.clear();
+            let kind = match (t.kind, &t.codec) {
+                (TrackKind::Video, Codec::H264) => {
+                    flv::video_sequence_header(t, &mut self.body)?;
+                    MediaKind::Video
+                }
+                (TrackKind::Audio, Codec::Aac) => {
+                    flv::audio_sequence_header(t, &mut self.body)?;
+                    MediaKind::Audio
+                }
+                _ => continue,
+            };
+            s.send_media(kind, ts, &[&self.body])?;
+        }
+        b.own(&s.take_output());
         Ok(())
     }
 
-    fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+    /// One packet of track `t`; tracks FLV cannot carry are passed over.
+    pub(crate) fn packet<'m, S: MediaSender>(
+        &mut self,
+        s: &mut S,
+        t: &Track,
+        p: PacketRef<'m>,
+        b: &mut Batch<'m>,
+    ) -> Result<()> {
         self.body.clear();
         let kind = match t.kind {
             TrackKind::Video => {
@@ -405,8 +414,7 @@ impl<'m> Output<'m> for RtmpPlay {
         self.hdrs.clear();
         self.plan.clear();
         let parts: [&[u8]; 2] = [&self.body, p.data];
-        self.session
-            .write_media_parts(kind, p.dts, &parts, &mut self.hdrs, &mut self.plan)?;
+        s.write_media_parts(kind, p.dts, &parts, &mut self.hdrs, &mut self.plan)?;
         for span in &self.plan {
             match span {
                 Span::Own(r) => b.own(&self.hdrs[r.clone()]),
@@ -415,6 +423,22 @@ impl<'m> Output<'m> for RtmpPlay {
             }
         }
         Ok(())
+    }
+}
+
+impl<'m> Output<'m> for RtmpPlay {
+    fn init(
+        &mut self,
+        tracks: &[Track],
+        start_ms: u64,
+        _first: bool,
+        b: &mut Batch<'m>,
+    ) -> Result<()> {
+        self.msgs.init(&mut self.session, tracks, start_ms, b)
+    }
+
+    fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+        self.msgs.packet(&mut self.session, t, p, b)
     }
 
     fn input(&mut self, bytes: &[u8]) -> Result<bool> {

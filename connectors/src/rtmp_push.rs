@@ -8,17 +8,14 @@
 //! pages. One video and one audio track (what FLV carries).
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use dtsc::flv;
 use dtsc::rtmp::client::{ClientEvent, PublishClient};
-use dtsc::rtmp::{MediaKind, Span};
-use dtsc::{Codec, PacketRef, Track, TrackKind};
+use dtsc::{PacketRef, Track};
 
-use crate::cursor::Cursor;
 use crate::push::PushArgs;
+use crate::rtmp::FlvMessages;
 use crate::session::{self, Batch, Ended, Framing, Output};
 use crate::tracksel;
 
@@ -30,27 +27,9 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 pub fn push(args: &PushArgs) -> Result<()> {
     let (host, port, app, name, tc_url) = PublishClient::parse_url(&args.target)
         .ok_or_else(|| anyhow!("not an RTMP URL of the form rtmp://host[:port]/app/name"))?;
-    let mut cursor = Cursor::open(&args.rundir, &args.stream, "127.0.0.1")
-        .map_err(|e| anyhow!("{}: {e}", args.stream))?;
-    buffer::sessions::set_stream(&args.stream, buffer::sessions::Kind::Output, None);
-    if !cursor.wait_ready(Duration::from_secs(15), 1) {
-        bail!("{}: no media within 15 s", args.stream);
-    }
+    let mut cursor = crate::push::open_source(args)?;
     cursor.narrow_to(tracksel::flv_carried);
-    let ended = cursor.reader().meta().state() == dtsc::shm::STATE_ENDED;
-    if ended {
-        cursor.seek_first_key();
-    } else {
-        cursor.seek_latest_key();
-    }
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {host}"))?
-        .next()
-        .ok_or_else(|| anyhow!("{host}: no address"))?;
-    let mut sock = TcpStream::connect_timeout(&addr, HANDSHAKE)
-        .with_context(|| format!("connecting to {addr}"))?;
-    sock.set_nodelay(true)?;
+    let mut sock = crate::push::connect(&host, port, HANDSHAKE)?;
     let seed = u64::from(std::process::id()) ^ Instant::now().elapsed().as_nanos() as u64;
     let mut client = PublishClient::new(&tc_url, &app, &name, seed);
     client.start(0);
@@ -92,9 +71,7 @@ pub fn push(args: &PushArgs) -> Result<()> {
     sock.set_read_timeout(None)?;
     let mut out = RtmpPushOut {
         client,
-        hdrs: Vec::with_capacity(256),
-        plan: Vec::with_capacity(16),
-        body: Vec::with_capacity(16),
+        msgs: FlvMessages::default(),
         clock: None,
         stopped: None,
     };
@@ -120,14 +97,13 @@ pub fn push(args: &PushArgs) -> Result<()> {
     Ok(())
 }
 
-/// The push as an output of the shared loop (see the module docs). Packets leave at real
+/// The push as an output of the shared loop (see the module docs), writing its messages
+/// with [`FlvMessages`] as RTMP play does. Packets leave at real
 /// time from the first one sent: a live stream is at real time anyway, and a stored stream
 /// must not flood the target.
 struct RtmpPushOut {
     client: PublishClient,
-    hdrs: Vec<u8>,
-    plan: Vec<Span>,
-    body: Vec<u8>,
+    msgs: FlvMessages,
     /// (wall clock, DTS) of the first packet sent.
     clock: Option<(Instant, u64)>,
     /// Why the target ended the publish, if it did.
@@ -142,60 +118,11 @@ impl<'m> Output<'m> for RtmpPushOut {
         _first: bool,
         b: &mut Batch<'m>,
     ) -> Result<()> {
-        let md = flv::on_metadata(tracks);
-        self.client.send_metadata(&md[1..])?;
-        let mut body = Vec::new();
-        for t in tracks {
-            body.clear();
-            let kind = match (t.kind, &t.codec) {
-                (TrackKind::Video, Codec::H264) => {
-                    flv::video_sequence_header(t, &mut body)?;
-                    MediaKind::Video
-                }
-                (TrackKind::Audio, Codec::Aac) => {
-                    flv::audio_sequence_header(t, &mut body)?;
-                    MediaKind::Audio
-                }
-                _ => continue,
-            };
-            self.client.send_media(kind, start_ms, &[&body])?;
-        }
-        b.own(&self.client.take_output());
-        Ok(())
+        self.msgs.init(&mut self.client, tracks, start_ms, b)
     }
 
     fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
-        self.body.clear();
-        let kind = match t.kind {
-            TrackKind::Video => {
-                if flv::video_body_header(&t.codec, p.keyframe, p.offset as i32, &mut self.body)
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                MediaKind::Video
-            }
-            TrackKind::Audio => {
-                if flv::audio_body_header(t, &mut self.body).is_err() {
-                    return Ok(());
-                }
-                MediaKind::Audio
-            }
-            TrackKind::Meta => return Ok(()),
-        };
-        self.hdrs.clear();
-        self.plan.clear();
-        let parts: [&[u8]; 2] = [&self.body, p.data];
-        self.client
-            .write_media_parts(kind, p.dts, &parts, &mut self.hdrs, &mut self.plan)?;
-        for span in &self.plan {
-            match span {
-                Span::Own(r) => b.own(&self.hdrs[r.clone()]),
-                Span::Part(0, r) => b.own(&self.body[r.clone()]),
-                Span::Part(_, r) => b.data_range(p.data, r.clone()),
-            }
-        }
-        Ok(())
+        self.msgs.packet(&mut self.client, t, p, b)
     }
 
     fn pace(&mut self, p: &PacketRef<'m>) -> Option<Duration> {

@@ -14,12 +14,10 @@
 //! a message naming them; retrying is the caller's (the controller's push rules).
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::cursor::Cursor;
 use crate::push::PushArgs;
 use crate::rtsp_client::{ClientEvent, RtspClient};
 
@@ -29,12 +27,7 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Pushes `args.stream` to `args.target` (`rtsp://…`) until the stream ends or the target
 /// leaves; see the module docs.
 pub fn push(args: &PushArgs) -> Result<()> {
-    let mut cursor = Cursor::open(&args.rundir, &args.stream, "127.0.0.1")
-        .map_err(|e| anyhow!("{}: {e}", args.stream))?;
-    buffer::sessions::set_stream(&args.stream, buffer::sessions::Kind::Output, None);
-    if !cursor.wait_ready(Duration::from_secs(15), 1) {
-        bail!("{}: no media within 15 s", args.stream);
-    }
+    let cursor = crate::push::open_source(args)?;
     let tracks: Vec<dtsc::Track> = crate::rtsp::rtsp_tracks(cursor.tracks())
         .into_iter()
         .cloned()
@@ -42,26 +35,13 @@ pub fn push(args: &PushArgs) -> Result<()> {
     if tracks.is_empty() {
         bail!("{}: no track RTSP can carry", args.stream);
     }
-    let ended = cursor.reader().meta().state() == dtsc::shm::STATE_ENDED;
-    if ended {
-        cursor.seek_first_key();
-    } else {
-        cursor.seek_latest_key();
-    }
     // The handshake.
     let probe =
         RtspClient::new(&args.target, crate::rtsp_client::Lower::Tcp).map_err(|e| anyhow!(e))?;
     let shown = probe.url().to_string();
     let url = rtsp_types::Url::parse(&shown).map_err(|e| anyhow!("{e}"))?;
     let host = url.host_str().unwrap_or("").to_string();
-    let addr = (host.as_str(), url.port().unwrap_or(554))
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {host}"))?
-        .next()
-        .ok_or_else(|| anyhow!("{host}: no address"))?;
-    let mut sock = TcpStream::connect_timeout(&addr, HANDSHAKE)
-        .with_context(|| format!("connecting to {addr}"))?;
-    sock.set_nodelay(true)?;
+    let mut sock = crate::push::connect(&host, url.port().unwrap_or(554), HANDSHAKE)?;
     let local = sock.local_addr()?.ip().to_string();
     let refs: Vec<&dtsc::Track> = tracks.iter().collect();
     let sdp = crate::rtsp::sdp_of(&refs, &args.stream, &local, "npt=now-");

@@ -428,6 +428,18 @@ struct OutStream {
     fmt: u8,
 }
 
+/// Appends the bytes of a send plan ([`ChunkEncoder::write_message_parts`]) to `out`:
+/// chunk headers from `hdrs`, payload pieces from `parts`. For callers that copy instead of
+/// sending the plan zero-copy.
+pub fn append_plan(plan: &[Span], hdrs: &[u8], parts: &[&[u8]], out: &mut Vec<u8>) {
+    for span in plan {
+        match span {
+            Span::Own(r) => out.extend_from_slice(&hdrs[r.clone()]),
+            Span::Part(i, r) => out.extend_from_slice(&parts[*i][r.clone()]),
+        }
+    }
+}
+
 /// Turns messages into chunk-stream bytes with header compression (§5.3.1.2).
 ///
 /// Per chunk stream: type 0 for the first message, when the message stream id changes or the

@@ -376,12 +376,7 @@ impl PublishClient {
     ) -> Result<(), SessionError> {
         let (mut hdrs, mut plan) = (Vec::new(), Vec::new());
         self.write_media_parts(kind, timestamp, parts, &mut hdrs, &mut plan)?;
-        for span in plan {
-            match span {
-                Span::Own(r) => self.out.extend_from_slice(&hdrs[r]),
-                Span::Part(i, r) => self.out.extend_from_slice(&parts[i][r]),
-            }
-        }
+        super::chunk::append_plan(&plan, &hdrs, parts, &mut self.out);
         Ok(())
     }
 

@@ -17,3 +17,62 @@ pub mod session;
 pub use chunk::{ChunkDecoder, ChunkEncoder, ChunkError, Message, Span};
 pub use handshake::{ClientHandshake, Handshake, HandshakeError, HandshakeProgress};
 pub use session::{Event, MediaKind, ServerConfig, ServerSession, SessionError};
+
+/// What sends media on an RTMP connection with FLV message bodies: the server side of a play
+/// ([`ServerSession`]) or a publishing client ([`client::PublishClient`]). One output writes
+/// metadata, sequence headers and frames through either.
+pub trait MediaSender {
+    /// `onMetaData` with `values` (see [`ServerSession::send_metadata`]).
+    fn send_metadata(&mut self, values: &[crate::amf0::Amf0]) -> Result<(), SessionError>;
+    /// One media message, copied into the output.
+    fn send_media(
+        &mut self,
+        kind: MediaKind,
+        timestamp: u64,
+        parts: &[&[u8]],
+    ) -> Result<(), SessionError>;
+    /// One media message as chunk headers in `hdrs` and a send plan (zero-copy).
+    fn write_media_parts(
+        &mut self,
+        kind: MediaKind,
+        timestamp: u64,
+        parts: &[&[u8]],
+        hdrs: &mut Vec<u8>,
+        plan: &mut Vec<Span>,
+    ) -> Result<(), SessionError>;
+    /// The bytes to send before a plan made after this call.
+    fn take_output(&mut self) -> Vec<u8>;
+}
+
+macro_rules! media_sender {
+    ($t:ty) => {
+        impl MediaSender for $t {
+            fn send_metadata(&mut self, values: &[crate::amf0::Amf0]) -> Result<(), SessionError> {
+                <$t>::send_metadata(self, values)
+            }
+            fn send_media(
+                &mut self,
+                kind: MediaKind,
+                timestamp: u64,
+                parts: &[&[u8]],
+            ) -> Result<(), SessionError> {
+                <$t>::send_media(self, kind, timestamp, parts)
+            }
+            fn write_media_parts(
+                &mut self,
+                kind: MediaKind,
+                timestamp: u64,
+                parts: &[&[u8]],
+                hdrs: &mut Vec<u8>,
+                plan: &mut Vec<Span>,
+            ) -> Result<(), SessionError> {
+                <$t>::write_media_parts(self, kind, timestamp, parts, hdrs, plan)
+            }
+            fn take_output(&mut self) -> Vec<u8> {
+                <$t>::take_output(self)
+            }
+        }
+    };
+}
+media_sender!(ServerSession);
+media_sender!(client::PublishClient);

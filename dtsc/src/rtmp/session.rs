@@ -472,12 +472,7 @@ impl ServerSession {
             &mut hdrs,
             &mut plan,
         );
-        for span in plan {
-            match span {
-                Span::Own(r) => self.out.extend_from_slice(&hdrs[r]),
-                Span::Part(i, r) => self.out.extend_from_slice(&parts[i][r]),
-            }
-        }
+        super::chunk::append_plan(&plan, &hdrs, parts, &mut self.out);
         Ok(())
     }
 
