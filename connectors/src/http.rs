@@ -980,7 +980,6 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Serves one HTTP connection until the client closes it or it idles out.
 /// The output a request path asks for, as MistServer names its HTTP outputs in stats.
 fn protocol_of(path: &str) -> &'static str {
     let p = path.split('?').next().unwrap_or("");
@@ -1009,6 +1008,7 @@ fn protocol_of(path: &str) -> &'static str {
     }
 }
 
+/// Serves one HTTP connection until the client closes it or it idles out.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     let addr = sock
         .peer_addr()

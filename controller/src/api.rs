@@ -56,30 +56,9 @@ pub fn start(st: Arc<Mutex<State>>, iface: &str, port: u16) -> Result<()> {
     Ok(())
 }
 
-/// Decodes `%XX` and `+` of a query value.
+/// Decodes a query value: `+` is a space, then `%XX` escapes.
 fn url_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-                {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    connectors::http::percent_decode(&s.replace('+', " "))
 }
 
 fn serve(

@@ -88,7 +88,15 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
     };
     // Blocking triggers first, without the state locked: a slow handler holds up this
     // connection only.
-    let cfg = st.lock().expect("state lock").cfg.clone();
+    // Only the triggers are needed here: not a copy of the whole config per open (every HLS
+    // segment request opens its stream).
+    let cfg = {
+        let g = st.lock().expect("state lock");
+        match g.cfg.pointer("/config/triggers") {
+            Some(t) => serde_json::json!({"config": {"triggers": t}}),
+            None => serde_json::Value::Null,
+        }
+    };
     let (connector, session) = (s("connector"), s("session"));
     let mut stream = stream;
     let refuse = |stream: &str, why: String| {

@@ -237,25 +237,6 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// Undoes `ipc::socket_path`'s `%XX` escapes.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// MistServer's name for the input of a source.
 fn input_type(source: &str) -> &'static str {
     if source.starts_with("push://") {
@@ -1304,7 +1285,7 @@ impl State {
             else {
                 continue;
             };
-            let name = percent_decode(enc);
+            let name = connectors::http::percent_decode(enc);
             let Ok(attached) = ipc::attach(&entry.path(), Mode::Observe) else {
                 let _ = std::fs::remove_file(entry.path());
                 continue;
