@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install, only where missing, the Debian packages the end-to-end tests need:
-# ffmpeg/ffprobe, GStreamer (tools, good/bad/libav plugins, Python bindings), rtmpdump,
+# ffmpeg/ffprobe, curl, openssl (test certificates), GStreamer (tools, good/bad/libav plugins, Python bindings), rtmpdump,
 # yt-dlp (the HDS client), Chromium (hls.js, dash.js, mpegts.js and native playback), nginx
 # (an HTTP cache in front of Sluice; its own service is kept from starting).
 # A machine that already has them does nothing (no apt-get update, no root needed).
 set -euo pipefail
 
-PKGS=(ffmpeg curl python3-prometheus-client libnginx-mod-rtmp python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+PKGS=(ffmpeg curl openssl python3-prometheus-client libnginx-mod-rtmp python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
       gstreamer1.0-libav rtmpdump yt-dlp chromium nginx)
 
 missing=()
@@ -15,7 +15,7 @@ for p in "${PKGS[@]}"; do
     status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
     [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done
-for c in ffmpeg ffprobe curl gst-launch-1.0 rtmpdump yt-dlp chromium nginx; do
+for c in ffmpeg ffprobe curl openssl gst-launch-1.0 rtmpdump yt-dlp chromium nginx; do
     if ! command -v "$c" >/dev/null 2>&1; then
         # a command is gone though its package claims to be installed: reinstall the set
         [[ ${#missing[@]} -gt 0 ]] || missing=("${PKGS[@]}")
@@ -54,7 +54,7 @@ if ! "${SUDO[@]}" apt-get install -y -o DPkg::Lock::Timeout=600 --no-install-rec
     "${SUDO[@]}" apt-get install -y -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}"
 fi
 
-for c in ffmpeg ffprobe curl gst-launch-1.0 rtmpdump yt-dlp chromium nginx; do
+for c in ffmpeg ffprobe curl openssl gst-launch-1.0 rtmpdump yt-dlp chromium nginx; do
     command -v "$c" >/dev/null 2>&1 || { echo "install-test-deps: ERROR: $c still missing" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0"); from gi.repository import Gst' \

@@ -11,9 +11,12 @@ JSON object trigger name -> answer:
 
 Triggers without a rule get "true". Prints "ready" once it listens. Runs until killed.
 
-  hook_server.py PORT LOG RULES_JSON
+  hook_server.py PORT LOG RULES_JSON [CERT.pem KEY.pem]
+
+With CERT and KEY it serves HTTPS instead.
 """
 import json
+import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -48,5 +51,9 @@ class Hook(BaseHTTPRequestHandler):
 
 
 server = HTTPServer(("127.0.0.1", PORT), Hook)
+if len(sys.argv) > 5:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(sys.argv[4], sys.argv[5])
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
 print("ready", flush=True)
 server.serve_forever()

@@ -425,6 +425,12 @@ impl Server {
     /// A port found free can be taken before Sluice binds it (any process's outgoing
     /// connection may get it as its local port): then the start is retried on new ports.
     pub fn start_with_config(edit: impl FnOnce(&mut Value)) -> Server {
+        Self::start_with_env(&[], edit)
+    }
+
+    /// As [`Server::start_with_config`], with `env` added to the controller's environment
+    /// (and so its children's).
+    pub fn start_with_env(env: &[(&str, &str)], edit: impl FnOnce(&mut Value)) -> Server {
         let (mut api, mut rtmp, mut http) = (free_port(), free_port(), free_port());
         let mut cfg = config_json(api, rtmp, http, default_streams());
         edit(&mut cfg);
@@ -433,7 +439,7 @@ impl Server {
             let dir = unique_temp_dir("srv");
             let config_path = dir.join("config.json");
             fs::write(&config_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-            match Self::spawn(dir, config_path, api, rtmp, http) {
+            match Self::spawn(dir, config_path, api, rtmp, http, env) {
                 Ok(srv) => return srv,
                 Err(e) if tries < 3 && e.contains("Address already in use") => {
                     tries += 1;
@@ -463,6 +469,7 @@ impl Server {
         api: u16,
         rtmp: u16,
         http: u16,
+        env: &[(&str, &str)],
     ) -> std::result::Result<Server, String> {
         let bin = sluice_bin();
         let rundir = dir.join("run");
@@ -474,6 +481,7 @@ impl Server {
             .arg(&config_path)
             .arg("--rundir")
             .arg(&rundir)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(errf.try_clone().unwrap())
             .stderr(errf)
@@ -579,6 +587,21 @@ impl Server {
             Value::Object(o) => o.keys().cloned().collect(),
             other => bail!("active_streams is {other}"),
         })
+    }
+
+    /// Waits up to 10 s for `stream` to be listed by `active_streams`; panics with the
+    /// server's stderr tail if it never is.
+    pub fn wait_live(&self, stream: &str) {
+        let live = poll(Duration::from_secs(10), || {
+            self.active_streams()
+                .ok()
+                .filter(|s| s.iter().any(|n| n == stream))
+        });
+        assert!(
+            live.is_some(),
+            "{stream} never became active\n{}",
+            self.stderr_tail(20)
+        );
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -17,11 +17,12 @@
 //! * `streams` limits a handler to those streams (a wildcard stream `BASE+X` also matches
 //!   `BASE`); without it, the handler gets every stream's events.
 //!
-//! HTTPS handlers are not supported yet: they are refused with a log line (and count as
-//! their default when blocking).
+//! HTTP and HTTPS handlers are called with `ureq`. HTTPS checks the handler's certificate
+//! against the system's roots (`/etc/ssl/certs`); `SSL_CERT_FILE` / `SSL_CERT_DIR` in the
+//! controller's environment name other roots (a private CA, or a self-signed handler's own
+//! certificate).
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -117,71 +118,41 @@ fn uuid() -> String {
     crate::auth::random_hex(16)
 }
 
-/// POSTs `body` to an `http://` URL and returns the response body, within `timeout`.
+/// POSTs `body` to an `http://` or `https://` URL and returns the response body
+/// (at most 1 MiB, trimmed), within `timeout` from connecting to the last byte.
+///
+/// Errors: the address does not resolve or refuses, TLS fails (an unknown issuer, a name
+/// mismatch), a status other than 2xx, or the timeout.
 fn http_post(url: &str, trigger: &str, body: &str, timeout: Duration) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| "only http:// handlers are supported".to_string())?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    };
-    let sa = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("{addr}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr}: no address"))?;
-    let deadline = Instant::now() + timeout;
-    let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("{addr}: {e}"))?;
-    let _ = s.set_write_timeout(Some(timeout));
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: text/plain\r\nX-Trigger: {trigger}\r\nX-Trigger-UUID: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        uuid(),
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .ok_or("timed out")?;
-        let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > 1 << 20 {
-                    return Err("response over 1 MiB".into());
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err("timed out".into())
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let used = match resp.parse(&buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        _ => return Err("malformed HTTP response".into()),
-    };
-    let code = resp.code.unwrap_or(0);
+    use ureq::tls::{RootCerts, TlsConfig};
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .tls_config(
+            TlsConfig::builder()
+                .root_certs(RootCerts::PlatformVerifier)
+                .build(),
+        )
+        .build()
+        .into();
+    let mut resp = agent
+        .post(url)
+        .header("Content-Type", "text/plain")
+        .header("X-Trigger", trigger)
+        .header("X-Trigger-UUID", uuid())
+        .send(body)
+        .map_err(|e| e.to_string())?;
+    let code = resp.status().as_u16();
     if !(200..300).contains(&code) {
         return Err(format!("HTTP {code}"));
     }
-    Ok(String::from_utf8_lossy(&buf[used..]).trim().to_string())
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    Ok(text.trim().to_string())
 }
 
 /// Runs an executable handler: the trigger name as argument, the payload on stdin.
@@ -232,10 +203,8 @@ pub fn call(
     timeout: Duration,
 ) -> Result<String, String> {
     let body = payload.join("\n");
-    if h.handler.starts_with("http://") {
+    if h.handler.starts_with("http://") || h.handler.starts_with("https://") {
         http_post(&h.handler, trigger, &body, timeout)
-    } else if h.handler.starts_with("https://") {
-        Err("https:// handlers are not supported yet (no TLS client is built in)".into())
     } else {
         run_exe(&h.handler, trigger, &body, timeout)
     }

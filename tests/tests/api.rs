@@ -282,15 +282,7 @@ fn sessions_show_within_a_second_and_end_with_an_access_log_line() {
     require_tools(&["ffmpeg", "/usr/bin/python3"]);
     let srv = Server::start();
     let publisher = publish_fixture(&srv, "live");
-    assert!(
-        poll(Duration::from_secs(10), || srv
-            .active_streams()
-            .ok()
-            .filter(|s| s.iter().any(|n| n == "live")))
-        .is_some(),
-        "{}",
-        srv.stderr_tail(20)
-    );
+    srv.wait_live("live");
     let viewer = spawn_client(
         &srv.dir,
         "viewer",

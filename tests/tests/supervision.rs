@@ -26,15 +26,7 @@ fn a_killed_controller_is_restarted_and_adopts_what_runs() {
         2,
         40,
     );
-    assert!(
-        poll(Duration::from_secs(10), || srv
-            .active_streams()
-            .ok()
-            .filter(|s| s.iter().any(|n| n == "live")))
-        .is_some(),
-        "{}",
-        srv.stderr_tail(20)
-    );
+    srv.wait_live("live");
     let viewer = ffmpeg_framecrc(&srv.dir, "viewer", &srv.rtmp_url("live"), &[], 14);
     std::thread::sleep(Duration::from_secs(3));
     let listener_pid = |proto: &str, port: u16| {
@@ -141,15 +133,7 @@ fn a_killed_buffer_is_replaced_and_the_publisher_and_viewers_go_on() {
         2,
         40,
     );
-    assert!(
-        poll(Duration::from_secs(10), || srv
-            .active_streams()
-            .ok()
-            .filter(|s| s.iter().any(|n| n == "live")))
-        .is_some(),
-        "{}",
-        srv.stderr_tail(20)
-    );
+    srv.wait_live("live");
     let rtmp = ffmpeg_framecrc(&srv.dir, "rtmp-viewer", &srv.rtmp_url("live"), &[], 16);
     let ts = ffmpeg_framecrc(&srv.dir, "ts-viewer", &srv.http_url("/live.ts"), &[], 16);
     std::thread::sleep(Duration::from_secs(4));

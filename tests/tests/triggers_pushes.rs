@@ -19,18 +19,57 @@ struct Hook {
     child: Child,
     port: u16,
     log: PathBuf,
+    tls: bool,
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost made by `openssl`: (cert, key).
+fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    require_tools(&["openssl"]);
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
 }
 
 impl Hook {
     fn start(dir: &Path, rules: Value) -> Hook {
+        Self::start_tls(dir, rules, None)
+    }
+
+    /// With `tls` (certificate, key), the hook serves HTTPS.
+    fn start_tls(dir: &Path, rules: Value, tls: Option<&(PathBuf, PathBuf)>) -> Hook {
         require_tools(&["/usr/bin/python3"]);
         let port = free_port();
         let log = dir.join(format!("hook-{port}.log"));
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(workspace_root().join("tests/hook_server.py"))
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(workspace_root().join("tests/hook_server.py"))
             .arg(port.to_string())
             .arg(&log)
-            .arg(rules.to_string())
+            .arg(rules.to_string());
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
+        let tls = tls.is_some();
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -40,11 +79,17 @@ impl Hook {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line.trim(), "ready");
-        Hook { child, port, log }
+        Hook {
+            child,
+            port,
+            log,
+            tls,
+        }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/hook", self.port)
     }
 
     /// The calls received so far: (trigger, payload lines).
@@ -251,11 +296,7 @@ fn blocking_triggers_decide_who_publishes_and_plays() {
         ]);
     });
     let publisher = publish_fixture(&srv3, "live");
-    assert!(poll(Duration::from_secs(10), || srv3
-        .active_streams()
-        .ok()
-        .filter(|s| s.iter().any(|n| n == "live")))
-    .is_some());
+    srv3.wait_live("live");
     for path in ["/alias.ts", "/nosuch.ts"] {
         let info = ffprobe(&srv3.dir, "rewritten", &srv3.http_url(path), &[], 15)
             .unwrap_or_else(|e| panic!("{path}: {e}\n{}", srv3.stderr_tail(20)));
@@ -267,6 +308,72 @@ fn blocking_triggers_decide_who_publishes_and_plays() {
         .stderr_text()
         .contains("DEFAULT_STREAM: nosuch plays live"));
     stop_client(publisher);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn https_handlers_answer_over_tls_checked_against_the_trusted_roots() {
+    require_tools(&["ffmpeg", "curl"]);
+    let dir = unique_temp_dir("hooks-tls");
+    let trusted = self_signed(&dir, "trusted");
+    let stranger = self_signed(&dir, "stranger");
+    let hook = Hook::start_tls(&dir, json!({"PUSH_REWRITE": "keyed"}), Some(&trusted));
+    let unknown = Hook::start_tls(&dir, json!({"USER_NEW": "true"}), Some(&stranger));
+    let (url, unknown_url) = (hook.url(), unknown.url());
+    // The controller trusts the first hook's certificate only.
+    let ca = trusted.0.to_str().unwrap().to_string();
+    let srv = Server::start_with_env(&[("SSL_CERT_FILE", &ca)], |cfg| {
+        cfg["config"]["triggers"] = triggers(&[
+            ("PUSH_REWRITE", json!({"handler": url, "sync": true})),
+            ("STREAM_READY", json!({"handler": url})),
+            ("USER_NEW", json!({"handler": unknown_url, "sync": true})),
+        ]);
+    });
+    // The HTTPS handler's answers decide: a bad key is refused, the good one goes live.
+    let bad = ffmpeg_publish(
+        &srv.dir,
+        "bad-key",
+        &fixture("bframes.flv"),
+        &format!("{}?key=bad", srv.rtmp_url("live")),
+        10,
+    )
+    .wait();
+    assert!(
+        !bad.status.success(),
+        "a publish with a bad key went through"
+    );
+    let good = ffmpeg_publish(
+        &srv.dir,
+        "good-key",
+        &fixture("bframes.flv"),
+        &format!("{}?key=good", srv.rtmp_url("live")),
+        20,
+    );
+    srv.wait_live("live");
+    let ready = hook.wait_for("STREAM_READY", "live");
+    assert!(ready.is_some(), "no STREAM_READY over HTTPS");
+    let calls = hook.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|(t, l)| t == "PUSH_REWRITE" && l[0].contains("key=bad")),
+        "{calls:?}"
+    );
+    // The other handler's certificate is not trusted: the TLS handshake fails, nothing
+    // reaches it, and USER_NEW's default (refuse) applies.
+    let r = srv.get("/live.flv").unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(unknown.calls().is_empty(), "{:?}", unknown.calls());
+    let err = srv.stderr_text();
+    let line = err
+        .lines()
+        .find(|l| l.contains("trigger USER_NEW: handler https://"))
+        .unwrap_or_else(|| panic!("no failure line\n{}", srv.stderr_tail(20)));
+    assert!(
+        line.to_lowercase().contains("certificate") && line.contains("applying its default"),
+        "{line}"
+    );
+    stop_client(good);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
