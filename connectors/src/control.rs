@@ -62,6 +62,62 @@ pub fn open_push_digest(
     request(rundir, stream, true, addr, &extra)
 }
 
+/// How a publisher was let in, kept so that it can open its stream again when the
+/// stream's buffer dies ([`reattach_publisher`]).
+#[derive(Debug, Clone)]
+pub enum PushAuth {
+    /// The stream key it gave, if any ([`open`]).
+    Key(Option<String>),
+    /// An RTSP `Authorization: Digest` header and the method it came with
+    /// ([`open_push_digest`]).
+    Digest {
+        /// The header's value.
+        header: String,
+        /// The request's method (`ANNOUNCE`).
+        method: String,
+    },
+}
+
+/// Asks the controller to open `stream` for publishing with `auth`.
+pub fn open_push(
+    rundir: &Path,
+    stream: &str,
+    addr: &str,
+    auth: &PushAuth,
+) -> Result<PathBuf, OpenError> {
+    match auth {
+        PushAuth::Key(key) => open(rundir, stream, true, addr, key.as_deref()),
+        PushAuth::Digest { header, method } => {
+            open_push_digest(rundir, stream, addr, header, method)
+        }
+    }
+}
+
+/// Opens `stream` for publishing again after its buffer died and attaches to the new
+/// buffer, trying for up to 3 s (the controller notices a dead buffer within 100 ms and
+/// starts a new one on this open). The caller then sends the track header again, and its
+/// packets go on with the timestamps they had.
+pub fn reattach_publisher(
+    rundir: &Path,
+    stream: &str,
+    addr: &str,
+    auth: &PushAuth,
+) -> anyhow::Result<ipc::Attached> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = open_push(rundir, stream, addr, auth)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|path| ipc::attach(&path, ipc::Mode::Push));
+        match r {
+            Ok(a) => return Ok(a),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                anyhow::bail!("{addr}: {stream}: no new buffer within 3 s: {e:#}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
 static OPENED: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
 static URL: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 

@@ -802,7 +802,7 @@ fn progressive(
     let reader = *cursor.reader();
     let reader = &reader;
     let result = match kind {
-        // FLV and TS go on from a new buffer when the stream's buffer dies.
+        // FLV, TS and MP4 go on from a new buffer when the stream's buffer dies.
         Progressive::Flv => session::stream_resuming(
             sock,
             &mut cursor,
@@ -817,11 +817,10 @@ fn progressive(
             head,
             framing,
         ),
-        Progressive::Mp4 => session::stream(
+        Progressive::Mp4 => session::stream_resuming(
             sock,
             &mut cursor,
-            reader,
-            &mut progressive::Fmp4Output::default(),
+            &mut progressive::Fmp4Progressive::default(),
             head,
             framing,
         ),

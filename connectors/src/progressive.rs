@@ -8,7 +8,7 @@ use dtsc::mp4::{self, FragmentBuilder};
 use dtsc::ts::TsMuxer;
 use dtsc::{Codec, PacketRef, Track, TrackKind};
 
-use crate::session::{Batch, Output};
+use crate::session::{self, Batch, Output};
 
 /// FLV over HTTP. Tag timestamps start at 0 at the first packet sent (players of progressive
 /// FLV, mpegts.js among them, expect a timeline from zero); composition offsets are kept.
@@ -111,11 +111,33 @@ impl<'m> Output<'m> for TsOutput {
 /// Fragmented MP4 over HTTP (`/S.mp4` and `/S.fmp4` of a live stream): the init segment
 /// (`ftyp` + `moov`), then one movie fragment (`moof` + `mdat`) per batch of packets. The
 /// fragment's payloads go out as slices of the shared pages.
+///
+/// This is the state that lasts for the whole response (the tracks of the init segment and
+/// the fragment sequence number, ISO/IEC 14496-12 §8.8.5); [`Fmp4Output`] holds one
+/// mapping's fragment. So when the stream's buffer dies, the response goes on from the new
+/// buffer with the next sequence number and no second init segment
+/// ([`session::stream_resuming`]).
 #[derive(Default)]
-pub struct Fmp4Output<'m> {
+pub struct Fmp4Progressive {
     tracks: Vec<Track>,
-    frag: Option<FragmentBuilder<'m>>,
     seq: u32,
+}
+
+impl session::Resumable for Fmp4Progressive {
+    type Out<'m> = Fmp4Output<'m>;
+    fn output<'m>(&'m mut self) -> Fmp4Output<'m> {
+        // Resumed: a builder for the tracks the init segment already announced.
+        let frag = (!self.tracks.is_empty())
+            .then(|| FragmentBuilder::new(&self.tracks).ok())
+            .flatten();
+        Fmp4Output { state: self, frag }
+    }
+}
+
+/// [`Fmp4Progressive`] for one mapping `'m`: the fragment being built from its packets.
+pub struct Fmp4Output<'m> {
+    state: &'m mut Fmp4Progressive,
+    frag: Option<FragmentBuilder<'m>>,
 }
 
 impl<'m> Output<'m> for Fmp4Output<'m> {
@@ -126,6 +148,11 @@ impl<'m> Output<'m> for Fmp4Output<'m> {
         first: bool,
         b: &mut Batch<'m>,
     ) -> Result<()> {
+        if !first {
+            // New tracks mid-stream cannot be announced in a progressive MP4: keep the old
+            // ones (packets of new track ids are skipped).
+            return Ok(());
+        }
         // MP4 carries the tracks its sample entries can describe; others are left out.
         let usable: Vec<Track> = tracks
             .iter()
@@ -138,20 +165,15 @@ impl<'m> Output<'m> for Fmp4Output<'m> {
             })
             .cloned()
             .collect();
-        if !first {
-            // New tracks mid-stream cannot be announced in a progressive MP4: keep the old
-            // ones (packets of new track ids are skipped).
-            return Ok(());
-        }
         b.own_with(|out| mp4::write_init(&usable, out))?;
         self.frag = Some(FragmentBuilder::new(&usable)?);
-        self.tracks = usable;
+        self.state.tracks = usable;
         Ok(())
     }
 
     fn packet(&mut self, t: &Track, p: PacketRef<'m>, _b: &mut Batch<'m>) -> Result<()> {
         if let Some(f) = self.frag.as_mut() {
-            if self.tracks.iter().any(|x| x.id == t.id) {
+            if self.state.tracks.iter().any(|x| x.id == t.id) {
                 f.add(&p)?;
             }
         }
@@ -165,8 +187,8 @@ impl<'m> Output<'m> for Fmp4Output<'m> {
         if f.is_empty() {
             return Ok(());
         }
-        self.seq += 1;
-        b.own_with(|out| f.write_header(self.seq, out))?;
+        self.state.seq += 1;
+        b.own_with(|out| f.write_header(self.state.seq, out))?;
         for payload in f.payloads() {
             b.data(payload);
         }

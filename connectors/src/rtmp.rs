@@ -200,7 +200,12 @@ fn publish(
                     PROTO,
                     "{peer}: {stream}: the buffer is gone ({e}); reattaching"
                 );
-                attached = reattach_publisher(ctx, &opened_as, peer, key.as_deref())?;
+                attached = control::reattach_publisher(
+                    &ctx.rundir,
+                    &opened_as,
+                    peer,
+                    &control::PushAuth::Key(key.clone()),
+                )?;
                 let mut again = Vec::with_capacity(frames.len() + 1024);
                 if header_sent {
                     let h = Header {
@@ -240,29 +245,6 @@ fn publish(
         "{peer} stopped publishing {stream} after {packets} packets"
     );
     Ok(())
-}
-
-/// Opens the stream for publishing again after its buffer died, for up to 3 s (the
-/// controller notices the dead buffer within 100 ms and starts a new one on this open).
-fn reattach_publisher(
-    ctx: &Ctx,
-    stream: &str,
-    peer: &str,
-    key: Option<&str>,
-) -> Result<ipc::Attached> {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let r = control::open(&ctx.rundir, stream, true, peer, key)
-            .map_err(|e| anyhow!("{e}"))
-            .and_then(|path| ipc::attach(&path, Mode::Push));
-        match r {
-            Ok(a) => return Ok(a),
-            Err(e) if Instant::now() >= deadline => {
-                bail!("{peer}: {stream}: no new buffer within 3 s: {e:#}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
 }
 
 fn not_found(sock: &mut TcpStream, session: &mut ServerSession, stream: &str) -> Result<()> {

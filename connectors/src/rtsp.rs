@@ -34,7 +34,7 @@ use dtsc::{Codec, PacketRef, Track};
 use rtsp_types::headers::{self, Transport, Transports};
 use rtsp_types::{Message, Method, ParseError, Request, Response, StatusCode, Version};
 
-use crate::control::OpenError;
+use crate::control::{OpenError, PushAuth};
 use crate::cursor::Cursor;
 use crate::listener::set_process_name;
 use crate::rtp_ingest::{sdp_tracks, RtpIngest};
@@ -737,30 +737,15 @@ fn play(mut sock: TcpStream, mut st: State, response: Vec<u8>, peer: &str) -> Re
     let stream = st.stream.clone().unwrap_or_default();
     let selected: Vec<u32> = st.setups.iter().map(|s| s.track).collect();
     crate::log!(PROTO, "{peer} plays {stream} (tracks {selected:?})");
-    let reader = *cursor.reader();
-    let mut out = RtspPlay::new(st.setups, st.session.unwrap_or_default(), &reader);
+    let mut out = RtspPlay::new(st.setups, st.session.unwrap_or_default(), cursor.reader());
     sock.set_read_timeout(None)?;
-    match session::stream(
-        &mut sock,
-        &mut cursor,
-        &reader,
-        &mut out,
-        response,
-        Framing::Raw,
-    ) {
+    // A buffer that dies is replaced and the session goes on from the new one with the same
+    // SSRCs, sequence numbers and RTP clocks (the publisher's timestamps go on too).
+    match session::stream_resuming(&mut sock, &mut cursor, &mut out, response, Framing::Raw) {
         Ok(Ended::StreamEnded) => {
             crate::log!(PROTO, "{peer}: {stream} ended ({})", out.report_summary())
         }
-        Ok(Ended::ClientLeft) => {
-            crate::log!(PROTO, "{peer}: left {stream} ({})", out.report_summary())
-        }
-        // RTP sessions keep their sequence numbers and clock: a new buffer is not joined.
-        Ok(Ended::BufferGone) => {
-            crate::log!(
-                PROTO,
-                "{peer}: the buffer of {stream} is gone; ending the session"
-            )
-        }
+        Ok(_) => crate::log!(PROTO, "{peer}: left {stream} ({})", out.report_summary()),
         Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),
     }
     Ok(())
@@ -798,17 +783,10 @@ pub fn stream_out(
             })
         })
         .collect();
-    let reader = *cursor.reader();
-    let mut out = RtspPlay::new(setups, String::new(), &reader);
-    let ended = session::stream(
-        &mut sock,
-        &mut cursor,
-        &reader,
-        &mut out,
-        Vec::new(),
-        Framing::Raw,
-    )
-    .map_err(|e| anyhow!("{peer}: push {stream}: {e:#}"))?;
+    let mut out = RtspPlay::new(setups, String::new(), cursor.reader());
+    let ended =
+        session::stream_resuming(&mut sock, &mut cursor, &mut out, Vec::new(), Framing::Raw)
+            .map_err(|e| anyhow!("{peer}: push {stream}: {e:#}"))?;
     crate::log!(PROTO, "{peer}: push of {stream}: {}", out.report_summary());
     Ok(matches!(ended, Ended::StreamEnded))
 }
@@ -1150,6 +1128,10 @@ impl<'m> Output<'m> for RtspPlay {
 struct Record {
     stream: String,
     attached: buffer::ipc::Attached,
+    /// How the encoder was let in: to open the stream again if its buffer dies.
+    auth: PushAuth,
+    /// The run folder, to reach the controller.
+    rundir: std::path::PathBuf,
     ingest: RtpIngest,
     /// Per track: our UDP sockets (RTP, RTCP) when it is pushed over UDP; its channel then
     /// names it inside this connection.
@@ -1188,22 +1170,26 @@ fn announce(
     let auth = req
         .header(&headers::AUTHORIZATION)
         .map(|v| v.as_str().trim().to_string());
-    let opened = match auth.as_deref() {
+    let push_auth = match auth.as_deref() {
         Some(a) if a.len() > 6 && a[..6].eq_ignore_ascii_case("basic ") => {
             let pass = rtp::base64_decode(&a[6..])
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|up| up.split_once(':').map(|(_, p)| p.to_string()))
                 .unwrap_or_default();
-            crate::control::open(&ctx.rundir, &name, true, peer, Some(&pass))
+            PushAuth::Key(Some(pass))
         }
         Some(a) if a.len() > 7 && a[..7].eq_ignore_ascii_case("digest ") => {
             if !a.contains(&format!("nonce=\"{nonce}\"")) {
                 return Err((StatusCode::Unauthorized, "a stale or foreign nonce".into()));
             }
-            crate::control::open_push_digest(&ctx.rundir, &name, peer, a, "ANNOUNCE")
+            PushAuth::Digest {
+                header: a.to_string(),
+                method: "ANNOUNCE".into(),
+            }
         }
-        _ => crate::control::open(&ctx.rundir, &name, true, peer, key.as_deref()),
+        _ => PushAuth::Key(key),
     };
+    let opened = crate::control::open_push(&ctx.rundir, &name, peer, &push_auth);
     let path = opened.map_err(|e| match e {
         OpenError::Unauthorized(r) => (StatusCode::Unauthorized, r),
         e => (StatusCode::Forbidden, e.to_string()),
@@ -1214,6 +1200,8 @@ fn announce(
     Ok(Record {
         stream: name,
         attached,
+        auth: push_auth,
+        rundir: ctx.rundir.clone(),
         ingest: RtpIngest::new(tracks, 1000),
         udp: (0..n).map(|_| None).collect(),
         stray: 0,
@@ -1309,6 +1297,29 @@ impl Record {
         }
     }
 
+    /// Writes `frames` to the buffer. When the buffer died, the stream is opened again (the
+    /// controller starts a new buffer) and the push goes on into it, track header first.
+    fn send(&mut self, frames: &[u8], peer: &str) -> Result<()> {
+        let Err(e) = self.attached.sock.write_all(frames) else {
+            return Ok(());
+        };
+        let stream = &self.stream;
+        crate::log!(
+            PROTO,
+            "{peer}: {stream}: the buffer is gone ({e}); reattaching"
+        );
+        self.attached = crate::control::reattach_publisher(&self.rundir, stream, peer, &self.auth)?;
+        let mut again = Vec::with_capacity(frames.len() + 1024);
+        self.ingest.header(&mut again);
+        again.extend_from_slice(frames);
+        self.attached
+            .sock
+            .write_all(&again)
+            .context("writing to the new buffer")?;
+        crate::log!(PROTO, "{peer}: {stream}: reattached to a new buffer");
+        Ok(())
+    }
+
     /// Receives until TEARDOWN or the connection ends.
     fn run(mut self, mut sock: TcpStream, mut buf: Vec<u8>, peer: &str) -> Result<()> {
         set_process_name("RTSP publish");
@@ -1371,10 +1382,7 @@ impl Record {
                 }
             }
             if !frames.is_empty() {
-                self.attached
-                    .sock
-                    .write_all(&frames)
-                    .context("writing to the buffer")?;
+                self.send(&frames, peer)?;
                 frames.clear();
             }
             if end || last {

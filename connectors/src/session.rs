@@ -67,6 +67,63 @@ pub trait Output<'m> {
     }
 }
 
+/// An output borrowed for a while (the form [`Resumable`] lends a long-lived output in).
+impl<'m, O: Output<'m> + ?Sized> Output<'m> for &mut O {
+    fn init(
+        &mut self,
+        tracks: &[Track],
+        start_ms: u64,
+        first: bool,
+        b: &mut Batch<'m>,
+    ) -> Result<()> {
+        (**self).init(tracks, start_ms, first, b)
+    }
+    fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+        (**self).packet(t, p, b)
+    }
+    fn flush(&mut self, b: &mut Batch<'m>) -> Result<()> {
+        (**self).flush(b)
+    }
+    fn pace(&mut self, p: &PacketRef<'m>) -> Option<Duration> {
+        (**self).pace(p)
+    }
+    fn input(&mut self, bytes: &[u8]) -> Result<bool> {
+        (**self).input(bytes)
+    }
+    fn control(&mut self, out: &mut Vec<u8>) {
+        (**self).control(out)
+    }
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        (**self).end(out)
+    }
+}
+
+/// An output that goes on from a new buffer after the stream's buffer died
+/// ([`stream_resuming`]): for each buffer's mapping (`'m`), it lends an [`Output`] made from
+/// the state that carries over (sequence numbers, the tracks announced).
+///
+/// Every output that keeps no packet across batches (`for<'m> Output<'m>`) is one as it is;
+/// an output that holds packets until [`Output::flush`] (fragmented MP4) keeps its lasting
+/// state apart and builds the holding part anew per mapping.
+pub trait Resumable {
+    /// The output for one mapping.
+    type Out<'m>: Output<'m>
+    where
+        Self: 'm;
+    /// An output for the next mapping, carrying on from this state.
+    fn output<'m>(&'m mut self) -> Self::Out<'m>;
+}
+
+impl<O: for<'m> Output<'m>> Resumable for O {
+    type Out<'m>
+        = &'m mut O
+    where
+        Self: 'm;
+    fn output(&mut self) -> &mut O {
+        self
+    }
+}
+
 /// One byte range of a batch, in send order.
 #[derive(Debug, Clone)]
 enum Seg {
@@ -279,13 +336,12 @@ pub fn stream<'m, O: Output<'m>>(
 /// [`stream`], and when the stream's buffer dies (its process crashed or was killed), the
 /// stream is opened again ([`Cursor::reattach`]: the controller starts a new buffer and the
 /// publisher reattaches to it) and the output goes on from the new buffer's first keyframe,
-/// with init data again (not a new file header). For outputs that keep no packet across
-/// batches (`for<'m> Output<'m>`). Gives up, as an error, when no new buffer has media
-/// within 5 s.
-pub fn stream_resuming<O: for<'m> Output<'m>>(
+/// with init data again (not a new file header). Gives up, as an error, when no new buffer
+/// has media within 5 s.
+pub fn stream_resuming<R: Resumable>(
     sock: &mut TcpStream,
     cursor: &mut Cursor,
-    output: &mut O,
+    output: &mut R,
     pending: Vec<u8>,
     framing: Framing,
 ) -> Result<Ended> {
@@ -297,7 +353,7 @@ pub fn stream_resuming<O: for<'m> Output<'m>>(
             sock,
             cursor,
             &reader,
-            output,
+            &mut output.output(),
             std::mem::take(&mut pending),
             framing,
             first,

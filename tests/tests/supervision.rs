@@ -116,26 +116,16 @@ fn a_killed_controller_is_restarted_and_adopts_what_runs() {
     );
     assert!(new.pid != old.pid);
     stop_client(publisher);
+}",
+        srv.stderr_tail(20)
+    );
 }
 
-/// SIGKILL a stream's buffer while an RTMP publisher and two viewers (RTMP, HTTP-TS) run:
-/// the controller starts a new buffer on the publisher's next write, the publisher goes on
-/// into it, and both viewers go on from its first keyframe, without a restart of their own.
-#[test]
-fn a_killed_buffer_is_replaced_and_the_publisher_and_viewers_go_on() {
-    require_tools(&["ffmpeg"]);
-    let srv = Server::start();
-    let publisher = ffmpeg_publish_loop(
-        &srv.dir,
-        "publisher",
-        &fixture("bframes.flv"),
-        &srv.rtmp_url("live"),
-        2,
-        40,
-    );
-    srv.wait_live("live");
-    let rtmp = ffmpeg_framecrc(&srv.dir, "rtmp-viewer", &srv.rtmp_url("live"), &[], 16);
-    let ts = ffmpeg_framecrc(&srv.dir, "ts-viewer", &srv.http_url("/live.ts"), &[], 16);
+/// SIGKILL a stream's buffer while a publisher and viewers run: the controller starts a
+/// new buffer on the publisher's next write, the publisher goes on into it, and every viewer
+/// goes on from its first keyframe, without a restart of their own. Each viewer's frames
+/// after the kill are counted and the largest gap between two frames is bounded.
+fn buffer_killed_under(srv: &Server, publisher: Client, viewers: Vec<(&str, Client)>) {
     std::thread::sleep(Duration::from_secs(4));
     let buffer = |not: u32| {
         descendants(srv.pid)
@@ -147,7 +137,7 @@ fn a_killed_buffer_is_replaced_and_the_publisher_and_viewers_go_on() {
     let killed = Instant::now();
     let new = poll(Duration::from_secs(3), || buffer(old.pid));
     assert!(new.is_some(), "no new buffer: {}", srv.stderr_tail(30));
-    for (label, client) in [("RTMP", rtmp), ("HTTP-TS", ts)] {
+    for (label, client) in viewers {
         let out = client.wait();
         let cap = Capture::from_output(&out);
         let v = cap.video();
@@ -185,4 +175,75 @@ fn a_killed_buffer_is_replaced_and_the_publisher_and_viewers_go_on() {
         "the publisher failed: {}",
         out.describe()
     );
+}
+
+/// An RTMP publisher; RTMP, HTTP-TS and progressive MP4 viewers.
+#[test]
+fn a_killed_buffer_is_replaced_and_the_rtmp_publisher_and_viewers_go_on() {
+    require_tools(&["ffmpeg"]);
+    let srv = Server::start();
+    let publisher = ffmpeg_publish_loop(
+        &srv.dir,
+        "publisher",
+        &fixture("bframes.flv"),
+        &srv.rtmp_url("live"),
+        2,
+        40,
+    );
+    srv.wait_live("live");
+    let rtmp = ffmpeg_framecrc(&srv.dir, "rtmp-viewer", &srv.rtmp_url("live"), &[], 16);
+    let ts = ffmpeg_framecrc(&srv.dir, "ts-viewer", &srv.http_url("/live.ts"), &[], 16);
+    let mp4 = ffmpeg_framecrc(&srv.dir, "mp4-viewer", &srv.http_url("/live.mp4"), &[], 16);
+    buffer_killed_under(
+        &srv,
+        publisher,
+        vec![("RTMP", rtmp), ("HTTP-TS", ts), ("MP4", mp4)],
+    );
+}
+
+/// An RTSP publisher (ffmpeg, TCP interleaved); an RTSP viewer (same SSRCs, sequence
+/// numbers and RTP clocks across the new buffer) and an RTMP viewer.
+#[test]
+fn a_killed_buffer_is_replaced_and_the_rtsp_publisher_and_viewers_go_on() {
+    require_tools(&["ffmpeg"]);
+    let port = free_port();
+    let srv = Server::start_with_config(|cfg| {
+        cfg["config"]["protocols"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"connector": "RTSP", "port": port, "interface": "127.0.0.1"}));
+    });
+    assert!(poll(Duration::from_secs(5), || port_accepts(port).then_some(())).is_some());
+    let url = format!("rtsp://127.0.0.1:{port}/live");
+    let file = fixture("bframes.flv");
+    let args = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-stream_loop",
+        "2",
+        "-i",
+        file.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-f",
+        "rtsp",
+        "-rtsp_transport",
+        "tcp",
+        &url,
+    ]
+    .map(String::from);
+    let publisher = spawn_client(&srv.dir, "rtsp-publisher", 40, "ffmpeg", &args);
+    srv.wait_live("live");
+    let rtsp = ffmpeg_framecrc(
+        &srv.dir,
+        "rtsp-viewer",
+        &url,
+        &["-rtsp_transport", "tcp"],
+        16,
+    );
+    let rtmp = ffmpeg_framecrc(&srv.dir, "rtmp-viewer", &srv.rtmp_url("live"), &[], 16);
+    buffer_killed_under(&srv, publisher, vec![("RTSP", rtsp), ("RTMP", rtmp)]);
 }
