@@ -2,15 +2,18 @@
 //! [`KEEP`] for the API's `log` call (MistServer's `[[time, LEVEL, message], …]`) and writes
 //! them to its own standard error.
 //!
-//! Listeners and buffers are started with their standard error on a pipe the controller
-//! reads ([`capture`]); the connection processes a listener forks and the pull processes a
-//! buffer starts inherit that pipe, so one reader per started process carries the lines of
-//! all its descendants. Lines are `[BINARY PID] message` or `[buffer STREAM PID] message`
+//! Every process the controller starts (listeners, buffers, pushes) gets the write end of one
+//! log pipe as its standard error ([`child_stderr`]); the connection processes a listener
+//! forks and the pull processes a buffer starts inherit it. The controller reads the pipe on
+//! one thread. Under the angel the pipe is the angel's (`SLUICE_LOG_PIPE`, [`init`]): it
+//! outlives a controller, so the processes a restarted controller adopts still reach the log,
+//! and lines written while no controller ran wait in the pipe (1 MiB) for the next. Lines are `[BINARY PID] message` or `[buffer STREAM PID] message`
 //! (written in one `write` each, so lines of processes sharing a pipe stay whole); the level
 //! is read from the message.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -163,10 +166,65 @@ pub fn lines() -> Vec<Line> {
         .collect()
 }
 
-/// Reads a child's standard error line by line on a thread of its own, recording each line.
-pub fn capture(stderr: std::process::ChildStderr) {
+/// The environment variable the angel names its log pipe in: `READ_FD,WRITE_FD`.
+pub const PIPE_ENV: &str = "SLUICE_LOG_PIPE";
+
+/// The log pipe's write end, duplicated for each process started ([`child_stderr`]).
+static WRITER: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+/// Makes the log pipe, with room for 1 MiB of lines (`F_SETPIPE_SZ`, best effort); both
+/// ends are inherited by processes started after this (the angel passes them on).
+pub fn make_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe()?;
+    let _ = nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    Ok((r, w))
+}
+
+/// Takes the log pipe: the angel's (named in [`PIPE_ENV`], checked to be a pipe) or a new
+/// one, and starts the thread that reads it. Both ends are made close-on-exec here: children
+/// get the write end only as their standard error. Call once, before other threads start.
+pub fn init() -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let inherited = std::env::var(PIPE_ENV).ok().and_then(|v| {
+        let (r, w) = v.split_once(',')?;
+        let (r, w): (RawFd, RawFd) = (r.parse().ok()?, w.parse().ok()?);
+        let is_pipe = |fd: RawFd| {
+            nix::sys::stat::fstat(fd)
+                .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
+                .unwrap_or(false)
+        };
+        // SAFETY: the angel opened both for this process and nothing else here owns them
+        // (checked to be open pipes; the variable is removed below, so they are taken once).
+        (r != w && r > 2 && w > 2 && is_pipe(r) && is_pipe(w))
+            .then(|| unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) })
+    });
+    std::env::remove_var(PIPE_ENV);
+    let (r, w) = match inherited {
+        Some(p) => p,
+        None => make_pipe()?,
+    };
+    for fd in [&r, &w] {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    }
+    let _ = WRITER.set(w);
+    read_lines(std::fs::File::from(r));
+    Ok(())
+}
+
+/// The standard error for a process the controller starts: the log pipe (or, before
+/// [`init`], the controller's own standard error).
+pub fn child_stderr() -> std::process::Stdio {
+    WRITER
+        .get()
+        .and_then(|w| w.try_clone().ok())
+        .map(std::process::Stdio::from)
+        .unwrap_or_else(std::process::Stdio::inherit)
+}
+
+/// Reads lines from `from` on a thread of its own, recording each line.
+fn read_lines(from: impl std::io::Read + Send + 'static) {
     std::thread::spawn(move || {
-        let mut r = BufReader::new(stderr);
+        let mut r = BufReader::new(from);
         let mut buf = Vec::new();
         loop {
             buf.clear();

@@ -169,11 +169,19 @@ fn run_angel() -> Result<()> {
         .or_else(|_| std::env::current_exe())
         .context("finding this binary")?;
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // The log pipe outlives each controller: what the processes a dead controller left
+    // running write waits in it for the next one (`logs::init`).
+    let (log_r, log_w) = logs::make_pipe().context("making the log pipe")?;
+    let log_pipe = {
+        use std::os::fd::AsRawFd;
+        format!("{},{}", log_r.as_raw_fd(), log_w.as_raw_fd())
+    };
     let mut restarts = 0u32;
     loop {
         let mut child = std::process::Command::new(&exe)
             .args(&args)
             .arg("--no-angel")
+            .env(logs::PIPE_ENV, &log_pipe)
             .spawn()
             .context("starting the controller")?;
         let pid = Pid::from_raw(child.id() as i32);
@@ -228,6 +236,7 @@ fn run_angel() -> Result<()> {
 }
 
 fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>, under_angel: bool) -> Result<()> {
+    logs::init().context("taking the log pipe")?;
     let cfg = config::load_or_create(&config_path)?;
     let (api_iface, api_port) = config::api_addr(&cfg);
     if let Some(l) = cfg.pointer("/config/log_level").and_then(|v| v.as_str()) {

@@ -723,14 +723,11 @@ impl State {
                 .arg("--rundir")
                 .arg(&self.rundir)
                 .stdin(Stdio::null())
-                .stderr(Stdio::piped())
+                .stderr(crate::logs::child_stderr())
                 .spawn();
             p.attempts += 1;
             match spawned {
-                Ok(mut c) => {
-                    if let Some(e) = c.stderr.take() {
-                        crate::logs::capture(e);
-                    }
+                Ok(c) => {
                     if p.attempts == 1 {
                         crate::triggers::fire(
                             &self.cfg,
@@ -934,16 +931,13 @@ impl State {
                 .arg("--rundir")
                 .arg(&self.rundir)
                 .stdin(Stdio::null())
-                .stderr(Stdio::piped());
+                .stderr(crate::logs::child_stderr());
             if let Some(s) = &l.spec.stream {
                 cmd.arg("--stream").arg(s);
             }
             let spawned = cmd.spawn();
             match spawned {
-                Ok(mut c) => {
-                    if let Some(e) = c.stderr.take() {
-                        crate::logs::capture(e);
-                    }
+                Ok(c) => {
                     let _ = std::fs::write(l.pid_file(&self.rundir), c.id().to_string());
                     l.child = Some(Proc::Child(c))
                 }
@@ -1170,13 +1164,9 @@ impl State {
             .arg("--rundir")
             .arg(&self.rundir)
             .stdin(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(crate::logs::child_stderr())
             .spawn()
             .map_err(|e| ("failed", format!("starting a buffer: {e}")))?;
-        let mut child = child;
-        if let Some(e) = child.stderr.take() {
-            crate::logs::capture(e);
-        }
         let pid = child.id();
         crate::logs::controller(&format!("started the buffer of {name} (pid {pid})"));
         self.buffers.insert(

@@ -1,7 +1,8 @@
 //! The angel: SIGKILL the controller during playback. The angel starts a new controller at
 //! once; it adopts the listeners and buffers that kept running (their pids unchanged), the
 //! viewer and the publisher never notice (frames keep arriving, no gap over a second), the
-//! new controller reports both in `clients`, and new viewers are served.
+//! new controller reports both in `clients`, new viewers are served, and the adopted
+//! processes' log lines reach the new controller.
 use serde_json::json;
 use sluice_e2e::*;
 use std::time::{Duration, Instant};
@@ -115,8 +116,21 @@ fn a_killed_controller_is_restarted_and_adopts_what_runs() {
         "a {gap:?} gap in the viewer's frames"
     );
     assert!(new.pid != old.pid);
+    // The publisher's connection process was forked before the kill: its last line (written
+    // when the publisher leaves) still reaches the new controller's log.
     stop_client(publisher);
-}",
+    let line = poll(Duration::from_secs(5), || {
+        let v = srv.api(&json!({"log": {"binary": "RTMP"}})).ok()?;
+        v["log"]
+            .as_array()?
+            .iter()
+            .filter_map(|l| l[2].as_str())
+            .find(|t| t.contains("stopped publishing live"))
+            .map(str::to_string)
+    });
+    assert!(
+        line.is_some(),
+        "the adopted publisher's last line did not reach the log: {}",
         srv.stderr_tail(20)
     );
 }
