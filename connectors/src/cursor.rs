@@ -272,6 +272,26 @@ impl Cursor {
         matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
+    /// The DTS (ms) of the newest packet this cursor has read of each of its tracks, found by
+    /// reading back from its position (at most 4096 packets): what a viewer that sent all it
+    /// read has had. Tracks without a packet in that span are left out.
+    pub fn newest_read_dts(&self) -> Vec<(u32, u64)> {
+        let first = self.reader.meta().first_seq();
+        let mut out: Vec<(u32, u64)> = Vec::new();
+        let mut seq = self.seq;
+        while seq > first && self.seq - seq < 4096 && out.len() < self.tracks.len() {
+            seq -= 1;
+            if let Some(p) = self.reader.packet(seq) {
+                if self.tracks.iter().any(|t| t.id == p.track)
+                    && !out.iter().any(|&(t, _)| t == p.track)
+                {
+                    out.push((p.track, p.dts));
+                }
+            }
+        }
+        out
+    }
+
     /// Opens the stream again after its buffer died (the controller starts a new one, and
     /// the publisher reattaches to it): the same stream, track selection and narrowing,
     /// positioned at the new buffer's first keyframe. Waits up to `wait` for it to have one.

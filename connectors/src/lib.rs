@@ -5,6 +5,7 @@
 //!
 //! * [`listener`]: accept, fork, hand the socket to a protocol's handler.
 //! * [`control`]: asks the controller to open a stream (checks, starts the buffer).
+//! * [`publisher`]: a publisher's end of the buffer connection (keeps the GOP, reattaches).
 //! * [`cursor`]: the one connection loop's core every output shares: attach to a stream's
 //!   buffer, wait for it, pick a start keyframe, read packets straight from shared memory.
 //! * [`session`]: the one connection loop every streaming output shares (an [`session::Output`]
@@ -24,6 +25,7 @@ pub mod http;
 pub mod listener;
 pub mod player;
 pub mod progressive;
+pub mod publisher;
 pub mod push;
 pub mod rtmp;
 pub mod rtmp_push;

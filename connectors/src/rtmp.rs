@@ -20,6 +20,7 @@ use dtsc::{Codec, PacketRef, Track, TrackKind};
 use crate::control::{self, OpenError};
 use crate::cursor::Cursor;
 use crate::listener::set_process_name;
+use crate::publisher::Publisher;
 use crate::session::{self, Batch, Ended, Framing, Output};
 use crate::tracksel::{self, Selection};
 use crate::Ctx;
@@ -128,7 +129,7 @@ fn publish(
     let attached = control::open(&ctx.rundir, &stream, true, peer, key.as_deref())
         .map_err(|e| anyhow!("{e}"))
         .and_then(|path| ipc::attach(&path, Mode::Push));
-    let mut attached = match attached {
+    let attached = match attached {
         Ok(a) => a,
         Err(e) => {
             let code = if e.to_string().contains("publisher is live") {
@@ -143,7 +144,15 @@ fn publish(
     };
     session.accept_publish()?;
     flush(&mut sock, &mut session)?;
-    let opened_as = stream.clone();
+    // A buffer that dies is replaced under the publisher (`Publisher::write`).
+    let mut publisher = Publisher::new(
+        PROTO,
+        attached,
+        ctx.rundir.clone(),
+        &stream,
+        peer,
+        control::PushAuth::Key(key.clone()),
+    );
     let stream = control::stream_name(&stream);
     crate::log!(PROTO, "{peer} publishes {stream}");
     buf.resize(64 << 10, 0);
@@ -193,35 +202,7 @@ fn publish(
             }
         }
         if !frames.is_empty() {
-            if let Err(e) = attached.sock.write_all(&frames) {
-                // The buffer died: the stream is opened again (the controller starts a new
-                // buffer) and the publish goes on into it, track header first.
-                crate::log!(
-                    PROTO,
-                    "{peer}: {stream}: the buffer is gone ({e}); reattaching"
-                );
-                attached = control::reattach_publisher(
-                    &ctx.rundir,
-                    &opened_as,
-                    peer,
-                    &control::PushAuth::Key(key.clone()),
-                )?;
-                let mut again = Vec::with_capacity(frames.len() + 1024);
-                if header_sent {
-                    let h = Header {
-                        live: true,
-                        unixzero: None,
-                        tracks: ingest.tracks().to_vec(),
-                    };
-                    wire::write_header(&h, &mut again);
-                }
-                again.extend_from_slice(&frames);
-                attached
-                    .sock
-                    .write_all(&again)
-                    .context("writing to the new buffer")?;
-                crate::log!(PROTO, "{peer}: {stream}: reattached to a new buffer");
-            }
+            publisher.write(&frames)?;
             frames.clear();
         }
         if done {

@@ -28,7 +28,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use dtsc::rtp::{self, PacketSpans, Packetizer};
 use dtsc::{Codec, PacketRef, Track};
 use rtsp_types::headers::{self, Transport, Transports};
@@ -37,6 +37,7 @@ use rtsp_types::{Message, Method, ParseError, Request, Response, StatusCode, Ver
 use crate::control::{OpenError, PushAuth};
 use crate::cursor::Cursor;
 use crate::listener::set_process_name;
+use crate::publisher::Publisher;
 use crate::rtp_ingest::{sdp_tracks, RtpIngest};
 use crate::session::{self, Batch, Ended, Framing, Output};
 use crate::Ctx;
@@ -1127,11 +1128,8 @@ impl<'m> Output<'m> for RtspPlay {
 /// What a connection that announced a stream holds until RECORD.
 struct Record {
     stream: String,
-    attached: buffer::ipc::Attached,
-    /// How the encoder was let in: to open the stream again if its buffer dies.
-    auth: PushAuth,
-    /// The run folder, to reach the controller.
-    rundir: std::path::PathBuf,
+    /// The buffer connection (replaced under the encoder if the buffer dies).
+    publisher: Publisher,
     ingest: RtpIngest,
     /// Per track: our UDP sockets (RTP, RTCP) when it is pushed over UDP; its channel then
     /// names it inside this connection.
@@ -1198,10 +1196,8 @@ fn announce(
         .map_err(|e| (StatusCode::Forbidden, format!("{e:#}")))?;
     let n = tracks.len();
     Ok(Record {
+        publisher: Publisher::new(PROTO, attached, ctx.rundir.clone(), &name, peer, push_auth),
         stream: name,
-        attached,
-        auth: push_auth,
-        rundir: ctx.rundir.clone(),
         ingest: RtpIngest::new(tracks, 1000),
         udp: (0..n).map(|_| None).collect(),
         stray: 0,
@@ -1297,29 +1293,6 @@ impl Record {
         }
     }
 
-    /// Writes `frames` to the buffer. When the buffer died, the stream is opened again (the
-    /// controller starts a new buffer) and the push goes on into it, track header first.
-    fn send(&mut self, frames: &[u8], peer: &str) -> Result<()> {
-        let Err(e) = self.attached.sock.write_all(frames) else {
-            return Ok(());
-        };
-        let stream = &self.stream;
-        crate::log!(
-            PROTO,
-            "{peer}: {stream}: the buffer is gone ({e}); reattaching"
-        );
-        self.attached = crate::control::reattach_publisher(&self.rundir, stream, peer, &self.auth)?;
-        let mut again = Vec::with_capacity(frames.len() + 1024);
-        self.ingest.header(&mut again);
-        again.extend_from_slice(frames);
-        self.attached
-            .sock
-            .write_all(&again)
-            .context("writing to the new buffer")?;
-        crate::log!(PROTO, "{peer}: {stream}: reattached to a new buffer");
-        Ok(())
-    }
-
     /// Receives until TEARDOWN or the connection ends.
     fn run(mut self, mut sock: TcpStream, mut buf: Vec<u8>, peer: &str) -> Result<()> {
         set_process_name("RTSP publish");
@@ -1382,7 +1355,7 @@ impl Record {
                 }
             }
             if !frames.is_empty() {
-                self.send(&frames, peer)?;
+                self.publisher.write(&frames)?;
                 frames.clear();
             }
             if end || last {
@@ -1396,7 +1369,7 @@ impl Record {
         // The end: what the depacketizers and reorder windows still hold.
         let mut media = Vec::new();
         self.ingest.finish(&mut media);
-        let _ = self.attached.sock.write_all(&media);
+        let _ = self.publisher.write(&media);
         let (lost, bad, skipped) = self.ingest.losses();
         crate::log!(
             PROTO,

@@ -330,14 +330,16 @@ pub fn stream<'m, O: Output<'m>>(
     pending: Vec<u8>,
     framing: Framing,
 ) -> Result<Ended> {
-    stream_from(sock, cursor, reader, output, pending, framing, true)
+    stream_from(sock, cursor, reader, output, pending, framing, Start::First)
 }
 
 /// [`stream`], and when the stream's buffer dies (its process crashed or was killed), the
 /// stream is opened again ([`Cursor::reattach`]: the controller starts a new buffer and the
 /// publisher reattaches to it) and the output goes on from the new buffer's first keyframe,
-/// with init data again (not a new file header). Gives up, as an error, when no new buffer
-/// has media within 5 s.
+/// with init data again (not a new file header). A publisher sends its current GOP to the new
+/// buffer again (`publisher::Publisher`): packets of a track up to the DTS this viewer already
+/// had are skipped, so the viewer goes on where it was, without a repeat or a wait for the
+/// next keyframe. Gives up, as an error, when no new buffer has media within 5 s.
 pub fn stream_resuming<R: Resumable>(
     sock: &mut TcpStream,
     cursor: &mut Cursor,
@@ -346,7 +348,7 @@ pub fn stream_resuming<R: Resumable>(
     framing: Framing,
 ) -> Result<Ended> {
     let mut pending = pending;
-    let mut first = true;
+    let mut start = Start::First;
     loop {
         let reader = *cursor.reader();
         let ended = stream_from(
@@ -356,19 +358,28 @@ pub fn stream_resuming<R: Resumable>(
             &mut output.output(),
             std::mem::take(&mut pending),
             framing,
-            first,
+            start,
         )?;
         if ended != Ended::BufferGone {
             return Ok(ended);
         }
+        start = Start::Resumed(cursor.newest_read_dts());
         match cursor.reattach(Duration::from_secs(5)) {
             Some(c) => {
                 *cursor = c;
-                first = false;
             }
             None => bail!("the stream's buffer is gone and no new one had media within 5 s"),
         }
     }
+}
+
+/// Where a run of [`stream_from`] starts.
+enum Start {
+    /// The response's start: init data as the first.
+    First,
+    /// A new buffer's first keyframe: init data again, and per track the newest DTS the
+    /// viewer already had (those packets are skipped).
+    Resumed(Vec<(u32, u64)>),
 }
 
 fn stream_from<'m, O: Output<'m>>(
@@ -378,12 +389,15 @@ fn stream_from<'m, O: Output<'m>>(
     output: &mut O,
     mut pending: Vec<u8>,
     framing: Framing,
-    first: bool,
+    start: Start,
 ) -> Result<Ended> {
     sock.set_nonblocking(true)?;
     let mut tracks: Vec<Track> = cursor.tracks().to_vec();
     let mut batch = Batch::default();
-    let mut init = Some(first);
+    let (mut init, mut had) = match start {
+        Start::First => (Some(true), Vec::new()),
+        Start::Resumed(had) => (Some(false), had),
+    };
     let mut checked = Instant::now();
     let mut rbuf = vec![0u8; 2 << 10];
     let mut next_read = Instant::now();
@@ -446,6 +460,15 @@ fn stream_from<'m, O: Output<'m>>(
                     let Some(p) = reader.packet(seq) else {
                         continue;
                     };
+                    // After a new buffer: what the viewer already had of a track is skipped.
+                    if !had.is_empty() {
+                        if let Some(i) = had.iter().position(|&(t, _)| t == p.track) {
+                            if p.dts <= had[i].1 {
+                                continue;
+                            }
+                            had.swap_remove(i);
+                        }
+                    }
                     if let Some(d) = output.pace(&p) {
                         cursor.seek_seq(seq);
                         hold = Some(d);
@@ -515,7 +538,8 @@ fn stream_from<'m, O: Output<'m>>(
                 cursor.wait(seen, Duration::from_millis(100));
             }
             // Nothing new: is the buffer still there? (A dead buffer's stream never ends.)
-            if checked.elapsed() >= Duration::from_millis(250) {
+            // Asked only once everything read was sent: what follows skips by that.
+            if pending.is_empty() && checked.elapsed() >= Duration::from_millis(250) {
                 checked = Instant::now();
                 if cursor.buffer_gone() {
                     return Ok(Ended::BufferGone);
