@@ -66,9 +66,13 @@ pub struct BufferArgs {
     pub pull_transport: String,
 }
 
-/// Whether a source is pulled by a process of its own (`rtsp://`).
+/// Whether a source is pulled by a process of its own: `rtsp://` (a camera), `tsudp://`
+/// (MPEG-TS over UDP), `dtsc://` (another server's DTSC connector), `http(s)://` (HTTP-TS or
+/// HTTP-FLV).
 pub fn is_pull_source(source: &str) -> bool {
-    source.starts_with("rtsp://")
+    ["rtsp://", "tsudp://", "dtsc://", "http://", "https://"]
+        .iter()
+        .any(|s| source.starts_with(s))
 }
 
 /// The pull process of a pulled source, restarted with backoff (1 s doubling to 30 s)

@@ -10,8 +10,11 @@
 //!   buffer, wait for it, pick a start keyframe, read packets straight from shared memory.
 //! * [`session`]: the one connection loop every streaming output shares (an [`session::Output`]
 //!   per format; one `writev` per wake-up, payloads straight from the shared pages).
+//! * [`dtsc_tcp`]: the DTSC connector (port 4200), play and push between servers.
 //! * [`rtmp`], [`http`] (with [`hls`], [`cmaf`], [`smooth`], [`hds`] and [`progressive`]), [`ts`] (raw TS over
 //!   TCP): the protocols.
+//! * [`rtsp_pull`], [`stream_pull`]: pull inputs (RTSP cameras; TS over UDP, HTTP-TS and
+//!   HTTP-FLV), each a process started by the stream's buffer.
 //! * [`player`]: `/S.html`, `/json_S.js`, `/info_S.js` and the vendored player scripts.
 //! * [`segcache`]: muxed segments shared by every HTTP process (muxed once, sent with
 //!   `sendfile`).
@@ -19,6 +22,7 @@
 pub mod cmaf;
 pub mod control;
 pub mod cursor;
+pub mod dtsc_tcp;
 pub mod hds;
 pub mod hls;
 pub mod http;
@@ -37,6 +41,7 @@ pub mod rtsp_push;
 pub mod segcache;
 pub mod session;
 pub mod smooth;
+pub mod stream_pull;
 pub mod tracksel;
 pub mod ts;
 

@@ -253,11 +253,12 @@ fn check_stream(name: &str, v: &Value) -> std::result::Result<(), String> {
     }
     let known = src.starts_with("push://")
         || src.starts_with("rtsp://")
+        || connectors::stream_pull::kind_of(src).is_some()
         || src.starts_with('/')
         || !src.contains("://");
     if !known {
         return Err(format!(
-            "stream {name}: source {src:?}: the scheme is not one Sluice reads (push://, rtsp://, or a file path)"
+            "stream {name}: source {src:?}: not one Sluice reads (push://, rtsp://, tsudp://HOST:PORT, http(s)://…/S.ts or …/S.flv, or a file path)"
         ));
     }
     if let Some(d) = o.get("DVR") {
@@ -753,11 +754,16 @@ fn capabilities() -> Value {
             "RTMP": {"desc": "RTMP publish and play", "port": 1935},
             "RTSP": {"desc": "RTSP play and ANNOUNCE/RECORD, RTP over TCP and UDP", "port": 5554},
             "HTTP": {"desc": "HLS (TS, fMP4, LL-HLS), DASH, Smooth, HDS, progressive FLV/TS/MP4, AAC, MP3, player page", "port": 8080},
-            "TS": {"desc": "raw MPEG-TS over TCP", "port": 8888}
+            "TS": {"desc": "raw MPEG-TS over TCP", "port": 8888},
+            "DTSC": {"desc": "DTSC between servers: play (edges pull) and push (ingest with the stream's key)", "port": 4200}
         },
         "inputs": {
             "Buffer": {"source_match": "push://*"},
             "RTSP": {"source_match": "rtsp://*"},
+            "TSUDP": {"source_match": "tsudp://*"},
+            "DTSC": {"source_match": "dtsc://*"},
+            "HTTPTS": {"source_match": ["http://*.ts", "https://*.ts"]},
+            "HTTPFLV": {"source_match": ["http://*.flv", "https://*.flv"]},
             "FLV": {"source_match": "/*.flv"},
             "TS": {"source_match": ["/*.ts", "/*.m2ts", "/*.mts"]}
         },

@@ -15,8 +15,13 @@ pub const HTTP_OUTPUTS: &[&str] = &[
 ];
 
 /// Listener protocols Sluice runs, with MistServer's default ports.
-pub const LISTENERS: &[(&str, u16)] =
-    &[("RTMP", 1935), ("HTTP", 8080), ("TS", 8888), ("RTSP", 5554)];
+pub const LISTENERS: &[(&str, u16)] = &[
+    ("RTMP", 1935),
+    ("HTTP", 8080),
+    ("TS", 8888),
+    ("RTSP", 5554),
+    ("DTSC", 4200),
+];
 
 /// Reads the config at `path`. A missing file gets the default written there first; a file
 /// that does not parse is an error naming `path:line:column` (and the file is left alone).
@@ -92,7 +97,8 @@ pub fn default_config() -> Value {
             "protocols": [
                 {"connector": "RTMP", "port": 1935, "interface": "127.0.0.1"},
                 {"connector": "HTTP", "port": 8080, "interface": "127.0.0.1"},
-                {"connector": "RTSP", "port": 5554, "interface": "127.0.0.1"}
+                {"connector": "RTSP", "port": 5554, "interface": "127.0.0.1"},
+                {"connector": "DTSC", "port": 4200, "interface": "127.0.0.1"}
             ]
         },
         "streams": streams

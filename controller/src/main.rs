@@ -45,7 +45,8 @@ enum Role {
     /// Run a stream's buffer (started by the controller).
     #[command(hide = true)]
     Buffer(buffer::BufferArgs),
-    /// Pull a stream from a camera into its buffer (started by the buffer).
+    /// Pull a stream into its buffer (started by the buffer): an RTSP camera, MPEG-TS over
+    /// UDP, HTTP-TS or HTTP-FLV.
     #[command(hide = true)]
     Pull(connectors::rtsp_pull::PullArgs),
     /// Push a stream to another server over RTMP or RTSP (started by the controller's
@@ -76,9 +77,13 @@ fn main() {
             connectors::listener::set_process_name("buffer");
             buffer::run(args)
         }
-        Some(Role::Pull(args)) => {
+        Some(Role::Pull(args)) if args.url.starts_with("rtsp://") => {
             connectors::listener::set_process_name("RTSP pull");
             connectors::rtsp_pull::run(args)
+        }
+        Some(Role::Pull(args)) => {
+            connectors::listener::set_process_name("pull");
+            connectors::stream_pull::run(args)
         }
         Some(Role::Push(args)) => {
             connectors::listener::set_process_name("push");
@@ -121,6 +126,9 @@ fn run_connector(
         "TS" => connectors::listener::serve("TS", interface, port, ctx, connectors::ts::handle),
         "RTSP" => {
             connectors::listener::serve("RTSP", interface, port, ctx, connectors::rtsp::handle)
+        }
+        "DTSC" => {
+            connectors::listener::serve("DTSC", interface, port, ctx, connectors::dtsc_tcp::handle)
         }
         other => anyhow::bail!("unknown connector {other}"),
     }

@@ -243,6 +243,14 @@ fn input_type(source: &str) -> &'static str {
         "Buffer"
     } else if source.starts_with("rtsp://") {
         "RTSP"
+    } else if source.starts_with("dtsc://") {
+        "DTSC"
+    } else if source.starts_with("tsudp://") {
+        "TSUDP"
+    } else if source.starts_with("http") && source.contains(".flv") {
+        "HTTPFLV"
+    } else if source.starts_with("http") {
+        "HTTPTS"
     } else if source.ends_with(".flv") {
         "FLV"
     } else {

@@ -611,8 +611,16 @@ pub fn packet_frame_len(p: &PacketRef) -> usize {
 /// The payload must fit the frame limit ([`MAX_FRAME_LEN`]); a larger one is written but
 /// [`parse_frame`] will refuse it.
 pub fn write_packet(p: &PacketRef, out: &mut Vec<u8>) {
+    out.reserve(packet_frame_len(p));
+    write_packet_head(p, out);
+    out.extend_from_slice(p.data);
+    out.extend_from_slice(&TERMINATOR);
+}
+
+/// The bytes of `p`'s `DTP2` frame before its payload: [`write_packet`] is this, then
+/// `p.data`, then [`PACKET_TAIL`] (for writers that send the payload from where it lies).
+pub fn write_packet_head(p: &PacketRef, out: &mut Vec<u8>) {
     let total = packet_frame_len(p);
-    out.reserve(total);
     out.extend_from_slice(&MAGIC_PACKET);
     out.extend_from_slice(&((total - 8) as u32).to_be_bytes());
     out.extend_from_slice(&p.track.to_be_bytes());
@@ -630,9 +638,10 @@ pub fn write_packet(p: &PacketRef, out: &mut Vec<u8>) {
     put_key(b"data", out);
     out.push(TYPE_STRING);
     out.extend_from_slice(&(p.data.len() as u32).to_be_bytes());
-    out.extend_from_slice(p.data);
-    out.extend_from_slice(&TERMINATOR);
 }
+
+/// The bytes of a `DTP2` frame after its payload (the object's end marker).
+pub const PACKET_TAIL: &[u8] = &TERMINATOR;
 
 fn write_value_frame(magic: [u8; 4], v: &Value, out: &mut Vec<u8>) {
     let len = encoded_len(v);

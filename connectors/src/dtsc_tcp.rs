@@ -1,0 +1,357 @@
+//! The DTSC connector (MistServer's port 4200): DTSC over TCP between servers, both ways
+//! (`../shared/reference/dtsc.md`, "TCP protocol").
+//!
+//! 1. The server sends `DTCM {"cmd":"hi","version":…,"pack_method":2,"salt":…}`.
+//! 2. The client sends `DTCM {"cmd":"play","stream":S}` to pull a stream (an edge), or
+//!    `DTCM {"cmd":"push","stream":S,"password":P}` to send one in (P is the stream's key
+//!    when its source is `push://@KEY`; the stream's address rules apply as for RTMP).
+//! 3. Play: the server sends a `DTSC` header without index members, then `DTP2` frames from
+//!    a keyframe (the newest of a live stream, the first of an ended one), a new header
+//!    whenever the tracks change; the shared connection loop ([`session::stream_resuming`])
+//!    sends each payload straight from the shared pages. Push: the client sends a header and
+//!    `DTP2` frames, which go to the stream's buffer as they are (checked frame by frame: a
+//!    frame that does not parse ends the connection with an `error` command).
+//!
+//! `ping` is answered with `ok` on both sides; other commands are ignored while streaming.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use dtsc::wire::{self, Frame, Header, Value};
+use dtsc::{PacketRef, Track};
+
+use crate::control::{self, OpenError, PushAuth};
+use crate::cursor::Cursor;
+use crate::publisher::Publisher;
+use crate::session::{self, Batch, Ended, Framing, Output};
+use crate::Ctx;
+
+const PROTO: &str = "DTSC";
+/// How long a client has to send its command after `hi`.
+const COMMAND_WAIT: Duration = Duration::from_secs(10);
+/// A pushing client that sends nothing for this long is gone.
+const PUSH_SILENCE: Duration = Duration::from_secs(30);
+
+/// The `hi` command the server opens with.
+pub fn hi(out: &mut Vec<u8>) {
+    let salt = format!("{:016x}", rand_u64());
+    wire::write_command(
+        &Value::obj([
+            ("cmd", Value::str("hi")),
+            (
+                "version",
+                Value::str(concat!("Sluice ", env!("CARGO_PKG_VERSION"))),
+            ),
+            ("pack_method", Value::Int(2)),
+            ("salt", Value::str(&salt)),
+        ]),
+        out,
+    );
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        return u64::from(std::process::id()) << 32 ^ 0x5eed;
+    }
+    u64::from_be_bytes(b)
+}
+
+/// A command frame `{"cmd": NAME, …}` appended to `out`.
+pub fn command(name: &str, members: &[(&str, Value)], out: &mut Vec<u8>) {
+    let mut all = vec![("cmd".to_string(), Value::str(name))];
+    all.extend(members.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    wire::write_command(&Value::Object(all), out);
+}
+
+/// The `cmd` of a command value and the value.
+fn cmd_of(v: &Value) -> &str {
+    v.get("cmd").and_then(|c| c.as_str()).unwrap_or("")
+}
+
+fn send_error(sock: &mut TcpStream, msg: &str) {
+    let mut out = Vec::new();
+    command("error", &[("msg", Value::str(msg))], &mut out);
+    let _ = sock.write_all(&out);
+}
+
+/// Reads frames until the first command; bytes after it are returned too (a pushing client
+/// may send its header right behind the command).
+fn first_command(sock: &mut TcpStream) -> Result<(Value, Vec<u8>)> {
+    sock.set_read_timeout(Some(COMMAND_WAIT))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        loop {
+            match wire::parse_frame(&buf) {
+                Ok(Some((Frame::Command(v), used))) => {
+                    buf.drain(..used);
+                    return Ok((v, buf));
+                }
+                Ok(Some((_, used))) => {
+                    buf.drain(..used);
+                }
+                Ok(None) => break,
+                Err(e) => bail!("not DTSC: {e}"),
+            }
+        }
+        if buf.len() > 1 << 20 {
+            bail!("no command in the first MiB");
+        }
+        match sock.read(&mut chunk) {
+            Ok(0) if buf.is_empty() => return Err(ClosedQuietly.into()),
+            Ok(0) => bail!("closed before a command"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => bail!("no command within {COMMAND_WAIT:?}: {e}"),
+        }
+    }
+}
+
+/// A client that connected and closed without a byte (a port check): not worth a log line.
+#[derive(Debug, thiserror::Error)]
+#[error("closed without a byte")]
+struct ClosedQuietly;
+
+/// Serves one DTSC client.
+pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
+    let peer = sock
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    hi(&mut out);
+    sock.write_all(&out)?;
+    let (cmd, rest) = match first_command(&mut sock) {
+        Ok(c) => c,
+        Err(e) if e.is::<ClosedQuietly>() => return Ok(()),
+        Err(e) => {
+            send_error(&mut sock, &format!("{e:#}"));
+            bail!("{peer}: {e:#}");
+        }
+    };
+    let stream = cmd
+        .get("stream")
+        .and_then(|s| s.as_str())
+        .unwrap_or("")
+        .to_string();
+    match cmd_of(&cmd) {
+        "play" if !stream.is_empty() => play(sock, ctx, &peer, &stream),
+        "push" if !stream.is_empty() => {
+            let password = cmd
+                .get("password")
+                .and_then(|p| p.as_str())
+                .map(str::to_string);
+            push(sock, ctx, &peer, &stream, password, rest)
+        }
+        "play" | "push" => {
+            send_error(&mut sock, "no stream named");
+            bail!("{peer}: {} without a stream", cmd_of(&cmd));
+        }
+        other => {
+            send_error(&mut sock, &format!("unknown command {other:?}"));
+            bail!("{peer}: unknown first command {other:?}");
+        }
+    }
+}
+
+fn play(mut sock: TcpStream, ctx: &Ctx, peer: &str, stream: &str) -> Result<()> {
+    crate::listener::set_process_name("DTSC play");
+    let mut cursor = match Cursor::open(&ctx.rundir, stream, peer) {
+        Ok(c) => c,
+        Err(e) => {
+            send_error(&mut sock, &e.to_string());
+            return match e {
+                OpenError::NotFound(r) => {
+                    crate::log!(PROTO, "{peer}: play {stream}: not found ({r})");
+                    Ok(())
+                }
+                e => Err(anyhow!("{peer}: play {stream}: {e}")),
+            };
+        }
+    };
+    if !cursor.wait_ready(Duration::from_secs(10), 1) {
+        send_error(&mut sock, "no data within 10 s");
+        crate::log!(PROTO, "{peer}: play {stream}: no data within 10 s");
+        return Ok(());
+    }
+    let live = cursor.reader().meta().state() != dtsc::shm::STATE_ENDED;
+    if live {
+        cursor.seek_latest_key();
+    } else {
+        cursor.seek_first_key();
+    }
+    sock.set_read_timeout(None)?;
+    crate::log!(PROTO, "{peer} plays {stream}");
+    let unixzero = live.then(|| cursor.reader().meta().unixzero());
+    let mut out = DtscPlay {
+        unixzero,
+        input: Vec::new(),
+        replies: Vec::new(),
+        head: Vec::new(),
+    };
+    match session::stream_resuming(&mut sock, &mut cursor, &mut out, Vec::new(), Framing::Raw) {
+        Ok(Ended::StreamEnded) => crate::log!(PROTO, "{peer}: {stream} ended"),
+        Ok(_) => crate::log!(PROTO, "{peer}: left {stream}"),
+        Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),
+    }
+    Ok(())
+}
+
+/// DTSC out, as an output of the shared connection loop.
+struct DtscPlay {
+    /// Live: the buffer's `unixzero` (Unix ms of DTS 0), which tells a pulling edge that a
+    /// reconnect found the same timeline. `None`: an ended stream (`vod: 1`).
+    unixzero: Option<i64>,
+    /// Client bytes not parsed yet.
+    input: Vec<u8>,
+    /// Answers to the client's commands.
+    replies: Vec<u8>,
+    /// Scratch for one packet's frame head.
+    head: Vec<u8>,
+}
+
+impl<'m> Output<'m> for DtscPlay {
+    fn init(
+        &mut self,
+        tracks: &[Track],
+        _start_ms: u64,
+        _first: bool,
+        b: &mut Batch<'m>,
+    ) -> Result<()> {
+        let h = Header {
+            live: self.unixzero.is_some(),
+            unixzero: self.unixzero,
+            tracks: tracks.to_vec(),
+        };
+        b.own_with(|out| {
+            wire::write_header(&h, out);
+            Ok::<(), anyhow::Error>(())
+        })
+    }
+
+    fn packet(&mut self, _t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+        self.head.clear();
+        wire::write_packet_head(&p, &mut self.head);
+        b.own(&self.head);
+        b.data(p.data);
+        b.own(wire::PACKET_TAIL);
+        Ok(())
+    }
+
+    fn input(&mut self, bytes: &[u8]) -> Result<bool> {
+        self.input.extend_from_slice(bytes);
+        loop {
+            match wire::parse_frame(&self.input) {
+                Ok(Some((f, used))) => {
+                    let ping = matches!(&f, Frame::Command(v) if cmd_of(v) == "ping");
+                    self.input.drain(..used);
+                    if ping {
+                        command("ok", &[], &mut self.replies);
+                    }
+                }
+                Ok(None) if self.input.len() <= 1 << 20 => return Ok(false),
+                Ok(None) => bail!("a client frame over 1 MiB"),
+                Err(e) => bail!("malformed input from the client: {e}"),
+            }
+        }
+    }
+
+    fn control(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.replies);
+    }
+}
+
+fn push(
+    mut sock: TcpStream,
+    ctx: &Ctx,
+    peer: &str,
+    stream: &str,
+    password: Option<String>,
+    mut buf: Vec<u8>,
+) -> Result<()> {
+    crate::listener::set_process_name("DTSC push");
+    let auth = PushAuth::Key(password);
+    let attached = control::open_push(&ctx.rundir, stream, peer, &auth)
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|path| buffer::ipc::attach(&path, buffer::ipc::Mode::Push));
+    let attached = match attached {
+        Ok(a) => a,
+        Err(e) => {
+            send_error(&mut sock, &format!("{e:#}"));
+            bail!("{peer}: push to {stream} refused: {e:#}");
+        }
+    };
+    let mut publisher = Publisher::new(PROTO, attached, ctx.rundir.clone(), stream, peer, auth);
+    crate::log!(PROTO, "{peer} pushes {stream}");
+    sock.set_read_timeout(Some(PUSH_SILENCE))?;
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut frames = Vec::new();
+    let mut header_seen = false;
+    let mut packets = 0u64;
+    loop {
+        // Whole frames only; a packet before any header is dropped (the buffer needs the
+        // tracks first).
+        loop {
+            match wire::parse_frame(&buf) {
+                Ok(Some((f, used))) => {
+                    match f {
+                        Frame::Header(v) => match Header::from_value(&v) {
+                            Ok(_) => {
+                                header_seen = true;
+                                frames.extend_from_slice(&buf[..used]);
+                            }
+                            Err(e) => {
+                                send_error(&mut sock, &format!("bad header: {e}"));
+                                bail!("{peer}: push {stream}: bad header: {e}");
+                            }
+                        },
+                        Frame::Packet(_) if header_seen => {
+                            frames.extend_from_slice(&buf[..used]);
+                            packets += 1;
+                        }
+                        Frame::Command(v) if cmd_of(&v) == "ping" => {
+                            let mut ok = Vec::new();
+                            command("ok", &[], &mut ok);
+                            sock.write_all(&ok)?;
+                        }
+                        _ => {}
+                    }
+                    buf.drain(..used);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    send_error(&mut sock, &format!("malformed DTSC: {e}"));
+                    bail!("{peer}: push {stream}: malformed DTSC: {e}");
+                }
+            }
+        }
+        if !frames.is_empty() {
+            publisher.write(&frames)?;
+            frames.clear();
+        }
+        buffer::sessions::update(Some(&sock), false);
+        match sock.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                bail!("{peer}: push {stream}: nothing for {PUSH_SILENCE:?}")
+            }
+            Err(e) => bail!("{peer}: push {stream}: {e}"),
+        }
+    }
+    crate::log!(
+        PROTO,
+        "{peer} stopped pushing {stream} after {packets} packets"
+    );
+    Ok(())
+}

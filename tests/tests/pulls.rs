@@ -1,0 +1,218 @@
+//! Pull inputs with real peers:
+//! * MPEG-TS over UDP sent by ffmpeg to 127.0.0.1 (`tsudp://`), the sender stopped and
+//!   started again: viewers get every frame of both runs with timestamps that go on.
+//! * HTTP-FLV and HTTP-TS pulled from another Sluice (`http://ORIGIN/S.flv`, `/S.ts`, a daisy
+//!   chain): RTMP viewers of the edge get the origin's media; when the origin's publisher
+//!   stops and comes back, an edge viewer that stayed resumes within 5 s, its timestamps going
+//!   on.
+use serde_json::json;
+use sluice_e2e::*;
+use std::time::{Duration, Instant};
+
+/// The video's frame timestamps of a capture, ms (converted with the stream's time base).
+fn video_ms(cap: &Capture) -> Vec<i64> {
+    let v = cap.video();
+    let Some(first) = v.first() else {
+        return Vec::new();
+    };
+    let (num, den) = cap
+        .timebases
+        .get(&first.stream)
+        .and_then(|tb| tb.split_once('/'))
+        .and_then(|(n, d)| Some((n.parse::<i64>().ok()?, d.parse::<i64>().ok()?)))
+        .unwrap_or((1, 1000));
+    v.iter().map(|p| p.dts * num * 1000 / den).collect()
+}
+
+fn codecs(cap: &Capture) -> Vec<String> {
+    cap.streams.values().map(|(_, c)| c.clone()).collect()
+}
+
+/// Largest step between consecutive values, and whether they never go back.
+fn steps(ms: &[i64]) -> (i64, bool) {
+    let max = ms.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let mono = ms.windows(2).all(|w| w[1] >= w[0]);
+    (max, mono)
+}
+
+fn send_udp(dir: &std::path::Path, label: &str, port: u16) -> Client {
+    let file = fixture("bframes.flv");
+    let args = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-i",
+        file.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-f",
+        "mpegts",
+        &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
+    ]
+    .map(String::from);
+    spawn_client(dir, label, 20, "ffmpeg", &args)
+}
+
+#[test]
+fn mpeg_ts_over_udp_is_pulled_and_goes_on_across_a_sender_restart() {
+    require_tools(&["ffmpeg"]);
+    let port = free_port();
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["sat"] = json!({
+            "name": "sat",
+            "source": format!("tsudp://127.0.0.1:{port}"),
+            "always_on": true
+        });
+    });
+    assert!(
+        poll(Duration::from_secs(10), || srv
+            .stderr_text()
+            .contains("sat: pulling tsudp://")
+            .then_some(()))
+        .is_some(),
+        "the pull did not start: {}",
+        srv.stderr_tail(20)
+    );
+    let first = send_udp(&srv.dir, "sender-1", port);
+    srv.wait_live("sat");
+    let viewer = ffmpeg_framecrc(&srv.dir, "viewer", &srv.rtmp_url("sat"), &[], 32);
+    let out = first.wait();
+    assert!(out.status.success(), "sender 1: {}", out.describe());
+    // Longer than a UDP session's gap: the second run is a new session, its clock from 0.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = send_udp(&srv.dir, "sender-2", port).wait();
+    assert!(out.status.success(), "sender 2: {}", out.describe());
+    let out = viewer.wait();
+    let cap = Capture::from_output(&out);
+    assert_eq!(codecs(&cap), ["h264", "aac"], "{}", out.describe());
+    let ms = video_ms(&cap);
+    // The viewer joined the first run at a keyframe (2 s GOPs) and saw all of the second.
+    assert!(
+        ms.len() >= 250 + 180,
+        "{} video frames: {}\n{}",
+        ms.len(),
+        cap.summary(),
+        srv.stderr_tail(20)
+    );
+    let (step, mono) = steps(&ms);
+    assert!(mono, "video DTS went back: {}", cap.summary());
+    // The 3 s pause is not in the timestamps: the second run goes on 40 ms after the first.
+    assert!(
+        step <= 200,
+        "a {step} ms jump in video DTS: {}",
+        cap.summary()
+    );
+    let text = srv.stderr_text();
+    assert!(
+        text.contains("no datagram for 2 s"),
+        "{}",
+        srv.stderr_tail(20)
+    );
+}
+
+#[test]
+fn http_flv_and_http_ts_are_pulled_from_another_sluice_and_resume_after_an_outage() {
+    require_tools(&["ffmpeg"]);
+    let origin = Server::start();
+    let publisher = ffmpeg_publish_loop(
+        &origin.dir,
+        "publisher",
+        &fixture("bframes.flv"),
+        &origin.rtmp_url("live"),
+        1,
+        25,
+    );
+    origin.wait_live("live");
+    let up = origin.http_port;
+    let edge = Server::start_with_config(|cfg| {
+        cfg["streams"]["viaflv"] = json!({
+            "name": "viaflv",
+            "source": format!("http://127.0.0.1:{up}/live.flv"),
+            "always_on": true
+        });
+        cfg["streams"]["viats"] = json!({
+            "name": "viats",
+            "source": format!("http://127.0.0.1:{up}/live.ts"),
+            "always_on": true
+        });
+    });
+    edge.wait_live("viaflv");
+    edge.wait_live("viats");
+    let flv = ffmpeg_framecrc(&edge.dir, "flv-viewer", &edge.rtmp_url("viaflv"), &[], 10);
+    let ts = ffmpeg_framecrc(&edge.dir, "ts-viewer", &edge.rtmp_url("viats"), &[], 10);
+    for (label, c) in [("HTTP-FLV", flv), ("HTTP-TS", ts)] {
+        let out = c.wait();
+        let cap = Capture::from_output(&out);
+        assert_eq!(codecs(&cap), ["h264", "aac"], "{label}: {}", out.describe());
+        let ms = video_ms(&cap);
+        assert!(
+            ms.len() >= 170,
+            "{label}: {} video frames in 10 s: {}\n{}",
+            ms.len(),
+            cap.summary(),
+            edge.stderr_tail(20)
+        );
+        let (step, mono) = steps(&ms);
+        assert!(
+            mono && step <= 100,
+            "{label}: video DTS steps up to {step} ms, monotonic {mono}"
+        );
+        eprintln!("{label}: {} video frames in 10 s", ms.len());
+    }
+    // The origin's publisher stops and comes back: an edge viewer that stays resumes.
+    let viewer = ffmpeg_framecrc(&edge.dir, "staying", &edge.rtmp_url("viaflv"), &[], 40);
+    std::thread::sleep(Duration::from_secs(3));
+    stop_client(publisher);
+    std::thread::sleep(Duration::from_secs(4));
+    let publisher = ffmpeg_publish_loop(
+        &origin.dir,
+        "publisher-2",
+        &fixture("bframes.flv"),
+        &origin.rtmp_url("live"),
+        1,
+        25,
+    );
+    origin.wait_live("live");
+    let back = Instant::now();
+    let out = viewer.wait();
+    stop_client(publisher);
+    let cap = Capture::from_output(&out);
+    let v = cap.video();
+    let first_after = v
+        .iter()
+        .find(|p| p.at > back)
+        .map(|p| p.at.duration_since(back))
+        .unwrap_or_else(|| panic!("no frame after the origin came back: {}", cap.summary()));
+    eprintln!("the edge viewer resumed {first_after:?} after the origin was live again");
+    assert!(
+        first_after < Duration::from_secs(5),
+        "resumed after {first_after:?}\n{}",
+        edge.stderr_tail(20)
+    );
+    let after = v.iter().filter(|p| p.at > back).count();
+    assert!(
+        after >= 250,
+        "{after} frames after the outage: {}",
+        cap.summary()
+    );
+    let (_, mono) = steps(&video_ms(&cap));
+    assert!(
+        mono,
+        "video DTS went back across the outage: {}",
+        cap.summary()
+    );
+    let text = edge.stderr_text();
+    for l in text.lines().filter(|l| l.contains("[pull ")) {
+        eprintln!("{l}");
+    }
+    assert!(text.contains("reconnecting in"));
+    // While the origin lingered on the ended publish, it served it from its start: the edge
+    // saw that and did not pull it.
+    assert!(
+        text.contains("its stream has ended or is stored; not pulled"),
+        "{}",
+        edge.stderr_tail(30)
+    );
+}
