@@ -1604,3 +1604,63 @@ pub fn assert_every_frame(out: &ClientOutput, what: &str) {
     assert_eq!(cap.audio().len(), 432, "{diag}");
     assert!(cap.reordered() >= 150, "composition offsets lost: {diag}");
 }
+
+/// nginx with the RTMP module, `application live { live on; }`; stopped when dropped.
+pub struct NginxRtmp {
+    child: Child,
+    /// Its RTMP port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl NginxRtmp {
+    /// Starts it with its files under `dir/nginx-rtmp`.
+    pub fn start(dir: &Path) -> NginxRtmp {
+        require_tools(&["nginx"]);
+        let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+        assert!(
+            Path::new(module).exists(),
+            "{module} missing: run scripts/install-test-deps.sh (libnginx-mod-rtmp)"
+        );
+        let d = dir.join("nginx-rtmp");
+        fs::create_dir_all(d.join("logs")).unwrap();
+        let port = free_port();
+        let conf = format!(
+            "load_module {module};\nworker_processes 1;\ndaemon off;\n\
+             error_log {d}/logs/error.log;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n",
+            d = d.display()
+        );
+        fs::write(d.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&d)
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stderr(fs::File::create(d.join("logs/stderr")).unwrap())
+            .spawn()
+            .expect("start nginx");
+        assert!(
+            poll(Duration::from_secs(5), || port_accepts(port).then_some(())).is_some(),
+            "nginx-rtmp did not listen: {}",
+            fs::read_to_string(d.join("logs/error.log")).unwrap_or_default()
+        );
+        NginxRtmp { child, port }
+    }
+}
+
+impl Drop for NginxRtmp {
+    /// SIGTERM: nginx's master stops its workers (a SIGKILL would leave them running);
+    /// SIGKILL only if it has not ended within 3 s.
+    fn drop(&mut self) {
+        sigterm(self.child.id());
+        let ended = poll(Duration::from_secs(3), || {
+            self.child.try_wait().ok().flatten().map(|_| ())
+        });
+        if ended.is_none() {
+            sigkill(self.child.id());
+            let _ = self.child.wait();
+        }
+    }
+}

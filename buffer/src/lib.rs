@@ -67,12 +67,15 @@ pub struct BufferArgs {
 }
 
 /// Whether a source is pulled by a process of its own: `rtsp://` (a camera), `tsudp://`
-/// (MPEG-TS over UDP), `dtsc://` (another server's DTSC connector), `http(s)://` (HTTP-TS or
+/// (MPEG-TS over UDP), `dtsc://` (another server's DTSC connector), `rtmp://` (another RTMP
+/// server), `http(s)://` (HTTP-TS or
 /// HTTP-FLV).
 pub fn is_pull_source(source: &str) -> bool {
-    ["rtsp://", "tsudp://", "dtsc://", "http://", "https://"]
-        .iter()
-        .any(|s| source.starts_with(s))
+    [
+        "rtsp://", "rtmp://", "tsudp://", "dtsc://", "http://", "https://",
+    ]
+    .iter()
+    .any(|s| source.starts_with(s))
 }
 
 /// The pull process of a pulled source, restarted with backoff (1 s doubling to 30 s)

@@ -7,6 +7,8 @@
 //!   another Sluice (`/S.ts`, `/S.flv`), MistServer or HTTP Stream Pump.
 //! * `dtsc://HOST[:4200]/S`: stream S of another Sluice's or MistServer's DTSC connector
 //!   (`play`, `crate::dtsc_tcp`): an edge pulling from its origin.
+//! * `rtmp://HOST[:1935]/APP/S`: stream S played from another RTMP server (nginx-rtmp, SRS,
+//!   a MistServer, a Sluice), through `dtsc::rtmp::client::RtmpClient` (sans-IO).
 //!
 //! Started by the stream's buffer as `sluice pull --stream S --url URL --rundir DIR` (a
 //! process of its own, so garbage from upstream crashes nothing but this), attached to the
@@ -67,15 +69,22 @@ pub enum Transport {
     Http,
     /// A TCP connection to a DTSC connector, `play` sent first (`dtsc://`).
     DtscTcp,
+    /// An RTMP connection that plays (`rtmp://`): FLV tag bodies in RTMP messages.
+    Rtmp,
 }
 
 /// Which container and transport a pull URL names: `tsudp://` is TS over UDP; an
 /// `http(s)://` URL whose path ends in `.ts` / `.flv` is HTTP-TS / HTTP-FLV;
-/// `dtsc://HOST[:PORT]/S` is stream S of a DTSC connector (port 4200 by default). `None` for
-/// anything else.
+/// `dtsc://HOST[:PORT]/S` is stream S of a DTSC connector (port 4200 by default);
+/// `rtmp://HOST[:PORT]/APP/S` is stream S played from an RTMP server. `None` for anything
+/// else.
 pub fn kind_of(url: &str) -> Option<(Container, Transport)> {
     if url.starts_with("tsudp://") {
         return Some((Container::Ts, Transport::Udp));
+    }
+    if url.starts_with("rtmp://") {
+        return dtsc::rtmp::client::RtmpClient::parse_url(url)
+            .map(|_| (Container::Flv, Transport::Rtmp));
     }
     if let Some(rest) = url.strip_prefix("dtsc://") {
         let (host, stream) = rest.split_once('/')?;
@@ -404,20 +413,33 @@ impl ContainerDemux {
                 Err(e) => return Err(format!("FLV tag at byte {at}: {e}")),
             };
             let ((kind, ts, body), used) = ((tag.0.kind, tag.0.timestamp, tag.0.body), tag.1);
-            match self.flv.push_tag(kind, u64::from(ts), body) {
-                Ok(Some(IngestEvent::TracksChanged)) => Self::header(self.flv.tracks(), frames),
-                Ok(Some(IngestEvent::Packet(p))) => {
-                    if let Some(dts) = self.place(p.track, p.dts) {
-                        wire::write_packet(&PacketRef { dts, ..p }, frames);
-                        self.packets += 1;
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => self.bad_tags += 1,
-            }
+            self.push_tag(kind, u64::from(ts), body, frames);
             at += used;
         }
         Ok(at)
+    }
+
+    /// One FLV tag's body (an RTMP media message: RTMP carries FLV tag bodies), of `kind`
+    /// at `timestamp` ms, for the RTMP pull (an [`Container::Flv`] session). A tag that
+    /// cannot be used is counted in [`ContainerDemux::bad_tags`].
+    pub fn push_tag(
+        &mut self,
+        kind: flv::TagKind,
+        timestamp: u64,
+        body: &[u8],
+        frames: &mut Vec<u8>,
+    ) {
+        match self.flv.push_tag(kind, timestamp, body) {
+            Ok(Some(IngestEvent::TracksChanged)) => Self::header(self.flv.tracks(), frames),
+            Ok(Some(IngestEvent::Packet(p))) => {
+                if let Some(dts) = self.place(p.track, p.dts) {
+                    wire::write_packet(&PacketRef { dts, ..p }, frames);
+                    self.packets += 1;
+                }
+            }
+            Ok(None) => {}
+            Err(_) => self.bad_tags += 1,
+        }
     }
 }
 
@@ -426,7 +448,7 @@ pub fn run(args: PullArgs) -> Result<()> {
     let term = buffer::install_term_handler();
     let Some((container, transport)) = kind_of(&args.url) else {
         bail!(
-            "{}: not a tsudp://, dtsc:// or http(s)://…(.ts|.flv) URL",
+            "{}: not a tsudp://, dtsc://, rtmp:// or http(s)://…(.ts|.flv) URL",
             args.url
         );
     };
@@ -449,6 +471,7 @@ pub fn run(args: PullArgs) -> Result<()> {
             Transport::Udp => "TS-UDP pull",
             Transport::Http => "HTTP pull",
             Transport::DtscTcp => "DTSC pull",
+            Transport::Rtmp => "RTMP pull",
         },
         &host,
     );
@@ -473,6 +496,9 @@ pub fn run(args: PullArgs) -> Result<()> {
             (Some(s), _) => udp_session(s, &mut demux, &mut attached.sock, term, &mut st),
             (None, Transport::DtscTcp) => {
                 dtsc_session(&args.url, &mut demux, &mut attached.sock, term, &mut st)
+            }
+            (None, Transport::Rtmp) => {
+                rtmp_session(&args.url, &mut demux, &mut attached.sock, term, &mut st)
             }
             (None, _) => http_session(&args.url, &mut demux, &mut attached.sock, term, &mut st),
         };
@@ -755,6 +781,100 @@ fn dtsc_session(
     Ok(())
 }
 
+/// One RTMP session: connect, `play`, media messages until the server stops the stream,
+/// refuses, closes or goes quiet ([`dtsc::rtmp::client::RtmpClient`], sans-IO).
+fn rtmp_session(
+    url: &str,
+    demux: &mut ContainerDemux,
+    out: &mut std::os::unix::net::UnixStream,
+    term: &AtomicBool,
+    st: &mut Stats,
+) -> Result<()> {
+    use dtsc::rtmp::client::{ClientEvent, RtmpClient};
+    use dtsc::rtmp::session::MediaKind;
+    let (host, port, app, name, tc_url) =
+        RtmpClient::parse_url(url).ok_or_else(|| anyhow!("not rtmp://HOST[:PORT]/APP/S"))?;
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{host}: no address"))?;
+    let mut sock = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+        .with_context(|| format!("connecting to {addr}"))?;
+    sock.set_nodelay(true)?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut client = RtmpClient::player(&tc_url, &app, &name, rand_seed());
+    client.start(0);
+    let mut feed = Feed::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while !term.load(Ordering::SeqCst) {
+        let tx = client.take_output();
+        if !tx.is_empty() {
+            sock.write_all(&tx).context("writing to the server")?;
+        }
+        let got = match sock.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                st.bytes += n as u64;
+                buffer::sessions::add_bytes(0, n as u64);
+                client
+                    .handle_input(&buf[..n])
+                    .map_err(|e| anyhow!("from the server: {e}"))?;
+                true
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                false
+            }
+            Err(e) => bail!("reading: {e}"),
+        };
+        while let Some(ev) = client.poll_event() {
+            match ev {
+                ClientEvent::Playing => {
+                    st.sessions += 1;
+                    crate::log!(PROTO, "{}: playing", crate::push::redact(url));
+                }
+                ClientEvent::Media {
+                    kind,
+                    timestamp,
+                    payload,
+                } => {
+                    let tag = match kind {
+                        MediaKind::Audio => flv::TagKind::Audio,
+                        MediaKind::Video => flv::TagKind::Video,
+                        MediaKind::Data => flv::TagKind::Script,
+                    };
+                    demux.push_tag(tag, timestamp, &payload, &mut feed.frames);
+                }
+                ClientEvent::Failed(why) => bail!("refused: {why}"),
+                ClientEvent::Stopped(why) => {
+                    crate::log!(
+                        PROTO,
+                        "{}: the server stopped: {why}",
+                        crate::push::redact(url)
+                    );
+                    return Ok(());
+                }
+                ClientEvent::Connected | ClientEvent::Publishing => {}
+            }
+        }
+        feed.settle(got, demux, out, st)?;
+    }
+    Ok(())
+}
+
+fn rand_seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    u64::from_ne_bytes(b) ^ u64::from(std::process::id())
+}
+
 /// What a connection-based session does with what it read: demux it, hold the first
 /// [`PROBE`], refuse an upstream far ahead of real time, write to the buffer, give up after
 /// [`SILENCE`].
@@ -781,17 +901,27 @@ impl Feed {
         out: &mut std::os::unix::net::UnixStream,
         st: &mut Stats,
     ) -> Result<()> {
-        match bytes {
-            Some(b) => {
-                self.quiet_since = Instant::now();
-                st.bytes += b.len() as u64;
-                buffer::sessions::add_bytes(0, b.len() as u64);
-                demux.push(b, &mut self.frames).map_err(|e| anyhow!(e))?;
-            }
-            None if self.quiet_since.elapsed() >= SILENCE => {
-                bail!("nothing for {} s", SILENCE.as_secs())
-            }
-            None => {}
+        if let Some(b) = bytes {
+            st.bytes += b.len() as u64;
+            buffer::sessions::add_bytes(0, b.len() as u64);
+            demux.push(b, &mut self.frames).map_err(|e| anyhow!(e))?;
+        }
+        self.settle(bytes.is_some(), demux, out, st)
+    }
+
+    /// After input (`got`: some came) was demuxed into `self.frames`: the checks and the
+    /// write.
+    fn settle(
+        &mut self,
+        got: bool,
+        demux: &mut ContainerDemux,
+        out: &mut std::os::unix::net::UnixStream,
+        st: &mut Stats,
+    ) -> Result<()> {
+        if got {
+            self.quiet_since = Instant::now();
+        } else if self.quiet_since.elapsed() >= SILENCE {
+            bail!("nothing for {} s", SILENCE.as_secs())
         }
         // A live upstream sends at most a GOP or so ahead of real time; one that sends far
         // more at once serves an ended (or stored) stream, such as a finished publish in its
@@ -850,6 +980,11 @@ mod tests {
             Some((Container::Dtsc, Transport::DtscTcp))
         );
         assert_eq!(kind_of("dtsc://origin"), None);
+        assert_eq!(
+            kind_of("rtmp://h:1935/live/cam"),
+            Some((Container::Flv, Transport::Rtmp))
+        );
+        assert_eq!(kind_of("rtmp://h/cam"), None);
         assert_eq!(kind_of("http://h/x.m3u8"), None);
         assert_eq!(kind_of("rtsp://h/x"), None);
     }

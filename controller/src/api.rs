@@ -258,7 +258,7 @@ fn check_stream(name: &str, v: &Value) -> std::result::Result<(), String> {
         || !src.contains("://");
     if !known {
         return Err(format!(
-            "stream {name}: source {src:?}: not one Sluice reads (push://, rtsp://, tsudp://HOST:PORT, http(s)://…/S.ts or …/S.flv, or a file path)"
+            "stream {name}: source {src:?}: not one Sluice reads (push://, rtsp://, rtmp://HOST/APP/S, tsudp://HOST:PORT, http(s)://…/S.ts or …/S.flv, or a file path)"
         ));
     }
     if let Some(d) = o.get("DVR") {
@@ -762,6 +762,7 @@ fn capabilities() -> Value {
             "RTSP": {"source_match": "rtsp://*"},
             "TSUDP": {"source_match": "tsudp://*"},
             "DTSC": {"source_match": "dtsc://*"},
+            "RTMP": {"source_match": "rtmp://*"},
             "HTTPTS": {"source_match": ["http://*.ts", "https://*.ts"]},
             "HTTPFLV": {"source_match": ["http://*.flv", "https://*.flv"]},
             "FLV": {"source_match": "/*.flv"},

@@ -245,6 +245,8 @@ fn input_type(source: &str) -> &'static str {
         "RTSP"
     } else if source.starts_with("dtsc://") {
         "DTSC"
+    } else if source.starts_with("rtmp://") {
+        "RTMP"
     } else if source.starts_with("tsudp://") {
         "TSUDP"
     } else if source.starts_with("http") && source.contains(".flv") {

@@ -1,11 +1,11 @@
-//! The publishing RTMP client (`dtsc::rtmp::client`), fed a remote server's bytes: a valid
-//! S0+S1+S2 first, then the fuzz input as the chunk stream in pieces whose size the first
-//! input byte picks. Nothing may panic; once the client says it publishes, media may be
+//! The RTMP client (`dtsc::rtmp::client`), publishing or (odd first byte) playing, fed a
+//! remote server's bytes: a valid S0+S1+S2 first, then the fuzz input as the chunk stream in
+//! pieces whose size the first input byte picks. Nothing may panic; once the client says it publishes, media may be
 //! sent, and everything it writes after C0+C1+C2 is a chunk stream our own decoder reads.
 #![no_main]
 
 use dtsc::rtmp::chunk::ChunkDecoder;
-use dtsc::rtmp::client::{ClientEvent, PublishClient};
+use dtsc::rtmp::client::{ClientEvent, RtmpClient};
 use dtsc::rtmp::handshake::HANDSHAKE_SIZE;
 use dtsc::rtmp::{MediaKind, Span};
 use libfuzzer_sys::fuzz_target;
@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let piece = usize::from(split) + 1;
-    let mut c = PublishClient::new("rtmp://h/live", "live", "s", 7);
+    let mut c = if split & 1 == 1 {
+        RtmpClient::player("rtmp://h/live", "live", "s", 7)
+    } else {
+        RtmpClient::new("rtmp://h/live", "live", "s", 7)
+    };
     c.start(0);
     let mut written = c.take_output();
     // S0 (version 3), S1, S2.

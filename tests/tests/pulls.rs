@@ -5,6 +5,9 @@
 //!   chain): RTMP viewers of the edge get the origin's media; when the origin's publisher
 //!   stops and comes back, an edge viewer that stayed resumes within 5 s, its timestamps going
 //!   on.
+//! * RTMP pulled from Debian's nginx-rtmp (ffmpeg publishes to nginx-rtmp, Sluice plays it
+//!   from there): ffprobe reads the stream back over Sluice's HLS, and an RTMP viewer of
+//!   Sluice gets every frame from where it joined.
 use serde_json::json;
 use sluice_e2e::*;
 use std::time::{Duration, Instant};
@@ -215,4 +218,50 @@ fn http_flv_and_http_ts_are_pulled_from_another_sluice_and_resume_after_an_outag
         "{}",
         edge.stderr_tail(30)
     );
+}
+
+#[test]
+fn rtmp_is_pulled_from_nginx_rtmp() {
+    require_tools(&["ffmpeg", "ffprobe"]);
+    let dir = unique_temp_dir("rtmp-pull");
+    let nginx = NginxRtmp::start(&dir);
+    let upstream = format!("rtmp://127.0.0.1:{}/live/cam", nginx.port);
+    let publisher =
+        ffmpeg_publish_loop(&dir, "publisher", &fixture("bframes.flv"), &upstream, 1, 30);
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["relay"] = json!({"name": "relay", "source": upstream, "always_on": true});
+    });
+    srv.wait_live("relay");
+    let viewer = ffmpeg_framecrc(&srv.dir, "viewer", &srv.rtmp_url("relay"), &[], 10);
+    let info = ffprobe(
+        &srv.dir,
+        "hls",
+        &srv.http_url("/hls/relay/index.m3u8"),
+        &[],
+        20,
+    )
+    .unwrap_or_else(|e| panic!("HLS of the pulled stream: {e}\n{}", srv.stderr_tail(20)));
+    let codecs: Vec<&str> = info.iter().map(|s| s.codec_name.as_str()).collect();
+    assert_eq!(codecs, ["h264", "aac"]);
+    let video = find_stream(&info, "video").unwrap();
+    assert_eq!((video.width, video.height), (640, 360), "{video:?}");
+    let out = viewer.wait();
+    let cap = Capture::from_output(&out);
+    let ms = video_ms(&cap);
+    assert!(
+        ms.len() >= 170,
+        "{} video frames in 10 s: {}\n{}",
+        ms.len(),
+        cap.summary(),
+        srv.stderr_tail(20)
+    );
+    let (step, mono) = steps(&ms);
+    assert!(
+        mono && step <= 100,
+        "video DTS steps up to {step} ms, monotonic {mono}"
+    );
+    eprintln!("RTMP pull: {} video frames in 10 s", ms.len());
+    stop_client(publisher);
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -131,64 +131,6 @@ impl Drop for Hook {
     }
 }
 
-/// nginx with the RTMP module, `application live { live on; }`; stopped when dropped.
-struct NginxRtmp {
-    child: Child,
-    port: u16,
-}
-
-impl NginxRtmp {
-    fn start(dir: &Path) -> NginxRtmp {
-        require_tools(&["nginx"]);
-        let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-        assert!(
-            Path::new(module).exists(),
-            "{module} missing: run scripts/install-test-deps.sh (libnginx-mod-rtmp)"
-        );
-        let d = dir.join("nginx-rtmp");
-        std::fs::create_dir_all(d.join("logs")).unwrap();
-        let port = free_port();
-        let conf = format!(
-            "load_module {module};\nworker_processes 1;\ndaemon off;\n\
-             error_log {d}/logs/error.log;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 64; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&d)
-            .arg("-c")
-            .arg(d.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(d.join("logs/stderr")).unwrap())
-            .spawn()
-            .expect("start nginx");
-        assert!(
-            poll(Duration::from_secs(5), || port_accepts(port).then_some(())).is_some(),
-            "nginx-rtmp did not listen: {}",
-            std::fs::read_to_string(d.join("logs/error.log")).unwrap_or_default()
-        );
-        NginxRtmp { child, port }
-    }
-}
-
-impl Drop for NginxRtmp {
-    /// SIGTERM: nginx's master stops its workers (a SIGKILL would leave them running);
-    /// SIGKILL only if it has not ended within 3 s.
-    fn drop(&mut self) {
-        sigterm(self.child.id());
-        let ended = poll(Duration::from_secs(3), || {
-            self.child.try_wait().ok().flatten().map(|_| ())
-        });
-        if ended.is_none() {
-            sigkill(self.child.id());
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn triggers(list: &[(&str, Value)]) -> Value {
     let mut o = serde_json::Map::new();
     for (name, h) in list {

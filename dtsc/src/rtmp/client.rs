@@ -1,7 +1,16 @@
-//! The client side of an RTMP connection that publishes (Adobe RTMP spec 1.0 (Dec 2012)
-//! §5.2 handshake, §7.2.1.1 `connect`, §7.2.1.3 `createStream`, §7.2.2.6 `publish`), sans-IO:
-//! what Sluice's pushes out speak to another server (nginx-rtmp, MistServer, a CDN's ingest).
+//! The client side of an RTMP connection that publishes or plays (Adobe RTMP spec 1.0 (Dec
+//! 2012) §5.2 handshake, §7.2.1.1 `connect`, §7.2.1.3 `createStream`, §7.2.2.6 `publish`,
+//! §7.2.2.1 `play`), sans-IO: what Sluice's pushes out speak to another server (nginx-rtmp,
+//! MistServer, a CDN's ingest), and what its RTMP pull input plays from one.
 //!
+//! Playing ([`RtmpClient::player`]): the same handshake and `connect`, then `createStream`,
+//! `play(name, -1000)` (live or recorded, from the start) and a Set Buffer Length of 1 s;
+//! `NetStream.Play.Start` gives [`ClientEvent::Playing`], and each audio, video and data
+//! message of the played stream a [`ClientEvent::Media`] (FLV tag bodies, FLV spec v10.1
+//! §E.4.2–E.4.4). `NetStream.Play.Stop`, `…UnpublishNotify` and `…Play.Complete` give
+//! [`ClientEvent::Stopped`]; `…StreamNotFound` and errors [`ClientEvent::Failed`].
+//!
+//! Publishing:
 //! Driving it: [`PublishClient::start`] once, send [`PublishClient::take_output`]; feed the
 //! server's bytes to [`PublishClient::handle_input`] and poll [`PublishClient::poll_event`]
 //! until [`ClientEvent::Publishing`]; then send metadata and media with
@@ -41,8 +50,21 @@ pub enum ClientEvent {
     Publishing,
     /// The server refused or failed the session: the reason (status code and description).
     Failed(String),
-    /// The server ended the publish (`NetStream.Unpublish.*`, an EOF or close status).
+    /// The server ended the publish or the played stream (`NetStream.Unpublish.*`,
+    /// `NetStream.Play.Stop`, `…UnpublishNotify`, an EOF or close status).
     Stopped(String),
+    /// `play` was accepted (`NetStream.Play.Start`): media follows.
+    Playing,
+    /// One media message of the played stream: its kind, timestamp in ms (unwrapped past
+    /// 2^32) and body (an FLV tag body).
+    Media {
+        /// Audio, video or data.
+        kind: MediaKind,
+        /// Timestamp, ms.
+        timestamp: u64,
+        /// The message body.
+        payload: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,14 +72,16 @@ enum Step {
     Handshake,
     Connecting,
     Creating,
-    Publishing,
+    Requested,
     Live,
     Failed,
 }
 
-/// One publishing RTMP client connection. See the module docs.
+/// One RTMP client connection, publishing or playing. See the module docs.
 #[derive(Debug)]
-pub struct PublishClient {
+pub struct RtmpClient {
+    /// Plays instead of publishing.
+    play: bool,
     app: String,
     tc_url: String,
     name: String,
@@ -83,12 +107,16 @@ fn status_text(info: Option<&Amf0>) -> (String, String) {
     (s("code"), s("description"))
 }
 
-impl PublishClient {
+/// The name Sluice's pushes use.
+pub type PublishClient = RtmpClient;
+
+impl RtmpClient {
     /// A client that will publish stream `name` (the play path's last part, query included:
     /// `key?x=y`) in application `app`, announcing `tc_url` (`rtmp://host[:port]/app`).
     /// `seed` fills the handshake's random block.
-    pub fn new(tc_url: &str, app: &str, name: &str, seed: u64) -> PublishClient {
-        PublishClient {
+    pub fn new(tc_url: &str, app: &str, name: &str, seed: u64) -> RtmpClient {
+        RtmpClient {
+            play: false,
             app: app.to_string(),
             tc_url: tc_url.to_string(),
             name: name.to_string(),
@@ -102,6 +130,14 @@ impl PublishClient {
             received: 0,
             acked: 0,
             peer_window: WINDOW,
+        }
+    }
+
+    /// A client that will play stream `name` of application `app` (see [`RtmpClient::new`]).
+    pub fn player(tc_url: &str, app: &str, name: &str, seed: u64) -> RtmpClient {
+        RtmpClient {
+            play: true,
+            ..RtmpClient::new(tc_url, app, name, seed)
         }
     }
 
@@ -158,6 +194,22 @@ impl PublishClient {
             self.dec.push(rest);
         }
         while let Some(msg) = self.dec.poll()? {
+            let media = match msg.msg_type {
+                msg_type::AUDIO => Some(MediaKind::Audio),
+                msg_type::VIDEO => Some(MediaKind::Video),
+                msg_type::DATA_AMF0 => Some(MediaKind::Data),
+                _ => None,
+            };
+            if let Some(kind) = media {
+                if self.play && self.step == Step::Live && msg.stream_id == self.stream_id {
+                    self.events.push_back(ClientEvent::Media {
+                        kind,
+                        timestamp: msg.timestamp,
+                        payload: msg.payload,
+                    });
+                }
+                continue;
+            }
             match msg.msg_type {
                 msg_type::COMMAND_AMF0 => self.on_command(&msg.payload)?,
                 msg_type::COMMAND_AMF3 => {
@@ -232,6 +284,20 @@ impl PublishClient {
         let name = vals.first().and_then(Amf0::as_str).unwrap_or("");
         let txn = vals.get(1).and_then(Amf0::as_f64).unwrap_or(0.0);
         match name {
+            "_result" if txn == TXN_CONNECT && self.step == Step::Connecting && self.play => {
+                self.events.push_back(ClientEvent::Connected);
+                self.control(msg_type::WINDOW_ACK_SIZE, &WINDOW.to_be_bytes());
+                self.command(
+                    CSID_COMMAND,
+                    0,
+                    &[
+                        Amf0::string("createStream"),
+                        Amf0::Number(TXN_CREATE),
+                        Amf0::Null,
+                    ],
+                );
+                self.step = Step::Creating;
+            }
             "_result" if txn == TXN_CONNECT && self.step == Step::Connecting => {
                 self.events.push_back(ClientEvent::Connected);
                 self.control(msg_type::WINDOW_ACK_SIZE, &WINDOW.to_be_bytes());
@@ -267,6 +333,27 @@ impl PublishClient {
                 );
                 self.step = Step::Creating;
             }
+            "_result" if txn == TXN_CREATE && self.step == Step::Creating && self.play => {
+                self.stream_id = vals.get(3).and_then(Amf0::as_f64).unwrap_or(1.0) as u32;
+                self.command(
+                    CSID_STATUS,
+                    self.stream_id,
+                    &[
+                        Amf0::string("play"),
+                        Amf0::Number(0.0),
+                        Amf0::Null,
+                        Amf0::string(self.name.clone()),
+                        Amf0::Number(-1000.0),
+                    ],
+                );
+                // Set Buffer Length (user control event 3): stream id, 1000 ms.
+                let mut sbl = [0u8; 10];
+                sbl[..2].copy_from_slice(&3u16.to_be_bytes());
+                sbl[2..6].copy_from_slice(&self.stream_id.to_be_bytes());
+                sbl[6..].copy_from_slice(&1000u32.to_be_bytes());
+                self.control(msg_type::USER_CONTROL, &sbl);
+                self.step = Step::Requested;
+            }
             "_result" if txn == TXN_CREATE && self.step == Step::Creating => {
                 self.stream_id = vals.get(3).and_then(Amf0::as_f64).unwrap_or(1.0) as u32;
                 self.command(
@@ -280,7 +367,7 @@ impl PublishClient {
                         Amf0::string("live"),
                     ],
                 );
-                self.step = Step::Publishing;
+                self.step = Step::Requested;
             }
             "_error" if txn == TXN_CONNECT || txn == TXN_CREATE => {
                 let (code, desc) = status_text(vals.get(3));
@@ -293,13 +380,27 @@ impl PublishClient {
                     .and_then(|i| i.get("level"))
                     .and_then(Amf0::as_str)
                     .unwrap_or("");
-                if code == "NetStream.Publish.Start" && self.step == Step::Publishing {
+                if code == "NetStream.Publish.Start" && self.step == Step::Requested && !self.play {
                     self.step = Step::Live;
                     self.events.push_back(ClientEvent::Publishing);
+                } else if code == "NetStream.Play.Start"
+                    && self.step == Step::Requested
+                    && self.play
+                {
+                    self.step = Step::Live;
+                    self.events.push_back(ClientEvent::Playing);
+                } else if self.play
+                    && (code == "NetStream.Play.Stop"
+                        || code == "NetStream.Play.Complete"
+                        || code == "NetStream.Play.UnpublishNotify")
+                {
+                    self.events
+                        .push_back(ClientEvent::Stopped(format!("{code}: {desc}")));
                 } else if level == "error"
                     || code.ends_with(".BadName")
                     || code.ends_with(".Denied")
                     || code.ends_with(".Failed")
+                    || code.ends_with(".StreamNotFound")
                 {
                     self.fail(format!("{code}: {desc}"));
                 } else if code.starts_with("NetStream.Unpublish") || code.ends_with(".Stop") {
@@ -497,6 +598,71 @@ mod tests {
                 })
                 .expect("video reached the server");
             assert_eq!(media, (1234, 10_005));
+        }
+    }
+
+    #[test]
+    fn plays_from_our_own_server_side_and_media_arrives() {
+        for split in [1, 7, 4096] {
+            let mut c = RtmpClient::player("rtmp://127.0.0.1/live", "live", "cam", 5);
+            let mut s = server();
+            c.start(0);
+            let mut events = Vec::new();
+            for _ in 0..50 {
+                let c2s = c.take_output();
+                for part in c2s.chunks(split) {
+                    s.handle_input(part).unwrap();
+                }
+                while let Some(e) = s.poll_event() {
+                    if matches!(e, Event::Play { .. }) {
+                        s.accept_play().unwrap();
+                    }
+                    events.push(e);
+                }
+                let s2c = s.take_output();
+                for part in s2c.chunks(split) {
+                    c.handle_input(part).unwrap();
+                }
+                if c2s.is_empty() && s2c.is_empty() {
+                    break;
+                }
+            }
+            assert!(
+                events
+                    .iter()
+                    .any(|e| matches!(e, Event::Play { name, .. } if name == "cam")),
+                "{events:?}"
+            );
+            assert_eq!(c.poll_event(), Some(ClientEvent::Connected));
+            assert_eq!(c.poll_event(), Some(ClientEvent::Playing));
+            // The server sends a video frame: it arrives whole with its timestamp.
+            let frame = vec![0x27u8; 9_000];
+            s.send_media(MediaKind::Video, 4_000_000_000, &[&frame])
+                .unwrap();
+            for part in s.take_output().chunks(split) {
+                c.handle_input(part).unwrap();
+            }
+            // (|RtmpSampleAccess, a data message of the play's start, comes first.)
+            let video = std::iter::from_fn(|| c.poll_event()).find(|e| {
+                matches!(
+                    e,
+                    ClientEvent::Media {
+                        kind: MediaKind::Video,
+                        ..
+                    }
+                )
+            });
+            match video {
+                Some(ClientEvent::Media {
+                    kind: MediaKind::Video,
+                    timestamp,
+                    payload,
+                }) => {
+                    assert_eq!(timestamp, 4_000_000_000);
+                    assert_eq!(payload, frame);
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 
