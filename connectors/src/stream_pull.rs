@@ -9,6 +9,8 @@
 //!   (`play`, `crate::dtsc_tcp`): an edge pulling from its origin.
 //! * `rtmp://HOST[:1935]/APP/S`: stream S played from another RTMP server (nginx-rtmp, SRS,
 //!   a MistServer, a Sluice), through `dtsc::rtmp::client::RtmpClient` (sans-IO).
+//! * `http(s)://…/x.m3u8`: a live HLS stream of MPEG-TS segments (`dtsc::hls::parse_playlist`
+//!   reads the playlists), from its newest segment on.
 //!
 //! Started by the stream's buffer as `sluice pull --stream S --url URL --rundir DIR` (a
 //! process of its own, so garbage from upstream crashes nothing but this), attached to the
@@ -71,12 +73,15 @@ pub enum Transport {
     DtscTcp,
     /// An RTMP connection that plays (`rtmp://`): FLV tag bodies in RTMP messages.
     Rtmp,
+    /// HLS (`http(s)://…/x.m3u8`): the playlist reloaded, each new MPEG-TS segment fetched.
+    Hls,
 }
 
 /// Which container and transport a pull URL names: `tsudp://` is TS over UDP; an
 /// `http(s)://` URL whose path ends in `.ts` / `.flv` is HTTP-TS / HTTP-FLV;
 /// `dtsc://HOST[:PORT]/S` is stream S of a DTSC connector (port 4200 by default);
-/// `rtmp://HOST[:PORT]/APP/S` is stream S played from an RTMP server. `None` for anything
+/// `rtmp://HOST[:PORT]/APP/S` is stream S played from an RTMP server; an `http(s)://` URL
+/// whose path ends in `.m3u8` is a live HLS stream (MPEG-TS segments). `None` for anything
 /// else.
 pub fn kind_of(url: &str) -> Option<(Container, Transport)> {
     if url.starts_with("tsudp://") {
@@ -96,7 +101,9 @@ pub fn kind_of(url: &str) -> Option<(Container, Transport)> {
         .or_else(|| url.strip_prefix("https://"))?;
     let path = rest.split(['?', '#']).next().unwrap_or("");
     let path = path.to_ascii_lowercase();
-    if path.ends_with(".ts") {
+    if path.ends_with(".m3u8") {
+        Some((Container::Ts, Transport::Hls))
+    } else if path.ends_with(".ts") {
         Some((Container::Ts, Transport::Http))
     } else if path.ends_with(".flv") {
         Some((Container::Flv, Transport::Http))
@@ -472,6 +479,7 @@ pub fn run(args: PullArgs) -> Result<()> {
             Transport::Http => "HTTP pull",
             Transport::DtscTcp => "DTSC pull",
             Transport::Rtmp => "RTMP pull",
+            Transport::Hls => "HLS pull",
         },
         &host,
     );
@@ -499,6 +507,9 @@ pub fn run(args: PullArgs) -> Result<()> {
             }
             (None, Transport::Rtmp) => {
                 rtmp_session(&args.url, &mut demux, &mut attached.sock, term, &mut st)
+            }
+            (None, Transport::Hls) => {
+                hls_session(&args.url, &mut demux, &mut attached.sock, term, &mut st)
             }
             (None, _) => http_session(&args.url, &mut demux, &mut attached.sock, term, &mut st),
         };
@@ -674,17 +685,7 @@ fn http_session(
     term: &AtomicBool,
     st: &mut Stats,
 ) -> Result<()> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_recv_response(Some(SILENCE))
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                .build(),
-        )
-        .build()
-        .into();
-    let resp = agent
+    let resp = http_agent()
         .get(url)
         .header("User-Agent", "Sluice pull")
         .call()
@@ -719,6 +720,123 @@ fn http_session(
         };
         feed.take(got.as_deref(), demux, out, st)
             .map_err(|e| anyhow!("{e:#}"))?;
+    }
+    Ok(())
+}
+
+/// The HTTP client of the pulls: connect within [`CONNECT_TIMEOUT`], response head within
+/// [`SILENCE`], TLS checked against the system's roots (`SSL_CERT_FILE` for others).
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_recv_response(Some(SILENCE))
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// GETs `url` whole (at most `limit` bytes), within `timeout`.
+fn http_get(url: &str, limit: u64, timeout: Duration) -> Result<Vec<u8>> {
+    let mut resp = http_agent()
+        .get(url)
+        .header("User-Agent", "Sluice pull")
+        .config()
+        .timeout_global(Some(timeout))
+        .build()
+        .call()
+        .map_err(|e| anyhow!("{url}: {e}"))?;
+    resp.body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map_err(|e| anyhow!("{url}: {e}"))
+}
+
+/// One HLS session: the playlist (a master playlist's highest-bandwidth variant) reloaded
+/// (RFC 8216 §6.3.4), each new MPEG-TS segment fetched and fed on,
+/// starting at the newest segment listed. Ends when the playlist ends (`#EXT-X-ENDLIST`),
+/// fails, or brings nothing new for [`SILENCE`] (or three target durations, if longer).
+/// Playlists of fragmented MP4 segments (`#EXT-X-MAP`) are refused.
+fn hls_session(
+    url: &str,
+    demux: &mut ContainerDemux,
+    out: &mut std::os::unix::net::UnixStream,
+    term: &AtomicBool,
+    st: &mut Stats,
+) -> Result<()> {
+    use dtsc::hls::{parse_playlist, resolve_uri, Parsed};
+    let mut playlist_url = url.to_string();
+    let mut next: Option<u64> = None;
+    let mut feed = Feed::new();
+    st.sessions += 1;
+    while !term.load(Ordering::SeqCst) {
+        let text = http_get(&playlist_url, 1 << 20, SILENCE)?;
+        let text = String::from_utf8_lossy(&text);
+        let media = match parse_playlist(&text).map_err(|e| anyhow!("{playlist_url}: {e}"))? {
+            Parsed::Master(variants) => {
+                let (_, uri) = variants
+                    .iter()
+                    .max_by_key(|(bw, _)| *bw)
+                    .ok_or_else(|| anyhow!("a master playlist without variants"))?;
+                playlist_url = resolve_uri(&playlist_url, uri);
+                continue;
+            }
+            Parsed::Media(m) => m,
+        };
+        if media.ended && next.is_none() {
+            bail!("the playlist has ended (#EXT-X-ENDLIST): a stored stream; not pulled");
+        }
+        if media.map_uri.is_some() {
+            bail!("fragmented MP4 HLS segments (#EXT-X-MAP) are not supported: pull MPEG-TS HLS");
+        }
+        let target = Duration::from_secs(media.target_duration_s.clamp(1, 60));
+        feed.silence = SILENCE.max(3 * target);
+        let newest = media.segments.last().map(|s| s.0);
+        let from = match next {
+            None => newest.unwrap_or(0),
+            Some(n) if n < media.media_sequence => {
+                crate::log!(
+                    PROTO,
+                    "{}: fell behind the playlist: segments {n}..{} skipped",
+                    crate::push::redact(url),
+                    media.media_sequence
+                );
+                media.media_sequence
+            }
+            Some(n) => n,
+        };
+        let mut got = false;
+        for (msn, _, uri) in media.segments.iter().filter(|s| s.0 >= from) {
+            if term.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let seg = http_get(
+                &resolve_uri(&playlist_url, uri),
+                64 << 20,
+                SILENCE.max(2 * target),
+            )?;
+            feed.take(Some(&seg), demux, out, st)?;
+            next = Some(msn + 1);
+            got = true;
+        }
+        if next.is_none() {
+            next = Some(from);
+        }
+        if media.ended {
+            // What the demuxer holds goes out at the session's end (`finish`).
+            return Ok(());
+        }
+        // RFC 8216 §6.3.4: a target duration after a reload that brought something, half of
+        // one after one that did not.
+        let until = Instant::now() + if got { target } else { target / 2 };
+        while Instant::now() < until && !term.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+            feed.settle(false, demux, out, st)?;
+        }
     }
     Ok(())
 }
@@ -882,6 +1000,8 @@ struct Feed {
     frames: Vec<u8>,
     started: Instant,
     quiet_since: Instant,
+    /// How long without input ends the session ([`SILENCE`] unless set).
+    silence: Duration,
 }
 
 impl Feed {
@@ -890,6 +1010,7 @@ impl Feed {
             frames: Vec::new(),
             started: Instant::now(),
             quiet_since: Instant::now(),
+            silence: SILENCE,
         }
     }
 
@@ -920,8 +1041,8 @@ impl Feed {
     ) -> Result<()> {
         if got {
             self.quiet_since = Instant::now();
-        } else if self.quiet_since.elapsed() >= SILENCE {
-            bail!("nothing for {} s", SILENCE.as_secs())
+        } else if self.quiet_since.elapsed() >= self.silence {
+            bail!("nothing for {} s", self.silence.as_secs())
         }
         // A live upstream sends at most a GOP or so ahead of real time; one that sends far
         // more at once serves an ended (or stored) stream, such as a finished publish in its
@@ -985,6 +1106,10 @@ mod tests {
             Some((Container::Flv, Transport::Rtmp))
         );
         assert_eq!(kind_of("rtmp://h/cam"), None);
+        assert_eq!(
+            kind_of("https://cdn/live/index.m3u8?t=1"),
+            Some((Container::Ts, Transport::Hls))
+        );
         assert_eq!(kind_of("http://h/x.m3u8"), None);
         assert_eq!(kind_of("rtsp://h/x"), None);
     }

@@ -258,7 +258,7 @@ fn check_stream(name: &str, v: &Value) -> std::result::Result<(), String> {
         || !src.contains("://");
     if !known {
         return Err(format!(
-            "stream {name}: source {src:?}: not one Sluice reads (push://, rtsp://, rtmp://HOST/APP/S, tsudp://HOST:PORT, http(s)://…/S.ts or …/S.flv, or a file path)"
+            "stream {name}: source {src:?}: not one Sluice reads (push://, rtsp://, rtmp://HOST/APP/S, tsudp://HOST:PORT, http(s)://…/S.ts, …/S.flv or …/S.m3u8, or a file path)"
         ));
     }
     if let Some(d) = o.get("DVR") {
@@ -765,6 +765,7 @@ fn capabilities() -> Value {
             "RTMP": {"source_match": "rtmp://*"},
             "HTTPTS": {"source_match": ["http://*.ts", "https://*.ts"]},
             "HTTPFLV": {"source_match": ["http://*.flv", "https://*.flv"]},
+            "HLS": {"source_match": ["http://*.m3u8", "https://*.m3u8"]},
             "FLV": {"source_match": "/*.flv"},
             "TS": {"source_match": ["/*.ts", "/*.m2ts", "/*.mts"]}
         },

@@ -249,6 +249,8 @@ fn input_type(source: &str) -> &'static str {
         "RTMP"
     } else if source.starts_with("tsudp://") {
         "TSUDP"
+    } else if source.starts_with("http") && source.contains(".m3u8") {
+        "HLS"
     } else if source.starts_with("http") && source.contains(".flv") {
         "HTTPFLV"
     } else if source.starts_with("http") {

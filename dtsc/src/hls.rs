@@ -10,6 +10,10 @@
 //!
 //! URIs are written as given except that CR and LF are dropped, so a hostile stream name
 //! cannot inject playlist lines; callers percent-encode URIs themselves.
+//!
+//! The reading side, for the HLS pull input: [`parse_playlist`] reads a master playlist's
+//! variants or a media playlist's segments ([`Parsed`]), and [`resolve_uri`] makes a URI in
+//! a playlist absolute.
 
 use std::fmt::Write as _;
 
@@ -463,6 +467,149 @@ pub fn render_master_with_media(
     }
 }
 
+/// A playlist read by [`parse_playlist`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// A master playlist (RFC 8216 §4.3.4.2): each variant's `BANDWIDTH` (bits/s, 0 when
+    /// missing) and URI.
+    Master(Vec<(u64, String)>),
+    /// A media playlist (RFC 8216 §4.3.3).
+    Media(ReadPlaylist),
+}
+
+/// A media playlist as read (RFC 8216 §4.3.3).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadPlaylist {
+    /// `#EXT-X-TARGETDURATION`, seconds (0 when missing).
+    pub target_duration_s: u64,
+    /// `#EXT-X-MEDIA-SEQUENCE` (0 when missing): the first segment's media sequence number.
+    pub media_sequence: u64,
+    /// The segments in order: (media sequence number, duration in ms from `#EXTINF`, URI).
+    pub segments: Vec<(u64, u64, String)>,
+    /// `#EXT-X-ENDLIST`: no segment will be added.
+    pub ended: bool,
+    /// `#EXT-X-MAP`'s URI: the segments are fragmented MP4 with this init segment.
+    pub map_uri: Option<String>,
+}
+
+/// Why a text is not a playlist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaylistError {
+    /// The first line is not `#EXTM3U` (RFC 8216 §4.3.1.1).
+    #[error("not a playlist: the first line is not #EXTM3U")]
+    NotM3u,
+    /// An `#EXTINF` duration that is not a number.
+    #[error("line {0}: a bad #EXTINF duration")]
+    BadDuration(usize),
+}
+
+/// The value of attribute `name` in an attribute list (RFC 8216 §4.2), quotes removed.
+fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
+    let mut rest = list;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let (value, next) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"')?;
+            (&q[..end], q[end + 1..].trim_start_matches(','))
+        } else {
+            match after.split_once(',') {
+                Some((v, n)) => (v, n),
+                None => (after, ""),
+            }
+        };
+        if key.trim() == name {
+            return Some(value);
+        }
+        rest = next;
+    }
+    None
+}
+
+/// Reads a master or media playlist (RFC 8216 §4). Unknown tags are skipped, as the RFC asks
+/// of clients (§4.1); blank lines are ignored.
+pub fn parse_playlist(text: &str) -> Result<Parsed, PlaylistError> {
+    let mut lines = text.lines().map(str::trim).enumerate();
+    match lines.next() {
+        Some((_, l)) if l.trim_start_matches('\u{feff}') == "#EXTM3U" => {}
+        _ => return Err(PlaylistError::NotM3u),
+    }
+    let mut media = ReadPlaylist::default();
+    let mut variants = Vec::new();
+    let mut pending_bw: Option<u64> = None;
+    let mut pending_dur: Option<u64> = None;
+    let mut master = false;
+    let mut seq = None;
+    for (n, line) in lines {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            media.target_duration_s = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            // It must come before the first segment (RFC 8216 §4.3.3.2); a late one would
+            // renumber segments already read, so it is ignored.
+            if media.segments.is_empty() {
+                media.media_sequence = v.trim().parse().unwrap_or(0);
+            }
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            let d = v.split(',').next().unwrap_or("").trim();
+            let secs: f64 = d.parse().map_err(|_| PlaylistError::BadDuration(n + 1))?;
+            if !secs.is_finite() || secs < 0.0 {
+                return Err(PlaylistError::BadDuration(n + 1));
+            }
+            pending_dur = Some((secs * 1000.0).round().min(u64::MAX as f64 / 2.0) as u64);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            master = true;
+            pending_bw = Some(
+                attribute(v, "BANDWIDTH")
+                    .and_then(|b| b.parse().ok())
+                    .unwrap_or(0),
+            );
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:") {
+            media.map_uri = attribute(v, "URI").map(str::to_string);
+        } else if line == "#EXT-X-ENDLIST" {
+            media.ended = true;
+        } else if line.starts_with('#') {
+            // Other tags and comments.
+        } else if let Some(bw) = pending_bw.take() {
+            variants.push((bw, line.to_string()));
+        } else {
+            let s = *seq.get_or_insert(media.media_sequence);
+            media
+                .segments
+                .push((s, pending_dur.take().unwrap_or(0), line.to_string()));
+            seq = Some(s + 1);
+        }
+    }
+    Ok(if master {
+        Parsed::Master(variants)
+    } else {
+        Parsed::Media(media)
+    })
+}
+
+/// `uri` (from the playlist at `base`) made absolute: an absolute URI as it is, one starting
+/// with `/` on `base`'s scheme and host, any other relative to `base`'s folder (RFC 3986 §5.2,
+/// without dot segments).
+pub fn resolve_uri(base: &str, uri: &str) -> String {
+    if uri.contains("://") {
+        return uri.to_string();
+    }
+    let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let host = &rest[..host_end];
+    if uri.starts_with('/') {
+        return format!("{scheme}://{host}{uri}");
+    }
+    let path = &rest[host_end..];
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let dir = match path.rfind('/') {
+        Some(i) => &path[..=i],
+        None => "/",
+    };
+    format!("{scheme}://{host}{dir}{uri}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -819,5 +966,66 @@ mod tests {
              #EXT-X-STREAM-INF:BANDWIDTH=2628000,CODECS=\"avc1.64001f,mp4a.40.2\",\
              RESOLUTION=1280x720,AUDIO=\"aud\"\n1/index.m3u8\n"
         );
+    }
+
+    #[test]
+    fn playlists_are_read_back() {
+        let mut out = String::new();
+        let pl = MediaPlaylist {
+            target_duration_s: 2,
+            media_sequence: 7,
+            segments: vec![
+                Segment {
+                    msn: 7,
+                    duration_ms: 2000,
+                    uri: "7.ts".into(),
+                },
+                Segment {
+                    msn: 8,
+                    duration_ms: 1960,
+                    uri: "8.ts".into(),
+                },
+            ],
+            ended: false,
+            vod: false,
+        };
+        pl.render(&mut out);
+        let Parsed::Media(m) = parse_playlist(&out).unwrap() else {
+            panic!("{out}")
+        };
+        assert_eq!(m.media_sequence, 7);
+        assert_eq!(
+            m.segments,
+            vec![(7, 2000, "7.ts".to_string()), (8, 1960, "8.ts".to_string())]
+        );
+        assert!(!m.ended);
+        let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.42c01e,mp4a.40.2\"\nlow/index.m3u8\n#EXT-X-STREAM-INF:RESOLUTION=1280x720,BANDWIDTH=2400000\nhigh/index.m3u8\n";
+        assert_eq!(
+            parse_playlist(master).unwrap(),
+            Parsed::Master(vec![
+                (800_000, "low/index.m3u8".into()),
+                (2_400_000, "high/index.m3u8".into())
+            ])
+        );
+        assert_eq!(parse_playlist("<html>"), Err(PlaylistError::NotM3u));
+        assert_eq!(
+            parse_playlist("#EXTM3U\n#EXTINF:abc,\nx.ts"),
+            Err(PlaylistError::BadDuration(2))
+        );
+    }
+
+    #[test]
+    fn uris_resolve_against_the_playlist() {
+        let base = "http://h:8080/hls/live/index.m3u8?token=1";
+        assert_eq!(resolve_uri(base, "5.ts"), "http://h:8080/hls/live/5.ts");
+        assert_eq!(resolve_uri(base, "/x/5.ts"), "http://h:8080/x/5.ts");
+        assert_eq!(resolve_uri(base, "https://c/5.ts"), "https://c/5.ts");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_never_panics(text in "(#EXTM3U\n)?(#EXT[-A-Z]*:?[A-Z=0-9.,\"]*\n|[a-z0-9./]*\n){0,12}") {
+            let _ = parse_playlist(&text);
+        }
     }
 }

@@ -5,6 +5,8 @@
 //!   chain): RTMP viewers of the edge get the origin's media; when the origin's publisher
 //!   stops and comes back, an edge viewer that stayed resumes within 5 s, its timestamps going
 //!   on.
+//! * HLS (MPEG-TS segments) written by ffmpeg and served by a static HTTP server (Python's
+//!   `http.server`): an RTMP viewer of Sluice gets every frame from where it joined.
 //! * RTMP pulled from Debian's nginx-rtmp (ffmpeg publishes to nginx-rtmp, Sluice plays it
 //!   from there): ffprobe reads the stream back over Sluice's HLS, and an RTMP viewer of
 //!   Sluice gets every frame from where it joined.
@@ -263,5 +265,80 @@ fn rtmp_is_pulled_from_nginx_rtmp() {
     eprintln!("RTMP pull: {} video frames in 10 s", ms.len());
     stop_client(publisher);
     drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn live_hls_from_a_static_http_server_is_pulled() {
+    require_tools(&["ffmpeg", "/usr/bin/python3"]);
+    let dir = unique_temp_dir("hls-pull");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let file = fixture("bframes.flv");
+    let playlist = www.join("live.m3u8");
+    let args = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-stream_loop",
+        "1",
+        "-i",
+        file.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-f",
+        "hls",
+        "-hls_time",
+        "2",
+        "-hls_list_size",
+        "6",
+        "-hls_flags",
+        "delete_segments",
+        playlist.to_str().unwrap(),
+    ]
+    .map(String::from);
+    let writer = spawn_client(&dir, "hls-writer", 30, "ffmpeg", &args);
+    let port = free_port();
+    let mut web = std::process::Command::new("/usr/bin/python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1"])
+        .arg(port.to_string())
+        .arg("--directory")
+        .arg(&www)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    assert!(poll(Duration::from_secs(10), || playlist.exists().then_some(())).is_some());
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["fromhls"] = json!({
+            "name": "fromhls",
+            "source": format!("http://127.0.0.1:{port}/live.m3u8"),
+            "always_on": true
+        });
+    });
+    srv.wait_live("fromhls");
+    let out = ffmpeg_framecrc(&srv.dir, "viewer", &srv.rtmp_url("fromhls"), &[], 10).wait();
+    sigkill(web.id());
+    let _ = web.wait();
+    stop_client(writer);
+    let cap = Capture::from_output(&out);
+    let codecs: Vec<String> = codecs(&cap);
+    assert_eq!(codecs, ["h264", "aac"], "{}", out.describe());
+    let ms = video_ms(&cap);
+    assert!(
+        ms.len() >= 150,
+        "{} video frames in 10 s: {}\n{}",
+        ms.len(),
+        cap.summary(),
+        srv.stderr_tail(20)
+    );
+    let (step, mono) = steps(&ms);
+    assert!(
+        mono && step <= 100,
+        "video DTS steps up to {step} ms, monotonic {mono}"
+    );
+    eprintln!("HLS pull: {} video frames in 10 s", ms.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
