@@ -1110,7 +1110,7 @@ mod tests {
             kind_of("https://cdn/live/index.m3u8?t=1"),
             Some((Container::Ts, Transport::Hls))
         );
-        assert_eq!(kind_of("http://h/x.m3u8"), None);
+        assert_eq!(kind_of("http://h/x.mpd"), None);
         assert_eq!(kind_of("rtsp://h/x"), None);
     }
 
