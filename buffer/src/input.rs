@@ -61,6 +61,47 @@ fn read_ts(path: &str) -> Result<(Vec<Track>, Vec<Packet>)> {
     Ok((demux.tracks().to_vec(), packets))
 }
 
+/// Reads an MP4 or MOV file's tracks and packets ([`dtsc::mp4demux`]; `moov` before or after
+/// `mdat`). The file is held in memory and the payloads are slices of it.
+fn read_mp4(path: &str) -> Result<(Vec<Track>, Vec<Packet>)> {
+    let bytes = bytes::Bytes::from(std::fs::read(path).with_context(|| format!("reading {path}"))?);
+    dtsc::mp4demux::read(&bytes).with_context(|| format!("{path}: not a readable MP4/MOV file"))
+}
+
+/// Reads a DTSC file (`../shared/reference/dtsc.md`, "Files": a `DTSC` header, then `DTP2`
+/// packets; later headers replace the tracks). A truncated last frame is dropped.
+fn read_dtsc(path: &str) -> Result<(Vec<Track>, Vec<Packet>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+    let mut at = 0;
+    let mut tracks = Vec::new();
+    let mut packets = Vec::new();
+    while at < bytes.len() {
+        match dtsc::wire::parse_frame(&bytes[at..]) {
+            Ok(Some((dtsc::wire::Frame::Header(v), used))) => {
+                tracks = dtsc::wire::Header::from_value(&v)
+                    .with_context(|| format!("{path}: the header at byte {at}"))?
+                    .tracks;
+                at += used;
+            }
+            Ok(Some((dtsc::wire::Frame::Packet(p), used))) => {
+                let mut p = p.to_owned();
+                if p.bpos == 0 {
+                    p.bpos = at as u64;
+                }
+                packets.push(p);
+                at += used;
+            }
+            Ok(Some((_, used))) => at += used,
+            Ok(None) => break,
+            Err(e) => bail!("{path}: not DTSC at byte {at}: {e}"),
+        }
+    }
+    if tracks.is_empty() {
+        bail!("{path}: no DTSC header");
+    }
+    Ok((tracks, packets))
+}
+
 /// A file's tracks and packets, ready to be replayed.
 pub struct LoopedFile {
     /// The tracks found in the file.
@@ -75,8 +116,9 @@ pub struct LoopedFile {
 }
 
 impl LoopedFile {
-    /// Reads a file source into memory, by its extension: `.flv` or `.ts` (`.m2ts`, `.mts`).
-    /// Other extensions are refused with a message naming the supported ones.
+    /// Reads a file source into memory, by its extension: `.flv`, `.ts` (`.m2ts`, `.mts`),
+    /// `.mp4` (`.m4v`, `.m4a`, `.mov`, `.3gp`) or `.dtsc`. Other extensions are refused with
+    /// a message naming the supported ones.
     ///
     /// `prefill_ms`: how much of the file is released at once at start, so that a viewer who
     /// comes first finds a few segments already there.
@@ -89,7 +131,9 @@ impl LoopedFile {
         let (tracks, packets) = match ext.as_str() {
             "flv" => read_flv(path)?,
             "ts" | "m2ts" | "mts" => read_ts(path)?,
-            _ => bail!("{path}: unsupported file source (supported: .flv, .ts)"),
+            "mp4" | "m4v" | "m4a" | "mov" | "3gp" => read_mp4(path)?,
+            "dtsc" => read_dtsc(path)?,
+            _ => bail!("{path}: unsupported file source (supported: .flv, .ts, .mp4, .mov, .dtsc)"),
         };
         LoopedFile::from_packets(path, tracks, packets, prefill_ms, now)
     }

@@ -255,6 +255,13 @@ fn input_type(source: &str) -> &'static str {
         "HTTPFLV"
     } else if source.starts_with("http") {
         "HTTPTS"
+    } else if source.ends_with(".dtsc") {
+        "DTSC"
+    } else if [".mp4", ".m4v", ".m4a", ".mov", ".3gp"]
+        .iter()
+        .any(|e| source.to_ascii_lowercase().ends_with(e))
+    {
+        "MP4"
     } else if source.ends_with(".flv") {
         "FLV"
     } else {

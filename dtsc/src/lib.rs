@@ -18,6 +18,7 @@ pub mod hls;
 pub mod model;
 pub mod mp3;
 pub mod mp4;
+pub mod mp4demux;
 pub mod rtmp;
 pub mod rtp;
 pub mod shm;

@@ -1,0 +1,480 @@
+//! Reading MP4 / MOV files (ISO/IEC 14496-12, the ISO base media file format; QuickTime's
+//! `.mov` shares the boxes used here) into tracks and packets, for file sources.
+//!
+//! The `moov` box may come before or after `mdat` (both are found by walking the top-level
+//! boxes). Per track (`trak`): the id (`tkhd`, §8.3.2), the timescale (`mdhd`, §8.4.2), the
+//! handler (`hdlr`, §8.4.3: `vide`, `soun`), the first sample entry (`stsd`, §8.5.2: `avc1`/
+//! `avc3` with `avcC`, `hvc1`/`hev1` with `hvcC`, `mp4a` with `esds` carrying AAC's
+//! AudioSpecificConfig or MP3, ISO/IEC 14496-1 §7.2.6), and the sample table: decode times
+//! (`stts`, §8.6.1.2), composition offsets (`ctts`, §8.6.1.3), sync samples (`stss`,
+//! §8.6.2; all samples are sync without it), sizes (`stsz`, §8.7.3), chunks (`stsc`, §8.7.4)
+//! and chunk offsets (`stco`/`co64`, §8.7.5). Other tracks (subtitles, timecode) and
+//! other codecs are skipped. Fragmented files (`moof`) are not read: their `moov` has no
+//! samples, and the file is refused as having none.
+//!
+//! Times become ms (DTS and composition offset, to the nearest from timescale units); every
+//! packet's `bpos` is its byte offset in the file. Payloads are copied as they are: H.264
+//! and HEVC samples are length-prefixed NAL units, as DTSC keeps them.
+
+use bytes::Bytes;
+
+use crate::mp4::boxes;
+use crate::{Codec, Packet, Track, TrackKind};
+
+/// Why an MP4 file could not be read. (A malformed box ends the walk of its parent, as
+/// `mp4::boxes` reads: what it hid is missing, which shows as one of these.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mp4ReadError {
+    /// No `moov` box.
+    #[error("no moov box (not an MP4/MOV file, or a truncated one)")]
+    NoMoov,
+    /// A sample table that contradicts itself (more samples than sizes, a chunk past the
+    /// end of the file).
+    #[error("track {track}: {what}")]
+    BadTable {
+        /// The track id.
+        track: u32,
+        /// What is wrong.
+        what: String,
+    },
+    /// No track Sluice can carry.
+    #[error("no H.264, HEVC, AAC or MP3 track with samples")]
+    NoTracks,
+}
+
+/// Most samples read from one track (a 24 h 60 fps video has 5.2 M).
+const MAX_SAMPLES: usize = 20_000_000;
+
+/// The payload of the first child box `kind` of `parent` (a container's payload).
+fn child<'a>(parent: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+    boxes(parent).find(|(f, _)| f == kind).map(|(_, p)| p)
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn be64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A full box's entries after version/flags and a `u32` count: (count, entries start).
+fn table(b: &[u8]) -> Option<(usize, usize)> {
+    Some((be32(b, 4)? as usize, 8))
+}
+
+/// The first sample entry's codec and init data, and its video size or audio rate/channels.
+fn sample_entry(stsd: &[u8]) -> Option<(Codec, Vec<u8>, u32, u32)> {
+    // stsd: version/flags, entry count, then entries (boxes).
+    let (kind, body) = boxes(stsd.get(8..)?).next()?;
+    match &kind {
+        b"avc1" | b"avc3" | b"hvc1" | b"hev1" => {
+            // VisualSampleEntry (§12.1.3): 6 reserved, 2 data ref, 16 pre-defined/reserved,
+            // width, height, then 50 more bytes to the child boxes (78 in all).
+            let (w, h) = (u32::from(be16(body, 24)?), u32::from(be16(body, 26)?));
+            let (codec, cfg) = if kind.starts_with(b"avc") {
+                (Codec::H264, b"avcC")
+            } else {
+                (Codec::Hevc, b"hvcC")
+            };
+            let c = child(body.get(78..)?, cfg)?;
+            Some((codec, c.to_vec(), w, h))
+        }
+        b"mp4a" => {
+            // AudioSampleEntry (§12.2.3): 6 reserved, 2 data ref, 8 reserved, channels,
+            // sample size, 4 pre-defined/reserved, sample rate 16.16 (28 bytes in all).
+            // QuickTime (`.mov`) uses the first 2 reserved bytes as a version: version 1
+            // adds 16 bytes before the child boxes, version 2 36 (QuickTime File Format,
+            // "Sound Sample Description"), and may wrap `esds` in a `wave` box.
+            let channels = u32::from(be16(body, 16)?);
+            let rate = be32(body, 24)? >> 16;
+            let extra = match be16(body, 8)? {
+                1 => 16,
+                2 => 36,
+                _ => 0,
+            };
+            let kids = body.get(28 + extra..)?;
+            let esds = child(kids, b"esds").or_else(|| child(child(kids, b"wave")?, b"esds"))?;
+            let (oti, asc) = es_descriptor(esds.get(4..)?)?;
+            match oti {
+                0x40 | 0x66 | 0x67 | 0x68 => Some((Codec::Aac, asc, rate, channels)),
+                0x69 | 0x6B => Some((Codec::Mp3, Vec::new(), rate, channels)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A descriptor's tag, body range (ISO/IEC 14496-1 §8.3.3: sizes in 7-bit groups).
+fn descriptor(b: &[u8], at: usize) -> Option<(u8, usize, usize)> {
+    let tag = *b.get(at)?;
+    let mut len = 0usize;
+    let mut i = at + 1;
+    for _ in 0..4 {
+        let c = *b.get(i)?;
+        i += 1;
+        len = (len << 7) | usize::from(c & 0x7f);
+        if c & 0x80 == 0 {
+            break;
+        }
+    }
+    let end = i.checked_add(len)?;
+    (end <= b.len()).then_some((tag, i, end))
+}
+
+/// An ES_Descriptor's objectTypeIndication and DecoderSpecificInfo (§7.2.6.5–7.2.6.7).
+fn es_descriptor(b: &[u8]) -> Option<(u8, Vec<u8>)> {
+    let (tag, start, end) = descriptor(b, 0)?;
+    if tag != 3 {
+        return None;
+    }
+    let flags = *b.get(start + 2)?;
+    let mut at = start + 3;
+    if flags & 0x80 != 0 {
+        at += 2;
+    }
+    if flags & 0x40 != 0 {
+        at += 1 + usize::from(*b.get(at)?);
+    }
+    if flags & 0x20 != 0 {
+        at += 2;
+    }
+    let (tag, dstart, dend) = descriptor(&b[..end], at)?;
+    if tag != 4 {
+        return None;
+    }
+    let oti = *b.get(dstart)?;
+    let asc = match descriptor(&b[..dend], dstart + 13) {
+        Some((5, s, e)) => b[s..e].to_vec(),
+        _ => Vec::new(),
+    };
+    Some((oti, asc))
+}
+
+/// `t` timescale units in ms, to the nearest.
+fn to_ms(t: u64, timescale: u64) -> u64 {
+    (u128::from(t) * 1000 + u128::from(timescale / 2))
+        .checked_div(u128::from(timescale))
+        .unwrap_or(0) as u64
+}
+
+/// Reads a whole MP4/MOV file's tracks and packets (packets in DTS order per track; the
+/// caller sorts across tracks). Track ids are renumbered from 1 in file order. Payloads are
+/// slices of `file` (no copy).
+pub fn read(file: &Bytes) -> Result<(Vec<Track>, Vec<Packet>), Mp4ReadError> {
+    // A truncated last box (an unfinished `mdat`) ends the walk; `moov` may be before it.
+    let moov = boxes(file)
+        .find(|(f, _)| f == b"moov")
+        .map(|(_, p)| p)
+        .ok_or(Mp4ReadError::NoMoov)?;
+    let mut tracks = Vec::new();
+    let mut packets = Vec::new();
+    for (_, trak) in boxes(moov).filter(|(f, _)| f == b"trak") {
+        let id = tracks.len() as u32 + 1;
+        if let Some((t, p)) = read_trak(file, trak, id)? {
+            tracks.push(t);
+            packets.extend(p);
+        }
+    }
+    if tracks.is_empty() {
+        return Err(Mp4ReadError::NoTracks);
+    }
+    Ok((tracks, packets))
+}
+
+fn read_trak(
+    file: &Bytes,
+    trak: &[u8],
+    id: u32,
+) -> Result<Option<(Track, Vec<Packet>)>, Mp4ReadError> {
+    let Some(mdia) = child(trak, b"mdia") else {
+        return Ok(None);
+    };
+    let (Some(m), Some(hdlr), Some(minf)) = (
+        child(mdia, b"mdhd"),
+        child(mdia, b"hdlr"),
+        child(mdia, b"minf"),
+    ) else {
+        return Ok(None);
+    };
+    let timescale = match m.first() {
+        Some(1) => be32(m, 20),
+        _ => be32(m, 12),
+    }
+    .filter(|&t| t > 0)
+    .map(u64::from);
+    let Some(timescale) = timescale else {
+        return Ok(None);
+    };
+    let handler = hdlr.get(8..12).unwrap_or(&[]);
+    let kind = match handler {
+        b"vide" => TrackKind::Video,
+        b"soun" => TrackKind::Audio,
+        _ => return Ok(None),
+    };
+    let Some(stbl) = child(minf, b"stbl") else {
+        return Ok(None);
+    };
+    let Some(stsd) = child(stbl, b"stsd") else {
+        return Ok(None);
+    };
+    let Some((codec, init, a, b)) = sample_entry(stsd) else {
+        return Ok(None);
+    };
+    let mut track = Track::new(id, kind, codec);
+    track.init = init;
+    if kind == TrackKind::Video {
+        (track.width, track.height) = (a, b);
+    } else {
+        (track.rate, track.channels) = (a, b);
+        track.bits = 16;
+        if track.codec == Codec::Aac {
+            if let Ok(asc) = crate::aac::parse_asc(&track.init) {
+                track.rate = asc.sample_rate;
+                track.channels = u32::from(asc.channels);
+            }
+        }
+    }
+    let bad = |what: &str| Mp4ReadError::BadTable {
+        track: id,
+        what: what.to_string(),
+    };
+    let get = |k: &[u8; 4]| child(stbl, k);
+    // Sizes.
+    let stsz = get(b"stsz").ok_or_else(|| bad("no stsz"))?;
+    let fixed = be32(stsz, 4).ok_or_else(|| bad("short stsz"))?;
+    let count = be32(stsz, 8).ok_or_else(|| bad("short stsz"))? as usize;
+    if count > MAX_SAMPLES {
+        return Err(bad("too many samples"));
+    }
+    let size_of = |i: usize| -> Option<u32> {
+        if fixed != 0 {
+            Some(fixed)
+        } else {
+            be32(stsz, 12 + 4 * i)
+        }
+    };
+    // Chunk offsets.
+    let offsets: Vec<u64> = if let Some(stco) = get(b"stco") {
+        let (n, at) = table(stco).ok_or_else(|| bad("short stco"))?;
+        (0..n.min(MAX_SAMPLES))
+            .map(|i| be32(stco, at + 4 * i).map(u64::from))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("short stco"))?
+    } else if let Some(co64) = get(b"co64") {
+        let (n, at) = table(co64).ok_or_else(|| bad("short co64"))?;
+        (0..n.min(MAX_SAMPLES))
+            .map(|i| be64(co64, at + 8 * i))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("short co64"))?
+    } else {
+        return Err(bad("no stco or co64"));
+    };
+    // Samples per chunk: (first chunk, 1-based; samples per chunk).
+    let stsc = get(b"stsc").ok_or_else(|| bad("no stsc"))?;
+    let (n, at) = table(stsc).ok_or_else(|| bad("short stsc"))?;
+    let runs: Vec<(usize, usize)> = (0..n.min(MAX_SAMPLES))
+        .map(|i| {
+            Some((
+                be32(stsc, at + 12 * i)? as usize,
+                be32(stsc, at + 12 * i + 4)? as usize,
+            ))
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("short stsc"))?;
+    // Decode deltas.
+    let stts = get(b"stts").ok_or_else(|| bad("no stts"))?;
+    let (n, at) = table(stts).ok_or_else(|| bad("short stts"))?;
+    let mut deltas = Vec::with_capacity(count.min(1 << 20));
+    for i in 0..n {
+        let (c, d) = (
+            be32(stts, at + 8 * i).ok_or_else(|| bad("short stts"))?,
+            be32(stts, at + 8 * i + 4).ok_or_else(|| bad("short stts"))?,
+        );
+        for _ in 0..c {
+            if deltas.len() >= count {
+                break;
+            }
+            deltas.push(u64::from(d));
+        }
+    }
+    // Composition offsets (version 1: signed).
+    let mut comp = vec![0i64; 0];
+    if let Some(ctts) = get(b"ctts") {
+        let signed = ctts.first() == Some(&1);
+        let (n, at) = table(ctts).ok_or_else(|| bad("short ctts"))?;
+        for i in 0..n {
+            let c = be32(ctts, at + 8 * i).ok_or_else(|| bad("short ctts"))?;
+            let raw = be32(ctts, at + 8 * i + 4).ok_or_else(|| bad("short ctts"))?;
+            let o = if signed {
+                i64::from(raw as i32)
+            } else {
+                i64::from(raw)
+            };
+            for _ in 0..c {
+                if comp.len() >= count {
+                    break;
+                }
+                comp.push(o);
+            }
+        }
+    }
+    // Sync samples (1-based); all when absent.
+    let sync: Option<Vec<u32>> = match get(b"stss") {
+        Some(stss) => {
+            let (n, at) = table(stss).ok_or_else(|| bad("short stss"))?;
+            Some(
+                (0..n.min(MAX_SAMPLES))
+                    .map(|i| be32(stss, at + 4 * i))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| bad("short stss"))?,
+            )
+        }
+        None => None,
+    };
+    // Walk the chunks.
+    let mut packets = Vec::with_capacity(count.min(1 << 20));
+    let mut sample = 0usize;
+    let mut dts = 0u64;
+    let mut next_sync = 0usize;
+    for (ci, &chunk_off) in offsets.iter().enumerate() {
+        let chunk_no = ci + 1;
+        let per = runs
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= chunk_no)
+            .map_or(0, |r| r.1);
+        let mut off = chunk_off;
+        for _ in 0..per {
+            if sample >= count {
+                break;
+            }
+            let size = u64::from(size_of(sample).ok_or_else(|| bad("short stsz"))?);
+            let end = off
+                .checked_add(size)
+                .filter(|&e| e <= file.len() as u64)
+                .ok_or_else(|| bad("a sample past the end of the file"))?;
+            let keyframe = match &sync {
+                None => true,
+                Some(s) => {
+                    while next_sync < s.len() && (s[next_sync] as usize) < sample + 1 {
+                        next_sync += 1;
+                    }
+                    s.get(next_sync) == Some(&(sample as u32 + 1))
+                }
+            };
+            let offset = comp.get(sample).copied().unwrap_or(0);
+            packets.push(Packet {
+                track: id,
+                dts: to_ms(dts, timescale),
+                offset: if offset < 0 {
+                    -(to_ms(offset.unsigned_abs(), timescale) as i64)
+                } else {
+                    to_ms(offset as u64, timescale) as i64
+                },
+                keyframe: keyframe || kind == TrackKind::Audio,
+                bpos: off,
+                data: file.slice(off as usize..end as usize),
+            });
+            dts = dts.saturating_add(deltas.get(sample).copied().unwrap_or(0));
+            off = end;
+            sample += 1;
+        }
+    }
+    if packets.is_empty() {
+        return Ok(None);
+    }
+    if kind == TrackKind::Video {
+        let span = packets.last().map_or(0, |p| p.dts) - packets[0].dts;
+        if span > 0 && packets.len() > 1 {
+            track.fpks = ((packets.len() as u64 - 1) * 1_000_000 / span) as u32;
+        }
+    }
+    Ok(Some((track, packets)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PacketRef;
+
+    fn tracks() -> Vec<Track> {
+        let sps = [0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0x84];
+        let pps = [0x68, 0xce, 0x3c, 0x80];
+        let mut avcc = vec![1, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0, sps.len() as u8];
+        avcc.extend_from_slice(&sps);
+        avcc.extend_from_slice(&[1, 0, pps.len() as u8]);
+        avcc.extend_from_slice(&pps);
+        let mut v = Track::new(1, TrackKind::Video, Codec::H264);
+        (v.init, v.width, v.height, v.fpks) = (avcc, 640, 360, 25_000);
+        let mut a = Track::new(2, TrackKind::Audio, Codec::Aac);
+        (a.init, a.rate, a.channels, a.bits) = (vec![0x12, 0x10], 44_100, 2, 16);
+        vec![v, a]
+    }
+
+    #[test]
+    fn a_file_we_write_reads_back_with_every_sample() {
+        let frames: Vec<Vec<u8>> = (0..6u8).map(|i| vec![0, 0, 0, 2, 0x65, i]).collect();
+        let mut pkts = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            pkts.push(PacketRef {
+                track: 1,
+                dts: 40 * i as u64,
+                offset: [80, 0, 40, 80, 0, 40][i],
+                keyframe: i == 0 || i == 3,
+                bpos: 0,
+                data: f,
+            });
+            pkts.push(PacketRef {
+                track: 2,
+                dts: 23 * i as u64,
+                offset: 0,
+                keyframe: true,
+                bpos: 0,
+                data: &f[4..],
+            });
+        }
+        pkts.sort_by_key(|p| p.dts);
+        let mut file = Vec::new();
+        crate::mp4::write_progressive(&tracks(), &pkts, &mut file).unwrap();
+        let (got_tracks, got) = read(&Bytes::from(file)).unwrap();
+        assert_eq!(got_tracks.len(), 2);
+        assert_eq!((got_tracks[0].width, got_tracks[0].height), (640, 360));
+        assert_eq!(got_tracks[0].init, tracks()[0].init);
+        assert_eq!((got_tracks[1].rate, got_tracks[1].channels), (44_100, 2));
+        for id in [1, 2] {
+            let want: Vec<_> = pkts
+                .iter()
+                .filter(|p| p.track == id)
+                .map(|p| (p.dts, p.offset, p.keyframe, p.data.to_vec()))
+                .collect();
+            let have: Vec<_> = got
+                .iter()
+                .filter(|p| p.track == id)
+                .map(|p| (p.dts, p.offset, p.keyframe, p.data.to_vec()))
+                .collect();
+            assert_eq!(have, want, "track {id}");
+        }
+        assert!(got.iter().all(|p| p.bpos > 0));
+    }
+
+    #[test]
+    fn not_an_mp4_is_an_error() {
+        assert_eq!(
+            read(&Bytes::from_static(b"<html>not a movie</html>")),
+            Err(Mp4ReadError::NoMoov)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_never_panic(data in proptest::collection::vec(0u8..=255, 0..600)) {
+            let _ = read(&Bytes::from(data));
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! VOD file sources besides FLV and TS: MP4 with `moov` after `mdat` (as ffmpeg writes it),
+//! MP4 with `moov` first (`-movflags +faststart`), MOV, and DTSC (written by
+//! `sluice-convert`), each made from the B-frame fixture and played whole over RTMP and HLS
+//! with every frame (250 video with their composition offsets, 432 audio). A file that is
+//! not what its extension says is refused with a reason, and the server goes on.
+use serde_json::json;
+use sluice_e2e::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The fixture remuxed by ffmpeg into `dir/name` with `extra` output options.
+fn remux(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(fixture("bframes.flv"))
+        .args(["-c", "copy"])
+        .args(extra)
+        .arg(&out)
+        .status()
+        .expect("ffmpeg");
+    assert!(st.success(), "ffmpeg remux to {name}");
+    out
+}
+
+/// Whether the top-level `moov` box comes before `mdat`.
+fn moov_first(path: &Path) -> bool {
+    let b = std::fs::read(path).unwrap();
+    let find = |t: &[u8]| b.windows(4).position(|w| w == t).unwrap();
+    find(b"moov") < find(b"mdat")
+}
+
+#[test]
+fn mp4_mov_and_dtsc_files_play_whole_over_rtmp_and_hls() {
+    require_tools(&["ffmpeg"]);
+    let dir = unique_temp_dir("vod-files");
+    let mp4_end = remux(&dir, "end.mp4", &[]);
+    let mp4_start = remux(&dir, "start.mp4", &["-movflags", "+faststart"]);
+    let mov = remux(&dir, "clip.mov", &[]);
+    assert!(!moov_first(&mp4_end) && moov_first(&mp4_start));
+    let dtsc_file = dir.join("clip.dtsc");
+    let conv = Command::new(sluice_bin().with_file_name("sluice-convert"))
+        .arg(fixture("bframes.flv"))
+        .arg(&dtsc_file)
+        .output()
+        .expect("sluice-convert");
+    assert!(
+        conv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&conv.stderr)
+    );
+    let files = [
+        ("mp4end", mp4_end),
+        ("mp4start", mp4_start),
+        ("mov", mov),
+        ("dtsc", dtsc_file),
+    ];
+    let srv = Server::start_with_config(|cfg| {
+        for (name, path) in &files {
+            cfg["streams"][*name] =
+                json!({"name": name, "source": path.to_str().unwrap(), "loop": false});
+        }
+    });
+    for (name, _) in &files {
+        let out = ffmpeg_framecrc(
+            &srv.dir,
+            &format!("{name}-rtmp"),
+            &srv.rtmp_url(name),
+            &[],
+            30,
+        )
+        .wait();
+        assert_every_frame(&out, &format!("{name} over RTMP"));
+        let out = ffmpeg_framecrc(
+            &srv.dir,
+            &format!("{name}-hls"),
+            &srv.http_url(&format!("/hls/{name}/index.m3u8")),
+            &[],
+            30,
+        )
+        .wait();
+        assert_every_frame(&out, &format!("{name} over HLS"));
+    }
+}
+
+#[test]
+fn a_file_that_is_not_what_its_extension_says_is_refused() {
+    let dir = unique_temp_dir("vod-bad");
+    let fake = dir.join("fake.mp4");
+    std::fs::write(&fake, b"<html>not a movie</html>").unwrap();
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["fake"] =
+            json!({"name": "fake", "source": fake.to_str().unwrap(), "loop": false});
+    });
+    let r = srv.get("/fake.ts").unwrap();
+    assert!(r.status >= 400, "{}: {}", r.status, r.text());
+    assert!(
+        poll(std::time::Duration::from_secs(5), || srv
+            .stderr_text()
+            .contains("no moov box")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        srv.stderr_tail(20)
+    );
+    // The server goes on: the demo stream plays.
+    let info = ffprobe(&srv.dir, "demo", &srv.http_url("/demo.ts"), &[], 15).unwrap();
+    assert_eq!(info.len(), 2);
+}
