@@ -39,7 +39,14 @@ pub fn split_name(name: &str) -> (String, Option<String>) {
         None => (name, None),
     };
     // Some encoders put app/stream into the name; the stream is the last path element.
-    let stream = stream.rsplit('/').next().unwrap_or(stream).to_string();
+    let stream = stream.rsplit('/').next().unwrap_or(stream);
+    // Flash Media Server's file-type prefix, which players (ffmpeg among them) add for a
+    // name ending in `.mp4`, `.mov`, `.f4v` or `.mp3`: `mp4:S.mp4` plays `S.mp4`.
+    let stream = ["mp4:", "flv:", "mp3:", "f4v:", "mov:"]
+        .iter()
+        .find_map(|p| stream.strip_prefix(p))
+        .unwrap_or(stream)
+        .to_string();
     let key = query.map(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("key="))
@@ -427,5 +434,27 @@ impl<'m> Output<'m> for RtmpPlay {
         self.session.end_of_stream()?;
         out.extend_from_slice(&self.session.take_output());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_name;
+
+    #[test]
+    fn play_names_lose_their_path_file_type_prefix_and_key() {
+        assert_eq!(
+            split_name("live/cam?key=k"),
+            ("cam".into(), Some("k".into()))
+        );
+        assert_eq!(
+            split_name("mp4:vod+clip.mp4"),
+            ("vod+clip.mp4".into(), None)
+        );
+        assert_eq!(
+            split_name("cam?s3cret"),
+            ("cam".into(), Some("s3cret".into()))
+        );
+        assert_eq!(split_name("mp4x:cam"), ("mp4x:cam".into(), None));
     }
 }

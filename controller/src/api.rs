@@ -235,6 +235,36 @@ fn names_of(arg: &Value) -> Vec<String> {
     }
 }
 
+/// With `config.media_folders` set, a file or folder source must lie inside one of them
+/// (after resolving `..` and symbolic links; a path that does not exist yet is checked as
+/// written, and may not use `..`).
+fn check_media_folder(cfg: &Value, name: &str, v: &Value) -> std::result::Result<(), String> {
+    let Some(folders) = config::media_folders(cfg) else {
+        return Ok(());
+    };
+    let src = v.get("source").and_then(|s| s.as_str()).unwrap_or("");
+    if src.contains("://") {
+        return Ok(());
+    }
+    let path = std::path::Path::new(src);
+    let inside = match std::fs::canonicalize(path) {
+        Ok(real) => folders.iter().any(|f| real.starts_with(f)),
+        Err(_) => {
+            !path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+                && folders.iter().any(|f| path.starts_with(f))
+        }
+    };
+    if inside {
+        Ok(())
+    } else {
+        Err(format!(
+            "stream {name}: source {src:?} is outside the media folders (config.media_folders)"
+        ))
+    }
+}
+
 /// Checks one stream's config: a valid name and a source Sluice can use.
 fn check_stream(name: &str, v: &Value) -> std::result::Result<(), String> {
     if !config::valid_stream_name(name) {
@@ -375,6 +405,7 @@ fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action
                     };
                     for (k, v) in given {
                         check_stream(k, v).map_err(|e| (400, e))?;
+                        check_media_folder(&cfg, k, v).map_err(|e| (403, e))?;
                     }
                     if call == "streams" || !cfg["streams"].is_object() {
                         cfg["streams"] = json!({});

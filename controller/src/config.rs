@@ -206,6 +206,74 @@ pub fn find_stream<'a>(cfg: &'a Value, name: &str) -> Option<(&'a str, &'a Value
     streams.get_key_value(base).map(|(k, v)| (k.as_str(), v))
 }
 
+/// The file a file or folder source plays for stream `name`, confined to the media folders.
+///
+/// * A folder source serves each file in it as `BASE+FILENAME` (MistServer's folder
+///   streams): `name` must have a `+` and the part after it names a file directly in the
+///   folder (stream names cannot hold `/` or `..`).
+/// * With `config.media_folders` (a list of folders), the file must lie inside one of them
+///   once symbolic links are resolved; without it, any file the config names may be played
+///   (the config is the admin's).
+///
+/// Errors: `("notfound", reason)` for a missing file or a folder stream without a file name;
+/// `("forbidden", reason)` for a file outside the media folders.
+pub fn file_source(
+    cfg: &Value,
+    name: &str,
+    source: &str,
+) -> std::result::Result<String, (&'static str, String)> {
+    let mut path = PathBuf::from(source);
+    if path.is_dir() {
+        let file = name
+            .split_once('+')
+            .map(|(_, f)| f)
+            .filter(|f| !f.is_empty() && !f.starts_with('.'))
+            .ok_or_else(|| {
+                (
+                    "notfound",
+                    format!("{name} is a folder of files: play {name}+FILENAME"),
+                )
+            })?;
+        path.push(file);
+    }
+    let real = std::fs::canonicalize(&path).map_err(|_| {
+        (
+            "notfound",
+            format!("source {} of {name} does not exist", path.display()),
+        )
+    })?;
+    if !real.is_file() {
+        return Err((
+            "notfound",
+            format!("source {} of {name} is not a file", path.display()),
+        ));
+    }
+    if let Some(folders) = media_folders(cfg) {
+        if !folders.iter().any(|f| real.starts_with(f)) {
+            return Err((
+                "forbidden",
+                format!(
+                    "source {} of {name} is outside the media folders",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(real.to_string_lossy().into_owned())
+}
+
+/// `config.media_folders`, resolved (folders that do not exist are left out); `None` when
+/// not set.
+pub fn media_folders(cfg: &Value) -> Option<Vec<PathBuf>> {
+    let list = cfg.pointer("/config/media_folders")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|v| v.as_str())
+            .filter_map(|f| std::fs::canonicalize(f).ok())
+            .collect(),
+    )
+}
+
 /// The stream a stream key publishes into (`streamkeys` in the config, MistServer's
 /// `streamkey_add`), when `key` is one.
 pub fn stream_of_key(cfg: &Value, key: &str) -> Option<String> {

@@ -1148,15 +1148,11 @@ impl State {
             }
             self.buffers.remove(name);
         }
-        if !source.starts_with("push://")
-            && !buffer::is_pull_source(&source)
-            && !Path::new(&source).exists()
-        {
-            return Err((
-                "notfound",
-                format!("source {source} of {name} does not exist"),
-            ));
-        }
+        let source = if source.starts_with("push://") || buffer::is_pull_source(&source) {
+            source
+        } else {
+            config::file_source(&self.cfg, name, &source)?
+        };
         let socket = ipc::socket_path(&self.rundir, name);
         let _ = std::fs::remove_file(&socket);
         let once = !source.starts_with("push://")

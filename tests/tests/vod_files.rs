@@ -107,3 +107,63 @@ fn a_file_that_is_not_what_its_extension_says_is_refused() {
     let info = ffprobe(&srv.dir, "demo", &srv.http_url("/demo.ts"), &[], 15).unwrap();
     assert_eq!(info.len(), 2);
 }
+
+#[test]
+fn a_folder_serves_each_file_as_base_plus_name_within_the_media_folders() {
+    require_tools(&["ffmpeg"]);
+    let dir = unique_temp_dir("vod-folder");
+    let media = dir.join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    remux(&media, "clip.mp4", &[]);
+    std::fs::copy(fixture("bframes.flv"), media.join("clip.flv")).unwrap();
+    let outside = dir.join("outside.flv");
+    std::fs::copy(fixture("bframes.flv"), &outside).unwrap();
+    let folder = format!("{}/", media.display());
+    let srv = Server::start_with_config(|cfg| {
+        cfg["config"]["media_folders"] = json!([media.to_str().unwrap()]);
+        cfg["streams"]["vod"] = json!({"name": "vod", "source": folder, "loop": false});
+        cfg["streams"]["sneaky"] =
+            json!({"name": "sneaky", "source": outside.to_str().unwrap(), "loop": false});
+    });
+    // Each file of the folder is a stream of its own, played whole.
+    let out = ffmpeg_framecrc(
+        &srv.dir,
+        "folder-mp4",
+        &srv.rtmp_url("vod+clip.mp4"),
+        &[],
+        30,
+    )
+    .wait();
+    assert_every_frame(&out, "vod+clip.mp4 over RTMP");
+    let out = ffmpeg_framecrc(
+        &srv.dir,
+        "folder-flv",
+        &srv.http_url("/hls/vod+clip.flv/index.m3u8"),
+        &[],
+        30,
+    )
+    .wait();
+    assert_every_frame(&out, "vod+clip.flv over HLS");
+    // The folder itself, a missing file and a hidden name are not streams.
+    for path in ["/vod.ts", "/vod+missing.mp4.ts", "/vod+.hidden.ts"] {
+        let r = srv.get(path).unwrap();
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+    }
+    // A configured source outside the media folders is refused, with the reason.
+    let r = srv.get("/sneaky.ts").unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.text().contains("outside the media folders"),
+        "{}",
+        r.text()
+    );
+    // And cannot be added through the API; nothing changes.
+    let err = srv
+        .api(&json!({"addstream": {"evil": {"source": "/etc/passwd"}}}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("outside the media folders"), "{err}");
+    let streams = srv.api(&json!({"streams": true})).unwrap();
+    assert!(streams["streams"].get("evil").is_none(), "{streams}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
