@@ -40,6 +40,8 @@ pub struct Cursor {
     seq: u64,
     /// Packets skipped because this viewer fell out of the window.
     pub skipped: u64,
+    /// Packets from this DTS (ms) on end the stream for this viewer ([`Cursor::end_at`]).
+    end_ms: Option<u64>,
     /// The viewer's track selectors; `tracks` holds only the tracks they keep, and packets of
     /// other tracks are skipped.
     selection: Selection,
@@ -73,6 +75,7 @@ impl Cursor {
             header_version: u64::MAX,
             seq: 0,
             skipped: 0,
+            end_ms: None,
             selection: Selection::default(),
             narrow: None,
             filtering: false,
@@ -193,6 +196,28 @@ impl Cursor {
         Some(key.dts)
     }
 
+    /// Ends the stream for this viewer at the first packet whose DTS is `end_ms` or later
+    /// (`?end=` of the progressive outputs).
+    pub fn end_at(&mut self, end_ms: u64) {
+        self.end_ms = Some(end_ms);
+    }
+
+    /// Moves to the last keyframe at or before `offset_ms` after the first keyframe of the
+    /// window (the start of a stored stream); returns its DTS (ms). `None` when the window
+    /// has no keyframe.
+    pub fn seek_to_ms(&mut self, offset_ms: u64) -> Option<u64> {
+        let m = *self.reader.meta();
+        let first = m.key(m.first_key())?;
+        let target = first.dts.saturating_add(offset_ms);
+        let key = (m.first_key()..m.key_count())
+            .filter_map(|k| m.key(k))
+            .take_while(|k| k.dts <= target)
+            .last()
+            .unwrap_or(first);
+        self.seek_seq(key.seq);
+        Some(key.dts)
+    }
+
     /// Moves to packet `seq`.
     pub fn seek_seq(&mut self, seq: u64) {
         self.seq = seq;
@@ -239,6 +264,7 @@ impl Cursor {
         }
         let seq = self.seq;
         match self.reader.packet(seq) {
+            Some(p) if self.end_ms.is_some_and(|e| p.dts >= e) => Next::Ended,
             Some(p) => {
                 self.seq += 1;
                 Next::Packet(seq, p)

@@ -132,12 +132,40 @@ impl Progressive {
     }
 }
 
+/// A progressive request's `?start=` and `?end=` (ms from the start of the stream's window,
+/// MistServer's progressive parameters): where it starts (the keyframe at or before) and
+/// where it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    /// `start`, ms.
+    pub start_ms: Option<u64>,
+    /// `end`, ms.
+    pub end_ms: Option<u64>,
+}
+
+impl Span {
+    /// Reads `start` and `end` from a query string (whole ms; other values are ignored).
+    pub fn from_query(query: &str) -> Span {
+        let get = |k: &str| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(key, _)| *key == k)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        };
+        Span {
+            start_ms: get("start"),
+            end_ms: get("end"),
+        }
+    }
+}
+
 /// What a request gets.
 enum Reply {
     /// A whole response.
     Full(Response),
     /// A progressive stream of this stream name: the connection ends with it.
-    Stream(Progressive, String, Selection),
+    Stream(Progressive, String, Selection, Span),
     /// An immutable segment, perhaps from the shared segment cache (sent with `sendfile`).
     Segment(&'static str, segcache::Body),
 }
@@ -202,6 +230,7 @@ impl Conn<'_> {
                         kind,
                         percent_decode(stream),
                         Selection::from_query(query),
+                        Span::from_query(query),
                     );
                 }
             }
@@ -717,7 +746,7 @@ fn progressive(
     conn: &mut Conn,
     kind: Progressive,
     stream: &str,
-    selection: Selection,
+    (selection, span): (Selection, Span),
     head_only: bool,
     framing: session::Framing,
 ) -> std::result::Result<(), Response> {
@@ -777,11 +806,25 @@ fn progressive(
         }
     }
     // Live: from the newest keyframe (the first picture at once). Ended: the whole window,
-    // as a file would be.
-    if cursor.reader().meta().state() == dtsc::shm::STATE_ENDED {
-        cursor.seek_first_key();
-    } else {
-        cursor.seek_latest_key();
+    // as a file would be. `?start=` (ms from the window's first keyframe): from the keyframe
+    // at or before it; `?end=`: up to it.
+    let ended = cursor.reader().meta().state() == dtsc::shm::STATE_ENDED;
+    match span.start_ms {
+        Some(ms) => {
+            cursor.seek_to_ms(ms);
+        }
+        None if ended => {
+            cursor.seek_first_key();
+        }
+        None => {
+            cursor.seek_latest_key();
+        }
+    }
+    if let Some(end) = span.end_ms {
+        let m = *cursor.reader().meta();
+        if let Some(first) = m.key(m.first_key()) {
+            cursor.end_at(first.dts.saturating_add(end));
+        }
     }
     let mut head = Vec::new();
     let _ = write!(
@@ -1187,7 +1230,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                 }
                 continue;
             }
-            Reply::Stream(kind, stream, selection) => {
+            Reply::Stream(kind, stream, selection, span) => {
                 let framing = if v11 {
                     session::Framing::HttpChunked
                 } else {
@@ -1198,7 +1241,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                     &mut conn,
                     kind,
                     &stream,
-                    selection,
+                    (selection, span),
                     method == "HEAD",
                     framing,
                 ) {

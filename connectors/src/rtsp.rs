@@ -576,16 +576,7 @@ pub fn npt_start(range: &str) -> Option<f64> {
 
 /// Moves `c` to the last keyframe at or before `secs` into the window; its DTS (ms).
 fn seek_npt(c: &mut Cursor, secs: f64) -> Option<u64> {
-    let m = *c.reader().meta();
-    let first = m.key(m.first_key())?;
-    let target = first.dts + (secs * 1000.0) as u64;
-    let key = (m.first_key()..m.key_count())
-        .filter_map(|k| m.key(k))
-        .take_while(|k| k.dts <= target)
-        .last()
-        .unwrap_or(first);
-    c.seek_seq(key.seq);
-    Some(key.dts)
+    c.seek_to_ms((secs.max(0.0) * 1000.0) as u64)
 }
 
 /// First and last DTS of the window, ms.

@@ -167,3 +167,32 @@ fn a_folder_serves_each_file_as_base_plus_name_within_the_media_folders() {
     assert!(streams["streams"].get("evil").is_none(), "{streams}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `?start=` and `?end=` (ms) on the progressive outputs of a stored stream: from the
+/// keyframe at 6 s (the fixture has one every 2 s) to the end, or to 8 s.
+#[test]
+fn progressive_outputs_start_and_end_where_asked() {
+    require_tools(&["ffmpeg"]);
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["vod"] = json!({"name": "vod", "source": fixture("bframes.flv").to_str().unwrap(), "loop": false});
+    });
+    for (path, frames) in [
+        ("/vod.flv?start=6000", 100),
+        ("/vod.ts?start=6000", 100),
+        ("/vod.flv?start=6500", 100),
+        ("/vod.ts?start=6000&end=8000", 50),
+        ("/vod.flv?end=4000", 100),
+    ] {
+        let out = ffmpeg_framecrc(&srv.dir, "seek", &srv.http_url(path), &[], 20).wait();
+        let cap = Capture::from_output(&out);
+        let v = cap.video();
+        assert_eq!(v.len(), frames, "{path}: {}", cap.summary());
+        assert!(v[0].key, "{path}: the first frame is not a keyframe");
+        assert_eq!(
+            cap.video_keyframes(),
+            frames / 50,
+            "{path}: {}",
+            cap.summary()
+        );
+    }
+}
