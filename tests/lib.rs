@@ -1081,6 +1081,22 @@ impl Capture {
             .collect()
     }
 
+    /// The video frames' DTS in ms (converted with the video stream's time base), in decode
+    /// order.
+    pub fn video_ms(&self) -> Vec<i64> {
+        let v = self.video();
+        let Some(first) = v.first() else {
+            return Vec::new();
+        };
+        let (num, den) = self
+            .timebases
+            .get(&first.stream)
+            .and_then(|tb| tb.split_once('/'))
+            .and_then(|(n, d)| Some((n.parse::<i64>().ok()?, d.parse::<i64>().ok()?)))
+            .unwrap_or((1, 1000));
+        v.iter().map(|p| p.dts * num * 1000 / den).collect()
+    }
+
     /// Largest gap between consecutive video dts, and whether dts never goes backwards.
     pub fn video_dts_check(&self) -> (i64, bool) {
         let v = self.video();

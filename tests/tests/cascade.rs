@@ -27,21 +27,6 @@ fn with_dtsc(edit: impl FnOnce(&mut serde_json::Value)) -> (Server, u16) {
     (srv, port)
 }
 
-/// The video frames' DTS in ms of a capture.
-fn video_ms(cap: &Capture) -> Vec<i64> {
-    let v = cap.video();
-    let Some(first) = v.first() else {
-        return Vec::new();
-    };
-    let (num, den) = cap
-        .timebases
-        .get(&first.stream)
-        .and_then(|tb| tb.split_once('/'))
-        .and_then(|(n, d)| Some((n.parse::<i64>().ok()?, d.parse::<i64>().ok()?)))
-        .unwrap_or((1, 1000));
-    v.iter().map(|p| p.dts * num * 1000 / den).collect()
-}
-
 /// DTSC sessions a server reports in `clients`.
 fn dtsc_sessions(srv: &Server) -> usize {
     let v = srv
@@ -131,7 +116,7 @@ fn a_two_level_dtsc_cascade_feeds_forty_viewers_every_frame() {
         let cap = Capture::from_output(&out);
         let codecs: Vec<&str> = cap.streams.values().map(|(_, c)| c.as_str()).collect();
         assert_eq!(codecs, ["h264", "aac"], "{label}: {}", out.describe());
-        let ms = video_ms(&cap);
+        let ms = cap.video_ms();
         assert!(
             ms.len() >= 250,
             "{label}: {} video frames: {}\n{}",

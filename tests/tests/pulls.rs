@@ -14,21 +14,6 @@ use serde_json::json;
 use sluice_e2e::*;
 use std::time::{Duration, Instant};
 
-/// The video's frame timestamps of a capture, ms (converted with the stream's time base).
-fn video_ms(cap: &Capture) -> Vec<i64> {
-    let v = cap.video();
-    let Some(first) = v.first() else {
-        return Vec::new();
-    };
-    let (num, den) = cap
-        .timebases
-        .get(&first.stream)
-        .and_then(|tb| tb.split_once('/'))
-        .and_then(|(n, d)| Some((n.parse::<i64>().ok()?, d.parse::<i64>().ok()?)))
-        .unwrap_or((1, 1000));
-    v.iter().map(|p| p.dts * num * 1000 / den).collect()
-}
-
 fn codecs(cap: &Capture) -> Vec<String> {
     cap.streams.values().map(|(_, c)| c.clone()).collect()
 }
@@ -38,6 +23,35 @@ fn steps(ms: &[i64]) -> (i64, bool) {
     let max = ms.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     let mono = ms.windows(2).all(|w| w[1] >= w[0]);
     (max, mono)
+}
+
+/// A viewer's capture: H.264 and AAC, at least `min` video frames, video DTS never going
+/// back nor stepping over `max_step` ms. Returns the frame count.
+fn assert_smooth(
+    label: &str,
+    out: &ClientOutput,
+    min: usize,
+    max_step: i64,
+    srv: &Server,
+) -> usize {
+    let cap = Capture::from_output(out);
+    assert_eq!(codecs(&cap), ["h264", "aac"], "{label}: {}", out.describe());
+    let ms = cap.video_ms();
+    assert!(
+        ms.len() >= min,
+        "{label}: {} video frames: {}\n{}",
+        ms.len(),
+        cap.summary(),
+        srv.stderr_tail(20)
+    );
+    let (step, mono) = steps(&ms);
+    assert!(
+        mono && step <= max_step,
+        "{label}: video DTS steps up to {step} ms, monotonic {mono}: {}",
+        cap.summary()
+    );
+    eprintln!("{label}: {} video frames", ms.len());
+    ms.len()
 }
 
 fn send_udp(dir: &std::path::Path, label: &str, port: u16) -> Client {
@@ -89,26 +103,9 @@ fn mpeg_ts_over_udp_is_pulled_and_goes_on_across_a_sender_restart() {
     std::thread::sleep(Duration::from_secs(3));
     let out = send_udp(&srv.dir, "sender-2", port).wait();
     assert!(out.status.success(), "sender 2: {}", out.describe());
-    let out = viewer.wait();
-    let cap = Capture::from_output(&out);
-    assert_eq!(codecs(&cap), ["h264", "aac"], "{}", out.describe());
-    let ms = video_ms(&cap);
-    // The viewer joined the first run at a keyframe (2 s GOPs) and saw all of the second.
-    assert!(
-        ms.len() >= 250 + 180,
-        "{} video frames: {}\n{}",
-        ms.len(),
-        cap.summary(),
-        srv.stderr_tail(20)
-    );
-    let (step, mono) = steps(&ms);
-    assert!(mono, "video DTS went back: {}", cap.summary());
-    // The 3 s pause is not in the timestamps: the second run goes on 40 ms after the first.
-    assert!(
-        step <= 200,
-        "a {step} ms jump in video DTS: {}",
-        cap.summary()
-    );
+    // The viewer joined the first run at a keyframe (2 s GOPs) and saw all of the second;
+    // the 3 s pause is not in the timestamps (the second run goes on 40 ms after the first).
+    assert_smooth("TS over UDP", &viewer.wait(), 250 + 180, 200, &srv);
     let text = srv.stderr_text();
     assert!(
         text.contains("no datagram for 2 s"),
@@ -148,23 +145,7 @@ fn http_flv_and_http_ts_are_pulled_from_another_sluice_and_resume_after_an_outag
     let flv = ffmpeg_framecrc(&edge.dir, "flv-viewer", &edge.rtmp_url("viaflv"), &[], 10);
     let ts = ffmpeg_framecrc(&edge.dir, "ts-viewer", &edge.rtmp_url("viats"), &[], 10);
     for (label, c) in [("HTTP-FLV", flv), ("HTTP-TS", ts)] {
-        let out = c.wait();
-        let cap = Capture::from_output(&out);
-        assert_eq!(codecs(&cap), ["h264", "aac"], "{label}: {}", out.describe());
-        let ms = video_ms(&cap);
-        assert!(
-            ms.len() >= 170,
-            "{label}: {} video frames in 10 s: {}\n{}",
-            ms.len(),
-            cap.summary(),
-            edge.stderr_tail(20)
-        );
-        let (step, mono) = steps(&ms);
-        assert!(
-            mono && step <= 100,
-            "{label}: video DTS steps up to {step} ms, monotonic {mono}"
-        );
-        eprintln!("{label}: {} video frames in 10 s", ms.len());
+        assert_smooth(label, &c.wait(), 170, 100, &edge);
     }
     // The origin's publisher stops and comes back: an edge viewer that stays resumes.
     let viewer = ffmpeg_framecrc(&edge.dir, "staying", &edge.rtmp_url("viaflv"), &[], 40);
@@ -202,7 +183,7 @@ fn http_flv_and_http_ts_are_pulled_from_another_sluice_and_resume_after_an_outag
         "{after} frames after the outage: {}",
         cap.summary()
     );
-    let (_, mono) = steps(&video_ms(&cap));
+    let (_, mono) = steps(&cap.video_ms());
     assert!(
         mono,
         "video DTS went back across the outage: {}",
@@ -247,22 +228,7 @@ fn rtmp_is_pulled_from_nginx_rtmp() {
     assert_eq!(codecs, ["h264", "aac"]);
     let video = find_stream(&info, "video").unwrap();
     assert_eq!((video.width, video.height), (640, 360), "{video:?}");
-    let out = viewer.wait();
-    let cap = Capture::from_output(&out);
-    let ms = video_ms(&cap);
-    assert!(
-        ms.len() >= 170,
-        "{} video frames in 10 s: {}\n{}",
-        ms.len(),
-        cap.summary(),
-        srv.stderr_tail(20)
-    );
-    let (step, mono) = steps(&ms);
-    assert!(
-        mono && step <= 100,
-        "video DTS steps up to {step} ms, monotonic {mono}"
-    );
-    eprintln!("RTMP pull: {} video frames in 10 s", ms.len());
+    assert_smooth("RTMP pull, 10 s", &viewer.wait(), 170, 100, &srv);
     stop_client(publisher);
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
@@ -323,22 +289,6 @@ fn live_hls_from_a_static_http_server_is_pulled() {
     sigkill(web.id());
     let _ = web.wait();
     stop_client(writer);
-    let cap = Capture::from_output(&out);
-    let codecs: Vec<String> = codecs(&cap);
-    assert_eq!(codecs, ["h264", "aac"], "{}", out.describe());
-    let ms = video_ms(&cap);
-    assert!(
-        ms.len() >= 150,
-        "{} video frames in 10 s: {}\n{}",
-        ms.len(),
-        cap.summary(),
-        srv.stderr_tail(20)
-    );
-    let (step, mono) = steps(&ms);
-    assert!(
-        mono && step <= 100,
-        "video DTS steps up to {step} ms, monotonic {mono}"
-    );
-    eprintln!("HLS pull: {} video frames in 10 s", ms.len());
+    assert_smooth("HLS pull, 10 s", &out, 150, 100, &srv);
     let _ = std::fs::remove_dir_all(&dir);
 }

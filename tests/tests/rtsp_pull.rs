@@ -41,6 +41,13 @@ impl Camera {
     fn url(&self) -> String {
         format!("rtsp://127.0.0.1:{}/test", self.port)
     }
+
+    /// Whether the camera process has ended by itself. gst-rtsp-server sometimes aborts
+    /// on its own assertion (`gst_rtsp_media_get_rates`, data before the segment event)
+    /// while a client sets up: a run it spoiled is tried once more.
+    fn crashed(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
 }
 
 impl Drop for Camera {
@@ -271,7 +278,19 @@ fn a_camera_that_restarts_is_played_again_within_5_s_with_increasing_timestamps(
 fn udp_loss_is_counted_and_costs_gops_not_broken_pictures() {
     require_tools(&["ffmpeg"]);
     require_gst_element("openh264enc");
-    let cam = Camera::start(free_port(), &["--live", "--drop", "1"]);
+    for attempt in 1..=2 {
+        if udp_loss_run(attempt) {
+            return;
+        }
+        eprintln!("the stand-in camera crashed (gst-rtsp-server's assertion); once more");
+    }
+    panic!("the stand-in camera crashed twice");
+}
+
+/// One run of [`udp_loss_is_counted_and_costs_gops_not_broken_pictures`]; false when the
+/// camera crashed under it (then nothing was asserted).
+fn udp_loss_run(attempt: u32) -> bool {
+    let mut cam = Camera::start(free_port(), &["--live", "--drop", "1"]);
     let srv = server(json!({
         "cam": {"name": "cam", "source": cam.url(), "rtsp_transport": "udp"}
     }));
@@ -302,6 +321,9 @@ fn udp_loss_is_counted_and_costs_gops_not_broken_pictures() {
         .filter(|(_, l)| l.starts_with("0,"))
         .count();
     let st = pull_stats(&srv.rundir, "cam");
+    if cam.crashed() && attempt < 2 {
+        return false;
+    }
     let lost = st["packets_lost"].as_u64().unwrap_or(0);
     assert!(lost > 0, "1% loss not counted: {st}");
     assert!(st["units_dropped"].as_u64().unwrap_or(0) > 0, "{st}");
@@ -328,6 +350,7 @@ fn udp_loss_is_counted_and_costs_gops_not_broken_pictures() {
         "no log line names the loss: {}",
         srv.stderr_tail(20)
     );
+    true
 }
 
 #[test]

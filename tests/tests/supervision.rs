@@ -173,14 +173,9 @@ fn buffer_killed_under(srv: &Server, publisher: Client, viewers: Vec<(&str, Clie
         assert!(gap < Duration::from_secs(2), "{label}: a {gap:?} gap");
         // Nothing repeated, nothing lost: the video DTS never goes back and never jumps by
         // more than a few frames (25 fps).
-        let (dts_gap, monotonic) = cap.video_dts_check();
-        let (num, den) = cap
-            .timebases
-            .get(&v[0].stream)
-            .and_then(|tb| tb.split_once('/'))
-            .and_then(|(n, d)| Some((n.parse::<i64>().ok()?, d.parse::<i64>().ok()?)))
-            .unwrap_or((1, 1000));
-        let dts_gap_ms = dts_gap * num * 1000 / den;
+        let (_, monotonic) = cap.video_dts_check();
+        let ms = cap.video_ms();
+        let dts_gap_ms = ms.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
         eprintln!(
             "{label}: largest gap between frames {gap:?} ({dts_gap_ms} ms of DTS), {after} frames after the kill"
         );

@@ -274,6 +274,20 @@ impl RtmpClient {
         );
     }
 
+    /// `createStream` (§7.2.1.3): the message stream the publish or play goes on.
+    fn create_stream(&mut self) {
+        self.command(
+            CSID_COMMAND,
+            0,
+            &[
+                Amf0::string("createStream"),
+                Amf0::Number(TXN_CREATE),
+                Amf0::Null,
+            ],
+        );
+        self.step = Step::Creating;
+    }
+
     fn fail(&mut self, why: String) {
         self.step = Step::Failed;
         self.events.push_back(ClientEvent::Failed(why));
@@ -287,16 +301,7 @@ impl RtmpClient {
             "_result" if txn == TXN_CONNECT && self.step == Step::Connecting && self.play => {
                 self.events.push_back(ClientEvent::Connected);
                 self.control(msg_type::WINDOW_ACK_SIZE, &WINDOW.to_be_bytes());
-                self.command(
-                    CSID_COMMAND,
-                    0,
-                    &[
-                        Amf0::string("createStream"),
-                        Amf0::Number(TXN_CREATE),
-                        Amf0::Null,
-                    ],
-                );
-                self.step = Step::Creating;
+                self.create_stream();
             }
             "_result" if txn == TXN_CONNECT && self.step == Step::Connecting => {
                 self.events.push_back(ClientEvent::Connected);
@@ -322,16 +327,7 @@ impl RtmpClient {
                         n,
                     ],
                 );
-                self.command(
-                    CSID_COMMAND,
-                    0,
-                    &[
-                        Amf0::string("createStream"),
-                        Amf0::Number(TXN_CREATE),
-                        Amf0::Null,
-                    ],
-                );
-                self.step = Step::Creating;
+                self.create_stream();
             }
             "_result" if txn == TXN_CREATE && self.step == Step::Creating && self.play => {
                 self.stream_id = vals.get(3).and_then(Amf0::as_f64).unwrap_or(1.0) as u32;
