@@ -36,7 +36,7 @@ const PUSH_SILENCE: Duration = Duration::from_secs(30);
 
 /// The `hi` command the server opens with.
 pub fn hi(out: &mut Vec<u8>) {
-    let salt = format!("{:016x}", rand_u64());
+    let salt = format!("{:016x}", crate::seed());
     wire::write_command(
         &Value::obj([
             ("cmd", Value::str("hi")),
@@ -49,17 +49,6 @@ pub fn hi(out: &mut Vec<u8>) {
         ]),
         out,
     );
-}
-
-fn rand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        return u64::from(std::process::id()) << 32 ^ 0x5eed;
-    }
-    u64::from_be_bytes(b)
 }
 
 /// A command frame `{"cmd": NAME, …}` appended to `out`.

@@ -56,6 +56,16 @@ pub struct Ctx {
     pub default_stream: Option<String>,
 }
 
+/// A seed that differs per session and process (wall-clock nanoseconds and the pid): RTMP
+/// handshake randomness, RTP SSRCs and sequence bases (RFC 3550 §5.1), the DTSC `hi` salt.
+/// Not for secrets.
+pub fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32)
+}
+
 /// Logs one line to stderr, prefixed with the protocol and the process id, in one write.
 #[macro_export]
 macro_rules! log {

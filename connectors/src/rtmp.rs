@@ -6,7 +6,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use buffer::ipc::{self, Mode};
@@ -56,14 +56,6 @@ pub fn split_name(name: &str) -> (String, Option<String>) {
     (stream, key.filter(|k| !k.is_empty()))
 }
 
-fn seed() -> u64 {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ ((std::process::id() as u64) << 32)
-}
-
 fn flush(sock: &mut TcpStream, session: &mut ServerSession) -> Result<()> {
     let out = session.take_output();
     if !out.is_empty() {
@@ -81,7 +73,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     let _ = sock.set_nodelay(true);
     sock.set_read_timeout(Some(COMMAND_TIMEOUT))?;
     let mut session = ServerSession::new(ServerConfig {
-        random_seed: seed(),
+        random_seed: crate::seed(),
         ..ServerConfig::default()
     });
     // Small: a forked viewer's private memory is mostly its buffers (docs/PERFORMANCE.md);

@@ -30,8 +30,7 @@ pub fn push(args: &PushArgs) -> Result<()> {
     let mut cursor = crate::push::open_source(args)?;
     cursor.narrow_to(tracksel::flv_carried);
     let mut sock = crate::push::connect(&host, port, HANDSHAKE)?;
-    let seed = u64::from(std::process::id()) ^ Instant::now().elapsed().as_nanos() as u64;
-    let mut client = PublishClient::new(&tc_url, &app, &name, seed);
+    let mut client = PublishClient::new(&tc_url, &app, &name, crate::seed());
     client.start(0);
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     let zero = Instant::now();

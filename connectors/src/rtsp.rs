@@ -115,13 +115,6 @@ enum Action {
     Close,
 }
 
-fn seed() -> u64 {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32)
-}
-
 /// xorshift64*: SSRCs and sequence bases that differ per session (RFC 3550 §5.1 asks for
 /// random initial values).
 fn next_random(s: &mut u64) -> u64 {
@@ -139,7 +132,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     sock.set_read_timeout(Some(Duration::from_secs(TIMEOUT_S)))?;
-    let mut seed = seed() | 1;
+    let mut seed = crate::seed() | 1;
     let nonce = format!(
         "{:016x}{:016x}",
         next_random(&mut seed),
@@ -753,7 +746,7 @@ pub fn stream_out(
     stream: &str,
     peer: &str,
 ) -> Result<bool> {
-    let mut seed = seed() | 1;
+    let mut seed = crate::seed() | 1;
     let setups = tracks
         .iter()
         .enumerate()

@@ -921,7 +921,7 @@ fn rtmp_session(
         .with_context(|| format!("connecting to {addr}"))?;
     sock.set_nodelay(true)?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let mut client = RtmpClient::player(&tc_url, &app, &name, rand_seed());
+    let mut client = RtmpClient::player(&tc_url, &app, &name, crate::seed());
     client.start(0);
     let mut feed = Feed::new();
     let mut buf = vec![0u8; 64 << 10];
@@ -985,12 +985,6 @@ fn rtmp_session(
         feed.settle(got, demux, out, st)?;
     }
     Ok(())
-}
-
-fn rand_seed() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    u64::from_ne_bytes(b) ^ u64::from(std::process::id())
 }
 
 /// What a connection-based session does with what it read: demux it, hold the first
