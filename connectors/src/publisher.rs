@@ -48,8 +48,6 @@ pub struct Publisher {
     peer: String,
     auth: PushAuth,
     kept: GopKeeper,
-    /// Buffers replaced under this publisher.
-    pub reattached: u32,
 }
 
 impl Publisher {
@@ -71,7 +69,6 @@ impl Publisher {
             peer: peer.to_string(),
             auth,
             kept: GopKeeper::default(),
-            reattached: 0,
         }
     }
 
@@ -95,7 +92,6 @@ impl Publisher {
             .sock
             .write_all(&again)
             .context("writing to the new buffer")?;
-        self.reattached += 1;
         crate::log!(
             self.proto,
             "{peer}: {stream}: reattached to a new buffer ({} bytes of GOP sent again)",

@@ -167,6 +167,12 @@ fn write_stats(path: &std::path::Path, url: &str, state: &str, c: &Counters, why
         "sessions": c.sessions,
         "last_error": why,
     });
+    write_stats_file(path, &v);
+}
+
+/// Replaces a pull's `RUNDIR/NAME.pull.json` with `v` at once (written beside it, then
+/// renamed), so the controller never reads half a file. Best effort.
+pub fn write_stats_file(path: &std::path::Path, v: &serde_json::Value) {
     let tmp = path.with_extension("json.tmp");
     if std::fs::write(&tmp, v.to_string()).is_ok() {
         let _ = std::fs::rename(&tmp, path);

@@ -523,6 +523,9 @@ pub fn run(args: PullArgs) -> Result<()> {
         }
         timeline = demux.timeline();
         st.packets += demux.packets;
+        st.repeated += demux.repeated;
+        let ts = demux.ts_stats();
+        st.bad += demux.bad_tags + ts.sync_losses + ts.cc_errors + ts.bad_sections + ts.dropped;
         let why = match r {
             Ok(()) if term.load(Ordering::SeqCst) => break,
             Ok(()) => "the upstream ended".to_string(),
@@ -568,6 +571,10 @@ struct Stats {
     sessions: u64,
     packets: u64,
     bytes: u64,
+    /// Unusable input: FLV tags, TS sync losses, continuity gaps, bad sections, dropped PES.
+    bad: u64,
+    /// Packets skipped on a reconnect because the last session had sent them (DTSC).
+    repeated: u64,
     last_write: Option<Instant>,
 }
 
@@ -580,13 +587,12 @@ impl Stats {
             "attempts": self.attempts,
             "sessions": self.sessions,
             "packets": self.packets,
+            "packets_bad": self.bad,
+            "packets_repeated_skipped": self.repeated,
             "bytes": self.bytes,
             "last_error": why,
         });
-        let tmp = self.path.with_extension("json.tmp");
-        if std::fs::write(&tmp, v.to_string()).is_ok() {
-            let _ = std::fs::rename(&tmp, &self.path);
-        }
+        crate::rtsp_pull::write_stats_file(&self.path, &v);
     }
 
     fn tick(&mut self) {
