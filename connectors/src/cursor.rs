@@ -208,12 +208,32 @@ impl Cursor {
     pub fn seek_to_ms(&mut self, offset_ms: u64) -> Option<u64> {
         let m = *self.reader.meta();
         let first = m.key(m.first_key())?;
-        let target = first.dts.saturating_add(offset_ms);
+        self.seek_to_dts(first.dts.saturating_add(offset_ms))
+    }
+
+    /// Moves to the last keyframe whose DTS is at or before `target` (ms on the stream's
+    /// timeline), or to the window's first keyframe when `target` is before it; returns that
+    /// keyframe's DTS. `None` when the window has no keyframe.
+    pub fn seek_to_dts(&mut self, target: u64) -> Option<u64> {
+        let m = *self.reader.meta();
+        let first = m.key(m.first_key())?;
         let key = (m.first_key()..m.key_count())
             .filter_map(|k| m.key(k))
             .take_while(|k| k.dts <= target)
             .last()
             .unwrap_or(first);
+        self.seek_seq(key.seq);
+        Some(key.dts)
+    }
+
+    /// Moves to the keyframe whose DTS is nearest `target` (ms on the stream's timeline;
+    /// the earlier one on a tie), as RTMP's `NetStream.seek` does ("the keyframe closest to
+    /// the specified time"); returns its DTS. `None` when the window has no keyframe.
+    pub fn seek_near_dts(&mut self, target: u64) -> Option<u64> {
+        let m = *self.reader.meta();
+        let key = (m.first_key()..m.key_count())
+            .filter_map(|k| m.key(k))
+            .min_by_key(|k| k.dts.abs_diff(target))?;
         self.seek_seq(key.seq);
         Some(key.dts)
     }

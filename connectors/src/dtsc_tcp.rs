@@ -25,7 +25,7 @@ use dtsc::{PacketRef, Track};
 use crate::control::{self, OpenError, PushAuth};
 use crate::cursor::Cursor;
 use crate::publisher::Publisher;
-use crate::session::{self, Batch, Ended, Framing, Output};
+use crate::session::{self, Asked, Batch, Ended, Framing, Output};
 use crate::Ctx;
 
 const PROTO: &str = "DTSC";
@@ -232,7 +232,7 @@ impl<'m> Output<'m> for DtscPlay {
         Ok(())
     }
 
-    fn input(&mut self, bytes: &[u8]) -> Result<bool> {
+    fn input(&mut self, bytes: &[u8]) -> Result<Asked> {
         self.input.extend_from_slice(bytes);
         loop {
             match wire::parse_frame(&self.input) {
@@ -243,7 +243,7 @@ impl<'m> Output<'m> for DtscPlay {
                         command("ok", &[], &mut self.replies);
                     }
                 }
-                Ok(None) if self.input.len() <= 1 << 20 => return Ok(false),
+                Ok(None) if self.input.len() <= 1 << 20 => return Ok(Asked::Nothing),
                 Ok(None) => bail!("a client frame over 1 MiB"),
                 Err(e) => bail!("malformed input from the client: {e}"),
             }

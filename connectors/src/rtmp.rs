@@ -21,7 +21,7 @@ use crate::control::{self, OpenError};
 use crate::cursor::Cursor;
 use crate::listener::set_process_name;
 use crate::publisher::Publisher;
-use crate::session::{self, Batch, Ended, Framing, Output};
+use crate::session::{self, Asked, Batch, Ended, Framing, Output};
 use crate::tracksel::{self, Selection};
 use crate::Ctx;
 
@@ -107,7 +107,9 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                     control::set_request_url(&format!("{}/{name}", base_url.trim_end_matches('/')));
                     return publish(sock, session, ctx, &peer, &name, buf);
                 }
-                Event::Play { name, .. } => return play(sock, session, ctx, &peer, &name),
+                Event::Play { name, start, .. } => {
+                    return play(sock, session, ctx, &peer, &name, start)
+                }
                 Event::DeleteStream { .. } | Event::CloseStream { .. } => {}
                 _ => {}
             }
@@ -238,6 +240,7 @@ fn play(
     ctx: &Ctx,
     peer: &str,
     name: &str,
+    start_ms: f64,
 ) -> Result<()> {
     set_process_name("RTMP play");
     let (stream, _key) = split_name(name);
@@ -270,7 +273,12 @@ fn play(
     cursor.narrow_to(tracksel::flv_carried);
     // A live stream from its newest keyframe; an ended one (a stored file, a finished
     // publish in its linger time) from its start, as the progressive outputs do.
-    let start = if cursor.reader().meta().state() == dtsc::shm::STATE_ENDED {
+    // `play`'s start > 0 (ms, as ffmpeg and Flash send it) asks for that position: the
+    // keyframe nearest it, on a stored stream or within a live one's DVR window. 0 is what
+    // rtmpdump sends for "not live": the usual start.
+    let start = if start_ms > 0.0 {
+        cursor.seek_near_dts(start_ms as u64)
+    } else if cursor.reader().meta().state() == dtsc::shm::STATE_ENDED {
         cursor.seek_first_key()
     } else {
         cursor.seek_latest_key()
@@ -286,6 +294,8 @@ fn play(
     let mut out = RtmpPlay {
         session,
         msgs: FlvMessages::default(),
+        paused: false,
+        clock: None,
     };
     // A buffer that dies is replaced and the viewer goes on from the new one.
     match session::stream_resuming(&mut sock, &mut cursor, &mut out, pending, Framing::Raw) {
@@ -304,7 +314,18 @@ const END_GRACE: Duration = Duration::from_millis(300);
 struct RtmpPlay {
     session: ServerSession,
     msgs: FlvMessages,
+    /// Between `pause(true)` and `pause(false)`: no media goes.
+    paused: bool,
+    /// When the first packet since the start (or the last seek) went, and its DTS (ms).
+    clock: Option<(Instant, u64)>,
 }
+
+/// How far ahead of real time a stored stream goes to a client that did not announce its
+/// buffer length, ms (plus a second).
+const DEFAULT_LEAD_MS: u32 = 3000;
+
+/// How often a paused play looks at the client's input.
+const PAUSED_POLL: Duration = Duration::from_millis(100);
 
 /// Media as RTMP messages with FLV bodies, over either end of a connection
 /// ([`MediaSender`]: RTMP play here, the RTMP push in `rtmp_push`): onMetaData and sequence
@@ -403,14 +424,50 @@ impl<'m> Output<'m> for RtmpPlay {
         self.msgs.packet(&mut self.session, t, p, b)
     }
 
-    fn input(&mut self, bytes: &[u8]) -> Result<bool> {
+    fn pace(&mut self, p: &PacketRef<'m>) -> Option<Duration> {
+        if self.paused {
+            return Some(PAUSED_POLL);
+        }
+        // Real time, at most the client's buffer length (ffmpeg: 3 s; rtmpdump: hours)
+        // plus a second ahead, as nginx-rtmp paces recorded streams: a live stream never
+        // waits here, a stored one is not written whole into the socket, so a `seek` or
+        // `pause` still finds the client listening.
+        let lead = u64::from(self.session.client_buffer_ms().unwrap_or(DEFAULT_LEAD_MS)) + 1000;
+        let (t0, d0) = *self.clock.get_or_insert((Instant::now(), p.dts));
+        let ahead = p.dts.saturating_sub(d0).saturating_sub(lead);
+        (t0 + Duration::from_millis(ahead))
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
+    fn input(&mut self, bytes: &[u8]) -> Result<Asked> {
         self.session.handle_input(bytes)?;
+        let mut asked = Asked::Nothing;
         while let Some(ev) = self.session.poll_event() {
-            if matches!(ev, Event::DeleteStream { .. } | Event::CloseStream { .. }) {
-                return Ok(true);
+            match ev {
+                Event::DeleteStream { .. } | Event::CloseStream { .. } => return Ok(Asked::Stop),
+                Event::Seek { ms } => asked = Asked::Seek(ms),
+                Event::Pause { paused: true, .. } => {
+                    self.paused = true;
+                    self.session.pause_done(true)?;
+                }
+                Event::Pause { paused: false, ms } => {
+                    // Resumes from the keyframe at or before where the client stopped.
+                    self.paused = false;
+                    self.clock = None;
+                    self.session.pause_done(false)?;
+                    asked = Asked::Seek(ms);
+                }
+                _ => {}
             }
         }
-        Ok(false)
+        Ok(asked)
+    }
+
+    fn seeked(&mut self, dts: u64) -> Result<()> {
+        crate::log!(PROTO, "RTMP play: seek to {dts} ms");
+        self.clock = None;
+        Ok(self.session.seek_done(dts)?)
     }
 
     fn control(&mut self, out: &mut Vec<u8>) {

@@ -16,7 +16,7 @@ use dtsc::{PacketRef, Track};
 
 use crate::push::PushArgs;
 use crate::rtmp::FlvMessages;
-use crate::session::{self, Batch, Ended, Framing, Output};
+use crate::session::{self, Asked, Batch, Ended, Framing, Output};
 use crate::tracksel;
 
 const PROTO: &str = "RTMP push";
@@ -131,15 +131,15 @@ impl<'m> Output<'m> for RtmpPushOut {
             .filter(|d| !d.is_zero())
     }
 
-    fn input(&mut self, bytes: &[u8]) -> Result<bool> {
+    fn input(&mut self, bytes: &[u8]) -> Result<Asked> {
         self.client.handle_input(bytes)?;
         while let Some(ev) = self.client.poll_event() {
             if let ClientEvent::Failed(why) | ClientEvent::Stopped(why) = ev {
                 self.stopped = Some(why);
-                return Ok(true);
+                return Ok(Asked::Stop);
             }
         }
-        Ok(false)
+        Ok(Asked::Nothing)
     }
 
     fn control(&mut self, out: &mut Vec<u8>) {

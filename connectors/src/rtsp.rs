@@ -39,7 +39,7 @@ use crate::cursor::Cursor;
 use crate::listener::set_process_name;
 use crate::publisher::Publisher;
 use crate::rtp_ingest::{sdp_tracks, RtpIngest};
-use crate::session::{self, Batch, Ended, Framing, Output};
+use crate::session::{self, Asked, Batch, Ended, Framing, Output};
 use crate::Ctx;
 
 const PROTO: &str = "RTSP";
@@ -1009,7 +1009,7 @@ impl<'m> Output<'m> for RtspPlay {
             .filter(|d| !d.is_zero())
     }
 
-    fn input(&mut self, bytes: &[u8]) -> Result<bool> {
+    fn input(&mut self, bytes: &[u8]) -> Result<Asked> {
         self.input.extend_from_slice(bytes);
         loop {
             match Message::<Vec<u8>>::parse(&self.input) {
@@ -1055,7 +1055,11 @@ impl<'m> Output<'m> for RtspPlay {
                 Err(_) => return Err(anyhow!("malformed RTSP input while playing")),
             }
         }
-        Ok(self.stop)
+        Ok(if self.stop {
+            Asked::Stop
+        } else {
+            Asked::Nothing
+        })
     }
 
     fn control(&mut self, out: &mut Vec<u8>) {

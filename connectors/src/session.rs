@@ -51,10 +51,17 @@ pub trait Output<'m> {
         None
     }
 
-    /// Bytes the client sent. Returns true when the client asked to stop (RTMP
-    /// `deleteStream`). The default ignores input.
-    fn input(&mut self, _bytes: &[u8]) -> Result<bool> {
-        Ok(false)
+    /// Bytes the client sent, and what they ask of the loop (RTMP `deleteStream` is
+    /// [`Asked::Stop`], its `seek` [`Asked::Seek`]). The default ignores input.
+    fn input(&mut self, _bytes: &[u8]) -> Result<Asked> {
+        Ok(Asked::Nothing)
+    }
+
+    /// The loop moved to the keyframe at `dts` (ms) after an [`Asked::Seek`]: the answer to
+    /// the client (RTMP `NetStream.Seek.Notify`) goes into [`Output::control`]'s bytes. Init
+    /// data follows, then the packets from that keyframe.
+    fn seeked(&mut self, _dts: u64) -> Result<()> {
+        Ok(())
     }
 
     /// Bytes to send that are not packets (RTMP acknowledgements, ping responses), appended
@@ -87,8 +94,11 @@ impl<'m, O: Output<'m> + ?Sized> Output<'m> for &mut O {
     fn pace(&mut self, p: &PacketRef<'m>) -> Option<Duration> {
         (**self).pace(p)
     }
-    fn input(&mut self, bytes: &[u8]) -> Result<bool> {
+    fn input(&mut self, bytes: &[u8]) -> Result<Asked> {
         (**self).input(bytes)
+    }
+    fn seeked(&mut self, dts: u64) -> Result<()> {
+        (**self).seeked(dts)
     }
     fn control(&mut self, out: &mut Vec<u8>) {
         (**self).control(out)
@@ -305,6 +315,18 @@ pub enum Framing {
     HttpChunked,
 }
 
+/// What a client's input asks of [`stream`]'s loop ([`Output::input`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// Nothing: go on.
+    Nothing,
+    /// Stop streaming (RTMP `deleteStream`, RTSP `TEARDOWN`).
+    Stop,
+    /// Go on from the keyframe nearest this DTS, ms on the stream's timeline (RTMP `seek`;
+    /// a stored stream, or a live one within its DVR window).
+    Seek(u64),
+}
+
 /// How a streaming session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -409,8 +431,9 @@ fn stream_from<'m, O: Output<'m>>(
             loop {
                 match sock.read(&mut rbuf) {
                     Ok(0) => return Ok(Ended::ClientLeft),
-                    Ok(n) => {
-                        if output.input(&rbuf[..n])? {
+                    Ok(n) => match output.input(&rbuf[..n])? {
+                        Asked::Nothing => {}
+                        Asked::Stop => {
                             // The client asked to stop: what the output still has to say
                             // (an RTSP TEARDOWN's response) goes out first, best effort.
                             output.control(&mut pending);
@@ -419,7 +442,15 @@ fn stream_from<'m, O: Output<'m>>(
                             let _ = sock.write_all(&pending);
                             return Ok(Ended::ClientLeft);
                         }
-                    }
+                        Asked::Seek(ms) => {
+                            // Bytes already queued still go (the client drops them until
+                            // the seek's answer), then init data and the new position.
+                            let dts = cursor.seek_near_dts(ms).unwrap_or(ms);
+                            output.seeked(dts)?;
+                            had.clear();
+                            init = Some(false);
+                        }
+                    },
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) if peer_gone(&e) => return Ok(Ended::ClientLeft),

@@ -42,6 +42,7 @@ pub const CSID_VIDEO: u32 = 6;
 mod uc {
     pub const STREAM_BEGIN: u16 = 0;
     pub const STREAM_EOF: u16 = 1;
+    pub const SET_BUFFER_LENGTH: u16 = 3;
     pub const PING_REQUEST: u16 = 6;
     pub const PING_RESPONSE: u16 = 7;
 }
@@ -161,6 +162,21 @@ pub enum Event {
         /// The message stream id.
         stream_id: u32,
     },
+    /// `seek` on the accepted play (§7.2.2.7): move to `ms` (a DTS on the timeline the
+    /// viewer was sent), then answer with [`ServerSession::seek_done`].
+    Seek {
+        /// The position asked for, ms.
+        ms: u64,
+    },
+    /// `pause` on the accepted play (§7.2.2.8): `paused` true stops media, false resumes it
+    /// from `ms` (the position the client had when it paused). Answer with
+    /// [`ServerSession::pause_done`].
+    Pause {
+        /// True to pause, false to resume.
+        paused: bool,
+        /// The client's position, ms.
+        ms: u64,
+    },
 }
 
 /// Why the session cannot go on (close the connection), or why a host call was refused.
@@ -227,6 +243,8 @@ pub struct ServerSession {
     acked: u64,
     /// The peer's acknowledgement window, bytes.
     peer_window: u32,
+    /// The client's buffer length from Set Buffer Length, ms.
+    client_buffer_ms: Option<u32>,
 }
 
 fn err(command: &str, problem: &'static str) -> SessionError {
@@ -261,6 +279,7 @@ impl ServerSession {
             received: 0,
             acked: 0,
             peer_window: config.window_ack_size,
+            client_buffer_ms: None,
             config,
         }
     }
@@ -281,6 +300,17 @@ impl ServerSession {
             Some(p) if p.state == Answer::Accepted => Some(p.stream_id),
             _ => None,
         }
+    }
+
+    /// The buffer length the client announced (user control Set Buffer Length, §7.1.7), ms:
+    /// how far ahead of its playback it wants media. `None` until it says.
+    pub fn client_buffer_ms(&self) -> Option<u32> {
+        self.client_buffer_ms
+    }
+
+    /// Whether message stream `sid` carries the accepted play.
+    fn playing_on(&self, sid: u32) -> bool {
+        self.play_stream_id() == Some(sid)
     }
 
     /// Feeds bytes received from the peer: handshake first, then chunks. Replies (handshake,
@@ -400,6 +430,36 @@ impl ServerSession {
         );
         let desc = format!("Stopped playing {}.", p.name);
         self.on_status(p.stream_id, status("status", "NetStream.Play.Stop", &desc));
+        Ok(())
+    }
+
+    /// Answers a [`Event::Seek`] once the media source moved to `ms`: Stream Begin, then
+    /// onStatus `NetStream.Seek.Notify` and `NetStream.Play.Start`. Media of the new position
+    /// follows; a client drops what it receives between its seek and the notify (ffmpeg's
+    /// `rtmpproto` waits for `NetStream.Seek.Notify`).
+    pub fn seek_done(&mut self, ms: u64) -> Result<(), SessionError> {
+        let sid = self.play_stream_id().ok_or(SessionError::NotPlaying)?;
+        self.user_control(uc::STREAM_BEGIN, sid);
+        let desc = format!("Seeking {ms} (stream ID: {sid}).");
+        self.on_status(sid, status("status", "NetStream.Seek.Notify", &desc));
+        self.on_status(
+            sid,
+            status("status", "NetStream.Play.Start", "Playing after a seek."),
+        );
+        Ok(())
+    }
+
+    /// Answers a [`Event::Pause`]: onStatus `NetStream.Pause.Notify` (with Stream EOF) or
+    /// `NetStream.Unpause.Notify` (with Stream Begin).
+    pub fn pause_done(&mut self, paused: bool) -> Result<(), SessionError> {
+        let sid = self.play_stream_id().ok_or(SessionError::NotPlaying)?;
+        let (event, code, desc) = if paused {
+            (uc::STREAM_EOF, "NetStream.Pause.Notify", "Paused.")
+        } else {
+            (uc::STREAM_BEGIN, "NetStream.Unpause.Notify", "Unpaused.")
+        };
+        self.user_control(event, sid);
+        self.on_status(sid, status("status", code, desc));
         Ok(())
     }
 
@@ -571,11 +631,15 @@ impl ServerSession {
             }
             msg_type::USER_CONTROL => {
                 let p = &msg.payload;
-                if p.len() >= 6 && u16::from_be_bytes([p[0], p[1]]) == uc::PING_REQUEST {
+                let event = p.get(..2).map(|e| u16::from_be_bytes([e[0], e[1]]));
+                if p.len() >= 6 && event == Some(uc::PING_REQUEST) {
                     let mut r = [0u8; 6];
                     r[..2].copy_from_slice(&uc::PING_RESPONSE.to_be_bytes());
                     r[2..].copy_from_slice(&p[2..6]);
                     self.control(msg_type::USER_CONTROL, &r);
+                }
+                if let (Some(uc::SET_BUFFER_LENGTH), Some(b)) = (event, p.get(6..10)) {
+                    self.client_buffer_ms = Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 }
                 Ok(())
             }
@@ -711,7 +775,22 @@ impl ServerSession {
                     stream_id: msg.stream_id,
                 });
             }
-            // pause, seek, receiveAudio, receiveVideo, replies and anything else: ignored.
+            "seek" | "pause" if self.playing_on(msg.stream_id) => {
+                // seek: (txn, null, ms); pause: (txn, null, paused, ms).
+                let (paused, at) = if name == "pause" {
+                    (arg(0).and_then(Amf0::as_bool), arg(1))
+                } else {
+                    (None, arg(0))
+                };
+                let ms = at.and_then(Amf0::as_f64).unwrap_or(0.0).max(0.0) as u64;
+                self.events.push_back(match paused {
+                    Some(paused) => Event::Pause { paused, ms },
+                    None if name == "seek" => Event::Seek { ms },
+                    None => return Err(err(name, "missing pause flag")),
+                });
+            }
+            // receiveAudio, receiveVideo, replies, seek or pause without an accepted play,
+            // and anything else: ignored.
             _ => {}
         }
         Ok(())
@@ -1065,6 +1144,73 @@ mod tests {
         c.send(&mut s);
         assert_eq!(s.poll_event(), None);
         assert!(s.accept_publish().is_err());
+    }
+
+    #[test]
+    fn seek_and_pause_on_the_accepted_play_only() {
+        let mut s = ServerSession::new(ServerConfig::default());
+        let mut c = connected(&mut s);
+        create_stream(&mut s, &mut c, 2.0);
+        let seek = [
+            Amf0::string("seek"),
+            Amf0::Number(0.0),
+            Amf0::Null,
+            Amf0::Number(6080.0),
+        ];
+        // Before a play is accepted, a seek is ignored.
+        c.cmd(1, &seek);
+        c.send(&mut s);
+        assert_eq!(s.poll_event(), None);
+        assert_eq!(s.seek_done(0), Err(SessionError::NotPlaying));
+        c.cmd(
+            1,
+            &[
+                Amf0::string("play"),
+                Amf0::Number(0.0),
+                Amf0::Null,
+                Amf0::string("vod"),
+            ],
+        );
+        c.send(&mut s);
+        assert!(matches!(s.poll_event(), Some(Event::Play { .. })));
+        s.accept_play().unwrap();
+        c.read(&s.take_output());
+        c.cmd(1, &seek);
+        // On another message stream: ignored.
+        c.cmd(3, &seek);
+        c.cmd(
+            1,
+            &[
+                Amf0::string("pause"),
+                Amf0::Number(0.0),
+                Amf0::Null,
+                Amf0::Boolean(true),
+                Amf0::Number(7000.0),
+            ],
+        );
+        c.send(&mut s);
+        assert_eq!(s.poll_event(), Some(Event::Seek { ms: 6080 }));
+        assert_eq!(
+            s.poll_event(),
+            Some(Event::Pause {
+                paused: true,
+                ms: 7000
+            })
+        );
+        assert_eq!(s.poll_event(), None);
+        s.seek_done(6000).unwrap();
+        s.pause_done(true).unwrap();
+        let msgs = c.read(&s.take_output());
+        assert_eq!(msgs[0].payload, [0, 0, 0, 0, 0, 1], "Stream Begin");
+        let codes: Vec<_> = commands(&msgs).into_iter().filter_map(|c| c.2).collect();
+        assert_eq!(
+            codes,
+            [
+                "NetStream.Seek.Notify",
+                "NetStream.Play.Start",
+                "NetStream.Pause.Notify"
+            ]
+        );
     }
 
     #[test]
