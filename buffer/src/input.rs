@@ -113,6 +113,8 @@ pub struct LoopedFile {
     next: usize,
     loops: u64,
     start: Instant,
+    /// What became of the file's `.dtsh` index ([`index_beside`]), for the log.
+    pub index: Option<IndexUse>,
 }
 
 impl LoopedFile {
@@ -135,7 +137,9 @@ impl LoopedFile {
             "dtsc" => read_dtsc(path)?,
             _ => bail!("{path}: unsupported file source (supported: .flv, .ts, .mp4, .mov, .dtsc)"),
         };
-        LoopedFile::from_packets(path, tracks, packets, prefill_ms, now)
+        let mut f = LoopedFile::from_packets(path, tracks, packets, prefill_ms, now)?;
+        f.index = Some(index_beside(path, &mut f.tracks, &f.packets));
+        Ok(f)
     }
 
     /// A loop of `packets` (of `tracks`), released at real time from `now - prefill_ms`.
@@ -204,6 +208,7 @@ impl LoopedFile {
             next: 0,
             loops: 0,
             start: now - Duration::from_millis(prefill),
+            index: None,
         })
     }
 
@@ -246,4 +251,82 @@ impl LoopedFile {
     pub fn start(&self) -> Instant {
         self.start
     }
+}
+
+/// What [`index_beside`] did with a file's `.dtsh`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexUse {
+    /// An index at least as new as the file matched what was read and gave the tracks.
+    Reused(String),
+    /// None was there (or it was older than the file, unreadable, or did not match), and
+    /// one was written; the reason it was (re)written.
+    Written(String, &'static str),
+    /// One could not be written (a read-only media folder): the reason.
+    NotWritten(String),
+}
+
+impl std::fmt::Display for IndexUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexUse::Reused(p) => write!(f, "index {p} reused"),
+            IndexUse::Written(p, why) => write!(f, "index {p} written ({why})"),
+            IndexUse::NotWritten(why) => write!(f, "no index written: {why}"),
+        }
+    }
+}
+
+/// MistServer's index cache for a file source: `PATH.dtsh` beside it, one full DTSC header
+/// with the `keys`/`fragments`/`keysizes`/`parts` members per track ([`dtsc::dtsh`];
+/// `../shared/reference/dtsc.md`, "Files").
+///
+/// An index no older than the file whose parts match the packets just read (count, sizes,
+/// DTS and offsets, per track) is reused: its tracks replace `tracks`, so a MistServer-written
+/// index's members (language, bit rates) carry over. Otherwise one is built from the packets
+/// and written (to a temporary name, then renamed, so a reader never sees half a file).
+pub fn index_beside(path: &str, tracks: &mut Vec<Track>, packets: &[Packet]) -> IndexUse {
+    let dtsh = format!("{path}.dtsh");
+    let mtime = |p: &str| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let why = match (mtime(path), mtime(&dtsh)) {
+        (_, None) => "none was there",
+        (Some(src), Some(idx)) if idx < src => "the file is newer",
+        _ => match std::fs::read(&dtsh)
+            .map_err(|e| e.to_string())
+            .and_then(|b| dtsc::dtsh::decode(&b).map_err(|e| e.to_string()))
+        {
+            Ok((header, index)) if index_matches(&header.tracks, &index, packets) => {
+                *tracks = header.tracks;
+                return IndexUse::Reused(dtsh);
+            }
+            Ok(_) => "it did not match the file",
+            Err(_) => "it was unreadable",
+        },
+    };
+    let header = dtsc::wire::Header {
+        live: false,
+        unixzero: None,
+        tracks: tracks.clone(),
+    };
+    let bytes = dtsc::dtsh::encode(&header, &dtsc::dtsh::build(tracks, packets));
+    let tmp = format!("{dtsh}.{}.tmp", std::process::id());
+    match std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &dtsh)) {
+        Ok(()) => IndexUse::Written(dtsh, why),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            IndexUse::NotWritten(format!("{dtsh}: {e}"))
+        }
+    }
+}
+
+/// Whether `index` (of `tracks`) describes `packets`: per track the same number of packets
+/// with the same payload sizes, DTS and composition offsets.
+fn index_matches(tracks: &[Track], index: &[dtsc::dtsh::TrackIndex], packets: &[Packet]) -> bool {
+    tracks.len() == index.len()
+        && tracks.iter().zip(index).all(|(t, ix)| {
+            let mut mine = packets.iter().filter(|p| p.track == t.id);
+            ix.packets().all(|ip| {
+                mine.next().is_some_and(|p| {
+                    p.data.len() == ip.size as usize && p.dts == ip.dts && p.offset == ip.offset
+                })
+            }) && mine.next().is_none()
+        })
 }

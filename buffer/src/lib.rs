@@ -354,6 +354,9 @@ pub fn run(args: BufferArgs) -> Result<()> {
         b.writer.set_state(shm::STATE_LIVE);
     }
 
+    if let Some(ix) = file.as_ref().and_then(|f| f.index.as_ref()) {
+        b.log(&ix.to_string());
+    }
     let mut input = match file {
         None => None,
         Some(f) if args.once => {

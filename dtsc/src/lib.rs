@@ -10,6 +10,7 @@
 pub mod aac;
 pub mod amf0;
 pub mod dash;
+pub mod dtsh;
 pub mod flv;
 pub mod h264;
 pub mod hds;

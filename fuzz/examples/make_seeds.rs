@@ -442,4 +442,18 @@ fn main() {
     let mut moof = vec![0, 0, 0, 24];
     moof.extend_from_slice(b"moof\0\0\0\x10mfhd\0\0\0\0\0\0\0\x01\0\0\0\x08mdat");
     write(&dir, "http_outputs", "moof", &moof);
+    // An index of a short video + audio stream.
+    let packets: Vec<dtsc::Packet> = (0..60u64)
+        .map(|i| dtsc::Packet {
+            track: 1 + (i % 2) as u32,
+            dts: i * 20,
+            offset: if i % 2 == 0 { 40 } else { 0 },
+            keyframe: i % 20 == 0,
+            bpos: 13 + i * 100,
+            data: bytes::Bytes::from(vec![0u8; 10 + i as usize]),
+        })
+        .collect();
+    let header = Header { live: false, unixzero: None, tracks: tracks() };
+    let index = dtsc::dtsh::build(&header.tracks, &packets);
+    write(&dir, "dtsh_decode", "index.dtsh", &dtsc::dtsh::encode(&header, &index));
 }
