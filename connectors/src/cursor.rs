@@ -139,13 +139,50 @@ impl Cursor {
 
     /// Waits until the stream is live with tracks and at least `min_keys` keyframes in the
     /// window (an ended stream with at least one keyframe also counts), at most `timeout`.
+    /// Gives up early when the stream has no tracks yet and its pull's last attempt failed
+    /// ([`Cursor::input_failure`] then says why).
     pub fn wait_ready(&mut self, timeout: Duration, min_keys: u64) -> bool {
-        self.wait_until(timeout, |r, tracks| {
-            let meta = r.meta();
-            let keys = meta.key_count() - meta.first_key();
-            !tracks.is_empty()
-                && (keys >= min_keys || (meta.state() == shm::STATE_ENDED && keys >= 1))
-        })
+        let deadline = Instant::now() + timeout;
+        loop {
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(250));
+            let ready = self.wait_until(slice, |r, tracks| {
+                let meta = r.meta();
+                let keys = meta.key_count() - meta.first_key();
+                !tracks.is_empty()
+                    && (keys >= min_keys || (meta.state() == shm::STATE_ENDED && keys >= 1))
+            });
+            if ready
+                || Instant::now() >= deadline
+                || self.reader.meta().state() == shm::STATE_ENDED
+                || (self.tracks.is_empty() && self.input_failure().is_some())
+            {
+                return ready;
+            }
+        }
+    }
+
+    /// Why the stream's pull has no data, while its latest attempt failed and it waits to
+    /// try again: the `last_error` of `RUNDIR/NAME.pull.json` in state `reconnecting` or
+    /// `waiting` (an upstream that refused, sent garbage or went away). `None` for streams
+    /// that are not pulled, and while a pull connects or plays.
+    pub fn input_failure(&self) -> Option<String> {
+        let (rundir, stream, _) = &self.origin;
+        let text = std::fs::read_to_string(rundir.join(format!("{stream}.pull.json"))).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        matches!(v["state"].as_str(), Some("reconnecting" | "waiting"))
+            .then(|| v["last_error"].as_str().map(str::to_string))
+            .flatten()
+    }
+
+    /// Why a [`Cursor::wait_ready`] gave up, for a viewer: the input's failure, or that no
+    /// data came in time.
+    pub fn not_ready_reason(&self) -> String {
+        match self.input_failure() {
+            Some(why) => format!("its input failed: {why}"),
+            None => "no data yet".into(),
+        }
     }
 
     /// Waits until `ready(reader, tracks)` holds (checked after every batch the buffer

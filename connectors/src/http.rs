@@ -32,6 +32,18 @@ const INFO_WAIT: Duration = Duration::from_secs(1);
 /// How long a playlist request waits for a stream to have enough segments.
 const READY_WAIT: Duration = Duration::from_secs(15);
 
+/// The answer when a stream has no data after [`READY_WAIT`]: 404 naming the reason when its
+/// input failed (a pull's upstream refused or sent garbage), else 503 (not live yet).
+fn not_ready(stream: &str, c: &Cursor) -> Response {
+    match c.input_failure() {
+        Some(why) => Response::text(
+            404,
+            &format!("Stream {stream} is not available: its input failed: {why}"),
+        ),
+        None => Response::text(503, &format!("Stream {stream} is not live (no data yet)")),
+    }
+}
+
 /// One response.
 pub struct Response {
     /// Status code.
@@ -607,10 +619,7 @@ impl Conn<'_> {
         let c = self.cursor(stream)?;
         // One complete segment (two keyframes) before a player gets a playlist.
         if !c.wait_ready(READY_WAIT, 2) {
-            return Err(Response::text(
-                503,
-                &format!("Stream {stream} is not live (no data yet)"),
-            ));
+            return Err(not_ready(stream, c));
         }
         Ok(c)
     }
@@ -767,10 +776,7 @@ fn progressive(
         })?,
     };
     if !cursor.wait_ready(READY_WAIT, 1) {
-        return Err(Response::text(
-            503,
-            &format!("Stream {stream} is not live (no data yet)"),
-        ));
+        return Err(not_ready(stream, &cursor));
     }
     if !selection.is_default() {
         cursor.select(selection);

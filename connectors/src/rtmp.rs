@@ -259,8 +259,10 @@ fn play(
     };
     let connected = Instant::now();
     if !cursor.wait_ready(PLAY_WAIT, 1) {
-        not_found(&mut sock, &mut session, &stream)?;
-        crate::log!(PROTO, "{peer}: play {stream}: no data within {PLAY_WAIT:?}");
+        let why = cursor.not_ready_reason();
+        session.reject_play_with(&stream, &why)?;
+        flush(&mut sock, &mut session)?;
+        crate::log!(PROTO, "{peer}: play {stream}: {why}");
         return Ok(());
     }
     if let Some((_, query)) = name.split_once('?') {

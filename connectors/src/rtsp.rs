@@ -541,7 +541,7 @@ fn open(st: &mut State, ctx: &Ctx, name: &str, peer: &str) -> std::result::Resul
         }
     };
     if !c.wait_ready(READY_WAIT, 1) {
-        crate::log!(PROTO, "{peer}: {name}: no data within {READY_WAIT:?}");
+        crate::log!(PROTO, "{peer}: {name}: {}", c.not_ready_reason());
         return Err(StatusCode::NotFound);
     }
     st.stream = Some(name.to_string());

@@ -156,6 +156,7 @@ pub fn run(args: PullArgs) -> Result<()> {
 fn write_stats(path: &std::path::Path, url: &str, state: &str, c: &Counters, why: Option<&str>) {
     let v = serde_json::json!({
         "url": url,
+        "pid": std::process::id(),
         "state": state,
         "packets_lost": c.lost,
         "packets_bad": c.bad,

@@ -583,6 +583,7 @@ impl Stats {
         self.last_write = Some(Instant::now());
         let v = serde_json::json!({
             "url": self.url,
+            "pid": std::process::id(),
             "state": state,
             "attempts": self.attempts,
             "sessions": self.sessions,

@@ -53,7 +53,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         Err(e) => return Err(anyhow!("{peer}: {stream}: {e}")),
     };
     if !cursor.wait_ready(Duration::from_secs(10), 1) {
-        crate::log!(PROTO, "{peer}: {stream}: no data within 10 s");
+        crate::log!(PROTO, "{peer}: {stream}: {}", cursor.not_ready_reason());
         return Ok(());
     }
     cursor.seek_latest_key();

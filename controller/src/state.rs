@@ -121,6 +121,9 @@ pub struct BufferProc {
     buffer_state: &'static str,
     /// Packets written when last looked at, and when that count last grew.
     progress: (u64, Instant),
+    /// The pull's failed attempt INPUT_ABORT last reported: its pid and attempt number
+    /// (from `RUNDIR/NAME.pull.json`).
+    pull_abort_seen: (u64, u64),
 }
 
 /// A push out: one `sluice push` process at a time, restarted with backoff after a failure.
@@ -1044,6 +1047,7 @@ impl State {
                 }
             }
         }
+        self.watch_pulls();
         self.watch_streams();
         self.keep_pushes();
         // Streams marked `always_on` with a source of their own run whether or not anyone
@@ -1076,6 +1080,51 @@ impl State {
                     crate::logs::controller(&format!("always-on stream {name}: {why}"));
                 }
             }
+        }
+    }
+
+    /// INPUT_ABORT for each failed attempt of a stream's pull (the upstream refused, sent
+    /// garbage, went silent or ended; the pull retries with backoff): read from the pull's
+    /// `RUNDIR/NAME.pull.json`, whose `last_error` is the reason.
+    fn watch_pulls(&mut self) {
+        for (name, b) in self.buffers.iter_mut() {
+            if !buffer::is_pull_source(&b.source) {
+                continue;
+            }
+            let Some(v) = read_pull_stats(&self.rundir, name) else {
+                continue;
+            };
+            let state = v.get("state").and_then(|s| s.as_str()).unwrap_or("");
+            let Some(seen) = pull_key(&v) else {
+                continue;
+            };
+            if !matches!(state, "reconnecting" | "waiting") || seen == b.pull_abort_seen {
+                continue;
+            }
+            b.pull_abort_seen = seen;
+            let why = v
+                .get("last_error")
+                .and_then(|s| s.as_str())
+                .unwrap_or("the pull failed");
+            // The URL as the pull shows it: credentials left out of the log.
+            let shown = v.get("url").and_then(|s| s.as_str()).unwrap_or("");
+            crate::logs::controller(&format!(
+                "{name}: input {shown} failed (attempt {}): {why}",
+                seen.1
+            ));
+            crate::triggers::fire(
+                &self.cfg,
+                "INPUT_ABORT",
+                Some(name),
+                vec![
+                    name.clone(),
+                    b.source.clone(),
+                    "sluice pull".into(),
+                    seen.0.to_string(),
+                    state.into(),
+                    why.into(),
+                ],
+            );
         }
     }
 
@@ -1169,6 +1218,8 @@ impl State {
         if let Some(t) = scfg.get("rtsp_transport").and_then(|v| v.as_str()) {
             cmd.arg("--pull-transport").arg(t);
         }
+        // A pull's stats left by an earlier buffer say nothing about this one's input.
+        let _ = std::fs::remove_file(self.rundir.join(format!("{name}.pull.json")));
         let child = cmd
             .arg("--stream")
             .arg(name)
@@ -1195,6 +1246,7 @@ impl State {
                 header_version: u64::MAX,
                 buffer_state: "",
                 progress: (0, Instant::now()),
+                pull_abort_seen: (0, 0),
             },
         );
         crate::triggers::fire(
@@ -1306,6 +1358,7 @@ impl State {
                 .and_then(|(_, v)| v.get("source")?.as_str().map(str::to_string))
                 .unwrap_or_default();
             crate::logs::controller(&format!("adopted the buffer of {name} (pid {pid})"));
+            let pull_abort_seen = pull_attempt(&self.rundir, &name).unwrap_or_default();
             self.buffers.insert(
                 name,
                 BufferProc {
@@ -1317,6 +1370,7 @@ impl State {
                     header_version: u64::MAX,
                     buffer_state: "",
                     progress: (0, Instant::now()),
+                    pull_abort_seen,
                 },
             );
         }
@@ -1368,4 +1422,22 @@ impl State {
             }
         }
     }
+}
+
+/// A pull's `RUNDIR/NAME.pull.json` (written by `sluice pull` every second and on each
+/// change of state).
+fn read_pull_stats(rundir: &Path, name: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(rundir.join(format!("{name}.pull.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// A pull attempt's identity in its stats: (pid of the pull process, attempt number).
+fn pull_key(v: &Value) -> Option<(u64, u64)> {
+    Some((v.get("pid")?.as_u64()?, v.get("attempts")?.as_u64()?))
+}
+
+/// The attempt a stream's pull stats show now (a file left by an earlier buffer's pull), so
+/// that a new buffer does not report it again.
+fn pull_attempt(rundir: &Path, name: &str) -> Option<(u64, u64)> {
+    pull_key(&read_pull_stats(rundir, name)?)
 }

@@ -477,3 +477,86 @@ fn stream_source_decides_where_a_stream_comes_from() {
         .contains(&format!("STREAM_SOURCE: dyn from {}", file.display())));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A pull whose upstream refuses the connection, and one whose upstream sends garbage:
+/// INPUT_ABORT reaches the handler with the stream, the source and the reason, once per
+/// failed attempt (the pulls retry with backoff); the viewer gets a 404 naming the wait, and
+/// the server's other streams play on.
+#[test]
+fn failing_pulls_fire_input_abort_with_the_reason() {
+    require_tools(&["ffmpeg", "/usr/bin/python3"]);
+    let dir = unique_temp_dir("input-abort");
+    let hook = Hook::start(&dir, json!({}));
+    let url = hook.url();
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("junk.flv"), vec![0x5a; 64 << 10]).unwrap();
+    let web_port = free_port();
+    let mut web = Command::new("/usr/bin/python3")
+        .args([
+            "-m",
+            "http.server",
+            &web_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(&www)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    assert!(poll(Duration::from_secs(10), || port_accepts(web_port)
+        .then_some(()))
+    .is_some());
+    let dead = format!("http://127.0.0.1:{}/cam.ts", free_port());
+    let junk = format!("http://127.0.0.1:{web_port}/junk.flv");
+    let srv = Server::start_with_config(|cfg| {
+        cfg["config"]["triggers"] = triggers(&[("INPUT_ABORT", json!({"handler": url}))]);
+        cfg["streams"]["dead"] = json!({"name": "dead", "source": dead});
+        cfg["streams"]["junk"] = json!({"name": "junk", "source": junk});
+    });
+    let r = srv.get("/dead.ts").unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.text().contains("its input failed") && r.text().contains("refused"),
+        "{}",
+        r.text()
+    );
+    // An RTMP player is told StreamNotFound with the reason.
+    let out = ffmpeg_framecrc(&srv.dir, "junk-rtmp", &srv.rtmp_url("junk"), &[], 20).wait();
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("its input failed"),
+        "{}",
+        out.describe()
+    );
+    let seen = hook
+        .wait_for("INPUT_ABORT", "dead")
+        .unwrap_or_else(|| panic!("no INPUT_ABORT for dead: {}", srv.stderr_tail(30)));
+    assert_eq!(seen[1], dead, "{seen:?}");
+    assert_eq!(seen[2], "sluice pull", "{seen:?}");
+    assert!(seen[3].parse::<u32>().is_ok(), "pid: {seen:?}");
+    assert!(seen[5].contains("refused"), "reason: {seen:?}");
+    let seen = hook
+        .wait_for("INPUT_ABORT", "junk")
+        .unwrap_or_else(|| panic!("no INPUT_ABORT for junk: {}", srv.stderr_tail(30)));
+    assert_eq!(seen[1], junk, "{seen:?}");
+    assert!(seen[5].contains("FLV"), "reason: {seen:?}");
+    // Retried with backoff: another attempt is reported.
+    assert!(
+        poll(Duration::from_secs(10), || (hook
+            .calls()
+            .iter()
+            .filter(|(t, l)| t == "INPUT_ABORT" && l[0] == "dead")
+            .count()
+            >= 2)
+            .then_some(()))
+        .is_some(),
+        "no second attempt reported"
+    );
+    let info = ffprobe(&srv.dir, "demo", &srv.http_url("/demo.ts"), &[], 15).unwrap();
+    assert_eq!(info.len(), 2, "the demo stream plays on");
+    sigkill(web.id());
+    let _ = web.wait();
+}

@@ -409,8 +409,15 @@ impl ServerSession {
     /// Answers the pending play with onStatus level `error`, code
     /// `NetStream.Play.StreamNotFound`.
     pub fn reject_play_not_found(&mut self, name: &str) -> Result<(), SessionError> {
+        self.reject_play_with(name, "no such stream")
+    }
+
+    /// Answers the pending play with onStatus level `error`, code
+    /// `NetStream.Play.StreamNotFound`, and `why` in the description (a stream that exists
+    /// but has nothing to play: its input failed, or no data came in time).
+    pub fn reject_play_with(&mut self, name: &str, why: &str) -> Result<(), SessionError> {
         let (sid, _) = self.pending(true)?;
-        let desc = format!("No such stream: {name}");
+        let desc = format!("{name}: {why}");
         self.on_status(sid, status("error", "NetStream.Play.StreamNotFound", &desc));
         self.play = None;
         Ok(())
