@@ -9,8 +9,9 @@
 //!   (`play`, `crate::dtsc_tcp`): an edge pulling from its origin.
 //! * `rtmp://HOST[:1935]/APP/S`: stream S played from another RTMP server (nginx-rtmp, SRS,
 //!   a MistServer, a Sluice), through `dtsc::rtmp::client::RtmpClient` (sans-IO).
-//! * `http(s)://…/x.m3u8`: a live HLS stream of MPEG-TS segments (`dtsc::hls::parse_playlist`
-//!   reads the playlists), from its newest segment on.
+//! * `http(s)://…/x.m3u8`: a live HLS stream of MPEG-TS or fragmented MP4 segments
+//!   (`dtsc::hls::parse_playlist` reads the playlists, `dtsc::mp4demux::Fragmented` the
+//!   fMP4 segments), from its newest segment on.
 //!
 //! Started by the stream's buffer as `sluice pull --stream S --url URL --rundir DIR` (a
 //! process of its own, so garbage from upstream crashes nothing but this), attached to the
@@ -60,6 +61,10 @@ pub enum Container {
     /// DTSC frames (`../shared/reference/dtsc.md`): a `DTSC` header, then `DTP2` packets,
     /// as a Sluice or MistServer DTSC connector sends them after `play`.
     Dtsc,
+    /// Fragmented MP4 (ISO/IEC 14496-12 §8.8): HLS segments after an `#EXT-X-MAP` init
+    /// segment ([`ContainerDemux::set_init`]); each [`ContainerDemux::push`] is one whole
+    /// media segment.
+    Fmp4,
 }
 
 /// How a pull reaches its upstream.
@@ -173,6 +178,10 @@ pub struct ContainerDemux {
     pub packets: u64,
     /// FLV tags that could not be used (named by the error), for the stats.
     pub bad_tags: u64,
+    /// Fragmented MP4: the init segment's tracks; `fmp4_header` while their header is
+    /// still to be written.
+    fmp4: Option<dtsc::mp4demux::Fragmented>,
+    fmp4_header: bool,
 }
 
 /// Most bytes of an FLV tag waited for (a larger announced size is garbage).
@@ -200,7 +209,24 @@ impl ContainerDemux {
             last: after,
             packets: 0,
             bad_tags: 0,
+            fmp4: None,
+            fmp4_header: false,
         }
+    }
+
+    /// Switches to fragmented MP4 with an initialization segment (`ftyp` + `moov`, HLS's
+    /// `#EXT-X-MAP`); the tracks' header goes out before the next segment's packets when
+    /// they differ from the last init segment's. Errors: not an init segment Sluice can
+    /// read (no `moov`, no track it carries).
+    pub fn set_init(&mut self, init: &[u8]) -> std::result::Result<(), String> {
+        let f = dtsc::mp4demux::Fragmented::read_init(init)
+            .map_err(|e| format!("the init segment: {e}"))?;
+        if self.fmp4.as_ref().is_none_or(|old| old.tracks != f.tracks) {
+            self.fmp4_header = true;
+        }
+        self.fmp4 = Some(f);
+        self.container = Container::Fmp4;
+        Ok(())
     }
 
     /// Takes `bytes` of the container and appends the DTSC frames they complete to
@@ -222,7 +248,32 @@ impl ContainerDemux {
                 self.pending.extend_from_slice(bytes);
                 self.drain_dtsc(frames)
             }
+            Container::Fmp4 => self.fmp4_segment(bytes, frames),
         }
+    }
+
+    /// One whole fragmented-MP4 media segment.
+    fn fmp4_segment(
+        &mut self,
+        bytes: &[u8],
+        frames: &mut Vec<u8>,
+    ) -> std::result::Result<(), String> {
+        let Some(f) = &self.fmp4 else {
+            return Err("a media segment before its init segment".into());
+        };
+        let mut packets = Vec::new();
+        f.read_segment(&bytes::Bytes::copy_from_slice(bytes), &mut packets)
+            .map_err(|e| format!("a media segment: {e}"))?;
+        if std::mem::take(&mut self.fmp4_header) {
+            Self::header(&f.tracks, frames);
+        }
+        for p in &packets {
+            if let Some(dts) = self.place(p.track, p.dts) {
+                wire::write_packet(&PacketRef { dts, ..p.as_ref() }, frames);
+                self.packets += 1;
+            }
+        }
+        Ok(())
     }
 
     fn drain_dtsc(&mut self, frames: &mut Vec<u8>) -> std::result::Result<(), String> {
@@ -764,10 +815,11 @@ fn http_get(url: &str, limit: u64, timeout: Duration) -> Result<Vec<u8>> {
 }
 
 /// One HLS session: the playlist (a master playlist's highest-bandwidth variant) reloaded
-/// (RFC 8216 §6.3.4), each new MPEG-TS segment fetched and fed on,
-/// starting at the newest segment listed. Ends when the playlist ends (`#EXT-X-ENDLIST`),
-/// fails, or brings nothing new for [`SILENCE`] (or three target durations, if longer).
-/// Playlists of fragmented MP4 segments (`#EXT-X-MAP`) are refused.
+/// (RFC 8216 §6.3.4), each new segment fetched and fed on, starting at the newest segment
+/// listed. MPEG-TS segments go to the TS demuxer; with `#EXT-X-MAP` (RFC 8216 §4.3.2.5) the
+/// init segment is fetched first (again when its URI changes) and the segments are read as
+/// fragmented MP4. Ends when the playlist ends (`#EXT-X-ENDLIST`), fails, or brings nothing
+/// new for [`SILENCE`] (or three target durations, if longer).
 fn hls_session(
     url: &str,
     demux: &mut ContainerDemux,
@@ -778,6 +830,7 @@ fn hls_session(
     use dtsc::hls::{parse_playlist, resolve_uri, Parsed};
     let mut playlist_url = url.to_string();
     let mut next: Option<u64> = None;
+    let mut map_url: Option<String> = None;
     let mut feed = Feed::new();
     st.sessions += 1;
     while !term.load(Ordering::SeqCst) {
@@ -797,8 +850,14 @@ fn hls_session(
         if media.ended && next.is_none() {
             bail!("the playlist has ended (#EXT-X-ENDLIST): a stored stream; not pulled");
         }
-        if media.map_uri.is_some() {
-            bail!("fragmented MP4 HLS segments (#EXT-X-MAP) are not supported: pull MPEG-TS HLS");
+        // Fragmented MP4 segments: the init segment first, again whenever its URI changes.
+        if let Some(map) = &media.map_uri {
+            let map = resolve_uri(&playlist_url, map);
+            if map_url.as_deref() != Some(map.as_str()) {
+                let init = http_get(&map, 1 << 20, SILENCE)?;
+                demux.set_init(&init).map_err(|e| anyhow!("{map}: {e}"))?;
+                map_url = Some(map);
+            }
         }
         let target = Duration::from_secs(media.target_duration_s.clamp(1, 60));
         feed.silence = SILENCE.max(3 * target);

@@ -187,45 +187,28 @@ pub fn read(file: &Bytes) -> Result<(Vec<Track>, Vec<Packet>), Mp4ReadError> {
     Ok((tracks, packets))
 }
 
-fn read_trak(
-    file: &Bytes,
-    trak: &[u8],
-    id: u32,
-) -> Result<Option<(Track, Vec<Packet>)>, Mp4ReadError> {
-    let Some(mdia) = child(trak, b"mdia") else {
-        return Ok(None);
-    };
-    let (Some(m), Some(hdlr), Some(minf)) = (
-        child(mdia, b"mdhd"),
-        child(mdia, b"hdlr"),
-        child(mdia, b"minf"),
-    ) else {
-        return Ok(None);
-    };
+/// A `trak`'s track (numbered `id`) and media timescale, and its sample table (`stbl`):
+/// `None` for tracks Sluice does not carry (other handlers, other codecs).
+fn trak_track(trak: &[u8], id: u32) -> Option<(Track, u64, &[u8])> {
+    let mdia = child(trak, b"mdia")?;
+    let (m, hdlr, minf) = (
+        child(mdia, b"mdhd")?,
+        child(mdia, b"hdlr")?,
+        child(mdia, b"minf")?,
+    );
     let timescale = match m.first() {
         Some(1) => be32(m, 20),
         _ => be32(m, 12),
     }
     .filter(|&t| t > 0)
-    .map(u64::from);
-    let Some(timescale) = timescale else {
-        return Ok(None);
-    };
-    let handler = hdlr.get(8..12).unwrap_or(&[]);
-    let kind = match handler {
+    .map(u64::from)?;
+    let kind = match hdlr.get(8..12)? {
         b"vide" => TrackKind::Video,
         b"soun" => TrackKind::Audio,
-        _ => return Ok(None),
+        _ => return None,
     };
-    let Some(stbl) = child(minf, b"stbl") else {
-        return Ok(None);
-    };
-    let Some(stsd) = child(stbl, b"stsd") else {
-        return Ok(None);
-    };
-    let Some((codec, init, a, b)) = sample_entry(stsd) else {
-        return Ok(None);
-    };
+    let stbl = child(minf, b"stbl")?;
+    let (codec, init, a, b) = sample_entry(child(stbl, b"stsd")?)?;
     let mut track = Track::new(id, kind, codec);
     track.init = init;
     if kind == TrackKind::Video {
@@ -240,6 +223,18 @@ fn read_trak(
             }
         }
     }
+    Some((track, timescale, stbl))
+}
+
+fn read_trak(
+    file: &Bytes,
+    trak: &[u8],
+    id: u32,
+) -> Result<Option<(Track, Vec<Packet>)>, Mp4ReadError> {
+    let Some((mut track, timescale, stbl)) = trak_track(trak, id) else {
+        return Ok(None);
+    };
+    let kind = track.kind;
     let bad = |what: &str| Mp4ReadError::BadTable {
         track: id,
         what: what.to_string(),
@@ -398,6 +393,219 @@ fn read_trak(
     Ok(Some((track, packets)))
 }
 
+/// One track of a fragmented MP4 ([`Fragmented`]): its id in the file (`tkhd`), its media
+/// timescale, and the defaults of its `trex` (ISO/IEC 14496-12 §8.8.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FragTrack {
+    file_id: u32,
+    timescale: u64,
+    default_duration: u32,
+    default_size: u32,
+    default_flags: u32,
+}
+
+/// A fragmented MP4 being read (CMAF, HLS with `#EXT-X-MAP`, DASH): the tracks of its
+/// initialization segment, to read media segments (`moof` + `mdat`, §8.8) against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fragmented {
+    /// The tracks Sluice carries, numbered from 1 in `moov` order.
+    pub tracks: Vec<Track>,
+    frag: Vec<FragTrack>,
+}
+
+/// `sample_is_non_sync_sample` in sample flags (§8.8.3.1).
+const NON_SYNC: u32 = 0x1_0000;
+
+impl Fragmented {
+    /// Reads an initialization segment (`ftyp` + `moov`; §8.8.1 `mvex`/`trex` give the
+    /// sample defaults). Errors: no `moov`, or no track Sluice carries.
+    pub fn read_init(init: &[u8]) -> Result<Fragmented, Mp4ReadError> {
+        let moov = boxes(init)
+            .find(|(f, _)| f == b"moov")
+            .map(|(_, p)| p)
+            .ok_or(Mp4ReadError::NoMoov)?;
+        let trex: Vec<(u32, u32, u32, u32)> = child(moov, b"mvex")
+            .map(|mvex| {
+                boxes(mvex)
+                    .filter(|(f, _)| f == b"trex")
+                    .filter_map(|(_, t)| {
+                        Some((be32(t, 4)?, be32(t, 12)?, be32(t, 16)?, be32(t, 20)?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut tracks = Vec::new();
+        let mut frag = Vec::new();
+        for (_, trak) in boxes(moov).filter(|(f, _)| f == b"trak") {
+            let Some((track, timescale, _)) = trak_track(trak, tracks.len() as u32 + 1) else {
+                continue;
+            };
+            // tkhd: version 1 has 64-bit times, so the track id is at 20 instead of 12.
+            let Some(file_id) = child(trak, b"tkhd").and_then(|t| match t.first() {
+                Some(1) => be32(t, 20),
+                _ => be32(t, 12),
+            }) else {
+                continue;
+            };
+            let d = trex.iter().find(|t| t.0 == file_id).copied();
+            let (default_duration, default_size, default_flags) =
+                d.map_or((0, 0, 0), |t| (t.1, t.2, t.3));
+            tracks.push(track);
+            frag.push(FragTrack {
+                file_id,
+                timescale,
+                default_duration,
+                default_size,
+                default_flags,
+            });
+        }
+        if tracks.is_empty() {
+            return Err(Mp4ReadError::NoTracks);
+        }
+        Ok(Fragmented { tracks, frag })
+    }
+
+    /// Reads a media segment: every `moof` and the samples its `traf`s describe (`tfhd`
+    /// §8.8.7, `tfdt` §8.8.12, `trun` §8.8.8), appended to `out` in DTS order. Data offsets
+    /// count from the `moof`'s first byte (CMAF's `default-base-is-moof`, and the default
+    /// for a first `traf` without a base data offset); an explicit base data offset counts
+    /// from the segment's first byte. DTS is the `tfdt` time plus the durations before the
+    /// sample, in ms to the nearest; tracks of other ids are skipped. A sample past the end
+    /// of the segment is an error, as is a `traf` without `tfdt` (its time is unknown).
+    pub fn read_segment(&self, seg: &Bytes, out: &mut Vec<Packet>) -> Result<(), Mp4ReadError> {
+        let start = out.len();
+        let mut top = boxes(seg);
+        loop {
+            let moof_start = seg.len() - top.rest().len();
+            let Some((kind, payload)) = top.next() else {
+                break;
+            };
+            if &kind != b"moof" {
+                continue;
+            }
+            for (_, traf) in boxes(payload).filter(|(f, _)| f == b"traf") {
+                self.read_traf(seg, moof_start, traf, out)?;
+            }
+        }
+        out[start..].sort_by_key(|p| p.dts);
+        Ok(())
+    }
+
+    fn read_traf(
+        &self,
+        seg: &Bytes,
+        moof_start: usize,
+        traf: &[u8],
+        out: &mut Vec<Packet>,
+    ) -> Result<(), Mp4ReadError> {
+        let Some(tfhd) = child(traf, b"tfhd") else {
+            return Ok(());
+        };
+        let flags = be32(tfhd, 0).unwrap_or(0) & 0xFF_FFFF;
+        let file_id = be32(tfhd, 4).unwrap_or(0);
+        let Some(i) = self.frag.iter().position(|f| f.file_id == file_id) else {
+            return Ok(());
+        };
+        let (ft, track) = (&self.frag[i], &self.tracks[i]);
+        let bad = |what: &str| Mp4ReadError::BadTable {
+            track: track.id,
+            what: what.to_string(),
+        };
+        // tfhd's optional fields, in order.
+        let mut f = 8;
+        let mut field = |present: bool, len: usize| -> Option<u64> {
+            if !present {
+                return None;
+            }
+            let v = if len == 8 {
+                be64(tfhd, f)
+            } else {
+                be32(tfhd, f).map(u64::from)
+            };
+            f += len;
+            v
+        };
+        let base = field(flags & 0x1 != 0, 8);
+        let _desc = field(flags & 0x2 != 0, 4);
+        let duration = field(flags & 0x8 != 0, 4).map_or(ft.default_duration, |v| v as u32);
+        let size = field(flags & 0x10 != 0, 4).map_or(ft.default_size, |v| v as u32);
+        let sflags = field(flags & 0x20 != 0, 4).map_or(ft.default_flags, |v| v as u32);
+        let base = base.map_or(moof_start as u64, |b| b);
+        let tfdt = child(traf, b"tfdt").ok_or_else(|| bad("a traf without tfdt"))?;
+        let mut time = match tfdt.first() {
+            Some(1) => be64(tfdt, 4),
+            _ => be32(tfdt, 4).map(u64::from),
+        }
+        .ok_or_else(|| bad("short tfdt"))?;
+        let mut next_data = base;
+        for (_, trun) in boxes(traf).filter(|(f, _)| f == b"trun") {
+            let version = trun.first().copied().unwrap_or(0);
+            let tflags = be32(trun, 0).ok_or_else(|| bad("short trun"))? & 0xFF_FFFF;
+            let count = be32(trun, 4).ok_or_else(|| bad("short trun"))? as usize;
+            if count > MAX_SAMPLES {
+                return Err(bad("too many samples"));
+            }
+            let mut r = 8;
+            let mut data = next_data;
+            if tflags & 0x1 != 0 {
+                let off = be32(trun, r).ok_or_else(|| bad("short trun"))? as i32;
+                data = base
+                    .checked_add_signed(i64::from(off))
+                    .ok_or_else(|| bad("bad data offset"))?;
+                r += 4;
+            }
+            let mut first_flags = None;
+            if tflags & 0x4 != 0 {
+                first_flags = Some(be32(trun, r).ok_or_else(|| bad("short trun"))?);
+                r += 4;
+            }
+            for n in 0..count {
+                let mut get = |present: bool| -> Result<Option<u32>, Mp4ReadError> {
+                    if !present {
+                        return Ok(None);
+                    }
+                    let v = be32(trun, r).ok_or_else(|| bad("short trun"))?;
+                    r += 4;
+                    Ok(Some(v))
+                };
+                let d = get(tflags & 0x100 != 0)?.unwrap_or(duration);
+                let sz = get(tflags & 0x200 != 0)?.unwrap_or(size);
+                let fl = get(tflags & 0x400 != 0)?;
+                let cto = get(tflags & 0x800 != 0)?.unwrap_or(0);
+                let fl = fl
+                    .or(if n == 0 { first_flags } else { None })
+                    .unwrap_or(sflags);
+                let cto = if version == 0 {
+                    i64::from(cto)
+                } else {
+                    i64::from(cto as i32)
+                };
+                let end = data
+                    .checked_add(u64::from(sz))
+                    .filter(|&e| e <= seg.len() as u64)
+                    .ok_or_else(|| bad("a sample past the end of the segment"))?;
+                let ts = ft.timescale;
+                out.push(Packet {
+                    track: track.id,
+                    dts: to_ms(time, ts),
+                    offset: if cto < 0 {
+                        -(to_ms(cto.unsigned_abs(), ts) as i64)
+                    } else {
+                        to_ms(cto as u64, ts) as i64
+                    },
+                    keyframe: fl & NON_SYNC == 0 || track.kind == TrackKind::Audio,
+                    bpos: 0,
+                    data: seg.slice(data as usize..end as usize),
+                });
+                time = time.saturating_add(u64::from(d));
+                data = end;
+            }
+            next_data = data;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +672,73 @@ mod tests {
     }
 
     #[test]
+    fn fragments_we_write_read_back_with_every_sample() {
+        let frames: Vec<Vec<u8>> = (0..8u8).map(|i| vec![0, 0, 0, 2, 0x65, i]).collect();
+        let mut pkts = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            pkts.push(PacketRef {
+                track: 1,
+                dts: 1000 + 40 * i as u64,
+                offset: [80, 0, 40, 80, 0, 40, 80, 0][i],
+                keyframe: i % 4 == 0,
+                bpos: 0,
+                data: f,
+            });
+            pkts.push(PacketRef {
+                track: 2,
+                dts: 1000 + 23 * i as u64,
+                offset: 0,
+                keyframe: true,
+                bpos: 0,
+                data: &f[4..],
+            });
+        }
+        pkts.sort_by_key(|p| p.dts);
+        let mut init = Vec::new();
+        crate::mp4::write_init(&tracks(), &mut init).unwrap();
+        let reader = Fragmented::read_init(&init).unwrap();
+        assert_eq!(reader.tracks.len(), 2);
+        assert_eq!(reader.tracks[0].init, tracks()[0].init);
+        assert_eq!(
+            (reader.tracks[1].rate, reader.tracks[1].channels),
+            (44_100, 2)
+        );
+        // Two fragments in one segment, as a CMAF segment with two chunks.
+        let mut seg = Vec::new();
+        for (n, half) in pkts.chunks(pkts.len() / 2).enumerate() {
+            let mut b = crate::mp4::FragmentBuilder::new(&tracks()).unwrap();
+            for p in half {
+                b.add(p).unwrap();
+            }
+            b.finish(n as u32 + 1, &mut seg).unwrap();
+        }
+        let mut got = Vec::new();
+        reader
+            .read_segment(&Bytes::from(seg.clone()), &mut got)
+            .unwrap();
+        assert!(got.windows(2).all(|w| w[0].dts <= w[1].dts));
+        for id in [1, 2] {
+            let want: Vec<_> = pkts
+                .iter()
+                .filter(|p| p.track == id)
+                .map(|p| (p.dts, p.offset, p.keyframe, p.data.to_vec()))
+                .collect();
+            let have: Vec<_> = got
+                .iter()
+                .filter(|p| p.track == id)
+                .map(|p| (p.dts, p.offset, p.keyframe, p.data.to_vec()))
+                .collect();
+            assert_eq!(have, want, "track {id}");
+        }
+        // A segment cut short: the sample past its end is an error, not a panic.
+        let cut = Bytes::from(seg[..seg.len() - 3].to_vec());
+        assert!(matches!(
+            reader.read_segment(&cut, &mut Vec::new()),
+            Err(Mp4ReadError::BadTable { .. })
+        ));
+    }
+
+    #[test]
     fn not_an_mp4_is_an_error() {
         assert_eq!(
             read(&Bytes::from_static(b"<html>not a movie</html>")),
@@ -474,7 +749,16 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn any_bytes_never_panic(data in proptest::collection::vec(0u8..=255, 0..600)) {
-            let _ = read(&Bytes::from(data));
+            let _ = read(&Bytes::from(data.clone()));
+            let _ = Fragmented::read_init(&data);
+        }
+
+        #[test]
+        fn any_segment_never_panics(data in proptest::collection::vec(0u8..=255, 0..600)) {
+            let mut init = Vec::new();
+            crate::mp4::write_init(&tracks(), &mut init).unwrap();
+            let reader = Fragmented::read_init(&init).unwrap();
+            let _ = reader.read_segment(&Bytes::from(data), &mut Vec::new());
         }
     }
 }

@@ -453,6 +453,21 @@ fn main() {
             data: bytes::Bytes::from(vec![0u8; 10 + i as usize]),
         })
         .collect();
+    // MP4: a progressive file, and an init segment followed by one fragment (read both
+    // ways by the mp4_read target).
+    let refs: Vec<PacketRef> = packets.iter().map(|p| p.as_ref()).collect();
+    let mut mp4 = Vec::new();
+    if dtsc::mp4::write_progressive(&tracks(), &refs, &mut mp4).is_ok() {
+        write(&dir, "mp4_read", "progressive.mp4", &mp4);
+    }
+    let mut fmp4 = Vec::new();
+    dtsc::mp4::write_init(&tracks(), &mut fmp4).unwrap();
+    let mut frag = dtsc::mp4::FragmentBuilder::new(&tracks()).unwrap();
+    for p in &refs {
+        frag.add(p).unwrap();
+    }
+    frag.finish(1, &mut fmp4).unwrap();
+    write(&dir, "mp4_read", "init_and_fragment.mp4", &fmp4);
     let header = Header { live: false, unixzero: None, tracks: tracks() };
     let index = dtsc::dtsh::build(&header.tracks, &packets);
     write(&dir, "dtsh_decode", "index.dtsh", &dtsc::dtsh::encode(&header, &index));

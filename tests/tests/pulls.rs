@@ -5,8 +5,9 @@
 //!   chain): RTMP viewers of the edge get the origin's media; when the origin's publisher
 //!   stops and comes back, an edge viewer that stayed resumes within 5 s, its timestamps going
 //!   on.
-//! * HLS (MPEG-TS segments) written by ffmpeg and served by a static HTTP server (Python's
-//!   `http.server`): an RTMP viewer of Sluice gets every frame from where it joined.
+//! * HLS (MPEG-TS segments, and fragmented MP4 segments) written by ffmpeg and served by a
+//!   static HTTP server (Python's `http.server`): an RTMP viewer of Sluice gets every frame
+//!   from where it joined, with composition offsets.
 //! * RTMP pulled from Debian's nginx-rtmp (ffmpeg publishes to nginx-rtmp, Sluice plays it
 //!   from there): ffprobe reads the stream back over Sluice's HLS, and an RTMP viewer of
 //!   Sluice gets every frame from where it joined.
@@ -234,15 +235,16 @@ fn rtmp_is_pulled_from_nginx_rtmp() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn live_hls_from_a_static_http_server_is_pulled() {
+/// ffmpeg writes live HLS into a folder that Python's `http.server` serves; Sluice pulls the
+/// playlist. `extra`: ffmpeg's HLS options besides the defaults (MPEG-TS segments).
+fn hls_pull(label: &str, extra: &[&str]) {
     require_tools(&["ffmpeg", "/usr/bin/python3"]);
-    let dir = unique_temp_dir("hls-pull");
+    let dir = unique_temp_dir(label);
     let www = dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
     let file = fixture("bframes.flv");
     let playlist = www.join("live.m3u8");
-    let args = [
+    let mut args: Vec<String> = [
         "-hide_banner",
         "-nostdin",
         "-loglevel",
@@ -262,9 +264,11 @@ fn live_hls_from_a_static_http_server_is_pulled() {
         "6",
         "-hls_flags",
         "delete_segments",
-        playlist.to_str().unwrap(),
     ]
-    .map(String::from);
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.push(playlist.to_str().unwrap().to_string());
     let writer = spawn_client(&dir, "hls-writer", 30, "ffmpeg", &args);
     let port = free_port();
     let mut web = std::process::Command::new("/usr/bin/python3")
@@ -289,6 +293,24 @@ fn live_hls_from_a_static_http_server_is_pulled() {
     sigkill(web.id());
     let _ = web.wait();
     stop_client(writer);
-    assert_smooth("HLS pull, 10 s", &out, 150, 100, &srv);
+    assert_smooth(&format!("{label}, 10 s"), &out, 150, 100, &srv);
+    let cap = Capture::from_output(&out);
+    assert!(
+        cap.reordered() > 0,
+        "composition offsets lost: {}",
+        cap.summary()
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn live_hls_from_a_static_http_server_is_pulled() {
+    hls_pull("hls-ts-pull", &[]);
+}
+
+/// The same with fragmented MP4 segments (`#EXT-X-MAP` init segment, `.m4s` media segments
+/// of `moof` + `mdat`).
+#[test]
+fn live_hls_with_fmp4_segments_is_pulled() {
+    hls_pull("hls-fmp4-pull", &["-hls_segment_type", "fmp4"]);
 }
