@@ -3,15 +3,21 @@
 //! on edge 2 get every frame from where they joined to the end of the publish, without a
 //! gap, with the origin's codecs. The origin serves one DTSC connection (edge 1), edge 1 one
 //! (edge 2), whatever the number of viewers at the end of the chain. A DTSC push (ingest
-//! with the stream's key) is refused with a wrong key and accepted with the right one.
+//! with the stream's key) is refused with a wrong key and accepted with the right one. An
+//! origin whose processes are all killed and which is started again: the edge's viewer
+//! resumes within 5 s of the origin being live again, its timestamps going on.
 use serde_json::json;
 use sluice_e2e::*;
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A server with a DTSC listener on a free port, `edit` applied to its config.
 fn with_dtsc(edit: impl FnOnce(&mut serde_json::Value)) -> (Server, u16) {
-    let port = free_port();
+    with_dtsc_on(free_port(), edit)
+}
+
+/// A server with a DTSC listener on `port`.
+fn with_dtsc_on(port: u16, edit: impl FnOnce(&mut serde_json::Value)) -> (Server, u16) {
     let srv = Server::start_with_config(|cfg| {
         cfg["config"]["protocols"]
             .as_array_mut()
@@ -253,4 +259,93 @@ fn a_dtsc_push_needs_the_streams_key() {
     assert_eq!(codecs, ["h264", "aac"]);
     drop(good);
     assert!(srv.stderr_text().contains("pushes in"));
+}
+
+/// Kill the upstream during a pull and restart it: every process of the origin is killed
+/// (SIGKILL, a crash rather than a stop) while a viewer plays the stream on the edge; a new
+/// origin starts on the same DTSC port and its publisher comes back. The edge's pull
+/// retries with backoff (INPUT_ABORT-worthy failures in between), and the viewer that stayed
+/// gets frames again within 5 s of the new origin being live, with DTS that never go back.
+#[test]
+fn an_edge_resumes_within_5_s_after_its_origin_is_killed_and_restarted() {
+    require_tools(&["ffmpeg"]);
+    let (origin, port) = with_dtsc(|_| {});
+    let publisher = ffmpeg_publish_loop(
+        &origin.dir,
+        "publisher",
+        &fixture("bframes.flv"),
+        &origin.rtmp_url("live"),
+        2,
+        30,
+    );
+    origin.wait_live("live");
+    let edge = Server::start_with_config(|cfg| {
+        cfg["streams"]["live"] = json!({
+            "name": "live",
+            "source": format!("dtsc://127.0.0.1:{port}/live"),
+            "always_on": true
+        });
+    });
+    edge.wait_live("live");
+    let viewer = ffmpeg_framecrc(&edge.dir, "staying", &edge.rtmp_url("live"), &[], 24);
+    std::thread::sleep(Duration::from_secs(3));
+    let mut pids: Vec<u32> = origin.procs().iter().map(|p| p.pid).collect();
+    pids.push(origin.pid);
+    for pid in pids {
+        sigkill(pid);
+    }
+    stop_client(publisher);
+    drop(origin);
+    std::thread::sleep(Duration::from_secs(3));
+    let (origin, _) = with_dtsc_on(port, |_| {});
+    let publisher = ffmpeg_publish_loop(
+        &origin.dir,
+        "publisher-2",
+        &fixture("bframes.flv"),
+        &origin.rtmp_url("live"),
+        1,
+        25,
+    );
+    origin.wait_live("live");
+    let back = Instant::now();
+    let out = viewer.wait();
+    stop_client(publisher);
+    let cap = Capture::from_output(&out);
+    let v = cap.video();
+    let first_after = v
+        .iter()
+        .find(|p| p.at > back)
+        .map(|p| p.at.duration_since(back))
+        .unwrap_or_else(|| {
+            panic!(
+                "no frame after the origin came back: {}\n{}",
+                cap.summary(),
+                edge.stderr_tail(30)
+            )
+        });
+    eprintln!("the edge viewer resumed {first_after:?} after the new origin was live");
+    assert!(
+        first_after < Duration::from_secs(5),
+        "resumed after {first_after:?}\n{}",
+        edge.stderr_tail(20)
+    );
+    let after = v.iter().filter(|p| p.at > back).count();
+    assert!(
+        after >= 150,
+        "{after} frames after the restart: {}",
+        cap.summary()
+    );
+    let ms = cap.video_ms();
+    assert!(
+        ms.windows(2).all(|w| w[1] >= w[0]),
+        "video DTS went back across the restart: {}",
+        cap.summary()
+    );
+    let text = edge.stderr_text();
+    assert!(text.contains("reconnecting in"), "{}", edge.stderr_tail(20));
+    assert!(
+        text.contains("input dtsc://"),
+        "no INPUT_ABORT log line: {}",
+        edge.stderr_tail(20)
+    );
 }
