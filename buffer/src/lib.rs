@@ -304,7 +304,26 @@ impl Buffer {
 }
 
 /// Runs a buffer until it is idle, ended, or told to stop. The socket is removed on exit.
+///
+/// An error (a file source that is missing, unreadable or of an unknown format) is also
+/// written to `RUNDIR/NAME.error`, one line, for the controller: it becomes INPUT_ABORT's
+/// reason and what viewers of the stream are told.
 pub fn run(args: BufferArgs) -> Result<()> {
+    let error_path = error_path(&args.rundir, &args.stream);
+    let _ = std::fs::remove_file(&error_path);
+    let r = run_buffer(args);
+    if let Err(e) = &r {
+        let _ = std::fs::write(&error_path, format!("{e:#}"));
+    }
+    r
+}
+
+/// Where a buffer that failed leaves its reason ([`run`]).
+pub fn error_path(rundir: &std::path::Path, stream: &str) -> std::path::PathBuf {
+    rundir.join(format!("{stream}.error"))
+}
+
+fn run_buffer(args: BufferArgs) -> Result<()> {
     let term = install_term_handler();
     let pulled = is_pull_source(&args.source);
     let file = if args.source.starts_with("push://") || pulled {

@@ -32,6 +32,16 @@ const INFO_WAIT: Duration = Duration::from_secs(1);
 /// How long a playlist request waits for a stream to have enough segments.
 const READY_WAIT: Duration = Duration::from_secs(15);
 
+/// The answer when the controller did not open a stream: 404 with the reason (no such
+/// stream, or its input failed: a missing or unreadable file), 403, or 503.
+fn open_refusal(stream: &str, e: OpenError) -> Response {
+    match e {
+        OpenError::NotFound(r) => Response::text(404, &format!("Stream {stream} not found: {r}")),
+        OpenError::Forbidden(r) | OpenError::Unauthorized(r) => Response::text(403, &r),
+        OpenError::Failed(r) => Response::text(503, &format!("Stream {stream} unavailable: {r}")),
+    }
+}
+
 /// The answer when a stream has no data after [`READY_WAIT`]: 404 naming the reason when its
 /// input failed (a pull's upstream refused or sent garbage), else 503 (not live yet).
 fn not_ready(stream: &str, c: &Cursor) -> Response {
@@ -203,15 +213,8 @@ struct Conn<'a> {
 impl Conn<'_> {
     fn cursor(&mut self, stream: &str) -> std::result::Result<&mut Cursor, Response> {
         if !self.streams.contains_key(stream) {
-            let c = Cursor::open(&self.ctx.rundir, stream, &self.addr).map_err(|e| match e {
-                OpenError::NotFound(_) => {
-                    Response::text(404, &format!("Stream {stream} not found"))
-                }
-                OpenError::Forbidden(r) | OpenError::Unauthorized(r) => Response::text(403, &r),
-                OpenError::Failed(r) => {
-                    Response::text(503, &format!("Stream {stream} unavailable: {r}"))
-                }
-            })?;
+            let c = Cursor::open(&self.ctx.rundir, stream, &self.addr)
+                .map_err(|e| open_refusal(stream, e))?;
             self.streams.insert(stream.to_string(), c);
         }
         Ok(self.streams.get_mut(stream).expect("inserted above"))
@@ -767,13 +770,8 @@ fn progressive(
     });
     let mut cursor = match conn.streams.remove(stream) {
         Some(c) => c,
-        None => Cursor::open(&conn.ctx.rundir, stream, &conn.addr).map_err(|e| match e {
-            OpenError::NotFound(_) => Response::text(404, &format!("Stream {stream} not found")),
-            OpenError::Forbidden(r) | OpenError::Unauthorized(r) => Response::text(403, &r),
-            OpenError::Failed(r) => {
-                Response::text(503, &format!("Stream {stream} unavailable: {r}"))
-            }
-        })?,
+        None => Cursor::open(&conn.ctx.rundir, stream, &conn.addr)
+            .map_err(|e| open_refusal(stream, e))?,
     };
     if !cursor.wait_ready(READY_WAIT, 1) {
         return Err(not_ready(stream, &cursor));

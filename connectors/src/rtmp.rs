@@ -229,8 +229,15 @@ fn publish(
     Ok(())
 }
 
-fn not_found(sock: &mut TcpStream, session: &mut ServerSession, stream: &str) -> Result<()> {
-    session.reject_play_not_found(stream)?;
+/// Answers the play with StreamNotFound and `why` (the controller's reason: no such stream,
+/// a refusal, or an input that failed).
+fn not_found(
+    sock: &mut TcpStream,
+    session: &mut ServerSession,
+    stream: &str,
+    why: &str,
+) -> Result<()> {
+    session.reject_play_with(stream, why)?;
     flush(sock, session)
 }
 
@@ -247,7 +254,13 @@ fn play(
     let mut cursor = match Cursor::open(&ctx.rundir, &stream, peer) {
         Ok(c) => c,
         Err(e) => {
-            not_found(&mut sock, &mut session, &stream)?;
+            let why = match &e {
+                OpenError::NotFound(r) | OpenError::Forbidden(r) | OpenError::Unauthorized(r) => {
+                    r.clone()
+                }
+                OpenError::Failed(_) => "unavailable".to_string(),
+            };
+            not_found(&mut sock, &mut session, &stream, &why)?;
             return match e {
                 OpenError::NotFound(r) => {
                     crate::log!(PROTO, "{peer}: play {stream}: not found ({r})");
@@ -260,8 +273,7 @@ fn play(
     let connected = Instant::now();
     if !cursor.wait_ready(PLAY_WAIT, 1) {
         let why = cursor.not_ready_reason();
-        session.reject_play_with(&stream, &why)?;
-        flush(&mut sock, &mut session)?;
+        not_found(&mut sock, &mut session, &stream, &why)?;
         crate::log!(PROTO, "{peer}: play {stream}: {why}");
         return Ok(());
     }

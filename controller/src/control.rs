@@ -236,8 +236,19 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             // Wait for the buffer's socket: a buffer started for this request, or for another
             // one a moment ago, may not be listening yet.
             {
+                // A buffer that fails at once (its file source is missing, unreadable or of
+                // an unknown format) leaves its reason beside the socket: the viewer gets it.
+                let rundir = st.lock().expect("state lock").rundir.clone();
+                let error = buffer::error_path(&rundir, &real);
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while !socket.exists() && Instant::now() < deadline {
+                    if let Ok(why) = std::fs::read_to_string(&error) {
+                        let reason = format!("its input failed: {}", hide_paths(why.trim()));
+                        return reply(
+                            &sock,
+                            vec![("cmd", "error"), ("code", "notfound"), ("reason", &reason)],
+                        );
+                    }
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 if !socket.exists() {
@@ -267,8 +278,42 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             ));
             reply(
                 &sock,
-                vec![("cmd", "error"), ("code", code), ("reason", &reason)],
+                vec![
+                    ("cmd", "error"),
+                    ("code", code),
+                    ("reason", &hide_paths(&reason)),
+                ],
             )
         }
+    }
+}
+
+/// `text` with each absolute path cut to its file name: reasons go to viewers, who need not
+/// learn where the server keeps its files (the log keeps the whole path).
+pub fn hide_paths(text: &str) -> String {
+    text.split(' ')
+        .map(|w| match w.strip_prefix('/') {
+            Some(rest) => rest.rsplit('/').next().unwrap_or(rest),
+            None => w,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hide_paths;
+
+    #[test]
+    fn viewers_see_file_names_not_paths() {
+        assert_eq!(
+            hide_paths("source /srv/media/a b/clip.flv of vod does not exist"),
+            "source clip.flv of vod does not exist"
+        );
+        assert_eq!(
+            hide_paths("/srv/x.xyz: unsupported file source (supported: .flv, .ts)"),
+            "x.xyz: unsupported file source (supported: .flv, .ts)"
+        );
+        assert_eq!(hide_paths("no stream nosuch"), "no stream nosuch");
     }
 }

@@ -1011,6 +1011,10 @@ impl State {
                 ],
             );
             if !ok {
+                // The buffer's own reason when it left one (a file source it could not read).
+                let why = std::fs::read_to_string(buffer::error_path(&self.rundir, &name))
+                    .map(|w| w.trim().to_string())
+                    .unwrap_or_else(|_| format!("the buffer exited ({st})"));
                 crate::triggers::fire(
                     &self.cfg,
                     "INPUT_ABORT",
@@ -1021,7 +1025,7 @@ impl State {
                         "sluice buffer".into(),
                         pid.to_string(),
                         code,
-                        format!("the buffer exited ({st})"),
+                        why,
                     ],
                 );
             }
@@ -1218,8 +1222,9 @@ impl State {
         if let Some(t) = scfg.get("rtsp_transport").and_then(|v| v.as_str()) {
             cmd.arg("--pull-transport").arg(t);
         }
-        // A pull's stats left by an earlier buffer say nothing about this one's input.
+        // A pull's stats or a failure left by an earlier buffer say nothing about this one.
         let _ = std::fs::remove_file(self.rundir.join(format!("{name}.pull.json")));
+        let _ = std::fs::remove_file(buffer::error_path(&self.rundir, name));
         let child = cmd
             .arg("--stream")
             .arg(name)

@@ -13,7 +13,8 @@
 //! samples, and the file is refused as having none.
 //!
 //! Times become ms (DTS and composition offset, to the nearest from timescale units); every
-//! packet's `bpos` is its byte offset in the file. Payloads are copied as they are: H.264
+//! packet's `bpos` is its byte offset in the file. A file cut short (`moov` first, `mdat`
+//! truncated) gives each track's samples up to the first one not wholly in the file. Payloads are copied as they are: H.264
 //! and HEVC samples are length-prefixed NAL units, as DTSC keeps them.
 
 use bytes::Bytes;
@@ -337,7 +338,7 @@ fn read_trak(
     let mut sample = 0usize;
     let mut dts = 0u64;
     let mut next_sync = 0usize;
-    for (ci, &chunk_off) in offsets.iter().enumerate() {
+    'chunks: for (ci, &chunk_off) in offsets.iter().enumerate() {
         let chunk_no = ci + 1;
         let per = runs
             .iter()
@@ -350,10 +351,11 @@ fn read_trak(
                 break;
             }
             let size = u64::from(size_of(sample).ok_or_else(|| bad("short stsz"))?);
-            let end = off
-                .checked_add(size)
-                .filter(|&e| e <= file.len() as u64)
-                .ok_or_else(|| bad("a sample past the end of the file"))?;
+            let Some(end) = off.checked_add(size).filter(|&e| e <= file.len() as u64) else {
+                // A truncated file (an unfinished download or recording): the track ends
+                // at its last whole sample.
+                break 'chunks;
+            };
             let keyframe = match &sync {
                 None => true,
                 Some(s) => {

@@ -478,10 +478,11 @@ fn stream_source_decides_where_a_stream_comes_from() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A pull whose upstream refuses the connection, and one whose upstream sends garbage:
-/// INPUT_ABORT reaches the handler with the stream, the source and the reason, once per
-/// failed attempt (the pulls retry with backoff); the viewer gets a 404 naming the wait, and
-/// the server's other streams play on.
+/// A pull whose upstream refuses the connection, one whose upstream sends garbage, and a
+/// file source that is not what its name says: INPUT_ABORT reaches the handler with the
+/// stream, the source and the reason, once per failed attempt (the pulls retry with
+/// backoff); the viewer gets a 404 naming the reason, and the server's other streams play
+/// on.
 #[test]
 fn failing_pulls_fire_input_abort_with_the_reason() {
     require_tools(&["ffmpeg", "/usr/bin/python3"]);
@@ -510,11 +511,15 @@ fn failing_pulls_fire_input_abort_with_the_reason() {
         .then_some(()))
     .is_some());
     let dead = format!("http://127.0.0.1:{}/cam.ts", free_port());
+    let fake = dir.join("fake.mp4");
+    std::fs::write(&fake, b"<html>not a movie</html>").unwrap();
     let junk = format!("http://127.0.0.1:{web_port}/junk.flv");
     let srv = Server::start_with_config(|cfg| {
         cfg["config"]["triggers"] = triggers(&[("INPUT_ABORT", json!({"handler": url}))]);
         cfg["streams"]["dead"] = json!({"name": "dead", "source": dead});
         cfg["streams"]["junk"] = json!({"name": "junk", "source": junk});
+        cfg["streams"]["badfile"] =
+            json!({"name": "badfile", "source": fake.to_str().unwrap(), "loop": false});
     });
     let r = srv.get("/dead.ts").unwrap();
     assert_eq!(r.status, 404, "{}", r.text());
@@ -543,6 +548,15 @@ fn failing_pulls_fire_input_abort_with_the_reason() {
         .unwrap_or_else(|| panic!("no INPUT_ABORT for junk: {}", srv.stderr_tail(30)));
     assert_eq!(seen[1], junk, "{seen:?}");
     assert!(seen[5].contains("FLV"), "reason: {seen:?}");
+    // A file source that cannot be read: the buffer's own reason.
+    let r = srv.get("/badfile.ts").unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("no moov box"), "{}", r.text());
+    let seen = hook
+        .wait_for("INPUT_ABORT", "badfile")
+        .unwrap_or_else(|| panic!("no INPUT_ABORT for badfile: {}", srv.stderr_tail(30)));
+    assert_eq!(seen[2], "sluice buffer", "{seen:?}");
+    assert!(seen[5].contains("no moov box"), "reason: {seen:?}");
     // Retried with backoff: another attempt is reported.
     assert!(
         poll(Duration::from_secs(10), || (hook

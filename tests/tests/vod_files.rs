@@ -452,3 +452,76 @@ fn dtsh_index_is_written_once_reused_and_renewed_when_the_file_changes() {
     );
     assert_eq!(std::fs::read(&dtsh).unwrap(), third);
 }
+
+/// Bad file sources: a truncated FLV, TS and MP4 (`moov` first) serve what is there and end
+/// cleanly; a missing file, a file of an unknown format and an MP4 cut before its `moov` are
+/// refused with a 404 naming the reason, INPUT_ABORT-style, and the server goes on.
+#[test]
+fn truncated_files_play_what_is_there_and_bad_ones_are_refused_with_the_reason() {
+    require_tools(&["ffmpeg"]);
+    let dir = unique_temp_dir("vod-bad-files");
+    let cut = |src: &Path, name: &str| -> PathBuf {
+        let b = std::fs::read(src).unwrap();
+        let out = dir.join(name);
+        std::fs::write(&out, &b[..b.len() * 6 / 10]).unwrap();
+        out
+    };
+    let flv = cut(&fixture("bframes.flv"), "cut.flv");
+    let ts = cut(&remux(&dir, "whole.ts", &[]), "cut.ts");
+    let mp4 = cut(
+        &remux(&dir, "start.mp4", &["-movflags", "+faststart"]),
+        "cut.mp4",
+    );
+    let nomoov = cut(&remux(&dir, "end.mp4", &[]), "nomoov.mp4");
+    let unknown = dir.join("clip.xyz");
+    std::fs::copy(fixture("bframes.flv"), &unknown).unwrap();
+    let missing = dir.join("missing.flv");
+    let streams = [
+        ("cutflv", &flv),
+        ("cutts", &ts),
+        ("cutmp4", &mp4),
+        ("nomoov", &nomoov),
+        ("unknown", &unknown),
+        ("missing", &missing),
+    ];
+    let srv = Server::start_with_config(|cfg| {
+        for (name, path) in &streams {
+            cfg["streams"][*name] =
+                json!({"name": name, "source": path.to_str().unwrap(), "loop": false});
+        }
+    });
+    for name in ["cutflv", "cutts", "cutmp4"] {
+        let out = ffmpeg_framecrc(
+            &srv.dir,
+            name,
+            &srv.http_url(&format!("/{name}.ts")),
+            &[],
+            20,
+        )
+        .wait();
+        assert!(out.status.success(), "{}", out.describe());
+        let cap = Capture::from_output(&out);
+        let n = cap.video().len();
+        assert!(
+            (100..250).contains(&n),
+            "{name}: {n} frames: {}",
+            cap.summary()
+        );
+    }
+    for (name, why) in [
+        ("nomoov", "no moov box"),
+        ("unknown", "unsupported file source"),
+        ("missing", "missing.flv of missing does not exist"),
+    ] {
+        let r = srv.get(&format!("/{name}.ts")).unwrap();
+        assert_eq!(r.status, 404, "{name}: {}", r.text());
+        assert!(r.text().contains(why), "{name}: {}", r.text());
+        assert!(
+            !r.text().contains("/tmp/"),
+            "a server path reached the viewer: {}",
+            r.text()
+        );
+    }
+    let info = ffprobe(&srv.dir, "demo", &srv.http_url("/demo.ts"), &[], 15).unwrap();
+    assert_eq!(info.len(), 2, "the demo stream plays on");
+}
