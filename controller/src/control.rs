@@ -243,7 +243,9 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while !socket.exists() && Instant::now() < deadline {
                     if let Ok(why) = std::fs::read_to_string(&error) {
-                        let reason = format!("its input failed: {}", hide_paths(why.trim()));
+                        let dir = source_dir(&st, &real);
+                        let why = hide_paths(why.trim(), dir.as_deref());
+                        let reason = format!("its input failed: {why}");
                         return reply(
                             &sock,
                             vec![("cmd", "error"), ("code", "notfound"), ("reason", &reason)],
@@ -276,12 +278,13 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
                 "refused to open {stream} for {} from {addr}: {reason}",
                 if push { "publishing" } else { "playing" }
             ));
+            let dir = source_dir(&st, &real);
             reply(
                 &sock,
                 vec![
                     ("cmd", "error"),
                     ("code", code),
-                    ("reason", &hide_paths(&reason)),
+                    ("reason", &hide_paths(&reason, dir.as_deref())),
                 ],
             )
         }
@@ -289,8 +292,14 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
 }
 
 /// `text` with each absolute path cut to its file name: reasons go to viewers, who need not
-/// learn where the server keeps its files (the log keeps the whole path).
-pub fn hide_paths(text: &str) -> String {
+/// learn where the server keeps its files (the log keeps the whole path). `dir`, the folder
+/// of the stream's source, is removed first wherever it appears (it may hold spaces); other
+/// paths are cut at spaces.
+pub fn hide_paths(text: &str, dir: Option<&str>) -> String {
+    let text = match dir.map(|d| d.trim_end_matches('/')).filter(|d| d.len() > 1) {
+        Some(d) => text.replace(&format!("{d}/"), ""),
+        None => text.to_string(),
+    };
     text.split(' ')
         .map(|w| match w.strip_prefix('/') {
             Some(rest) => rest.rsplit('/').next().unwrap_or(rest),
@@ -300,6 +309,15 @@ pub fn hide_paths(text: &str) -> String {
         .join(" ")
 }
 
+/// The folder of a stream's configured file source (the source itself when it is a folder).
+fn source_dir(st: &Mutex<State>, stream: &str) -> Option<String> {
+    let g = st.lock().expect("state lock");
+    let (_, v) = config::find_stream(&g.cfg, stream)?;
+    let src = std::path::Path::new(v.get("source")?.as_str()?);
+    let dir = if src.is_dir() { src } else { src.parent()? };
+    Some(dir.to_string_lossy().into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::hide_paths;
@@ -307,13 +325,22 @@ mod tests {
     #[test]
     fn viewers_see_file_names_not_paths() {
         assert_eq!(
-            hide_paths("source /srv/media/a b/clip.flv of vod does not exist"),
+            hide_paths(
+                "source /srv/media/a b/clip.flv of vod does not exist",
+                Some("/srv/media/a b")
+            ),
             "source clip.flv of vod does not exist"
         );
         assert_eq!(
-            hide_paths("/srv/x.xyz: unsupported file source (supported: .flv, .ts)"),
+            hide_paths(
+                "/srv/x.xyz: unsupported file source (supported: .flv, .ts)",
+                None
+            ),
             "x.xyz: unsupported file source (supported: .flv, .ts)"
         );
-        assert_eq!(hide_paths("no stream nosuch"), "no stream nosuch");
+        assert_eq!(
+            hide_paths("no stream nosuch", Some("/")),
+            "no stream nosuch"
+        );
     }
 }
