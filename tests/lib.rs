@@ -1680,3 +1680,107 @@ impl Drop for NginxRtmp {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Trigger handlers (tests/hook_server.py)
+// ---------------------------------------------------------------------------------------
+
+/// The hook server; killed when dropped.
+pub struct Hook {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    tls: bool,
+}
+
+impl Hook {
+    pub fn start(dir: &Path, rules: Value) -> Hook {
+        Self::start_tls(dir, rules, None)
+    }
+
+    /// With `tls` (certificate, key), the hook serves HTTPS.
+    pub fn start_tls(dir: &Path, rules: Value, tls: Option<&(PathBuf, PathBuf)>) -> Hook {
+        require_tools(&["/usr/bin/python3"]);
+        let port = free_port();
+        let log = dir.join(format!("hook-{port}.log"));
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(workspace_root().join("tests/hook_server.py"))
+            .arg(port.to_string())
+            .arg(&log)
+            .arg(rules.to_string());
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
+        let tls = tls.is_some();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting tests/hook_server.py");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        Hook {
+            child,
+            port,
+            log,
+            tls,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/hook", self.port)
+    }
+
+    /// The calls received so far: (trigger, payload lines).
+    pub fn calls(&self) -> Vec<(String, Vec<String>)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| {
+                (
+                    v["trigger"].as_str().unwrap_or("").to_string(),
+                    v["lines"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|x| x.as_str().unwrap_or("").to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn wait_for(&self, trigger: &str, stream: &str) -> Option<Vec<String>> {
+        poll(Duration::from_secs(10), || {
+            self.calls()
+                .into_iter()
+                .find(|(t, l)| t == trigger && l.iter().any(|x| x == stream))
+                .map(|(_, l)| l)
+        })
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        sigkill(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+/// A `triggers` config object: each trigger with one handler.
+pub fn triggers(list: &[(&str, Value)]) -> Value {
+    let mut o = serde_json::Map::new();
+    for (name, h) in list {
+        o.insert(name.to_string(), json!([h]));
+    }
+    Value::Object(o)
+}
