@@ -78,6 +78,20 @@ pub enum PushAuth {
     },
 }
 
+/// Reports an event to the controller (`{"cmd":"report", FIELDS…}`): a finished recording
+/// (`what`: `RECORDING_END`), or a push that cannot succeed (`PUSH_FAILED`). The controller
+/// answers `ok`; errors: the controller is unreachable or did not answer within 5 s.
+pub fn report(rundir: &Path, fields: &[(&str, String)]) -> anyhow::Result<()> {
+    let sock = UnixStream::connect(rundir.join("controller.sock"))?;
+    let mut members = vec![("cmd".to_string(), Value::Str(b"report".to_vec()))];
+    for (k, v) in fields {
+        members.push((k.to_string(), Value::Str(v.as_bytes().to_vec())));
+    }
+    ipc::send_command(sock.as_raw_fd(), &Value::Object(members), &[])?;
+    ipc::recv_command(&sock, Duration::from_secs(5))?;
+    Ok(())
+}
+
 /// Asks the controller to open `stream` for publishing with `auth`.
 pub fn open_push(
     rundir: &Path,

@@ -31,6 +31,7 @@ pub mod player;
 pub mod progressive;
 pub mod publisher;
 pub mod push;
+pub mod record;
 pub mod rtmp;
 pub mod rtmp_push;
 pub mod rtp_ingest;

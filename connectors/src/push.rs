@@ -1,6 +1,7 @@
 //! Pushes out: one process per push, `sluice push --stream S --target URL`, as the
 //! controller's pushes (`push_start`, auto-push rules) start them. The target's scheme picks
-//! the protocol: `rtmp://` ([`crate::rtmp_push`]) or `rtsp://` ([`crate::rtsp_push`]). The
+//! the protocol: `rtmp://` ([`crate::rtmp_push`]) or `rtsp://` ([`crate::rtsp_push`]); a
+//! file path is a recording ([`crate::record`]). The
 //! process holds a slot of the session table (kind output) for the stats, and exits when the
 //! stream ends (0) or the target fails (1, with the reason on standard error): retrying is
 //! the controller's.
@@ -23,7 +24,8 @@ pub struct PushArgs {
     pub rundir: PathBuf,
 }
 
-/// The schemes a push target may have.
+/// The schemes a push target may have (besides a file path, a recording:
+/// [`crate::record`]).
 pub const SCHEMES: &[&str] = &["rtmp://", "rtsp://"];
 
 /// Runs one push to its end.
@@ -34,13 +36,17 @@ pub fn run(args: PushArgs) -> Result<()> {
         .map(|(_, r)| r.split(['/', ':', '?']).next().unwrap_or(""))
         .map(|h| h.rsplit('@').next().unwrap_or(h).to_string())
         .unwrap_or_default();
-    let label = if args.target.starts_with("rtmp://") {
+    let label = if crate::record::is_file_target(&args.target) {
+        "recording"
+    } else if args.target.starts_with("rtmp://") {
         "RTMP push"
     } else {
         "RTSP push"
     };
     buffer::sessions::begin(&args.rundir, label, &host);
-    let r = if args.target.starts_with("rtmp://") {
+    let r = if crate::record::is_file_target(&args.target) {
+        crate::record::record(&args)
+    } else if args.target.starts_with("rtmp://") {
         crate::rtmp_push::push(&args)
     } else if args.target.starts_with("rtsp://") {
         crate::rtsp_push::push(&args)

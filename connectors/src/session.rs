@@ -168,8 +168,20 @@ impl<'m> Batch<'m> {
         self.first_seq = None;
     }
 
-    fn full(&self) -> bool {
+    /// True when the batch holds as much as one `writev` should take.
+    pub fn full(&self) -> bool {
         self.segs.len() + 32 > MAX_SEGS || self.bytes > MAX_BATCH_BYTES
+    }
+
+    /// Writes the whole batch to `w` (a recording's file), in order, then empties it.
+    /// Returns the bytes written.
+    pub fn drain_to(&mut self, w: &mut impl Write) -> std::io::Result<u64> {
+        for s in &self.segs {
+            w.write_all(self.slice(s))?;
+        }
+        let n = self.bytes as u64;
+        self.clear();
+        Ok(n)
     }
 
     /// Copies `bytes` into the batch (merged with a directly preceding copy).

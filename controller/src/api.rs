@@ -606,6 +606,7 @@ fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action
                     }
                     json!("OK")
                 }
+                "recordings" => Value::Array(st.recordings.iter().cloned().collect()),
                 "push_list" => Value::Array(
                     st.pushes
                         .iter()
@@ -746,6 +747,11 @@ fn check_push(
     if target.chars().any(|c| c.is_control()) {
         return Err((400, "the target has control characters".into()));
     }
+    if connectors::record::is_file_target(target) {
+        let t = connectors::record::parse_target(target)
+            .map_err(|e| (400, format!("recording target {target:?}: {e}")))?;
+        return check_recording_folder(cfg, &t.pattern);
+    }
     if !connectors::push::SCHEMES
         .iter()
         .any(|s| target.starts_with(s))
@@ -765,6 +771,41 @@ fn check_push(
         return Err((400, "an RTMP target is rtmp://host[:port]/app/name".into()));
     }
     Ok(())
+}
+
+/// With `config.recording_folders` set, a recording's path (the part before its first
+/// variable, with symbolic links of the part that exists resolved) must lie inside one of
+/// them: 403 otherwise.
+fn check_recording_folder(cfg: &Value, pattern: &str) -> std::result::Result<(), (u16, String)> {
+    let Some(folders) = config::recording_folders(cfg) else {
+        return Ok(());
+    };
+    let fixed = pattern.split('$').next().unwrap_or("");
+    let mut at = std::path::Path::new(fixed);
+    if !fixed.ends_with('/') {
+        at = at.parent().unwrap_or(at);
+    }
+    // The longest part that exists, resolved; what follows it cannot climb out ('..' is
+    // refused by parse_target).
+    let mut probe = at;
+    let real = loop {
+        if let Ok(r) = std::fs::canonicalize(probe) {
+            break Some(r.join(at.strip_prefix(probe).unwrap_or(std::path::Path::new(""))));
+        }
+        match probe.parent() {
+            Some(p) => probe = p,
+            None => break None,
+        }
+    };
+    match real {
+        Some(r) if folders.iter().any(|f| r.starts_with(f)) => Ok(()),
+        _ => Err((
+            403,
+            format!(
+                "recording target {pattern:?} is outside the recording folders (config.recording_folders)"
+            ),
+        )),
+    }
 }
 
 fn auth_tokens(cfg: &Value) -> Vec<String> {
@@ -805,7 +846,7 @@ fn capabilities() -> Value {
                   "active_streams", "clients", "totals", "log", "streamkey_add",
                   "streamkey_del", "streamkeys", "stop_sessions", "nuke_stream",
                   "config_backup", "config_restore", "config_reload", "shutdown",
-                  "push_start", "push_stop", "push_list", "push_auto_add",
+                  "push_start", "push_stop", "push_list", "push_auto_add", "recordings",
                   "push_auto_remove", "push_auto_list",
                   "api_tokens", "api_token_add", "api_token_del", "authorize"]
     })

@@ -265,7 +265,17 @@ pub fn file_source(
 /// `config.media_folders`, resolved (folders that do not exist are left out); `None` when
 /// not set.
 pub fn media_folders(cfg: &Value) -> Option<Vec<PathBuf>> {
-    let list = cfg.pointer("/config/media_folders")?.as_array()?;
+    folders(cfg, "/config/media_folders")
+}
+
+/// `config.recording_folders`: the folders recordings (file push targets) may be written in,
+/// resolved like [`media_folders`]. `None` when not configured (any absolute path then).
+pub fn recording_folders(cfg: &Value) -> Option<Vec<PathBuf>> {
+    folders(cfg, "/config/recording_folders")
+}
+
+fn folders(cfg: &Value, pointer: &str) -> Option<Vec<PathBuf>> {
+    let list = cfg.pointer(pointer)?.as_array()?;
     Some(
         list.iter()
             .filter_map(|v| v.as_str())

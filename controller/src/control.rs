@@ -60,6 +60,16 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             .unwrap_or("")
             .to_string()
     };
+    if s("cmd") == "report" {
+        let fields: std::collections::HashMap<String, String> = req
+            .as_object()
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        st.lock().expect("state lock").report(&fields);
+        return reply(&sock, vec![("cmd", "ok")]);
+    }
     if s("cmd") != "open" {
         return reply(
             &sock,

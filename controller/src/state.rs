@@ -184,7 +184,12 @@ pub struct State {
     /// Pushes out.
     pub pushes: Vec<PushProc>,
     next_push_id: u64,
+    /// Finished recordings, oldest first (at most [`MAX_RECORDINGS`]), for the API.
+    pub recordings: std::collections::VecDeque<Value>,
 }
+
+/// Finished recordings the API lists (the oldest are forgotten first).
+pub const MAX_RECORDINGS: usize = 1000;
 
 /// Seconds of [`Sample`]s kept for the API's `totals`.
 pub const HISTORY: usize = 600;
@@ -320,6 +325,7 @@ impl State {
             bandwidth_fired: HashMap::new(),
             announced: HashMap::new(),
             pushes: Vec::new(),
+            recordings: std::collections::VecDeque::new(),
             next_push_id: 1,
         };
         let mut s = s;
@@ -673,6 +679,60 @@ impl State {
         }
         self.push_ended(&p, "stopped by push_stop");
         true
+    }
+
+    /// A report from a push process (`control::report`): `RECORDING_END` for a finished file
+    /// (the trigger fires: stream, path, format, bytes, seconds spent writing, Unix start and
+    /// end, first and last media ms, why it ended; the file joins [`State::recordings`]), or
+    /// `PUSH_FAILED` for a push that retrying cannot fix (it ends, PUSH_END with the reason).
+    pub fn report(&mut self, r: &HashMap<String, String>) {
+        let f = |k: &str| r.get(k).cloned().unwrap_or_default();
+        match f("what").as_str() {
+            "RECORDING_END" => {
+                let stream = f("stream");
+                let num = |k: &str| f(k).parse::<u64>().unwrap_or(0);
+                crate::triggers::fire(
+                    &self.cfg,
+                    "RECORDING_END",
+                    Some(&stream),
+                    [
+                        "stream", "path", "format", "bytes", "seconds", "started", "ended",
+                        "first_ms", "last_ms", "reason",
+                    ]
+                    .iter()
+                    .map(|k| f(k))
+                    .collect(),
+                );
+                if self.recordings.len() >= MAX_RECORDINGS {
+                    self.recordings.pop_front();
+                }
+                self.recordings.push_back(serde_json::json!({
+                    "stream": stream,
+                    "path": f("path"),
+                    "format": f("format"),
+                    "bytes": num("bytes"),
+                    "duration_ms": num("last_ms").saturating_sub(num("first_ms")),
+                    "started": num("started"),
+                    "ended": num("ended"),
+                    "reason": f("reason"),
+                }));
+            }
+            "PUSH_FAILED" => {
+                let (stream, target) = (f("stream"), f("target"));
+                if let Some(i) = self
+                    .pushes
+                    .iter()
+                    .position(|p| p.stream == stream && p.target == target)
+                {
+                    let mut p = self.pushes.remove(i);
+                    if let Some(c) = &mut p.child {
+                        c.terminate(Duration::from_secs(2));
+                    }
+                    self.push_ended(&p, &f("reason"));
+                }
+            }
+            other => crate::logs::controller(&format!("unknown report {other:?}")),
+        }
     }
 
     /// PUSH_END and a log line for a push that ended.

@@ -49,6 +49,7 @@ pub const NAMES: &[&str] = &[
     "INPUT_ABORT",
     "PUSH_OUT_START",
     "PUSH_END",
+    "RECORDING_END",
     "CONN_OPEN",
     "CONN_CLOSE",
     "CONN_PLAY",
