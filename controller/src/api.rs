@@ -406,6 +406,14 @@ fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action
                     for (k, v) in given {
                         check_stream(k, v).map_err(|e| (400, e))?;
                         check_media_folder(&cfg, k, v).map_err(|e| (403, e))?;
+                        if let Some(r) = v.get("record") {
+                            let r = r.as_str().ok_or((
+                                400,
+                                format!("stream {k}: record is a recording target path"),
+                            ))?;
+                            check_record_target(&cfg, r)
+                                .map_err(|(c, e)| (c, format!("stream {k}: {e}")))?;
+                        }
                     }
                     if call == "streams" || !cfg["streams"].is_object() {
                         cfg["streams"] = json!({});
@@ -748,9 +756,7 @@ fn check_push(
         return Err((400, "the target has control characters".into()));
     }
     if connectors::record::is_file_target(target) {
-        let t = connectors::record::parse_target(target)
-            .map_err(|e| (400, format!("recording target {target:?}: {e}")))?;
-        return check_recording_folder(cfg, &t.pattern);
+        return check_record_target(cfg, target);
     }
     if !connectors::push::SCHEMES
         .iter()
@@ -771,6 +777,20 @@ fn check_push(
         return Err((400, "an RTMP target is rtmp://host[:port]/app/name".into()));
     }
     Ok(())
+}
+
+/// A recording target (a push target that is a file path, or a stream's `record`): a path
+/// [`connectors::record::parse_target`] takes (400), within the recording folders (403).
+fn check_record_target(cfg: &Value, target: &str) -> std::result::Result<(), (u16, String)> {
+    if !connectors::record::is_file_target(target) {
+        return Err((
+            400,
+            format!("recording target {target:?}: an absolute file path"),
+        ));
+    }
+    let t = connectors::record::parse_target(target)
+        .map_err(|e| (400, format!("recording target {target:?}: {e}")))?;
+    check_recording_folder(cfg, &t.pattern)
 }
 
 /// With `config.recording_folders` set, a recording's path (the part before its first

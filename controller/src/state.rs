@@ -186,6 +186,9 @@ pub struct State {
     next_push_id: u64,
     /// Finished recordings, oldest first (at most [`MAX_RECORDINGS`]), for the API.
     pub recordings: std::collections::VecDeque<Value>,
+    /// Auto pushes (stream, target) that failed for good (`PUSH_FAILED`): not started again
+    /// until the stream unloads.
+    auto_failed: std::collections::HashSet<(String, String)>,
 }
 
 /// Finished recordings the API lists (the oldest are forgotten first).
@@ -326,6 +329,7 @@ impl State {
             announced: HashMap::new(),
             pushes: Vec::new(),
             recordings: std::collections::VecDeque::new(),
+            auto_failed: std::collections::HashSet::new(),
             next_push_id: 1,
         };
         let mut s = s;
@@ -728,6 +732,10 @@ impl State {
                     if let Some(c) = &mut p.child {
                         c.terminate(Duration::from_secs(2));
                     }
+                    if p.auto {
+                        self.auto_failed
+                            .insert((p.stream.clone(), p.target.clone()));
+                    }
                     self.push_ended(&p, &f("reason"));
                 }
             }
@@ -846,11 +854,22 @@ impl State {
                     .collect()
             })
             .unwrap_or_default();
+        // A stream's own `record` setting (a recording target) is a rule for that stream.
+        let mut rules = rules;
+        if let Some(streams) = self.cfg.get("streams").and_then(|s| s.as_object()) {
+            for (name, v) in streams {
+                if let Some(t) = v.get("record").and_then(|r| r.as_str()) {
+                    rules.push((name.clone(), t.to_string()));
+                }
+            }
+        }
+        // A push that failed for good is not started again while its stream stays loaded.
+        let loaded: Vec<String> = self.buffers.keys().cloned().collect();
+        self.auto_failed.retain(|(s, _)| loaded.contains(s));
         if rules.is_empty() {
             return;
         }
-        let names: Vec<String> = self.buffers.keys().cloned().collect();
-        for name in names {
+        for name in loaded {
             for (pattern, target) in &rules {
                 if !auto_matches(pattern, &name) {
                     continue;
@@ -860,6 +879,7 @@ impl State {
                     .pushes
                     .iter()
                     .any(|p| p.stream == name && p.target == t)
+                    || self.auto_failed.contains(&(name.clone(), t.clone()))
                 {
                     continue;
                 }

@@ -3,8 +3,9 @@
 //!   each, every one ffprobe-valid and 10 s ± one GOP long, the MP4s rewritten with `moov`
 //!   first; across the TS files every frame of the recording once, DTS 40 ms apart at every
 //!   cut; RECORDING_END reaches a hook server for each file, and the API lists them.
-//! * the recording processes SIGKILLed mid-recording: the TS, FLV and (fragmented) MP4 files
-//!   play to within a second and a half of the kill.
+//! * the recording processes (two auto-push rules and the stream's own `record` setting)
+//!   SIGKILLed mid-recording: the TS, FLV and (fragmented) MP4 files play to within a second
+//!   and a half of the kill.
 //! * a target outside `recording_folders` is refused (403), one in a folder that cannot be
 //!   made ends the push with PUSH_END naming the reason, and the stream plays on.
 use serde_json::{json, Value};
@@ -195,12 +196,14 @@ fn a_split_recording_keeps_every_frame_once_across_its_files() {
 fn recordings_killed_mid_way_play_to_the_kill() {
     require_tools(&["ffmpeg", "ffprobe"]);
     let dir = unique_temp_dir("rec-kill");
-    let rules: Vec<Value> = ["ts", "flv", "mp4"]
+    // TS and FLV by auto-push rules, MP4 by the stream's own `record` setting.
+    let rules: Vec<Value> = ["ts", "flv"]
         .iter()
         .map(|ext| json!(["live", format!("{}/live.{ext}", dir.display())]))
         .collect();
     let srv = Server::start_with_config(|cfg| {
         cfg["autopushes"] = json!(rules);
+        cfg["streams"]["live"]["record"] = json!(format!("{}/live.mp4", dir.display()));
     });
     let publisher = ffmpeg_publish_loop(
         &srv.dir,
@@ -276,6 +279,8 @@ fn bad_recording_targets_are_refused_or_end_with_the_reason() {
     let mkv = format!("{}/a.mkv", allowed.display());
     let r = answer(json!({"push_start": {"stream": "demo", "target": mkv}}));
     assert!(r.contains("Matroska"), "{r}");
+    let r = answer(json!({"addstream": {"cam": {"source": "push://", "record": "/etc/cam.ts"}}}));
+    assert!(r.contains("outside the recording folders"), "{r}");
     let blocked = format!("{}/blocked/demo.ts", allowed.display());
     srv.api(&json!({"push_start": {"stream": "demo", "target": blocked}}))
         .unwrap();
