@@ -263,6 +263,14 @@ impl Cursor {
         Some(key.dts)
     }
 
+    /// Moves to the last keyframe at least `behind_ms` before the newest packet (a DVR
+    /// viewer's "that far behind live"), or the window's first; returns its DTS.
+    pub fn seek_behind_live(&mut self, behind_ms: u64) -> Option<u64> {
+        let m = *self.reader.meta();
+        let newest = m.packet(m.write_seq().checked_sub(1)?)?.dts;
+        self.seek_to_dts(newest.saturating_sub(behind_ms))
+    }
+
     /// Moves to the keyframe whose DTS is nearest `target` (ms on the stream's timeline;
     /// the earlier one on a tie), as RTMP's `NetStream.seek` does ("the keyframe closest to
     /// the specified time"); returns its DTS. `None` when the window has no keyframe.

@@ -154,13 +154,14 @@ impl Progressive {
     }
 }
 
-/// A progressive request's `?start=` and `?end=` (ms from the start of the stream's window,
-/// MistServer's progressive parameters): where it starts (the keyframe at or before) and
-/// where it stops.
+/// A progressive request's `?start=` and `?end=` (MistServer's progressive parameters): where
+/// it starts (the keyframe at or before) and where it stops. A positive value is a DTS on the
+/// stream's timeline, ms (for a file, ms from its start); a negative `start` is that far
+/// behind the live edge (`?start=-60000`: a minute ago, within the DVR window).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Span {
     /// `start`, ms.
-    pub start_ms: Option<u64>,
+    pub start_ms: Option<i64>,
     /// `end`, ms.
     pub end_ms: Option<u64>,
 }
@@ -173,11 +174,11 @@ impl Span {
                 .split('&')
                 .filter_map(|kv| kv.split_once('='))
                 .find(|(key, _)| *key == k)
-                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .and_then(|(_, v)| v.parse::<i64>().ok())
         };
         Span {
             start_ms: get("start"),
-            end_ms: get("end"),
+            end_ms: get("end").and_then(|e| u64::try_from(e).ok()),
         }
     }
 }
@@ -810,12 +811,15 @@ fn progressive(
         }
     }
     // Live: from the newest keyframe (the first picture at once). Ended: the whole window,
-    // as a file would be. `?start=` (ms from the window's first keyframe): from the keyframe
-    // at or before it; `?end=`: up to it.
+    // as a file would be. `?start=`: from the keyframe at or before that DTS, or that far
+    // behind live when negative; `?end=`: up to that DTS.
     let ended = cursor.reader().meta().state() == dtsc::shm::STATE_ENDED;
     match span.start_ms {
+        Some(ms) if ms < 0 => {
+            cursor.seek_behind_live(ms.unsigned_abs());
+        }
         Some(ms) => {
-            cursor.seek_to_ms(ms);
+            cursor.seek_to_dts(ms as u64);
         }
         None if ended => {
             cursor.seek_first_key();
@@ -825,10 +829,7 @@ fn progressive(
         }
     }
     if let Some(end) = span.end_ms {
-        let m = *cursor.reader().meta();
-        if let Some(first) = m.key(m.first_key()) {
-            cursor.end_at(first.dts.saturating_add(end));
-        }
+        cursor.end_at(end);
     }
     let mut head = Vec::new();
     let _ = write!(
