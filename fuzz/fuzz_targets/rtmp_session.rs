@@ -124,6 +124,13 @@ fuzz_target!(|data: &[u8]| {
                 Event::DeleteStream { .. } | Event::CloseStream { .. } => {
                     let _ = s.end_of_stream();
                 }
+                // Seek and pause are answered as the RTMP connector does.
+                Event::Seek { ms } => {
+                    let _ = s.seek_done(ms);
+                }
+                Event::Pause { paused, .. } => {
+                    let _ = s.pause_done(paused);
+                }
                 Event::Connect { .. } | Event::Unpublish { .. } => {}
             }
         }
