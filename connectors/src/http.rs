@@ -14,6 +14,7 @@ use anyhow::{bail, Result};
 use crate::control::OpenError;
 use crate::cursor::Cursor;
 use crate::segcache::{self, SegmentCache};
+use crate::thumbs;
 use crate::tracksel::{self, Selection};
 use crate::{cmaf, hds, hls, player, progressive, session, smooth, Ctx};
 use dtsc::{Codec, TrackKind};
@@ -191,6 +192,8 @@ enum Reply {
     Stream(Progressive, String, Selection, Span),
     /// An immutable segment, perhaps from the shared segment cache (sent with `sendfile`).
     Segment(&'static str, segcache::Body),
+    /// `/S.mjpg`: a JPEG per keyframe of this stream, this wide; the connection ends with it.
+    Mjpeg(String, Option<u32>),
 }
 
 impl From<Response> for Reply {
@@ -232,6 +235,12 @@ impl Conn<'_> {
                 if let Some(r) = self.vod_mp4(&percent_decode(stream)) {
                     return r;
                 }
+            }
+            if let Some(stream) = file.strip_suffix(".jpg").filter(|s| !s.is_empty()) {
+                return self.thumbnail(&percent_decode(stream), query).into();
+            }
+            if let Some(stream) = file.strip_suffix(".mjpg").filter(|s| !s.is_empty()) {
+                return Reply::Mjpeg(percent_decode(stream), thumbs::width_of(query));
             }
             for (ext, kind) in [
                 (".flv", Progressive::Flv),
@@ -281,6 +290,29 @@ impl Conn<'_> {
             }
             ["cmaf", stream, set, file] => self.cmaf_hls_file(&percent_decode(stream), set, file),
             _ => Response::text(404, "Not found").into(),
+        }
+    }
+
+    /// `/S.jpg`: the latest keyframe as a JPEG ([`thumbs`]), `?width=` wide.
+    fn thumbnail(&mut self, stream: &str, query: &str) -> Response {
+        let rundir = self.ctx.rundir.clone();
+        let c = match self.cursor(stream) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        if !c.wait_ready(READY_WAIT, 1) {
+            return not_ready(stream, c);
+        }
+        let meta = *c.reader().meta();
+        let cache = SegmentCache::new(&rundir, stream, meta.boot_ms(), meta.dvr_ms());
+        match thumbs::latest_jpeg(c, &cache, stream, thumbs::width_of(query)) {
+            Ok((_, jpeg)) => Response {
+                status: 200,
+                content_type: "image/jpeg",
+                cache: "no-cache",
+                body: jpeg,
+            },
+            Err((status, why)) => Response::text(status, &format!("{stream}: {why}")),
         }
     }
 
@@ -905,6 +937,68 @@ fn write_all_vectored(sock: &mut TcpStream, head: &[u8], body: &[u8]) -> std::io
     Ok(())
 }
 
+/// The boundary between the JPEGs of `/S.mjpg`.
+const MJPEG_BOUNDARY: &str = "sluicejpeg";
+
+/// `/S.mjpg`: `multipart/x-mixed-replace` (a part per keyframe: `Content-Type: image/jpeg`,
+/// `Content-Length`, the JPEG), from the latest keyframe on, until the stream ends or the
+/// client leaves. Errors before the head was sent are the response to give instead.
+fn mjpeg(
+    sock: &mut TcpStream,
+    conn: &mut Conn,
+    stream: &str,
+    width: Option<u32>,
+) -> std::result::Result<(), Response> {
+    let rundir = conn.ctx.rundir.clone();
+    let c = conn.cursor(stream)?;
+    if !c.wait_ready(READY_WAIT, 1) {
+        return Err(not_ready(stream, c));
+    }
+    thumbs::thumbnail_track(c.tracks()).map_err(|(s, why)| Response::text(s, &why))?;
+    let meta = *c.reader().meta();
+    let cache = SegmentCache::new(&rundir, stream, meta.boot_ms(), meta.dvr_ms());
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary={MJPEG_BOUNDARY}\r\n\
+         Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\nServer: Sluice\r\n\
+         Connection: close\r\n\r\n"
+    );
+    if sock.write_all(head.as_bytes()).is_err() {
+        return Ok(());
+    }
+    let mut last = None;
+    loop {
+        let ended = c.reader().meta().state() == dtsc::shm::STATE_ENDED;
+        if let Ok((seq, jpeg)) = thumbs::latest_jpeg(c, &cache, stream, width) {
+            if last != Some(seq) {
+                last = Some(seq);
+                let part = format!(
+                    "--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                    jpeg.len()
+                );
+                let sent = sock
+                    .write_all(part.as_bytes())
+                    .and_then(|()| sock.write_all(&jpeg))
+                    .and_then(|()| sock.write_all(b"\r\n"));
+                if sent.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if ended {
+            let _ = sock.write_all(format!("--{MJPEG_BOUNDARY}--\r\n").as_bytes());
+            return Ok(());
+        }
+        // The next keyframe, or the stream's end.
+        let before = c.reader().meta().key_count();
+        c.wait_until(Duration::from_secs(1), |r, _| {
+            r.meta().key_count() != before || r.meta().state() == dtsc::shm::STATE_ENDED
+        });
+        if c.buffer_gone() {
+            return Ok(());
+        }
+    }
+}
+
 /// Sends `head` then a segment: a cached file with `sendfile(2)` (page cache to socket, no
 /// copy through this process), bytes with one `writev`.
 fn send_body(
@@ -1235,6 +1329,10 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                 }
                 continue;
             }
+            Reply::Mjpeg(stream, width) => match mjpeg(&mut sock, &mut conn, &stream, width) {
+                Ok(()) => return Ok(()),
+                Err(r) => r,
+            },
             Reply::Stream(kind, stream, selection, span) => {
                 let framing = if v11 {
                     session::Framing::HttpChunked

@@ -43,6 +43,7 @@ pub mod segcache;
 pub mod session;
 pub mod smooth;
 pub mod stream_pull;
+pub mod thumbs;
 pub mod tracksel;
 pub mod ts;
 

@@ -13,10 +13,10 @@
 //! the segment is muxed and sent from memory as before.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A segment's bytes: a cached file (open, with its length in bytes) or, when the cache could
 /// not be used, the muxed bytes themselves.
@@ -33,6 +33,18 @@ impl Body {
         match self {
             Body::File(_, n) => *n,
             Body::Bytes(b) => b.len() as u64,
+        }
+    }
+
+    /// The bytes themselves (a cached file read whole).
+    pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Body::Bytes(b) => Ok(b),
+            Body::File(mut f, n) => {
+                let mut v = Vec::with_capacity(n as usize);
+                f.read_to_end(&mut v)?;
+                Ok(v)
+            }
         }
     }
 
@@ -104,6 +116,67 @@ impl SegmentCache {
             }
         }
         Some(Body::Bytes(bytes))
+    }
+
+    /// [`SegmentCache::get_or_make`], made by one request at a time across every process:
+    /// the first takes a lock file (`.lock.NAME`, made with `O_EXCL`) and makes it, the
+    /// others wait for the file (at most 5 s, then make it themselves). When `make` fails,
+    /// a `.failed.NAME` marker makes the others give up at once. A lock older than 10 s (its
+    /// maker died) is taken over. For work that is dear per request (a thumbnail's decode).
+    pub fn get_or_make_once(
+        &self,
+        name: &str,
+        make: impl FnOnce(&mut Vec<u8>) -> Option<()>,
+    ) -> Option<Body> {
+        debug_assert!(!name.contains('/'));
+        let path = self.dir.join(name);
+        if let Some(body) = open(&path) {
+            return Some(body);
+        }
+        let failed = self.dir.join(format!(".failed.{name}"));
+        let lock = self.dir.join(format!(".lock.{name}"));
+        let _ = fs::create_dir_all(&self.dir);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if failed.exists() {
+                return None;
+            }
+            if File::options()
+                .write(true)
+                .create_new(true)
+                .open(&lock)
+                .is_ok()
+            {
+                let body = match open(&path) {
+                    Some(b) => Some(b),
+                    None => {
+                        let b = self.get_or_make(name, make);
+                        if b.is_none() {
+                            let _ = File::create(&failed);
+                        }
+                        b
+                    }
+                };
+                let _ = fs::remove_file(&lock);
+                return body;
+            }
+            if let Some(body) = open(&path) {
+                return Some(body);
+            }
+            let stale = fs::metadata(&lock)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > Duration::from_secs(10));
+            if stale {
+                let _ = fs::remove_file(&lock);
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return self.get_or_make(name, make);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Writes `bytes` to `path` through a temporary name, then sweeps old files.
