@@ -137,6 +137,8 @@ pub enum Progressive {
     Ts,
     /// `/S.mp4`, `/S.fmp4` (fragmented MP4 for a live stream)
     Mp4,
+    /// `/S.mkv`: Matroska
+    Mkv,
     /// `/S.aac`: the AAC track in ADTS
     Aac,
     /// `/S.mp3`: the MP3 track
@@ -149,6 +151,7 @@ impl Progressive {
             Progressive::Flv => "video/x-flv",
             Progressive::Ts => "video/mp2t",
             Progressive::Mp4 => "video/mp4",
+            Progressive::Mkv => "video/x-matroska",
             Progressive::Aac => "audio/aac",
             Progressive::Mp3 => "audio/mpeg",
         }
@@ -247,6 +250,7 @@ impl Conn<'_> {
                 (".ts", Progressive::Ts),
                 (".mp4", Progressive::Mp4),
                 (".fmp4", Progressive::Mp4),
+                (".mkv", Progressive::Mkv),
                 (".aac", Progressive::Aac),
                 (".mp3", Progressive::Mp3),
             ] {
@@ -799,6 +803,7 @@ fn progressive(
         Progressive::Flv => "HTTP FLV",
         Progressive::Ts => "HTTP TS",
         Progressive::Mp4 => "HTTP MP4",
+        Progressive::Mkv => "HTTP MKV",
         Progressive::Aac | Progressive::Mp3 => "HTTP audio",
     });
     let mut cursor = match conn.streams.remove(stream) {
@@ -894,6 +899,13 @@ fn progressive(
             sock,
             &mut cursor,
             &mut progressive::TsOutput::default(),
+            head,
+            framing,
+        ),
+        Progressive::Mkv => session::stream_resuming(
+            sock,
+            &mut cursor,
+            &mut progressive::MkvOutput::default(),
             head,
             framing,
         ),
@@ -1142,6 +1154,8 @@ fn protocol_of(path: &str) -> &'static str {
             "flv" => "FLV",
             "ts" => "HTTPTS",
             "mp4" | "fmp4" => "MP4",
+            "mkv" => "MKV",
+            "jpg" | "mjpg" => "JPEG",
             "aac" => "AAC",
             "mp3" => "MP3",
             _ => "HTTP",

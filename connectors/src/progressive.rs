@@ -108,6 +108,38 @@ impl<'m> Output<'m> for TsOutput {
     }
 }
 
+/// Matroska over HTTP (`/S.mkv`) and in recordings: the header at the start, then a
+/// `SimpleBlock` per packet in clusters of a GOP ([`dtsc::mkv`]). Tracks that change midway
+/// cannot be announced again: packets of new track ids are skipped.
+#[derive(Default)]
+pub struct MkvOutput {
+    mux: Option<dtsc::mkv::MkvMuxer>,
+}
+
+impl<'m> Output<'m> for MkvOutput {
+    fn init(
+        &mut self,
+        tracks: &[Track],
+        _start_ms: u64,
+        first: bool,
+        b: &mut Batch<'m>,
+    ) -> Result<()> {
+        if first {
+            let mux = dtsc::mkv::MkvMuxer::new(tracks)?;
+            b.own_with(|out| mux.write_header(out));
+            self.mux = Some(mux);
+        }
+        Ok(())
+    }
+
+    fn packet(&mut self, _t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
+        if let Some(mux) = self.mux.as_mut() {
+            b.own_with(|out| mux.write_packet(&p, out));
+        }
+        Ok(())
+    }
+}
+
 /// Fragmented MP4 over HTTP (`/S.mp4` and `/S.fmp4` of a live stream): the init segment
 /// (`ftyp` + `moov`), then one movie fragment (`moof` + `mdat`) per batch of packets. The
 /// fragment's payloads go out as slices of the shared pages.

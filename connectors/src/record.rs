@@ -1,4 +1,4 @@
-//! Recording: a push whose target is a file path, `/dir/NAME.flv`, `.ts` or `.mp4`, run by
+//! Recording: a push whose target is a file path, `/dir/NAME.flv`, `.ts`, `.mp4` or `.mkv`, run by
 //! `sluice push` like any other push (`push_start`, auto-push rules).
 //!
 //! The path may hold variables, expanded when each file is opened: `$stream`, `$datetime`
@@ -9,8 +9,8 @@
 //! in DTS order, so nothing is lost or doubled at a cut.
 //!
 //! Files are written in a shape that survives a crash of this process (or of the machine,
-//! up to the last `fdatasync`, done every [`SYNC_EVERY`]): FLV and MPEG-TS are readable up to
-//! the last whole packet; MP4 is written fragmented (an init segment, then one `moof` + `mdat`
+//! up to the last `fdatasync`, done every [`SYNC_EVERY`]): FLV, MPEG-TS and Matroska (clusters
+//! of unknown size) are readable up to the last whole packet; MP4 is written fragmented (an init segment, then one `moof` + `mdat`
 //! per batch of packets, ISO/IEC 14496-12 §8.8) and, when the file is complete, rewritten as
 //! a regular MP4 with `moov` first (through a temporary file and a rename, so a crash during
 //! that leaves the fragmented file). An existing file is never overwritten: the new one gets
@@ -31,7 +31,7 @@ use dtsc::shm::StreamReader;
 use dtsc::{Track, TrackKind};
 
 use crate::cursor::{Cursor, Next};
-use crate::progressive::{FlvOutput, Fmp4Progressive, TsOutput};
+use crate::progressive::{FlvOutput, Fmp4Progressive, MkvOutput, TsOutput};
 use crate::push::PushArgs;
 use crate::session::{Batch, Output, Resumable};
 
@@ -53,6 +53,8 @@ pub enum Format {
     Ts,
     /// MP4, fragmented while recording, regular (`moov` first) once finished.
     Mp4,
+    /// Matroska ([`dtsc::mkv`]): clusters of unknown size, readable wherever cut.
+    Mkv,
 }
 
 impl Format {
@@ -62,6 +64,7 @@ impl Format {
             Format::Flv => "FLV",
             Format::Ts => "TS",
             Format::Mp4 => "MP4",
+            Format::Mkv => "MKV",
         }
     }
 }
@@ -84,7 +87,7 @@ pub struct Target {
 
 /// Parses a file target: `[file://]/ABSOLUTE/PATH.EXT[?split=SECONDS]`. Errors name what is
 /// wrong: a relative path, a `..` component, an extension other than `.flv`, `.ts`, `.mp4`
-/// (`.mkv` is named as not supported yet), a split that is not a positive number.
+/// or `.mkv`, a split that is not a positive number.
 pub fn parse_target(target: &str) -> Result<Target> {
     let t = target.strip_prefix("file://").unwrap_or(target);
     let (path, query) = t.split_once('?').unwrap_or((t, ""));
@@ -102,10 +105,8 @@ pub fn parse_target(target: &str) -> Result<Target> {
         "flv" => Format::Flv,
         "ts" => Format::Ts,
         "mp4" => Format::Mp4,
-        "mkv" => {
-            bail!("recording to Matroska (.mkv) is not supported yet: record .flv, .ts or .mp4")
-        }
-        _ => bail!("a recording target ends in .flv, .ts or .mp4"),
+        "mkv" => Format::Mkv,
+        _ => bail!("a recording target ends in .flv, .ts, .mp4 or .mkv"),
     };
     let mut split_ms = None;
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
@@ -240,6 +241,14 @@ pub fn record(args: &PushArgs) -> Result<()> {
             ),
             Format::Ts => record_file(
                 &mut TsOutput::default(),
+                &mut cursor,
+                &reader,
+                file,
+                &target,
+                &mut stats,
+            ),
+            Format::Mkv => record_file(
+                &mut MkvOutput::default(),
                 &mut cursor,
                 &reader,
                 file,
@@ -492,8 +501,7 @@ mod tests {
         for (bad, why) in [
             ("rec/a.flv", "absolute"),
             ("/rec/../etc/a.flv", ".."),
-            ("/rec/a.mkv", "Matroska"),
-            ("/rec/a.avi", ".flv, .ts or .mp4"),
+            ("/rec/a.avi", ".flv, .ts, .mp4 or .mkv"),
             ("/rec/a.flv?split=0", "split=0"),
             ("/rec/a.flv?split=x", "split=x"),
         ] {

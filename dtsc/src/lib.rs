@@ -16,6 +16,7 @@ pub mod h264;
 pub mod hds;
 pub mod hevc;
 pub mod hls;
+pub mod mkv;
 pub mod model;
 pub mod mp3;
 pub mod mp4;

@@ -525,3 +525,23 @@ fn truncated_files_play_what_is_there_and_bad_ones_are_refused_with_the_reason()
     let info = ffprobe(&srv.dir, "demo", &srv.http_url("/demo.ts"), &[], 15).unwrap();
     assert_eq!(info.len(), 2, "the demo stream plays on");
 }
+
+/// Progressive Matroska (`/S.mkv`) of a stored stream: ffmpeg reads every frame, H.264 and
+/// AAC, the five keyframes flagged, presentation times from 80 ms (the B-frame delay).
+#[test]
+fn matroska_plays_every_frame() {
+    require_tools(&["ffmpeg"]);
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["vod"] = json!({"name": "vod", "source": fixture("bframes.flv").to_str().unwrap(), "loop": false});
+    });
+    let r = srv.get("/vod.mkv").unwrap();
+    assert_eq!(r.header("content-type"), Some("video/x-matroska"));
+    let out = ffmpeg_framecrc(&srv.dir, "mkv", &srv.http_url("/vod.mkv"), &[], 20).wait();
+    let cap = Capture::from_output(&out);
+    let d = format!("{}\n{}", cap.summary(), out.describe());
+    assert_eq!(cap.codec("video").as_deref(), Some("h264"), "{d}");
+    assert_eq!(cap.codec("audio").as_deref(), Some("aac"), "{d}");
+    assert_eq!(cap.video().len(), 250, "{d}");
+    assert_eq!(cap.video_keyframes(), 5, "{d}");
+    assert_eq!(cap.audio().len(), 432, "{d}");
+}
