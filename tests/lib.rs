@@ -1098,6 +1098,15 @@ impl Capture {
     }
 
     /// Largest gap between consecutive video dts, and whether dts never goes backwards.
+    /// How long after `t` the first video frame arrived (`None`: none did): how soon a
+    /// viewer resumed once its upstream was back.
+    pub fn first_video_after(&self, t: Instant) -> Option<Duration> {
+        self.video()
+            .iter()
+            .find(|p| p.at > t)
+            .map(|p| p.at.duration_since(t))
+    }
+
     pub fn video_dts_check(&self) -> (i64, bool) {
         let v = self.video();
         let mut max_gap = 0;
@@ -1566,6 +1575,21 @@ pub fn ffmpeg_publish_loop(
     args.extend(s(&["-stream_loop", &loops, "-i", file.to_str().unwrap()]));
     args.extend(s(&["-c", "copy", "-f", "flv", url]));
     spawn_client(dir, label, secs, "ffmpeg", &args)
+}
+
+/// The publisher of `srv`'s `live` coming back (two plays of the B-frame fixture): returns it
+/// and the moment the stream was live again.
+pub fn publish_again(srv: &Server, label: &str) -> (Client, Instant) {
+    let publisher = ffmpeg_publish_loop(
+        &srv.dir,
+        label,
+        &fixture("bframes.flv"),
+        &srv.rtmp_url("live"),
+        1,
+        25,
+    );
+    srv.wait_live("live");
+    (publisher, Instant::now())
 }
 
 /// Publishes the 10 s B-frame fixture to `stream` (live, for the caller to wait on) and

@@ -627,6 +627,23 @@ mod tests {
         vec![v, a]
     }
 
+    /// Per track, `got` has the packets of `want` (times, offsets, keyframes, payloads).
+    fn assert_same_packets(want: &[PacketRef], got: &[Packet]) {
+        for id in [1, 2] {
+            let w: Vec<_> = want
+                .iter()
+                .filter(|p| p.track == id)
+                .map(|p| (p.dts, p.offset, p.keyframe, p.data.to_vec()))
+                .collect();
+            let g: Vec<_> = got
+                .iter()
+                .filter(|p| p.track == id)
+                .map(|p| (p.dts, p.offset, p.keyframe, p.data.to_vec()))
+                .collect();
+            assert_eq!(g, w, "track {id}");
+        }
+    }
+
     #[test]
     fn a_file_we_write_reads_back_with_every_sample() {
         let frames: Vec<Vec<u8>> = (0..6u8).map(|i| vec![0, 0, 0, 2, 0x65, i]).collect();
@@ -657,19 +674,7 @@ mod tests {
         assert_eq!((got_tracks[0].width, got_tracks[0].height), (640, 360));
         assert_eq!(got_tracks[0].init, tracks()[0].init);
         assert_eq!((got_tracks[1].rate, got_tracks[1].channels), (44_100, 2));
-        for id in [1, 2] {
-            let want: Vec<_> = pkts
-                .iter()
-                .filter(|p| p.track == id)
-                .map(|p| (p.dts, p.offset, p.keyframe, p.data.to_vec()))
-                .collect();
-            let have: Vec<_> = got
-                .iter()
-                .filter(|p| p.track == id)
-                .map(|p| (p.dts, p.offset, p.keyframe, p.data.to_vec()))
-                .collect();
-            assert_eq!(have, want, "track {id}");
-        }
+        assert_same_packets(&pkts, &got);
         assert!(got.iter().all(|p| p.bpos > 0));
     }
 
@@ -719,19 +724,7 @@ mod tests {
             .read_segment(&Bytes::from(seg.clone()), &mut got)
             .unwrap();
         assert!(got.windows(2).all(|w| w[0].dts <= w[1].dts));
-        for id in [1, 2] {
-            let want: Vec<_> = pkts
-                .iter()
-                .filter(|p| p.track == id)
-                .map(|p| (p.dts, p.offset, p.keyframe, p.data.to_vec()))
-                .collect();
-            let have: Vec<_> = got
-                .iter()
-                .filter(|p| p.track == id)
-                .map(|p| (p.dts, p.offset, p.keyframe, p.data.to_vec()))
-                .collect();
-            assert_eq!(have, want, "track {id}");
-        }
+        assert_same_packets(&pkts, &got);
         // A segment cut short: the sample past its end is an error, not a panic.
         let cut = Bytes::from(seg[..seg.len() - 3].to_vec());
         assert!(matches!(

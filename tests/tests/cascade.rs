@@ -9,7 +9,7 @@
 use serde_json::json;
 use sluice_e2e::*;
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A server with a DTSC listener on a free port, `edit` applied to its config.
 fn with_dtsc(edit: impl FnOnce(&mut serde_json::Value)) -> (Server, u16) {
@@ -298,31 +298,18 @@ fn an_edge_resumes_within_5_s_after_its_origin_is_killed_and_restarted() {
     drop(origin);
     std::thread::sleep(Duration::from_secs(3));
     let (origin, _) = with_dtsc_on(port, |_| {});
-    let publisher = ffmpeg_publish_loop(
-        &origin.dir,
-        "publisher-2",
-        &fixture("bframes.flv"),
-        &origin.rtmp_url("live"),
-        1,
-        25,
-    );
-    origin.wait_live("live");
-    let back = Instant::now();
+    let (publisher, back) = publish_again(&origin, "publisher-2");
     let out = viewer.wait();
     stop_client(publisher);
     let cap = Capture::from_output(&out);
     let v = cap.video();
-    let first_after = v
-        .iter()
-        .find(|p| p.at > back)
-        .map(|p| p.at.duration_since(back))
-        .unwrap_or_else(|| {
-            panic!(
-                "no frame after the origin came back: {}\n{}",
-                cap.summary(),
-                edge.stderr_tail(30)
-            )
-        });
+    let first_after = cap.first_video_after(back).unwrap_or_else(|| {
+        panic!(
+            "no frame after the origin came back: {}\n{}",
+            cap.summary(),
+            edge.stderr_tail(30)
+        )
+    });
     eprintln!("the edge viewer resumed {first_after:?} after the new origin was live");
     assert!(
         first_after < Duration::from_secs(5),

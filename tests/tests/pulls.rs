@@ -13,7 +13,7 @@
 //!   Sluice gets every frame from where it joined.
 use serde_json::json;
 use sluice_e2e::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn codecs(cap: &Capture) -> Vec<String> {
     cap.streams.values().map(|(_, c)| c.clone()).collect()
@@ -153,24 +153,13 @@ fn http_flv_and_http_ts_are_pulled_from_another_sluice_and_resume_after_an_outag
     std::thread::sleep(Duration::from_secs(3));
     stop_client(publisher);
     std::thread::sleep(Duration::from_secs(4));
-    let publisher = ffmpeg_publish_loop(
-        &origin.dir,
-        "publisher-2",
-        &fixture("bframes.flv"),
-        &origin.rtmp_url("live"),
-        1,
-        25,
-    );
-    origin.wait_live("live");
-    let back = Instant::now();
+    let (publisher, back) = publish_again(&origin, "publisher-2");
     let out = viewer.wait();
     stop_client(publisher);
     let cap = Capture::from_output(&out);
     let v = cap.video();
-    let first_after = v
-        .iter()
-        .find(|p| p.at > back)
-        .map(|p| p.at.duration_since(back))
+    let first_after = cap
+        .first_video_after(back)
         .unwrap_or_else(|| panic!("no frame after the origin came back: {}", cap.summary()));
     eprintln!("the edge viewer resumed {first_after:?} after the origin was live again");
     assert!(
