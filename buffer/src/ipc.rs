@@ -51,6 +51,68 @@ pub fn create_region(name: &str, len: u64) -> Result<(OwnedFd, MmapMut)> {
     Ok((fd, map))
 }
 
+/// A stream region backed by a file on disk instead of memory: an unnamed file
+/// (`O_TMPFILE`, gone when the last process closes it) in `dir`, `len` bytes (sparse), mapped
+/// shared. Its pages are the page cache's: written back and dropped when the buffer spills
+/// them ([`spill`]), read back from disk when a viewer touches them again.
+pub fn create_file_region(dir: &std::path::Path, len: u64) -> Result<(OwnedFd, MmapMut)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+    let raw = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_TMPFILE | nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .with_context(|| format!("an unnamed file in {}", dir.display()))?;
+    // SAFETY: `open` just returned this descriptor, owned by nobody else.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    nix::unistd::ftruncate(&fd, len as i64).context("ftruncate of a spill file")?;
+    // SAFETY: the file is ours and unnamed; its size was just set.
+    let map = unsafe { MmapOptions::new().len(len as usize).map_mut(fd.as_raw_fd()) }
+        .context("mmap of a spill file")?;
+    Ok((fd, map))
+}
+
+/// Moves `len` bytes at `offset` of a file-backed region out of memory: written to disk
+/// (`sync_file_range`), unmapped from this process (`MADV_DONTNEED` on `map`, which maps the
+/// whole region) and dropped from the page cache (`POSIX_FADV_DONTNEED`). The bytes stay in
+/// the file: a later read faults them back in.
+pub fn spill(fd: &OwnedFd, map: &mut MmapMut, offset: u64, len: u64) -> Result<()> {
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    // SAFETY: a plain system call on our descriptor.
+    let r = unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("sync_file_range");
+    }
+    let range = &mut map[offset as usize..(offset + len) as usize];
+    // SAFETY: the range lies inside our mapping; MADV_DONTNEED on a shared file mapping only
+    // drops this process's page table entries (the data is in the file).
+    unsafe {
+        nix::sys::mman::madvise(
+            std::ptr::NonNull::new_unchecked(range.as_mut_ptr().cast()),
+            range.len(),
+            nix::sys::mman::MmapAdvise::MADV_DONTNEED,
+        )
+    }
+    .context("madvise")?;
+    posix_fadvise(
+        fd.as_raw_fd(),
+        offset as i64,
+        len as i64,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .context("posix_fadvise")?;
+    Ok(())
+}
+
 /// Frees `len` bytes at `offset` of a memfd region (the pages go back to the system; the file
 /// keeps its size and reads of the hole give zeros).
 pub fn punch_hole(fd: &OwnedFd, offset: u64, len: u64) -> Result<()> {

@@ -51,6 +51,14 @@ pub struct BufferArgs {
     /// Size of the data ring in MiB (sparse: memory follows the window).
     #[arg(long, default_value_t = 1024)]
     pub ring_mib: u64,
+    /// Keep the stream's data in an unnamed file in this folder instead of memory, with at
+    /// most `memory_mib` of it resident: a DVR window larger than the memory budget spills
+    /// its older pages to disk, and viewers read them back transparently.
+    #[arg(long)]
+    pub spill_dir: Option<PathBuf>,
+    /// The memory budget of a spilled stream's data, MiB (with `spill_dir`).
+    #[arg(long, default_value_t = 64)]
+    pub memory_mib: u64,
     /// Play a file source once, all of it at once, instead of as a live loop: the stream is
     /// then the whole file, ended (a VOD stream: HLS with `#EXT-X-ENDLIST`, a static DASH
     /// presentation, a progressive MP4 with `moov` first), and the window is made long enough
@@ -241,6 +249,10 @@ struct Buffer {
     meta_fd: OwnedFd,
     geo: Geometry,
     _maps: (MmapMut, MmapMut),
+    /// With a spill file: the bytes of data that may stay resident.
+    spill_budget: Option<u64>,
+    /// Absolute data position up to which pages were spilled.
+    spilled_to: u64,
     /// DTS → wall clock offset is fixed by the first packet of a run.
     zero_set: bool,
     dirty: bool,
@@ -285,6 +297,7 @@ impl Buffer {
                     self.log(&format!("freeing pages: {e:#}"));
                 }
             }
+            self.spill_old();
         } else {
             self.log(&format!(
                 "dropped a packet of {} bytes: larger than a quarter of the ring",
@@ -292,6 +305,33 @@ impl Buffer {
             ));
         }
         self.dirty = true;
+    }
+
+    /// With a spill file: writes back and drops from memory what lies more than the memory
+    /// budget behind the write position, in steps of at least [`SPILL_STEP`] bytes (whole
+    /// pages, split where the ring wraps).
+    fn spill_old(&mut self) {
+        let Some(budget) = self.spill_budget else {
+            return;
+        };
+        let write = self.writer.meta().write_pos();
+        let until = write.saturating_sub(budget) & !(PAGE - 1);
+        if until < self.spilled_to + SPILL_STEP {
+            return;
+        }
+        let size = self.geo.data_size;
+        let mut from = self.spilled_to.max(until.saturating_sub(size));
+        while from < until {
+            let off = from % size;
+            let len = (until - from).min(size - off);
+            if let Err(e) = ipc::spill(&self.data_fd, &mut self._maps.1, off, len) {
+                self.log(&format!("spilling to disk: {e:#}"));
+                self.spill_budget = None;
+                return;
+            }
+            from += len;
+        }
+        self.spilled_to = until;
     }
 
     fn wake(&mut self) {
@@ -302,6 +342,12 @@ impl Buffer {
         }
     }
 }
+
+/// Pages of the data region.
+const PAGE: u64 = 4096;
+
+/// Least bytes spilled at once (fewer, larger system calls).
+const SPILL_STEP: u64 = 4 << 20;
 
 /// Runs a buffer until it is idle, ended, or told to stop. The socket is removed on exit.
 ///
@@ -340,7 +386,10 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
         ..Geometry::default()
     };
     let (meta_fd, mut meta_map) = ipc::create_region("sluice-meta", geo.meta_size() as u64)?;
-    let (data_fd, mut data_map) = ipc::create_region("sluice-data", geo.data_size)?;
+    let (data_fd, mut data_map) = match &args.spill_dir {
+        Some(dir) => ipc::create_file_region(dir, geo.data_size)?,
+        None => ipc::create_region("sluice-data", geo.data_size)?,
+    };
     let boot = now_ms() as u64;
     // SAFETY: fresh zeroed mappings that live in `_maps` as long as the writer.
     let writer = unsafe {
@@ -364,6 +413,11 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
         meta_fd,
         geo,
         _maps: (meta_map, data_map),
+        spill_budget: args
+            .spill_dir
+            .as_ref()
+            .map(|_| args.memory_mib.max(8) << 20),
+        spilled_to: 0,
         zero_set: false,
         dirty: false,
         pulled,

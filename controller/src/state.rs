@@ -1302,6 +1302,23 @@ impl State {
         if let Some(t) = scfg.get("rtsp_transport").and_then(|v| v.as_str()) {
             cmd.arg("--pull-transport").arg(t);
         }
+        // A memory budget for stream data (`config.dvr_memory_mib`): the data lives in an
+        // unnamed file in `config.dvr_folder` (default RUNDIR/dvr) and what is older than the
+        // budget is spilled to disk, so a DVR window can be longer than memory allows.
+        if let Some(mib) = self
+            .cfg
+            .pointer("/config/dvr_memory_mib")
+            .and_then(|v| v.as_u64())
+        {
+            let dir = self
+                .cfg
+                .pointer("/config/dvr_folder")
+                .and_then(|v| v.as_str())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| self.rundir.join("dvr"));
+            cmd.arg("--spill-dir").arg(dir);
+            cmd.arg("--memory-mib").arg(mib.to_string());
+        }
         // A pull's stats or a failure left by an earlier buffer say nothing about this one.
         let _ = std::fs::remove_file(self.rundir.join(format!("{name}.pull.json")));
         let _ = std::fs::remove_file(buffer::error_path(&self.rundir, name));

@@ -1,7 +1,8 @@
 //! DVR timeshift on a live stream with a 60 s window: a progressive viewer asking for
 //! `?start=-30000` gets frames from 30 s behind live (the keyframe at or before), every one
 //! of them from there on, while a viewer without it starts at the live edge; the HLS playlist
-//! covers the window.
+//! covers the window. A 10-minute window with a 16 MiB memory budget spills to disk (the
+//! buffer's resident memory stays near the budget) and its start and middle still play.
 use serde_json::json;
 use sluice_e2e::*;
 use std::time::Duration;
@@ -68,4 +69,88 @@ fn a_viewer_starts_30_s_behind_live_within_the_dvr_window() {
     // It catches up faster than real time: more frames in 6 s than the live viewer.
     assert!(b.len() > l.len() + 50, "{} vs {}", b.len(), l.len());
     assert!(covered >= 32.0, "the playlist covers {covered} s:\n{media}");
+}
+
+/// The resident set of a process (kB, from /proc).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A 10-minute DVR window with a 16 MiB memory budget: ten minutes of media (about 75 MB,
+/// published faster than real time) are held, the buffer's resident memory stays near the
+/// budget (the rest was spilled to its file on disk), and a viewer that starts at the
+/// window's first keyframe gets its frames, read back from disk.
+#[test]
+fn a_long_window_spills_to_disk_and_its_start_still_plays() {
+    require_tools(&["ffmpeg"]);
+    let srv = Server::start_with_config(|cfg| {
+        cfg["config"]["dvr_memory_mib"] = json!(16);
+        cfg["streams"]["live"] = json!({"name": "live", "source": "push://", "DVR": 600_000});
+    });
+    // 60 plays of the 10 s fixture, as fast as ffmpeg sends.
+    let args: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-stream_loop",
+        "59",
+        "-i",
+        fixture("bframes.flv").to_str().unwrap(),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        &srv.rtmp_url("live"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let publish = spawn_client(&srv.dir, "fast-publisher", 120, "ffmpeg", &args).wait();
+    assert!(publish.status.success(), "{}", publish.describe());
+    let buffer = srv
+        .procs()
+        .into_iter()
+        .find(|p| p.comm == "buffer")
+        .unwrap_or_else(|| panic!("no buffer: {:?}", srv.procs()));
+    let rss = rss_kib(buffer.pid);
+    eprintln!("buffer RSS after 600 s of media with a 16 MiB budget: {rss} KiB");
+    assert!(rss < 48 * 1024, "RSS {rss} KiB");
+    // The window's start: DTS 0 (the first keyframe), absolute.
+    let out = ffmpeg_framecrc(
+        &srv.dir,
+        "start",
+        &srv.http_url("/live.ts?start=0"),
+        &["-copyts"],
+        6,
+    )
+    .wait();
+    let cap = Capture::from_output(&out);
+    let v = cap.video_ms();
+    assert!(v.len() >= 250, "{}", cap.summary());
+    let first = v[0];
+    assert!(
+        first < 2_000,
+        "the window starts at {first} ms: {}",
+        cap.summary()
+    );
+    // And a time in the middle of the spilled part, behind live.
+    let out = ffmpeg_framecrc(
+        &srv.dir,
+        "middle",
+        &srv.http_url("/live.flv?start=-300000"),
+        &[],
+        6,
+    )
+    .wait();
+    assert!(
+        Capture::from_output(&out).video().len() >= 250,
+        "{}",
+        out.describe()
+    );
 }
