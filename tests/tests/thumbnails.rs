@@ -149,3 +149,73 @@ fn mjpeg_streams_a_jpeg_per_keyframe() {
         out.describe()
     );
 }
+
+/// A keyframe the decoder rejects: a stored DTSC file (made by `sluice-convert`) whose last
+/// video keyframe's payload is zeroed in place. `/S.jpg` logs that it did not decode and gives
+/// the previous keyframe's picture (the one at 6 s, matching ffmpeg's decode of it).
+#[test]
+fn a_keyframe_that_does_not_decode_leaves_the_previous_picture() {
+    require_tools(&["ffmpeg", "ffprobe"]);
+    let dir = unique_temp_dir("thumb-bad");
+    let file = dir.join("clip.dtsc");
+    let conv = Command::new(sluice_bin().with_file_name("sluice-convert"))
+        .arg(fixture("bframes.flv"))
+        .arg(&file)
+        .output()
+        .expect("sluice-convert");
+    assert!(
+        conv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&conv.stderr)
+    );
+    // Walk the DTSC frames (magic, u32 length of what follows the first 8 bytes) and zero the
+    // payload of the last large keyframe packet (`keyframe` member, `data` string > 5 kB).
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mut at = 0;
+    let mut last = None;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let frame = &bytes[at..(at + 8 + len).min(bytes.len())];
+        if &frame[..4] == b"DTP2" && frame.windows(10).any(|w| w == b"\x00\x08keyframe") {
+            if let Some(d) = frame.windows(7).position(|w| w == b"\x00\x04data\x02") {
+                let n = u32::from_be_bytes(frame[d + 7..d + 11].try_into().unwrap()) as usize;
+                if n > 5000 {
+                    last = Some((at + d + 11, n));
+                }
+            }
+        }
+        at += 8 + len;
+    }
+    let (start, n) = last.expect("a video keyframe in the DTSC file");
+    bytes[start..start + n].fill(0);
+    std::fs::write(&file, &bytes).unwrap();
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["bad"] =
+            json!({"name": "bad", "source": file.to_str().unwrap(), "loop": false});
+    });
+    let r = srv.get("/bad.jpg").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        srv.stderr_text().contains("did not decode"),
+        "{}",
+        srv.stderr_tail(10)
+    );
+    let jpg = dir.join("bad.jpg");
+    std::fs::write(&jpg, &r.body).unwrap();
+    let (_, _, ours) = rgb_of(&jpg, &[]);
+    let mean = |theirs: &[u8]| {
+        ours.iter()
+            .zip(theirs)
+            .map(|(a, b)| u64::from(a.abs_diff(*b)))
+            .sum::<u64>() as f64
+            / ours.len() as f64
+    };
+    let (_, _, at6) = rgb_of(&fixture("bframes.flv"), &["-ss", "6"]);
+    let (_, _, at8) = rgb_of(&fixture("bframes.flv"), &["-ss", "8"]);
+    assert!(
+        mean(&at6) < 8.0 && mean(&at8) > 2.0 * mean(&at6),
+        "{} {}",
+        mean(&at6),
+        mean(&at8)
+    );
+}
