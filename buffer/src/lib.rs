@@ -68,6 +68,11 @@ pub struct BufferArgs {
     /// Never end for lack of viewers (the stream config's `always_on`).
     #[arg(long)]
     pub always_on: bool,
+    /// An event (the stream config's `"dvr_playlist": "event"`): the window keeps the whole
+    /// stream as far as the rings hold it, and HLS playlists say
+    /// `#EXT-X-PLAYLIST-TYPE:EVENT`.
+    #[arg(long)]
+    pub event: bool,
     /// How a pull source receives RTP: `tcp` (interleaved) or `udp` (the stream config's
     /// `rtsp_transport`).
     #[arg(long, default_value = "tcp")]
@@ -381,6 +386,9 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
     if let (true, Some(f)) = (args.once, &file) {
         args.dvr_ms = args.dvr_ms.max(f.duration_ms() + 1000);
     }
+    if args.event {
+        args.dvr_ms = u64::MAX / 4;
+    }
     let geo = Geometry {
         data_size: args.ring_mib.max(8) << 20,
         ..Geometry::default()
@@ -422,6 +430,9 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
         dirty: false,
         pulled,
     };
+    if args.event {
+        b.writer.set_flags(shm::FLAG_EVENT);
+    }
     let mut puller = pulled.then(Puller::new);
     if pulled {
         b.writer.set_state(shm::STATE_LIVE);

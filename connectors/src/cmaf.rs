@@ -118,6 +118,7 @@ pub fn hls_media(r: &StreamReader, tracks: &[Track]) -> String {
         segments,
         ended,
         vod: false,
+        event: r.meta().flags() & shm::FLAG_EVENT != 0,
         low_latency: Some(LowLatency {
             part_target_ms: PART_TARGET_MS,
             part_hold_back_ms: None,

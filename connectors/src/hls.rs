@@ -255,6 +255,7 @@ pub fn media_playlist(r: &StreamReader, tracks: &[Track]) -> String {
             .collect(),
         ended: r.meta().state() == shm::STATE_ENDED,
         vod: false,
+        event: r.meta().flags() & shm::FLAG_EVENT != 0,
     };
     let mut out = String::new();
     pl.render(&mut out);

@@ -1299,6 +1299,9 @@ impl State {
         if scfg.get("always_on").and_then(|v| v.as_bool()) == Some(true) {
             cmd.arg("--always-on");
         }
+        if scfg.get("dvr_playlist").and_then(|v| v.as_str()) == Some("event") {
+            cmd.arg("--event");
+        }
         if let Some(t) = scfg.get("rtsp_transport").and_then(|v| v.as_str()) {
             cmd.arg("--pull-transport").arg(t);
         }

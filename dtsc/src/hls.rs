@@ -44,6 +44,9 @@ pub struct MediaPlaylist {
     /// True for video on demand: writes `#EXT-X-PLAYLIST-TYPE:VOD` (§4.3.3.5) and, since a
     /// VOD playlist cannot change, also `#EXT-X-ENDLIST`.
     pub vod: bool,
+    /// True for an event: `#EXT-X-PLAYLIST-TYPE:EVENT` (§4.3.3.5): segments are only ever
+    /// added, the first one stays (the stream's window keeps it).
+    pub event: bool,
 }
 
 /// Appends `s` minus any CR/LF characters.
@@ -67,7 +70,8 @@ impl MediaPlaylist {
 
     /// Appends the playlist text to `out` (lines end in `\n`):
     /// `#EXTM3U`, `#EXT-X-VERSION:3`, `#EXT-X-TARGETDURATION:<s>`,
-    /// `#EXT-X-MEDIA-SEQUENCE:<n>`, `#EXT-X-PLAYLIST-TYPE:VOD` when `vod`, then per segment
+    /// `#EXT-X-MEDIA-SEQUENCE:<n>`, `#EXT-X-PLAYLIST-TYPE:VOD` when `vod` (`EVENT` when
+    /// `event`), then per segment
     /// `#EXTINF:<s.mmm>,` and its URI, and `#EXT-X-ENDLIST` when `ended` or `vod`.
     /// Version 3 is the first that allows decimal `#EXTINF` durations (RFC 8216 §7).
     pub fn render(&self, out: &mut String) {
@@ -76,6 +80,8 @@ impl MediaPlaylist {
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
         if self.vod {
             out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
+        } else if self.event {
+            out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n");
         }
         for seg in &self.segments {
             let _ = writeln!(
@@ -223,6 +229,8 @@ pub struct Fmp4Playlist {
     pub ended: bool,
     /// True for video on demand: `#EXT-X-PLAYLIST-TYPE:VOD` and `#EXT-X-ENDLIST`.
     pub vod: bool,
+    /// True for an event: `#EXT-X-PLAYLIST-TYPE:EVENT` (RFC 8216 §4.3.3.5).
+    pub event: bool,
     /// Low-Latency HLS tags; `None` for a plain fMP4 playlist.
     pub low_latency: Option<LowLatency>,
 }
@@ -247,7 +255,8 @@ impl Fmp4Playlist {
     /// `#EXT-X-TARGETDURATION`, with `low_latency`
     /// `#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=<s>` and
     /// `#EXT-X-PART-INF:PART-TARGET=<s>`, `#EXT-X-MEDIA-SEQUENCE`,
-    /// `#EXT-X-PLAYLIST-TYPE:VOD` when `vod`, `#EXT-X-MAP:URI="<map_uri>"`; then per segment
+    /// `#EXT-X-PLAYLIST-TYPE:VOD` when `vod` (`EVENT` when `event`), `#EXT-X-MAP:URI="<map_uri>"`;
+    /// then per segment
     /// its `#EXT-X-PROGRAM-DATE-TIME`, its `#EXT-X-PART` lines, `#EXTINF:<s>,` and URI; then
     /// the pending parts, the preload hint, the rendition reports and `#EXT-X-ENDLIST`.
     ///
@@ -274,6 +283,8 @@ impl Fmp4Playlist {
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
         if self.vod {
             out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
+        } else if self.event {
+            out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n");
         }
         out.push_str("#EXT-X-MAP:URI=\"");
         push_quoted_safe(out, &self.map_uri);
@@ -630,6 +641,7 @@ mod tests {
             segments: vec![seg(7, 2000), seg(8, 2500), seg(9, 1960)],
             ended: false,
             vod: false,
+            event: false,
         };
         let mut out = String::new();
         pl.render(&mut out);
@@ -653,6 +665,7 @@ mod tests {
             segments: vec![seg(0, 4001), seg(1, 45)],
             ended: false,
             vod: true,
+            event: false,
         };
         let mut out = String::new();
         pl.render(&mut out);
@@ -670,6 +683,29 @@ mod tests {
     }
 
     #[test]
+    fn renders_event_playlist() {
+        let pl = MediaPlaylist {
+            target_duration_s: 2,
+            media_sequence: 0,
+            segments: vec![seg(0, 2000)],
+            ended: false,
+            vod: false,
+            event: true,
+        };
+        let mut out = String::new();
+        pl.render(&mut out);
+        assert_eq!(
+            out,
+            "#EXTM3U\n\
+             #EXT-X-VERSION:3\n\
+             #EXT-X-TARGETDURATION:2\n\
+             #EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXT-X-PLAYLIST-TYPE:EVENT\n\
+             #EXTINF:2.000,\n0.ts\n"
+        );
+    }
+
+    #[test]
     fn renders_ended_live_playlist_and_strips_newlines() {
         let pl = MediaPlaylist {
             target_duration_s: 6,
@@ -681,6 +717,7 @@ mod tests {
             }],
             ended: true,
             vod: false,
+            event: false,
         };
         let mut out = String::new();
         pl.render(&mut out);
@@ -700,6 +737,7 @@ mod tests {
                 segments: vec![seg(0, ms)],
                 ended: false,
                 vod: false,
+                event: false,
             };
             let rounded = (ms + 500) / 1000;
             assert!(rounded <= pl.target_duration(), "{ms}");
@@ -716,6 +754,7 @@ mod tests {
             segments: vec![seg(0, 2000), seg(1, 2000), seg(2, 2105)],
             ended: true,
             vod: false,
+            event: false,
         };
         assert_eq!(pl.target_duration(), 2);
     }
@@ -788,6 +827,7 @@ mod tests {
             segments: vec![first, fseg(11, 4), fseg(12, 4)],
             ended: false,
             vod: false,
+            event: false,
             low_latency: Some(LowLatency {
                 part_target_ms: 500,
                 part_hold_back_ms: None,
@@ -840,6 +880,7 @@ mod tests {
             segments: vec![fseg(0, 1)],
             ended: true,
             vod: false,
+            event: false,
             low_latency: Some(LowLatency {
                 part_target_ms: 1000,
                 part_hold_back_ms: Some(2500),
@@ -870,6 +911,7 @@ mod tests {
             segments: vec![fseg(0, 4), fseg(1, 0)],
             ended: false,
             vod: true,
+            event: false,
             low_latency: None,
         };
         let mut out = String::new();
@@ -988,6 +1030,7 @@ mod tests {
             ],
             ended: false,
             vod: false,
+            event: false,
         };
         pl.render(&mut out);
         let Parsed::Media(m) = parse_playlist(&out).unwrap() else {

@@ -49,6 +49,10 @@ pub const STATE_LIVE: u32 = 1;
 /// The source has ended; no packet will follow.
 pub const STATE_ENDED: u32 = 2;
 
+/// Stream flag ([`Meta::flags`]): an event. The window keeps the whole stream (as far as the
+/// rings hold it) and HLS playlists say `#EXT-X-PLAYLIST-TYPE:EVENT`.
+pub const FLAG_EVENT: u32 = 1;
+
 // Offsets of the fixed header's fields.
 const O_DATA_SIZE: usize = 8;
 const O_PKT_CAP: usize = 16;
@@ -67,6 +71,7 @@ const O_BOOT_MS: usize = 88;
 const O_WRITE_POS: usize = 96;
 const O_DVR_MS: usize = 104;
 const O_PUBLISHERS: usize = 112;
+const O_FLAGS: usize = 116;
 
 /// Sizes of a stream's two regions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +272,12 @@ impl Meta {
     pub fn boot_ms(&self) -> u64 {
         self.u64(O_BOOT_MS).load(Ordering::Relaxed)
     }
+
+    /// The stream's flags ([`FLAG_EVENT`]), set once when the buffer starts.
+    pub fn flags(&self) -> u32 {
+        self.u32(O_FLAGS).load(Ordering::Relaxed)
+    }
+
     /// The window (DVR) length in ms.
     pub fn dvr_ms(&self) -> u64 {
         self.u64(O_DVR_MS).load(Ordering::Relaxed)
@@ -439,6 +450,11 @@ impl StreamWriter {
             .store(frame.len() as u32, Ordering::Release);
         v.store(ver + 2, Ordering::Release);
         true
+    }
+
+    /// Sets the stream's flags ([`Meta::flags`]).
+    pub fn set_flags(&mut self, flags: u32) {
+        self.meta.u32(O_FLAGS).store(flags, Ordering::Relaxed);
     }
 
     /// Sets the stream state and wakes readers.

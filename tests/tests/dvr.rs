@@ -154,3 +154,83 @@ fn a_long_window_spills_to_disk_and_its_start_still_plays() {
         out.describe()
     );
 }
+
+/// The media playlist a master playlist at `base/index.m3u8` names first.
+fn first_media_playlist(srv: &Server, base: &str) -> String {
+    let master = srv.get(&format!("{base}/index.m3u8")).unwrap().text();
+    let uri = master
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .unwrap_or_else(|| panic!("{master}"))
+        .to_string();
+    srv.get(&format!("{base}/{uri}")).unwrap().text()
+}
+
+fn media_sequence(pl: &str) -> u64 {
+    pl.lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{pl}"))
+}
+
+fn seconds_listed(pl: &str) -> f64 {
+    pl.lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|v| v.split(',').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `"dvr_playlist": "event"`: the HLS playlists (TS and fMP4 segments) say
+/// `#EXT-X-PLAYLIST-TYPE:EVENT` and keep their first segment while new ones are added,
+/// although the stream's `DVR` of 6 s would have dropped it; a sliding stream's playlist
+/// moves on and names no type.
+#[test]
+fn an_event_playlist_keeps_its_start() {
+    require_tools(&["ffmpeg"]);
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["live"] = json!({
+            "name": "live", "source": "push://", "DVR": 6000, "dvr_playlist": "event"
+        });
+        cfg["streams"]["slide"] = json!({"name": "slide", "source": "push://", "DVR": 6000});
+    });
+    let publishers: Vec<Client> = ["live", "slide"]
+        .iter()
+        .map(|s| {
+            ffmpeg_publish_loop(
+                &srv.dir,
+                &format!("publisher-{s}"),
+                &fixture("bframes.flv"),
+                &srv.rtmp_url(s),
+                1,
+                30,
+            )
+        })
+        .collect();
+    srv.wait_live("live");
+    srv.wait_live("slide");
+    std::thread::sleep(Duration::from_secs(5));
+    let early = first_media_playlist(&srv, "/hls/live");
+    let early_slide = first_media_playlist(&srv, "/hls/slide");
+    std::thread::sleep(Duration::from_secs(10));
+    let late = first_media_playlist(&srv, "/hls/live");
+    let late_slide = first_media_playlist(&srv, "/hls/slide");
+    let cmaf = first_media_playlist(&srv, "/cmaf/live");
+    for p in publishers {
+        stop_client(p);
+    }
+    assert!(early.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{early}");
+    assert!(late.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{late}");
+    assert!(cmaf.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{cmaf}");
+    assert_eq!(
+        media_sequence(&late),
+        media_sequence(&early),
+        "{early}\n{late}"
+    );
+    assert!(seconds_listed(&late) >= 12.0, "{late}");
+    assert!(!late_slide.contains("PLAYLIST-TYPE"), "{late_slide}");
+    assert!(
+        media_sequence(&late_slide) > media_sequence(&early_slide),
+        "{early_slide}\n{late_slide}"
+    );
+    assert!(seconds_listed(&late_slide) < 12.0, "{late_slide}");
+}
