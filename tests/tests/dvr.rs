@@ -1,6 +1,7 @@
 //! DVR timeshift on a live stream with a 60 s window: a progressive viewer asking for
 //! `?start=-30000` gets frames from 30 s behind live (the keyframe at or before), every one
-//! of them from there on, while a viewer without it starts at the live edge; the HLS playlist
+//! of them from there on, while a viewer without it starts at the live edge; rtmpdump asking
+//! for 10 s into the stream (RTMP play's start) gets the keyframe nearest it; the HLS playlist
 //! covers the window. A 10-minute window with a 16 MiB memory budget spills to disk (the
 //! buffer's resident memory stays near the budget) and its start and middle still play.
 use serde_json::json;
@@ -33,6 +34,23 @@ fn a_viewer_starts_30_s_behind_live_within_the_dvr_window() {
     );
     // -copyts: the stream's own timestamps, comparable between the two.
     let at_live = ffmpeg_framecrc(&srv.dir, "live", &srv.http_url("/live.ts"), &["-copyts"], 6);
+    // RTMP: rtmpdump asks for 10 s into the stream (play's start), within the window.
+    let args: Vec<String> = [
+        "-m",
+        "5",
+        "-r",
+        &srv.rtmp_url("live"),
+        "-A",
+        "10",
+        "-B",
+        "14",
+        "-o",
+        "-",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let dump = spawn_client(&srv.dir, "rtmpdump-dvr", 10, "rtmpdump", &args);
     let pl = srv.get("/hls/live/index.m3u8").unwrap();
     let text = pl.text();
     let variant = text
@@ -46,6 +64,17 @@ fn a_viewer_starts_30_s_behind_live_within_the_dvr_window() {
         .filter_map(|l| l.strip_prefix("#EXTINF:"))
         .filter_map(|v| v.split(',').next()?.parse::<f64>().ok())
         .sum();
+    let dump = dump.wait();
+    let tags = parse_flv_timed(&dump.chunks).expect("rtmpdump's FLV");
+    let video = flv_frames(&tags, 9);
+    // librtmp writes the stream's timestamps plus its --start: the keyframe nearest 10 s.
+    assert!(
+        video.len() >= 50 && video[0].key && (19_000..=21_000).contains(&video[0].ts),
+        "{} frames, first {:?}\n{}",
+        video.len(),
+        video.first(),
+        dump.describe()
+    );
     let behind = Capture::from_output(&behind.wait());
     let at_live = Capture::from_output(&at_live.wait());
     stop_client(publisher);
