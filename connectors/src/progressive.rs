@@ -109,7 +109,8 @@ impl<'m> Output<'m> for TsOutput {
 }
 
 /// Matroska over HTTP (`/S.mkv`) and in recordings: the header at the start, then a
-/// `SimpleBlock` per packet in clusters of a GOP ([`dtsc::mkv`]). Tracks that change midway
+/// `SimpleBlock` per packet in clusters of a GOP ([`dtsc::mkv`]), the payload a slice of the
+/// shared pages. Tracks that change midway
 /// cannot be announced again: packets of new track ids are skipped.
 #[derive(Default)]
 pub struct MkvOutput {
@@ -134,7 +135,9 @@ impl<'m> Output<'m> for MkvOutput {
 
     fn packet(&mut self, _t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
         if let Some(mux) = self.mux.as_mut() {
-            b.own_with(|out| mux.write_packet(&p, out));
+            if b.own_with(|out| mux.write_block_head(&p, out)) {
+                b.data(p.data);
+            }
         }
         Ok(())
     }

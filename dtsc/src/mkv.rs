@@ -75,10 +75,7 @@ fn put_id(id: u32, out: &mut Vec<u8>) {
 
 /// An element data size as the shortest VINT (RFC 8794 §4): 1 to 8 bytes, never all ones.
 fn put_size(n: u64, out: &mut Vec<u8>) {
-    let mut len = 1;
-    while len < 8 && n >= (1u64 << (7 * len)) - 1 {
-        len += 1;
-    }
+    let len = vint_len(n);
     let v = n | (1u64 << (7 * len));
     out.extend_from_slice(&v.to_be_bytes()[8 - len..]);
 }
@@ -208,8 +205,17 @@ impl MkvMuxer {
     /// One packet as a `SimpleBlock`, after a new cluster when one is due. Packets of tracks
     /// not written are skipped.
     pub fn write_packet(&mut self, p: &PacketRef, out: &mut Vec<u8>) {
+        if self.write_block_head(p, out) {
+            out.extend_from_slice(p.data);
+        }
+    }
+
+    /// Everything of [`MkvMuxer::write_packet`] but the payload, which the caller sends after
+    /// it (a connector passes it on from the shared pages without a copy). Returns false,
+    /// writing nothing, for a packet of a track not written.
+    pub fn write_block_head(&mut self, p: &PacketRef, out: &mut Vec<u8>) -> bool {
         let Some(&(_, number, kind)) = self.tracks.iter().find(|t| t.0 == p.track) else {
-            return;
+            return false;
         };
         let pts = (p.dts as i64 + p.offset).max(0) as u64;
         let start_here = match self.cluster {
@@ -233,21 +239,29 @@ impl MkvMuxer {
             self.cluster = Some(pts);
         }
         let rel = (pts as i64 - self.cluster.unwrap_or(pts) as i64) as i16;
-        let mut head = Vec::with_capacity(12);
-        put_size(number, &mut head); // track number, a VINT
-        head.extend_from_slice(&rel.to_be_bytes());
-        head.push(
-            if p.keyframe && kind == TrackKind::Video || kind != TrackKind::Video {
-                0x80
-            } else {
-                0
-            },
-        );
+        // Block header: the track number (a VINT; numbers stay below 127, one byte), the
+        // relative timestamp, the flags (0x80: keyframe; every audio frame is one).
+        let flags = if kind != TrackKind::Video || p.keyframe {
+            0x80
+        } else {
+            0
+        };
         put_id(id::SIMPLE_BLOCK, out);
-        put_size((head.len() + p.data.len()) as u64, out);
-        out.extend_from_slice(&head);
-        out.extend_from_slice(p.data);
+        put_size((vint_len(number) + 3 + p.data.len()) as u64, out);
+        put_size(number, out);
+        out.extend_from_slice(&rel.to_be_bytes());
+        out.push(flags);
+        true
     }
+}
+
+/// Bytes of `n` as [`put_size`] writes it.
+fn vint_len(n: u64) -> usize {
+    let mut len = 1;
+    while len < 8 && n >= (1u64 << (7 * len)) - 1 {
+        len += 1;
+    }
+    len
 }
 
 #[cfg(test)]
