@@ -1577,6 +1577,51 @@ pub fn ffmpeg_publish_loop(
     spawn_client(dir, label, secs, "ffmpeg", &args)
 }
 
+/// The types of an MP4 file's top-level boxes, in order (ISO/IEC 14496-12 §4.2: a 32-bit
+/// size, 1 for a 64-bit size after the type, 0 for "to the end").
+pub fn mp4_top_boxes(path: &Path) -> Vec<String> {
+    let b = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= b.len() {
+        let size = u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as u64;
+        out.push(String::from_utf8_lossy(&b[at + 4..at + 8]).into_owned());
+        let size = match size {
+            0 => (b.len() - at) as u64,
+            1 if at + 16 <= b.len() => u64::from_be_bytes(b[at + 8..at + 16].try_into().unwrap()),
+            n => n,
+        };
+        if size < 8 {
+            break;
+        }
+        at += size as usize;
+    }
+    out
+}
+
+/// Whether an MP4 file is a regular one with `moov` before `mdat` (no movie fragments).
+pub fn mp4_moov_first(path: &Path) -> bool {
+    let boxes = mp4_top_boxes(path);
+    let pos = |t: &str| boxes.iter().position(|b| b == t);
+    matches!((pos("moov"), pos("mdat")), (Some(m), Some(d)) if m < d) && pos("moof").is_none()
+}
+
+/// `sluice-convert FROM TO` (the workspace's converter), which must succeed.
+pub fn sluice_convert(from: &Path, to: &Path) {
+    let out = Command::new(sluice_bin().with_file_name("sluice-convert"))
+        .arg(from)
+        .arg(to)
+        .output()
+        .expect("run sluice-convert");
+    assert!(
+        out.status.success(),
+        "sluice-convert {} {}: {}",
+        from.display(),
+        to.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The publisher of `srv`'s `live` coming back (two plays of the B-frame fixture): returns it
 /// and the moment the stream was live again.
 pub fn publish_again(srv: &Server, label: &str) -> (Client, Instant) {

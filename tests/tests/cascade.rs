@@ -215,16 +215,7 @@ fn a_dtsc_push_needs_the_streams_key() {
     });
     // The fixture as DTSC frames (the converter writes a .dtsc file: header, then packets).
     let dtsc_file = srv.dir.join("fixture.dtsc");
-    let conv = std::process::Command::new(sluice_bin().with_file_name("sluice-convert"))
-        .arg(fixture("bframes.flv"))
-        .arg(&dtsc_file)
-        .output()
-        .expect("sluice convert");
-    assert!(
-        conv.status.success(),
-        "{}",
-        String::from_utf8_lossy(&conv.stderr)
-    );
+    sluice_convert(&fixture("bframes.flv"), &dtsc_file);
     let frames = std::fs::read(&dtsc_file).unwrap();
     let push = |password: &str| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

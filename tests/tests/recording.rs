@@ -60,12 +60,6 @@ fn audio_packets(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn moov_first(path: &Path) -> bool {
-    let b = std::fs::read(path).unwrap();
-    let find = |t: &[u8]| b.windows(4).position(|w| w == t);
-    matches!((find(b"moov"), find(b"mdat")), (Some(m), Some(d)) if m < d) && find(b"moof").is_none()
-}
-
 #[test]
 fn a_split_recording_keeps_every_frame_once_across_its_files() {
     require_tools(&["ffmpeg", "ffprobe", "/usr/bin/python3"]);
@@ -154,7 +148,7 @@ fn a_split_recording_keeps_every_frame_once_across_its_files() {
             audio += audio_packets(f);
             all.extend(v);
             if ext == "mp4" {
-                assert!(moov_first(f), "{} was not finalized", f.display());
+                assert!(mp4_moov_first(f), "{} was not finalized", f.display());
             }
         }
         if ext == "ts" {
@@ -255,7 +249,10 @@ fn recordings_killed_mid_way_play_to_the_kill() {
         assert!(audio_packets(f) > 0, "{}: no audio", f.display());
     }
     // The retried pushes wrote new files beside them, never over them.
-    assert!(!moov_first(&files[2]), "the killed MP4 stays fragmented");
+    assert!(
+        !mp4_moov_first(&files[2]),
+        "the killed MP4 stays fragmented"
+    );
 }
 
 #[test]

@@ -158,16 +158,7 @@ fn a_keyframe_that_does_not_decode_leaves_the_previous_picture() {
     require_tools(&["ffmpeg", "ffprobe"]);
     let dir = unique_temp_dir("thumb-bad");
     let file = dir.join("clip.dtsc");
-    let conv = Command::new(sluice_bin().with_file_name("sluice-convert"))
-        .arg(fixture("bframes.flv"))
-        .arg(&file)
-        .output()
-        .expect("sluice-convert");
-    assert!(
-        conv.status.success(),
-        "{}",
-        String::from_utf8_lossy(&conv.stderr)
-    );
+    sluice_convert(&fixture("bframes.flv"), &file);
     // Walk the DTSC frames (magic, u32 length of what follows the first 8 bytes) and zero the
     // payload of the last large keyframe packet (`keyframe` member, `data` string > 5 kB).
     let mut bytes = std::fs::read(&file).unwrap();

@@ -23,13 +23,6 @@ fn remux(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     out
 }
 
-/// Whether the top-level `moov` box comes before `mdat`.
-fn moov_first(path: &Path) -> bool {
-    let b = std::fs::read(path).unwrap();
-    let find = |t: &[u8]| b.windows(4).position(|w| w == t).unwrap();
-    find(b"moov") < find(b"mdat")
-}
-
 #[test]
 fn every_file_format_plays_whole_over_rtmp_hls_dash_and_mp4() {
     require_tools(&["ffmpeg"]);
@@ -39,18 +32,9 @@ fn every_file_format_plays_whole_over_rtmp_hls_dash_and_mp4() {
     let mp4_end = remux(&dir, "end.mp4", &[]);
     let mp4_start = remux(&dir, "start.mp4", &["-movflags", "+faststart"]);
     let mov = remux(&dir, "clip.mov", &[]);
-    assert!(!moov_first(&mp4_end) && moov_first(&mp4_start));
+    assert!(!mp4_moov_first(&mp4_end) && mp4_moov_first(&mp4_start));
     let dtsc_file = dir.join("clip.dtsc");
-    let conv = Command::new(sluice_bin().with_file_name("sluice-convert"))
-        .arg(fixture("bframes.flv"))
-        .arg(&dtsc_file)
-        .output()
-        .expect("sluice-convert");
-    assert!(
-        conv.status.success(),
-        "{}",
-        String::from_utf8_lossy(&conv.stderr)
-    );
+    sluice_convert(&fixture("bframes.flv"), &dtsc_file);
     let files = [
         ("flv", fixture("bframes.flv")),
         ("ts", ts),
