@@ -320,7 +320,18 @@ fn udp_loss_run(attempt: u32) -> bool {
         .iter()
         .filter(|(_, l)| l.starts_with("0,"))
         .count();
-    let st = pull_stats(&srv.rundir, "cam");
+    // The pull writes its stats once a second: wait up to 3 s for a file that shows the
+    // losses' effects (a lost packet is counted before its access unit is dropped).
+    let settled = |st: &serde_json::Value| {
+        ["packets_lost", "units_dropped", "packets_reordered"]
+            .iter()
+            .all(|k| st[*k].as_u64().unwrap_or(0) > 0)
+    };
+    let st = poll(Duration::from_secs(3), || {
+        let st = pull_stats(&srv.rundir, "cam");
+        settled(&st).then_some(st)
+    })
+    .unwrap_or_else(|| pull_stats(&srv.rundir, "cam"));
     if cam.crashed() && attempt < 2 {
         return false;
     }
