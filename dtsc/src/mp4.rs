@@ -1112,9 +1112,9 @@ struct ProgTrack {
 /// the one before it), `ctts` when any composition offset is non-zero (version 0 when all
 /// are ≥ 0, for older readers; version 1, signed, otherwise), `stss` for video unless every
 /// sample is sync, `stsc` + `stco` (or `co64` past 4 GiB) with one chunk per run of
-/// consecutive packets of the track, `stsz`. Movie time 0 is the earliest first DTS of all
-/// tracks; a track starting later gets an `elst` with an empty edit of that delay, so
-/// tracks stay in sync, and a track whose first presented sample comes after its first
+/// consecutive packets of the track, `stsz`. Movie time 0 is the earliest first
+/// presentation time (DTS + composition offset) of all tracks; a track presented later gets
+/// an `elst` with an empty edit of that delay, so tracks stay in sync, and a track whose first presented sample comes after its first
 /// decoded one (B-frames, all composition offsets positive) an edit starting at that
 /// composition time, as encoders write it (without it, readers that honour the track
 /// duration drop the last reordered frames). Durations: `mvhd`/`tkhd` in ms, `mdhd` in the track's timescale.
@@ -1126,55 +1126,117 @@ pub fn write_progressive(
     packets: &[PacketRef<'_>],
     out: &mut Vec<u8>,
 ) -> Result<(), Mp4Error> {
-    let infos = track_infos(tracks)?;
     if packets.len() > MAX_PROGRESSIVE_SAMPLES {
         return Err(Mp4Error::TooLarge("progressive file"));
     }
-    let mut progs: Vec<ProgTrack> = tracks.iter().map(|_| ProgTrack::default()).collect();
-    let mut payload_total = 0u64;
-    let mut prev_track = usize::MAX;
+    let mut index = ProgressiveIndex::new(tracks)?;
     for p in packets {
-        let ti = infos
-            .iter()
-            .position(|i| i.id == p.track)
-            .ok_or(Mp4Error::UnknownTrack(p.track))?;
-        let size =
-            u32::try_from(p.data.len()).map_err(|_| Mp4Error::SampleTooLarge(p.data.len()))?;
-        let pt = &mut progs[ti];
-        if let Some(&(prev, ..)) = pt.samples.last() {
-            if p.dts < prev {
-                return Err(Mp4Error::DtsBackwards {
-                    track: p.track,
-                    prev,
-                    dts: p.dts,
-                });
-            }
-        }
-        pt.samples
-            .push((p.dts, p.offset, !infos[ti].video || p.keyframe, size));
-        match pt.chunks.last_mut() {
-            Some(c) if prev_track == ti => c.1 += 1,
-            _ => pt.chunks.push((payload_total, 1)),
-        }
-        prev_track = ti;
-        payload_total += u64::from(size);
+        index.add(p.track, p.dts, p.offset, p.keyframe, p.data.len())?;
     }
-    let start = out.len();
-    let mut r = write_progressive_head(tracks, &infos, &progs, payload_total, false, out);
-    if let Ok(true) = r {
-        // stco cannot address the end of the file: redo with co64.
-        out.truncate(start);
-        r = write_progressive_head(tracks, &infos, &progs, payload_total, true, out);
-    }
-    if let Err(e) = r {
-        out.truncate(start);
-        return Err(e);
-    }
-    out.reserve(payload_total as usize);
+    index.write_head(out)?;
+    out.reserve(index.payload_len() as usize);
     for p in packets {
         out.extend_from_slice(p.data);
     }
     Ok(())
+}
+
+/// The sample tables of a progressive MP4 being gathered one sample at a time, for a writer
+/// that streams the payloads elsewhere (a spool file) and writes `ftyp` + `moov` + the `mdat`
+/// header ([`ProgressiveIndex::write_head`]) once every sample is known, then the payloads in
+/// the order they were added. Memory: about 24 bytes per sample, none per payload byte.
+/// [`write_progressive`] is this with the payloads in memory; the file layout and tables are
+/// the same (see there).
+#[derive(Debug)]
+pub struct ProgressiveIndex {
+    tracks: Vec<Track>,
+    infos: Vec<TrackInfo>,
+    progs: Vec<ProgTrack>,
+    payload_total: u64,
+    prev_track: usize,
+    samples: usize,
+}
+
+impl ProgressiveIndex {
+    /// An empty index for `tracks`. Fails on a track MP4 cannot carry (codec, timescale).
+    pub fn new(tracks: &[Track]) -> Result<ProgressiveIndex, Mp4Error> {
+        Ok(ProgressiveIndex {
+            tracks: tracks.to_vec(),
+            infos: track_infos(tracks)?,
+            progs: tracks.iter().map(|_| ProgTrack::default()).collect(),
+            payload_total: 0,
+            prev_track: usize::MAX,
+            samples: 0,
+        })
+    }
+
+    /// Adds the next sample: its track id, DTS and composition offset in ms, sync flag and
+    /// payload size in bytes; its payload must be the next in the `mdat`. Fails (adding
+    /// nothing) on an unknown track, DTS going back within its track, a sample over 4 GiB,
+    /// or more than [`MAX_PROGRESSIVE_SAMPLES`] samples.
+    pub fn add(
+        &mut self,
+        track: u32,
+        dts: u64,
+        offset: i64,
+        keyframe: bool,
+        size: usize,
+    ) -> Result<(), Mp4Error> {
+        if self.samples >= MAX_PROGRESSIVE_SAMPLES {
+            return Err(Mp4Error::TooLarge("progressive file"));
+        }
+        let ti = self
+            .infos
+            .iter()
+            .position(|i| i.id == track)
+            .ok_or(Mp4Error::UnknownTrack(track))?;
+        let size = u32::try_from(size).map_err(|_| Mp4Error::SampleTooLarge(size))?;
+        let pt = &mut self.progs[ti];
+        if let Some(&(prev, ..)) = pt.samples.last() {
+            if dts < prev {
+                return Err(Mp4Error::DtsBackwards { track, prev, dts });
+            }
+        }
+        pt.samples
+            .push((dts, offset, !self.infos[ti].video || keyframe, size));
+        match pt.chunks.last_mut() {
+            Some(c) if self.prev_track == ti => c.1 += 1,
+            _ => pt.chunks.push((self.payload_total, 1)),
+        }
+        self.prev_track = ti;
+        self.payload_total += u64::from(size);
+        self.samples += 1;
+        Ok(())
+    }
+
+    /// Samples added so far.
+    pub fn sample_count(&self) -> usize {
+        self.samples
+    }
+
+    /// Bytes of payload added so far (the `mdat` payload's length).
+    pub fn payload_len(&self) -> u64 {
+        self.payload_total
+    }
+
+    /// Appends `ftyp`, `moov` (with `co64` chunk offsets only when 32 bits cannot reach the
+    /// end of the file) and the `mdat` header; the payloads follow in the order they were
+    /// added. On error `out` is unchanged.
+    pub fn write_head(&self, out: &mut Vec<u8>) -> Result<(), Mp4Error> {
+        let start = out.len();
+        let (t, i, p, n) = (&self.tracks, &self.infos, &self.progs, self.payload_total);
+        let mut r = write_progressive_head(t, i, p, n, false, out);
+        if let Ok(true) = r {
+            // stco cannot address the end of the file: redo with co64.
+            out.truncate(start);
+            r = write_progressive_head(t, i, p, n, true, out);
+        }
+        if let Err(e) = r {
+            out.truncate(start);
+            return Err(e);
+        }
+        Ok(())
+    }
 }
 
 /// Sample durations in ticks: differences of converted DTS values; the last sample lasts as
@@ -1209,11 +1271,18 @@ fn write_progressive_head(
         .zip(infos)
         .map(|(p, i)| prog_durations(p, i))
         .collect();
-    let movie_start = progs
+    // Each track's first presentation time, ms: its earliest DTS + composition offset, never
+    // before its first DTS (the edit below starts there). Tracks are placed by it, so that
+    // B-frame reordering does not move the picture against the sound.
+    let first_pts: Vec<Option<u64>> = progs
         .iter()
-        .filter_map(|p| p.samples.first().map(|s| s.0))
-        .min()
-        .unwrap_or(0);
+        .map(|p| {
+            let first = p.samples.first()?.0;
+            let min = p.samples.iter().map(|s| s.0 as i64 + s.1).min()?;
+            Some(first.max(min.max(0) as u64))
+        })
+        .collect();
+    let movie_start = first_pts.iter().flatten().copied().min().unwrap_or(0);
     let media_durations: Vec<u64> = all_durations
         .iter()
         .map(|d| d.iter().map(|&x| u64::from(x)).sum())
@@ -1221,7 +1290,7 @@ fn write_progressive_head(
     let track_ms = |i: usize| -> (u64, u64) {
         let media_ms =
             (u128::from(media_durations[i]) * 1000 / u128::from(infos[i].timescale)) as u64;
-        let delay = progs[i].samples.first().map_or(0, |s| s.0 - movie_start);
+        let delay = first_pts[i].map_or(0, |s| s - movie_start);
         (delay, media_ms)
     };
     let movie_ms = (0..tracks.len())
@@ -2040,6 +2109,49 @@ mod tests {
             80 * 90,
             "media time: 80 ms in 90 kHz ticks"
         );
+    }
+
+    #[test]
+    fn progressive_tracks_are_placed_by_their_first_presentation_time() {
+        // Video I P B B presented from 80 ms (DTS 0), audio from 57 ms: as in an FLV with
+        // B-frames. The picture must still come 23 ms after the sound.
+        let tracks = tracks();
+        let data = [0u8; 4];
+        let mut packets: Vec<PacketRef> = [(0, 80, true), (40, 120, false), (80, 40, false)]
+            .iter()
+            .map(|&(dts, offset, keyframe)| PacketRef {
+                track: 1,
+                dts,
+                offset,
+                keyframe,
+                bpos: 0,
+                data: &data,
+            })
+            .collect();
+        for dts in [57, 80, 103] {
+            packets.push(PacketRef {
+                track: 2,
+                dts,
+                offset: 0,
+                keyframe: false,
+                bpos: 0,
+                data: &data,
+            });
+        }
+        let mut out = Vec::new();
+        write_progressive(&tracks, &packets, &mut out).unwrap();
+        let moov = find_box(&out, &[b"moov"]).unwrap();
+        let elsts: Vec<&[u8]> = boxes(moov)
+            .filter(|(f, _)| f == b"trak")
+            .filter_map(|(_, trak)| Some(full_box(find_box(trak, &[b"edts", b"elst"])?)?.2))
+            .collect();
+        // Video: an empty edit of 23 ms, then the media from its first composition time.
+        assert_eq!(u32_at(elsts[0], 0), 2);
+        assert_eq!(u32_at(elsts[0], 4), 23);
+        assert_eq!(u32_at(elsts[0], 8), u32::MAX);
+        assert_eq!(u32_at(elsts[0], 20), 80 * 90);
+        // Audio starts the movie and needs no edit.
+        assert_eq!(elsts.len(), 1);
     }
 
     #[test]
