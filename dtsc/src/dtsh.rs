@@ -66,7 +66,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{Packet, Track, TrackKind};
+use crate::model::{Packet, PacketRef, Track, TrackKind};
 use crate::wire::{self, Frame, Header, Value, WireError};
 
 /// Bytes of one `fragments` entry (dtsc.md, "Index members"; MistServer `DTSH_FRAGMENT_SIZE`).
@@ -280,7 +280,7 @@ impl TrackBuilder {
         }
     }
 
-    fn push(&mut self, p: &Packet) {
+    fn push(&mut self, p: &PacketRef<'_>) {
         if self.parts.last().is_some_and(|last| p.dts < last.dts) {
             return;
         }
@@ -317,9 +317,7 @@ impl TrackBuilder {
         // Both exist: the first packet started a key and a fragment.
         if let Some(k) = self.keys.last_mut() {
             k.parts += 1;
-            k.size = k
-                .size
-                .saturating_add(wire::packet_frame_len(&p.as_ref()) as u64);
+            k.size = k.size.saturating_add(wire::packet_frame_len(p) as u64);
         }
         if let Some(f) = self.fragments.last_mut() {
             f.size = f.size.saturating_add(p.data.len() as u64);
@@ -407,18 +405,53 @@ fn sat_u32(v: u64) -> u32 {
 /// whose DTS goes back within their track are skipped. A packet's size is its payload length
 /// and a key's `bpos` its first packet's.
 pub fn build(tracks: &[Track], packets: &[Packet]) -> Vec<TrackIndex> {
-    let mut builders: Vec<TrackBuilder> =
-        tracks.iter().map(|t| TrackBuilder::new(t.kind)).collect();
-    let mut by_id: HashMap<u32, usize> = HashMap::new();
-    for (i, t) in tracks.iter().enumerate() {
-        by_id.entry(t.id).or_insert(i);
-    }
+    let mut indexer = Indexer::new(tracks);
     for p in packets {
-        if let Some(b) = by_id.get(&p.track).and_then(|&i| builders.get_mut(i)) {
+        indexer.push(&p.as_ref());
+    }
+    indexer.finish()
+}
+
+/// [`build`] one packet at a time, for a writer that streams packets it does not keep (the
+/// converter writing a `.dtsc` file and its `.dtsh`). Memory: the index, about 16 bytes per
+/// packet plus 24 per key.
+#[derive(Default)]
+pub struct Indexer {
+    builders: Vec<TrackBuilder>,
+    by_id: HashMap<u32, usize>,
+}
+
+impl Indexer {
+    /// An empty index for `tracks` (the same rules as [`build`]).
+    pub fn new(tracks: &[Track]) -> Indexer {
+        let mut by_id: HashMap<u32, usize> = HashMap::new();
+        for (i, t) in tracks.iter().enumerate() {
+            by_id.entry(t.id).or_insert(i);
+        }
+        Indexer {
+            builders: tracks.iter().map(|t| TrackBuilder::new(t.kind)).collect(),
+            by_id,
+        }
+    }
+
+    /// Indexes the next packet; its `bpos` is the byte position a key starting at it gets.
+    pub fn push(&mut self, p: &PacketRef<'_>) {
+        if let Some(b) = self
+            .by_id
+            .get(&p.track)
+            .and_then(|&i| self.builders.get_mut(i))
+        {
             b.push(p);
         }
     }
-    builders.into_iter().map(TrackBuilder::finish).collect()
+
+    /// The indexes, one per track in the order given to [`Indexer::new`].
+    pub fn finish(self) -> Vec<TrackIndex> {
+        self.builders
+            .into_iter()
+            .map(TrackBuilder::finish)
+            .collect()
+    }
 }
 
 /// The four index members of a track, in MistServer's order (`Meta::send`, lib/dtsc.cpp).

@@ -173,19 +173,62 @@ pub fn read(file: &Bytes) -> Result<(Vec<Track>, Vec<Packet>), Mp4ReadError> {
         .find(|(f, _)| f == b"moov")
         .map(|(_, p)| p)
         .ok_or(Mp4ReadError::NoMoov)?;
+    let (tracks, samples) = read_moov(moov, file.len() as u64)?;
+    let packets = tracks
+        .iter()
+        .zip(samples)
+        .flat_map(|(t, s)| {
+            s.into_iter().map(move |s| Packet {
+                track: t.id,
+                dts: s.dts,
+                offset: s.offset,
+                keyframe: s.keyframe,
+                bpos: s.pos,
+                data: file.slice(s.pos as usize..(s.pos + u64::from(s.size)) as usize),
+            })
+        })
+        .collect();
+    Ok((tracks, packets))
+}
+
+/// Where one sample of a progressive MP4 is and what it is: its DTS and composition offset
+/// in ms, sync flag, and the byte range of its payload in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Decode time, ms (from `stts`, to the nearest ms).
+    pub dts: u64,
+    /// Composition offset, ms (from `ctts`; signed in version 1).
+    pub offset: i64,
+    /// A sync sample (`stss`; every audio sample is one).
+    pub keyframe: bool,
+    /// Byte offset of the payload in the file (`stco`/`co64` + `stsz`).
+    pub pos: u64,
+    /// Payload length, bytes (`stsz`).
+    pub size: u32,
+}
+
+/// The tracks and sample tables in a `moov` box's payload, for a file `file_len` bytes long,
+/// without reading any payload: `samples[i]` belongs to `tracks[i]`, in decode order. A
+/// reader that streams a large file reads each payload at [`Sample::pos`] itself; its memory
+/// is the tables', not the file's. Samples not wholly inside `file_len` end their track (a
+/// truncated file). Fails as [`read`] does.
+pub fn read_moov(
+    moov: &[u8],
+    file_len: u64,
+) -> Result<(Vec<Track>, Vec<Vec<Sample>>), Mp4ReadError> {
     let mut tracks = Vec::new();
-    let mut packets = Vec::new();
+    let mut samples = Vec::new();
     for (_, trak) in boxes(moov).filter(|(f, _)| f == b"trak") {
         let id = tracks.len() as u32 + 1;
-        if let Some((t, p)) = read_trak(file, trak, id)? {
+        if let Some((t, s)) = read_trak(file_len, trak, id)? {
             tracks.push(t);
-            packets.extend(p);
+            samples.push(s);
         }
     }
     if tracks.is_empty() {
         return Err(Mp4ReadError::NoTracks);
     }
-    Ok((tracks, packets))
+    Ok((tracks, samples))
 }
 
 /// A `trak`'s track (numbered `id`) and media timescale, and its sample table (`stbl`):
@@ -228,10 +271,10 @@ fn trak_track(trak: &[u8], id: u32) -> Option<(Track, u64, &[u8])> {
 }
 
 fn read_trak(
-    file: &Bytes,
+    file_len: u64,
     trak: &[u8],
     id: u32,
-) -> Result<Option<(Track, Vec<Packet>)>, Mp4ReadError> {
+) -> Result<Option<(Track, Vec<Sample>)>, Mp4ReadError> {
     let Some((mut track, timescale, stbl)) = trak_track(trak, id) else {
         return Ok(None);
     };
@@ -351,7 +394,7 @@ fn read_trak(
                 break;
             }
             let size = u64::from(size_of(sample).ok_or_else(|| bad("short stsz"))?);
-            let Some(end) = off.checked_add(size).filter(|&e| e <= file.len() as u64) else {
+            let Some(end) = off.checked_add(size).filter(|&e| e <= file_len) else {
                 // A truncated file (an unfinished download or recording): the track ends
                 // at its last whole sample.
                 break 'chunks;
@@ -366,8 +409,7 @@ fn read_trak(
                 }
             };
             let offset = comp.get(sample).copied().unwrap_or(0);
-            packets.push(Packet {
-                track: id,
+            packets.push(Sample {
                 dts: to_ms(dts, timescale),
                 offset: if offset < 0 {
                     -(to_ms(offset.unsigned_abs(), timescale) as i64)
@@ -375,8 +417,8 @@ fn read_trak(
                     to_ms(offset as u64, timescale) as i64
                 },
                 keyframe: keyframe || kind == TrackKind::Audio,
-                bpos: off,
-                data: file.slice(off as usize..end as usize),
+                pos: off,
+                size: size as u32,
             });
             dts = dts.saturating_add(deltas.get(sample).copied().unwrap_or(0));
             off = end;
