@@ -12,7 +12,9 @@
 //! other codecs are skipped. Fragmented files (`moof`) are not read: their `moov` has no
 //! samples, and the file is refused as having none.
 //!
-//! Times become ms (DTS and composition offset, to the nearest from timescale units); every
+//! Times become ms (DTS and composition offset, to the nearest from timescale units), each
+//! track placed on the movie timeline by its edit list (`elst`, §8.6.6: empty edits delay a
+//! track, a media edit starting past 0 skips B-frame delay), so tracks keep their sync; every
 //! packet's `bpos` is its byte offset in the file. A file cut short (`moov` first, `mdat`
 //! truncated) gives each track's samples up to the first one not wholly in the file. Payloads are copied as they are: H.264
 //! and HEVC samples are length-prefixed NAL units, as DTSC keeps them.
@@ -217,10 +219,16 @@ pub fn read_moov(
     file_len: u64,
 ) -> Result<(Vec<Track>, Vec<Vec<Sample>>), Mp4ReadError> {
     let mut tracks = Vec::new();
-    let mut samples = Vec::new();
+    let mut samples: Vec<Vec<Sample>> = Vec::new();
+    let mut shifts = Vec::new();
+    let movie_timescale = child(moov, b"mvhd").and_then(|m| match m.first() {
+        Some(1) => be32(m, 20),
+        _ => be32(m, 12),
+    });
     for (_, trak) in boxes(moov).filter(|(f, _)| f == b"trak") {
         let id = tracks.len() as u32 + 1;
         if let Some((t, s)) = read_trak(file_len, trak, id)? {
+            shifts.push(edit_shift_ms(trak, movie_timescale));
             tracks.push(t);
             samples.push(s);
         }
@@ -228,7 +236,65 @@ pub fn read_moov(
     if tracks.is_empty() {
         return Err(Mp4ReadError::NoTracks);
     }
+    // Tracks keep their places against each other (B-frame video edited to start at its
+    // first composition time, audio after an empty edit), moved together so that no DTS is
+    // negative.
+    let base = shifts.iter().copied().min().unwrap_or(0);
+    for (s, shift) in samples.iter_mut().zip(shifts) {
+        let add = (shift - base) as u64;
+        if add > 0 {
+            for x in s.iter_mut() {
+                x.dts += add;
+            }
+        }
+    }
     Ok((tracks, samples))
+}
+
+/// Where a track's media time 0 sits on the movie timeline, ms, from its edit list (`elst`,
+/// ISO/IEC 14496-12 §8.6.6): the empty edits at its start (movie timescale) minus the media
+/// time its first media edit starts at (media timescale). 0 without an edit list.
+fn edit_shift_ms(trak: &[u8], movie_timescale: Option<u32>) -> i64 {
+    let Some(elst) = child(trak, b"edts").and_then(|e| child(e, b"elst")) else {
+        return 0;
+    };
+    let media_timescale = child(trak, b"mdia")
+        .and_then(|m| child(m, b"mdhd"))
+        .and_then(|m| match m.first() {
+            Some(1) => be32(m, 20),
+            _ => be32(m, 12),
+        })
+        .filter(|&t| t > 0);
+    let (Some(movie), Some(media)) = (movie_timescale.filter(|&t| t > 0), media_timescale) else {
+        return 0;
+    };
+    let v1 = elst.first() == Some(&1);
+    let Some((n, at)) = table(elst) else {
+        return 0;
+    };
+    let mut empty = 0u64;
+    for i in 0..n.min(64) {
+        let (dur, time) = if v1 {
+            let e = at + 20 * i;
+            match (be64(elst, e), be64(elst, e + 8)) {
+                (Some(d), Some(t)) => (d, t as i64),
+                _ => return 0,
+            }
+        } else {
+            let e = at + 12 * i;
+            match (be32(elst, e), be32(elst, e + 4)) {
+                (Some(d), Some(t)) => (u64::from(d), i64::from(t as i32)),
+                _ => return 0,
+            }
+        };
+        if time == -1 {
+            empty = empty.saturating_add(dur);
+            continue;
+        }
+        let empty_ms = to_ms(empty, u64::from(movie)) as i64;
+        return empty_ms - to_ms(time.max(0) as u64, u64::from(media)) as i64;
+    }
+    0
 }
 
 /// A `trak`'s track (numbered `id`) and media timescale, and its sample table (`stbl`):
@@ -718,6 +784,36 @@ mod tests {
         assert_eq!((got_tracks[1].rate, got_tracks[1].channels), (44_100, 2));
         assert_same_packets(&pkts, &got);
         assert!(got.iter().all(|p| p.bpos > 0));
+    }
+
+    #[test]
+    fn tracks_keep_their_places_through_the_edit_lists() {
+        // B-frame video presented from 80 ms, audio from 57 ms (an FLV's timing): written
+        // with an empty edit before the video, read back at the same DTS values.
+        let frame = [0u8, 0, 0, 2, 0x65, 1];
+        let mut pkts = Vec::new();
+        for i in 0..4u64 {
+            pkts.push(PacketRef {
+                track: 1,
+                dts: 40 * i,
+                offset: [80, 120, 40, 40][i as usize],
+                keyframe: i == 0,
+                bpos: 0,
+                data: &frame,
+            });
+            pkts.push(PacketRef {
+                track: 2,
+                dts: 57 + 23 * i,
+                offset: 0,
+                keyframe: true,
+                bpos: 0,
+                data: &frame[4..],
+            });
+        }
+        let mut file = Vec::new();
+        crate::mp4::write_progressive(&tracks(), &pkts, &mut file).unwrap();
+        let (_, got) = read(&Bytes::from(file)).unwrap();
+        assert_same_packets(&pkts, &got);
     }
 
     #[test]
