@@ -1853,3 +1853,85 @@ pub fn triggers(list: &[(&str, Value)]) -> Value {
     }
     Value::Object(o)
 }
+
+/// A DTSC value as `../shared/reference/dtsc.md` ("Value encoding") lays it out, read here
+/// independently of the server's code.
+#[derive(Debug)]
+pub enum Dv {
+    /// 0x01: 64-bit integer.
+    Int(i64),
+    /// 0x02: string (bytes).
+    Str(Vec<u8>),
+    /// 0xE0 object, 0xFF packet object, 0x0A array (members without keys).
+    Obj(Vec<(String, Dv)>),
+    /// Anything else (null, double).
+    Other,
+}
+
+/// Reads one DTSC value at `*at` of `b` (panics on malformed bytes: test input).
+pub fn dtsc_value(b: &[u8], at: &mut usize) -> Dv {
+    let t = b[*at];
+    *at += 1;
+    let take = |at: &mut usize, n: usize| {
+        let s = &b[*at..*at + n];
+        *at += n;
+        s
+    };
+    match t {
+        0x01 => Dv::Int(i64::from_be_bytes(take(at, 8).try_into().unwrap())),
+        0x02 => {
+            let n = u32::from_be_bytes(take(at, 4).try_into().unwrap()) as usize;
+            Dv::Str(take(at, n).to_vec())
+        }
+        0x03 => Dv::Other,
+        0x04 => {
+            take(at, 8);
+            Dv::Other
+        }
+        0xE0 | 0xFF | 0x0A => {
+            let mut members = Vec::new();
+            loop {
+                if b[*at..*at + 3] == [0, 0, 0xEE] {
+                    *at += 3;
+                    break;
+                }
+                let key = if t == 0x0A {
+                    String::new()
+                } else {
+                    let n = u16::from_be_bytes(take(at, 2).try_into().unwrap()) as usize;
+                    String::from_utf8(take(at, n).to_vec()).unwrap()
+                };
+                members.push((key, dtsc_value(b, at)));
+            }
+            Dv::Obj(members)
+        }
+        t => panic!("unknown DTSC type {t:#x} at {}", *at - 1),
+    }
+}
+
+impl Dv {
+    /// Member `k` of an object (panics when missing).
+    pub fn get(&self, k: &str) -> &Dv {
+        match self {
+            Dv::Obj(m) => {
+                &m.iter()
+                    .find(|(n, _)| n == k)
+                    .unwrap_or_else(|| panic!("no {k}"))
+                    .1
+            }
+            _ => panic!("{k} of a non-object"),
+        }
+    }
+    /// A string's bytes (panics on another type).
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Dv::Str(b) => b,
+            v => panic!("not a string: {v:?}"),
+        }
+    }
+}
+
+/// A big-endian unsigned integer of 1 to 8 bytes.
+pub fn be_uint(b: &[u8]) -> u64 {
+    b.iter().fold(0, |a, &x| a << 8 | x as u64)
+}

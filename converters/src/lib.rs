@@ -1,276 +1,648 @@
-//! Offline conversion between the containers `dtsc` reads and writes, found through one table
-//! of formats (as FFmpeg's libavformat maps names to muxers), never a chain of `if ext == …`.
+//! Offline conversion between the containers the server reads and writes: FLV, MPEG-TS, MP4
+//! (`moov` first or fragmented) and DTSC (with its `.dtsh` index), in any direction.
 //!
-//! Supported now: FLV → DTSC and DTSC → FLV (H.264/AAC/MP3). MistServer's own DTSC conversion
-//! is broken in its current release; Sluice's writes a file whose header has every track and
-//! whose `DTP2` packets follow in file order, as `.dtsc` files are (dtsc.md, "Files").
+//! A conversion streams: a reader ([`read`]) gives one packet at a time, the cut
+//! ([`Options::tracks`], [`Options::start_ms`], [`Options::end_ms`]) passes it on or not, and a
+//! writer ([`write`]) writes it out. Memory is bounded by one tag, frame or GOP, plus an
+//! index for MP4 (about 24 bytes a sample, in and out) and DTSC output (the `.dtsh`); never
+//! by the file's size. The output is written under a temporary name in its folder and renamed
+//! into place only when whole, so a failed conversion leaves nothing under the final name.
+//!
+//! The codecs are the server's (`dtsc`): H.264, HEVC, AAC and MP3, each where its container
+//! allows (FLV: H.264 and AAC/MP3). MistServer's own DTSC conversion is broken in its current
+//! release; this one writes a header with every track's `firstms`, `lastms` and `bps`, the
+//! `DTP2` frames in file order, and a `.dtsh` whose keys point at those frames (dtsc.md,
+//! "Files" and "Index members").
+
+pub mod read;
+pub mod write;
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use dtsc::flv::{self, FlvIngest, IngestEvent, TagKind};
-use dtsc::wire::{self, Frame, Header};
-use dtsc::{Codec, Packet, Track, TrackKind};
+use dtsc::{Packet, Track, TrackKind};
+use serde_json::{json, Value};
 
-/// A whole file's tracks and packets.
-pub type Media = (Vec<Track>, Vec<Packet>);
-/// Reads a whole file.
-pub type ReadFn = fn(&[u8]) -> Result<Media>;
-/// Writes tracks and packets as a whole file.
-pub type WriteFn = fn(&[Track], &[Packet], &mut Vec<u8>) -> Result<()>;
+use read::Demux;
 
-/// A container format: its name, file extensions, reader and writer.
-#[derive(Debug, Clone, Copy)]
-pub struct Format {
-    /// Short name (`flv`, `dtsc`).
-    pub name: &'static str,
-    /// File extensions, without the dot.
-    pub extensions: &'static [&'static str],
-    /// Reads a whole file into tracks and packets.
-    pub read: ReadFn,
-    /// Writes tracks and packets as a whole file.
-    pub write: WriteFn,
+/// A container format the converter reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// FLV (FLV spec v10.1 Annex E).
+    Flv,
+    /// MPEG-TS (ISO/IEC 13818-1), 188-byte packets.
+    Ts,
+    /// MP4 (ISO/IEC 14496-12). Read: progressive or fragmented, `moov` anywhere. Written:
+    /// progressive with `moov` before `mdat`.
+    Mp4,
+    /// Fragmented MP4 (ISO/IEC 14496-12 §8.8): written as an init segment then one fragment
+    /// per GOP. Read as [`Format::Mp4`].
+    Fmp4,
+    /// DTSC (dtsc.md, "Files"): a header frame then `DTP2` frames; written with a `.dtsh`.
+    Dtsc,
 }
 
-/// Every format the converters know.
-pub const FORMATS: &[Format] = &[
-    Format {
-        name: "flv",
-        extensions: &["flv"],
-        read: read_flv,
-        write: write_flv,
-    },
-    Format {
-        name: "dtsc",
-        extensions: &["dtsc"],
-        read: read_dtsc,
-        write: write_dtsc,
-    },
+/// Every format: name, file extensions (the first is the one written), what it is.
+pub const FORMATS: &[(Format, &str, &[&str], &str)] = &[
+    (Format::Flv, "flv", &["flv"], "FLV"),
+    (Format::Ts, "ts", &["ts", "m2ts", "mts"], "MPEG-TS"),
+    (
+        Format::Mp4,
+        "mp4",
+        &["mp4", "m4v", "m4a", "mov"],
+        "MP4 with moov first (reads any MP4/MOV)",
+    ),
+    (
+        Format::Fmp4,
+        "fmp4",
+        &["m4s", "cmfv"],
+        "fragmented MP4 (--to fmp4)",
+    ),
+    (Format::Dtsc, "dtsc", &["dtsc"], "DTSC, with a .dtsh index"),
 ];
 
-/// The format of a path, by its extension.
-pub fn format_for(path: &str) -> Option<&'static Format> {
-    let ext = path.rsplit('.').next()?.to_ascii_lowercase();
+impl Format {
+    /// The format named `name` (`flv`, `ts`, `mp4`, `fmp4`, `dtsc`, or an extension).
+    pub fn from_name(name: &str) -> Option<Format> {
+        let name = name.to_ascii_lowercase();
+        FORMATS
+            .iter()
+            .find(|(_, n, exts, _)| *n == name || exts.contains(&name.as_str()))
+            .map(|f| f.0)
+    }
+
+    /// The format of a path by its extension.
+    pub fn for_path(path: &str) -> Option<Format> {
+        let file = path.rsplit('/').next()?;
+        let (_, ext) = file.rsplit_once('.')?;
+        Format::from_name(ext).filter(|_| !ext.is_empty())
+    }
+
+    /// The format whose first bytes `head` are: `FLV`, a TS sync byte every 188 bytes, an MP4
+    /// box type at bytes 4..8, `DTSC`.
+    pub fn sniff(head: &[u8]) -> Option<Format> {
+        if head.starts_with(b"FLV") {
+            return Some(Format::Flv);
+        }
+        if head.starts_with(b"DTSC") {
+            return Some(Format::Dtsc);
+        }
+        if head.len() >= 8
+            && matches!(
+                &head[4..8],
+                b"ftyp" | b"moov" | b"mdat" | b"free" | b"wide" | b"styp" | b"skip"
+            )
+        {
+            return Some(Format::Mp4);
+        }
+        if !head.is_empty() && (0..head.len()).step_by(188).all(|i| head[i] == 0x47) {
+            return Some(Format::Ts);
+        }
+        None
+    }
+
+    /// The short name.
+    pub fn name(self) -> &'static str {
+        FORMATS.iter().find(|f| f.0 == self).map_or("?", |f| f.1)
+    }
+}
+
+/// The formats and their extensions, for messages: `flv (.flv), ts (.ts .m2ts .mts), …`.
+pub fn supported() -> String {
     FORMATS
         .iter()
-        .find(|f| f.extensions.contains(&ext.as_str()))
+        .map(|(_, n, exts, what)| {
+            let exts: Vec<String> = exts.iter().map(|e| format!(".{e}")).collect();
+            format!("{n} ({}: {what})", exts.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// Reads an FLV file (FLV spec v10.1 Annex E) into tracks and packets.
-pub fn read_flv(bytes: &[u8]) -> Result<Media> {
-    let Some((_, mut at)) = flv::parse_file_header(bytes)? else {
-        bail!("truncated FLV header");
-    };
-    let mut ingest = FlvIngest::new();
-    let mut packets = Vec::new();
-    while at < bytes.len() {
-        let Some((tag, used)) =
-            flv::parse_tag(&bytes[at..]).with_context(|| format!("FLV tag at byte {at}"))?
-        else {
-            break;
-        };
-        let bpos = at as u64;
-        at += used;
-        if let Some(IngestEvent::Packet(p)) =
-            ingest.push_tag(tag.kind, tag.timestamp as u64, tag.body)?
-        {
-            let mut p = p.to_owned();
-            p.bpos = bpos;
-            packets.push(p);
-        }
-    }
-    Ok((ingest.tracks().to_vec(), packets))
+/// Which tracks to keep: by kind (`video`, `audio`), by codec (`h264`, `aac`, …) or by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackSel {
+    /// Every track of this kind.
+    Kind(TrackKind),
+    /// The track with this id (as the input numbers its tracks; see `sluice-analyse`).
+    Id(u32),
+    /// Every track with this codec (MistServer's name, case-insensitive).
+    Codec(String),
 }
 
-/// Reads a `.dtsc` file: a `DTSC` header, then `DTP2` packets.
-pub fn read_dtsc(bytes: &[u8]) -> Result<Media> {
-    let mut at = 0;
-    let mut tracks = None;
-    let mut packets = Vec::new();
-    while at < bytes.len() {
-        let Some((frame, used)) =
-            wire::parse_frame(&bytes[at..]).with_context(|| format!("DTSC frame at byte {at}"))?
-        else {
-            bail!("truncated DTSC frame at byte {at}");
-        };
-        match frame {
-            Frame::Header(v) if tracks.is_none() => tracks = Some(Header::from_value(&v)?.tracks),
-            Frame::Packet(p) => packets.push(p.to_owned()),
-            _ => {}
-        }
-        at += used;
-    }
-    Ok((tracks.context("no DTSC header")?, packets))
-}
-
-/// Writes tracks and packets as a `.dtsc` file (a VoD header with first/last ms, then the
-/// packets).
-pub fn write_dtsc(tracks: &[Track], packets: &[Packet], out: &mut Vec<u8>) -> Result<()> {
-    let mut tracks = tracks.to_vec();
-    for t in &mut tracks {
-        let mine = packets.iter().filter(|p| p.track == t.id);
-        t.firstms = mine.clone().map(|p| p.dts).min().unwrap_or(0);
-        t.lastms = mine.clone().map(|p| p.dts).max().unwrap_or(0);
-        let bytes: u64 = mine.map(|p| p.data.len() as u64).sum();
-        let secs = ((t.lastms - t.firstms) as f64 / 1000.0).max(0.001);
-        t.bps = (bytes as f64 / secs) as u32;
-    }
-    wire::write_header(
-        &Header {
-            live: false,
-            unixzero: None,
-            tracks,
-        },
-        out,
-    );
-    for p in packets {
-        wire::write_packet(&p.as_ref(), out);
-    }
-    Ok(())
-}
-
-/// Writes tracks and packets as an FLV file: header, onMetaData, sequence headers, then one
-/// tag per packet.
-pub fn write_flv(tracks: &[Track], packets: &[Packet], out: &mut Vec<u8>) -> Result<()> {
-    let has = |k| tracks.iter().any(|t| t.kind == k);
-    flv::write_file_header(has(TrackKind::Audio), has(TrackKind::Video), out);
-    let mut body = Vec::new();
-    for v in flv::on_metadata(tracks) {
-        dtsc::amf0::encode(&v, &mut body);
-    }
-    flv::write_tag(TagKind::Script, 0, &body, out);
-    for t in tracks {
-        body.clear();
-        match (t.kind, &t.codec) {
-            (TrackKind::Video, Codec::H264) => {
-                flv::video_sequence_header(t, &mut body)?;
-                flv::write_tag(TagKind::Video, 0, &body, out);
-            }
-            (TrackKind::Audio, Codec::Aac) => {
-                flv::audio_sequence_header(t, &mut body)?;
-                flv::write_tag(TagKind::Audio, 0, &body, out);
-            }
-            _ => {}
-        }
-    }
-    for p in packets {
-        let Some(t) = tracks.iter().find(|t| t.id == p.track) else {
-            continue;
-        };
-        body.clear();
-        let kind = match t.kind {
-            TrackKind::Video => {
-                flv::video_body_header(&t.codec, p.keyframe, p.offset as i32, &mut body)?;
-                TagKind::Video
-            }
-            TrackKind::Audio => {
-                flv::audio_body_header(t, &mut body)?;
-                TagKind::Audio
-            }
-            TrackKind::Meta => continue,
-        };
-        body.extend_from_slice(&p.data);
-        flv::write_tag(kind, p.dts as u32, &body, out);
-    }
-    Ok(())
-}
-
-/// Converts the file at `input` to `output`, formats by extension. Returns the packet count.
-pub fn convert(input: &str, output: &str) -> Result<usize> {
-    let from = format_for(input).with_context(|| format!("{input}: unknown input format"))?;
-    let to = format_for(output).with_context(|| format!("{output}: unknown output format"))?;
-    let bytes = std::fs::read(input).with_context(|| format!("reading {input}"))?;
-    let (tracks, packets) = (from.read)(&bytes).with_context(|| format!("reading {input}"))?;
-    if tracks.is_empty() {
-        bail!("{input}: no tracks");
-    }
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
-    (to.write)(&tracks, &packets, &mut out)?;
-    std::fs::write(output, &out).with_context(|| format!("writing {output}"))?;
-    Ok(packets.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    fn sample() -> (Vec<Track>, Vec<Packet>) {
-        let mut v = Track::new(1, TrackKind::Video, Codec::H264);
-        // avcC of a 640x360 High-profile stream with one SPS and one PPS.
-        let sps = [
-            0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00,
-            0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x32, 0x0f, 0x16, 0x2d, 0x96,
-        ];
-        let pps = [0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
-        let cfg = dtsc::h264::AvcConfig::from_parameter_sets(&sps, &pps).unwrap();
-        dtsc::h264::write_avcc(&cfg, &mut v.init).unwrap();
-        v.width = 640;
-        v.height = 360;
-        let mut a = Track::new(2, TrackKind::Audio, Codec::Aac);
-        a.init = vec![0x12, 0x10];
-        a.rate = 44100;
-        a.channels = 2;
-        a.bits = 16;
-        let mut packets = Vec::new();
-        for i in 0..50u64 {
-            packets.push(Packet {
-                track: 1,
-                dts: i * 40,
-                offset: if i % 2 == 1 { 80 } else { 0 },
-                keyframe: i % 25 == 0,
-                bpos: 0,
-                data: Bytes::from(vec![0, 0, 0, 2, 0x65, i as u8]),
-            });
-            packets.push(Packet {
-                track: 2,
-                dts: i * 40 + 3,
-                offset: 0,
-                keyframe: false,
-                bpos: 0,
-                data: Bytes::from(vec![0x21, i as u8, 7]),
-            });
-        }
-        (vec![v, a], packets)
-    }
-
-    fn strip(p: &[Packet]) -> Vec<(u32, u64, i64, bool, Bytes)> {
-        p.iter()
-            .map(|p| (p.track, p.dts, p.offset, p.keyframe, p.data.clone()))
+impl TrackSel {
+    /// Parses a comma-separated list (`video,audio`, `1,3`, `h264,aac`).
+    pub fn parse_list(s: &str) -> Result<Vec<TrackSel>> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(|x| {
+                if let Ok(id) = x.parse::<u32>() {
+                    return Ok(TrackSel::Id(id));
+                }
+                if let Some(k) = TrackKind::parse(&x.to_ascii_lowercase()) {
+                    return Ok(TrackSel::Kind(k));
+                }
+                if x.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return Ok(TrackSel::Codec(x.to_ascii_lowercase()));
+                }
+                bail!("--tracks: '{x}' is not a track id, video, audio or a codec name")
+            })
             .collect()
     }
 
-    #[test]
-    fn flv_dtsc_flv_keeps_every_packet() {
-        let (tracks, packets) = sample();
-        let mut flv_bytes = Vec::new();
-        write_flv(&tracks, &packets, &mut flv_bytes).unwrap();
-        let (t1, p1) = read_flv(&flv_bytes).unwrap();
-        assert_eq!(strip(&p1), strip(&packets));
-        assert_eq!(t1[0].width, 640);
-        let mut dtsc_bytes = Vec::new();
-        write_dtsc(&t1, &p1, &mut dtsc_bytes).unwrap();
-        assert_eq!(&dtsc_bytes[..4], b"DTSC");
-        let (t2, p2) = read_dtsc(&dtsc_bytes).unwrap();
-        assert_eq!(strip(&p2), strip(&packets));
-        assert_eq!(t2[0].init, tracks[0].init);
-        assert_eq!(t2[1].init, tracks[1].init);
-        assert_eq!(t2[0].lastms, 49 * 40);
-        let mut again = Vec::new();
-        write_flv(&t2, &p2, &mut again).unwrap();
-        assert_eq!(strip(&read_flv(&again).unwrap().1), strip(&packets));
+    fn matches(&self, t: &Track) -> bool {
+        match self {
+            TrackSel::Kind(k) => t.kind == *k,
+            TrackSel::Id(id) => t.id == *id,
+            TrackSel::Codec(c) => t.codec.as_str().eq_ignore_ascii_case(c),
+        }
+    }
+}
+
+/// What to convert.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The input format; from the extension, else from the first bytes, when `None`.
+    pub from: Option<Format>,
+    /// The output format; from the extension when `None`.
+    pub to: Option<Format>,
+    /// Tracks to keep; all when empty.
+    pub tracks: Vec<TrackSel>,
+    /// Start, ms of the input's timeline: output starts at the last keyframe of the first
+    /// video track at or before it (every track from that keyframe's DTS on), with
+    /// timestamps moved so that it is 0.
+    pub start_ms: Option<u64>,
+    /// End, ms of the input's timeline: packets with a DTS at or after it are left out.
+    pub end_ms: Option<u64>,
+}
+
+/// Progress of a conversion: input bytes read, of how many (unknown for a pipe).
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Input bytes consumed so far.
+    pub done: u64,
+    /// The input's size, when known.
+    pub total: Option<u64>,
+}
+
+/// One output track's figures.
+#[derive(Debug, Clone)]
+pub struct TrackSummary {
+    /// The track.
+    pub track: Track,
+    /// Packets written.
+    pub packets: u64,
+    /// Of which keyframes.
+    pub keyframes: u64,
+    /// First and last DTS written, ms (output timeline).
+    pub first_ms: Option<u64>,
+    /// Last DTS written, ms.
+    pub last_ms: Option<u64>,
+}
+
+/// What a conversion did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Input path (`-` for stdin).
+    pub input: String,
+    /// Output path (`-` for stdout).
+    pub output: String,
+    /// Formats.
+    pub from: Format,
+    /// Output format.
+    pub to: Format,
+    /// Per output track.
+    pub tracks: Vec<TrackSummary>,
+    /// Input bytes read.
+    pub bytes_in: u64,
+    /// Output bytes written.
+    pub bytes_out: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// The `.dtsh` written beside a DTSC output.
+    pub index: Option<PathBuf>,
+}
+
+impl Summary {
+    /// Packets written, all tracks.
+    pub fn packets(&self) -> u64 {
+        self.tracks.iter().map(|t| t.packets).sum()
     }
 
-    #[test]
-    fn formats_are_found_by_extension() {
-        assert_eq!(format_for("a/b.FLV").unwrap().name, "flv");
-        assert_eq!(format_for("x.dtsc").unwrap().name, "dtsc");
-        assert!(format_for("x.mkv").is_none());
+    /// Media duration written, ms (last DTS minus first, over all tracks).
+    pub fn duration_ms(&self) -> u64 {
+        let first = self.tracks.iter().filter_map(|t| t.first_ms).min();
+        let last = self.tracks.iter().filter_map(|t| t.last_ms).max();
+        match (first, last) {
+            (Some(f), Some(l)) => l - f,
+            _ => 0,
+        }
     }
 
-    #[test]
-    fn truncated_input_is_an_error_not_a_panic() {
-        let (tracks, packets) = sample();
-        let mut d = Vec::new();
-        write_dtsc(&tracks, &packets, &mut d).unwrap();
-        assert!(read_dtsc(&d[..d.len() - 3]).is_err());
+    /// The one-line summary.
+    pub fn line(&self) -> String {
+        let tracks: Vec<String> = self
+            .tracks
+            .iter()
+            .map(|s| {
+                let t = &s.track;
+                let what = match t.kind {
+                    TrackKind::Video => format!("{}x{}", t.width, t.height),
+                    TrackKind::Audio => format!("{} Hz {} ch", t.rate, t.channels),
+                    TrackKind::Meta => String::new(),
+                };
+                format!("{} {} {what} {} packets", t.id, t.codec.as_str(), s.packets)
+            })
+            .collect();
+        format!(
+            "{} ({}) -> {} ({}): {} packets, {:.3} s of media [{}]; {} bytes in, {} bytes out, {:.2} s, {:.1} MB/s",
+            self.input,
+            self.from.name(),
+            self.output,
+            self.to.name(),
+            self.packets(),
+            self.duration_ms() as f64 / 1000.0,
+            tracks.join("; "),
+            self.bytes_in,
+            self.bytes_out,
+            self.seconds,
+            self.bytes_in as f64 / 1e6 / self.seconds.max(1e-6)
+        )
     }
+
+    /// The summary as JSON.
+    pub fn to_json(&self) -> Value {
+        let tracks: Vec<Value> = self
+            .tracks
+            .iter()
+            .map(|s| {
+                let t = &s.track;
+                json!({
+                    "id": t.id, "type": t.kind.as_str(), "codec": t.codec.as_str(),
+                    "width": t.width, "height": t.height, "rate": t.rate, "channels": t.channels,
+                    "packets": s.packets, "keyframes": s.keyframes,
+                    "first_ms": s.first_ms, "last_ms": s.last_ms,
+                })
+            })
+            .collect();
+        json!({
+            "input": self.input, "output": self.output,
+            "from": self.from.name(), "to": self.to.name(),
+            "tracks": tracks, "packets": self.packets(), "duration_ms": self.duration_ms(),
+            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "seconds": self.seconds,
+            "index": self.index.as_ref().map(|p| p.display().to_string()),
+        })
+    }
+}
+
+/// Counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)?;
+        self.n += buf.len() as u64;
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary name in the same folder and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = partial_name(path);
+    let r = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    r
+}
+
+/// The temporary name an output is written under: `.NAME.partial-PID` in its folder.
+fn partial_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Opens the input: a file, or stdin (`-`); MP4 from stdin is first copied to an unnamed
+/// temporary file, as its index may be at the end.
+fn open_input(input: &str, from: Option<Format>) -> Result<(Box<dyn Demux>, Format, Option<u64>)> {
+    const BUF: usize = 1 << 20;
+    let (mut reader, total): (Box<dyn BufRead>, Option<u64>) = if input == "-" {
+        (Box::new(BufReader::with_capacity(BUF, io::stdin())), None)
+    } else {
+        let f = File::open(input).with_context(|| format!("opening {input}"))?;
+        let len = f.metadata().ok().map(|m| m.len());
+        (Box::new(BufReader::with_capacity(BUF, f)), len)
+    };
+    let format = match from.or_else(|| Format::for_path(input).filter(|_| input != "-")) {
+        Some(f) => f,
+        None => {
+            let head = reader.fill_buf().context("reading the input")?;
+            let head = &head[..head.len().min(188 * 4)];
+            Format::sniff(head).with_context(|| {
+                format!(
+                    "{input}: unknown input format (not told by its name, not recognised by its first bytes); supported: {}",
+                    supported()
+                )
+            })?
+        }
+    };
+    let demux: Box<dyn Demux> = match format {
+        Format::Flv => Box::new(read::FlvReader::open(reader)?),
+        Format::Ts => Box::new(read::TsReader::open(reader)?),
+        Format::Dtsc => Box::new(read::DtscReader::open(reader)?),
+        Format::Mp4 | Format::Fmp4 => {
+            let file = if input == "-" {
+                let dir = std::env::temp_dir();
+                let mut f = write::spool_file(&dir)?;
+                io::copy(&mut reader, &mut f).context("copying stdin to a temporary file")?;
+                f
+            } else {
+                drop(reader);
+                File::open(input).with_context(|| format!("opening {input}"))?
+            };
+            Box::new(read::Mp4Reader::open(file)?)
+        }
+    };
+    Ok((demux, format, total))
+}
+
+/// The cut of [`Options`]: which packets pass, and the timestamp shift.
+struct Cut {
+    start: Option<u64>,
+    end: Option<u64>,
+    /// The first video track: its keyframes are where output may start.
+    key_track: Option<u32>,
+    /// Before the start: packets since the last keyframe.
+    gop: Vec<Packet>,
+    /// Once started: the DTS that becomes 0.
+    base: Option<u64>,
+}
+
+/// How far past `end` (ms) the input is read for packets of other tracks stored late.
+const END_SLACK_MS: u64 = 5000;
+
+impl Cut {
+    /// Passes `p` on (to `emit`); false once the input is past the end.
+    fn push(&mut self, p: Packet, emit: &mut dyn FnMut(Packet) -> Result<()>) -> Result<bool> {
+        if let Some(end) = self.end {
+            if p.dts >= end {
+                return Ok(p.dts < end.saturating_add(END_SLACK_MS));
+            }
+        }
+        let Some(start) = self.start else {
+            emit(p)?;
+            return Ok(true);
+        };
+        if let Some(base) = self.base {
+            if p.dts >= base {
+                let mut p = p;
+                p.dts -= base;
+                emit(p)?;
+            }
+            return Ok(true);
+        }
+        let is_key = match self.key_track {
+            Some(id) => p.track == id && p.keyframe,
+            None => true,
+        };
+        if is_key && p.dts <= start {
+            // A GOP that begins at or before the start: held until the start is reached.
+            self.gop.clear();
+            self.gop.push(p);
+            return Ok(true);
+        }
+        if p.dts < start {
+            if !self.gop.is_empty() {
+                self.gop.push(p);
+            }
+            return Ok(true);
+        }
+        if self.gop.is_empty() && !is_key {
+            // No keyframe at or before the start: output begins at the next one.
+            return Ok(true);
+        }
+        // The start is reached: the held GOP, from its keyframe, goes out first.
+        self.gop.push(p);
+        let held = std::mem::take(&mut self.gop);
+        let base = held[0].dts;
+        self.base = Some(base);
+        for mut h in held {
+            if h.dts >= base {
+                h.dts -= base;
+                emit(h)?;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Converts `input` to `output` (paths, `-` for stdin/stdout). Calls `progress` now and then.
+/// The output appears under its name only when whole (see the module docs); a DTSC output
+/// gets `OUTPUT.dtsh` beside it.
+///
+/// Errors: an unknown format (the message lists the supported ones), a format that cannot
+/// carry a selected track, a corrupt or truncated input (its byte offset and what was
+/// expected there, as [`read::ReadError`]), I/O.
+pub fn convert(
+    input: &str,
+    output: &str,
+    opts: &Options,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Summary> {
+    let began = Instant::now();
+    let to = match opts.to.or_else(|| Format::for_path(output)) {
+        Some(f) => f,
+        None if output == "-" => bail!("writing to stdout needs --to; supported: {}", supported()),
+        None => bail!(
+            "{output}: unknown output format; supported: {}",
+            supported()
+        ),
+    };
+    let (mut demux, from, total) =
+        open_input(input, opts.from).with_context(|| format!("reading {input}"))?;
+    let tracks: Vec<Track> = demux
+        .tracks()
+        .iter()
+        .filter(|t| opts.tracks.is_empty() || opts.tracks.iter().any(|s| s.matches(t)))
+        .cloned()
+        .collect();
+    if tracks.is_empty() {
+        let have: Vec<String> = demux
+            .tracks()
+            .iter()
+            .map(|t| format!("{} ({} {})", t.id, t.kind.as_str(), t.codec.as_str()))
+            .collect();
+        bail!("no track selected; {input} has tracks {}", have.join(", "));
+    }
+    let (final_path, spool_dir) = if output == "-" {
+        (None, std::env::temp_dir())
+    } else {
+        let p = PathBuf::from(output);
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        (Some(p), dir)
+    };
+    let tmp = final_path.as_deref().map(partial_name);
+    let sink: Box<dyn Write> = match &tmp {
+        None => Box::new(io::stdout().lock()),
+        Some(t) => Box::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(t)
+                .with_context(|| format!("creating {}", t.display()))?,
+        ),
+    };
+    let mut out = Counting {
+        inner: io::BufWriter::with_capacity(1 << 20, sink),
+        n: 0,
+    };
+    let result = run(
+        &mut *demux,
+        &tracks,
+        to,
+        opts,
+        &mut out,
+        &spool_dir,
+        final_path.is_some(),
+        total,
+        progress,
+    );
+    let flushed = result.and_then(|r| {
+        out.flush().context("writing the output")?;
+        Ok(r)
+    });
+    let (stats, index) = match flushed {
+        Ok(r) => r,
+        Err(e) => {
+            drop(out);
+            if let Some(t) = &tmp {
+                std::fs::remove_file(t).ok();
+            }
+            return Err(e);
+        }
+    };
+    let bytes_out = out.n;
+    drop(out);
+    let mut index_path = None;
+    if let (Some(t), Some(p)) = (&tmp, &final_path) {
+        std::fs::rename(t, p).with_context(|| format!("renaming to {}", p.display()))?;
+        if let Some(bytes) = index {
+            let ip = PathBuf::from(format!("{}.dtsh", p.display()));
+            write_atomically(&ip, &bytes)
+                .with_context(|| format!("writing the index {}", ip.display()))?;
+            index_path = Some(ip);
+        }
+    }
+    Ok(Summary {
+        input: input.to_string(),
+        output: output.to_string(),
+        from,
+        to,
+        tracks: stats,
+        bytes_in: demux.position(),
+        bytes_out,
+        seconds: began.elapsed().as_secs_f64(),
+        index: index_path,
+    })
+}
+
+/// The loop: packets from `demux`, through the cut, into a writer of `to`.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    demux: &mut dyn Demux,
+    tracks: &[Track],
+    to: Format,
+    opts: &Options,
+    out: &mut dyn Write,
+    spool_dir: &Path,
+    want_index: bool,
+    total: Option<u64>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Vec<TrackSummary>, Option<Vec<u8>>)> {
+    let mut mux = write::open(to, tracks, out, spool_dir, want_index && to == Format::Dtsc)?;
+    let mut stats: Vec<TrackSummary> = tracks
+        .iter()
+        .map(|t| TrackSummary {
+            track: t.clone(),
+            packets: 0,
+            keyframes: 0,
+            first_ms: None,
+            last_ms: None,
+        })
+        .collect();
+    let mut cut = Cut {
+        start: opts.start_ms,
+        end: opts.end_ms,
+        key_track: tracks
+            .iter()
+            .find(|t| t.kind == TrackKind::Video)
+            .map(|t| t.id),
+        gop: Vec::new(),
+        base: None,
+    };
+    let mut last_report = Instant::now();
+    let mut emit = |p: Packet| -> Result<()> {
+        let Some(s) = stats.iter_mut().find(|s| s.track.id == p.track) else {
+            return Ok(());
+        };
+        mux.packet(&p, out)?;
+        s.packets += 1;
+        s.keyframes += u64::from(p.keyframe);
+        s.first_ms = Some(s.first_ms.map_or(p.dts, |f| f.min(p.dts)));
+        s.last_ms = Some(s.last_ms.map_or(p.dts, |l| l.max(p.dts)));
+        Ok(())
+    };
+    progress(Progress { done: 0, total });
+    while let Some(p) = demux.next_packet()? {
+        if !tracks.iter().any(|t| t.id == p.track) {
+            continue;
+        }
+        if !cut.push(p, &mut emit)? {
+            break;
+        }
+        if last_report.elapsed().as_millis() >= 100 {
+            last_report = Instant::now();
+            progress(Progress {
+                done: demux.position(),
+                total,
+            });
+        }
+    }
+    // A start past the input's end leaves the held GOP unwritten: nothing reached it.
+    let index = mux.finish(out)?;
+    progress(Progress {
+        done: demux.position(),
+        total,
+    });
+    Ok((stats, index))
+}
+
+/// Reads a whole input into memory (tracks and packets), for tests and small tools.
+pub fn read_all(input: &str, from: Option<Format>) -> Result<(Vec<Track>, Vec<Packet>)> {
+    let (mut d, _, _) = open_input(input, from)?;
+    let mut packets = Vec::new();
+    while let Some(p) = d.next_packet()? {
+        packets.push(p);
+    }
+    Ok((d.tracks().to_vec(), packets))
 }

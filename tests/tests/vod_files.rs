@@ -241,80 +241,6 @@ fn rtmp_seek_starts_at_the_keyframe_at_6s() {
     assert_eq!(video.iter().filter(|t| t.key).count(), 2);
 }
 
-/// A DTSC value as `../shared/reference/dtsc.md` ("Value encoding") lays it out, read here
-/// independently of the server's code.
-#[derive(Debug)]
-enum Dv {
-    Int(i64),
-    Str(Vec<u8>),
-    Obj(Vec<(String, Dv)>),
-    Other,
-}
-
-fn dv(b: &[u8], at: &mut usize) -> Dv {
-    let t = b[*at];
-    *at += 1;
-    let take = |at: &mut usize, n: usize| {
-        let s = &b[*at..*at + n];
-        *at += n;
-        s
-    };
-    match t {
-        0x01 => Dv::Int(i64::from_be_bytes(take(at, 8).try_into().unwrap())),
-        0x02 => {
-            let n = u32::from_be_bytes(take(at, 4).try_into().unwrap()) as usize;
-            Dv::Str(take(at, n).to_vec())
-        }
-        0x03 => Dv::Other,
-        0x04 => {
-            take(at, 8);
-            Dv::Other
-        }
-        0xE0 | 0xFF | 0x0A => {
-            let mut members = Vec::new();
-            loop {
-                if b[*at..*at + 3] == [0, 0, 0xEE] {
-                    *at += 3;
-                    break;
-                }
-                let key = if t == 0x0A {
-                    String::new()
-                } else {
-                    let n = u16::from_be_bytes(take(at, 2).try_into().unwrap()) as usize;
-                    String::from_utf8(take(at, n).to_vec()).unwrap()
-                };
-                members.push((key, dv(b, at)));
-            }
-            Dv::Obj(members)
-        }
-        t => panic!("unknown DTSC type {t:#x} at {}", *at - 1),
-    }
-}
-
-impl Dv {
-    fn get(&self, k: &str) -> &Dv {
-        match self {
-            Dv::Obj(m) => {
-                &m.iter()
-                    .find(|(n, _)| n == k)
-                    .unwrap_or_else(|| panic!("no {k}"))
-                    .1
-            }
-            _ => panic!("{k} of a non-object"),
-        }
-    }
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Dv::Str(b) => b,
-            v => panic!("not a string: {v:?}"),
-        }
-    }
-}
-
-fn be(b: &[u8]) -> u64 {
-    b.iter().fold(0, |a, &x| a << 8 | x as u64)
-}
-
 /// The `.dtsh` index: written beside the file on the first open, with the facts of the
 /// shared DTSC document (on ffmpeg's MP4 with `moov` at the end, the first video key is at
 /// byte 48, lasts 2000 ms, is key number 0 with 50 parts at time 0, and its first part is
@@ -347,9 +273,9 @@ fn dtsh_index_is_written_once_reused_and_renewed_when_the_file_changes() {
 
     // The facts, read with a decoder written from the document.
     assert_eq!(&first[..4], b"DTSC");
-    assert_eq!(be(&first[4..8]) as usize, first.len() - 8);
+    assert_eq!(be_uint(&first[4..8]) as usize, first.len() - 8);
     let mut at = 8;
-    let top = dv(&first, &mut at);
+    let top = dtsc_value(&first, &mut at);
     assert_eq!(at, first.len());
     assert!(matches!(top.get("vod"), Dv::Int(1)));
     let Dv::Obj(tracks) = top.get("tracks") else {
@@ -363,13 +289,13 @@ fn dtsh_index_is_written_once_reused_and_renewed_when_the_file_changes() {
     let keys = video.get("keys").bytes();
     assert_eq!(keys.len(), 5 * 25, "5 keys of 25 bytes");
     let k0 = &keys[..25];
-    assert_eq!(be(&k0[0..8]), 48, "first key bpos");
-    assert_eq!(be(&k0[8..11]), 2000, "first key duration");
-    assert_eq!(be(&k0[11..15]), 0, "first key number");
-    assert_eq!(be(&k0[15..17]), 50, "first key parts");
-    assert_eq!(be(&k0[17..25]), 0, "first key time");
+    assert_eq!(be_uint(&k0[0..8]), 48, "first key bpos");
+    assert_eq!(be_uint(&k0[8..11]), 2000, "first key duration");
+    assert_eq!(be_uint(&k0[11..15]), 0, "first key number");
+    assert_eq!(be_uint(&k0[15..17]), 50, "first key parts");
+    assert_eq!(be_uint(&k0[17..25]), 0, "first key time");
     for (i, k) in keys.chunks(25).enumerate() {
-        assert_eq!(be(&k[17..25]), 2000 * i as u64, "key {i} time");
+        assert_eq!(be_uint(&k[17..25]), 2000 * i as u64, "key {i} time");
     }
     let parts = video.get("parts").bytes();
     assert_eq!(parts.len(), 250 * 9, "one 9-byte part per frame");
@@ -391,7 +317,11 @@ fn dtsh_index_is_written_once_reused_and_renewed_when_the_file_changes() {
         .parse()
         .unwrap();
     assert_eq!(
-        (be(&parts[0..3]), be(&parts[3..6]), be(&parts[6..9])),
+        (
+            be_uint(&parts[0..3]),
+            be_uint(&parts[3..6]),
+            be_uint(&parts[6..9])
+        ),
         (size0, 40, 80),
         "first part: size, duration, offset"
     );
@@ -400,7 +330,7 @@ fn dtsh_index_is_written_once_reused_and_renewed_when_the_file_changes() {
     let frags = video.get("fragments").bytes();
     assert_eq!(frags.len() % 13, 0);
     assert_eq!(
-        be(&frags[5..9]),
+        be_uint(&frags[5..9]),
         1,
         "the first fragment starts at key 1 (1-based)"
     );

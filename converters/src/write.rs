@@ -1,0 +1,459 @@
+//! Streaming writers: each takes packets one at a time and writes them out as it goes. The two
+//! whose head depends on every packet (MP4 with `moov` first, DTSC with its header's track
+//! durations and the `.dtsh` index) write the packets to an unnamed spool file and keep only
+//! the index in memory, then write the head and copy the spool after it.
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use dtsc::flv::{self, TagKind};
+use dtsc::mp4::{FragmentBuilder, ProgressiveIndex};
+use dtsc::ts::TsMuxer;
+use dtsc::wire::{self, Header};
+use dtsc::{dtsh, Packet, Track, TrackKind};
+
+use crate::Format;
+
+/// A container being written.
+pub trait Mux {
+    /// Writes (or spools) one packet. Packets come in the order they should be stored; each
+    /// track's in decode order.
+    fn packet(&mut self, p: &Packet, out: &mut dyn Write) -> Result<()>;
+    /// Writes whatever is left (the last fragment, the head and the spooled packets).
+    /// Returns the bytes of a sidecar index to write beside the output once it is in place
+    /// (DTSC's `.dtsh`, which must not be older than the file it indexes).
+    fn finish(&mut self, out: &mut dyn Write) -> Result<Option<Vec<u8>>>;
+}
+
+/// Opens a writer of `format` for `tracks` and writes its preamble to `out`. `spool_dir` is
+/// where a writer that needs one makes its spool file (the output's folder, so that the
+/// space it takes is the output's own); `want_index` asks a DTSC writer for its `.dtsh`.
+/// Fails when the format cannot carry one of the tracks, naming it.
+pub fn open(
+    format: Format,
+    tracks: &[Track],
+    out: &mut dyn Write,
+    spool_dir: &Path,
+    want_index: bool,
+) -> Result<Box<dyn Mux>> {
+    Ok(match format {
+        Format::Flv => Box::new(FlvMux::open(tracks, out)?),
+        Format::Ts => Box::new(TsMux::open(tracks, out)?),
+        Format::Mp4 => Box::new(Mp4Mux::open(tracks, spool_dir)?),
+        Format::Fmp4 => Box::new(Fmp4Mux::open(tracks, out)?),
+        Format::Dtsc => Box::new(DtscMux::open(tracks, spool_dir, want_index)?),
+    })
+}
+
+fn describe(t: &Track) -> String {
+    format!("track {} ({} {})", t.id, t.kind.as_str(), t.codec.as_str())
+}
+
+/// An unnamed file in `dir` for spooled packets: made and unlinked at once, so nothing is
+/// left behind whatever happens to the process.
+pub(crate) fn spool_file(dir: &Path) -> Result<File> {
+    for n in 0..100u32 {
+        let path = dir.join(format!(".sluice-convert-spool-{}-{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => {
+                std::fs::remove_file(&path).ok();
+                return Ok(f);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("making a spool file in {}", dir.display()))
+            }
+        }
+    }
+    bail!("making a spool file in {}: every name taken", dir.display())
+}
+
+/// Copies the spool (written through `w`) after what `out` has.
+fn copy_spool(w: io::BufWriter<File>, out: &mut dyn Write) -> Result<()> {
+    let mut f = w.into_inner().map_err(|e| e.into_error())?;
+    f.seek(SeekFrom::Start(0))?;
+    io::copy(&mut f, out).context("copying the spooled packets")?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// FLV
+// ---------------------------------------------------------------------------------------
+
+/// FLV (FLV spec v10.1 Annex E): header, `onMetaData`, the sequence headers, one tag per
+/// packet. Carries one H.264 video and one AAC/MP3/G.711 audio track.
+struct FlvMux {
+    tracks: Vec<Track>,
+    buf: Vec<u8>,
+}
+
+impl FlvMux {
+    fn open(tracks: &[Track], out: &mut dyn Write) -> Result<FlvMux> {
+        let (v, a) = flv::flv_tracks(tracks);
+        for t in tracks {
+            let carried = v.is_some_and(|v| v.id == t.id) || a.is_some_and(|a| a.id == t.id);
+            if !carried {
+                let why = if (t.kind == TrackKind::Video && v.is_some())
+                    || (t.kind == TrackKind::Audio && a.is_some())
+                {
+                    "FLV carries one video and one audio track"
+                } else {
+                    "FLV carries H.264 video and AAC, MP3 or G.711 audio"
+                };
+                bail!(
+                    "{why}: cannot write {} (choose tracks with --tracks)",
+                    describe(t)
+                );
+            }
+        }
+        let mut buf = Vec::new();
+        flv::write_file_header(a.is_some(), v.is_some(), &mut buf);
+        let mut body = Vec::new();
+        for val in flv::on_metadata(tracks) {
+            dtsc::amf0::encode(&val, &mut body);
+        }
+        flv::write_tag(TagKind::Script, 0, &body, &mut buf);
+        for t in tracks {
+            body.clear();
+            if let Some(kind) = flv::sequence_header(t, &mut body) {
+                flv::write_tag(kind, 0, &body, &mut buf);
+            }
+        }
+        out.write_all(&buf)?;
+        Ok(FlvMux {
+            tracks: tracks.to_vec(),
+            buf,
+        })
+    }
+}
+
+impl Mux for FlvMux {
+    fn packet(&mut self, p: &Packet, out: &mut dyn Write) -> Result<()> {
+        let Some(t) = self.tracks.iter().find(|t| t.id == p.track) else {
+            return Ok(());
+        };
+        let ts = u32::try_from(p.dts).context("a timestamp past FLV's 32-bit ms")?;
+        self.buf.clear();
+        let mut head = Vec::with_capacity(5);
+        let Some(kind) = flv::media_body_header(t, &p.as_ref(), &mut head) else {
+            return Ok(());
+        };
+        let body_len = head.len() + p.data.len();
+        if body_len > flv::MAX_TAG_BODY {
+            bail!(
+                "a packet of {} bytes is too large for an FLV tag",
+                p.data.len()
+            );
+        }
+        flv::write_tag_header(kind, ts, body_len, &mut self.buf);
+        self.buf.extend_from_slice(&head);
+        out.write_all(&self.buf)?;
+        out.write_all(&p.data)?;
+        self.buf.clear();
+        flv::write_prev_tag_size(body_len, &mut self.buf);
+        out.write_all(&self.buf)?;
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut dyn Write) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// MPEG-TS
+// ---------------------------------------------------------------------------------------
+
+/// MPEG-TS (ISO/IEC 13818-1) through the server's [`TsMuxer`] in continuous mode; PAT and
+/// PMT at the start and before every keyframe of the first video track.
+struct TsMux {
+    mux: TsMuxer,
+    psi_track: Option<u32>,
+    buf: Vec<u8>,
+}
+
+impl TsMux {
+    fn open(tracks: &[Track], out: &mut dyn Write) -> Result<TsMux> {
+        let mut mux = TsMuxer::continuous(tracks);
+        if let Some(t) = tracks.iter().find(|t| mux.pid_of(t.id).is_none()) {
+            bail!(
+                "MPEG-TS here carries H.264, HEVC, AAC and MP3: cannot write {} (choose tracks with --tracks)",
+                describe(t)
+            );
+        }
+        let mut buf = Vec::with_capacity(1 << 16);
+        mux.write_psi(&mut buf);
+        out.write_all(&buf)?;
+        Ok(TsMux {
+            mux,
+            psi_track: tracks
+                .iter()
+                .find(|t| t.kind == TrackKind::Video)
+                .map(|t| t.id),
+            buf,
+        })
+    }
+}
+
+impl Mux for TsMux {
+    fn packet(&mut self, p: &Packet, out: &mut dyn Write) -> Result<()> {
+        self.buf.clear();
+        if p.keyframe && self.psi_track == Some(p.track) {
+            self.mux.write_psi(&mut self.buf);
+        }
+        self.mux
+            .write_packet(&p.as_ref(), false, &mut self.buf)
+            .with_context(|| format!("track {} packet at {} ms", p.track, p.dts))?;
+        out.write_all(&self.buf)?;
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut dyn Write) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// MP4, moov first
+// ---------------------------------------------------------------------------------------
+
+/// Progressive MP4 (ISO/IEC 14496-12) with `moov` before `mdat`: payloads go to the spool and
+/// their sample entries to a [`ProgressiveIndex`]; at the end `ftyp` + `moov` + the `mdat`
+/// header, then the spool.
+struct Mp4Mux {
+    index: ProgressiveIndex,
+    spool: Option<io::BufWriter<File>>,
+}
+
+impl Mp4Mux {
+    fn open(tracks: &[Track], spool_dir: &Path) -> Result<Mp4Mux> {
+        let index = ProgressiveIndex::new(tracks).map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
+        Ok(Mp4Mux {
+            index,
+            spool: Some(io::BufWriter::with_capacity(
+                1 << 20,
+                spool_file(spool_dir)?,
+            )),
+        })
+    }
+}
+
+impl Mux for Mp4Mux {
+    fn packet(&mut self, p: &Packet, _out: &mut dyn Write) -> Result<()> {
+        self.index
+            .add(p.track, p.dts, p.offset, p.keyframe, p.data.len())
+            .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
+        if let Some(s) = &mut self.spool {
+            s.write_all(&p.data).context("writing the spool")?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn Write) -> Result<Option<Vec<u8>>> {
+        let mut head = Vec::new();
+        self.index
+            .write_head(&mut head)
+            .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
+        out.write_all(&head)?;
+        if let Some(s) = self.spool.take() {
+            copy_spool(s, out)?;
+        }
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Fragmented MP4
+// ---------------------------------------------------------------------------------------
+
+/// Fragmented MP4 (ISO/IEC 14496-12 §8.8, CMAF-shaped): the init segment, then one `moof` +
+/// `mdat` per GOP of the first video track (every 2 s without video). One fragment is held.
+struct Fmp4Mux {
+    builder: Option<FragmentBuilder<'static>>,
+    pending: Vec<Packet>,
+    cut_track: Option<u32>,
+    first_dts: Option<u64>,
+    sequence: u32,
+    buf: Vec<u8>,
+}
+
+/// Longest fragment without video, ms.
+const AUDIO_FRAGMENT_MS: u64 = 2000;
+
+impl Fmp4Mux {
+    fn open(tracks: &[Track], out: &mut dyn Write) -> Result<Fmp4Mux> {
+        let mut buf = Vec::new();
+        dtsc::mp4::write_init(tracks, &mut buf).map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
+        out.write_all(&buf)?;
+        Ok(Fmp4Mux {
+            builder: Some(FragmentBuilder::new(tracks).map_err(|e| anyhow::anyhow!("MP4: {e}"))?),
+            pending: Vec::new(),
+            cut_track: tracks
+                .iter()
+                .find(|t| t.kind == TrackKind::Video)
+                .map(|t| t.id),
+            first_dts: None,
+            sequence: 0,
+            buf,
+        })
+    }
+
+    /// Writes the pending packets as one fragment; `next` is the packet that starts the next.
+    fn flush(&mut self, next: Option<&Packet>, out: &mut dyn Write) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut fb = match self.builder.take() {
+            Some(b) => b.recycle(),
+            None => bail!("MP4: no fragment builder"),
+        };
+        for p in &pending {
+            fb.add(&p.as_ref())
+                .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
+        }
+        if let Some(n) = next {
+            fb.set_end_dts(n.track, n.dts).ok();
+        }
+        self.sequence += 1;
+        self.buf.clear();
+        fb.finish(self.sequence, &mut self.buf)
+            .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
+        self.builder = Some(fb.recycle());
+        self.pending = pending;
+        self.pending.clear();
+        out.write_all(&self.buf)?;
+        Ok(())
+    }
+}
+
+impl Mux for Fmp4Mux {
+    fn packet(&mut self, p: &Packet, out: &mut dyn Write) -> Result<()> {
+        let cut = match self.cut_track {
+            Some(id) => p.track == id && p.keyframe,
+            None => self
+                .first_dts
+                .is_some_and(|f| p.dts >= f + AUDIO_FRAGMENT_MS),
+        };
+        if cut {
+            self.flush(Some(p), out)?;
+            self.first_dts = None;
+        }
+        self.first_dts.get_or_insert(p.dts);
+        self.pending.push(p.clone());
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn Write) -> Result<Option<Vec<u8>>> {
+        self.flush(None, out)?;
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// DTSC
+// ---------------------------------------------------------------------------------------
+
+/// A `.dtsc` file (dtsc.md, "Files"): a VoD `DTSC` header (every track with its `firstms`,
+/// `lastms` and `bps`), then the `DTP2` frames; and beside it, when asked, the `.dtsh` index
+/// ([`dtsh::encode`]) whose keys point at the frames' byte positions in the file.
+struct DtscMux {
+    tracks: Vec<Track>,
+    /// Per track: first and last DTS (ms), payload bytes.
+    stats: Vec<Option<(u64, u64, u64)>>,
+    indexer: dtsh::Indexer,
+    want_index: bool,
+    header_len: u64,
+    spooled: u64,
+    spool: Option<io::BufWriter<File>>,
+    buf: Vec<u8>,
+}
+
+impl DtscMux {
+    fn open(tracks: &[Track], spool_dir: &Path, want_index: bool) -> Result<DtscMux> {
+        let mut header = Vec::new();
+        wire::write_header(&Self::header(tracks), &mut header);
+        Ok(DtscMux {
+            tracks: tracks.to_vec(),
+            stats: vec![None; tracks.len()],
+            indexer: dtsh::Indexer::new(tracks),
+            want_index,
+            header_len: header.len() as u64,
+            spooled: 0,
+            spool: Some(io::BufWriter::with_capacity(
+                1 << 20,
+                spool_file(spool_dir)?,
+            )),
+            buf: Vec::new(),
+        })
+    }
+
+    fn header(tracks: &[Track]) -> Header {
+        Header {
+            live: false,
+            unixzero: None,
+            tracks: tracks.to_vec(),
+        }
+    }
+}
+
+impl Mux for DtscMux {
+    fn packet(&mut self, p: &Packet, _out: &mut dyn Write) -> Result<()> {
+        let Some(i) = self.tracks.iter().position(|t| t.id == p.track) else {
+            return Ok(());
+        };
+        let s = self.stats[i].get_or_insert((p.dts, p.dts, 0));
+        s.0 = s.0.min(p.dts);
+        s.1 = s.1.max(p.dts);
+        s.2 += p.data.len() as u64;
+        let mut r = p.as_ref();
+        // The header comes first; its length does not depend on the values filled in at
+        // the end (DTSC integers are 8 bytes).
+        r.bpos = self.header_len + self.spooled;
+        self.indexer.push(&r);
+        self.buf.clear();
+        wire::write_packet_head(&r, &mut self.buf);
+        if let Some(s) = &mut self.spool {
+            s.write_all(&self.buf).context("writing the spool")?;
+            s.write_all(&p.data).context("writing the spool")?;
+            s.write_all(wire::PACKET_TAIL)
+                .context("writing the spool")?;
+        }
+        self.spooled += wire::packet_frame_len(&r) as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn Write) -> Result<Option<Vec<u8>>> {
+        for (t, s) in self.tracks.iter_mut().zip(&self.stats) {
+            if let Some((first, last, bytes)) = *s {
+                t.firstms = first;
+                t.lastms = last;
+                let secs = ((last - first) as f64 / 1000.0).max(0.001);
+                t.bps = (bytes as f64 / secs).min(f64::from(u32::MAX)) as u32;
+                t.maxbps = t.maxbps.max(t.bps);
+            }
+        }
+        let header = Self::header(&self.tracks);
+        let mut head = Vec::new();
+        wire::write_header(&header, &mut head);
+        let mut index = std::mem::take(&mut self.indexer).finish();
+        let shift = head.len() as i64 - self.header_len as i64;
+        if shift != 0 {
+            for k in index.iter_mut().flat_map(|i| i.keys.iter_mut()) {
+                k.bpos = k.bpos.saturating_add_signed(shift);
+            }
+        }
+        out.write_all(&head)?;
+        if let Some(s) = self.spool.take() {
+            copy_spool(s, out)?;
+        }
+        Ok(self.want_index.then(|| dtsh::encode(&header, &index)))
+    }
+}
