@@ -501,6 +501,14 @@ pub struct ReadPlaylist {
     pub ended: bool,
     /// `#EXT-X-MAP`'s URI: the segments are fragmented MP4 with this init segment.
     pub map_uri: Option<String>,
+    /// `#EXT-X-DISCONTINUITY-SEQUENCE` (0 when missing, RFC 8216 §4.3.3.3): the
+    /// discontinuity sequence number of the first segment.
+    pub discontinuity_sequence: u64,
+    /// Media sequence numbers of the segments with an `#EXT-X-DISCONTINUITY` tag before
+    /// them (RFC 8216 §4.3.2.3), in order.
+    pub discontinuities: Vec<u64>,
+    /// `#EXT-X-PLAYLIST-TYPE` (`EVENT` or `VOD`, RFC 8216 §4.3.3.5), when present.
+    pub playlist_type: Option<String>,
 }
 
 /// Why a text is not a playlist.
@@ -580,6 +588,17 @@ pub fn parse_playlist(text: &str) -> Result<Parsed, PlaylistError> {
             media.map_uri = attribute(v, "URI").map(str::to_string);
         } else if line == "#EXT-X-ENDLIST" {
             media.ended = true;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            if media.segments.is_empty() {
+                media.discontinuity_sequence = v.trim().parse().unwrap_or(0);
+            }
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            let next = seq.unwrap_or(media.media_sequence);
+            if media.discontinuities.last() != Some(&next) {
+                media.discontinuities.push(next);
+            }
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PLAYLIST-TYPE:") {
+            media.playlist_type = Some(v.trim().to_string());
         } else if line.starts_with('#') {
             // Other tags and comments.
         } else if let Some(bw) = pending_bw.take() {
@@ -1042,6 +1061,15 @@ mod tests {
             vec![(7, 2000, "7.ts".to_string()), (8, 1960, "8.ts".to_string())]
         );
         assert!(!m.ended);
+        let Parsed::Media(m) = parse_playlist(
+            "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:4\n#EXT-X-DISCONTINUITY-SEQUENCE:2\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXTINF:2,\na.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2,\nb.ts\n",
+        )
+        .unwrap() else {
+            panic!("not a media playlist")
+        };
+        assert_eq!(m.discontinuity_sequence, 2);
+        assert_eq!(m.discontinuities, vec![5]);
+        assert_eq!(m.playlist_type.as_deref(), Some("EVENT"));
         let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.42c01e,mp4a.40.2\"\nlow/index.m3u8\n#EXT-X-STREAM-INF:RESOLUTION=1280x720,BANDWIDTH=2400000\nhigh/index.m3u8\n";
         assert_eq!(
             parse_playlist(master).unwrap(),
