@@ -387,3 +387,430 @@ fn dtsc_index_and_bad_input() {
     assert_eq!(run_analyse(&["nosuchkind", c]).0, 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `sluice-analyse ARGS --json` on a thread; its exit code and report.
+fn analyse_live(args: Vec<String>) -> std::thread::JoinHandle<(i32, Value, String)> {
+    std::thread::spawn(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = run_analyse(&a);
+        let v = serde_json::from_str(&out).unwrap_or(Value::Null);
+        (code, v, err)
+    })
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// Asserts an `hls --validate` run passed and checked segments that start on keyframes.
+fn assert_hls_valid(what: &str, (code, v, err): &(i32, Value, String), min_segments: usize) {
+    assert_eq!(
+        *code,
+        0,
+        "{what}: hls --validate failed: {}\n{err}",
+        serde_json::to_string_pretty(&v["violations"]).unwrap_or_default()
+    );
+    let media = v["media"].as_array().expect("media playlists");
+    assert!(!media.is_empty(), "{what}: no media playlist");
+    for m in media {
+        let segs = m["segments"].as_array().unwrap();
+        assert!(
+            segs.len() >= min_segments,
+            "{what}: {} segments checked: {m}",
+            segs.len()
+        );
+        for s in segs {
+            assert_eq!(s["starts_with_keyframe"], true, "{what}: {s}");
+            assert!(s["video_frames"].as_u64().unwrap() > 0, "{what}: {s}");
+        }
+        assert!(
+            m["reloads"].as_array().unwrap().len() >= 2,
+            "{what}: reloads {}",
+            m["reloads"]
+        );
+        assert!(m["target_duration_s"].as_u64().unwrap() >= 1, "{what}");
+    }
+}
+
+#[test]
+fn live_kinds_against_sluice() {
+    require_tools(&["ffmpeg"]);
+    let (rtsp_port, dtsc_port) = (free_port(), free_port());
+    let srv = Server::start_with_config(|cfg| {
+        let p = cfg["config"]["protocols"].as_array_mut().unwrap();
+        p.push(
+            serde_json::json!({"connector": "RTSP", "port": rtsp_port, "interface": "127.0.0.1"}),
+        );
+        p.push(
+            serde_json::json!({"connector": "DTSC", "port": dtsc_port, "interface": "127.0.0.1"}),
+        );
+    });
+    let (publisher, _) = publish_fixture_until(&srv, "live", &Server::hls_path("live"));
+    let hls_ts = analyse_live(args(&[
+        "hls",
+        &srv.hls_url("live"),
+        "--duration",
+        "6",
+        "--validate",
+        "--json",
+    ]));
+    let cmaf = srv.http_url("/cmaf/live/index.m3u8");
+    let hls_cmaf = analyse_live(args(&[
+        "hls",
+        &cmaf,
+        "--duration",
+        "6",
+        "--validate",
+        "--json",
+    ]));
+    let rtmp = analyse_live(args(&[
+        "rtmp",
+        &srv.rtmp_url("live"),
+        "--duration",
+        "3",
+        "--json",
+    ]));
+    let rtsp = analyse_live(args(&[
+        "rtsp",
+        &format!("rtsp://127.0.0.1:{rtsp_port}/live"),
+        "--validate",
+        "--json",
+    ]));
+    let dtsc = analyse_live(args(&[
+        "dtsc",
+        &format!("dtsc://127.0.0.1:{dtsc_port}/live"),
+        "--duration",
+        "3",
+        "--validate",
+        "--json",
+    ]));
+
+    let (code, v, err) = rtmp.join().unwrap();
+    assert_eq!(code, 0, "rtmp: {err}");
+    let s = &v["summary"];
+    assert!(s["video_messages"].as_u64().unwrap() > 20, "rtmp: {s}");
+    assert!(s["audio_messages"].as_u64().unwrap() > 20, "rtmp: {s}");
+    assert_eq!(s["video_sequence_headers"], 1, "rtmp: {s}");
+    assert_eq!(s["audio_sequence_headers"], 1, "rtmp: {s}");
+    assert!(s["keyframes"].as_u64().unwrap() >= 1, "rtmp: {s}");
+    assert_eq!(
+        (s["video_codec"].as_str(), s["audio_codec"].as_str()),
+        (Some("AVC"), Some("AAC"))
+    );
+    assert!(
+        v["status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "playing"),
+        "rtmp: {}",
+        v["status"]
+    );
+    assert_eq!(
+        v["violations"].as_array().unwrap().len(),
+        0,
+        "rtmp: {}",
+        v["violations"]
+    );
+
+    let (code, v, err) = rtsp.join().unwrap();
+    assert_eq!(code, 0, "rtsp: {err} {v}");
+    assert_eq!(
+        (v["options_status"].as_u64(), v["describe_status"].as_u64()),
+        (Some(200), Some(200))
+    );
+    let sdp = v["sdp"].as_str().unwrap();
+    assert!(sdp.contains("H264/90000"), "{sdp}");
+    assert!(sdp.to_ascii_uppercase().contains("MPEG4-GENERIC"), "{sdp}");
+    assert_eq!(v["media"].as_array().unwrap().len(), 2, "{sdp}");
+
+    let (code, v, err) = dtsc.join().unwrap();
+    assert_eq!(code, 0, "dtsc: {err} {}", v["violations"]);
+    let tracks = v["headers"][0]["tracks"].as_array().expect("a DTSC header");
+    let codecs: Vec<&str> = tracks
+        .iter()
+        .map(|t| t["codec"].as_str().unwrap())
+        .collect();
+    assert!(
+        codecs.contains(&"H264") && codecs.contains(&"AAC"),
+        "{codecs:?}"
+    );
+    assert_eq!(v["commands"][0]["cmd"], "hi", "{}", v["commands"]);
+    let packets = v["packets"].as_array().unwrap();
+    assert!(packets.len() > 50, "dtsc: {} packets", packets.len());
+    assert_eq!(
+        packets[0]["keyframe"], true,
+        "dtsc: the first packet is a keyframe"
+    );
+
+    assert_hls_valid("Sluice HLS (TS)", &hls_ts.join().unwrap(), 2);
+    assert_hls_valid("Sluice HLS (fMP4)", &hls_cmaf.join().unwrap(), 2);
+    let _ = stop_client(publisher);
+}
+
+/// nginx with the RTMP module writing HLS into `dir`, served by its own HTTP server; every
+/// path it writes is under `dir`. Stopped (by pid) when dropped.
+struct NginxHls {
+    child: std::process::Child,
+    rtmp: u16,
+    http: u16,
+}
+
+impl NginxHls {
+    fn start(dir: &Path) -> NginxHls {
+        require_tools(&["nginx"]);
+        let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+        assert!(
+            Path::new(module).exists(),
+            "{module} missing: run scripts/install-test-deps.sh"
+        );
+        for d in ["logs", "hls", "tmp"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let (rtmp, http) = (free_port(), free_port());
+        let root = unsafe { libc::geteuid() } == 0;
+        let conf = format!(
+            "load_module {module};\n{user}worker_processes 1;\ndaemon off;\n\
+             error_log {d}/logs/error.log;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{rtmp}; application live {{ live on; \
+             hls on; hls_path {d}/hls; hls_fragment 2s; hls_playlist_length 12s; }} }} }}\n\
+             http {{ access_log {d}/logs/access.log; client_body_temp_path {d}/tmp/body; \
+             proxy_temp_path {d}/tmp/proxy; fastcgi_temp_path {d}/tmp/fastcgi; \
+             uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi; \
+             types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }} \
+             server {{ listen 127.0.0.1:{http}; location /hls {{ root {d}; \
+             add_header Cache-Control no-cache; }} }} }}\n",
+            user = if root { "user root;\n" } else { "" },
+            d = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("logs/error.log"))
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("logs/stderr")).unwrap())
+            .spawn()
+            .expect("start nginx");
+        let n = NginxHls { child, rtmp, http };
+        let up = poll(std::time::Duration::from_secs(5), || {
+            (port_accepts(rtmp) && port_accepts(http)).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "nginx did not listen: {}",
+            std::fs::read_to_string(dir.join("logs/error.log")).unwrap_or_default()
+        );
+        n
+    }
+}
+
+impl Drop for NginxHls {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers; SIGKILL if it has not within 3 s.
+        sigterm(self.child.id());
+        let ended = poll(std::time::Duration::from_secs(3), || {
+            self.child.try_wait().ok().flatten().map(|_| ())
+        });
+        if ended.is_none() {
+            sigkill(self.child.id());
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn hls_validate_passes_on_nginx_rtmp() {
+    require_tools(&["ffmpeg"]);
+    let dir = unique_temp_dir("analyse-nginx");
+    let nginx = NginxHls::start(&dir);
+    let publisher = ffmpeg_publish(
+        &dir,
+        "publisher",
+        &fixture("bframes.flv"),
+        &format!("rtmp://127.0.0.1:{}/live/s", nginx.rtmp),
+        40,
+    );
+    let url = format!("http://127.0.0.1:{}/hls/s.m3u8", nginx.http);
+    let ready = poll(std::time::Duration::from_secs(15), || {
+        http_get(nginx.http, "/hls/s.m3u8")
+            .ok()
+            .filter(|r| r.status == 200 && r.text().contains("#EXTINF"))
+    });
+    assert!(
+        ready.is_some(),
+        "nginx-rtmp wrote no playlist: {}",
+        publisher.stderr_now()
+    );
+    let run = analyse_live(args(&[
+        "hls",
+        &url,
+        "--duration",
+        "6",
+        "--validate",
+        "--json",
+    ]))
+    .join()
+    .unwrap();
+    assert_hls_valid("nginx-rtmp HLS", &run, 2);
+    let _ = stop_client(publisher);
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `python3 -m http.server` serving `dir` on a free port of 127.0.0.1; killed by pid when
+/// dropped.
+struct StaticHttp {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl StaticHttp {
+    fn start(dir: &Path) -> StaticHttp {
+        require_tools(&["python3"]);
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        let up = poll(std::time::Duration::from_secs(5), || {
+            port_accepts(port).then_some(())
+        });
+        assert!(up.is_some(), "python3 http.server did not listen");
+        StaticHttp { child, port }
+    }
+}
+
+impl Drop for StaticHttp {
+    fn drop(&mut self) {
+        sigkill(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+fn playlist(target: u64, seq: u64, segs: &[(&str, f64)], ended: bool) -> String {
+    let mut s = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{seq}\n"
+    );
+    for (uri, d) in segs {
+        s.push_str(&format!("#EXTINF:{d:.3},\n{uri}\n"));
+    }
+    if ended {
+        s.push_str("#EXT-X-ENDLIST\n");
+    }
+    s
+}
+
+/// `hls --validate` on a hand-made playlist: exit 1, and the violations' rules.
+fn broken(url: &str, duration: &str) -> Vec<String> {
+    let (code, out, err) =
+        run_analyse(&["hls", url, "--duration", duration, "--validate", "--json"]);
+    assert_eq!(
+        code,
+        1,
+        "{url}: want exit 1 (violations): {err}\n{}",
+        tail(&out, 30)
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["rule"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn hls_validate_names_the_rule_on_broken_playlists() {
+    require_tools(&["ffmpeg"]);
+    let dir = unique_temp_dir("analyse-broken-hls");
+    // Real TS segments cut on keyframes (2 s GOPs) by ffmpeg's HLS muxer.
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(fixture("bframes.flv"))
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            "hls",
+            "-hls_time",
+            "2",
+            "-hls_playlist_type",
+            "vod",
+        ])
+        .arg("-hls_segment_filename")
+        .arg(dir.join("seg%d.ts"))
+        .arg(dir.join("good.m3u8"))
+        .status()
+        .expect("run ffmpeg");
+    assert!(st.success());
+    // A segment that does not start on a keyframe: SDT, PAT and PMT, then the second half
+    // of segment 1's packets.
+    let seg = std::fs::read(dir.join("seg1.ts")).unwrap();
+    let n = seg.len() / 188;
+    let mut cut = seg[..3 * 188].to_vec();
+    cut.extend_from_slice(&seg[(n / 2) * 188..]);
+    std::fs::write(dir.join("nokey.ts"), cut).unwrap();
+    let srv = StaticHttp::start(&dir);
+    let base = format!("http://127.0.0.1:{}", srv.port);
+
+    // ffmpeg's own playlist passes.
+    let (code, out, err) =
+        run_analyse(&["hls", &format!("{base}/good.m3u8"), "--validate", "--json"]);
+    assert_eq!(code, 0, "ffmpeg's playlist: {err}\n{}", tail(&out, 30));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(v["media"][0]["segments"].as_array().unwrap().len() >= 4);
+
+    // A segment longer than the target duration.
+    std::fs::write(
+        dir.join("long.m3u8"),
+        playlist(2, 0, &[("seg0.ts", 2.0), ("seg1.ts", 2.6)], true),
+    )
+    .unwrap();
+    let rules = broken(&format!("{base}/long.m3u8"), "2");
+    assert!(rules.iter().any(|r| r.contains("§4.3.3.1")), "{rules:?}");
+
+    // A segment that does not start on a keyframe.
+    std::fs::write(
+        dir.join("nokey.m3u8"),
+        playlist(3, 0, &[("seg0.ts", 2.0), ("nokey.ts", 2.0)], true),
+    )
+    .unwrap();
+    let rules = broken(&format!("{base}/nokey.m3u8"), "2");
+    assert!(rules.iter().any(|r| r.contains("keyframe")), "{rules:?}");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+
+    // A live playlist whose media sequence jumps between two loads: seg1.ts was number 11,
+    // then is number 20.
+    let live = dir.join("jump.m3u8");
+    std::fs::write(
+        &live,
+        playlist(1, 10, &[("seg0.ts", 1.0), ("seg1.ts", 1.0)], false),
+    )
+    .unwrap();
+    let url = format!("{base}/jump.m3u8");
+    let run = std::thread::spawn(move || broken(&url, "3"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::write(
+        &live,
+        playlist(1, 20, &[("seg1.ts", 1.0), ("seg2.ts", 1.0)], false),
+    )
+    .unwrap();
+    let rules = run.join().unwrap();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.contains("§6.2.1/§6.3.2 media sequence")),
+        "{rules:?}"
+    );
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
