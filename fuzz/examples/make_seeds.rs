@@ -471,4 +471,16 @@ fn main() {
     let header = Header { live: false, unixzero: None, tracks: tracks() };
     let index = dtsc::dtsh::build(&header.tracks, &packets);
     write(&dir, "dtsh_decode", "index.dtsh", &dtsc::dtsh::encode(&header, &index));
+
+    // analyse_files: the first byte picks the analyser (0 FLV, 1 TS, 3 MP4, 4 DTSC).
+    let tag = |kind: u8, bytes: &[u8]| [&[kind][..], bytes].concat();
+    write(&dir, "analyse_files", "flv", &tag(0, &flv_file(&flv_bodies())));
+    write(&dir, "analyse_files", "ts", &tag(1, &ts_stream(62)));
+    write(&dir, "analyse_files", "mp4", &tag(3, &fmp4));
+    write(&dir, "analyse_files", "dtsc", &tag(4, &dtsc_stream()));
+    // hls_checker: two loads of a live playlist (a segment added, one removed), then an
+    // empty init segment and a TS segment, separated by NUL bytes.
+    let mut hls = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:4\n#EXTINF:2.0,\n4.ts\n#EXTINF:2.0,\n5.ts\n\0#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXTINF:2.0,\n5.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\n6.ts\n#EXT-X-ENDLIST\n\0\0".to_vec();
+    hls.extend_from_slice(&ts_stream(62));
+    write(&dir, "hls_checker", "live_then_ended", &hls);
 }
