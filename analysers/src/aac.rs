@@ -7,6 +7,7 @@
 //!   holds its own header.
 //! * §1.A.3.2: the sampling rate and channel configuration do not change mid-stream.
 
+use dtsc::aac::{parse_adts_header, AdtsHeader, ADTS_HEADER_LEN};
 use serde::Serialize;
 
 use crate::report::{ReadError, Violation};
@@ -77,11 +78,6 @@ pub struct AscReport {
     pub error: Option<ReadError>,
 }
 
-/// The sampling rates of `sampling_frequency_index` 0..=12 (Table 1.18), Hz.
-pub const SAMPLE_RATES: [u32; 13] = [
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-];
-
 /// The name of an audio object type (Table 1.17).
 pub fn object_type_name(t: u8) -> &'static str {
     match t {
@@ -95,25 +91,19 @@ pub fn object_type_name(t: u8) -> &'static str {
     }
 }
 
-/// Reads one ADTS header at the start of `b` (§1.A.2.2.1); `None` when shorter than 7
-/// bytes or without the syncword.
-pub fn parse_adts_header(b: &[u8]) -> Option<AdtsFrame> {
-    let h = b.get(0..7)?;
-    if h[0] != 0xFF || h[1] & 0xF0 != 0xF0 {
-        return None;
+impl AdtsFrame {
+    /// The frame whose header `h` (read by `dtsc::aac::parse_adts_header`) is at `offset`.
+    fn new(offset: u64, h: &AdtsHeader) -> AdtsFrame {
+        AdtsFrame {
+            offset,
+            object_type: h.object_type,
+            sample_rate: h.sample_rate().unwrap_or(0),
+            channel_config: h.channel_config,
+            frame_length: h.frame_length,
+            crc: !h.protection_absent,
+            raw_blocks: h.raw_blocks,
+        }
     }
-    let idx = usize::from((h[2] >> 2) & 0xF);
-    Some(AdtsFrame {
-        offset: 0,
-        object_type: (h[2] >> 6) + 1,
-        sample_rate: SAMPLE_RATES.get(idx).copied().unwrap_or(0),
-        channel_config: ((h[2] & 1) << 2) | (h[3] >> 6),
-        frame_length: (usize::from(h[3] & 3) << 11)
-            | (usize::from(h[4]) << 3)
-            | usize::from(h[5] >> 5),
-        crc: h[1] & 1 == 0,
-        raw_blocks: (h[6] & 3) + 1,
-    })
 }
 
 const RULE_SYNC: &str =
@@ -124,10 +114,9 @@ const RULE_CHANGE: &str = "ISO/IEC 14496-3 §1.A.3.2 (sampling rate and channels
 pub fn analyse(buf: &[u8]) -> AdtsReport {
     let mut r = AdtsReport::default();
     let mut pos = 0usize;
-    let mut samples = 0u64;
     while pos < buf.len() {
-        let Some(mut f) = parse_adts_header(&buf[pos..]) else {
-            if buf.len() - pos < 7 && buf[pos] == 0xFF {
+        let Some(h) = parse_adts_header(&buf[pos..]) else {
+            if buf.len() - pos < ADTS_HEADER_LEN && buf[pos] == 0xFF {
                 r.error = Some(ReadError::at(
                     pos as u64,
                     "truncated ADTS header: 7 bytes needed",
@@ -150,19 +139,17 @@ pub fn analyse(buf: &[u8]) -> AdtsReport {
                 None => break,
             }
         };
-        f.offset = pos as u64;
-        let head = if f.crc { 9 } else { 7 };
-        if buf[pos + 1] & 0x06 != 0 || f.frame_length < head || f.sample_rate == 0 {
+        let f = AdtsFrame::new(pos as u64, &h);
+        if h.layer != 0 || f.frame_length < h.header_len() || f.sample_rate == 0 {
             r.violations.push(Violation::at(
                 RULE_SYNC,
                 pos as u64,
                 format!(
-                    "bad header: layer {}, frame_length {}, rate index",
-                    (buf[pos + 1] >> 1) & 3,
-                    f.frame_length
+                    "bad header: layer {}, frame_length {}, sampling_frequency_index {}",
+                    h.layer, f.frame_length, h.sampling_index
                 ),
             ));
-            if f.frame_length < head {
+            if f.frame_length < h.header_len() {
                 break;
             }
         }
@@ -195,12 +182,10 @@ pub fn analyse(buf: &[u8]) -> AdtsReport {
         }
         pos += f.frame_length;
         if f.sample_rate > 0 {
-            samples += 1024 * u64::from(f.raw_blocks);
-            r.duration_ms += 1024.0 * f64::from(f.raw_blocks) * 1000.0 / f64::from(f.sample_rate);
+            r.duration_ms += f64::from(h.samples()) * 1000.0 / f64::from(f.sample_rate);
         }
         r.frames.push(f);
     }
-    let _ = samples;
     r.duration_ms = (r.duration_ms * 1000.0).round() / 1000.0;
     r.frame_count = r.frames.len();
     r

@@ -14,7 +14,7 @@
 //! * §8.7.5 `stco`/`co64`: chunk offsets lie inside the file.
 
 use bytes::Bytes;
-use dtsc::mp4::{boxes, full_box};
+use dtsc::mp4::{boxes, find_box, full_box};
 use serde::Serialize;
 
 use crate::report::{AccessUnit, ReadError, TrackInfo, Violation};
@@ -200,8 +200,9 @@ fn walk(buf: &[u8], base: u64, depth: u8, max_depth: u8, r: &mut Mp4Report) -> O
     (!rest.is_empty()).then(|| base + (buf.len() - rest.len()) as u64)
 }
 
+/// The payload of the first `kind` box at the top level of `buf`.
 fn child<'a>(buf: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
-    boxes(buf).find(|(k, _)| k == kind).map(|(_, p)| p)
+    find_box(buf, &[kind])
 }
 
 /// Sums up one `trak` and checks its tables against each other.

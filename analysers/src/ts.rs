@@ -3,8 +3,10 @@
 //! and PMT (§2.4.4.3, §2.4.4.8), PES headers (§2.4.3.6/§2.4.3.7: PTS and DTS in 90 kHz
 //! ticks), and the access units `dtsc::tsdemux` makes of the stream (keyframes, ms times).
 //!
-//! The PSI and PES header walk here is for display (the demuxer keeps neither PIDs nor
-//! ticks); the media itself is read by `dtsc::tsdemux::TsDemuxer`.
+//! The packet and PSI walk here is for display (the demuxer keeps neither PIDs nor ticks nor
+//! PCRs, and reads every program); sections, PAT/PMT loops and PES headers are read by
+//! `dtsc::tsdemux`'s `parse_section`, `pat_programs`, `pmt_streams` and `parse_pes_header`,
+//! the demuxer's own readers, and the media by `dtsc::tsdemux::TsDemuxer`.
 //!
 //! Rules checked:
 //! * §2.4.3.3 `sync_byte`: every 188-byte packet starts with 0x47.
@@ -12,12 +14,16 @@
 //!   duplicate allowed; `discontinuity_indicator` resets it).
 //! * §2.4.4.9 `PCR_PID`: the PMT's PCR PID carries PCRs, at most 100 ms apart (§2.7.2).
 //! * §2.4.3.7 PTS/DTS: DTS ≤ PTS, DTS never goes back on a PID (modulo the 33-bit wrap).
+//! * §2.4.3.6: a payload that starts a PES (0x000001) has a header that parses (read by
+//!   `dtsc::tsdemux::parse_pes_header`, the demuxer's own reader).
 //! * §2.4.4.11 `CRC_32` of PAT and PMT sections.
 
 use std::collections::BTreeMap;
 
-use dtsc::ts::{crc32_mpeg2, SYNC_BYTE, TS_PACKET_LEN};
-use dtsc::tsdemux::{TsDemuxer, TsEvent};
+use dtsc::ts::{SYNC_BYTE, TS_PACKET_LEN};
+use dtsc::tsdemux::{
+    parse_pes_header, parse_section, pat_programs, pmt_pcr_pid, pmt_streams, TsDemuxer, TsEvent,
+};
 use serde::Serialize;
 
 use crate::report::{AccessUnit, ReadError, TrackInfo, Violation};
@@ -182,6 +188,8 @@ const RULE_SYNC: &str = "ISO/IEC 13818-1 §2.4.3.3 sync_byte";
 const RULE_CC: &str = "ISO/IEC 13818-1 §2.4.3.3 continuity_counter";
 const RULE_PCR: &str = "ISO/IEC 13818-1 §2.4.4.9 PCR_PID (PCRs at most 100 ms apart, §2.7.2)";
 const RULE_DTS: &str = "ISO/IEC 13818-1 §2.4.3.7 PTS/DTS (DTS <= PTS, DTS never back)";
+const RULE_PES: &str =
+    "ISO/IEC 13818-1 §2.4.3.6 PES_packet ('10' marker, header in the first TS packet)";
 const RULE_CRC: &str = "ISO/IEC 13818-1 §2.4.4.11 CRC_32";
 
 /// Largest PCR interval allowed, 90 kHz ticks (100 ms, §2.7.2).
@@ -199,39 +207,6 @@ struct PidState {
     last_pcr: Option<u64>,
     /// Index in `pes` of the PES being read.
     open_pes: Option<usize>,
-}
-
-/// 33-bit timestamp from the 5 bytes of a PTS/DTS field (§2.4.3.7).
-fn timestamp(b: &[u8]) -> u64 {
-    (u64::from(b[0] >> 1) & 7) << 30
-        | u64::from(b[1]) << 22
-        | (u64::from(b[2]) >> 1) << 15
-        | u64::from(b[3]) << 7
-        | u64::from(b[4]) >> 1
-}
-
-/// Reads a PES header (§2.4.3.6): stream id, PTS, DTS, header length. `None` when the bytes
-/// do not start a PES packet.
-fn pes_header(p: &[u8]) -> Option<(u8, Option<u64>, Option<u64>, usize)> {
-    if p.len() < 6 || p[0..3] != [0, 0, 1] {
-        return None;
-    }
-    let sid = p[3];
-    // Stream ids without the optional header (Table 2-22): program_stream_map, padding,
-    // private_stream_2, ECM, EMM, directory, DSMCC, H.222.1 E.
-    if matches!(sid, 0xBC | 0xBE | 0xBF | 0xF0 | 0xF1 | 0xFF | 0xF2 | 0xF8) {
-        return Some((sid, None, None, 6));
-    }
-    if p.len() < 9 {
-        return Some((sid, None, None, p.len()));
-    }
-    let flags = p[7] >> 6;
-    let hdl = usize::from(p[8]);
-    let pts = (flags & 2 != 0)
-        .then(|| p.get(9..14).map(timestamp))
-        .flatten();
-    let dts = (flags == 3).then(|| p.get(14..19).map(timestamp)).flatten();
-    Some((sid, pts, dts.or(pts), 9 + hdl))
 }
 
 /// Walks a whole transport stream (or as much as there is). `only_pid` restricts the item
@@ -410,7 +385,8 @@ pub fn analyse(buf: &[u8], only_pid: Option<u16>) -> TsReport {
         let st = pids.get_mut(&pid).expect("inserted above");
         if pusi {
             st.open_pes = None;
-            if let Some((stream_id, pts, dts, head)) = pes_header(payload) {
+            if let Some(h) = parse_pes_header(payload) {
+                let (pts, dts) = (h.pts, h.dts);
                 st.stats.pes += 1;
                 pes_pid.insert(at, pid);
                 if let (Some(pts), Some(dts)) = (pts, dts) {
@@ -437,15 +413,21 @@ pub fn analyse(buf: &[u8], only_pid: Option<u16>) -> TsReport {
                     r.pes.push(Pes {
                         offset: at,
                         pid,
-                        stream_id,
+                        stream_id: h.stream_id,
                         pts,
                         dts,
                         pts_ms: pts.map(|t| t / 90),
                         dts_ms: dts.map(|t| t / 90),
                         random_access,
-                        size: payload.len().saturating_sub(head) as u64,
+                        size: h.payload.len() as u64,
                     });
                 }
+            } else if payload.starts_with(&[0, 0, 1]) {
+                r.violations.push(Violation::at(
+                    RULE_PES,
+                    at,
+                    format!("PID {pid}: a PES header that does not parse"),
+                ));
             }
         } else if let Some(i) = st.open_pes {
             r.pes[i].size += payload.len() as u64;
@@ -523,30 +505,28 @@ fn sections(
         if len < 12 {
             continue;
         }
-        if crc32_mpeg2(sec) != 0 {
+        let Some(sec) = parse_section(sec) else {
             r.violations.push(Violation::at(
                 RULE_CRC,
                 at,
                 format!("PID {pid}: section with table_id {} has a bad CRC", sec[0]),
             ));
             continue;
-        }
-        let version = (sec[5] >> 1) & 0x1f;
-        let body = &sec[8..len - 4];
-        match sec[0] {
+        };
+        let version = sec.version;
+        match sec.table_id {
             0x00 if pid == 0 => {
-                let tsid = u16::from_be_bytes([sec[3], sec[4]]);
+                let tsid = sec.id;
                 if r.pat
                     .last()
                     .is_some_and(|p| p.version == version && p.transport_stream_id == tsid)
                 {
                     continue;
                 }
-                let programs: Vec<PatProgram> = body
-                    .chunks_exact(4)
-                    .map(|c| PatProgram {
-                        program_number: u16::from_be_bytes([c[0], c[1]]),
-                        pmt_pid: u16::from_be_bytes([c[2] & 0x1f, c[3]]),
+                let programs: Vec<PatProgram> = pat_programs(sec.body)
+                    .map(|(program_number, pmt_pid)| PatProgram {
+                        program_number,
+                        pmt_pid,
                     })
                     .collect();
                 for p in &programs {
@@ -562,7 +542,6 @@ fn sections(
                 });
             }
             0x02 => {
-                let program_number = u16::from_be_bytes([sec[3], sec[4]]);
                 if r.pmt
                     .iter()
                     .rev()
@@ -571,32 +550,26 @@ fn sections(
                 {
                     continue;
                 }
-                if body.len() < 4 {
+                let Some(pcr_pid) = pmt_pcr_pid(sec.body) else {
                     continue;
-                }
-                let pcr_pid = u16::from_be_bytes([body[0] & 0x1f, body[1]]);
-                let info_len = usize::from(u16::from_be_bytes([body[2], body[3]]) & 0xFFF);
-                let mut es = body.get(4 + info_len..).unwrap_or(&[]);
-                let mut streams = Vec::new();
-                while es.len() >= 5 {
-                    let stream_type = es[0];
-                    let epid = u16::from_be_bytes([es[1] & 0x1f, es[2]]);
-                    let elen = usize::from(u16::from_be_bytes([es[3], es[4]]) & 0xFFF);
-                    es_types.insert(epid, stream_type);
-                    streams.push(PmtStream {
-                        pid: epid,
-                        stream_type,
-                        stream_type_name: stream_type_name(stream_type),
-                    });
-                    es = es.get(5 + elen..).unwrap_or(&[]);
-                }
+                };
+                let streams: Vec<PmtStream> = pmt_streams(sec.body)
+                    .map(|e| {
+                        es_types.insert(e.pid, e.stream_type);
+                        PmtStream {
+                            pid: e.pid,
+                            stream_type: e.stream_type,
+                            stream_type_name: stream_type_name(e.stream_type),
+                        }
+                    })
+                    .collect();
                 if !pcr_pids.contains(&pcr_pid) {
                     pcr_pids.push(pcr_pid);
                 }
                 r.pmt.push(Pmt {
                     offset: at,
                     pid,
-                    program_number,
+                    program_number: sec.id,
                     version,
                     pcr_pid,
                     streams,
@@ -694,20 +667,6 @@ mod tests {
         assert_eq!(sync.offset, Some(188 * 5));
         let e = r.error.unwrap();
         assert_eq!(e.offset as usize, 7 * 188);
-    }
-
-    #[test]
-    fn pes_timestamps() {
-        // PTS 0x1_2345_6789 coded as in §2.4.3.7.
-        let t: u64 = 0x1_2345_6789;
-        let b = [
-            0x21 | (((t >> 30) as u8 & 7) << 1),
-            (t >> 22) as u8,
-            (((t >> 15) as u8) << 1) | 1,
-            (t >> 7) as u8,
-            ((t as u8) << 1) | 1,
-        ];
-        assert_eq!(timestamp(&b), t);
     }
 
     proptest! {

@@ -199,6 +199,76 @@ pub fn write_adts_header(
     Ok(())
 }
 
+/// One ADTS frame header (ISO/IEC 14496-3 §1.A.2.2: `adts_fixed_header`, §1.A.2.2.1, and
+/// `adts_variable_header`, §1.A.2.2.2), the fields as coded. [`parse_adts_header`] checks
+/// only the syncword; whether the rest makes a usable frame (layer 0, a sampling frequency
+/// index in the table, a `frame_length` that holds the header) is the caller's to decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdtsHeader {
+    /// `ID`: 0 for MPEG-4 AAC, 1 for MPEG-2 AAC.
+    pub mpeg2: bool,
+    /// `layer` (2 bits), 0 in every valid stream.
+    pub layer: u8,
+    /// `protection_absent`: when false a 16-bit `crc_check` follows, making the header 9
+    /// bytes instead of 7.
+    pub protection_absent: bool,
+    /// The audio object type, `profile_ObjectType` + 1 (1 AAC Main, 2 AAC LC, 3 SSR, 4 LTP).
+    pub object_type: u8,
+    /// `sampling_frequency_index` (0..=15; 0..=12 index [`SAMPLE_RATES`], 13..=15 are
+    /// reserved or escape values ADTS cannot use).
+    pub sampling_index: u8,
+    /// `channel_configuration` (0..=7; 7 is 8 channels, 0 means a PCE in the payload).
+    pub channel_config: u8,
+    /// `frame_length`: bytes of the whole frame, this header included (13 bits).
+    pub frame_length: usize,
+    /// Raw data blocks in the frame, `number_of_raw_data_blocks_in_frame` + 1 (1..=4), each
+    /// 1024 samples.
+    pub raw_blocks: u8,
+}
+
+impl AdtsHeader {
+    /// Bytes of the header: 7, or 9 when a CRC follows (`protection_absent` = 0).
+    pub fn header_len(&self) -> usize {
+        if self.protection_absent {
+            ADTS_HEADER_LEN
+        } else {
+            ADTS_HEADER_LEN + 2
+        }
+    }
+
+    /// The sampling rate in Hz of `sampling_index` (Table 1.18); `None` for 13..=15.
+    pub fn sample_rate(&self) -> Option<u32> {
+        SAMPLE_RATES.get(usize::from(self.sampling_index)).copied()
+    }
+
+    /// Samples per channel the frame decodes to: 1024 per raw data block.
+    pub fn samples(&self) -> u32 {
+        1024 * u32::from(self.raw_blocks)
+    }
+}
+
+/// Reads the ADTS header at the start of `b` (ISO/IEC 14496-3 §1.A.2.2.1, §1.A.2.2.2);
+/// `None` when `b` is shorter than [`ADTS_HEADER_LEN`] bytes or does not start with the
+/// 12-bit syncword 0xFFF. Only the syncword is checked (see [`AdtsHeader`]). Never panics.
+pub fn parse_adts_header(b: &[u8]) -> Option<AdtsHeader> {
+    let h = b.get(..ADTS_HEADER_LEN)?;
+    if h[0] != 0xff || h[1] & 0xf0 != 0xf0 {
+        return None;
+    }
+    Some(AdtsHeader {
+        mpeg2: h[1] & 0x08 != 0,
+        layer: (h[1] >> 1) & 3,
+        protection_absent: h[1] & 1 == 1,
+        object_type: (h[2] >> 6) + 1,
+        sampling_index: (h[2] >> 2) & 0xf,
+        channel_config: ((h[2] & 1) << 2) | (h[3] >> 6),
+        frame_length: (usize::from(h[3] & 3) << 11)
+            | (usize::from(h[4]) << 3)
+            | usize::from(h[5] >> 5),
+        raw_blocks: (h[6] & 3) + 1,
+    })
+}
+
 /// The RFC 6381 §3.3 codec string for `asc`: `mp4a.40.` and the decimal object type, for
 /// example `mp4a.40.2` (AAC LC) or `mp4a.40.5` (HE-AAC).
 pub fn codec_string(asc: &AudioSpecificConfig) -> String {
@@ -284,6 +354,41 @@ mod tests {
         write_adts_header(&asc, 8184, &mut out).unwrap();
     }
 
+    #[test]
+    fn reads_adts_headers() {
+        let asc = parse_asc(&[0x11, 0x90]).unwrap(); // LC 48000 stereo
+        let mut out = Vec::new();
+        write_adts_header(&asc, 100, &mut out).unwrap();
+        let h = parse_adts_header(&out).unwrap();
+        assert_eq!(
+            h,
+            AdtsHeader {
+                mpeg2: false,
+                layer: 0,
+                protection_absent: true,
+                object_type: 2,
+                sampling_index: 3,
+                channel_config: 2,
+                frame_length: 107,
+                raw_blocks: 1,
+            }
+        );
+        assert_eq!(
+            (h.header_len(), h.sample_rate(), h.samples()),
+            (7, Some(48000), 1024)
+        );
+        // MPEG-2, layer 1, CRC present, index 13, three raw data blocks.
+        let h = parse_adts_header(&[0xff, 0xfa, 0x74, 0x80, 0x0d, 0x7f, 0xfe]).unwrap();
+        assert!(h.mpeg2 && !h.protection_absent);
+        assert_eq!((h.layer, h.sampling_index, h.raw_blocks), (1, 13, 3));
+        assert_eq!(
+            (h.header_len(), h.sample_rate(), h.samples()),
+            (9, None, 3072)
+        );
+        assert_eq!(parse_adts_header(&out[..6]), None);
+        assert_eq!(parse_adts_header(&[0xff, 0xe1, 0, 0, 0, 0, 0]), None);
+    }
+
     proptest! {
         #[test]
         fn parse_asc_never_panics(data in proptest::collection::vec(any::<u8>(), 0..12)) {
@@ -291,6 +396,9 @@ mod tests {
                 let mut out = Vec::new();
                 let _ = write_adts_header(&asc, data.len(), &mut out);
                 write_asc(&asc, &mut out);
+            }
+            if let Some(h) = parse_adts_header(&data) {
+                assert!(h.raw_blocks >= 1 && h.frame_length < 8192);
             }
         }
     }

@@ -378,41 +378,28 @@ impl TsDemuxer {
         if s.first() == Some(&0xff) {
             return; // stuffing
         }
-        if s.len() < 12 {
-            self.stats.bad_sections += 1;
-            return;
-        }
-        let len = 3 + (usize::from(u16::from_be_bytes([s[1], s[2]])) & 0xfff);
-        let Some(s) = s.get(..len) else {
+        let Some(sec) = parse_section(s) else {
             self.stats.bad_sections += 1;
             return;
         };
-        if crc32_mpeg2(s) != 0 {
-            self.stats.bad_sections += 1;
+        if !sec.current {
             return;
         }
-        let current = s[5] & 1 == 1;
-        if !current {
-            return;
-        }
-        let body = &s[8..len - 4];
-        match (pid, s[0]) {
+        match (pid, sec.table_id) {
             (0, 0x00) => {
-                // program_number (16), reserved (3), PID (13); program 0 is the NIT.
-                let pmt = body
-                    .chunks_exact(4)
-                    .find(|e| u16::from_be_bytes([e[0], e[1]]) != 0)
-                    .map(|e| u16::from_be_bytes([e[2] & 0x1f, e[3]]));
+                // The first program; program 0 is the NIT.
+                let pmt = pat_programs(sec.body)
+                    .find(|&(program, _)| program != 0)
+                    .map(|(_, pid)| pid);
                 if pmt != self.pmt_pid {
                     self.pmt_pid = pmt;
                     self.pmt_version = None;
                 }
             }
             (p, 0x02) if Some(p) == self.pmt_pid => {
-                let version = (s[5] >> 1) & 0x1f;
-                if self.pmt_version != Some(version) {
-                    self.pmt_version = Some(version);
-                    self.pmt(body, events);
+                if self.pmt_version != Some(sec.version) {
+                    self.pmt_version = Some(sec.version);
+                    self.pmt(sec.body, events);
                 }
             }
             _ => self.stats.bad_sections += 1,
@@ -425,16 +412,17 @@ impl TsDemuxer {
             self.stats.bad_sections += 1;
             return;
         }
-        let info_len = usize::from(u16::from_be_bytes([body[2], body[3]])) & 0xfff;
-        let mut at = 4 + info_len;
         let mut next: Vec<Es> = Vec::new();
-        while at + 5 <= body.len() && next.len() < MAX_STREAMS {
-            let stream_type = body[at];
-            let pid = u16::from_be_bytes([body[at + 1] & 0x1f, body[at + 2]]);
-            let es_len = usize::from(u16::from_be_bytes([body[at + 3], body[at + 4]])) & 0xfff;
-            let desc = body.get(at + 5..at + 5 + es_len).unwrap_or(&[]);
-            at += 5 + es_len;
-            let lang = language(desc);
+        for entry in pmt_streams(body) {
+            if next.len() >= MAX_STREAMS {
+                break;
+            }
+            let PmtStream {
+                stream_type,
+                pid,
+                descriptors,
+            } = entry;
+            let lang = language(descriptors);
             if let Some(old) = self
                 .streams
                 .iter()
@@ -531,8 +519,10 @@ impl TsDemuxer {
         es.assembling = false;
         let pes = std::mem::take(&mut es.pes);
         let bpos = es.pes_bpos;
-        match parse_pes(&pes) {
-            Some((pts, dts, payload)) => {
+        match parse_pes_header(&pes) {
+            Some(PesHeader {
+                pts, dts, payload, ..
+            }) => {
                 let times = pts.map(|pts| {
                     let dts = dts.unwrap_or(pts);
                     let d = self.unwrap(dts);
@@ -720,41 +710,38 @@ struct AudioFacts {
     channels: u32,
 }
 
-/// An ADTS frame (ISO/IEC 14496-3 §1.A.2.2): 7-byte header (9 with CRC), one raw data block
-/// (frames with several blocks are taken as 1024 samples each block).
+/// An ADTS frame (ISO/IEC 14496-3 §1.A.2.2, header read by [`aac::parse_adts_header`]):
+/// 7-byte header (9 with CRC), one raw data block (frames with several blocks are taken as
+/// 1024 samples each block). Layer 0, a rate in the index table and a `frame_length` that
+/// holds the header are required.
 fn adts_frame(b: &[u8]) -> Frame {
-    if b.len() < 7 {
-        return if b.first() == Some(&0xff) {
+    let Some(h) = aac::parse_adts_header(b) else {
+        return if b.len() < aac::ADTS_HEADER_LEN && b.first() == Some(&0xff) {
             Frame::Partial
         } else {
             Frame::Bad
         };
-    }
-    if b[0] != 0xff || b[1] & 0xf6 != 0xf0 {
+    };
+    let hdr = h.header_len();
+    let (Some(rate), 0) = (h.sample_rate(), h.layer) else {
         return Frame::Bad;
-    }
-    let protection_absent = b[1] & 1 == 1;
-    let profile = b[2] >> 6;
-    let sf = (b[2] >> 2) & 0xf;
-    let cc = ((b[2] & 1) << 2) | (b[3] >> 6);
-    let len = (usize::from(b[3] & 3) << 11) | (usize::from(b[4]) << 3) | usize::from(b[5] >> 5);
-    let blocks = u32::from(b[6] & 3) + 1;
-    let hdr = if protection_absent { 7 } else { 9 };
-    if sf > 12 || len < hdr {
+    };
+    let len = h.frame_length;
+    if len < hdr {
         return Frame::Bad;
     }
     if b.len() < len {
         return Frame::Partial;
     }
-    let rate = aac::SAMPLE_RATES[sf as usize];
+    let cc = h.channel_config;
     let mut asc = AudioSpecificConfig::lc(rate, if cc == 7 { 8 } else { cc });
-    asc.object_type = profile + 1;
+    asc.object_type = h.object_type;
     let mut init = Vec::new();
     aac::write_asc(&asc, &mut init);
     Frame::Ok {
         len,
         raw: (hdr, len),
-        samples: 1024 * blocks,
+        samples: h.samples(),
         track: AudioFacts {
             init,
             rate,
@@ -890,10 +877,117 @@ fn video_access_unit(es: &mut Es, annexb: &[u8]) -> Option<(Vec<u8>, bool, bool)
     Some((out, keyframe && es.ready, changed))
 }
 
-/// Reads a PES packet (ISO/IEC 13818-1 §2.4.3.6): start code prefix, stream_id, length,
-/// then for streams with the optional header its flags and PTS/DTS. Returns (PTS, DTS,
-/// payload) in 90 kHz ticks (33 bits); `None` when it does not parse.
-fn parse_pes(b: &[u8]) -> Option<(Option<u64>, Option<u64>, &[u8])> {
+/// A PSI section in the long form (ISO/IEC 13818-1 §2.4.4.10, Table 2-30; the PAT and PMT
+/// use it), as [`parse_section`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PsiSection<'a> {
+    /// `table_id` (0x00 PAT, 0x02 PMT; Table 2-31).
+    pub table_id: u8,
+    /// `table_id_extension`: the PAT's `transport_stream_id`, the PMT's `program_number`.
+    pub id: u16,
+    /// `version_number` (5 bits).
+    pub version: u8,
+    /// `current_next_indicator`: true when the table applies now, false when it is next.
+    pub current: bool,
+    /// The bytes after `last_section_number` and before `CRC_32`: the PAT's program loop
+    /// ([`pat_programs`]) or the PMT's `PCR_PID`, program info and ES loop ([`pmt_streams`]).
+    pub body: &'a [u8],
+}
+
+/// Reads the section at the start of `s` (from `table_id`): its `section_length` bytes
+/// after the 3-byte head, checked with `CRC_32` (§2.4.4.11, [`crate::ts::crc32_mpeg2`]).
+/// Bytes after the section are ignored. `None` when it is shorter than the 12 bytes of a
+/// long-form section with an empty body, runs past `s`, or fails its CRC. Never panics.
+pub fn parse_section(s: &[u8]) -> Option<PsiSection<'_>> {
+    if s.len() < 12 {
+        return None;
+    }
+    let len = 3 + (usize::from(u16::from_be_bytes([s[1], s[2]])) & 0xfff);
+    let s = s.get(..len)?;
+    if len < 12 || crc32_mpeg2(s) != 0 {
+        return None;
+    }
+    Some(PsiSection {
+        table_id: s[0],
+        id: u16::from_be_bytes([s[3], s[4]]),
+        version: (s[5] >> 1) & 0x1f,
+        current: s[5] & 1 == 1,
+        body: &s[8..len - 4],
+    })
+}
+
+/// The PAT's programs (§2.4.4.3) from its section body: (`program_number`, PID) pairs, the
+/// PID being the program's PMT PID, or the network PID for program 0.
+pub fn pat_programs(body: &[u8]) -> impl Iterator<Item = (u16, u16)> + '_ {
+    body.chunks_exact(4).map(|e| {
+        (
+            u16::from_be_bytes([e[0], e[1]]),
+            u16::from_be_bytes([e[2] & 0x1f, e[3]]),
+        )
+    })
+}
+
+/// One elementary stream of a PMT (§2.4.4.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PmtStream<'a> {
+    /// `stream_type` (Table 2-34: 0x1B H.264, 0x24 HEVC, 0x0F AAC in ADTS, ...).
+    pub stream_type: u8,
+    /// `elementary_PID`.
+    pub pid: u16,
+    /// The ES descriptor loop (`ES_info_length` bytes; empty when it runs past the section).
+    pub descriptors: &'a [u8],
+}
+
+/// The `PCR_PID` of a PMT section body (§2.4.4.8); `None` when the body is shorter than its
+/// 4 fixed bytes.
+pub fn pmt_pcr_pid(body: &[u8]) -> Option<u16> {
+    let b = body.get(..4)?;
+    Some(u16::from_be_bytes([b[0] & 0x1f, b[1]]))
+}
+
+/// The elementary streams of a PMT section body (§2.4.4.8), after its `program_info`
+/// descriptors; stops where fewer than the 5 bytes of an entry are left. Never panics.
+pub fn pmt_streams(body: &[u8]) -> impl Iterator<Item = PmtStream<'_>> + '_ {
+    let info_len = body
+        .get(2..4)
+        .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])) & 0xfff);
+    let mut at = 4 + info_len;
+    std::iter::from_fn(move || {
+        let e = body.get(at..at + 5)?;
+        let es_len = usize::from(u16::from_be_bytes([e[3], e[4]])) & 0xfff;
+        let entry = PmtStream {
+            stream_type: e[0],
+            pid: u16::from_be_bytes([e[1] & 0x1f, e[2]]),
+            descriptors: body.get(at + 5..at + 5 + es_len).unwrap_or(&[]),
+        };
+        at += 5 + es_len;
+        Some(entry)
+    })
+}
+
+/// A PES packet's header (ISO/IEC 13818-1 §2.4.3.6) and the payload after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PesHeader<'a> {
+    /// `stream_id` (Table 2-22: 0xE0..=0xEF video, 0xC0..=0xDF audio, 0xBD
+    /// private_stream_1).
+    pub stream_id: u8,
+    /// `PTS` (§2.4.3.7), 90 kHz ticks, 33 bits as coded (no wrap undone).
+    pub pts: Option<u64>,
+    /// `DTS` (§2.4.3.7), 90 kHz ticks, 33 bits; the PTS when only a PTS is coded.
+    pub dts: Option<u64>,
+    /// The bytes after the header: up to the end given by `PES_packet_length`, or to the
+    /// end of the input when the length is 0 (unbounded, video) or runs past it.
+    pub payload: &'a [u8],
+}
+
+/// Reads a PES packet (ISO/IEC 13818-1 §2.4.3.6) at the start of `b`: start code prefix
+/// 0x000001, `stream_id`, `PES_packet_length`, then, for the stream ids that have it (all
+/// but Table 2-22's program_stream_map, padding, private_stream_2, ECM, EMM, directory,
+/// DSMCC and H.222.1 type E), the optional header: the '10' marker, `PTS_DTS_flags` and the
+/// PTS/DTS fields (§2.4.3.7). `b` may be a whole PES or its first bytes (as far as the
+/// header reaches). `None` when it is not a PES start or its header does not fit in `b`.
+/// Never panics.
+pub fn parse_pes_header(b: &[u8]) -> Option<PesHeader<'_>> {
     if b.len() < 6 || b[..3] != [0, 0, 1] {
         return None;
     }
@@ -908,7 +1002,12 @@ fn parse_pes(b: &[u8]) -> Option<(Option<u64>, Option<u64>, &[u8])> {
         stream_id,
         0xbc | 0xbe | 0xbf | 0xf0 | 0xf1 | 0xf2 | 0xf8 | 0xff
     ) {
-        return Some((None, None, b.get(6..end)?));
+        return Some(PesHeader {
+            stream_id,
+            pts: None,
+            dts: None,
+            payload: b.get(6..end)?,
+        });
     }
     if b.len() < 9 || b[6] & 0xc0 != 0x80 {
         return None;
@@ -931,7 +1030,12 @@ fn parse_pes(b: &[u8]) -> Option<(Option<u64>, Option<u64>, &[u8])> {
         3 if hdr_len >= 10 => (ts(9), ts(14)),
         _ => (None, None),
     };
-    Some((pts, dts.or(pts), payload))
+    Some(PesHeader {
+        stream_id,
+        pts,
+        dts: dts.or(pts),
+        payload,
+    })
 }
 
 /// The ISO 639 language code of an ES descriptor loop (§2.6.18, tag 0x0A), `None` when
@@ -1162,6 +1266,46 @@ mod tests {
         assert_eq!(d.streams[1].track.lang.as_deref(), Some("swe"));
         assert_eq!(d.streams[1].track.id, 2);
         assert!(d.tracks().is_empty(), "no track before its first frame");
+    }
+
+    #[test]
+    fn reads_pes_headers() {
+        // PTS 0x1_2345_6789 and DTS 0x0_0000_0001 coded as in §2.4.3.7, then 2 bytes.
+        let code = |prefix: u8, t: u64| {
+            [
+                (prefix << 4) | (((t >> 30) as u8 & 7) << 1) | 1,
+                (t >> 22) as u8,
+                (((t >> 15) as u8) << 1) | 1,
+                (t >> 7) as u8,
+                ((t as u8) << 1) | 1,
+            ]
+        };
+        let mut pes = vec![0, 0, 1, 0xe0, 0, 15, 0x80, 0xc0, 10];
+        pes.extend_from_slice(&code(3, 0x1_2345_6789));
+        pes.extend_from_slice(&code(1, 1));
+        pes.extend_from_slice(&[0xaa, 0xbb, 0xcc]);
+        let h = parse_pes_header(&pes).unwrap();
+        assert_eq!(
+            (h.stream_id, h.pts, h.dts, h.payload),
+            (0xe0, Some(0x1_2345_6789), Some(1), &[0xaa, 0xbb][..])
+        );
+        // PTS only: the DTS is the PTS.
+        let mut pes = vec![0, 0, 1, 0xc0, 0, 0, 0x80, 0x80, 5];
+        pes.extend_from_slice(&code(2, 90_000));
+        let h = parse_pes_header(&pes).unwrap();
+        assert_eq!(
+            (h.pts, h.dts, h.payload.len()),
+            (Some(90_000), Some(90_000), 0)
+        );
+        // Padding has no optional header; a missing '10' marker or a short header fails.
+        let h = parse_pes_header(&[0, 0, 1, 0xbe, 0, 2, 0xff, 0xff]).unwrap();
+        assert_eq!((h.pts, h.payload.len()), (None, 2));
+        assert_eq!(
+            parse_pes_header(&[0, 0, 1, 0xe0, 0, 0, 0x40, 0x80, 5]),
+            None
+        );
+        assert_eq!(parse_pes_header(&pes[..12]), None);
+        assert_eq!(parse_pes_header(&[0, 0, 2, 0xe0, 0, 0]), None);
     }
 
     #[test]
