@@ -57,8 +57,11 @@ struct Probed {
     key: bool,
 }
 
-/// ffprobe's streams (index → (codec_type, id, time base num/den)) and packets.
-fn ffprobe(file: &Path) -> (Vec<(String, String, i64, i64)>, Vec<Probed>) {
+/// One stream as ffprobe lists it: codec_type, id, time base numerator and denominator.
+type ProbedStream = (String, String, i64, i64);
+
+/// ffprobe's streams (by index) and packets.
+fn ffprobe(file: &Path) -> (Vec<ProbedStream>, Vec<Probed>) {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-show_entries"])
         .arg("packet=stream_index,pts,dts,size,flags:stream=index,codec_type,id,time_base")
