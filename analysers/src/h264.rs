@@ -117,6 +117,13 @@ pub(crate) fn offset_in(whole: &[u8], part: &[u8]) -> u64 {
     (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize) as u64
 }
 
+/// The read error of an Annex B stream of `buf.len()` bytes in which `nal_units` NAL units
+/// were found: none found in a non-empty input means it has no start code (Annex B.1).
+pub(crate) fn no_start_code(buf: &[u8], nal_units: usize) -> Option<ReadError> {
+    (nal_units == 0 && !buf.is_empty())
+        .then(|| ReadError::at(0, "no Annex B start code (00 00 01) found"))
+}
+
 const RULE_FZB: &str = "ITU-T H.264 §7.4.1 forbidden_zero_bit";
 const RULE_ORDER: &str = "ITU-T H.264 §7.4.1.2.1 (SPS and PPS before the first slice)";
 const RULE_SPS: &str = "ITU-T H.264 §7.3.2.1.1 seq_parameter_set_data";
@@ -180,9 +187,7 @@ pub fn analyse(buf: &[u8]) -> H264Report {
         });
     }
     r.nal_unit_count = r.nal_units.len();
-    if r.nal_units.is_empty() && !buf.is_empty() {
-        r.error = Some(ReadError::at(0, "no Annex B start code (00 00 01) found"));
-    }
+    r.error = no_start_code(buf, r.nal_unit_count);
     r
 }
 

@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use crate::h264::offset_in;
+use crate::h264::{no_start_code, offset_in};
 use crate::report::{ReadError, Violation};
 
 /// One NAL unit (§7.3.1.2).
@@ -185,9 +185,7 @@ pub fn analyse(buf: &[u8]) -> HevcReport {
         });
     }
     r.nal_unit_count = r.nal_units.len();
-    if r.nal_units.is_empty() && !buf.is_empty() {
-        r.error = Some(ReadError::at(0, "no Annex B start code (00 00 01) found"));
-    }
+    r.error = no_start_code(buf, r.nal_unit_count);
     r
 }
 

@@ -205,6 +205,14 @@ fn child<'a>(buf: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
     find_box(buf, &[kind])
 }
 
+/// The entries of a sample table box (`stts`, `ctts`, `stss`, `stco`, `co64`, `stsc`;
+/// ISO/IEC 14496-12 §8.6, §8.7) from its body after the full box header: the 32-bit
+/// `entry_count`, then entries of `width` bytes, as many of them as are present.
+fn table(b: &[u8], width: usize) -> impl Iterator<Item = &[u8]> {
+    let n = be32(b, 0).unwrap_or(0) as usize;
+    b.get(4..).unwrap_or(&[]).chunks_exact(width).take(n)
+}
+
 /// Sums up one `trak` and checks its tables against each other.
 fn sample_tables(trak: &[u8], file_len: u64, r: &mut Mp4Report) -> SampleTables {
     let mut t = SampleTables::default();
@@ -240,14 +248,14 @@ fn sample_tables(trak: &[u8], file_len: u64, r: &mut Mp4Report) -> SampleTables 
             t.sample_entry = fourcc(&k);
         }
     }
-    if let Some((_, _, b)) = child(stbl, b"stsz").and_then(full_box) {
-        t.samples = u64::from(be32(b, 4).unwrap_or(0));
-    } else if let Some((_, _, b)) = child(stbl, b"stz2").and_then(full_box) {
+    if let Some((_, _, b)) = child(stbl, b"stsz")
+        .or_else(|| child(stbl, b"stz2"))
+        .and_then(full_box)
+    {
         t.samples = u64::from(be32(b, 4).unwrap_or(0));
     }
     if let Some((_, _, b)) = child(stbl, b"stts").and_then(full_box) {
-        let n = be32(b, 0).unwrap_or(0) as usize;
-        for e in b.get(4..).unwrap_or(&[]).chunks_exact(8).take(n) {
+        for e in table(b, 8) {
             let count = u64::from(be32(e, 0).unwrap_or(0));
             t.stts_samples += count;
             t.stts_duration += count * u64::from(be32(e, 4).unwrap_or(0));
@@ -263,12 +271,7 @@ fn sample_tables(trak: &[u8], file_len: u64, r: &mut Mp4Report) -> SampleTables 
         ));
     }
     if let Some((_, _, b)) = child(stbl, b"ctts").and_then(full_box) {
-        let n = be32(b, 0).unwrap_or(0) as usize;
-        let total: u64 = b
-            .get(4..)
-            .unwrap_or(&[])
-            .chunks_exact(8)
-            .take(n)
+        let total: u64 = table(b, 8)
             .map(|e| u64::from(be32(e, 0).unwrap_or(0)))
             .sum();
         t.ctts_samples = Some(total);
@@ -284,9 +287,8 @@ fn sample_tables(trak: &[u8], file_len: u64, r: &mut Mp4Report) -> SampleTables 
     }
     match child(stbl, b"stss").and_then(full_box) {
         Some((_, _, b)) => {
-            let n = be32(b, 0).unwrap_or(0) as usize;
             let mut last = 0u32;
-            for e in b.get(4..).unwrap_or(&[]).chunks_exact(4).take(n) {
+            for e in table(b, 4) {
                 let s = be32(e, 0).unwrap_or(0);
                 if s <= last || u64::from(s) > t.samples {
                     r.violations.push(Violation::new(
@@ -305,23 +307,11 @@ fn sample_tables(trak: &[u8], file_len: u64, r: &mut Mp4Report) -> SampleTables 
     }
     let mut offsets: Vec<u64> = Vec::new();
     if let Some((_, _, b)) = child(stbl, b"stco").and_then(full_box) {
-        let n = be32(b, 0).unwrap_or(0) as usize;
-        offsets = b
-            .get(4..)
-            .unwrap_or(&[])
-            .chunks_exact(4)
-            .take(n)
+        offsets = table(b, 4)
             .map(|e| u64::from(be32(e, 0).unwrap_or(0)))
             .collect();
     } else if let Some((_, _, b)) = child(stbl, b"co64").and_then(full_box) {
-        let n = be32(b, 0).unwrap_or(0) as usize;
-        offsets = b
-            .get(4..)
-            .unwrap_or(&[])
-            .chunks_exact(8)
-            .take(n)
-            .map(|e| be64(e, 0).unwrap_or(0))
-            .collect();
+        offsets = table(b, 8).map(|e| be64(e, 0).unwrap_or(0)).collect();
     }
     t.chunks = offsets.len() as u64;
     if let Some(o) = offsets.iter().find(|&&o| o >= file_len) {
@@ -331,12 +321,7 @@ fn sample_tables(trak: &[u8], file_len: u64, r: &mut Mp4Report) -> SampleTables 
         ));
     }
     if let Some((_, _, b)) = child(stbl, b"stsc").and_then(full_box) {
-        let n = be32(b, 0).unwrap_or(0) as usize;
-        let entries: Vec<(u64, u64)> = b
-            .get(4..)
-            .unwrap_or(&[])
-            .chunks_exact(12)
-            .take(n)
+        let entries: Vec<(u64, u64)> = table(b, 12)
             .map(|e| {
                 (
                     u64::from(be32(e, 0).unwrap_or(0)),

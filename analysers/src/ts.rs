@@ -217,9 +217,7 @@ pub fn analyse(buf: &[u8], only_pid: Option<u16>) -> TsReport {
         ..TsReport::default()
     };
     let mut pids: BTreeMap<u16, PidState> = BTreeMap::new();
-    let mut pmt_pids: Vec<u16> = Vec::new();
-    let mut es_types: BTreeMap<u16, u8> = BTreeMap::new();
-    let mut pcr_pids: Vec<u16> = Vec::new();
+    let mut psi = Psi::default();
     // PES start offset → PID, to place the demuxer's access units.
     let mut pes_pid: BTreeMap<u64, u16> = BTreeMap::new();
     let mut pos = 0usize;
@@ -339,7 +337,7 @@ pub fn analyse(buf: &[u8], only_pid: Option<u16>) -> TsReport {
             continue;
         }
         let payload = &p[payload_at..];
-        let is_psi = pid == 0 || pmt_pids.contains(&pid);
+        let is_psi = pid == 0 || psi.pmt_pids.contains(&pid);
         if is_psi {
             let st = pids.get_mut(&pid).expect("inserted above");
             let mut data = payload;
@@ -350,15 +348,7 @@ pub fn analyse(buf: &[u8], only_pid: Option<u16>) -> TsReport {
                 st.section.extend_from_slice(&rest[..ptr.min(rest.len())]);
                 let prev = std::mem::take(&mut st.section);
                 let prev_at = st.section_at;
-                sections(
-                    &prev,
-                    pid,
-                    prev_at,
-                    &mut r,
-                    &mut pmt_pids,
-                    &mut es_types,
-                    &mut pcr_pids,
-                );
+                psi.sections(&prev, pid, prev_at, &mut r);
                 data = rest.get(ptr..).unwrap_or(&[]);
                 let st = pids.get_mut(&pid).expect("inserted above");
                 st.section_at = at;
@@ -370,15 +360,7 @@ pub fn analyse(buf: &[u8], only_pid: Option<u16>) -> TsReport {
             if complete(&st.section) {
                 let done = std::mem::take(&mut st.section);
                 let sat = st.section_at;
-                sections(
-                    &done,
-                    pid,
-                    sat,
-                    &mut r,
-                    &mut pmt_pids,
-                    &mut es_types,
-                    &mut pcr_pids,
-                );
+                psi.sections(&done, pid, sat, &mut r);
             }
             continue;
         }
@@ -433,7 +415,7 @@ pub fn analyse(buf: &[u8], only_pid: Option<u16>) -> TsReport {
             r.pes[i].size += payload.len() as u64;
         }
     }
-    for pcr_pid in &pcr_pids {
+    for pcr_pid in &psi.pcr_pids {
         if pids.get(pcr_pid).is_none_or(|s| s.stats.pcrs == 0) && *pcr_pid != 0x1FFF {
             r.violations.push(Violation::new(
                 RULE_PCR,
@@ -444,13 +426,13 @@ pub fn analyse(buf: &[u8], only_pid: Option<u16>) -> TsReport {
     for (pid, mut st) in pids {
         st.stats.carries = if pid == 0 {
             "PAT".into()
-        } else if pmt_pids.contains(&pid) {
+        } else if psi.pmt_pids.contains(&pid) {
             "PMT".into()
         } else if pid == 0x1FFF {
             "null".into()
         } else if pid == 0x11 {
             "SDT (DVB)".into()
-        } else if let Some(t) = es_types.get(&pid) {
+        } else if let Some(t) = psi.es_types.get(&pid) {
             stream_type_name(*t).into()
         } else {
             "unknown".into()
@@ -485,97 +467,103 @@ fn complete(s: &[u8]) -> bool {
     }
 }
 
-/// Reads the sections in `s` (PAT on PID 0, PMTs on their PIDs) into the report.
-fn sections(
-    mut s: &[u8],
-    pid: u16,
-    at: u64,
-    r: &mut TsReport,
-    pmt_pids: &mut Vec<u16>,
-    es_types: &mut BTreeMap<u16, u8>,
-    pcr_pids: &mut Vec<u16>,
-) {
-    while s.len() >= 3 && s[0] != 0xFF {
-        let len = 3 + (usize::from(u16::from_be_bytes([s[1], s[2]])) & 0xFFF);
-        if s.len() < len {
-            return;
-        }
-        let sec = &s[..len];
-        s = &s[len..];
-        if len < 12 {
-            continue;
-        }
-        let Some(sec) = parse_section(sec) else {
-            r.violations.push(Violation::at(
-                RULE_CRC,
-                at,
-                format!("PID {pid}: section with table_id {} has a bad CRC", sec[0]),
-            ));
-            continue;
-        };
-        let version = sec.version;
-        match sec.table_id {
-            0x00 if pid == 0 => {
-                let tsid = sec.id;
-                if r.pat
-                    .last()
-                    .is_some_and(|p| p.version == version && p.transport_stream_id == tsid)
-                {
-                    continue;
-                }
-                let programs: Vec<PatProgram> = pat_programs(sec.body)
-                    .map(|(program_number, pmt_pid)| PatProgram {
-                        program_number,
-                        pmt_pid,
-                    })
-                    .collect();
-                for p in &programs {
-                    if p.program_number != 0 && !pmt_pids.contains(&p.pmt_pid) {
-                        pmt_pids.push(p.pmt_pid);
+/// What the PAT and PMTs read so far say about the PIDs.
+#[derive(Default)]
+struct Psi {
+    /// The PMT PIDs of every program of the PAT.
+    pmt_pids: Vec<u16>,
+    /// Elementary PID → `stream_type`, from every PMT.
+    es_types: BTreeMap<u16, u8>,
+    /// The `PCR_PID` of every PMT.
+    pcr_pids: Vec<u16>,
+}
+
+impl Psi {
+    /// Reads the sections in `s` (PAT on PID 0, PMTs on their PIDs), which started in the TS
+    /// packet at `at`, into the report.
+    fn sections(&mut self, mut s: &[u8], pid: u16, at: u64, r: &mut TsReport) {
+        while s.len() >= 3 && s[0] != 0xFF {
+            let len = 3 + (usize::from(u16::from_be_bytes([s[1], s[2]])) & 0xFFF);
+            if s.len() < len {
+                return;
+            }
+            let sec = &s[..len];
+            s = &s[len..];
+            if len < 12 {
+                continue;
+            }
+            let Some(sec) = parse_section(sec) else {
+                r.violations.push(Violation::at(
+                    RULE_CRC,
+                    at,
+                    format!("PID {pid}: section with table_id {} has a bad CRC", sec[0]),
+                ));
+                continue;
+            };
+            let version = sec.version;
+            match sec.table_id {
+                0x00 if pid == 0 => {
+                    let tsid = sec.id;
+                    if r.pat
+                        .last()
+                        .is_some_and(|p| p.version == version && p.transport_stream_id == tsid)
+                    {
+                        continue;
                     }
-                }
-                r.pat.push(Pat {
-                    offset: at,
-                    transport_stream_id: tsid,
-                    version,
-                    programs,
-                });
-            }
-            0x02 => {
-                if r.pmt
-                    .iter()
-                    .rev()
-                    .find(|p| p.pid == pid)
-                    .is_some_and(|p| p.version == version)
-                {
-                    continue;
-                }
-                let Some(pcr_pid) = pmt_pcr_pid(sec.body) else {
-                    continue;
-                };
-                let streams: Vec<PmtStream> = pmt_streams(sec.body)
-                    .map(|e| {
-                        es_types.insert(e.pid, e.stream_type);
-                        PmtStream {
-                            pid: e.pid,
-                            stream_type: e.stream_type,
-                            stream_type_name: stream_type_name(e.stream_type),
+                    let programs: Vec<PatProgram> = pat_programs(sec.body)
+                        .map(|(program_number, pmt_pid)| PatProgram {
+                            program_number,
+                            pmt_pid,
+                        })
+                        .collect();
+                    for p in &programs {
+                        if p.program_number != 0 && !self.pmt_pids.contains(&p.pmt_pid) {
+                            self.pmt_pids.push(p.pmt_pid);
                         }
-                    })
-                    .collect();
-                if !pcr_pids.contains(&pcr_pid) {
-                    pcr_pids.push(pcr_pid);
+                    }
+                    r.pat.push(Pat {
+                        offset: at,
+                        transport_stream_id: tsid,
+                        version,
+                        programs,
+                    });
                 }
-                r.pmt.push(Pmt {
-                    offset: at,
-                    pid,
-                    program_number: sec.id,
-                    version,
-                    pcr_pid,
-                    streams,
-                });
+                0x02 => {
+                    if r.pmt
+                        .iter()
+                        .rev()
+                        .find(|p| p.pid == pid)
+                        .is_some_and(|p| p.version == version)
+                    {
+                        continue;
+                    }
+                    let Some(pcr_pid) = pmt_pcr_pid(sec.body) else {
+                        continue;
+                    };
+                    let streams: Vec<PmtStream> = pmt_streams(sec.body)
+                        .map(|e| {
+                            self.es_types.insert(e.pid, e.stream_type);
+                            PmtStream {
+                                pid: e.pid,
+                                stream_type: e.stream_type,
+                                stream_type_name: stream_type_name(e.stream_type),
+                            }
+                        })
+                        .collect();
+                    if !self.pcr_pids.contains(&pcr_pid) {
+                        self.pcr_pids.push(pcr_pid);
+                    }
+                    r.pmt.push(Pmt {
+                        offset: at,
+                        pid,
+                        program_number: sec.id,
+                        version,
+                        pcr_pid,
+                        streams,
+                    });
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
 }
