@@ -5,7 +5,8 @@
 //! and SPSs read by `dtsc::h264::parse_sps`.
 //!
 //! Rules checked:
-//! * §7.4.1 `forbidden_zero_bit` is 0.
+//! * §7.4.1 `forbidden_zero_bit` is 0, and no 0x000000 or 0x000002 within a NAL unit (a
+//!   damaged or zeroed stretch of the stream).
 //! * §7.4.1.2.1: an SPS and a PPS come before the first slice.
 //! * §7.3.2.1.1: every SPS parses.
 
@@ -124,6 +125,17 @@ pub(crate) fn no_start_code(buf: &[u8], nal_units: usize) -> Option<ReadError> {
         .then(|| ReadError::at(0, "no Annex B start code (00 00 01) found"))
 }
 
+/// Where, inside `nal` (a NAL unit as `annexb_nal_units` gives it), the first of the
+/// three-byte sequences 0x000000 and 0x000002 stands: a NAL unit may hold none of them, nor
+/// 0x000001 (which would end it), at any byte-aligned position (H.264 §7.4.1, H.265 §7.4.2).
+/// A zeroed or damaged stretch of a stream shows up as one.
+pub(crate) fn forbidden_sequence(nal: &[u8]) -> Option<usize> {
+    nal.windows(3)
+        .position(|w| w[0] == 0 && w[1] == 0 && (w[2] == 0 || w[2] == 2))
+}
+
+const RULE_EMULATION: &str =
+    "ITU-T H.264 §7.4.1 (no 0x000000, 0x000001 or 0x000002 within a NAL unit)";
 const RULE_FZB: &str = "ITU-T H.264 §7.4.1 forbidden_zero_bit";
 const RULE_ORDER: &str = "ITU-T H.264 §7.4.1.2.1 (SPS and PPS before the first slice)";
 const RULE_SPS: &str = "ITU-T H.264 §7.3.2.1.1 seq_parameter_set_data";
@@ -138,6 +150,13 @@ pub fn analyse(buf: &[u8]) -> H264Report {
         if nal[0] & 0x80 != 0 {
             r.violations
                 .push(Violation::at(RULE_FZB, offset, "forbidden_zero_bit is 1"));
+        }
+        if let Some(at) = forbidden_sequence(nal) {
+            r.violations.push(Violation::at(
+                RULE_EMULATION,
+                offset + at as u64,
+                format!("0x0000{:02x} in a NAL unit of type {t}", nal[at + 2]),
+            ));
         }
         match t {
             7 => {
@@ -244,6 +263,21 @@ mod tests {
         let r = analyse(&stream(&[&[0x65, 0x88], SPS]));
         assert!(r.violations.iter().any(|v| v.rule == RULE_ORDER));
         assert!(analyse(b"no start code here").error.is_some());
+        // A zeroed stretch inside a slice: 0x000000 at byte 3 of the NAL unit.
+        let s = stream(&[SPS, PPS, &[0x65, 0x88, 0x84, 0, 0, 0, 0, 0x21]]);
+        let r = analyse(&s);
+        let v: Vec<_> = r
+            .violations
+            .iter()
+            .filter(|v| v.rule == RULE_EMULATION)
+            .collect();
+        assert_eq!(v.len(), 1, "{:?}", r.violations);
+        assert_eq!(
+            v[0].offset,
+            Some((4 + SPS.len() + 4 + PPS.len() + 4 + 3) as u64)
+        );
+        assert_eq!(forbidden_sequence(&[0x41, 0, 0, 3, 0, 0, 2]), Some(4));
+        assert_eq!(forbidden_sequence(&[0x41, 0, 0, 3, 0]), None);
     }
 
     proptest! {

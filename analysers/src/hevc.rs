@@ -6,12 +6,13 @@
 //!
 //! Rules checked:
 //! * §7.4.2.2 `forbidden_zero_bit` is 0 and `nuh_temporal_id_plus1` is not 0.
+//! * §7.4.2: no 0x000000 or 0x000002 within a NAL unit (a damaged or zeroed stretch).
 //! * §7.4.2.4.4: a VPS, SPS and PPS come before the first slice segment.
 //! * §7.3.2.2.1: every SPS parses.
 
 use serde::Serialize;
 
-use crate::h264::{no_start_code, offset_in};
+use crate::h264::{forbidden_sequence, no_start_code, offset_in};
 use crate::report::{ReadError, Violation};
 
 /// One NAL unit (§7.3.1.2).
@@ -108,6 +109,8 @@ pub fn nal_name(t: u8) -> &'static str {
     }
 }
 
+const RULE_EMULATION: &str =
+    "ITU-T H.265 §7.4.2 (no 0x000000, 0x000001 or 0x000002 within a NAL unit)";
 const RULE_HEADER: &str =
     "ITU-T H.265 §7.4.2.2 nal_unit_header (forbidden_zero_bit 0, nuh_temporal_id_plus1 > 0)";
 const RULE_ORDER: &str = "ITU-T H.265 §7.4.2.4.4 (VPS, SPS and PPS before the first slice segment)";
@@ -125,6 +128,13 @@ pub fn analyse(buf: &[u8]) -> HevcReport {
         if nal[0] & 0x80 != 0 || temporal_id < 0 {
             r.violations
                 .push(Violation::at(RULE_HEADER, offset, "bad NAL unit header"));
+        }
+        if let Some(at) = forbidden_sequence(nal) {
+            r.violations.push(Violation::at(
+                RULE_EMULATION,
+                offset + at as u64,
+                format!("0x0000{:02x} in a NAL unit of type {t}", nal[at + 2]),
+            ));
         }
         match t {
             32 => ps[0] = true,
