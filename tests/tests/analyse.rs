@@ -1,8 +1,9 @@
 //! `sluice-analyse` against real files and servers: its packet lists agree with ffprobe's on
 //! every fixture (FLV, MPEG-TS, and MP4 made from them by ffmpeg: regular, `moov` first, and
 //! fragmented), `hls --validate` passes on Sluice's and nginx-rtmp's playlists and fails,
-//! naming the RFC 8216 rule, on hand-broken ones, and the live kinds (RTMP, RTSP, DTSC) read
-//! a running Sluice.
+//! naming the RFC 8216 rule, on hand-broken ones, the elementary stream kinds (H.264, HEVC,
+//! AAC in ADTS, cut from the fixtures by ffmpeg) agree with ffprobe and fail `--validate` on
+//! damaged copies, and the live kinds (RTMP, RTSP, DTSC) read a running Sluice.
 use serde_json::Value;
 use sluice_e2e::*;
 use std::path::{Path, PathBuf};
@@ -388,6 +389,205 @@ fn dtsc_index_and_bad_input() {
     // Missing file and bad usage: exit 2.
     assert_eq!(run_analyse(&["ts", "/nonexistent/file.ts"]).0, 2);
     assert_eq!(run_analyse(&["nosuchkind", c]).0, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `ffmpeg -i INPUT ARGS… OUT`, which must succeed: an elementary stream cut from a fixture.
+fn ffmpeg_extract(input: &Path, args: &[&str], out: &Path) {
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(input)
+        .args(args)
+        .arg(out)
+        .status()
+        .expect("run ffmpeg");
+    assert!(st.success(), "ffmpeg {args:?} {}", out.display());
+}
+
+/// ffprobe's first stream of `file` with its packets counted (`nb_read_packets`), and how
+/// many of those packets it flags as keyframes.
+fn probe_elementary(file: &Path) -> (Value, usize) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_packets",
+            "-show_streams",
+            "-of",
+            "json",
+        ])
+        .arg(file)
+        .output()
+        .expect("run ffprobe");
+    assert!(out.status.success(), "ffprobe {}", file.display());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, packets) = ffprobe(file);
+    (
+        v["streams"][0].clone(),
+        packets.iter().filter(|p| p.key).count(),
+    )
+}
+
+/// A copy of `file` as `name` in `dir` with `len` bytes zeroed from `at`.
+fn zeroed_copy(file: &Path, dir: &Path, name: &str, at: usize, len: usize) -> PathBuf {
+    let mut b = std::fs::read(file).unwrap();
+    b[at..at + len].fill(0);
+    let out = dir.join(name);
+    std::fs::write(&out, b).unwrap();
+    out
+}
+
+/// `sluice-analyse KIND FILE --json --validate` on a damaged file: exit 1, and the offsets
+/// of its violations and read error.
+fn analyse_broken(kind: &str, file: &Path) -> (Vec<u64>, Option<u64>) {
+    let f = file.to_str().unwrap();
+    let (code, out, err) = run_analyse(&[kind, f, "--json", "--validate"]);
+    assert_eq!(code, 1, "{kind} {f} --validate: {}\n{err}", tail(&out, 20));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let offsets = v["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["offset"].as_u64())
+        .collect();
+    (offsets, v["error"]["offset"].as_u64())
+}
+
+/// H.264 and HEVC Annex B streams cut from the fixtures by ffmpeg: `sluice-analyse
+/// h264|hevc --json --validate` passes and agrees with ffprobe on the same file (access units
+/// = ffprobe's packets, IDR/IRAP pictures = its keyframes, profile, level, size, and for
+/// H.264 the VUI frame rate); 256 bytes zeroed in the middle make `--validate` exit 1 with a
+/// violation (§7.4.1 / §7.4.2: 0x000000 within a NAL unit) at the zeroed bytes.
+#[test]
+fn h264_and_hevc_agree_with_ffprobe() {
+    require_tools(&["ffmpeg", "ffprobe"]);
+    let dir = unique_temp_dir("analyse-annexb");
+    let h264 = dir.join("x.h264");
+    ffmpeg_extract(
+        &fixture("bframes.flv"),
+        &["-c:v", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264"],
+        &h264,
+    );
+    let hevc = dir.join("x.hevc");
+    ffmpeg_extract(&fixture("hevc.ts"), &["-c:v", "copy", "-f", "hevc"], &hevc);
+    for (kind, file, profile, keys) in [
+        ("h264", &h264, "High", "idr_pictures"),
+        ("hevc", &hevc, "Main", "irap_pictures"),
+    ] {
+        let r = analyse_json(kind, file);
+        let (probed, keyframes) = probe_elementary(file);
+        assert_eq!(probed["codec_name"], kind);
+        let packets: u64 = probed["nb_read_packets"].as_str().unwrap().parse().unwrap();
+        assert_eq!(r["access_units"], packets, "{kind}: access units");
+        assert_eq!(packets, 250, "{kind}: 10 s at 25 fps");
+        assert_eq!(r[keys], keyframes as u64, "{kind}: keyframes");
+        assert_eq!(keyframes, 5, "{kind}: a keyframe every 2 s");
+        assert_eq!(
+            r["nal_unit_count"],
+            r["nal_units"].as_array().unwrap().len()
+        );
+        let sps = r["sps"].as_array().unwrap();
+        assert!(!sps.is_empty(), "{kind}: no SPS");
+        for s in sps {
+            assert_eq!(probed["profile"], profile, "{kind}");
+            assert_eq!(s["profile"], profile, "{kind}");
+            assert_eq!(s["level_idc"], probed["level"], "{kind}: level");
+            assert_eq!(
+                (&s["width"], &s["height"]),
+                (&probed["width"], &probed["height"])
+            );
+            assert_eq!(
+                (s["width"].as_u64(), s["height"].as_u64()),
+                (Some(640), Some(360))
+            );
+        }
+        if kind == "h264" {
+            assert_eq!(probed["r_frame_rate"], "25/1");
+            assert_eq!(sps[0]["fps"], 25.0, "h264: VUI timing");
+        }
+
+        // Zeroes in the middle, ending before a byte that cannot end a start code.
+        let data = std::fs::read(file).unwrap();
+        let mut at = data.len() / 2;
+        while data[at + 256] <= 2 {
+            at += 1;
+        }
+        let bad = zeroed_copy(file, &dir, &format!("zeroed.{kind}"), at, 256);
+        let (offsets, _) = analyse_broken(kind, &bad);
+        let range = at as u64 - 2..(at + 256) as u64;
+        assert!(
+            offsets.iter().any(|o| range.contains(o)),
+            "{kind}: zeroed at {at}, violations at {offsets:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The AAC track of bframes.flv as ADTS (ffmpeg `-f adts`): `sluice-analyse aac --json
+/// --validate` passes and agrees with ffprobe (AAC LC, 44100 Hz, 2 channels, 432 frames =
+/// its packets, duration = frames × 1024 / 44100 ≈ 10 s); the copy with 1024 bytes zeroed in
+/// the middle (at least one frame header among them) fails with a §1.A.2.2.1 violation at
+/// those bytes, and the copy without its last 100 bytes fails with the read error at the
+/// last frame's header.
+#[test]
+fn aac_adts_agrees_with_ffprobe() {
+    require_tools(&["ffmpeg", "ffprobe"]);
+    let dir = unique_temp_dir("analyse-adts");
+    let aac = dir.join("x.aac");
+    ffmpeg_extract(
+        &fixture("bframes.flv"),
+        &["-c:a", "copy", "-f", "adts"],
+        &aac,
+    );
+    let r = analyse_json("aac", &aac);
+    let (probed, _) = probe_elementary(&aac);
+    assert_eq!(
+        (probed["codec_name"].as_str(), probed["profile"].as_str()),
+        (Some("aac"), Some("LC"))
+    );
+    assert_eq!(r["object_type"], 2);
+    assert_eq!(
+        r["sample_rate"].to_string(),
+        probed["sample_rate"].as_str().unwrap()
+    );
+    assert_eq!(r["sample_rate"], 44100);
+    assert_eq!(r["channel_config"], probed["channels"]);
+    assert_eq!(r["channel_config"], 2);
+    let packets: u64 = probed["nb_read_packets"].as_str().unwrap().parse().unwrap();
+    assert_eq!(r["frame_count"], packets);
+    assert_eq!(packets, 432);
+    let duration = r["duration_ms"].as_f64().unwrap();
+    assert!(
+        (duration - packets as f64 * 1024.0 * 1000.0 / 44100.0).abs() < 0.01,
+        "duration {duration} ms"
+    );
+    assert!(
+        (9_900.0..10_200.0).contains(&duration),
+        "duration {duration} ms"
+    );
+    let frames = r["frames"].as_array().unwrap();
+    assert_eq!(frames.len(), 432);
+
+    let len = std::fs::metadata(&aac).unwrap().len() as usize;
+    let at = len / 2;
+    let bad = zeroed_copy(&aac, &dir, "zeroed.aac", at, 1024);
+    let (offsets, _) = analyse_broken("aac", &bad);
+    let range = at as u64..(at + 1024) as u64;
+    assert!(
+        offsets.iter().any(|o| range.contains(o)),
+        "zeroed at {at}, violations at {offsets:?}"
+    );
+
+    let mut b = std::fs::read(&aac).unwrap();
+    b.truncate(len - 100);
+    let cut = dir.join("cut.aac");
+    std::fs::write(&cut, &b).unwrap();
+    let (_, error) = analyse_broken("aac", &cut);
+    let last = frames
+        .iter()
+        .map(|f| f["offset"].as_u64().unwrap())
+        .rfind(|&o| o < (len - 100) as u64);
+    assert_eq!(error, last, "truncated at {}", len - 100);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
