@@ -357,6 +357,13 @@ fn read_trak(
     if count > MAX_SAMPLES {
         return Err(bad("too many samples"));
     }
+    // No more samples than the file can hold: a size table entry each, or with one fixed
+    // size, that many bytes each (the tables below are sized by `count`).
+    let count = if fixed == 0 {
+        count.min(stsz.len().saturating_sub(12) / 4)
+    } else {
+        count.min((file_len / u64::from(fixed)) as usize)
+    };
     let size_of = |i: usize| -> Option<u32> {
         if fixed != 0 {
             Some(fixed)
@@ -695,6 +702,12 @@ impl Fragmented {
                     .filter(|&e| e <= seg.len() as u64)
                     .ok_or_else(|| bad("a sample past the end of the segment"))?;
                 let ts = ft.timescale;
+                if sz == 0 {
+                    // An empty sample carries nothing; kept out, so that a few bytes of
+                    // `trun` cannot ask for millions of packets.
+                    time = time.saturating_add(u64::from(d));
+                    continue;
+                }
                 out.push(Packet {
                     track: track.id,
                     dts: to_ms(time, ts),
