@@ -646,3 +646,231 @@ pub fn read_all(input: &str, from: Option<Format>) -> Result<(Vec<Track>, Vec<Pa
     }
     Ok((d.tracks().to_vec(), packets))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use dtsc::Codec;
+    use proptest::prelude::*;
+    use std::io::Cursor;
+
+    fn tracks() -> Vec<Track> {
+        let mut v = Track::new(1, TrackKind::Video, Codec::H264);
+        // A 640x360 High-profile SPS and its PPS.
+        let sps = [
+            0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00,
+            0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x32, 0x0f, 0x16, 0x2d, 0x96,
+        ];
+        let pps = [0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
+        let cfg = dtsc::h264::AvcConfig::from_parameter_sets(&sps, &pps).unwrap();
+        dtsc::h264::write_avcc(&cfg, &mut v.init).unwrap();
+        (v.width, v.height, v.fpks) = (640, 360, 25_000);
+        let mut a = Track::new(2, TrackKind::Audio, Codec::Aac);
+        (a.init, a.rate, a.channels, a.bits) = (vec![0x12, 0x10], 44_100, 2, 16);
+        vec![v, a]
+    }
+
+    /// Video every 40 ms (a keyframe first and where `keys` says; composition offsets from
+    /// `offsets`), AAC every 23 ms, interleaved by DTS. Payloads: one NAL unit / raw AAC
+    /// frame of non-zero bytes (no start code can appear in them).
+    fn stream(frames: &[(bool, u8, Vec<u8>)], audio: &[Vec<u8>]) -> Vec<Packet> {
+        let mut out = Vec::new();
+        for (i, (key, off, body)) in frames.iter().enumerate() {
+            let mut data = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+            data.push(if *key || i == 0 { 0x65 } else { 0x41 });
+            data.extend_from_slice(body);
+            out.push(Packet {
+                track: 1,
+                dts: 1000 + 40 * i as u64,
+                offset: i64::from(*off) * 40,
+                keyframe: *key || i == 0,
+                bpos: 0,
+                data: Bytes::from(data),
+            });
+        }
+        for (i, body) in audio.iter().enumerate() {
+            out.push(Packet {
+                track: 2,
+                dts: 1000 + 23 * i as u64,
+                offset: 0,
+                keyframe: false,
+                bpos: 0,
+                data: Bytes::from(body.clone()),
+            });
+        }
+        out.sort_by_key(|p| (p.dts, p.track));
+        out
+    }
+
+    /// Writes `packets` as `format` and reads them back.
+    fn round_trip(format: Format, packets: &[Packet]) -> (Vec<Track>, Vec<Packet>) {
+        let dir = std::env::temp_dir();
+        let mut out = Vec::new();
+        let mut mux = write::open(format, &tracks(), &mut out, &dir, true).unwrap();
+        for p in packets {
+            mux.packet(p, &mut out).unwrap();
+        }
+        mux.finish(&mut out).unwrap();
+        let mut d: Box<dyn Demux> = match format {
+            Format::Flv => Box::new(read::FlvReader::open(Box::new(Cursor::new(out))).unwrap()),
+            Format::Ts => Box::new(read::TsReader::open(Box::new(Cursor::new(out))).unwrap()),
+            Format::Dtsc => Box::new(read::DtscReader::open(Box::new(Cursor::new(out))).unwrap()),
+            Format::Mp4 | Format::Fmp4 => {
+                let mut f = write::spool_file(&dir).unwrap();
+                f.write_all(&out).unwrap();
+                Box::new(read::Mp4Reader::open(f).unwrap())
+            }
+        };
+        let mut got = Vec::new();
+        while let Some(p) = d.next_packet().unwrap() {
+            got.push(p);
+        }
+        (d.tracks().to_vec(), got)
+    }
+
+    type Facts = Vec<(u64, i64, bool, Bytes)>;
+
+    fn facts(packets: &[Packet], track: u32, with_data: bool) -> Facts {
+        packets
+            .iter()
+            .filter(|p| p.track == track)
+            .map(|p| {
+                let data = if with_data {
+                    p.data.clone()
+                } else {
+                    Bytes::new()
+                };
+                (p.dts, p.offset, p.keyframe, data)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Every format gives back what was written: each track's DTS, composition offsets,
+        /// keyframes and payloads. MPEG-TS adds its muxing delay and a progressive MP4 starts
+        /// its timeline at 0, so there times are compared from the first video DTS (every
+        /// track moved alike); MPEG-TS adds access unit delimiters and parameter sets to
+        /// video, so there video payloads are not compared.
+        #[test]
+        fn every_format_round_trips(
+            frames in prop::collection::vec(
+                (prop::bool::weighted(0.1), 0u8..3, prop::collection::vec(1u8..=255, 1..300)),
+                1..60,
+            ),
+            audio in prop::collection::vec(prop::collection::vec(1u8..=255, 1..200), 1..80),
+        ) {
+            let packets = stream(&frames, &audio);
+            for format in [Format::Flv, Format::Mp4, Format::Fmp4, Format::Dtsc, Format::Ts] {
+                let (t, got) = round_trip(format, &packets);
+                prop_assert_eq!(t.len(), 2, "{:?}", format);
+                prop_assert_eq!(&t[0].init, &tracks()[0].init, "{:?}", format);
+                prop_assert_eq!(&t[1].init[..2], &[0x12u8, 0x10][..], "{:?}", format);
+                let ts = format == Format::Ts;
+                let want_v = facts(&packets, 1, !ts);
+                let mut got_v = facts(&got, 1, !ts);
+                let mut want_a = facts(&packets, 2, true);
+                let mut got_a = facts(&got, 2, true);
+                if matches!(format, Format::Ts | Format::Mp4) {
+                    // TS adds its muxing delay, a progressive MP4's timeline starts at 0:
+                    // both move every track alike.
+                    let shift = got_v[0].0 as i64 - want_v[0].0 as i64;
+                    for x in got_v.iter_mut().chain(got_a.iter_mut()) {
+                        x.0 = (x.0 as i64 - shift) as u64;
+                    }
+                }
+                if format != Format::Flv && format != Format::Dtsc {
+                    // TS and MP4 mark every audio frame a sync sample; FLV and DTSC do not.
+                    for x in want_a.iter_mut().chain(got_a.iter_mut()) {
+                        x.2 = false;
+                    }
+                }
+                prop_assert_eq!(got_v, want_v, "{:?} video", format);
+                prop_assert_eq!(got_a, want_a, "{:?} audio", format);
+            }
+        }
+    }
+
+    /// A cut from 5 s: output starts at the keyframe at 4 s (every track from its DTS on),
+    /// times from 0; an end at 8 s leaves out everything from 8 s on.
+    #[test]
+    fn a_cut_starts_at_the_keyframe_before_the_start() {
+        let frames: Vec<(bool, u8, Vec<u8>)> =
+            (0..250).map(|i| (i % 50 == 0, 0, vec![1, 2, 3])).collect();
+        let audio: Vec<Vec<u8>> = (0..430).map(|_| vec![7; 5]).collect();
+        let packets = stream(&frames, &audio);
+        let mut cut = Cut {
+            start: Some(1000 + 5000),
+            end: Some(1000 + 8000),
+            key_track: Some(1),
+            gop: Vec::new(),
+            base: None,
+        };
+        let mut out = Vec::new();
+        for p in packets {
+            if !cut
+                .push(p, &mut |p| {
+                    out.push(p);
+                    Ok(())
+                })
+                .unwrap()
+            {
+                break;
+            }
+        }
+        let video: Vec<&Packet> = out.iter().filter(|p| p.track == 1).collect();
+        assert_eq!(video.len(), 100, "4 s to 8 s of 25 fps");
+        assert!(video[0].keyframe && video[0].dts == 0);
+        assert_eq!(video.last().unwrap().dts, 3960);
+        let audio: Vec<&Packet> = out.iter().filter(|p| p.track == 2).collect();
+        assert!(audio[0].dts < 23 && audio.last().unwrap().dts < 4000);
+    }
+
+    #[test]
+    fn formats_by_name_extension_and_first_bytes() {
+        assert_eq!(Format::for_path("a/b.FLV"), Some(Format::Flv));
+        assert_eq!(Format::for_path("x.m2ts"), Some(Format::Ts));
+        assert_eq!(Format::for_path("x.mov"), Some(Format::Mp4));
+        assert_eq!(Format::for_path("dir.flv/x"), None);
+        assert_eq!(Format::for_path("x.mkv"), None);
+        assert_eq!(Format::from_name("fmp4"), Some(Format::Fmp4));
+        assert_eq!(Format::sniff(b"FLV\x01\x05"), Some(Format::Flv));
+        assert_eq!(Format::sniff(b"DTSC\0\0\0\x01"), Some(Format::Dtsc));
+        assert_eq!(Format::sniff(b"\0\0\0\x20ftypisom"), Some(Format::Mp4));
+        let mut ts = vec![0u8; 376];
+        (ts[0], ts[188]) = (0x47, 0x47);
+        assert_eq!(Format::sniff(&ts), Some(Format::Ts));
+        ts[188] = 0;
+        assert_eq!(Format::sniff(&ts), None);
+        assert!(supported().contains("dtsc (.dtsc"));
+    }
+
+    #[test]
+    fn corrupt_inputs_name_their_byte_offset() {
+        let packets = stream(&vec![(true, 0, vec![1; 50]); 10], &vec![vec![2; 9]; 10]);
+        for format in [Format::Flv, Format::Dtsc] {
+            let mut out = Vec::new();
+            let mut mux =
+                write::open(format, &tracks(), &mut out, &std::env::temp_dir(), false).unwrap();
+            for p in &packets {
+                mux.packet(p, &mut out).unwrap();
+            }
+            mux.finish(&mut out).unwrap();
+            let cut = out[..out.len() - 30].to_vec();
+            let mut d: Box<dyn Demux> = match format {
+                Format::Flv => Box::new(read::FlvReader::open(Box::new(Cursor::new(cut))).unwrap()),
+                _ => Box::new(read::DtscReader::open(Box::new(Cursor::new(cut))).unwrap()),
+            };
+            let err = loop {
+                match d.next_packet() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("{format:?}: a truncated file read to its end"),
+                    Err(e) => break e.to_string(),
+                }
+            };
+            assert!(err.starts_with("at byte "), "{format:?}: {err}");
+        }
+    }
+}

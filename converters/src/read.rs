@@ -94,6 +94,12 @@ impl FlvReader {
         if n < 3 || &head[..3] != b"FLV" {
             return Err(corrupt(0, "an FLV file header (\"FLV\")"));
         }
+        if n < 9 {
+            return Err(corrupt(
+                n as u64,
+                format!("a 9-byte FLV header (the file ends after {n})"),
+            ));
+        }
         let offset = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) as usize;
         if !(9..=1024).contains(&offset) {
             return Err(corrupt(5, format!("a DataOffset of 9 (found {offset})")));
@@ -164,7 +170,7 @@ impl FlvReader {
             self.buf.truncate(11 + got);
             self.buf.resize(11 + size + 4, 0);
         }
-        self.at += (11 + size + 4) as u64;
+        self.at += (11 + got.min(size + 4)) as u64;
         let (tag, _) = match flv::parse_tag(&self.buf) {
             Ok(Some(t)) => t,
             Ok(None) => return Err(corrupt(start, "a whole FLV tag")),
