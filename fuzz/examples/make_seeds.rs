@@ -478,6 +478,12 @@ fn main() {
     write(&dir, "analyse_files", "ts", &tag(1, &ts_stream(62)));
     write(&dir, "analyse_files", "mp4", &tag(3, &fmp4));
     write(&dir, "analyse_files", "dtsc", &tag(4, &dtsc_stream()));
+    // convert_read: the first byte picks the reader (0 FLV, 1 TS, 2 DTSC, 3 MP4).
+    write(&dir, "convert_read", "flv", &tag(0, &flv_file(&flv_bodies())));
+    write(&dir, "convert_read", "ts", &tag(1, &ts_stream(62)));
+    write(&dir, "convert_read", "dtsc", &tag(2, &dtsc_stream()));
+    write(&dir, "convert_read", "mp4", &tag(3, &mp4));
+    write(&dir, "convert_read", "fmp4", &tag(3, &fmp4));
     // hls_checker: two loads of a live playlist (a segment added, one removed), then an
     // empty init segment and a TS segment, separated by NUL bytes.
     let mut hls = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:4\n#EXTINF:2.0,\n4.ts\n#EXTINF:2.0,\n5.ts\n\0#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXTINF:2.0,\n5.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\n6.ts\n#EXT-X-ENDLIST\n\0\0".to_vec();
