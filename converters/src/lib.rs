@@ -502,15 +502,19 @@ pub fn convert(
         (Some(p), dir)
     };
     let tmp = final_path.as_deref().map(partial_name);
+    let mut direct = None;
     let sink: Box<dyn Write> = match &tmp {
         None => Box::new(io::stdout().lock()),
-        Some(t) => Box::new(
-            std::fs::OpenOptions::new()
+        Some(t) => {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .open(t)
-                .with_context(|| format!("creating {}", t.display()))?,
-        ),
+                .with_context(|| format!("creating {}", t.display()))?;
+            direct = Some(f.try_clone()?);
+            Box::new(f)
+        }
     };
     let mut out = Counting {
         inner: io::BufWriter::with_capacity(1 << 20, sink),
@@ -524,6 +528,7 @@ pub fn convert(
         &mut out,
         &spool_dir,
         final_path.is_some(),
+        direct,
         total,
         progress,
     );
@@ -531,6 +536,7 @@ pub fn convert(
         out.flush().context("writing the output")?;
         Ok(r)
     });
+    let bytes_written = out.n;
     let (stats, index) = match flushed {
         Ok(r) => r,
         Err(e) => {
@@ -541,9 +547,13 @@ pub fn convert(
             return Err(e);
         }
     };
-    let bytes_out = out.n;
     drop(out);
     let mut index_path = None;
+    // Counted at the end: the MP4 writer puts its head in front of the file itself.
+    let bytes_out = match &tmp {
+        Some(t) => std::fs::metadata(t).map(|m| m.len()).unwrap_or(0),
+        None => bytes_written,
+    };
     if let (Some(t), Some(p)) = (&tmp, &final_path) {
         std::fs::rename(t, p).with_context(|| format!("renaming to {}", p.display()))?;
         if let Some(bytes) = index {
@@ -576,10 +586,12 @@ fn run(
     out: &mut dyn Write,
     spool_dir: &Path,
     want_index: bool,
+    direct: Option<File>,
     total: Option<u64>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Vec<TrackSummary>, Option<Vec<u8>>)> {
-    let mut mux = write::open(to, tracks, out, spool_dir, want_index && to == Format::Dtsc)?;
+    let want_index = want_index && to == Format::Dtsc;
+    let mut mux = write::open(to, tracks, out, spool_dir, want_index, direct)?;
     let mut stats: Vec<TrackSummary> = tracks
         .iter()
         .map(|t| TrackSummary {
@@ -707,7 +719,7 @@ mod tests {
     fn round_trip(format: Format, packets: &[Packet]) -> (Vec<Track>, Vec<Packet>) {
         let dir = std::env::temp_dir();
         let mut out = Vec::new();
-        let mut mux = write::open(format, &tracks(), &mut out, &dir, true).unwrap();
+        let mut mux = write::open(format, &tracks(), &mut out, &dir, true, None).unwrap();
         for p in packets {
             mux.packet(p, &mut out).unwrap();
         }
@@ -852,8 +864,15 @@ mod tests {
         let packets = stream(&vec![(true, 0, vec![1; 50]); 10], &vec![vec![2; 9]; 10]);
         for format in [Format::Flv, Format::Dtsc] {
             let mut out = Vec::new();
-            let mut mux =
-                write::open(format, &tracks(), &mut out, &std::env::temp_dir(), false).unwrap();
+            let mut mux = write::open(
+                format,
+                &tracks(),
+                &mut out,
+                &std::env::temp_dir(),
+                false,
+                None,
+            )
+            .unwrap();
             for p in &packets {
                 mux.packet(p, &mut out).unwrap();
             }

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use dtsc::flv::{self, TagKind};
@@ -29,7 +29,9 @@ pub trait Mux {
 
 /// Opens a writer of `format` for `tracks` and writes its preamble to `out`. `spool_dir` is
 /// where a writer that needs one makes its spool file (the output's folder, so that the
-/// space it takes is the output's own); `want_index` asks a DTSC writer for its `.dtsh`.
+/// space it takes is the output's own); `want_index` asks a DTSC writer for its `.dtsh`;
+/// `direct` is the output file itself when it is one (written through `out` from byte 0),
+/// which lets the MP4 writer put its head in front of the payloads without a spool.
 /// Fails when the format cannot carry one of the tracks, naming it.
 pub fn open(
     format: Format,
@@ -37,11 +39,12 @@ pub fn open(
     out: &mut dyn Write,
     spool_dir: &Path,
     want_index: bool,
+    direct: Option<File>,
 ) -> Result<Box<dyn Mux>> {
     Ok(match format {
         Format::Flv => Box::new(FlvMux::open(tracks, out)?),
         Format::Ts => Box::new(TsMux::open(tracks, out)?),
-        Format::Mp4 => Box::new(Mp4Mux::open(tracks, spool_dir)?),
+        Format::Mp4 => Box::new(Mp4Mux::open(tracks, spool_dir, direct)?),
         Format::Fmp4 => Box::new(Fmp4Mux::open(tracks, out)?),
         Format::Dtsc => Box::new(DtscMux::open(tracks, spool_dir, want_index)?),
     })
@@ -224,39 +227,91 @@ impl Mux for TsMux {
 // MP4, moov first
 // ---------------------------------------------------------------------------------------
 
-/// Progressive MP4 (ISO/IEC 14496-12) with `moov` before `mdat`: payloads go to the spool and
-/// their sample entries to a [`ProgressiveIndex`]; at the end `ftyp` + `moov` + the `mdat`
-/// header, then the spool.
+/// Progressive MP4 (ISO/IEC 14496-12) with `moov` before `mdat`; the sample entries go to a
+/// [`ProgressiveIndex`], the payloads to one of two places:
+/// - writing a file (`direct`): straight into it, from byte 0; at the end `ftyp` + `moov` +
+///   a `free` box + the `mdat` header, padded to whole file-system blocks, are inserted in
+///   front with `fallocate(FALLOC_FL_INSERT_RANGE)` (ext4, XFS): no payload is written twice.
+///   Where the file system cannot, the payloads are moved to a spool and back after the head.
+/// - writing a pipe: to the spool; at the end the head, then the spool.
 struct Mp4Mux {
     index: ProgressiveIndex,
+    direct: Option<File>,
+    spool_dir: PathBuf,
     spool: Option<io::BufWriter<File>>,
 }
 
 impl Mp4Mux {
-    fn open(tracks: &[Track], spool_dir: &Path) -> Result<Mp4Mux> {
+    fn open(tracks: &[Track], spool_dir: &Path, direct: Option<File>) -> Result<Mp4Mux> {
         let index = ProgressiveIndex::new(tracks).map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
-        Ok(Mp4Mux {
-            index,
-            spool: Some(io::BufWriter::with_capacity(
+        let spool = match direct {
+            Some(_) => None,
+            None => Some(io::BufWriter::with_capacity(
                 1 << 20,
                 spool_file(spool_dir)?,
             )),
+        };
+        Ok(Mp4Mux {
+            index,
+            direct,
+            spool_dir: spool_dir.to_path_buf(),
+            spool,
         })
+    }
+
+    /// Puts `head` in front of the payloads already in `file` (from byte 0).
+    fn insert_head(&self, file: &mut File) -> Result<()> {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let block = file.metadata()?.blksize().clamp(512, 1 << 20);
+        let mut head = Vec::new();
+        self.index
+            .write_head_aligned(block, &mut head)
+            .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
+        let inserted = nix::fcntl::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            nix::fcntl::FallocateFlags::FALLOC_FL_INSERT_RANGE,
+            0,
+            head.len() as i64,
+        );
+        if inserted.is_ok() {
+            file.write_all_at(&head, 0)?;
+            return Ok(());
+        }
+        // No block insertion here: the payloads go to a spool and come back after the head.
+        head.clear();
+        self.index
+            .write_head(&mut head)
+            .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
+        let mut spool = spool_file(&self.spool_dir)?;
+        file.seek(SeekFrom::Start(0))?;
+        io::copy(file, &mut spool).context("moving the payloads to the spool")?;
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&head)?;
+        spool.seek(SeekFrom::Start(0))?;
+        io::copy(&mut spool, file).context("copying the spooled payloads")?;
+        Ok(())
     }
 }
 
 impl Mux for Mp4Mux {
-    fn packet(&mut self, p: &Packet, _out: &mut dyn Write) -> Result<()> {
+    fn packet(&mut self, p: &Packet, out: &mut dyn Write) -> Result<()> {
         self.index
             .add(p.track, p.dts, p.offset, p.keyframe, p.data.len())
             .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
-        if let Some(s) = &mut self.spool {
-            s.write_all(&p.data).context("writing the spool")?;
+        match &mut self.spool {
+            Some(s) => s.write_all(&p.data).context("writing the spool")?,
+            None => out.write_all(&p.data)?,
         }
         Ok(())
     }
 
     fn finish(&mut self, out: &mut dyn Write) -> Result<Option<Vec<u8>>> {
+        if let Some(mut file) = self.direct.take() {
+            out.flush()?;
+            self.insert_head(&mut file)?;
+            return Ok(None);
+        }
         let mut head = Vec::new();
         self.index
             .write_head(&mut head)

@@ -1223,13 +1223,22 @@ impl ProgressiveIndex {
     /// end of the file) and the `mdat` header; the payloads follow in the order they were
     /// added. On error `out` is unchanged.
     pub fn write_head(&self, out: &mut Vec<u8>) -> Result<(), Mp4Error> {
+        self.write_head_aligned(1, out)
+    }
+
+    /// [`write_head`](Self::write_head) with a `free` box (§8.1.2) between `moov` and the
+    /// `mdat` header so that the head is a multiple of `align` bytes (`align` ≥ 1): a writer
+    /// that wrote the payloads first can then insert the head in front of them with
+    /// `fallocate(FALLOC_FL_INSERT_RANGE)`, which takes whole file-system blocks.
+    pub fn write_head_aligned(&self, align: u64, out: &mut Vec<u8>) -> Result<(), Mp4Error> {
         let start = out.len();
         let (t, i, p, n) = (&self.tracks, &self.infos, &self.progs, self.payload_total);
-        let mut r = write_progressive_head(t, i, p, n, false, out);
+        let a = align.max(1);
+        let mut r = write_progressive_head(t, i, p, n, false, a, out);
         if let Ok(true) = r {
             // stco cannot address the end of the file: redo with co64.
             out.truncate(start);
-            r = write_progressive_head(t, i, p, n, true, out);
+            r = write_progressive_head(t, i, p, n, true, a, out);
         }
         if let Err(e) = r {
             out.truncate(start);
@@ -1263,6 +1272,7 @@ fn write_progressive_head(
     progs: &[ProgTrack],
     payload_total: u64,
     co64: bool,
+    align: u64,
     out: &mut Vec<u8>,
 ) -> Result<bool, Mp4Error> {
     let file_start = out.len();
@@ -1446,6 +1456,19 @@ fn write_progressive_head(
     } else {
         8
     };
+    if align > 1 {
+        // A `free` box (§8.1.2) after `moov` makes the head a whole number of `align` bytes.
+        let len = (out.len() - file_start) as u64 + header_len;
+        let mut pad = (align - len % align) % align;
+        if pad > 0 && pad < 8 {
+            pad += align;
+        }
+        if pad > 0 {
+            let free = begin(out, b"free");
+            out.resize(free + pad as usize, 0);
+            end(out, free);
+        }
+    }
     let base = (out.len() - file_start) as u64 + header_len;
     if !co64 && base + payload_total > u64::from(u32::MAX) {
         return Ok(true);

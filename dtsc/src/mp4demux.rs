@@ -830,6 +830,38 @@ mod tests {
     }
 
     #[test]
+    fn a_head_aligned_with_a_free_box_reads_the_same() {
+        let frame = [0u8, 0, 0, 2, 0x65, 1];
+        let pkts: Vec<PacketRef> = (0..30u64)
+            .map(|i| PacketRef {
+                track: 1 + (i % 2) as u32,
+                dts: 20 * i,
+                offset: 0,
+                // Every audio sample is a sync sample in MP4.
+                keyframe: i == 0 || i % 2 == 1,
+                bpos: 0,
+                data: &frame[..4 + (i % 3) as usize],
+            })
+            .collect();
+        let mut index = crate::mp4::ProgressiveIndex::new(&tracks()).unwrap();
+        for p in &pkts {
+            index
+                .add(p.track, p.dts, p.offset, p.keyframe, p.data.len())
+                .unwrap();
+        }
+        for align in [1u64, 512, 4096] {
+            let mut file = Vec::new();
+            index.write_head_aligned(align, &mut file).unwrap();
+            assert_eq!(file.len() as u64 % align, 0, "head of {} bytes", file.len());
+            for p in &pkts {
+                file.extend_from_slice(p.data);
+            }
+            let (_, got) = read(&Bytes::from(file)).unwrap();
+            assert_same_packets(&pkts, &got);
+        }
+    }
+
+    #[test]
     fn fragments_we_write_read_back_with_every_sample() {
         let frames: Vec<Vec<u8>> = (0..8u8).map(|i| vec![0, 0, 0, 2, 0x65, i]).collect();
         let mut pkts = Vec::new();

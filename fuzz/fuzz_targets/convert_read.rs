@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
     }
     for format in [Format::Flv, Format::Ts, Format::Mp4, Format::Fmp4, Format::Dtsc] {
         let mut out = Vec::new();
-        let Ok(mut mux) = write::open(format, &tracks, &mut out, &std::env::temp_dir(), true)
+        let Ok(mut mux) = write::open(format, &tracks, &mut out, &std::env::temp_dir(), true, None)
         else {
             continue;
         };
