@@ -18,7 +18,7 @@ pub mod read;
 pub mod write;
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -339,22 +339,28 @@ fn partial_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
-/// Opens the input: a file, or stdin (`-`); MP4 from stdin is first copied to an unnamed
-/// temporary file, as its index may be at the end.
+/// Opens the input: a regular file is mapped ([`read::Input::map`]); stdin (`-`) and other
+/// files are read as streams, except MP4, whose index may be at the end: it is first copied
+/// to an unnamed temporary file.
 fn open_input(input: &str, from: Option<Format>) -> Result<(Box<dyn Demux>, Format, Option<u64>)> {
-    const BUF: usize = 1 << 20;
-    let (mut reader, total): (Box<dyn BufRead>, Option<u64>) = if input == "-" {
-        (Box::new(BufReader::with_capacity(BUF, io::stdin())), None)
+    let (mut source, total) = if input == "-" {
+        (read::Input::stream(Box::new(io::stdin())), None)
     } else {
         let f = File::open(input).with_context(|| format!("opening {input}"))?;
-        let len = f.metadata().ok().map(|m| m.len());
-        (Box::new(BufReader::with_capacity(BUF, f)), len)
+        let meta = f.metadata().with_context(|| format!("reading {input}"))?;
+        if meta.is_file() {
+            (
+                read::Input::map(&f).with_context(|| format!("mapping {input}"))?,
+                Some(meta.len()),
+            )
+        } else {
+            (read::Input::stream(Box::new(f)), None)
+        }
     };
     let format = match from.or_else(|| Format::for_path(input).filter(|_| input != "-")) {
         Some(f) => f,
         None => {
-            let head = reader.fill_buf().context("reading the input")?;
-            let head = &head[..head.len().min(188 * 4)];
+            let head = source.peek(188 * 4).context("reading the input")?;
             Format::sniff(head).with_context(|| {
                 format!(
                     "{input}: unknown input format (not told by its name, not recognised by its first bytes); supported: {}",
@@ -364,20 +370,23 @@ fn open_input(input: &str, from: Option<Format>) -> Result<(Box<dyn Demux>, Form
         }
     };
     let demux: Box<dyn Demux> = match format {
-        Format::Flv => Box::new(read::FlvReader::open(reader)?),
-        Format::Ts => Box::new(read::TsReader::open(reader)?),
-        Format::Dtsc => Box::new(read::DtscReader::open(reader)?),
+        Format::Flv => Box::new(read::FlvReader::open(source)?),
+        Format::Ts => Box::new(read::TsReader::open(source)?),
+        Format::Dtsc => Box::new(read::DtscReader::open(source)?),
         Format::Mp4 | Format::Fmp4 => {
-            let file = if input == "-" {
-                let dir = std::env::temp_dir();
-                let mut f = write::spool_file(&dir)?;
-                io::copy(&mut reader, &mut f).context("copying stdin to a temporary file")?;
-                f
-            } else {
-                drop(reader);
-                File::open(input).with_context(|| format!("opening {input}"))?
-            };
-            Box::new(read::Mp4Reader::open(file)?)
+            if source.whole().is_none() {
+                let mut f = write::spool_file(&std::env::temp_dir())?;
+                loop {
+                    let chunk = source.take(1 << 20).context("reading the input")?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    f.write_all(&chunk)
+                        .context("copying the input to a temporary file")?;
+                }
+                source = read::Input::map(&f).context("mapping the temporary copy")?;
+            }
+            Box::new(read::Mp4Reader::open(source)?)
         }
     };
     Ok((demux, format, total))
@@ -724,15 +733,17 @@ mod tests {
             mux.packet(p, &mut out).unwrap();
         }
         mux.finish(&mut out).unwrap();
-        let mut d: Box<dyn Demux> = match format {
-            Format::Flv => Box::new(read::FlvReader::open(Box::new(Cursor::new(out))).unwrap()),
-            Format::Ts => Box::new(read::TsReader::open(Box::new(Cursor::new(out))).unwrap()),
-            Format::Dtsc => Box::new(read::DtscReader::open(Box::new(Cursor::new(out))).unwrap()),
-            Format::Mp4 | Format::Fmp4 => {
-                let mut f = write::spool_file(&dir).unwrap();
-                f.write_all(&out).unwrap();
-                Box::new(read::Mp4Reader::open(f).unwrap())
-            }
+        // Every reader but MP4's both from a pipe and from memory.
+        let stream = || read::Input::stream(Box::new(Cursor::new(out.clone())));
+        let mapped = || read::Input::bytes(Bytes::from(out.clone()));
+        let mut d: Box<dyn Demux> = match (format, packets.len() % 2) {
+            (Format::Flv, 0) => Box::new(read::FlvReader::open(stream()).unwrap()),
+            (Format::Flv, _) => Box::new(read::FlvReader::open(mapped()).unwrap()),
+            (Format::Ts, 0) => Box::new(read::TsReader::open(stream()).unwrap()),
+            (Format::Ts, _) => Box::new(read::TsReader::open(mapped()).unwrap()),
+            (Format::Dtsc, 0) => Box::new(read::DtscReader::open(stream()).unwrap()),
+            (Format::Dtsc, _) => Box::new(read::DtscReader::open(mapped()).unwrap()),
+            (Format::Mp4 | Format::Fmp4, _) => Box::new(read::Mp4Reader::open(mapped()).unwrap()),
         };
         let mut got = Vec::new();
         while let Some(p) = d.next_packet().unwrap() {
@@ -878,9 +889,10 @@ mod tests {
             }
             mux.finish(&mut out).unwrap();
             let cut = out[..out.len() - 30].to_vec();
+            let input = read::Input::stream(Box::new(Cursor::new(cut)));
             let mut d: Box<dyn Demux> = match format {
-                Format::Flv => Box::new(read::FlvReader::open(Box::new(Cursor::new(cut))).unwrap()),
-                _ => Box::new(read::DtscReader::open(Box::new(Cursor::new(cut))).unwrap()),
+                Format::Flv => Box::new(read::FlvReader::open(input).unwrap()),
+                _ => Box::new(read::DtscReader::open(input).unwrap()),
             };
             let err = loop {
                 match d.next_packet() {

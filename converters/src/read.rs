@@ -2,20 +2,26 @@
 //! sample at a time, so memory stays bounded whatever the file's size (an MP4's sample tables
 //! are the exception: they are its index, about 24 bytes a sample).
 //!
+//! A regular file is mapped into memory ([`Input::map`]) and packets are slices of the
+//! mapping: nothing is copied out of the page cache, and the pages behind the reader are
+//! given back as it goes (`MADV_DONTNEED`), so the resident size does not grow with the file.
+//! A pipe is read into one reused buffer.
+//!
 //! Every reader reports a corrupt or truncated input as a [`ReadError`]: the byte offset and
 //! what was expected there.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dtsc::flv::{self, FlvIngest, IngestEvent, TagKind};
 use dtsc::mp4demux::{self, Fragmented, Sample};
 use dtsc::tsdemux::{TsDemuxer, TsEvent};
 use dtsc::wire::{self, Frame, Header};
 use dtsc::{Packet, Track};
+use memmap2::{Mmap, UncheckedAdvice};
 
 /// A corrupt or truncated input: where, and what was expected there.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,163 @@ fn corrupt(offset: u64, expected: impl Into<String>) -> ReadError {
     }
 }
 
+/// A mapping shared by the [`Bytes`] slices handed out and the reader that advises on it.
+struct Mapped(Arc<Mmap>);
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Pages of a mapping given back at a time, and kept behind the reader (bytes).
+const RELEASE_STEP: u64 = 4 << 20;
+
+/// The bytes of an input, taken in order: a mapped file or a stream.
+pub struct Input {
+    /// The whole input, when it is in memory (mapped, or given).
+    map: Option<Bytes>,
+    /// The mapping behind `map`, to give pages back.
+    mmap: Option<Arc<Mmap>>,
+    stream: Option<Box<dyn Read>>,
+    /// Stream bytes read but not taken yet.
+    pending: BytesMut,
+    eof: bool,
+    pos: u64,
+    /// Mapped: the pages below this offset were given back.
+    released: u64,
+}
+
+impl Input {
+    /// Maps `file` (a regular file): taking bytes copies nothing. The file must not shrink
+    /// while it is read (a truncated mapping raises SIGBUS), as with any mapped reader.
+    pub fn map(file: &File) -> io::Result<Input> {
+        // SAFETY: the mapping is read-only and private to this process; the documented
+        // condition (the file is not truncated meanwhile) is the caller's.
+        let mmap = Arc::new(unsafe { Mmap::map(file)? });
+        let _ = mmap.advise(memmap2::Advice::Sequential);
+        let bytes = Bytes::from_owner(Mapped(mmap.clone()));
+        Ok(Input {
+            map: Some(bytes),
+            mmap: Some(mmap),
+            stream: None,
+            pending: BytesMut::new(),
+            eof: true,
+            pos: 0,
+            released: 0,
+        })
+    }
+
+    /// Reads `r` as it comes, through one buffer that is reused once the packets taken from
+    /// it are dropped.
+    pub fn stream(r: Box<dyn Read>) -> Input {
+        Input {
+            map: None,
+            mmap: None,
+            stream: Some(r),
+            pending: BytesMut::with_capacity(1 << 20),
+            eof: false,
+            pos: 0,
+            released: 0,
+        }
+    }
+
+    /// The bytes given, as if mapped (tests, fuzzing).
+    pub fn bytes(b: Bytes) -> Input {
+        Input {
+            map: Some(b),
+            mmap: None,
+            stream: None,
+            pending: BytesMut::new(),
+            eof: true,
+            pos: 0,
+            released: 0,
+        }
+    }
+
+    /// The whole input when it is mapped (for random access).
+    pub fn whole(&self) -> Option<&Bytes> {
+        self.map.as_ref()
+    }
+
+    /// Bytes taken so far.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Up to `n` bytes ahead, not taken (fewer only at the end of the input).
+    pub fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
+        if let Some(b) = &self.map {
+            let at = (self.pos as usize).min(b.len());
+            return Ok(&b[at..(at + n).min(b.len())]);
+        }
+        while self.pending.len() < n && !self.eof {
+            let have = self.pending.len();
+            let want = (n - have).max(1 << 16);
+            self.pending.reserve(want);
+            self.pending.resize(have + want, 0);
+            let k = match self.stream.as_mut() {
+                Some(r) => loop {
+                    match r.read(&mut self.pending[have..]) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        other => break other,
+                    }
+                },
+                None => Ok(0),
+            };
+            let k = match k {
+                Ok(k) => k,
+                Err(e) => {
+                    self.pending.truncate(have);
+                    return Err(e);
+                }
+            };
+            self.pending.truncate(have + k);
+            if k == 0 {
+                self.eof = true;
+            }
+        }
+        Ok(&self.pending[..n.min(self.pending.len())])
+    }
+
+    /// The next `n` bytes (fewer only at the end of the input).
+    pub fn take(&mut self, n: usize) -> io::Result<Bytes> {
+        if let Some(b) = &self.map {
+            let at = (self.pos as usize).min(b.len());
+            let end = (at + n).min(b.len());
+            let out = b.slice(at..end);
+            self.pos = end as u64;
+            self.release_before(self.pos.saturating_sub(RELEASE_STEP));
+            return Ok(out);
+        }
+        let k = self.peek(n)?.len();
+        self.pos += k as u64;
+        Ok(self.pending.split_to(k).freeze())
+    }
+
+    /// Mapped: gives back the pages below `offset` (rounded down to [`RELEASE_STEP`]); they
+    /// are read again from the page cache if a slice still held is used.
+    pub fn release_before(&mut self, offset: u64) {
+        let Some(mmap) = &self.mmap else {
+            return;
+        };
+        let upto = (offset / RELEASE_STEP * RELEASE_STEP).min(mmap.len() as u64);
+        if upto >= self.released + RELEASE_STEP {
+            let from = self.released;
+            // SAFETY: DontNeed on a read-only shared file mapping only drops this process's
+            // page table entries; the pages are faulted in again, unchanged, from the file.
+            let _ = unsafe {
+                mmap.unchecked_advise_range(
+                    UncheckedAdvice::DontNeed,
+                    from as usize,
+                    (upto - from) as usize,
+                )
+            };
+            self.released = upto;
+        }
+    }
+}
+
 /// A container being read: its tracks (known before the first packet) and its packets in
 /// the order the file stores them (each track's in decode order).
 pub trait Demux {
@@ -49,20 +212,6 @@ pub trait Demux {
     fn next_packet(&mut self) -> Result<Option<Packet>, ReadError>;
     /// Bytes of the input consumed so far (for progress).
     fn position(&self) -> u64;
-}
-
-/// Reads exactly `buf.len()` bytes, or fewer only at the end of the input: returns how many.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// How far ahead a reader looks for tracks that have not shown their init data: packets
@@ -77,20 +226,18 @@ const MAX_LOOKAHEAD: usize = 1000;
 /// (H.264 video, AAC or MP3 audio). Tracks are known once every track has its sequence
 /// header and `onMetaData` announces none missing (packets before that are held).
 pub struct FlvReader {
-    input: Box<dyn Read>,
-    at: u64,
+    input: Input,
     ingest: FlvIngest,
     held: VecDeque<Packet>,
     tracks: Vec<Track>,
-    buf: Vec<u8>,
     done: bool,
 }
 
 impl FlvReader {
     /// Reads the file header and looks ahead until the tracks are known.
-    pub fn open(mut input: Box<dyn Read>) -> Result<FlvReader, ReadError> {
-        let mut head = [0u8; 13];
-        let n = read_full(&mut *input, &mut head)?;
+    pub fn open(mut input: Input) -> Result<FlvReader, ReadError> {
+        let head = input.peek(13)?;
+        let n = head.len();
         if n < 3 || &head[..3] != b"FLV" {
             return Err(corrupt(0, "an FLV file header (\"FLV\")"));
         }
@@ -104,23 +251,17 @@ impl FlvReader {
         if !(9..=1024).contains(&offset) {
             return Err(corrupt(5, format!("a DataOffset of 9 (found {offset})")));
         }
-        let mut hdr = head[..n].to_vec();
-        if offset + 4 > n {
-            hdr.resize(offset + 4, 0);
-            let more = read_full(&mut *input, &mut hdr[n..])?;
-            if n + more < offset + 4 {
-                return Err(corrupt((n + more) as u64, "the rest of the FLV header"));
-            }
+        let hdr = input.take(offset + 4)?;
+        if hdr.len() < offset + 4 {
+            return Err(corrupt(hdr.len() as u64, "the rest of the FLV header"));
         }
         flv::parse_file_header(&hdr)
             .map_err(|e| corrupt(0, format!("an FLV file header ({e})")))?;
         let mut r = FlvReader {
             input,
-            at: (offset + 4) as u64,
             ingest: FlvIngest::new(),
             held: VecDeque::new(),
             tracks: Vec::new(),
-            buf: Vec::with_capacity(1 << 16),
             done: false,
         };
         while !r.done
@@ -134,18 +275,18 @@ impl FlvReader {
         r.tracks = r.ingest.tracks().to_vec();
         if r.tracks.is_empty() {
             return Err(corrupt(
-                r.at,
+                r.input.position(),
                 "an H.264, AAC or MP3 tag (the file has none)",
             ));
         }
         Ok(r)
     }
 
-    /// Reads one tag; a packet when it gave one.
+    /// Reads one tag; a packet when it gave one (its payload a slice of the input).
     fn next_tag(&mut self) -> Result<Option<Packet>, ReadError> {
-        let start = self.at;
-        self.buf.resize(11, 0);
-        let n = read_full(&mut *self.input, &mut self.buf[..11])?;
+        let start = self.input.position();
+        let head = self.input.peek(11)?;
+        let n = head.len();
         if n == 0 {
             self.done = true;
             return Ok(None);
@@ -156,41 +297,41 @@ impl FlvReader {
                 format!("an 11-byte FLV tag header (the file ends after {n})"),
             ));
         }
-        let size = u32::from_be_bytes([0, self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        self.buf.resize(11 + size + 4, 0);
-        let got = read_full(&mut *self.input, &mut self.buf[11..])?;
+        let size = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
+        let mut tag = self.input.take(11 + size + 4)?;
+        let got = tag.len() - 11;
+        if got < size {
+            return Err(corrupt(
+                start,
+                format!("an FLV tag of {size} body bytes (the file ends after {got})"),
+            ));
+        }
         if got < size + 4 {
             // A last tag without its PreviousTagSize is whole: accept it.
-            if got < size {
-                return Err(corrupt(
-                    start,
-                    format!("an FLV tag of {size} body bytes (the file ends after {got})"),
-                ));
-            }
-            self.buf.truncate(11 + got);
-            self.buf.resize(11 + size + 4, 0);
+            let mut whole = tag.to_vec();
+            whole.resize(11 + size + 4, 0);
+            tag = Bytes::from(whole);
         }
-        self.at += (11 + got.min(size + 4)) as u64;
-        let (tag, _) = match flv::parse_tag(&self.buf) {
+        let (parsed, _) = match flv::parse_tag(&tag) {
             Ok(Some(t)) => t,
             Ok(None) => return Err(corrupt(start, "a whole FLV tag")),
             Err(e) => return Err(corrupt(start, format!("an FLV tag ({e})"))),
         };
         match self
             .ingest
-            .push_tag(tag.kind, u64::from(tag.timestamp), tag.body)
+            .push_tag(parsed.kind, u64::from(parsed.timestamp), parsed.body)
         {
-            Ok(Some(IngestEvent::Packet(p))) => {
-                let mut p = p.to_owned();
-                p.bpos = start;
-                Ok(Some(p))
-            }
+            Ok(Some(IngestEvent::Packet(p))) => Ok(Some(Packet {
+                track: p.track,
+                dts: p.dts,
+                offset: p.offset,
+                keyframe: p.keyframe,
+                bpos: start,
+                data: tag.slice_ref(p.data),
+            })),
             Ok(_) => Ok(None),
-            Err(e) if tag.kind == TagKind::Script => {
-                // A damaged onMetaData does not stop the media.
-                let _ = e;
-                Ok(None)
-            }
+            // A damaged onMetaData does not stop the media.
+            Err(_) if parsed.kind == TagKind::Script => Ok(None),
             Err(e) => Err(corrupt(start, format!("a readable FLV media tag ({e})"))),
         }
     }
@@ -218,7 +359,7 @@ impl Demux for FlvReader {
     }
 
     fn position(&self) -> u64 {
-        self.at
+        self.input.position()
     }
 }
 
@@ -226,17 +367,15 @@ impl Demux for FlvReader {
 // MPEG-TS
 // ---------------------------------------------------------------------------------------
 
-/// MPEG-TS (ISO/IEC 13818-1) through [`TsDemuxer`], 188-byte packets read 1 MiB at a time.
+/// MPEG-TS (ISO/IEC 13818-1) through [`TsDemuxer`], 188-byte packets 1 MiB at a time.
 /// Tracks are those of the PMT whose init data showed up (SPS/PPS, ADTS) while looking
 /// ahead. A lost sync byte is an error here: a file is not a lossy network.
 pub struct TsReader {
-    input: Box<dyn Read>,
-    at: u64,
+    input: Input,
     demux: TsDemuxer,
     events: Vec<TsEvent>,
     held: VecDeque<Packet>,
     tracks: Vec<Track>,
-    chunk: Vec<u8>,
     done: bool,
 }
 
@@ -246,15 +385,13 @@ const TS_CHUNK: usize = 188 * 5577;
 impl TsReader {
     /// Reads until the tracks are known (every stream of the PMT ready, or [`MAX_LOOKAHEAD`]
     /// packets, or the end).
-    pub fn open(input: Box<dyn Read>) -> Result<TsReader, ReadError> {
+    pub fn open(input: Input) -> Result<TsReader, ReadError> {
         let mut r = TsReader {
             input,
-            at: 0,
             demux: TsDemuxer::new(),
             events: Vec::new(),
             held: VecDeque::new(),
             tracks: Vec::new(),
-            chunk: vec![0; TS_CHUNK],
             done: false,
         };
         // Look ahead: packets appear only for tracks whose init data was found; go on until
@@ -283,7 +420,7 @@ impl TsReader {
             .collect();
         if r.tracks.is_empty() {
             return Err(corrupt(
-                r.at,
+                r.input.position(),
                 "a PAT, a PMT and a carried elementary stream (H.264, HEVC, AAC, MP3)",
             ));
         }
@@ -295,37 +432,38 @@ impl TsReader {
         if self.done {
             return Ok(());
         }
-        let n = read_full(&mut *self.input, &mut self.chunk)?;
+        let at = self.input.position();
+        let chunk = self.input.take(TS_CHUNK)?;
+        let n = chunk.len();
         let before = self.demux.stats().sync_losses;
         if n == 0 {
             self.demux.finish(&mut self.events);
             self.done = true;
         } else {
-            if self.at == 0 && self.chunk[0] != 0x47 {
+            if at == 0 && chunk[0] != 0x47 {
                 return Err(corrupt(0, "an MPEG-TS sync byte 0x47"));
             }
-            self.demux.push(&self.chunk[..n], &mut self.events);
+            self.demux.push(&chunk, &mut self.events);
         }
         if self.demux.stats().sync_losses > before {
             let off = (0..n)
                 .step_by(188)
-                .find(|&i| self.chunk[i] != 0x47)
-                .map_or(self.at, |i| self.at + i as u64);
+                .find(|&i| chunk[i] != 0x47)
+                .map_or(at, |i| at + i as u64);
             return Err(corrupt(
                 off,
                 "an MPEG-TS sync byte 0x47 every 188 bytes (sync lost)",
             ));
         }
-        if n > 0 && n % 188 != 0 && n < self.chunk.len() {
+        if n > 0 && n < TS_CHUNK && n % 188 != 0 {
             return Err(corrupt(
-                self.at + (n - n % 188) as u64,
+                at + (n - n % 188) as u64,
                 format!(
                     "a whole 188-byte TS packet (the file ends after {})",
                     n % 188
                 ),
             ));
         }
-        self.at += n as u64;
         for e in self.events.drain(..) {
             if let TsEvent::Packet(p) = e {
                 self.held.push_back(p);
@@ -355,7 +493,7 @@ impl Demux for TsReader {
     }
 
     fn position(&self) -> u64 {
-        self.at
+        self.input.position()
     }
 }
 
@@ -363,25 +501,24 @@ impl Demux for TsReader {
 // MP4
 // ---------------------------------------------------------------------------------------
 
-/// Reads the top-level box header at `at`: (type, header length, total size); `None` at the
-/// end of the file. A size of 0 runs to the end (§4.2).
-fn box_at(file: &File, at: u64, len: u64) -> Result<Option<([u8; 4], u64, u64)>, ReadError> {
+/// The top-level box header at `at` of `file`: (type, header length, total size); `None` at
+/// the end. A size of 0 runs to the end (§4.2).
+fn box_at(file: &[u8], at: u64) -> Result<Option<([u8; 4], u64, u64)>, ReadError> {
+    let len = file.len() as u64;
     if at >= len {
         return Ok(None);
     }
-    let mut h = [0u8; 16];
-    let avail = (len - at).min(16) as usize;
-    if avail < 8 {
+    let h = &file[at as usize..(at + 16).min(len) as usize];
+    if h.len() < 8 {
         return Err(corrupt(at, "an 8-byte box header (the file ends)"));
     }
-    file.read_exact_at(&mut h[..avail], at)?;
-    let size32 = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as u64;
+    let size32 = u64::from(u32::from_be_bytes([h[0], h[1], h[2], h[3]]));
     let kind = [h[4], h[5], h[6], h[7]];
     let (head, size) = match size32 {
         0 => (8, len - at),
-        1 if avail == 16 => (
+        1 if h.len() == 16 => (
             16,
-            u64::from_be_bytes(h[8..16].try_into().unwrap_or([0; 8])),
+            u64::from_be_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]),
         ),
         1 => return Err(corrupt(at, "a 16-byte large box header")),
         s => (8, s),
@@ -408,11 +545,12 @@ enum Mp4Kind {
 }
 
 /// MP4 / MOV (ISO/IEC 14496-12), progressive (`moov` before or after `mdat`) or fragmented.
-/// Needs a seekable file (stdin is spooled to a temporary file first). Progressive files are
-/// read sample by sample with positioned reads, the tracks merged in DTS order.
+/// Needs the whole file at hand (mapped; a pipe is first copied to a temporary file).
+/// Progressive files are read sample by sample, the tracks merged in DTS order; each
+/// payload is a slice of the mapping.
 pub struct Mp4Reader {
-    file: File,
-    len: u64,
+    input: Input,
+    file: Bytes,
     tracks: Vec<Track>,
     kind: Mp4Kind,
     read: u64,
@@ -420,13 +558,18 @@ pub struct Mp4Reader {
 
 impl Mp4Reader {
     /// Finds `moov` among the top-level boxes and reads the sample tables (or, fragmented,
-    /// the init tracks).
-    pub fn open(file: File) -> Result<Mp4Reader, ReadError> {
-        let len = file.metadata()?.len();
+    /// the init tracks). `input` must be mapped ([`Input::map`]) or given ([`Input::bytes`]).
+    pub fn open(input: Input) -> Result<Mp4Reader, ReadError> {
+        let Some(file) = input.whole().cloned() else {
+            return Err(ReadError::Io(io::Error::other(
+                "MP4 needs a file, not a stream",
+            )));
+        };
+        let len = file.len() as u64;
         let mut at = 0;
         let mut moov = None;
         let mut first_moof = None;
-        while let Some((kind, head, size)) = box_at(&file, at, len)? {
+        while let Some((kind, head, size)) = box_at(&file, at)? {
             if at == 0
                 && !matches!(
                     &kind,
@@ -443,13 +586,8 @@ impl Mp4Reader {
             }
             match &kind {
                 b"moov" => {
-                    if size > 512 << 20 {
-                        return Err(corrupt(at, "a moov box under 512 MiB"));
-                    }
-                    let end = (at + size).min(len);
-                    let mut body = vec![0u8; (end - at - head) as usize];
-                    file.read_exact_at(&mut body, at + head)?;
-                    moov = Some((at, body));
+                    let end = at.saturating_add(size).min(len);
+                    moov = Some((at, file.slice((at + head).min(end) as usize..end as usize)));
                 }
                 b"moof" if first_moof.is_none() => first_moof = Some(at),
                 _ => {}
@@ -474,8 +612,8 @@ impl Mp4Reader {
             let init = Fragmented::read_init(&init_box)
                 .map_err(|e| corrupt(moov_at, format!("a fragmented MP4 init moov ({e})")))?;
             return Ok(Mp4Reader {
+                input,
                 file,
-                len,
                 tracks: init.tracks.clone(),
                 kind: Mp4Kind::Fragmented {
                     init,
@@ -488,8 +626,8 @@ impl Mp4Reader {
         let (tracks, samples) = mp4demux::read_moov(&moov, len)
             .map_err(|e| corrupt(moov_at, format!("a readable moov ({e})")))?;
         Ok(Mp4Reader {
+            input,
             file,
-            len,
             tracks,
             kind: Mp4Kind::Progressive {
                 samples: samples.into_iter().map(VecDeque::from).collect(),
@@ -516,22 +654,28 @@ impl Demux for Mp4Reader {
                 let Some(s) = samples[ti].pop_front() else {
                     return Ok(None);
                 };
-                let mut data = vec![0u8; s.size as usize];
-                self.file.read_exact_at(&mut data, s.pos).map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        corrupt(s.pos, format!("a sample of {} bytes", s.size))
-                    } else {
-                        ReadError::Io(e)
-                    }
-                })?;
+                let end = s.pos + u64::from(s.size);
+                if end > self.file.len() as u64 {
+                    return Err(corrupt(s.pos, format!("a sample of {} bytes", s.size)));
+                }
                 self.read += u64::from(s.size);
+                // Pages below every track's next sample are done with.
+                if self.read % RELEASE_STEP < u64::from(s.size) {
+                    let low = samples
+                        .iter()
+                        .filter_map(|q| q.front())
+                        .map(|x| x.pos)
+                        .min();
+                    self.input
+                        .release_before(low.unwrap_or(end).saturating_sub(RELEASE_STEP));
+                }
                 Ok(Some(Packet {
                     track: self.tracks[ti].id,
                     dts: s.dts,
                     offset: s.offset,
                     keyframe: s.keyframe,
                     bpos: s.pos,
-                    data: Bytes::from(data),
+                    data: self.file.slice(s.pos as usize..end as usize),
                 }))
             }
             Mp4Kind::Fragmented {
@@ -543,32 +687,30 @@ impl Demux for Mp4Reader {
                     return Ok(Some(p));
                 }
                 // The next moof and the mdat after it.
-                let Some((kind, _, size)) = box_at(&self.file, *next_box, self.len)? else {
+                let Some((kind, _, size)) = box_at(&self.file, *next_box)? else {
                     return Ok(None);
                 };
                 let at = *next_box;
+                let len = self.file.len() as u64;
                 *next_box = at.saturating_add(size);
-                self.read = (*next_box).min(self.len);
+                self.read = (*next_box).min(len);
                 if &kind != b"moof" {
                     continue;
                 }
                 let mut end = *next_box;
-                if let Some((k2, _, s2)) = box_at(&self.file, end, self.len)? {
+                if let Some((k2, _, s2)) = box_at(&self.file, end)? {
                     if &k2 == b"mdat" {
                         end = end.saturating_add(s2);
                     }
                 }
-                if end > self.len {
+                if end > len {
                     return Err(corrupt(at, "a whole moof + mdat fragment (the file ends)"));
                 }
-                if end - at > 1 << 30 {
-                    return Err(corrupt(at, "a fragment under 1 GiB"));
-                }
-                let mut seg = vec![0u8; (end - at) as usize];
-                self.file.read_exact_at(&mut seg, at)?;
                 *next_box = end;
+                self.input.release_before(at.saturating_sub(RELEASE_STEP));
+                let seg = self.file.slice(at as usize..end as usize);
                 let mut out = Vec::new();
-                init.read_segment(&Bytes::from(seg), &mut out)
+                init.read_segment(&seg, &mut out)
                     .map_err(|e| corrupt(at, format!("a readable fragment ({e})")))?;
                 for mut p in out {
                     p.bpos += at;
@@ -579,10 +721,7 @@ impl Demux for Mp4Reader {
     }
 
     fn position(&self) -> u64 {
-        match &self.kind {
-            Mp4Kind::Progressive { .. } => self.read,
-            Mp4Kind::Fragmented { .. } => self.read,
-        }
+        self.read
     }
 }
 
@@ -593,20 +732,22 @@ impl Demux for Mp4Reader {
 /// A `.dtsc` file (dtsc.md, "Files"): a `DTSC` header frame, then `DTP2` packet frames, read
 /// frame by frame. Later header frames are skipped.
 pub struct DtscReader {
-    input: Box<dyn Read>,
-    at: u64,
+    input: Input,
     tracks: Vec<Track>,
-    buf: Vec<u8>,
+}
+
+enum FrameKind {
+    Header(Header),
+    Packet(Packet),
+    Other,
 }
 
 impl DtscReader {
     /// Reads the header frame.
-    pub fn open(input: Box<dyn Read>) -> Result<DtscReader, ReadError> {
+    pub fn open(input: Input) -> Result<DtscReader, ReadError> {
         let mut r = DtscReader {
             input,
-            at: 0,
             tracks: Vec::new(),
-            buf: Vec::with_capacity(1 << 16),
         };
         match r.frame()? {
             Some(FrameKind::Header(h)) => r.tracks = h.tracks,
@@ -618,11 +759,11 @@ impl DtscReader {
         Ok(r)
     }
 
-    /// Reads one frame.
+    /// Reads one frame (a packet's payload is a slice of the input).
     fn frame(&mut self) -> Result<Option<FrameKind>, ReadError> {
-        let start = self.at;
-        self.buf.resize(8, 0);
-        let n = read_full(&mut *self.input, &mut self.buf[..8])?;
+        let start = self.input.position();
+        let head = self.input.peek(8)?;
+        let n = head.len();
         if n == 0 {
             return Ok(None);
         }
@@ -632,53 +773,51 @@ impl DtscReader {
                 format!("an 8-byte DTSC frame header (the file ends after {n})"),
             ));
         }
-        let magic = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
+        let magic = [head[0], head[1], head[2], head[3]];
         if !matches!(&magic, b"DTSC" | b"DTP2" | b"DTPD" | b"DTCM") {
             return Err(corrupt(
                 start,
-                format!("a DTSC frame magic (DTSC, DTP2); found {:02x?}", magic),
+                format!("a DTSC frame magic (DTSC, DTP2); found {magic:02x?}"),
             ));
         }
-        let len = u32::from_be_bytes([self.buf[4], self.buf[5], self.buf[6], self.buf[7]]) as usize;
+        let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
         if len > 256 << 20 {
             return Err(corrupt(
                 start,
                 format!("a DTSC frame under 256 MiB (found {len} bytes)"),
             ));
         }
-        self.buf.resize(8 + len, 0);
-        let got = read_full(&mut *self.input, &mut self.buf[8..])?;
-        if got < len {
+        let frame = self.input.take(8 + len)?;
+        if frame.len() < 8 + len {
             return Err(corrupt(
                 start,
-                format!("a DTSC frame of {len} bytes (the file ends after {got})"),
+                format!(
+                    "a DTSC frame of {len} bytes (the file ends after {})",
+                    frame.len() - 8
+                ),
             ));
         }
-        self.at += (8 + len) as u64;
-        let frame = match wire::parse_frame(&self.buf) {
+        let parsed = match wire::parse_frame(&frame) {
             Ok(Some((f, _))) => f,
             Ok(None) => return Err(corrupt(start, "a whole DTSC frame")),
             Err(e) => return Err(corrupt(start, format!("a valid DTSC frame ({e})"))),
         };
-        Ok(Some(match frame {
+        Ok(Some(match parsed {
             Frame::Header(v) => FrameKind::Header(
                 Header::from_value(&v)
                     .map_err(|e| corrupt(start, format!("a valid DTSC header ({e})")))?,
             ),
-            Frame::Packet(p) => {
-                let mut p = p.to_owned();
-                p.bpos = start;
-                FrameKind::Packet(p)
-            }
+            Frame::Packet(p) => FrameKind::Packet(Packet {
+                track: p.track,
+                dts: p.dts,
+                offset: p.offset,
+                keyframe: p.keyframe,
+                bpos: start,
+                data: frame.slice_ref(p.data),
+            }),
             _ => FrameKind::Other,
         }))
     }
-}
-
-enum FrameKind {
-    Header(Header),
-    Packet(Packet),
-    Other,
 }
 
 impl Demux for DtscReader {
@@ -697,6 +836,6 @@ impl Demux for DtscReader {
     }
 
     fn position(&self) -> u64 {
-        self.at
+        self.input.position()
     }
 }

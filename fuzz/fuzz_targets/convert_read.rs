@@ -1,32 +1,27 @@
 //! A file given to `sluice-convert` (untrusted bytes): the first byte picks the reader (FLV,
-//! MPEG-TS, DTSC, MP4), the rest is the file. Nothing panics; a reader either ends or names
+//! MPEG-TS, DTSC, MP4; bit 2: read as a pipe rather than mapped), the rest is the file. Nothing panics; a reader either ends or names
 //! a byte offset inside the file; what it reads goes through every writer without a panic.
 #![no_main]
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 
 use libfuzzer_sys::fuzz_target;
-use sluice_converters::read::{Demux, DtscReader, FlvReader, Mp4Reader, ReadError, TsReader};
+use sluice_converters::read::{Demux, DtscReader, FlvReader, Input, Mp4Reader, ReadError, TsReader};
 use sluice_converters::{write, Format};
 
 fn reader(kind: u8, data: &[u8]) -> Result<Box<dyn Demux>, ReadError> {
-    let input = Box::new(Cursor::new(data.to_vec()));
+    let bytes = bytes::Bytes::copy_from_slice(data);
+    // Odd kinds read the bytes as a pipe, even ones as a mapped file (MP4: always mapped).
+    let input = if kind & 4 != 0 {
+        Input::stream(Box::new(Cursor::new(data.to_vec())))
+    } else {
+        Input::bytes(bytes)
+    };
     Ok(match kind % 4 {
         0 => Box::new(FlvReader::open(input)?),
         1 => Box::new(TsReader::open(input)?),
         2 => Box::new(DtscReader::open(input)?),
-        _ => {
-            let path = std::env::temp_dir().join(format!("fuzz-convert-{}", std::process::id()));
-            let mut f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)?;
-            std::fs::remove_file(&path)?;
-            f.write_all(data)?;
-            Box::new(Mp4Reader::open(f)?)
-        }
+        _ => Box::new(Mp4Reader::open(Input::bytes(bytes::Bytes::copy_from_slice(data)))?),
     })
 }
 

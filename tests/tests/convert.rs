@@ -180,7 +180,12 @@ fn converted_mp4_plays_in_chromiums_native_video_element() {
     let dir = unique_temp_dir("convert-chromium");
     let mp4 = dir.join("clip.mp4");
     converted(&fixture("bframes.flv"), &mp4, &[]);
-    assert_eq!(&mp4_top_boxes(&mp4)[..3], ["ftyp", "moov", "mdat"]);
+    // moov first; a free box may pad the head to whole file-system blocks.
+    let top: Vec<String> = mp4_top_boxes(&mp4)
+        .into_iter()
+        .filter(|b| b != "free")
+        .collect();
+    assert_eq!(top, ["ftyp", "moov", "mdat"]);
     let page = r#"<!doctype html><video id="v" muted autoplay src="clip.mp4"></video><script>
 const v = document.getElementById('v');
 const log = (event) => {
