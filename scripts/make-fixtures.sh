@@ -4,6 +4,8 @@
 #   scripts/make-fixtures.sh OUTDIR           -> OUTDIR/bframes.flv, OUTDIR/nobframes.flv,
 #                                                OUTDIR/hevc.ts, OUTDIR/multi.ts
 #   scripts/make-fixtures.sh --demo FILE.flv  -> the small built-in demo (fixtures/demo.flv)
+#   scripts/make-fixtures.sh --long FILE.flv SECONDS -> bframes.flv's content, SECONDS long at
+#                                                4 Mbit/s (the converter benchmark's input)
 #
 # Every fixture: 10 s, 640x360, 25 fps H.264 High, keyframe every 2 s (GOP 50, no scene cut),
 # AAC-LC 44.1 kHz stereo two-tone. Facts checked with ffprobe after encoding:
@@ -19,20 +21,21 @@ command -v ffmpeg >/dev/null || die "ffmpeg not found (run scripts/install-test-
 command -v ffprobe >/dev/null || die "ffprobe not found (run scripts/install-test-deps.sh)"
 
 # Two-tone stereo audio: 440 Hz left, 660 Hz right.
-AUDIO_SRC="aevalsrc=0.25*sin(2*PI*440*t)|0.25*sin(2*PI*660*t):s=44100:c=stereo:d=10"
+DUR=10
+audio_src() { echo "aevalsrc=0.25*sin(2*PI*440*t)|0.25*sin(2*PI*660*t):s=44100:c=stereo:d=$DUR"; }
 
 # encode OUT NOISE BF [extra x264 options...]
 encode() {
     local out="$1" noise="$2" bf="$3"; shift 3
     local tmp="${out%.flv}.tmp.$$.flv"
     ffmpeg -hide_banner -loglevel error -nostdin -y \
-        -f lavfi -i "testsrc2=s=640x360:r=25:d=10,noise=alls=${noise}:allf=t,format=yuv420p" \
-        -f lavfi -i "$AUDIO_SRC" \
+        -f lavfi -i "testsrc2=s=640x360:r=25:d=$DUR,noise=alls=${noise}:allf=t,format=yuv420p" \
+        -f lavfi -i "$(audio_src)" \
         -map 0:v -map 1:a \
         -c:v libx264 -profile:v high -preset medium -threads 1 \
         -g 50 -keyint_min 50 -sc_threshold 0 -bf "$bf" "$@" \
         -c:a aac -b:a 128k -ar 44100 -ac 2 \
-        -t 10 -f flv "$tmp" || { rm -f "$tmp"; die "ffmpeg failed to encode $out"; }
+        -t "$DUR" -f flv "$tmp" || { rm -f "$tmp"; die "ffmpeg failed to encode $out"; }
     mv -f "$tmp" "$out"
 }
 
@@ -71,7 +74,7 @@ encode_hevc() {
     local out="$1" tmp="${1%.ts}.tmp.$$.ts"
     ffmpeg -hide_banner -loglevel error -nostdin -y \
         -f lavfi -i "testsrc2=s=640x360:r=25:d=10,noise=alls=12:allf=t,format=yuv420p" \
-        -f lavfi -i "$AUDIO_SRC" -map 0:v -map 1:a \
+        -f lavfi -i "$(audio_src)" -map 0:v -map 1:a \
         -c:v libx265 -preset fast -b:v 700k \
         -x265-params "log-level=error:pools=1:frame-threads=1:keyint=50:min-keyint=50:scenecut=0:open-gop=0:bframes=3" \
         -c:a aac -b:a 128k -ar 44100 -ac 2 -t 10 -f mpegts "$tmp" || { rm -f "$tmp"; die "ffmpeg failed to encode $out"; }
@@ -108,6 +111,19 @@ verify_ts() {
     [[ "$a" == 432 ]] || die "$f: $a audio packets, want 432"
     echo "make-fixtures: ok $f ($(stat -c %s "$f") bytes; $got; 250 video / 432 audio)"
 }
+
+if [[ "${1:-}" == "--long" ]]; then
+    # The converter benchmark's input: the B-frame fixture's picture and sound, SECONDS long,
+    # at 4 Mbit/s (so about 200 MB for 400 s). Only its size and duration are checked.
+    out="${2:?usage: $0 --long OUT.flv SECONDS}"
+    DUR="${3:?usage: $0 --long OUT.flv SECONDS}"
+    mkdir -p "$(dirname "$out")"
+    fresh "$out" || encode "$out" 12 3 -b:v 4000k -maxrate 5000k -bufsize 8000k
+    frames="$(ffprobe -v error -select_streams v:0 -count_packets -show_entries stream=nb_read_packets -of csv=p=0 "$out")"
+    [[ "$frames" == "$((DUR * 25))" ]] || die "$out: $frames video packets, want $((DUR * 25))"
+    echo "make-fixtures: ok $out ($(stat -c %s "$out") bytes; $frames video packets)"
+    exit 0
+fi
 
 if [[ "${1:-}" == "--demo" ]]; then
     out="${2:?usage: $0 --demo OUT.flv}"
