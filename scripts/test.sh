@@ -28,4 +28,9 @@ export SLUICE_DEMO="${SLUICE_DEMO:-$ROOT/fixtures/demo.flv}"
 step "cargo test --release --workspace (SLUICE_BIN=$SLUICE_BIN)"
 cargo test --release --workspace --no-fail-fast
 
+# The fuzz targets are a crate of their own (cargo-fuzz builds them with nightly flags); a
+# check here keeps them compiling as the parsers they drive change.
+step "fuzz targets compile (cargo check in fuzz/)"
+(cd fuzz && cargo check --bins --examples)
+
 step "all tests passed in $((SECONDS - start)) s"
