@@ -1045,7 +1045,7 @@ fn rtmp_session(
                     );
                     return Ok(());
                 }
-                ClientEvent::Connected | ClientEvent::Publishing => {}
+                ClientEvent::Connected | ClientEvent::Publishing | ClientEvent::Message(_) => {}
             }
         }
         feed.settle(got, demux, out, st)?;

@@ -2,6 +2,7 @@
 //! remote server's bytes: a valid S0+S1+S2 first, then the fuzz input as the chunk stream in
 //! pieces whose size the first input byte picks. Nothing may panic; once the client says it publishes, media may be
 //! sent, and everything it writes after C0+C1+C2 is a chunk stream our own decoder reads.
+//! Bit 1 of the first byte turns on observing every message (`ClientEvent::Message`).
 #![no_main]
 
 use dtsc::rtmp::chunk::ChunkDecoder;
@@ -20,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         RtmpClient::new("rtmp://h/live", "live", "s", 7)
     };
+    c.set_observe_messages(split & 2 == 2);
     c.start(0);
     let mut written = c.take_output();
     // S0 (version 3), S1, S2.

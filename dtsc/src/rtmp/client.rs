@@ -10,6 +10,11 @@
 //! §E.4.2–E.4.4). `NetStream.Play.Stop`, `…UnpublishNotify` and `…Play.Complete` give
 //! [`ClientEvent::Stopped`]; `…StreamNotFound` and errors [`ClientEvent::Failed`].
 //!
+//! Observing: with [`RtmpClient::set_observe_messages`] on, every message received (protocol
+//! control §5.4, user control §6.2, commands, data and media §7.1) is also given whole as a
+//! [`ClientEvent::Message`], before the client acts on it: what an analyser prints. Off by
+//! default, so the server's pull and push paths copy nothing more.
+//!
 //! Publishing:
 //! Driving it: [`PublishClient::start`] once, send [`PublishClient::take_output`]; feed the
 //! server's bytes to [`PublishClient::handle_input`] and poll [`PublishClient::poll_event`]
@@ -26,7 +31,7 @@
 
 use std::collections::VecDeque;
 
-use super::chunk::{msg_type, ChunkDecoder, ChunkEncoder, Span, MAX_MESSAGE_LEN};
+use super::chunk::{msg_type, ChunkDecoder, ChunkEncoder, Message, Span, MAX_MESSAGE_LEN};
 use super::handshake::ClientHandshake;
 use super::session::{MediaKind, SessionError, CSID_COMMAND, CSID_CONTROL, CSID_STATUS};
 use crate::amf0::{self, Amf0};
@@ -65,6 +70,13 @@ pub enum ClientEvent {
         /// The message body.
         payload: Vec<u8>,
     },
+    /// One message as received, only with [`RtmpClient::set_observe_messages`] on: its chunk
+    /// stream id (§5.3.1.1), message stream id, type id (§5.4 protocol control 1–6, §6.2 user
+    /// control 4, §7.1 commands, data and media), timestamp in ms (unwrapped past 2^32) and
+    /// whole body (its length is the message length, bytes). Comes before the events the
+    /// message causes; an audio, video or data message of the played stream is also a
+    /// [`ClientEvent::Media`].
+    Message(Message),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +107,7 @@ pub struct RtmpClient {
     received: u64,
     acked: u64,
     peer_window: u32,
+    observe: bool,
 }
 
 fn status_text(info: Option<&Amf0>) -> (String, String) {
@@ -130,6 +143,7 @@ impl RtmpClient {
             received: 0,
             acked: 0,
             peer_window: WINDOW,
+            observe: false,
         }
     }
 
@@ -163,6 +177,12 @@ impl RtmpClient {
         self.handshake.start(time_ms, &mut self.out);
     }
 
+    /// Turns [`ClientEvent::Message`] on or off: a copy of every message received, protocol
+    /// control and commands included (off by default).
+    pub fn set_observe_messages(&mut self, on: bool) {
+        self.observe = on;
+    }
+
     /// True once the server accepted the publish.
     pub fn is_publishing(&self) -> bool {
         self.step == Step::Live
@@ -194,6 +214,9 @@ impl RtmpClient {
             self.dec.push(rest);
         }
         while let Some(msg) = self.dec.poll()? {
+            if self.observe {
+                self.events.push_back(ClientEvent::Message(msg.clone()));
+            }
             let media = match msg.msg_type {
                 msg_type::AUDIO => Some(MediaKind::Audio),
                 msg_type::VIDEO => Some(MediaKind::Video),
@@ -659,6 +682,176 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    /// The bytes a server sends a player, scripted: S0+S1+S2, then Window Ack Size,
+    /// Set Peer Bandwidth, Set Chunk Size (§5.4.4, §5.4.5, §5.4.1), User Control StreamBegin
+    /// (§6.2), `_result` for `connect` and for `createStream` (§7.2.1), `onStatus`
+    /// `NetStream.Play.Start` (§7.2.2.1), `onMetaData` (§7.1.2) and a video message (§7.1.5).
+    fn scripted_play() -> Vec<u8> {
+        use crate::rtmp::handshake::HANDSHAKE_SIZE;
+        let mut out = vec![3u8];
+        out.extend(std::iter::repeat_n(0u8, 2 * HANDSHAKE_SIZE));
+        let mut enc = ChunkEncoder::new();
+        let cmd = |vals: &[Amf0]| {
+            let mut b = Vec::new();
+            amf0::encode_all(vals, &mut b);
+            b
+        };
+        enc.write_message(
+            2,
+            msg_type::WINDOW_ACK_SIZE,
+            0,
+            0,
+            &WINDOW.to_be_bytes(),
+            &mut out,
+        );
+        enc.write_message(
+            2,
+            msg_type::SET_PEER_BANDWIDTH,
+            0,
+            0,
+            &[0, 0x26, 0x25, 0xa0, 2],
+            &mut out,
+        );
+        enc.set_chunk_size(4096, &mut out).unwrap();
+        enc.write_message(
+            2,
+            msg_type::USER_CONTROL,
+            0,
+            0,
+            &[0, 0, 0, 0, 0, 1],
+            &mut out,
+        );
+        let info = Amf0::object([("code", Amf0::string("NetConnection.Connect.Success"))]);
+        let b = cmd(&[
+            Amf0::string("_result"),
+            Amf0::Number(TXN_CONNECT),
+            Amf0::Null,
+            info,
+        ]);
+        enc.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &b, &mut out);
+        let b = cmd(&[
+            Amf0::string("_result"),
+            Amf0::Number(TXN_CREATE),
+            Amf0::Null,
+            Amf0::Number(1.0),
+        ]);
+        enc.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &b, &mut out);
+        let info = Amf0::object([
+            ("level", Amf0::string("status")),
+            ("code", Amf0::string("NetStream.Play.Start")),
+        ]);
+        let b = cmd(&[
+            Amf0::string("onStatus"),
+            Amf0::Number(0.0),
+            Amf0::Null,
+            info,
+        ]);
+        enc.write_message(5, msg_type::COMMAND_AMF0, 1, 0, &b, &mut out);
+        let b = cmd(&[
+            Amf0::string("onMetaData"),
+            Amf0::object([("width", Amf0::Number(640.0))]),
+        ]);
+        enc.write_message(5, msg_type::DATA_AMF0, 1, 0, &b, &mut out);
+        enc.write_message(6, msg_type::VIDEO, 1, 40, &[0x17, 1, 0, 0, 0, 9], &mut out);
+        out
+    }
+
+    #[test]
+    fn observing_gives_every_message_with_its_ids_and_body() {
+        for split in [1, 5, 1 << 16] {
+            let mut c = RtmpClient::player("rtmp://h/live", "live", "s", 2);
+            c.set_observe_messages(true);
+            c.start(0);
+            for part in scripted_play().chunks(split) {
+                c.handle_input(part).unwrap();
+            }
+            let ev: Vec<ClientEvent> = std::iter::from_fn(|| c.poll_event()).collect();
+            let msgs: Vec<&Message> = ev
+                .iter()
+                .filter_map(|e| match e {
+                    ClientEvent::Message(m) => Some(m),
+                    _ => None,
+                })
+                .collect();
+            let ids: Vec<(u32, u32, u8, u64, usize)> = msgs
+                .iter()
+                .map(|m| {
+                    (
+                        m.csid,
+                        m.stream_id,
+                        m.msg_type,
+                        m.timestamp,
+                        m.payload.len(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                ids[..4],
+                [
+                    (2, 0, 5, 0, 4),
+                    (2, 0, 6, 0, 5),
+                    (2, 0, 1, 0, 4),
+                    (2, 0, 4, 0, 6)
+                ]
+            );
+            assert_eq!(
+                ids[4..].iter().map(|i| (i.0, i.1, i.2)).collect::<Vec<_>>(),
+                [(3, 0, 20), (3, 0, 20), (5, 1, 20), (5, 1, 18), (6, 1, 9)]
+            );
+            assert_eq!(ids[8].3, 40);
+            let commands: Vec<(String, f64)> = msgs
+                .iter()
+                .filter(|m| m.msg_type == msg_type::COMMAND_AMF0)
+                .map(|m| {
+                    let v = amf0::decode_all(&m.payload).unwrap();
+                    (v[0].as_str().unwrap().to_string(), v[1].as_f64().unwrap())
+                })
+                .collect();
+            assert_eq!(
+                commands,
+                [
+                    ("_result".to_string(), TXN_CONNECT),
+                    ("_result".to_string(), TXN_CREATE),
+                    ("onStatus".to_string(), 0.0)
+                ]
+            );
+            let status = amf0::decode_all(&msgs[6].payload).unwrap();
+            assert_eq!(
+                status[3].get("code").and_then(Amf0::as_str),
+                Some("NetStream.Play.Start")
+            );
+            // Each message comes before what it causes: Connected after connect's `_result`,
+            // Playing after the `onStatus`, Media after its own Message.
+            let pos = |f: &dyn Fn(&ClientEvent) -> bool| ev.iter().position(f).unwrap();
+            let connected = pos(&|e| *e == ClientEvent::Connected);
+            let playing = pos(&|e| *e == ClientEvent::Playing);
+            let video = pos(&|e| {
+                matches!(
+                    e,
+                    ClientEvent::Media {
+                        kind: MediaKind::Video,
+                        ..
+                    }
+                )
+            });
+            let msg_at = |i: usize| pos(&|e| e == &ClientEvent::Message(msgs[i].clone()));
+            assert!(
+                msg_at(4) < connected && msg_at(6) < playing && msg_at(8) < video,
+                "{ev:?}"
+            );
+            // Off (the default): the same bytes give no Message events.
+            let mut c = RtmpClient::player("rtmp://h/live", "live", "s", 2);
+            c.start(0);
+            c.handle_input(&scripted_play()).unwrap();
+            let ev: Vec<ClientEvent> = std::iter::from_fn(|| c.poll_event()).collect();
+            assert!(
+                !ev.iter().any(|e| matches!(e, ClientEvent::Message(_))),
+                "{ev:?}"
+            );
+            assert!(ev.contains(&ClientEvent::Playing), "{ev:?}");
         }
     }
 
