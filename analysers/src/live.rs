@@ -109,6 +109,7 @@ pub fn rtmp(url: &str, duration: Duration, count: Option<usize>) -> Result<RtmpR
         .ok_or_else(|| anyhow!("{url}: not rtmp://HOST[:PORT]/APP/STREAM"))?;
     let mut s = connect(&host, port)?;
     let mut client = RtmpClient::player(&tc, &app, &name, 0x5eed);
+    client.set_observe_messages(true);
     let mut w = RtmpWatcher::new(url);
     let start = Instant::now();
     client.start(0);
