@@ -715,6 +715,80 @@ fn live_kinds_against_sluice() {
         "rtmp: {}",
         v["violations"]
     );
+    // Every message, as MistServer's RTMP analyser prints them: protocol control first,
+    // `_result` for connect, `onStatus` NetStream.Play.Start on the play's message stream,
+    // then media on their chunk streams with that non-zero message stream id.
+    let msgs = v["messages"].as_array().unwrap();
+    let of_type = |t: &str| -> Vec<&Value> { msgs.iter().filter(|m| m["type"] == t).collect() };
+    for (t, id, key) in [
+        ("window_ack_size", 5, "window"),
+        ("set_peer_bandwidth", 6, "window"),
+        ("set_chunk_size", 1, "chunk_size"),
+    ] {
+        let m = *of_type(t)
+            .first()
+            .unwrap_or_else(|| panic!("rtmp: no {t} message"));
+        assert_eq!(
+            (
+                m["type_id"].as_u64(),
+                m["csid"].as_u64(),
+                m["msid"].as_u64()
+            ),
+            (Some(id), Some(2), Some(0)),
+            "{m}"
+        );
+        assert!(m["control"][key].as_u64().unwrap() > 0, "{m}");
+    }
+    let commands = of_type("command");
+    let connect = commands
+        .iter()
+        .find(|m| m["command"] == "_result" && m["transaction_id"] == 1.0)
+        .unwrap_or_else(|| panic!("rtmp: no _result for connect: {commands:?}"));
+    assert_eq!(
+        connect["code"], "NetConnection.Connect.Success",
+        "{connect}"
+    );
+    assert_eq!(
+        (connect["type_id"].as_u64(), connect["msid"].as_u64()),
+        (Some(20), Some(0))
+    );
+    let start = commands
+        .iter()
+        .find(|m| m["command"] == "onStatus" && m["code"] == "NetStream.Play.Start")
+        .unwrap_or_else(|| panic!("rtmp: no onStatus NetStream.Play.Start: {commands:?}"));
+    let play_msid = start["msid"].as_u64().unwrap();
+    assert!(play_msid > 0, "{start}");
+    let media: Vec<&Value> = msgs
+        .iter()
+        .filter(|m| m["type"] == "video" || m["type"] == "audio")
+        .collect();
+    assert_eq!(
+        media.len() as u64,
+        s["video_messages"].as_u64().unwrap() + s["audio_messages"].as_u64().unwrap()
+    );
+    for m in &media {
+        assert_eq!(m["msid"].as_u64(), Some(play_msid), "{m}");
+        assert!(m["csid"].as_u64().unwrap() >= 3, "{m}");
+        assert!(m["size"].as_u64().unwrap() > 0, "{m}");
+    }
+    let metadata = of_type("data")
+        .into_iter()
+        .find(|m| m["data"][0] == "onMetaData");
+    assert!(
+        metadata.is_some_and(|m| m["msid"].as_u64() == Some(play_msid)),
+        "rtmp: no onMetaData on the play's stream: {:?}",
+        of_type("data")
+    );
+    let first_media = msgs
+        .iter()
+        .position(|m| m["type"] == "video" || m["type"] == "audio");
+    let start_at = msgs
+        .iter()
+        .position(|m| m["code"] == "NetStream.Play.Start");
+    assert!(
+        start_at < first_media,
+        "rtmp: media before NetStream.Play.Start"
+    );
 
     let (code, v, err) = rtsp.join().unwrap();
     assert_eq!(code, 0, "rtsp: {err} {v}");
