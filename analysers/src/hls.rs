@@ -261,14 +261,13 @@ impl MediaChecker {
             self.stall_reported = false;
         } else if !pl.ended && !self.stall_reported {
             // Reloads come every half target when nothing changes (§6.3.4): allow for that.
-            let allowed = target * 1500 + target * 500 + 500;
-            if now_ms - self.last_change_ms > allowed {
+            // (A hostile target duration saturates rather than overflow.)
+            let allowed = target.saturating_mul(2000).saturating_add(500);
+            let unchanged = now_ms.saturating_sub(self.last_change_ms);
+            if unchanged > allowed {
                 r.violations.push(Violation::new(
                     R_RELOAD,
-                    format!(
-                        "unchanged for {} ms (target duration {target} s)",
-                        now_ms - self.last_change_ms
-                    ),
+                    format!("unchanged for {unchanged} ms (target duration {target} s)"),
                 ));
                 self.stall_reported = true;
             }
@@ -549,6 +548,16 @@ mod tests {
         c.segment(0, "a.ts", 4000, b"");
         assert_eq!(rules(&c), vec![R_PSI]);
         assert_eq!(c.report().segments[0].starts_with_keyframe, None);
+    }
+
+    #[test]
+    fn a_huge_target_duration_does_not_overflow_the_reload_rule() {
+        // Found by the hls_checker fuzz target: target × 2000 ms overflowed.
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:18446744073709551615\n#EXTINF:1,\na.ts\n";
+        let mut c = MediaChecker::new("u");
+        c.playlist(text, 0);
+        c.playlist(text, u64::MAX);
+        assert!(!rules(&c).contains(&R_RELOAD));
     }
 
     proptest! {
