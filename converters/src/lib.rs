@@ -536,7 +536,6 @@ pub fn convert(
         opts,
         &mut out,
         &spool_dir,
-        final_path.is_some(),
         direct,
         total,
         progress,
@@ -594,12 +593,12 @@ fn run(
     opts: &Options,
     out: &mut dyn Write,
     spool_dir: &Path,
-    want_index: bool,
     direct: Option<File>,
     total: Option<u64>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(Vec<TrackSummary>, Option<Vec<u8>>)> {
-    let want_index = want_index && to == Format::Dtsc;
+    // A DTSC file gets its .dtsh beside it; stdout has no beside.
+    let want_index = direct.is_some() && to == Format::Dtsc;
     let mut mux = write::open(to, tracks, out, spool_dir, want_index, direct)?;
     let mut stats: Vec<TrackSummary> = tracks
         .iter()
@@ -656,16 +655,6 @@ fn run(
         total,
     });
     Ok((stats, index))
-}
-
-/// Reads a whole input into memory (tracks and packets), for tests and small tools.
-pub fn read_all(input: &str, from: Option<Format>) -> Result<(Vec<Track>, Vec<Packet>)> {
-    let (mut d, _, _) = open_input(input, from)?;
-    let mut packets = Vec::new();
-    while let Some(p) = d.next_packet()? {
-        packets.push(p);
-    }
-    Ok((d.tracks().to_vec(), packets))
 }
 
 #[cfg(test)]

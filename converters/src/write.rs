@@ -1,7 +1,8 @@
 //! Streaming writers: each takes packets one at a time and writes them out as it goes. The two
-//! whose head depends on every packet (MP4 with `moov` first, DTSC with its header's track
-//! durations and the `.dtsh` index) write the packets to an unnamed spool file and keep only
-//! the index in memory, then write the head and copy the spool after it.
+//! whose head depends on every packet keep only an index in memory: MP4 with `moov` first
+//! writes the payloads straight into the output file and inserts its head in front at the
+//! end (or, writing a pipe, spools them); DTSC, whose header carries each track's durations,
+//! spools its frames to an unnamed file and copies them after the header.
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -236,37 +237,51 @@ impl Mux for TsMux {
 /// - writing a pipe: to the spool; at the end the head, then the spool.
 struct Mp4Mux {
     index: ProgressiveIndex,
-    direct: Option<File>,
+    payloads: Payloads,
     spool_dir: PathBuf,
-    spool: Option<io::BufWriter<File>>,
+}
+
+/// Where an [`Mp4Mux`] puts the payloads until its head is known.
+enum Payloads {
+    /// Into the output file itself (through the writer's `out`), from byte 0.
+    Direct(File),
+    /// Into a spool, copied after the head.
+    Spool(io::BufWriter<File>),
+    /// Written out by `finish`.
+    Done,
 }
 
 impl Mp4Mux {
     fn open(tracks: &[Track], spool_dir: &Path, direct: Option<File>) -> Result<Mp4Mux> {
         let index = ProgressiveIndex::new(tracks).map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
-        let spool = match direct {
-            Some(_) => None,
-            None => Some(io::BufWriter::with_capacity(
+        let payloads = match direct {
+            Some(f) => Payloads::Direct(f),
+            None => Payloads::Spool(io::BufWriter::with_capacity(
                 1 << 20,
                 spool_file(spool_dir)?,
             )),
         };
         Ok(Mp4Mux {
             index,
-            direct,
+            payloads,
             spool_dir: spool_dir.to_path_buf(),
-            spool,
         })
     }
 
-    /// Puts `head` in front of the payloads already in `file` (from byte 0).
+    /// `ftyp`, `moov` and the `mdat` header, a multiple of `align` bytes long.
+    fn head(&self, align: u64) -> Result<Vec<u8>> {
+        let mut head = Vec::new();
+        self.index
+            .write_head_aligned(align, &mut head)
+            .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
+        Ok(head)
+    }
+
+    /// Puts the head in front of the payloads already in `file` (from byte 0).
     fn insert_head(&self, file: &mut File) -> Result<()> {
         use std::os::unix::fs::{FileExt, MetadataExt};
         let block = file.metadata()?.blksize().clamp(512, 1 << 20);
-        let mut head = Vec::new();
-        self.index
-            .write_head_aligned(block, &mut head)
-            .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
+        let head = self.head(block)?;
         let inserted = nix::fcntl::fallocate(
             std::os::fd::AsRawFd::as_raw_fd(file),
             nix::fcntl::FallocateFlags::FALLOC_FL_INSERT_RANGE,
@@ -278,19 +293,13 @@ impl Mp4Mux {
             return Ok(());
         }
         // No block insertion here: the payloads go to a spool and come back after the head.
-        head.clear();
-        self.index
-            .write_head(&mut head)
-            .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
         let mut spool = spool_file(&self.spool_dir)?;
         file.seek(SeekFrom::Start(0))?;
         io::copy(file, &mut spool).context("moving the payloads to the spool")?;
         file.set_len(0)?;
         file.seek(SeekFrom::Start(0))?;
-        file.write_all(&head)?;
-        spool.seek(SeekFrom::Start(0))?;
-        io::copy(&mut spool, file).context("copying the spooled payloads")?;
-        Ok(())
+        file.write_all(&self.head(1)?)?;
+        copy_spool(io::BufWriter::new(spool), file)
     }
 }
 
@@ -299,26 +308,24 @@ impl Mux for Mp4Mux {
         self.index
             .add(p.track, p.dts, p.offset, p.keyframe, p.data.len())
             .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
-        match &mut self.spool {
-            Some(s) => s.write_all(&p.data).context("writing the spool")?,
-            None => out.write_all(&p.data)?,
+        match &mut self.payloads {
+            Payloads::Spool(s) => s.write_all(&p.data).context("writing the spool")?,
+            _ => out.write_all(&p.data)?,
         }
         Ok(())
     }
 
     fn finish(&mut self, out: &mut dyn Write) -> Result<Option<Vec<u8>>> {
-        if let Some(mut file) = self.direct.take() {
-            out.flush()?;
-            self.insert_head(&mut file)?;
-            return Ok(None);
-        }
-        let mut head = Vec::new();
-        self.index
-            .write_head(&mut head)
-            .map_err(|e| anyhow::anyhow!("MP4: {e}"))?;
-        out.write_all(&head)?;
-        if let Some(s) = self.spool.take() {
-            copy_spool(s, out)?;
+        match std::mem::replace(&mut self.payloads, Payloads::Done) {
+            Payloads::Direct(mut file) => {
+                out.flush()?;
+                self.insert_head(&mut file)?;
+            }
+            Payloads::Spool(s) => {
+                out.write_all(&self.head(1)?)?;
+                copy_spool(s, out)?;
+            }
+            Payloads::Done => {}
         }
         Ok(None)
     }

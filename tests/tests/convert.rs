@@ -659,3 +659,38 @@ fn pipes_track_selection_and_cuts() {
     assert_eq!(summary["tracks"][0]["first_ms"], 0);
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// MP4 with `moov` first is written both ways the converter has: the head inserted in front
+/// of payloads already written (file systems with `FALLOC_FL_INSERT_RANGE`, such as ext4: a
+/// `free` box pads the head to whole blocks), and the payloads spooled and copied back after
+/// the head (tmpfs, which cannot insert blocks). ffmpeg reads every frame from both.
+#[test]
+fn mp4_moov_first_on_a_file_system_with_and_without_block_insertion() {
+    require_tools(&["ffmpeg"]);
+    let dir = unique_temp_dir("convert-mp4-fs");
+    let want = fixture_streams("bframes.flv");
+    let shm = Path::new("/dev/shm");
+    let mut places = vec![dir.clone()];
+    if shm.is_dir() {
+        let d = shm.join(format!("sluice-convert-test-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        places.push(d);
+    }
+    for place in &places {
+        let mp4 = place.join("clip.mp4");
+        converted(&fixture("bframes.flv"), &mp4, &[]);
+        let top: Vec<String> = mp4_top_boxes(&mp4)
+            .into_iter()
+            .filter(|b| b != "free")
+            .collect();
+        assert_eq!(top, ["ftyp", "moov", "mdat"], "{}", mp4.display());
+        let got = streams_of(&dir, "probe", &mp4);
+        assert_eq!(got.len(), 2);
+        for (g, w) in got.iter().zip(&want) {
+            g.assert_matches(w, 1, &mp4.display().to_string());
+        }
+    }
+    for place in places {
+        let _ = fs::remove_dir_all(place);
+    }
+}
