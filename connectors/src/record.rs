@@ -127,22 +127,12 @@ pub fn parse_target(target: &str) -> Result<Target> {
 }
 
 /// The civil date and time (UTC) of a Unix time in seconds: (year, month, day, hour,
-/// minute, second), by the days-from-civil inverse (H. Hinnant, "chrono-compatible
-/// low-level date algorithms").
+/// minute, second); the date from [`dtsc::dash::civil_from_days`].
 fn civil(unix_s: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (unix_s / 86_400) as i64;
+    let (year, month, day) = dtsc::dash::civil_from_days(unix_s / 86_400);
     let secs = unix_s % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
     (
-        year,
+        year as i64,
         month,
         day,
         (secs / 3600) as u32,

@@ -74,7 +74,7 @@ fn push_ms_fraction(out: &mut String, frac: u64, fixed: bool) {
 /// 400-year eras (146097 days), years in the era (365 days each plus the leap days before
 /// them) and months of the shifted year (the 153-days-per-5-months pattern of Mar..Jul and
 /// Aug..Dec).
-fn civil_from_days(days: u64) -> (u64, u32, u32) {
+pub fn civil_from_days(days: u64) -> (u64, u32, u32) {
     let z = days + 719_468; // days from 0000-03-01 to 1970-01-01
     let era = z / 146_097;
     let doe = z % 146_097; // day of era, 0..=146096
