@@ -334,9 +334,16 @@ fn record_file<'m, O: Output<'m>>(
         .iter()
         .find(|t| t.kind == TrackKind::Video)
         .map(|t| t.id);
+    // Payloads are borrowed from the shared pages: once written, they must still be the
+    // packets they were (a disk slower than the stream lets the ring reuse them), as the
+    // viewers' send loop checks.
     let write = |batch: &mut Batch<'m>, out: &mut O, file: &mut File, stats: &mut (u64, _, _)| {
         out.flush(batch)?;
+        let first = batch.first_seq();
         stats.0 += batch.drain_to(file).context("writing the recording")?;
+        if first.is_some_and(|seq| !reader.still_valid(seq)) {
+            bail!("the recording fell out of the buffer's window while writing (the disk is slower than the stream); its last bytes may be overwritten data");
+        }
         anyhow::Ok(())
     };
     loop {
@@ -366,6 +373,7 @@ fn record_file<'m, O: Output<'m>>(
                     stats.1 = Some(p.dts);
                 }
                 stats.2 = stats.2.max(p.dts);
+                batch.note_seq(seq);
                 out.packet(t, p, &mut batch)?;
                 if batch.full() {
                     write(&mut batch, out, &mut file, stats)?;

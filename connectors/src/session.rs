@@ -173,11 +173,48 @@ impl<'m> Batch<'m> {
         self.segs.len() + 32 > MAX_SEGS || self.bytes > MAX_BATCH_BYTES
     }
 
-    /// Writes the whole batch to `w` (a recording's file), in order, then empties it.
+    /// Notes that the batch holds (from) the packet numbered `seq`, so that a writer can
+    /// check afterwards that its payloads were not overwritten meanwhile
+    /// ([`Batch::first_seq`], `Cursor::still_valid`).
+    pub fn note_seq(&mut self, seq: u64) {
+        self.first_seq.get_or_insert(seq);
+    }
+
+    /// The first packet number noted since the batch was last emptied.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.first_seq
+    }
+
+    /// Writes the whole batch to `w` (a recording's file), in order, with one `writev` per
+    /// [`MAX_SEGS`] segments (more only when `w` takes part of them), then empties it.
     /// Returns the bytes written.
     pub fn drain_to(&mut self, w: &mut impl Write) -> std::io::Result<u64> {
-        for s in &self.segs {
-            w.write_all(self.slice(s))?;
+        let (mut seg, mut off) = (0, 0);
+        while seg < self.segs.len() {
+            let empty: &[u8] = &[];
+            let mut iov = [IoSlice::new(empty); MAX_SEGS];
+            let mut n = 0;
+            for (slot, s) in iov.iter_mut().zip(&self.segs[seg..]) {
+                let b = self.slice(s);
+                *slot = IoSlice::new(if n == 0 { &b[off..] } else { b });
+                n += 1;
+            }
+            let mut written = match w.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(k) => k,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            while written > 0 {
+                let rest = self.slice(&self.segs[seg]).len() - off;
+                if written >= rest {
+                    written -= rest;
+                    (seg, off) = (seg + 1, 0);
+                } else {
+                    off += written;
+                    written = 0;
+                }
+            }
         }
         let n = self.bytes as u64;
         self.clear();
@@ -524,7 +561,7 @@ fn stream_from<'m, O: Output<'m>>(
                         continue;
                     };
                     output.packet(t, p, &mut batch)?;
-                    batch.first_seq.get_or_insert(seq);
+                    batch.note_seq(seq);
                 }
                 Next::TracksChanged => {
                     output.flush(&mut batch)?;
@@ -592,6 +629,67 @@ fn stream_from<'m, O: Output<'m>>(
         if let Some(d) = hold {
             if pending.is_empty() {
                 std::thread::sleep(d.min(Duration::from_millis(100)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that takes at most `max` bytes per call, counting its calls.
+    struct Slow {
+        got: Vec<u8>,
+        max: usize,
+        calls: usize,
+    }
+
+    impl Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            self.calls += 1;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.max - n);
+                self.got.extend_from_slice(&b[..take]);
+                n += take;
+                if n == self.max {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn drain_to_writes_every_segment_in_order_whatever_each_write_takes() {
+        let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1 + i as usize % 9]).collect();
+        let mut want = Vec::new();
+        for max in [1, 7, 64, 1 << 20] {
+            let mut batch = Batch::default();
+            want.clear();
+            for p in &payloads {
+                batch.own(&[0xAA, p[0]]);
+                batch.data(p);
+                want.extend_from_slice(&[0xAA, p[0]]);
+                want.extend_from_slice(p);
+            }
+            let mut w = Slow {
+                got: Vec::new(),
+                max,
+                calls: 0,
+            };
+            assert_eq!(batch.drain_to(&mut w).unwrap(), want.len() as u64);
+            assert_eq!(w.got, want, "max {max}");
+            assert!(batch.is_empty());
+            if max == 1 << 20 {
+                assert_eq!(w.calls, 1, "one writev for the whole batch");
             }
         }
     }
