@@ -25,6 +25,11 @@ use memmap2::MmapMut;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
+/// The window of an event stream: "all of it" as a real duration that manifests can state
+/// (DASH `timeShiftBufferDepth`, Smooth `DVRWindowLength`) and caches can sweep by; the
+/// packet ring holds less than this (about 45 min at 100 packets/s).
+pub const EVENT_WINDOW_MS: u64 = 24 * 3600 * 1000;
+
 /// What the controller passes to a buffer.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BufferArgs {
@@ -387,7 +392,7 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
         args.dvr_ms = args.dvr_ms.max(f.duration_ms() + 1000);
     }
     if args.event {
-        args.dvr_ms = u64::MAX / 4;
+        args.dvr_ms = EVENT_WINDOW_MS;
     }
     let geo = Geometry {
         data_size: args.ring_mib.max(8) << 20,

@@ -54,6 +54,10 @@ impl Body {
     }
 }
 
+/// Longest a cached segment is kept past its making, whatever the stream's window (an
+/// event's is a day): a segment asked for later is muxed again.
+const MAX_KEEP: Duration = Duration::from_secs(3600);
+
 /// The cache folder of one run (boot) of one stream.
 pub struct SegmentCache {
     dir: PathBuf,
@@ -89,7 +93,7 @@ impl SegmentCache {
             .join(boot_ms.to_string());
         SegmentCache {
             dir,
-            keep: Duration::from_millis(window_ms) + Duration::from_secs(60),
+            keep: Duration::from_millis(window_ms).min(MAX_KEEP) + Duration::from_secs(60),
         }
     }
 
