@@ -1097,7 +1097,6 @@ impl Capture {
         v.iter().map(|p| p.dts * num * 1000 / den).collect()
     }
 
-    /// Largest gap between consecutive video dts, and whether dts never goes backwards.
     /// How long after `t` the first video frame arrived (`None`: none did): how soon a
     /// viewer resumed once its upstream was back.
     pub fn first_video_after(&self, t: Instant) -> Option<Duration> {
@@ -1107,6 +1106,7 @@ impl Capture {
             .map(|p| p.at.duration_since(t))
     }
 
+    /// Largest gap between consecutive video dts, and whether dts never goes backwards.
     pub fn video_dts_check(&self) -> (i64, bool) {
         let v = self.video();
         let mut max_gap = 0;

@@ -248,7 +248,6 @@ fn recordings_killed_mid_way_play_to_the_kill() {
         );
         assert!(audio_packets(f) > 0, "{}: no audio", f.display());
     }
-    // The retried pushes wrote new files beside them, never over them.
     assert!(
         !mp4_moov_first(&files[2]),
         "the killed MP4 stays fragmented"
