@@ -246,7 +246,7 @@ impl MediaChecker {
                 .iter()
                 .filter(|&&d| d < pl.media_sequence && d >= last.media_sequence)
                 .count() as u64;
-            if pl.discontinuity_sequence != last.discontinuity_sequence + removed {
+            if pl.discontinuity_sequence != last.discontinuity_sequence.saturating_add(removed) {
                 r.violations.push(Violation::new(
                     R_DISC,
                     format!(

@@ -59,7 +59,7 @@ fn read_some(s: &mut TcpStream, wait: Duration) -> Result<Option<Vec<u8>>> {
     }
 }
 
-/// `dtsc://HOST[:PORT]/STREAM`: reads the server's `hi`, sends `play`, and reads the header
+/// `dtsc://HOST[:PORT]/STREAM`: sends `play`, reads the server's `hi`, then the header
 /// and packets for `duration` or `count` packets (dtsc.md "TCP protocol").
 pub fn dtsc(url: &str, duration: Duration, count: Option<usize>) -> Result<DtscReport> {
     let rest = url
@@ -309,15 +309,13 @@ fn watch_media(agent: &ureq::Agent, url: &str, duration: Duration) -> MediaRepor
             match http_get(agent, &resolve_uri(url, uri), MAX_SEGMENT) {
                 Ok(b) => c.segment(*msn, uri, *ms, &b),
                 // A live segment may leave the window before it is fetched.
-                Err(e) if !pl.ended && *msn < pl.segments.last().map_or(0, |s| s.0) => {
-                    let _ = e;
-                }
+                Err(_) if !pl.ended && *msn < pl.segments.last().map_or(0, |s| s.0) => {}
                 Err(e) => {
                     c.fail(&e.to_string());
                     return c.finish();
                 }
             }
-            next = Some(msn + 1);
+            next = Some(msn.saturating_add(1));
         }
         if pl.ended || start.elapsed() >= duration {
             break;

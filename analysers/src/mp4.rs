@@ -160,6 +160,9 @@ fn be64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
+/// Deepest box nesting walked (real files nest under 10 levels).
+const MAX_DEPTH: u8 = 32;
+
 /// Walks the boxes in `buf` (which starts at file offset `base`), recording those at depth
 /// ≤ `max_depth` and checking that each fits. Returns the offset of bytes left over (a box
 /// that did not fit), if any.
@@ -181,7 +184,15 @@ fn walk(buf: &[u8], base: u64, depth: u8, max_depth: u8, r: &mut Mp4Report) -> O
             });
         }
         if let Some(skip) = children_at(&kind) {
-            if payload.len() >= skip {
+            if depth >= MAX_DEPTH {
+                // Size-0 boxes nest one level per 8 bytes: a small hostile file would
+                // otherwise recurse until the stack runs out.
+                r.violations.push(Violation::at(
+                    RULE_BOX,
+                    offset,
+                    format!("boxes nested deeper than {MAX_DEPTH} levels; not read further"),
+                ));
+            } else if payload.len() >= skip {
                 let child_base = offset + (size - payload.len() as u64) + skip as u64;
                 if let Some(bad) = walk(&payload[skip..], child_base, depth + 1, max_depth, r) {
                     r.violations.push(Violation::at(
@@ -257,8 +268,10 @@ fn sample_tables(trak: &[u8], file_len: u64, r: &mut Mp4Report) -> SampleTables 
     if let Some((_, _, b)) = child(stbl, b"stts").and_then(full_box) {
         for e in table(b, 8) {
             let count = u64::from(be32(e, 0).unwrap_or(0));
-            t.stts_samples += count;
-            t.stts_duration += count * u64::from(be32(e, 4).unwrap_or(0));
+            t.stts_samples = t.stts_samples.saturating_add(count);
+            t.stts_duration = t
+                .stts_duration
+                .saturating_add(count * u64::from(be32(e, 4).unwrap_or(0)));
         }
     }
     if t.stts_samples != t.samples {
@@ -494,6 +507,17 @@ mod tests {
 
     fn words(w: &[u32]) -> Vec<u8> {
         w.iter().flat_map(|x| x.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn boxes_nested_without_end_stop_at_a_depth_limit() {
+        // Size-0 `moov` boxes, each running to its parent's end: 100 000 levels in 800 KB.
+        let f: Vec<u8> = (0..100_000).flat_map(|_| *b"\0\0\0\0moov").collect();
+        let r = analyse(&f, 10);
+        assert!(r
+            .violations
+            .iter()
+            .any(|v| v.message.contains("nested deeper")));
     }
 
     /// A `moov` with one track of `samples` samples whose stts says `stts_count`.

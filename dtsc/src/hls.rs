@@ -608,7 +608,7 @@ pub fn parse_playlist(text: &str) -> Result<Parsed, PlaylistError> {
             media
                 .segments
                 .push((s, pending_dur.take().unwrap_or(0), line.to_string()));
-            seq = Some(s + 1);
+            seq = Some(s.saturating_add(1));
         }
     }
     Ok(if master {
