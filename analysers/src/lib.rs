@@ -6,9 +6,9 @@
 //!
 //! Parsing goes through the `dtsc` library wherever it has a parser (FLV tags, the MPEG-TS
 //! demuxer, MP4 boxes and sample tables, DTSC frames and `.dtsh` indexes, SPS readers,
-//! AudioSpecificConfig, HLS playlists, the RTMP client); what is here reads only what the
-//! server never needs (TS packet headers and PSI tables for display, box trees, ADTS
-//! headers for display, RFC 8216 rules).
+//! AudioSpecificConfig and ADTS headers, PSI sections and PES headers, HLS playlists, the
+//! RTMP client); what is here reads only what the server never needs (the TS packet walk
+//! for PIDs, continuity counters and PCRs, box trees, RFC 8216 rules).
 
 pub mod aac;
 pub mod dtsc;

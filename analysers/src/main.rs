@@ -129,7 +129,6 @@ fn read_input(input: &str) -> Result<Vec<u8>> {
 fn json<T: Serialize>(kind: &str, r: &T) -> Result<Value> {
     let mut v = serde_json::to_value(r)?;
     if let Value::Object(m) = &mut v {
-        m.insert("kind".into(), Value::String(kind.into()));
         // `kind` first.
         let mut o = serde_json::Map::new();
         o.insert("kind".into(), Value::String(kind.into()));
