@@ -145,6 +145,40 @@ fn s24(b: &[u8]) -> i32 {
     (i32::from_be_bytes([b[0], b[1], b[2], 0])) >> 8
 }
 
+/// How a video stream must start (FLV spec v10.1 §E.4.3.1, and enhanced RTMP's coded
+/// frames alike): the sequence header first, then a keyframe. Codecs without packet types
+/// (H.263, VP6) have no sequence header and are not checked. Shared by the FLV file and the
+/// RTMP stream analysers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartCheck {
+    /// 0: nothing seen, 1: sequence header seen, 2: decided.
+    state: u8,
+}
+
+impl StartCheck {
+    /// Feeds one video tag's header; returns the rule broken, if any.
+    pub fn video(&mut self, v: &VideoHeader) -> Option<&'static str> {
+        let packet_type = v.packet_type?;
+        let seq = packet_type == "sequence_header";
+        let coded = matches!(packet_type, "nalu" | "nalu_no_cts");
+        match (self.state, seq, coded) {
+            (0, true, _) => {
+                self.state = 1;
+                None
+            }
+            (0, false, _) => {
+                self.state = 2;
+                Some("the first video tag is not the sequence header")
+            }
+            (1, _, true) => {
+                self.state = 2;
+                (v.frame_type != "key").then_some("the first coded frame is not a keyframe")
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Describes a video tag body header (§E.4.3.1; also RTMP video message bodies). `None` when
 /// the body is too short for its header.
 pub fn video_header(body: &[u8]) -> Option<VideoHeader> {
@@ -301,7 +335,7 @@ pub fn analyse(buf: &[u8]) -> FlvReport {
     };
     let mut last_ts: [Option<u32>; 2] = [None, None];
     // 0: no AVC tag yet, 1: sequence header seen, 2: first coded frame seen.
-    let mut avc_state = 0u8;
+    let mut start = StartCheck::default();
     while pos < buf.len() {
         let (tag, used) = match flv::parse_tag(&buf[pos..]) {
             Err(e) => {
@@ -402,29 +436,8 @@ pub fn analyse(buf: &[u8]) -> FlvReport {
                         if coded && v.frame_type == "key" {
                             r.summary.keyframes += 1;
                         }
-                        if v.codec == "AVC" {
-                            match (avc_state, v.packet_type) {
-                                (0, Some("sequence_header")) => avc_state = 1,
-                                (0, _) => {
-                                    r.violations.push(Violation::at(
-                                        RULE_AVC,
-                                        offset,
-                                        "the first AVC video tag is not the sequence header",
-                                    ));
-                                    avc_state = 2;
-                                }
-                                (1, Some("nalu")) => {
-                                    if v.frame_type != "key" {
-                                        r.violations.push(Violation::at(
-                                            RULE_AVC,
-                                            offset,
-                                            "the first AVC coded frame is not a keyframe",
-                                        ));
-                                    }
-                                    avc_state = 2;
-                                }
-                                _ => {}
-                            }
+                        if let Some(broken) = start.video(v) {
+                            r.violations.push(Violation::at(RULE_AVC, offset, broken));
                         }
                     }
                 } else {
@@ -443,6 +456,30 @@ pub fn analyse(buf: &[u8]) -> FlvReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_starts_with_its_sequence_header_then_a_keyframe() {
+        let v = |body: &[u8]| video_header(body).unwrap();
+        let seq = v(&[0x17, 0, 0, 0, 0]);
+        let key = v(&[0x17, 1, 0, 0, 0, 9]);
+        let inter = v(&[0x27, 1, 0, 0, 0, 9]);
+        let vp6 = v(&[0x24, 0, 9]);
+        let run = |tags: &[&VideoHeader]| {
+            let mut c = StartCheck::default();
+            tags.iter().filter_map(|t| c.video(t)).collect::<Vec<_>>()
+        };
+        assert!(run(&[&seq, &key, &inter]).is_empty());
+        assert_eq!(
+            run(&[&key]),
+            ["the first video tag is not the sequence header"]
+        );
+        assert_eq!(
+            run(&[&seq, &inter]),
+            ["the first coded frame is not a keyframe"]
+        );
+        // No packet types, no sequence header to expect (FLV VP6).
+        assert!(run(&[&vp6, &vp6]).is_empty());
+    }
     use proptest::prelude::*;
 
     fn file(tags: &[(TagKind, u32, Vec<u8>)]) -> Vec<u8> {

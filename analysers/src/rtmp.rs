@@ -127,7 +127,7 @@ const R_TS: &str = "RTMP spec 1.0 §5.3.1.2 timestamps (never back per message t
 pub struct RtmpWatcher {
     report: RtmpReport,
     last_ts: [Option<u64>; 3],
-    avc_state: u8,
+    start: crate::flv::StartCheck,
     ended: bool,
     media: usize,
 }
@@ -252,25 +252,8 @@ impl RtmpWatcher {
                     s.video_sequence_headers += u64::from(seq);
                     let coded = matches!(v.packet_type, None | Some("nalu" | "nalu_no_cts"));
                     s.keyframes += u64::from(coded && v.frame_type == "key");
-                    match (self.avc_state, seq, coded) {
-                        (0, true, _) => self.avc_state = 1,
-                        (0, false, _) => {
-                            r.violations.push(Violation::new(
-                                R_SEQ,
-                                "the first video message is not a sequence header",
-                            ));
-                            self.avc_state = 2;
-                        }
-                        (1, _, true) => {
-                            if v.frame_type != "key" {
-                                r.violations.push(Violation::new(
-                                    R_SEQ,
-                                    "the first coded frame is not a keyframe",
-                                ));
-                            }
-                            self.avc_state = 2;
-                        }
-                        _ => {}
+                    if let Some(broken) = self.start.video(v) {
+                        r.violations.push(Violation::new(R_SEQ, broken));
                     }
                 }
             }
