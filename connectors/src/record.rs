@@ -160,17 +160,28 @@ pub fn expand(pattern: &str, stream: &str, unix_s: u64, counter: u32) -> String 
         .replace("$segmentCounter", &counter.to_string())
 }
 
-/// `path`, or, when a file of that name exists, the first free `NAME-N.EXT`.
-fn free_name(path: &str) -> PathBuf {
-    let p = PathBuf::from(path);
-    if !p.exists() {
-        return p;
+/// Creates `path` (and its folder), or, when a file of that name exists, the first free
+/// `NAME-N.EXT`: the name taken and the new file.
+fn create_free(path: &str) -> Result<(PathBuf, File)> {
+    let first = PathBuf::from(path);
+    if let Some(dir) = first.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
     }
     let (stem, ext) = path.rsplit_once('.').unwrap_or((path, ""));
-    (1..)
-        .map(|n| PathBuf::from(format!("{stem}-{n}.{ext}")))
-        .find(|p| !p.exists())
-        .unwrap_or(p)
+    // Each name is claimed by create_new itself: two recordings of one pattern at the same
+    // second cannot both take it, nor can an existing file be opened.
+    for n in 0u32.. {
+        let p = match n {
+            0 => first.clone(),
+            n => PathBuf::from(format!("{stem}-{n}.{ext}")),
+        };
+        match File::options().write(true).create_new(true).open(&p) {
+            Ok(f) => return Ok((p, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", p.display())),
+        }
+    }
+    bail!("{path}: every numbered name is taken")
 }
 
 fn unix_now() -> u64 {
@@ -216,8 +227,8 @@ pub fn record(args: &PushArgs) -> Result<()> {
     );
     let reader = *cursor.reader();
     for counter in 1u32.. {
-        let path = free_name(&expand(&target.pattern, &args.stream, unix_now(), counter));
-        let file = open_file(&path).inspect_err(|e| permanent(args, &format!("{e:#}")))?;
+        let (path, file) = create_free(&expand(&target.pattern, &args.stream, unix_now(), counter))
+            .inspect_err(|e| permanent(args, &format!("{e:#}")))?;
         let started = unix_now();
         let mut stats = (0u64, None::<u64>, 0u64);
         let end = match target.format {
@@ -305,17 +316,6 @@ pub fn record(args: &PushArgs) -> Result<()> {
 }
 
 /// Creates a recording's file (and its folder), refusing to replace one.
-fn open_file(path: &Path) -> Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
-    }
-    File::options()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))
-}
-
 /// Writes packets from `cursor` through `out` into `file` until a cut or the end.
 /// `stats`: bytes written, first DTS, last DTS (ms).
 fn record_file<'m, O: Output<'m>>(
@@ -538,11 +538,20 @@ mod tests {
         let p = dir.join("a.ts");
         std::fs::write(&p, b"x").unwrap();
         std::fs::write(dir.join("a-1.ts"), b"x").unwrap();
-        assert_eq!(free_name(p.to_str().unwrap()), dir.join("a-2.ts"));
         assert_eq!(
-            free_name(dir.join("b.ts").to_str().unwrap()),
+            create_free(p.to_str().unwrap()).unwrap().0,
+            dir.join("a-2.ts")
+        );
+        assert_eq!(
+            create_free(dir.join("b.ts").to_str().unwrap()).unwrap().0,
             dir.join("b.ts")
         );
+        // The name just made is taken too: the next asks get the next numbers.
+        assert_eq!(
+            create_free(p.to_str().unwrap()).unwrap().0,
+            dir.join("a-3.ts")
+        );
+        assert_eq!(std::fs::read(&p).unwrap(), b"x", "never overwritten");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
