@@ -72,6 +72,25 @@ pub fn create_file_region(dir: &std::path::Path, len: u64) -> Result<(OwnedFd, M
     Ok((fd, map))
 }
 
+/// Starts writing `len` bytes at `offset` of a file-backed region to disk without waiting
+/// (`sync_file_range` with `SYNC_FILE_RANGE_WRITE` only), so that a later [`spill`] of the
+/// range finds it written and does not wait for the disk.
+pub fn start_writeback(fd: &OwnedFd, offset: u64, len: u64) -> Result<()> {
+    // SAFETY: a plain system call on our descriptor.
+    let r = unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("sync_file_range");
+    }
+    Ok(())
+}
+
 /// Moves `len` bytes at `offset` of a file-backed region out of memory: written to disk
 /// (`sync_file_range`), unmapped from this process (`MADV_DONTNEED` on `map`, which maps the
 /// whole region) and dropped from the page cache (`POSIX_FADV_DONTNEED`). The bytes stay in

@@ -263,6 +263,8 @@ struct Buffer {
     spill_budget: Option<u64>,
     /// Absolute data position up to which pages were spilled.
     spilled_to: u64,
+    /// Absolute data position up to which write-back was started.
+    writeback_to: u64,
     /// DTS → wall clock offset is fixed by the first packet of a run.
     zero_set: bool,
     dirty: bool,
@@ -319,29 +321,47 @@ impl Buffer {
 
     /// With a spill file: writes back and drops from memory what lies more than the memory
     /// budget behind the write position, in steps of at least [`SPILL_STEP`] bytes (whole
-    /// pages, split where the ring wraps).
+    /// pages, split where the ring wraps). Pipelined so that ingest never waits for the disk:
+    /// each step starts the write-back of the newest range and drops the range started the
+    /// step before, whose write is by then done (at most one step more stays resident).
     fn spill_old(&mut self) {
         let Some(budget) = self.spill_budget else {
             return;
         };
         let write = self.writer.meta().write_pos();
         let until = write.saturating_sub(budget) & !(PAGE - 1);
-        if until < self.spilled_to + SPILL_STEP {
+        if until < self.writeback_to + SPILL_STEP {
             return;
         }
         let size = self.geo.data_size;
-        let mut from = self.spilled_to.max(until.saturating_sub(size));
-        while from < until {
-            let off = from % size;
-            let len = (until - from).min(size - off);
-            if let Err(e) = ipc::spill(&self.data_fd, &mut self._maps.1, off, len) {
-                self.log(&format!("spilling to disk: {e:#}"));
-                self.spill_budget = None;
-                return;
-            }
-            from += len;
+        let (fd, map) = (&self.data_fd, &mut self._maps.1);
+        let done = Self::ranges(size, self.writeback_to, until)
+            .try_for_each(|(off, len)| ipc::start_writeback(fd, off, len))
+            .and_then(|()| {
+                Self::ranges(size, self.spilled_to, self.writeback_to)
+                    .try_for_each(|(off, len)| ipc::spill(fd, map, off, len))
+            });
+        if let Err(e) = done {
+            self.log(&format!("spilling to disk: {e:#}"));
+            self.spill_budget = None;
+            return;
         }
-        self.spilled_to = until;
+        self.spilled_to = self.writeback_to;
+        self.writeback_to = until;
+    }
+
+    /// The (offset, length) pieces of absolute data positions `from..until` in a ring of
+    /// `size` bytes (split where it wraps; what is older than one ring is gone anyway).
+    fn ranges(size: u64, from: u64, until: u64) -> impl Iterator<Item = (u64, u64)> {
+        let mut from = from.max(until.saturating_sub(size));
+        std::iter::from_fn(move || {
+            (from < until).then(|| {
+                let off = from % size;
+                let len = (until - from).min(size - off);
+                from += len;
+                (off, len)
+            })
+        })
     }
 
     fn wake(&mut self) {
@@ -431,6 +451,7 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
             .as_ref()
             .map(|_| args.memory_mib.max(8) << 20),
         spilled_to: 0,
+        writeback_to: 0,
         zero_set: false,
         dirty: false,
         pulled,
