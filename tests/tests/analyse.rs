@@ -361,8 +361,22 @@ fn mp4_samples_agree_with_ffprobe() {
 
 #[test]
 fn dtsc_index_and_bad_input() {
-    // The .dtsh index beside a fixture: a header with tracks and the index members.
-    let r = analyse_json("dtsc", &fixture("multi.ts.dtsh"));
+    // A .dtsh index: a header with tracks and the index members. This test makes its own
+    // (sluice-convert writes one beside its DTSC output) rather than relying on one a server
+    // left beside the fixture in another test.
+    let dir = unique_temp_dir("analyse-bad");
+    let dtsc_out = dir.join("multi.dtsc");
+    let conv = Command::new(sluice_bin().with_file_name("sluice-convert"))
+        .arg(fixture("multi.ts"))
+        .arg(&dtsc_out)
+        .output()
+        .expect("run sluice-convert");
+    assert!(
+        conv.status.success(),
+        "sluice-convert multi.ts: {}",
+        String::from_utf8_lossy(&conv.stderr)
+    );
+    let r = analyse_json("dtsc", &dir.join("multi.dtsc.dtsh"));
     let tracks = r["headers"][0]["tracks"].as_array().unwrap();
     assert_eq!(tracks.len(), 4);
     let index = r["index"].as_array().unwrap();
@@ -370,7 +384,6 @@ fn dtsc_index_and_bad_input() {
     assert_eq!(index[0]["parts"], 250, "video parts");
     // A truncated FLV: reported up to the cut, the error at the cut tag's offset, exit 1
     // under --validate, 0 without.
-    let dir = unique_temp_dir("analyse-bad");
     let bytes = std::fs::read(fixture("bframes.flv")).unwrap();
     let cut = dir.join("cut.flv");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
