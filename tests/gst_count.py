@@ -8,7 +8,7 @@ counted by name. Runs until EOS, an error, or SECONDS (then stops by time). Prin
 JSON object on stdout:
   {"sinks": {NAME: {"buffers": N, "keyframes": K, "first_key": bool|null,
                     "first_pts": ns|null, "last_pts": ns|null, "first_at": s|null}},
-   "eos": bool, "error": str|null, "timed_out": bool, "elapsed": s}
+   "eos": bool, "error": str|null, "warnings": [str], "timed_out": bool, "elapsed": s}
 Exit status 0 unless the pipeline could not be built.
 (`gst-launch-1.0 -v ... fakesink silent=false` drops and duplicates messages; this does not.)
 """
@@ -75,7 +75,7 @@ def main():
         el.set_property("sync", False)
         el.connect("handoff", on_handoff, name)
 
-    result = {"eos": False, "error": None, "timed_out": False}
+    result = {"eos": False, "error": None, "warnings": [], "timed_out": False}
     loop = GLib.MainLoop()
     bus = pipeline.get_bus()
     bus.add_signal_watch()
@@ -88,6 +88,10 @@ def main():
             err, dbg = msg.parse_error()
             result["error"] = "%s (%s)" % (err.message, dbg)
             loop.quit()
+        elif msg.type == Gst.MessageType.WARNING:
+            err, dbg = msg.parse_warning()
+            result["warnings"].append("%.3f s: %s (%s)" % (
+                time.monotonic() - start, err.message, dbg))
 
     bus.connect("message", on_message)
 

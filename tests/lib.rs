@@ -1401,6 +1401,8 @@ pub struct GstSink {
 pub struct GstResult {
     pub eos: bool,
     pub error: Option<String>,
+    /// The pipeline's WARNING messages, each with its time since start (diagnostics).
+    pub warnings: Vec<String>,
     pub timed_out: bool,
     pub sinks: BTreeMap<String, GstSink>,
 }
@@ -1427,6 +1429,14 @@ pub fn parse_gst(out: &ClientOutput) -> Result<GstResult> {
     let mut r = GstResult {
         eos: v["eos"].as_bool().unwrap_or(false),
         error: v["error"].as_str().map(String::from),
+        warnings: v["warnings"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| w.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
         timed_out: v["timed_out"].as_bool().unwrap_or(false),
         sinks: BTreeMap::new(),
     };

@@ -728,7 +728,9 @@ fn play(mut sock: TcpStream, mut st: State, response: Vec<u8>, peer: &str) -> Re
     // SSRCs, sequence numbers and RTP clocks (the publisher's timestamps go on too).
     match session::stream_resuming(&mut sock, &mut cursor, &mut out, response, Framing::Raw) {
         Ok(Ended::StreamEnded) => {
-            crate::log!(PROTO, "{peer}: {stream} ended ({})", out.report_summary())
+            crate::log!(PROTO, "{peer}: {stream} ended ({})", out.report_summary());
+            linger(&mut sock, &mut out)
+                .map_err(|e| anyhow!("{peer}: after the end of {stream}: {e:#}"))?;
         }
         Ok(_) => crate::log!(PROTO, "{peer}: left {stream} ({})", out.report_summary()),
         Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),
@@ -795,6 +797,8 @@ struct RtspPlay {
     clock: Option<(Instant, u64)>,
     /// PAUSE received: nothing is sent until the next PLAY.
     paused: bool,
+    /// The stream ended and each track said BYE: PLAY and PAUSE no longer apply.
+    ended: bool,
     /// Unix ms of the stream's DTS 0 (the buffer's `unixzero`), for live sender reports.
     unixzero: i64,
 }
@@ -825,6 +829,7 @@ impl RtspPlay {
             paced: reader.meta().state() == dtsc::shm::STATE_ENDED,
             clock: None,
             paused: false,
+            ended: false,
             unixzero: reader.meta().unixzero(),
         }
     }
@@ -898,14 +903,15 @@ impl RtspPlay {
                 continue; // sent with its first packet
             }
             s.last_sr = Some(now);
-            send_report(s, ntp, media, out);
+            send_report(s, ntp, media, false, out);
         }
     }
 }
 
-/// Writes track `s`'s sender report for NTP time `ntp` = stream time `media` ms: interleaved
-/// into `out`, or to its RTCP socket.
-fn send_report(s: &Setup, ntp: u64, media: u64, out: &mut Vec<u8>) {
+/// Writes track `s`'s sender report for NTP time `ntp` = stream time `media` ms, ending in a
+/// BYE when `bye` (one compound packet, RFC 3550 §6.1): interleaved into `out`, or to its RTCP
+/// socket.
+fn send_report(s: &Setup, ntp: u64, media: u64, bye: bool, out: &mut Vec<u8>) {
     let mut sr = Vec::with_capacity(64);
     let p = &s.packetizer;
     rtp::sender_report(
@@ -917,6 +923,9 @@ fn send_report(s: &Setup, ntp: u64, media: u64, out: &mut Vec<u8>) {
         "sluice",
         &mut sr,
     );
+    if bye {
+        rtp::bye(p.ssrc(), &mut sr);
+    }
     match &s.path {
         Path::Interleaved(_, ch) => {
             out.extend_from_slice(&[b'$', *ch]);
@@ -972,7 +981,7 @@ impl<'m> Output<'m> for RtspPlay {
         if first {
             s.last_sr = Some(Instant::now());
             let mut sr = Vec::new();
-            send_report(s, ntp, media, &mut sr);
+            send_report(s, ntp, media, false, &mut sr);
             b.own(&sr);
         }
         self.rtp.clear();
@@ -1019,6 +1028,9 @@ impl<'m> Output<'m> for RtspPlay {
                         Method::Teardown => {
                             self.stop = true;
                             StatusCode::Ok
+                        }
+                        Method::Play | Method::Pause if self.ended => {
+                            StatusCode::MethodNotValidInThisState
                         }
                         Method::Pause => {
                             self.paused = true;
@@ -1080,33 +1092,65 @@ impl<'m> Output<'m> for RtspPlay {
     }
 
     fn end(&mut self, out: &mut Vec<u8>) -> Result<()> {
-        // A last sender report, then RTCP BYE per track (RFC 3550 §6.6): clients end there.
-        // Over UDP the BYE takes another socket than the media, so it waits until the last
-        // packet's presentation time has come (a client ends at the BYE and drops what its
-        // jitter buffer still holds).
-        if self
+        // A last sender report with a BYE per track, one compound packet (RFC 3550 §6.1,
+        // §6.6): clients end there. Over UDP the BYE takes another socket than the media, so
+        // it waits until the last packet's presentation time has come (GStreamer's rtspsrc
+        // ends at the BYE and drops what it has not read yet), and goes twice, 100 ms apart:
+        // a lost BYE leaves the client waiting for its source timeout (a second BYE for a
+        // source is ignored).
+        let udp = self
             .setups
             .iter()
-            .any(|s| matches!(s.path, Path::Udp { .. }))
-        {
+            .any(|s| matches!(s.path, Path::Udp { .. }));
+        if udp {
             std::thread::sleep(Duration::from_millis(PACE_LEAD_MS + 200));
         }
-        self.reports(out, true);
-        for s in &self.setups {
-            let mut bye = vec![0x81, 203, 0, 1];
-            bye.extend_from_slice(&s.packetizer.ssrc().to_be_bytes());
-            match &s.path {
-                Path::Interleaved(_, ch) => {
-                    out.extend_from_slice(&[b'$', *ch, 0, bye.len() as u8]);
-                    out.extend_from_slice(&bye);
-                }
-                Path::Udp { rtcp, to_rtcp, .. } => {
-                    let _ = rtcp.send_to(&bye, to_rtcp);
+        self.ended = true;
+        for round in 0..if udp { 2 } else { 1 } {
+            if round > 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let (ntp, unix_ms) = ntp_now();
+            let media = self.media_now(unix_ms);
+            for s in &self.setups {
+                if round == 0 || matches!(s.path, Path::Udp { .. }) {
+                    send_report(s, ntp, media, true, out);
                 }
             }
         }
         Ok(())
     }
+}
+
+/// How long a session stays after its stream ended, waiting for the client's TEARDOWN.
+const END_LINGER: Duration = Duration::from_secs(10);
+
+/// After the stream ended (each track said BYE) the session stays until the client's
+/// TEARDOWN (RFC 2326 §10.7), the client closes the connection, or [`END_LINGER`] passes,
+/// answering keep-alives meanwhile. A server that closes first races the client's BYE
+/// handling: GStreamer's rtspsrc then reconnects and may report an error instead of the end.
+fn linger(sock: &mut TcpStream, out: &mut RtspPlay) -> Result<()> {
+    let until = Instant::now() + END_LINGER;
+    let mut buf = [0u8; 4096];
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if left.is_zero() {
+            break;
+        }
+        sock.set_read_timeout(Some(left))?;
+        let n = match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break, // timed out, or the connection failed
+        };
+        let asked = out.input(&buf[..n])?;
+        sock.write_all(&out.replies)?;
+        out.replies.clear();
+        if matches!(asked, Asked::Stop) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------

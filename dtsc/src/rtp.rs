@@ -403,6 +403,13 @@ pub fn sender_report(
     out.resize(out.len() + padded - (chunk - 1), 0);
 }
 
+/// An RTCP BYE (RFC 3550 §6.6) for the one source `ssrc`, with no reason: 8 bytes. It goes
+/// at the end of a compound packet, after a sender report and its SDES (§6.1).
+pub fn bye(ssrc: u32, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0x81, 203, 0, 1]);
+    out.extend_from_slice(&ssrc.to_be_bytes());
+}
+
 /// The SDP media-level `a=fmtp` parameters of `track` (after `a=fmtp:PT `): H.264
 /// `packetization-mode=1`, `profile-level-id` and `sprop-parameter-sets` (RFC 6184 §8.1);
 /// HEVC `sprop-vps/sps/pps` (RFC 7798 §7.1); AAC the RFC 3640 AAC-hbr parameters with the
@@ -1306,6 +1313,17 @@ mod tests {
             usize::from(u16::from_be_bytes([sdes[2], sdes[3]])) * 4 + 4,
             sdes.len()
         );
+        // With a BYE at the end: the compound packet walks SR, SDES, BYE by their lengths.
+        let sr_len = out.len();
+        bye(9, &mut out);
+        assert_eq!(&out[sr_len..], &[0x81, 203, 0, 1, 0, 0, 0, 9]);
+        let mut at = 0;
+        let mut types = Vec::new();
+        while at < out.len() {
+            types.push(out[at + 1]);
+            at += (usize::from(u16::from_be_bytes([out[at + 2], out[at + 3]])) + 1) * 4;
+        }
+        assert_eq!((types, at), (vec![200, 202, 203], out.len()));
     }
 
     #[test]
