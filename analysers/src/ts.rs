@@ -203,6 +203,9 @@ struct PidState {
     dup: bool,
     section: Vec<u8>,
     section_at: u64,
+    /// A section start (PUSI) was seen and `section` holds it: without one, bytes on a PSI
+    /// PID continue a section that began before the capture and are skipped.
+    in_section: bool,
     last_dts: Option<u64>,
     last_pcr: Option<u64>,
     /// Index in `pes` of the PES being read.
@@ -328,6 +331,9 @@ pub fn analyse(buf: &[u8], only_pid: Option<u16>) -> TsReport {
                     format!("PID {pid}: continuity counter {cc} after {last}"),
                 ));
                 st.dup = false;
+                // A section cut by the loss would fail its CRC: the loss is the finding.
+                st.section.clear();
+                st.in_section = false;
             } else {
                 st.dup = false;
             }
@@ -341,23 +347,31 @@ pub fn analyse(buf: &[u8], only_pid: Option<u16>) -> TsReport {
         if is_psi {
             let st = pids.get_mut(&pid).expect("inserted above");
             let mut data = payload;
+            if st.dup {
+                continue; // a duplicate packet repeats the payload just read (§2.4.3.3)
+            }
             if pusi {
                 let ptr = usize::from(data[0]);
                 let rest = &data[1..];
                 // The bytes before the pointer end the previous section.
-                st.section.extend_from_slice(&rest[..ptr.min(rest.len())]);
-                let prev = std::mem::take(&mut st.section);
-                let prev_at = st.section_at;
-                psi.sections(&prev, pid, prev_at, &mut r);
+                if st.in_section {
+                    st.section.extend_from_slice(&rest[..ptr.min(rest.len())]);
+                    let prev = std::mem::take(&mut st.section);
+                    let prev_at = st.section_at;
+                    psi.sections(&prev, pid, prev_at, &mut r);
+                }
                 data = rest.get(ptr..).unwrap_or(&[]);
                 let st = pids.get_mut(&pid).expect("inserted above");
                 st.section_at = at;
+                st.section.clear();
                 st.section.extend_from_slice(data);
-            } else {
+                st.in_section = true;
+            } else if st.in_section {
                 st.section.extend_from_slice(data);
             }
             let st = pids.get_mut(&pid).expect("inserted above");
-            if complete(&st.section) {
+            if st.in_section && complete(&st.section) {
+                st.in_section = false;
                 let done = std::mem::take(&mut st.section);
                 let sat = st.section_at;
                 psi.sections(&done, pid, sat, &mut r);
@@ -636,6 +650,26 @@ mod tests {
         );
         let only = analyse(&ts, Some(0));
         assert!(only.pes.is_empty() && only.access_units.is_empty());
+    }
+
+    #[test]
+    fn a_capture_that_starts_inside_a_section_reports_no_false_crc() {
+        // PAT, then the tail of a PMT that began before the capture (no PUSI; it looks like
+        // a section header whose CRC cannot match), then the whole PMT, then a duplicate of
+        // it: one PMT and no violation.
+        let ts = sample_ts();
+        let (pat, rest) = ts.split_at(TS_PACKET_LEN);
+        let (pmt, media) = rest.split_at(TS_PACKET_LEN);
+        let pid = u16::from_be_bytes([pmt[1], pmt[2]]) & 0x1FFF;
+        let mut tail = vec![0x47, (pid >> 8) as u8, pid as u8, 0x10 | 0x0F];
+        tail.extend_from_slice(&[
+            0x02, 0xB0, 0x0D, 0, 1, 0xC1, 0, 0, 0xE1, 0, 0xF0, 0, 1, 2, 3, 4,
+        ]);
+        tail.resize(TS_PACKET_LEN, 0xFF);
+        let cut = [pat, &tail, pmt, pmt, media].concat();
+        let r = analyse(&cut, None);
+        assert_eq!(r.pmt.len(), 1);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
     }
 
     #[test]
