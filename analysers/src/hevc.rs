@@ -1,7 +1,7 @@
 //! `hevc`: an H.265 Annex B byte stream (ITU-T H.265 Annex B): every NAL unit (§7.3.1.2:
 //! type, `nuh_layer_id`, `TemporalId`, size), pictures counted by
 //! `first_slice_segment_in_pic_flag`, and each SPS's fields (§7.3.2.2.1: profile, tier,
-//! level, size, chroma format, bit depth). NAL units are split by
+//! level, size, chroma format, bit depth; VUI timing and frame rate, §E.2.1). NAL units are split by
 //! `dtsc::h264::annexb_nal_units` and SPSs read by `dtsc::hevc::parse_sps`.
 //!
 //! Rules checked:
@@ -33,8 +33,8 @@ pub struct NalUnit {
     pub temporal_id: i8,
 }
 
-/// An SPS's fields (§7.3.2.2.1, §7.3.3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An SPS's fields (§7.3.2.2.1, §7.3.3, VUI timing §E.2.1).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sps {
     /// Byte offset of the NAL unit.
     pub offset: u64,
@@ -56,6 +56,12 @@ pub struct Sps {
     pub bit_depth: u8,
     /// `sps_max_sub_layers_minus1` + 1.
     pub max_sub_layers: u8,
+    /// `vui_num_units_in_tick`, when the VUI has timing.
+    pub num_units_in_tick: Option<u32>,
+    /// `vui_time_scale` (Hz), when the VUI has timing.
+    pub time_scale: Option<u32>,
+    /// Frames per second, `time_scale / num_units_in_tick`.
+    pub fps: Option<f64>,
 }
 
 /// The report of [`analyse`].
@@ -162,6 +168,11 @@ pub fn analyse(buf: &[u8]) -> HevcReport {
                         chroma_format_idc: s.chroma_format_idc,
                         bit_depth: s.bit_depth_luma,
                         max_sub_layers: s.max_sub_layers,
+                        num_units_in_tick: s.timing.map(|t| t.0),
+                        time_scale: s.timing.map(|t| t.1),
+                        fps: s
+                            .timing
+                            .map(|(tick, scale)| f64::from(scale) / f64::from(tick)),
                     }),
                     Err(e) => r
                         .violations

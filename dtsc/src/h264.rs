@@ -382,7 +382,7 @@ impl Bits<'_> {
     }
 
     /// `se(v)`, H.264 §9.1.1.
-    fn se(&mut self) -> Result<i64, H264Error> {
+    pub(crate) fn se(&mut self) -> Result<i64, H264Error> {
         let k = self.ue()? as i64;
         Ok(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
     }

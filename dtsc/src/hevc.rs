@@ -122,12 +122,17 @@ pub struct HevcSps {
     pub width: u32,
     /// Displayed height in luma samples, after the conformance window.
     pub height: u32,
+    /// VUI timing (§E.2.1): `(vui_num_units_in_tick, vui_time_scale)`, the frame rate being
+    /// `time_scale / num_units_in_tick` frames per second. `None` when the SPS has no VUI
+    /// timing, or the syntax before it cannot be read.
+    pub timing: Option<(u32, u32)>,
 }
 
 /// Reads an HEVC sequence parameter set NAL unit (2-byte NAL header included, no start code;
 /// emulation prevention bytes are removed here) up to the bit depths (H.265 §7.3.2.2.1 with
 /// `profile_tier_level()` of §7.3.3; the conformance window per §7.4.3.2.1, SubWidthC and
-/// SubHeightC of Table 6-1). Never panics on any input.
+/// SubHeightC of Table 6-1), then on to the VUI timing when it can (an error past the bit
+/// depths only leaves `timing` `None`). Never panics on any input.
 pub fn parse_sps(nal: &[u8]) -> Result<HevcSps, HevcError> {
     use crate::h264::{unescape, Bits};
     if nal_type(nal) != Some(NAL_SPS) {
@@ -200,6 +205,10 @@ pub fn parse_sps(nal: &[u8]) -> Result<HevcSps, HevcError> {
     if depth_l > 8 || depth_c > 8 {
         return Err(HevcError::InvalidSps("bit depth above 16"));
     }
+    let timing = vui_timing(&mut r, max_sub_layers_minus1)
+        .ok()
+        .flatten()
+        .filter(|&(tick, scale)| tick > 0 && scale > 0);
     let width = u64::from(pic_w)
         .checked_sub(crop_w)
         .ok_or(HevcError::InvalidSps(
@@ -222,7 +231,147 @@ pub fn parse_sps(nal: &[u8]) -> Result<HevcSps, HevcError> {
         bit_depth_chroma: depth_c as u8 + 8,
         width: width as u32,
         height: height as u32,
+        timing,
     })
+}
+
+/// Reads on from `log2_max_pic_order_cnt_lsb_minus4` through the VUI to its timing
+/// (H.265 §7.3.2.2.1, `scaling_list_data()` §7.3.4, `st_ref_pic_set()` §7.3.7, and
+/// `vui_parameters()` §E.2.1): `Some((num_units_in_tick, time_scale))`, or `None` without
+/// VUI or VUI timing.
+fn vui_timing(
+    r: &mut crate::h264::Bits,
+    max_sub_layers_minus1: u8,
+) -> Result<Option<(u32, u32)>, crate::h264::H264Error> {
+    use crate::h264::H264Error;
+    let log2_max_poc_lsb_minus4 = r.ue()?;
+    if log2_max_poc_lsb_minus4 > 12 {
+        return Err(H264Error::InvalidSps("log2_max_pic_order_cnt_lsb above 16"));
+    }
+    let log2_max_poc_lsb = log2_max_poc_lsb_minus4 + 4;
+    let ordering_info_for_all = r.u1()?;
+    let first = if ordering_info_for_all {
+        0
+    } else {
+        max_sub_layers_minus1
+    };
+    for _ in first..=max_sub_layers_minus1 {
+        r.ue()?; // sps_max_dec_pic_buffering_minus1
+        r.ue()?; // sps_max_num_reorder_pics
+        r.ue()?; // sps_max_latency_increase_plus1
+    }
+    for _ in 0..6 {
+        // log2_min_luma_coding_block_size_minus3 … max_transform_hierarchy_depth_intra
+        r.ue()?;
+    }
+    if r.u1()? && r.u1()? {
+        // scaling_list_enabled_flag, sps_scaling_list_data_present_flag: scaling_list_data()
+        for size_id in 0..4u32 {
+            let step = if size_id == 3 { 3 } else { 1 };
+            for _ in (0..6).step_by(step) {
+                if !r.u1()? {
+                    r.ue()?; // scaling_list_pred_matrix_id_delta
+                } else {
+                    let coefs = 64.min(1 << (4 + (size_id << 1)));
+                    if size_id > 1 {
+                        r.se()?; // scaling_list_dc_coef_minus8
+                    }
+                    for _ in 0..coefs {
+                        r.se()?; // scaling_list_delta_coef
+                    }
+                }
+            }
+        }
+    }
+    r.u1()?; // amp_enabled_flag
+    r.u1()?; // sample_adaptive_offset_enabled_flag
+    if r.u1()? {
+        // pcm_enabled_flag: sample bit depths (4 + 4), block sizes, loop filter flag
+        r.u(8)?;
+        r.ue()?;
+        r.ue()?;
+        r.u1()?;
+    }
+    let sets = r.ue()?;
+    if sets > 64 {
+        return Err(H264Error::InvalidSps(
+            "num_short_term_ref_pic_sets above 64",
+        ));
+    }
+    // NumDeltaPocs of each set so far (§7.4.8): an inter-predicted set reads one flag
+    // (or two) per entry of the set before it.
+    let mut num_delta_pocs: Vec<u32> = Vec::with_capacity(sets as usize);
+    for idx in 0..sets as usize {
+        let inter = idx != 0 && r.u1()?;
+        let n = if inter {
+            r.u1()?; // delta_rps_sign
+            r.ue()?; // abs_delta_rps_minus1
+            let mut n = 0;
+            for _ in 0..=num_delta_pocs[idx - 1] {
+                let used = r.u1()?;
+                if used || r.u1()? {
+                    n += 1;
+                }
+            }
+            n
+        } else {
+            let negative = r.ue()?;
+            let positive = r.ue()?;
+            if negative > 16 || positive > 16 {
+                return Err(H264Error::InvalidSps("more than 16 reference pictures"));
+            }
+            for _ in 0..negative + positive {
+                r.ue()?; // delta_poc_sX_minus1
+                r.u1()?; // used_by_curr_pic_sX_flag
+            }
+            negative + positive
+        };
+        num_delta_pocs.push(n);
+    }
+    if r.u1()? {
+        // long_term_ref_pics_present_flag
+        let count = r.ue()?;
+        if count > 32 {
+            return Err(H264Error::InvalidSps("num_long_term_ref_pics_sps above 32"));
+        }
+        for _ in 0..count {
+            r.u(log2_max_poc_lsb)?; // lt_ref_pic_poc_lsb_sps
+            r.u1()?; // used_by_curr_pic_lt_sps_flag
+        }
+    }
+    r.u1()?; // sps_temporal_mvp_enabled_flag
+    r.u1()?; // strong_intra_smoothing_enabled_flag
+    if !r.u1()? {
+        return Ok(None); // vui_parameters_present_flag
+    }
+    if r.u1()? && r.u(8)? == 255 {
+        // aspect_ratio_info_present_flag, aspect_ratio_idc EXTENDED_SAR: sar_width, height
+        r.u(32)?;
+    }
+    if r.u1()? {
+        r.u1()?; // overscan_info_present_flag: overscan_appropriate_flag
+    }
+    if r.u1()? {
+        // video_signal_type_present_flag: video_format, full range, colour description
+        r.u(4)?;
+        if r.u1()? {
+            r.u(24)?;
+        }
+    }
+    if r.u1()? {
+        r.ue()?; // chroma_loc_info_present_flag: top and bottom field sample locations
+        r.ue()?;
+    }
+    r.u(3)?; // neutral_chroma_indication, field_seq, frame_field_info_present
+    if r.u1()? {
+        for _ in 0..4 {
+            r.ue()?; // default_display_window offsets
+        }
+    }
+    if !r.u1()? {
+        return Ok(None); // vui_timing_info_present_flag
+    }
+    Ok(Some((r.u(32)?, r.u(32)?)))
 }
 
 /// Builds an `hvcC` record (ISO/IEC 14496-15 §8.3.3.1.2) from the parameter sets of a
@@ -340,6 +489,12 @@ mod tests {
             (1, 8, 8)
         );
         assert_eq!(sps.max_sub_layers, 1);
+        // x265 writes VUI timing: 25 fps as 25 / 1. Without the bytes that hold it, the
+        // SPS still reads (the timing is optional), with no timing.
+        assert_eq!(sps.timing, Some((1, 25)));
+        let full = hex(X265_SPS);
+        let cut = parse_sps(&full[..full.len() - 8]).unwrap();
+        assert_eq!((cut.width, cut.timing), (640, None));
         let rec = build_hvcc(&[hex(X265_VPS)], &[hex(X265_SPS)], &[hex(X265_PPS)]).unwrap();
         assert_eq!(&rec[..13], &[1, 1, 0x60, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 63]);
         assert_eq!(rec[21] & 3, 3);
@@ -351,6 +506,16 @@ mod tests {
         assert!(parse_sps(&hex(X265_VPS)).is_err());
         assert!(parse_sps(&hex(X265_SPS)[..12]).is_err());
         assert!(build_hvcc(&[], &[], &[]).is_err());
+    }
+
+    #[test]
+    fn a_huge_log2_max_poc_lsb_is_refused_not_overflowed() {
+        // Found by the h264_sps fuzz target: an exp-Golomb log2_max_pic_order_cnt_lsb_minus4
+        // near 2^32 overflowed `+ 4`. The SPS reads up to its bit depths, without timing.
+        let sps = hex("42720100000000000006017272727272727200000000ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff00000042727272722e72c042c00507ec050701727272727272ffff");
+        if let Ok(s) = parse_sps(&sps) {
+            assert_eq!(s.timing, None);
+        }
     }
 
     fn dtsc_codec(hvcc: &[u8]) -> String {

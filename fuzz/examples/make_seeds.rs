@@ -14,8 +14,8 @@ use dtsc::PacketRef;
 /// A real x264 High-profile level 3.0 SPS (640x360, 25 fps, emulation prevention bytes),
 /// and a PPS (from dtsc's FLV tests).
 const SPS: [u8; 25] = [
-    0x67, 0x64, 0x00, 0x1E, 0xAC, 0xD9, 0x40, 0xA0, 0x2F, 0xF9, 0x61, 0x00, 0x00, 0x03, 0x00,
-    0x01, 0x00, 0x00, 0x03, 0x00, 0x32, 0x0F, 0x16, 0x2D, 0x96,
+    0x67, 0x64, 0x00, 0x1E, 0xAC, 0xD9, 0x40, 0xA0, 0x2F, 0xF9, 0x61, 0x00, 0x00, 0x03, 0x00, 0x01,
+    0x00, 0x00, 0x03, 0x00, 0x32, 0x0F, 0x16, 0x2D, 0x96,
 ];
 const PPS: [u8; 5] = [0x68, 0xEB, 0xE3, 0xCB, 0x22];
 /// Baseline 320x240 without VUI (hand-made, constrained baseline level 1.3).
@@ -77,7 +77,11 @@ fn flv_bodies() -> Vec<(TagKind, u32, Vec<u8>)> {
         let mut b = vec![if i == 0 { 0x17 } else { 0x27 }, 1, 0, 0, 40];
         b.extend_from_slice(&avcc_frame(i == 0));
         v.push((TagKind::Video, i * 40, b));
-        v.push((TagKind::Audio, i * 23, vec![0xAF, 1, 0x21, 0x10, 0x04, 0x60, 0x8C]));
+        v.push((
+            TagKind::Audio,
+            i * 23,
+            vec![0xAF, 1, 0x21, 0x10, 0x04, 0x60, 0x8C],
+        ));
     }
     // End of sequence.
     v.push((TagKind::Video, 160, vec![0x17, 2, 0, 0, 0]));
@@ -118,16 +122,48 @@ fn publisher_stream(chunk_size: u32, extended_ts: bool) -> Vec<u8> {
     let mut out = Vec::new();
     e.set_chunk_size(chunk_size, &mut out).unwrap();
     e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &amf(&connect()), &mut out);
-    e.write_message(2, msg_type::WINDOW_ACK_SIZE, 0, 0, &5_000_000u32.to_be_bytes(), &mut out);
-    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("releaseStream", 2.0, &[Amf0::string("cam")]), &mut out);
-    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("FCPublish", 3.0, &[Amf0::string("cam")]), &mut out);
-    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("createStream", 4.0, &[]), &mut out);
+    e.write_message(
+        2,
+        msg_type::WINDOW_ACK_SIZE,
+        0,
+        0,
+        &5_000_000u32.to_be_bytes(),
+        &mut out,
+    );
+    e.write_message(
+        3,
+        msg_type::COMMAND_AMF0,
+        0,
+        0,
+        &cmd("releaseStream", 2.0, &[Amf0::string("cam")]),
+        &mut out,
+    );
+    e.write_message(
+        3,
+        msg_type::COMMAND_AMF0,
+        0,
+        0,
+        &cmd("FCPublish", 3.0, &[Amf0::string("cam")]),
+        &mut out,
+    );
+    e.write_message(
+        3,
+        msg_type::COMMAND_AMF0,
+        0,
+        0,
+        &cmd("createStream", 4.0, &[]),
+        &mut out,
+    );
     e.write_message(
         4,
         msg_type::COMMAND_AMF0,
         1,
         0,
-        &cmd("publish", 5.0, &[Amf0::string("cam?key=x"), Amf0::string("live")]),
+        &cmd(
+            "publish",
+            5.0,
+            &[Amf0::string("cam?key=x"), Amf0::string("live")],
+        ),
         &mut out,
     );
     let mut meta = amf(&[Amf0::string("@setDataFrame")]);
@@ -142,12 +178,33 @@ fn publisher_stream(chunk_size: u32, extended_ts: bool) -> Vec<u8> {
         e.write_message(csid, typ, 1, base + u64::from(ts), &body, &mut out);
     }
     // A ping request, then a long message spanning many chunks.
-    e.write_message(2, msg_type::USER_CONTROL, 0, 0, &[0, 6, 0, 0, 1, 0], &mut out);
+    e.write_message(
+        2,
+        msg_type::USER_CONTROL,
+        0,
+        0,
+        &[0, 6, 0, 0, 1, 0],
+        &mut out,
+    );
     let mut big = vec![0x27, 1, 0, 0, 0];
     big.extend_from_slice(&[0x55; 700]);
     e.write_message(6, msg_type::VIDEO, 1, base + 200, &big, &mut out);
-    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("FCUnpublish", 6.0, &[Amf0::string("cam")]), &mut out);
-    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("deleteStream", 7.0, &[Amf0::Number(1.0)]), &mut out);
+    e.write_message(
+        3,
+        msg_type::COMMAND_AMF0,
+        0,
+        0,
+        &cmd("FCUnpublish", 6.0, &[Amf0::string("cam")]),
+        &mut out,
+    );
+    e.write_message(
+        3,
+        msg_type::COMMAND_AMF0,
+        0,
+        0,
+        &cmd("deleteStream", 7.0, &[Amf0::Number(1.0)]),
+        &mut out,
+    );
     out
 }
 
@@ -156,11 +213,46 @@ fn player_stream() -> Vec<u8> {
     let mut e = ChunkEncoder::new();
     let mut out = Vec::new();
     e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &amf(&connect()), &mut out);
-    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("createStream", 2.0, &[]), &mut out);
-    e.write_message(3, msg_type::COMMAND_AMF0, 0, 0, &cmd("getStreamLength", 3.0, &[Amf0::string("cam")]), &mut out);
-    e.write_message(8, msg_type::COMMAND_AMF0, 1, 0, &cmd("play", 4.0, &[Amf0::string("cam"), Amf0::Number(-2000.0)]), &mut out);
-    e.write_message(2, msg_type::USER_CONTROL, 0, 0, &[0, 3, 0, 0, 0, 1, 0, 0, 0x0B, 0xB8], &mut out);
-    e.write_message(8, msg_type::COMMAND_AMF0, 1, 0, &cmd("closeStream", 0.0, &[]), &mut out);
+    e.write_message(
+        3,
+        msg_type::COMMAND_AMF0,
+        0,
+        0,
+        &cmd("createStream", 2.0, &[]),
+        &mut out,
+    );
+    e.write_message(
+        3,
+        msg_type::COMMAND_AMF0,
+        0,
+        0,
+        &cmd("getStreamLength", 3.0, &[Amf0::string("cam")]),
+        &mut out,
+    );
+    e.write_message(
+        8,
+        msg_type::COMMAND_AMF0,
+        1,
+        0,
+        &cmd("play", 4.0, &[Amf0::string("cam"), Amf0::Number(-2000.0)]),
+        &mut out,
+    );
+    e.write_message(
+        2,
+        msg_type::USER_CONTROL,
+        0,
+        0,
+        &[0, 3, 0, 0, 0, 1, 0, 0, 0x0B, 0xB8],
+        &mut out,
+    );
+    e.write_message(
+        8,
+        msg_type::COMMAND_AMF0,
+        1,
+        0,
+        &cmd("closeStream", 0.0, &[]),
+        &mut out,
+    );
     // AMF3 command envelope (format byte 0, then AMF0).
     let mut c = vec![0];
     c.extend_from_slice(&cmd("deleteStream", 5.0, &[Amf0::Number(1.0)]));
@@ -176,8 +268,22 @@ fn chunk_variety() -> Vec<u8> {
     for (i, csid) in [3u32, 63, 64, 319, 320, 65599].iter().enumerate() {
         let ts = [0u64, 33, 0xFF_FFFF, 0x1_0000_0000, 66, 99][i];
         e.write_message(*csid, msg_type::VIDEO, 1, ts, &vec![i as u8; 300], &mut out);
-        e.write_message(*csid, msg_type::VIDEO, 1, ts + 40, &vec![i as u8; 300], &mut out);
-        e.write_message(*csid, msg_type::VIDEO, 1, ts + 80, &vec![i as u8; 300], &mut out);
+        e.write_message(
+            *csid,
+            msg_type::VIDEO,
+            1,
+            ts + 40,
+            &vec![i as u8; 300],
+            &mut out,
+        );
+        e.write_message(
+            *csid,
+            msg_type::VIDEO,
+            1,
+            ts + 80,
+            &vec![i as u8; 300],
+            &mut out,
+        );
     }
     e.write_message(2, msg_type::ABORT, 0, 0, &3u32.to_be_bytes(), &mut out);
     e.write_message(5, msg_type::AUDIO, 1, 5, &[], &mut out);
@@ -215,9 +321,30 @@ fn dtsc_stream() -> Vec<u8> {
     );
     let frame = avcc_frame(true);
     let packets = [
-        PacketRef { track: 1, dts: 0, offset: 80, keyframe: true, bpos: 13, data: &frame },
-        PacketRef { track: 2, dts: 23, offset: 0, keyframe: false, bpos: 0, data: &[0x21, 0x10] },
-        PacketRef { track: 1, dts: 40, offset: -40, keyframe: false, bpos: 0, data: &[] },
+        PacketRef {
+            track: 1,
+            dts: 0,
+            offset: 80,
+            keyframe: true,
+            bpos: 13,
+            data: &frame,
+        },
+        PacketRef {
+            track: 2,
+            dts: 23,
+            offset: 0,
+            keyframe: false,
+            bpos: 0,
+            data: &[0x21, 0x10],
+        },
+        PacketRef {
+            track: 1,
+            dts: 40,
+            offset: -40,
+            keyframe: false,
+            bpos: 0,
+            data: &[],
+        },
     ];
     for p in &packets {
         wire::write_packet(p, &mut out);
@@ -226,7 +353,10 @@ fn dtsc_stream() -> Vec<u8> {
         &Value::obj([
             ("cmd", Value::str("hi")),
             ("version", Value::str("Sluice")),
-            ("list", Value::Array(vec![Value::Int(-1), Value::Double(0.5), Value::Null])),
+            (
+                "list",
+                Value::Array(vec![Value::Int(-1), Value::Double(0.5), Value::Null]),
+            ),
         ]),
         &mut out,
     );
@@ -256,9 +386,23 @@ fn ts_stream(chunk: u8) -> Vec<u8> {
     let delta = avcc_frame(false);
     for i in 0..6u64 {
         let data = if i % 3 == 0 { &key } else { &delta };
-        let v = PacketRef { track: 1, dts: i * 40, offset: 40, keyframe: i % 3 == 0, bpos: 0, data };
+        let v = PacketRef {
+            track: 1,
+            dts: i * 40,
+            offset: 40,
+            keyframe: i % 3 == 0,
+            bpos: 0,
+            data,
+        };
         mux.write_packet(&v, false, &mut out).unwrap();
-        let a = PacketRef { track: 2, dts: i * 23, offset: 0, keyframe: false, bpos: 0, data: &[0x21, 0x10, 7] };
+        let a = PacketRef {
+            track: 2,
+            dts: i * 23,
+            offset: 0,
+            keyframe: false,
+            bpos: 0,
+            data: &[0x21, 0x10, 7],
+        };
         mux.write_packet(&a, false, &mut out).unwrap();
     }
     out
@@ -285,13 +429,34 @@ fn rtsp_session(tcp: bool) -> Vec<u8> {
         dtsc::rtp::rtpmap(&t[1]).unwrap(),
         dtsc::rtp::fmtp(&t[1]).unwrap(),
     );
-    server.extend(reply(1, "Public: OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER\r\n", "").bytes());
-    server.extend(reply(2, "Content-Base: rtsp://127.0.0.1:554/cam/\r\nContent-Type: application/sdp\r\n", &sdp).bytes());
+    server.extend(
+        reply(
+            1,
+            "Public: OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER\r\n",
+            "",
+        )
+        .bytes(),
+    );
+    server.extend(
+        reply(
+            2,
+            "Content-Base: rtsp://127.0.0.1:554/cam/\r\nContent-Type: application/sdp\r\n",
+            &sdp,
+        )
+        .bytes(),
+    );
     let tr = |a: u8| {
         if tcp {
-            format!("Transport: RTP/AVP/TCP;unicast;interleaved={a}-{}\r\n", a + 1)
+            format!(
+                "Transport: RTP/AVP/TCP;unicast;interleaved={a}-{}\r\n",
+                a + 1
+            )
         } else {
-            format!("Transport: RTP/AVP;unicast;client_port=5000-5001;server_port={}-{}\r\n", 6000 + u16::from(a), 6001 + u16::from(a))
+            format!(
+                "Transport: RTP/AVP;unicast;client_port=5000-5001;server_port={}-{}\r\n",
+                6000 + u16::from(a),
+                6001 + u16::from(a)
+            )
         }
     };
     server.extend(reply(3, &format!("Session: 1234;timeout=30\r\n{}", tr(0)), "").bytes());
@@ -303,7 +468,14 @@ fn rtsp_session(tcp: bool) -> Vec<u8> {
         let v = avcc_frame(i % 3 == 0);
         let a = [0x21u8, 0x10, 0x05, 0x00];
         for (p, ch, data, dts) in [(&mut pv, 0u8, &v[..], 40 * i), (&mut pa, 2, &a[..], 23 * i)] {
-            let pr = PacketRef { track: 1, dts, offset: 0, keyframe: i % 3 == 0, bpos: 0, data };
+            let pr = PacketRef {
+                track: 1,
+                dts,
+                offset: 0,
+                keyframe: i % 3 == 0,
+                bpos: 0,
+                data,
+            };
             let (mut out, mut spans) = (Vec::new(), Vec::new());
             p.packetize(&pr, &mut out, &mut spans);
             for sp in spans {
@@ -313,7 +485,15 @@ fn rtsp_session(tcp: bool) -> Vec<u8> {
         }
     }
     let mut sr = Vec::new();
-    dtsc::rtp::sender_report(pv.ssrc(), (3_900_000_000u64 << 32) | 1, 1234, 6, 600, "cam", &mut sr);
+    dtsc::rtp::sender_report(
+        pv.ssrc(),
+        (3_900_000_000u64 << 32) | 1,
+        1234,
+        6,
+        600,
+        "cam",
+        &mut sr,
+    );
     server.extend_from_slice(&[b'$', 1, 0, sr.len() as u8]);
     server.extend_from_slice(&sr);
     let mut seed = vec![u8::from(!tcp)];
@@ -357,8 +537,8 @@ fn main() {
         "amf0_decode",
         "rare_markers",
         &[
-            0x0C, 0, 0, 0, 3, b'a', b'b', b'c', 0x0F, 0, 0, 0, 2, b'<', b'>', 0x10, 0, 1, b'C',
-            0, 1, b'x', 0x05, 0, 0, 0x09, 0x0D,
+            0x0C, 0, 0, 0, 3, b'a', b'b', b'c', 0x0F, 0, 0, 0, 2, b'<', b'>', 0x10, 0, 1, b'C', 0,
+            1, b'x', 0x05, 0, 0, 0x09, 0x0D,
         ],
     );
 
@@ -376,8 +556,18 @@ fn main() {
     write(&dir, "flv_tags", "bare_tags", &bare);
     let mut mp3 = Vec::new();
     flv::write_file_header(true, false, &mut mp3);
-    flv::write_tag(TagKind::Audio, 0, &[0x2F, 0xFF, 0xFB, 0x90, 0x64, 0, 0, 0], &mut mp3);
-    flv::write_tag(TagKind::Audio, 26, &[0x2F, 0xFF, 0xFB, 0x90, 0x64, 1, 1, 1], &mut mp3);
+    flv::write_tag(
+        TagKind::Audio,
+        0,
+        &[0x2F, 0xFF, 0xFB, 0x90, 0x64, 0, 0, 0],
+        &mut mp3,
+    );
+    flv::write_tag(
+        TagKind::Audio,
+        26,
+        &[0x2F, 0xFF, 0xFB, 0x90, 0x64, 1, 1, 1],
+        &mut mp3,
+    );
     write(&dir, "flv_tags", "mp3.flv", &mp3);
 
     // rtmp_chunks: first byte = piece size - 1.
@@ -415,6 +605,14 @@ fn main() {
     au.extend_from_slice(&[0, 0, 0, 0]);
     au.extend_from_slice(&avcc_frame(false));
     write(&dir, "h264_sps", "avcc_payload", &au);
+    // An HEVC SPS from x265 (640x360, VUI timing 25 fps), for hevc::parse_sps.
+    let hevc_sps: Vec<u8> =
+        "42010101600000030090000003000003003fa00502016965959a4932bc05a02000000300200000030321"
+            .as_bytes()
+            .chunks(2)
+            .map(|h| u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap())
+            .collect();
+    write(&dir, "h264_sps", "hevc_sps_x265", &hevc_sps);
 
     // aac_asc: LC 44.1 kHz stereo, LC 48 kHz mono, HE-AAC (SBR), HE-AACv2 (PS),
     // explicit 24-bit rate, escaped object type.
@@ -468,18 +666,37 @@ fn main() {
     }
     frag.finish(1, &mut fmp4).unwrap();
     write(&dir, "mp4_read", "init_and_fragment.mp4", &fmp4);
-    let header = Header { live: false, unixzero: None, tracks: tracks() };
+    let header = Header {
+        live: false,
+        unixzero: None,
+        tracks: tracks(),
+    };
     let index = dtsc::dtsh::build(&header.tracks, &packets);
-    write(&dir, "dtsh_decode", "index.dtsh", &dtsc::dtsh::encode(&header, &index));
+    write(
+        &dir,
+        "dtsh_decode",
+        "index.dtsh",
+        &dtsc::dtsh::encode(&header, &index),
+    );
 
     // analyse_files: the first byte picks the analyser (0 FLV, 1 TS, 3 MP4, 4 DTSC).
     let tag = |kind: u8, bytes: &[u8]| [&[kind][..], bytes].concat();
-    write(&dir, "analyse_files", "flv", &tag(0, &flv_file(&flv_bodies())));
+    write(
+        &dir,
+        "analyse_files",
+        "flv",
+        &tag(0, &flv_file(&flv_bodies())),
+    );
     write(&dir, "analyse_files", "ts", &tag(1, &ts_stream(62)));
     write(&dir, "analyse_files", "mp4", &tag(3, &fmp4));
     write(&dir, "analyse_files", "dtsc", &tag(4, &dtsc_stream()));
     // convert_read: the first byte picks the reader (0 FLV, 1 TS, 2 DTSC, 3 MP4).
-    write(&dir, "convert_read", "flv", &tag(0, &flv_file(&flv_bodies())));
+    write(
+        &dir,
+        "convert_read",
+        "flv",
+        &tag(0, &flv_file(&flv_bodies())),
+    );
     write(&dir, "convert_read", "ts", &tag(1, &ts_stream(62)));
     write(&dir, "convert_read", "dtsc", &tag(2, &dtsc_stream()));
     write(&dir, "convert_read", "mp4", &tag(3, &mp4));

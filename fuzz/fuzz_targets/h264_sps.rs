@@ -2,19 +2,29 @@
 //! `parse_avcc` on it as an avcC record (then `parse_sps` on its SPS, and `write_avcc` →
 //! `parse_avcc` gives the same record), `avcc_to_annexb` with a length size taken from
 //! the first byte (0..=7, invalid sizes included), and `hevc::parse_hvcc` on it as an HEVC
-//! decoder configuration record (its NAL units fit in the input).
+//! decoder configuration record (its NAL units fit in the input), and `hevc::parse_sps` on
+//! the input and on each SPS of that record (through the VUI timing, which is never 0).
 #![no_main]
 
 use dtsc::{h264, hevc};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    let hevc_sps = |nal: &[u8]| {
+        if let Ok(s) = hevc::parse_sps(nal) {
+            if let Some((tick, scale)) = s.timing {
+                assert!(tick > 0 && scale > 0);
+            }
+        }
+    };
+    hevc_sps(data);
     if let Ok(cfg) = hevc::parse_hvcc(data) {
         let total: usize = cfg.nal_units.iter().map(|(_, n)| n.len()).sum();
         assert!(total <= data.len());
         for (kind, nal) in &cfg.nal_units {
             assert!(*kind < 64);
             let _ = hevc::nal_type(nal);
+            hevc_sps(nal);
         }
     }
     if let Ok(info) = h264::parse_sps(data) {

@@ -514,10 +514,8 @@ fn h264_and_hevc_agree_with_ffprobe() {
                 (Some(640), Some(360))
             );
         }
-        if kind == "h264" {
-            assert_eq!(probed["r_frame_rate"], "25/1");
-            assert_eq!(sps[0]["fps"], 25.0, "h264: VUI timing");
-        }
+        assert_eq!(probed["r_frame_rate"], "25/1");
+        assert_eq!(sps[0]["fps"], 25.0, "{kind}: VUI timing");
 
         // Zeroes in the middle, ending before a byte that cannot end a start code.
         let data = std::fs::read(file).unwrap();
