@@ -223,6 +223,7 @@ fn set_hevc(track: &mut Track, vps: &[u8], sps: &[u8], pps: &[u8]) -> bool {
     if let Ok(info) = dtsc::hevc::parse_sps(sps) {
         track.width = info.width;
         track.height = info.height;
+        track.fpks = info.fpks().unwrap_or(track.fpks);
     }
     track.init = init;
     true

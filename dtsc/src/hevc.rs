@@ -128,6 +128,16 @@ pub struct HevcSps {
     pub timing: Option<(u32, u32)>,
 }
 
+impl HevcSps {
+    /// The frame rate in frames per 1000 seconds (the model's `Track::fpks`) from the VUI
+    /// timing, rounded; `None` without timing or outside 1..4 000 000 000.
+    pub fn fpks(&self) -> Option<u32> {
+        let (tick, scale) = self.timing?;
+        let fpks = (u64::from(scale) * 1000 + u64::from(tick) / 2) / u64::from(tick);
+        u32::try_from(fpks).ok().filter(|f| *f > 0)
+    }
+}
+
 /// Reads an HEVC sequence parameter set NAL unit (2-byte NAL header included, no start code;
 /// emulation prevention bytes are removed here) up to the bit depths (H.265 §7.3.2.2.1 with
 /// `profile_tier_level()` of §7.3.3; the conformance window per §7.4.3.2.1, SubWidthC and
@@ -492,6 +502,7 @@ mod tests {
         // x265 writes VUI timing: 25 fps as 25 / 1. Without the bytes that hold it, the
         // SPS still reads (the timing is optional), with no timing.
         assert_eq!(sps.timing, Some((1, 25)));
+        assert_eq!(sps.fpks(), Some(25_000));
         let full = hex(X265_SPS);
         let cut = parse_sps(&full[..full.len() - 8]).unwrap();
         assert_eq!((cut.width, cut.timing), (640, None));

@@ -857,7 +857,8 @@ fn video_access_unit(es: &mut Es, annexb: &[u8]) -> Option<(Vec<u8>, bool, bool)
                     std::slice::from_ref(pps),
                 )
                 .ok();
-                info.zip(rec).map(|(i, rec)| (rec, i.width, i.height, 0))
+                info.zip(rec)
+                    .map(|(i, rec)| (rec, i.width, i.height, i.fpks().unwrap_or(0)))
             }
             _ => None, // not all parameter sets yet
         };

@@ -365,23 +365,34 @@ fn dtsc_index_and_bad_input() {
     // (sluice-convert writes one beside its DTSC output) rather than relying on one a server
     // left beside the fixture in another test.
     let dir = unique_temp_dir("analyse-bad");
-    let dtsc_out = dir.join("multi.dtsc");
-    let conv = Command::new(sluice_bin().with_file_name("sluice-convert"))
-        .arg(fixture("multi.ts"))
-        .arg(&dtsc_out)
-        .output()
-        .expect("run sluice-convert");
-    assert!(
-        conv.status.success(),
-        "sluice-convert multi.ts: {}",
-        String::from_utf8_lossy(&conv.stderr)
-    );
-    let r = analyse_json("dtsc", &dir.join("multi.dtsc.dtsh"));
+    let to_dtsc = |name: &str| {
+        let out = dir.join(format!("{name}.dtsc"));
+        let conv = Command::new(sluice_bin().with_file_name("sluice-convert"))
+            .arg(fixture(name))
+            .arg(&out)
+            .output()
+            .expect("run sluice-convert");
+        assert!(
+            conv.status.success(),
+            "sluice-convert {name}: {}",
+            String::from_utf8_lossy(&conv.stderr)
+        );
+        out
+    };
+    let multi = to_dtsc("multi.ts");
+    let r = analyse_json("dtsc", &multi.with_extension("dtsc.dtsh"));
     let tracks = r["headers"][0]["tracks"].as_array().unwrap();
     assert_eq!(tracks.len(), 4);
     let index = r["index"].as_array().unwrap();
     assert_eq!(index.len(), 4);
     assert_eq!(index[0]["parts"], 250, "video parts");
+    // TS carries no frame rate: the HEVC track's comes from its SPS's VUI timing.
+    let r = analyse_json("dtsc", &to_dtsc("hevc.ts"));
+    let video = &r["headers"][0]["tracks"][0];
+    assert_eq!(
+        (&video["codec"], &video["fpks"]),
+        (&"HEVC".into(), &25_000.into())
+    );
     // A truncated FLV: reported up to the cut, the error at the cut tag's offset, exit 1
     // under --validate, 0 without.
     let bytes = std::fs::read(fixture("bframes.flv")).unwrap();
