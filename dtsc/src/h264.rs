@@ -566,6 +566,21 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
 /// Reads VUI parameters up to the timing info; `Some(fps)` when timing info is present and
 /// sane (H.264 E.1.1, E.2.1).
 fn parse_vui_timing(r: &mut Bits<'_>) -> Result<Option<f64>, H264Error> {
+    skip_vui_picture_format(r)?;
+    if !r.u1()? {
+        return Ok(None);
+    }
+    let num_units_in_tick = r.u(32)?;
+    let time_scale = r.u(32)?;
+    if num_units_in_tick == 0 || time_scale == 0 {
+        return Ok(None);
+    }
+    Ok(Some(time_scale as f64 / (2.0 * num_units_in_tick as f64)))
+}
+
+/// Skips the VUI fields that H.264 and H.265 share at its start (H.264 §E.1.1, H.265
+/// §E.2.1): aspect ratio, overscan, video signal type and chroma sample location.
+pub(crate) fn skip_vui_picture_format(r: &mut Bits<'_>) -> Result<(), H264Error> {
     if r.u1()? {
         // aspect_ratio_info_present_flag
         if r.u(8)? == 255 {
@@ -585,15 +600,7 @@ fn parse_vui_timing(r: &mut Bits<'_>) -> Result<Option<f64>, H264Error> {
         r.ue()?; // chroma_sample_loc_type_top_field
         r.ue()?; // chroma_sample_loc_type_bottom_field
     }
-    if !r.u1()? {
-        return Ok(None);
-    }
-    let num_units_in_tick = r.u(32)?;
-    let time_scale = r.u(32)?;
-    if num_units_in_tick == 0 || time_scale == 0 {
-        return Ok(None);
-    }
-    Ok(Some(time_scale as f64 / (2.0 * num_units_in_tick as f64)))
+    Ok(())
 }
 
 /// The RFC 6381 §3.3 codec string for `cfg`: `avc1.` and the profile, compatibility and level

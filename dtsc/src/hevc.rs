@@ -354,24 +354,7 @@ fn vui_timing(
     if !r.u1()? {
         return Ok(None); // vui_parameters_present_flag
     }
-    if r.u1()? && r.u(8)? == 255 {
-        // aspect_ratio_info_present_flag, aspect_ratio_idc EXTENDED_SAR: sar_width, height
-        r.u(32)?;
-    }
-    if r.u1()? {
-        r.u1()?; // overscan_info_present_flag: overscan_appropriate_flag
-    }
-    if r.u1()? {
-        // video_signal_type_present_flag: video_format, full range, colour description
-        r.u(4)?;
-        if r.u1()? {
-            r.u(24)?;
-        }
-    }
-    if r.u1()? {
-        r.ue()?; // chroma_loc_info_present_flag: top and bottom field sample locations
-        r.ue()?;
-    }
+    crate::h264::skip_vui_picture_format(r)?;
     r.u(3)?; // neutral_chroma_indication, field_seq, frame_field_info_present
     if r.u1()? {
         for _ in 0..4 {
