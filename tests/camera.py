@@ -4,8 +4,9 @@ rtsp://127.0.0.1:PORT/test.
 
   camera.py --port P --file F.flv      the file's H.264 and AAC, once per session, at real time
   camera.py --port P --live            a live test picture (openh264, 25 fps, GOP 1 s) and tone
-  --drop PCT       drop that share of the RTP packets of every track and delay 2% of them
-                   by 5-40 ms, past later ones (simulated loss and reordering)
+  --drop PCT       drop that share of the RTP packets of every track, evenly spaced (1:
+                   every 100th packet, so each run loses the same share of each track), and
+                   delay 2% of them by 5-40 ms, past later ones (simulated loss and reordering)
   --user U --password W   require Digest authentication
 
 Prints "ready" on stdout once it listens. Runs until killed.
@@ -34,9 +35,11 @@ def main():
 
     def pay(n, payloader):
         if a.drop > 0:
-            # netsim (gst-plugins-bad) drops packets and delays some past later ones.
+            # netsim (gst-plugins-bad) delays some packets past later ones; the probe that
+            # `drop_evenly` puts on its output drops them. netsim's own random drop could
+            # miss a whole track in a short run.
             return (
-                f"{payloader} pt={96 + n} ! netsim drop-probability={a.drop / 100} "
+                f"{payloader} pt={96 + n} ! netsim drop-probability=0 "
                 f"delay-probability=0.02 min-delay=5 max-delay=40 allow-reordering=true "
                 f"name=pay{n}"
             )
@@ -77,12 +80,32 @@ def main():
             "user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True
         )
         factory.set_permissions(perms)
+    if a.drop > 0:
+        factory.connect("media-configure", drop_evenly, a.drop / 100)
     server.get_mount_points().add_factory("/test", factory)
     if server.attach(None) == 0:
         print("cannot listen", file=sys.stderr)
         sys.exit(1)
     print("ready", flush=True)
     GLib.MainLoop().run()
+
+
+def drop_evenly(_factory, media, share):
+    """Drops `share` of the packets leaving each track's netsim (`payN`), evenly spaced."""
+    element = media.get_element()
+    n = 0
+    while (sim := element.get_by_name(f"pay{n}")) is not None:
+        seen = [0]
+
+        def probe(_pad, _info, seen=seen):
+            seen[0] += 1
+            # Drop packet k when k * share crosses a whole number.
+            if int(seen[0] * share) != int((seen[0] - 1) * share):
+                return Gst.PadProbeReturn.DROP
+            return Gst.PadProbeReturn.OK
+
+        sim.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, probe)
+        n += 1
 
 
 if __name__ == "__main__":
