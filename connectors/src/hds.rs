@@ -29,13 +29,13 @@ pub fn manifest(stream: &str, r: &StreamReader, tracks: &[Track]) -> Option<Stri
     }
     let set = track_set(&sel);
     let owned: Vec<Track> = sel.iter().map(|t| (*t).clone()).collect();
-    let mut metadata = Vec::new();
-    for v in flv::on_metadata(&owned) {
-        dtsc::amf0::encode(&v, &mut metadata);
-    }
     let video = sel.iter().find(|t| t.kind == TrackKind::Video);
     let ended = r.meta().state() == shm::STATE_ENDED;
     let duration: u64 = hls::segments(r, tracks).iter().map(|s| s.4).sum();
+    let mut metadata = Vec::new();
+    for v in flv::on_metadata(&owned, ended.then_some(duration)) {
+        dtsc::amf0::encode(&v, &mut metadata);
+    }
     let m = F4mManifest {
         id: stream.to_string(),
         live: !ended,

@@ -886,12 +886,21 @@ fn progressive(
     }
     let reader = *cursor.reader();
     let reader = &reader;
+    // An ended stream's FLV says how long it is (players draw their seek bar from it): up to
+    // the end of its last segment, or to `?end=`.
+    let flv_end = match ended {
+        true => hls::segments(reader, cursor.tracks())
+            .last()
+            .map(|s| s.3 + s.4),
+        false => None,
+    }
+    .map(|e| span.end_ms.map_or(e, |x| x.min(e)));
     let result = match kind {
         // FLV, TS and MP4 go on from a new buffer when the stream's buffer dies.
         Progressive::Flv => session::stream_resuming(
             sock,
             &mut cursor,
-            &mut progressive::FlvOutput::default(),
+            &mut progressive::FlvOutput::ending_at(flv_end),
             head,
             framing,
         ),

@@ -16,9 +16,21 @@ use crate::session::{self, Batch, Output};
 pub struct FlvOutput {
     base_ms: u64,
     body: Vec<u8>,
+    /// Where the response ends (DTS, ms) when that is known: its first `onMetaData` then
+    /// carries the `duration` from the first packet sent.
+    end_ms: Option<u64>,
 }
 
 impl FlvOutput {
+    /// An output whose response ends at `end_ms` (DTS, ms: an ended stream's last packet
+    /// plus one frame, or an earlier `?end=`); `None` for a live stream (no duration).
+    pub fn ending_at(end_ms: Option<u64>) -> FlvOutput {
+        FlvOutput {
+            end_ms,
+            ..FlvOutput::default()
+        }
+    }
+
     fn ts(&self, dts: u64) -> u32 {
         dts.saturating_sub(self.base_ms) as u32
     }
@@ -41,7 +53,11 @@ impl<'m> Output<'m> for FlvOutput {
         }
         let ts = self.ts(start_ms);
         self.body.clear();
-        for v in flv::on_metadata(tracks) {
+        let duration = self
+            .end_ms
+            .filter(|_| first)
+            .map(|e| e.saturating_sub(start_ms));
+        for v in flv::on_metadata(tracks, duration) {
             dtsc::amf0::encode(&v, &mut self.body);
         }
         b.own_with(|out| flv::write_tag(TagKind::Script, ts, &self.body, out));

@@ -361,7 +361,7 @@ impl FlvMessages {
         ts: u64,
         b: &mut Batch<'_>,
     ) -> Result<()> {
-        let md = flv::on_metadata(tracks);
+        let md = flv::on_metadata(tracks, None);
         s.send_metadata(&md[1..])?;
         for t in tracks {
             self.body.clear();

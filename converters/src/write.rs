@@ -43,7 +43,7 @@ pub fn open(
     direct: Option<File>,
 ) -> Result<Box<dyn Mux>> {
     Ok(match format {
-        Format::Flv => Box::new(FlvMux::open(tracks, out)?),
+        Format::Flv => Box::new(FlvMux::open(tracks, out, direct)?),
         Format::Ts => Box::new(TsMux::open(tracks, out)?),
         Format::Mp4 => Box::new(Mp4Mux::open(tracks, spool_dir, direct)?),
         Format::Fmp4 => Box::new(Fmp4Mux::open(tracks, out)?),
@@ -92,14 +92,35 @@ fn copy_spool(w: io::BufWriter<File>, out: &mut dyn Write) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 
 /// FLV (FLV spec v10.1 Annex E): header, `onMetaData`, the sequence headers, one tag per
-/// packet. Carries one H.264 video and one AAC/MP3/G.711 audio track.
+/// packet. Carries one H.264 video and one AAC/MP3/G.711 audio track. Writing a file, the
+/// `onMetaData` gets a `duration` of 0 that [`Mux::finish`] overwrites with the length
+/// written (as FFmpeg's FLV muxer does); a pipe gets none.
 struct FlvMux {
     tracks: Vec<Track>,
     buf: Vec<u8>,
+    /// The output file and the byte offset of the `duration` number in it.
+    duration_at: Option<(File, u64)>,
+    /// Per track: first and last DTS (ms) and packets written.
+    spans: Vec<(u32, u64, u64, u64)>,
 }
 
 impl FlvMux {
-    fn open(tracks: &[Track], out: &mut dyn Write) -> Result<FlvMux> {
+    /// The length written, ms: the longest track's span of DTS plus one packet's average
+    /// duration (its span over its packets less one), so 250 frames at 25 fps make 10 s.
+    fn duration_ms(&self) -> u64 {
+        self.spans
+            .iter()
+            .map(|&(_, first, last, n)| {
+                let span = last - first;
+                span + if n > 1 { span / (n - 1) } else { 0 }
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl FlvMux {
+    fn open(tracks: &[Track], out: &mut dyn Write, direct: Option<File>) -> Result<FlvMux> {
         let (v, a) = flv::flv_tracks(tracks);
         for t in tracks {
             let carried = v.is_some_and(|v| v.id == t.id) || a.is_some_and(|a| a.id == t.id);
@@ -120,10 +141,17 @@ impl FlvMux {
         let mut buf = Vec::new();
         flv::write_file_header(a.is_some(), v.is_some(), &mut buf);
         let mut body = Vec::new();
-        for val in flv::on_metadata(tracks) {
+        for val in flv::on_metadata(tracks, direct.is_some().then_some(0)) {
             dtsc::amf0::encode(&val, &mut body);
         }
         flv::write_tag(TagKind::Script, 0, &body, &mut buf);
+        // The duration member: its name (AMF0 UTF-8 without the marker), then the number's
+        // marker (0) and its 8 bytes.
+        const KEY: &[u8] = b"\x00\x08duration\x00";
+        let duration_at = direct.and_then(|f| {
+            let at = buf.windows(KEY.len()).position(|w| w == KEY)?;
+            Some((f, (at + KEY.len()) as u64))
+        });
         for t in tracks {
             body.clear();
             if let Some(kind) = flv::sequence_header(t, &mut body) {
@@ -134,6 +162,8 @@ impl FlvMux {
         Ok(FlvMux {
             tracks: tracks.to_vec(),
             buf,
+            duration_at,
+            spans: Vec::new(),
         })
     }
 }
@@ -149,6 +179,10 @@ impl Mux for FlvMux {
         let Some(kind) = flv::media_body_header(t, &p.as_ref(), &mut head) else {
             return Ok(());
         };
+        match self.spans.iter_mut().find(|s| s.0 == p.track) {
+            Some(s) => (s.2, s.3) = (s.2.max(p.dts), s.3 + 1),
+            None => self.spans.push((p.track, p.dts, p.dts, 1)),
+        }
         let body_len = head.len() + p.data.len();
         if body_len > flv::MAX_TAG_BODY {
             bail!(
@@ -166,7 +200,13 @@ impl Mux for FlvMux {
         Ok(())
     }
 
-    fn finish(&mut self, _out: &mut dyn Write) -> Result<Option<Vec<u8>>> {
+    fn finish(&mut self, out: &mut dyn Write) -> Result<Option<Vec<u8>>> {
+        if let Some((f, at)) = &self.duration_at {
+            out.flush()?;
+            let secs = self.duration_ms() as f64 / 1000.0;
+            std::os::unix::fs::FileExt::write_all_at(f, &secs.to_be_bytes(), *at)
+                .context("writing the duration into onMetaData")?;
+        }
         Ok(None)
     }
 }

@@ -420,15 +420,23 @@ pub fn audio_sequence_header(track: &Track, out: &mut Vec<u8>) -> Result<(), Flv
 /// The `onMetaData` script data for `tracks` (§E.5): `[String("onMetaData"),
 /// EcmaArray(…)]`, to be AMF0-encoded as a script tag or RTMP data message body.
 ///
+/// `duration_ms`, when given, becomes the first member, `duration` in seconds (§E.5: "total
+/// duration of the file in seconds"): players of progressive FLV (mpegts.js, VLC, ffmpeg
+/// reading a pipe) take the length of the timeline from it. Give it only where the length
+/// is known (an ended stream, a finished file); a live stream has none.
+///
 /// Uses the first H.264 video track (`width`, `height` px, `framerate` fps when known,
 /// `videocodecid` 7, `videodatarate` kbit/s when known) and the first AAC or MP3 audio
 /// track (`audiocodecid` 10 / 2, `audiosamplerate` Hz, `audiosamplesize` bits,
 /// `audiochannels`, `stereo`, `audiodatarate` kbit/s when known), plus `hasVideo`/`hasAudio`.
-pub fn on_metadata(tracks: &[Track]) -> Vec<Amf0> {
+pub fn on_metadata(tracks: &[Track], duration_ms: Option<u64>) -> Vec<Amf0> {
     let mut m: Vec<(String, Amf0)> = Vec::new();
     let mut put = |k: &str, v: Amf0| m.push((k.to_owned(), v));
     let kbps = |bytes_per_s: u32| Amf0::Number(f64::from(bytes_per_s) * 8.0 / 1000.0);
     let (video, audio) = flv_tracks(tracks);
+    if let Some(ms) = duration_ms {
+        put("duration", Amf0::Number(ms as f64 / 1000.0));
+    }
     put("hasVideo", Amf0::Boolean(video.is_some()));
     put("hasAudio", Amf0::Boolean(audio.is_some()));
     if let Some(v) = video {
@@ -1164,10 +1172,15 @@ mod tests {
         (v.width, v.height, v.fpks) = (640, 360, 30000);
         let mut a = Track::new(2, TrackKind::Audio, Codec::Aac);
         (a.rate, a.channels, a.bits) = (44100, 2, 16);
-        let meta = on_metadata(&[v, a]);
+        let live = on_metadata(&[v.clone(), a.clone()], None);
+        assert_eq!(live[1].get("duration"), None);
+        let meta = on_metadata(&[v, a], Some(10_031));
         assert_eq!(meta[0], Amf0::string("onMetaData"));
         let m = &meta[1];
-        assert!(matches!(m, Amf0::EcmaArray(_)));
+        let Amf0::EcmaArray(members) = m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(members[0], ("duration".into(), Amf0::Number(10.031)));
         assert_eq!(m.get("width"), Some(&Amf0::Number(640.0)));
         assert_eq!(m.get("framerate"), Some(&Amf0::Number(30.0)));
         assert_eq!(m.get("videocodecid"), Some(&Amf0::Number(7.0)));

@@ -25,7 +25,7 @@ fn exercise_writers(ingest: &FlvIngest) {
             _ => {}
         }
     }
-    let meta = flv::on_metadata(ingest.tracks());
+    let meta = flv::on_metadata(ingest.tracks(), None);
     let mut body = Vec::new();
     amf0::encode_all(&meta, &mut body);
     let back = amf0::decode_all(&body).expect("onMetaData must be valid AMF0");

@@ -660,6 +660,55 @@ fn pipes_track_selection_and_cuts() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// The `duration` ffprobe reads from an FLV on its stdin, where it cannot seek to the last
+/// tag and has only `onMetaData` to go by; `None` when it finds none ("N/A").
+fn piped_flv_duration(file: &Path) -> Option<f64> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ffprobe -v error -show_entries format=duration -of csv=p=0 -i pipe:0 < '{}'",
+            file.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe of {}", file.display());
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+#[test]
+fn flv_files_written_carry_their_duration_and_pipes_none() {
+    require_tools(&["ffprobe", "sh"]);
+    let dir = unique_temp_dir("convert-flv-duration");
+    // 250 frames at 25 fps and 432 AAC frames of 1024 samples at 44.1 kHz: 10.03 s.
+    let ts = dir.join("x.ts");
+    converted(&fixture("bframes.flv"), &ts, &[]);
+    let flv = dir.join("x.flv");
+    converted(&ts, &flv, &[]);
+    let d = piped_flv_duration(&flv).expect("no duration in onMetaData");
+    assert!((d - 10.03).abs() < 0.01, "{d} s");
+    // From the keyframe at 4 s (and the audio around it) to the end: 6 s and a little.
+    let cut = dir.join("cut.flv");
+    converted(&ts, &cut, &["--start", "5000"]);
+    let d = piped_flv_duration(&cut).expect("no duration in onMetaData");
+    assert!((6.0..6.1).contains(&d), "{d} s");
+    // Written to a pipe, the length is not known when onMetaData goes out: no duration
+    // member at all (not a wrong one).
+    let piped = dir.join("piped.flv");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' '{}' - --to flv -q > '{}'",
+            convert_bin().display(),
+            ts.display(),
+            piped.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(piped_flv_duration(&piped), None);
+    let _ = fs::remove_dir_all(&dir);
+}
+
 /// MP4 with `moov` first is written both ways the converter has: the head inserted in front
 /// of payloads already written (file systems with `FALLOC_FL_INSERT_RANGE`, such as ext4: a
 /// `free` box pads the head to whole blocks), and the payloads spooled and copied back after

@@ -176,10 +176,50 @@ fn a_folder_serves_each_file_as_base_plus_name_within_the_media_folders() {
 /// keyframe at 6 s (the fixture has one every 2 s) to the end, or to 8 s.
 #[test]
 fn progressive_outputs_start_and_end_where_asked() {
-    require_tools(&["ffmpeg"]);
+    require_tools(&["ffmpeg", "ffprobe"]);
     let srv = Server::start_with_config(|cfg| {
         cfg["streams"]["vod"] = json!({"name": "vod", "source": fixture("bframes.flv").to_str().unwrap(), "loop": false});
+        cfg["streams"]["loop"] =
+            json!({"name": "loop", "source": fixture("bframes.flv").to_str().unwrap()});
     });
+    // An ended stream's FLV gives its length in onMetaData, which is all ffprobe has to go by
+    // over HTTP (it cannot seek to the last tag): from where the response starts to where it
+    // ends. The file's last packet (AAC) is at 10.065 s, and a video frame (40 ms) is added
+    // for the length of the last, as in the HLS playlist. A live one (the looped file) has no
+    // length.
+    for (path, want) in [
+        ("/vod.flv", Some(10.105)),
+        ("/vod.flv?start=6000", Some(4.105)),
+        ("/vod.flv?end=4000", Some(4.0)),
+        ("/loop.flv", None),
+    ] {
+        let out = spawn_client(
+            &srv.dir,
+            "duration",
+            20,
+            "ffprobe",
+            &[
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration",
+                "-of",
+                "csv=p=0",
+                &srv.http_url(path),
+            ]
+            .map(String::from),
+        )
+        .wait();
+        let got = out.stdout_text().trim().parse::<f64>().ok();
+        match want {
+            Some(w) => assert!(
+                got.is_some_and(|g| (g - w).abs() < 0.001),
+                "{path}: duration {got:?}, not {w}: {}",
+                out.describe()
+            ),
+            None => assert_eq!(got, None, "{path}: {}", out.describe()),
+        }
+    }
     for (path, frames) in [
         ("/vod.flv?start=6000", 100),
         ("/vod.ts?start=6000", 100),
