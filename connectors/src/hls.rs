@@ -202,6 +202,16 @@ fn frame_ms(tracks: &[Track]) -> u64 {
         .unwrap_or(40)
 }
 
+/// Where an ended stream ends: the end of its last segment (its last DTS plus a frame), ms.
+/// `None` while it is live, or when its window holds no segment. The length the FLV outputs
+/// give in `onMetaData`.
+pub fn ended_end_ms(r: &StreamReader, tracks: &[Track]) -> Option<u64> {
+    if r.meta().state() != shm::STATE_ENDED {
+        return None;
+    }
+    segments(r, tracks).last().map(|s| s.3 + s.4)
+}
+
 /// The segments currently in the window, as (key number, start seq, end seq, start DTS,
 /// duration ms). The oldest segments are held back once the window has been trimmed, so a
 /// player never fetches a segment that is about to leave it.

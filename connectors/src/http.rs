@@ -888,13 +888,8 @@ fn progressive(
     let reader = &reader;
     // An ended stream's FLV says how long it is (players draw their seek bar from it): up to
     // the end of its last segment, or to `?end=`.
-    let flv_end = match ended {
-        true => hls::segments(reader, cursor.tracks())
-            .last()
-            .map(|s| s.3 + s.4),
-        false => None,
-    }
-    .map(|e| span.end_ms.map_or(e, |x| x.min(e)));
+    let flv_end =
+        hls::ended_end_ms(reader, cursor.tracks()).map(|e| span.end_ms.map_or(e, |x| x.min(e)));
     let result = match kind {
         // FLV, TS and MP4 go on from a new buffer when the stream's buffer dies.
         Progressive::Flv => session::stream_resuming(

@@ -305,9 +305,15 @@ fn play(
         "{peer} plays {stream} from {start} ms (ready after {} ms)",
         connected.elapsed().as_millis()
     );
+    // An ended stream's onMetaData says how long it is (RTMP timestamps are the stream's
+    // DTS, so the length is where it ends).
+    let msgs = FlvMessages {
+        duration_ms: crate::hls::ended_end_ms(cursor.reader(), cursor.tracks()),
+        ..FlvMessages::default()
+    };
     let mut out = RtmpPlay {
         session,
-        msgs: FlvMessages::default(),
+        msgs,
         paused: false,
         clock: None,
     };
@@ -347,6 +353,8 @@ const PAUSED_POLL: Duration = Duration::from_millis(100);
 /// built into the batch, the payload a slice of the shared pages.
 #[derive(Default)]
 pub(crate) struct FlvMessages {
+    /// The `duration` onMetaData gives (ms), when the stream's length is known.
+    pub(crate) duration_ms: Option<u64>,
     hdrs: Vec<u8>,
     plan: Vec<Span>,
     body: Vec<u8>,
@@ -361,7 +369,7 @@ impl FlvMessages {
         ts: u64,
         b: &mut Batch<'_>,
     ) -> Result<()> {
-        let md = flv::on_metadata(tracks, None);
+        let md = flv::on_metadata(tracks, self.duration_ms);
         s.send_metadata(&md[1..])?;
         for t in tracks {
             self.body.clear();

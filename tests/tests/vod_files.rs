@@ -193,24 +193,7 @@ fn progressive_outputs_start_and_end_where_asked() {
         ("/vod.flv?end=4000", Some(4.0)),
         ("/loop.flv", None),
     ] {
-        let out = spawn_client(
-            &srv.dir,
-            "duration",
-            20,
-            "ffprobe",
-            &[
-                "-v",
-                "error",
-                "-show_entries",
-                "format=duration",
-                "-of",
-                "csv=p=0",
-                &srv.http_url(path),
-            ]
-            .map(String::from),
-        )
-        .wait();
-        let got = out.stdout_text().trim().parse::<f64>().ok();
+        let (got, out) = probed_duration(&srv, &srv.http_url(path));
         match want {
             Some(w) => assert!(
                 got.is_some_and(|g| (g - w).abs() < 0.001),
@@ -241,16 +224,35 @@ fn progressive_outputs_start_and_end_where_asked() {
     }
 }
 
+/// The duration ffprobe finds at `url` (s; `None` when it finds none), and its run. Over
+/// HTTP and RTMP an FLV's `onMetaData` is all it has to go by.
+fn probed_duration(srv: &Server, url: &str) -> (Option<f64>, ClientOutput) {
+    let args = [
+        "-v",
+        "error",
+        "-show_entries",
+        "format=duration",
+        "-of",
+        "csv=p=0",
+        url,
+    ];
+    let out = spawn_client(&srv.dir, "duration", 20, "ffprobe", &args.map(String::from)).wait();
+    (out.stdout_text().trim().parse::<f64>().ok(), out)
+}
+
 /// RTMP seeking on a stored stream with ffmpeg as the player: `-ss 6` makes ffmpeg send a
 /// `seek` after `play` (its `rtmpproto` drops what arrives until `NetStream.Seek.Notify`),
 /// and the media then starts at the keyframe at 6 s: the 100 frames of the last two GOPs.
 /// rtmpdump's `--start` asks the same through `play`'s start argument.
 #[test]
 fn rtmp_seek_starts_at_the_keyframe_at_6s() {
-    require_tools(&["ffmpeg", "rtmpdump"]);
+    require_tools(&["ffmpeg", "ffprobe", "rtmpdump"]);
     let srv = Server::start_with_config(|cfg| {
         cfg["streams"]["vod"] = json!({"name": "vod", "source": fixture("bframes.flv").to_str().unwrap(), "loop": false});
     });
+    // The stream's length in onMetaData: where it ends (RTMP timestamps are the stream's).
+    let (d, out) = probed_duration(&srv, &srv.rtmp_url("vod"));
+    assert_eq!(d, Some(10.105), "{}", out.describe());
     let out = ffmpeg_framecrc(&srv.dir, "ss", &srv.rtmp_url("vod"), &["-ss", "6"], 30).wait();
     let cap = Capture::from_output(&out);
     let ms = cap.video_ms();
