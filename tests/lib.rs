@@ -1260,6 +1260,21 @@ pub fn parse_ffprobe_streams(json_text: &str) -> Result<Vec<StreamInfo>> {
     Ok(out)
 }
 
+/// The `duration` (s) ffprobe reads from an FLV file fed on its stdin, where it cannot seek
+/// to the last tag and has only `onMetaData` to go by; `None` when it finds none ("N/A").
+pub fn flv_duration_on_pipe(file: &Path) -> Option<f64> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ffprobe -v error -show_entries format=duration -of csv=p=0 -i pipe:0 < '{}'",
+            file.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe of {}", file.display());
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
 /// Run ffprobe to completion on a URL or file: its output and the streams it reported.
 pub fn ffprobe_full(
     dir: &Path,

@@ -194,7 +194,7 @@ pub fn master(r: &StreamReader, tracks: &[Track]) -> Option<String> {
 
 /// One frame's duration of the main track in ms (for the length of an ended stream's last
 /// segment).
-fn frame_ms(tracks: &[Track]) -> u64 {
+pub(crate) fn frame_ms(tracks: &[Track]) -> u64 {
     tracks
         .iter()
         .find(|t| t.kind == TrackKind::Video && t.fpks > 0)

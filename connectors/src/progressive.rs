@@ -19,6 +19,10 @@ pub struct FlvOutput {
     /// Where the response ends (DTS, ms) when that is known: its first `onMetaData` then
     /// carries the `duration` from the first packet sent.
     end_ms: Option<u64>,
+    /// Writing a file whose length is filled in later ([`FlvOutput::for_file`]).
+    file: bool,
+    /// Where the first `onMetaData`'s `duration` is in the output (bytes from its start).
+    duration_at: Option<u64>,
 }
 
 impl FlvOutput {
@@ -29,6 +33,23 @@ impl FlvOutput {
             end_ms,
             ..FlvOutput::default()
         }
+    }
+
+    /// An output for a file (a recording) that can be written again in place: its first
+    /// `onMetaData` has a `duration` of 0, for the writer to overwrite with the length
+    /// written so far at [`FlvOutput::duration_at`].
+    pub fn for_file() -> FlvOutput {
+        FlvOutput {
+            file: true,
+            ..FlvOutput::default()
+        }
+    }
+
+    /// The byte offset, from the start of the output, of the 8 bytes of the first
+    /// `onMetaData`'s `duration` (seconds, a big-endian IEEE 754 double): set once the first
+    /// init data is written by an output made with [`FlvOutput::for_file`].
+    pub fn duration_at(&self) -> Option<u64> {
+        self.duration_at
     }
 
     fn ts(&self, dts: u64) -> u32 {
@@ -53,12 +74,18 @@ impl<'m> Output<'m> for FlvOutput {
         }
         let ts = self.ts(start_ms);
         self.body.clear();
-        let duration = self
-            .end_ms
-            .filter(|_| first)
-            .map(|e| e.saturating_sub(start_ms));
+        let duration = match (first, self.file) {
+            (false, _) => None,
+            (true, true) => Some(0),
+            (true, false) => self.end_ms.map(|e| e.saturating_sub(start_ms)),
+        };
         for v in flv::on_metadata(tracks, duration) {
             dtsc::amf0::encode(&v, &mut self.body);
+        }
+        if first && self.file {
+            // After the file header, its PreviousTagSize0 and this tag's header.
+            let head = flv::FILE_HEADER_LEN + flv::PREV_TAG_SIZE_LEN + flv::TAG_HEADER_LEN;
+            self.duration_at = flv::duration_offset(&self.body).map(|o| (head + o) as u64);
         }
         b.own_with(|out| flv::write_tag(TagKind::Script, ts, &self.body, out));
         for t in tracks {

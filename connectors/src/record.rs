@@ -10,7 +10,8 @@
 //!
 //! Files are written in a shape that survives a crash of this process (or of the machine,
 //! up to the last `fdatasync`, done every [`SYNC_EVERY`]): FLV, MPEG-TS and Matroska (clusters
-//! of unknown size) are readable up to the last whole packet; MP4 is written fragmented (an init segment, then one `moof` + `mdat`
+//! of unknown size) are readable up to the last whole packet (an FLV's `onMetaData` has a
+//! `duration`, rewritten in place at every sync); MP4 is written fragmented (an init segment, then one `moof` + `mdat`
 //! per batch of packets, ISO/IEC 14496-12 §8.8) and, when the file is complete, rewritten as
 //! a regular MP4 with `moov` first (through a temporary file and a rename, so a crash during
 //! that leaves the fragmented file). An existing file is never overwritten: the new one gets
@@ -233,12 +234,13 @@ pub fn record(args: &PushArgs) -> Result<()> {
         let mut stats = (0u64, None::<u64>, 0u64);
         let end = match target.format {
             Format::Flv => record_file(
-                &mut FlvOutput::default(),
+                &mut FlvOutput::for_file(),
                 &mut cursor,
                 &reader,
                 file,
                 &target,
                 &mut stats,
+                &write_flv_duration,
             ),
             Format::Ts => record_file(
                 &mut TsOutput::default(),
@@ -247,6 +249,7 @@ pub fn record(args: &PushArgs) -> Result<()> {
                 file,
                 &target,
                 &mut stats,
+                &|_, _, _| Ok(()),
             ),
             Format::Mkv => record_file(
                 &mut MkvOutput::default(),
@@ -255,6 +258,7 @@ pub fn record(args: &PushArgs) -> Result<()> {
                 file,
                 &target,
                 &mut stats,
+                &|_, _, _| Ok(()),
             ),
             Format::Mp4 => {
                 let mut state = Fmp4Progressive::default();
@@ -265,6 +269,7 @@ pub fn record(args: &PushArgs) -> Result<()> {
                     file,
                     &target,
                     &mut stats,
+                    &|_, _, _| Ok(()),
                 )
             }
         };
@@ -317,7 +322,9 @@ pub fn record(args: &PushArgs) -> Result<()> {
 
 /// Creates a recording's file (and its folder), refusing to replace one.
 /// Writes packets from `cursor` through `out` into `file` until a cut or the end.
-/// `stats`: bytes written, first DTS, last DTS (ms).
+/// `stats`: bytes written, first DTS, last DTS (ms). `on_sync` runs before each
+/// `fdatasync` once a packet was written, with the length written (ms: the last DTS less the
+/// first, plus a frame): the FLV recording puts it into its `onMetaData`.
 fn record_file<'m, O: Output<'m>>(
     out: &mut O,
     cursor: &mut Cursor,
@@ -325,7 +332,14 @@ fn record_file<'m, O: Output<'m>>(
     mut file: File,
     target: &Target,
     stats: &mut (u64, Option<u64>, u64),
+    on_sync: &dyn Fn(&O, &File, u64) -> Result<()>,
 ) -> Result<FileEnd> {
+    let sync = |out: &O, file: &File, tracks: &[Track], stats: &(u64, Option<u64>, u64)| {
+        if let Some(first) = stats.1 {
+            on_sync(out, file, stats.2 - first + crate::hls::frame_ms(tracks))?;
+        }
+        file.sync_data().context("syncing the recording")
+    };
     let mut tracks: Vec<Track> = cursor.tracks().to_vec();
     let mut batch = Batch::default();
     let mut synced = Instant::now();
@@ -364,7 +378,7 @@ fn record_file<'m, O: Output<'m>>(
                         cursor.seek_seq(seq);
                         write(&mut batch, out, &mut file, stats)?;
                         out.end(&mut Vec::new())?;
-                        file.sync_data().context("syncing the recording")?;
+                        sync(out, &file, &tracks, stats)?;
                         return Ok(FileEnd::Cut);
                     }
                 }
@@ -389,14 +403,14 @@ fn record_file<'m, O: Output<'m>>(
             Next::Wait(seen) => {
                 write(&mut batch, out, &mut file, stats)?;
                 if synced.elapsed() >= SYNC_EVERY {
-                    file.sync_data().context("syncing the recording")?;
+                    sync(out, &file, &tracks, stats)?;
                     synced = Instant::now();
                 }
                 cursor.wait(seen, Duration::from_millis(100));
                 if checked.elapsed() >= Duration::from_millis(250) {
                     checked = Instant::now();
                     if cursor.buffer_gone() {
-                        file.sync_data().context("syncing the recording")?;
+                        sync(out, &file, &tracks, stats)?;
                         return Ok(FileEnd::Ended);
                     }
                 }
@@ -407,11 +421,23 @@ fn record_file<'m, O: Output<'m>>(
                 out.end(&mut tail)?;
                 file.write_all(&tail).context("writing the recording")?;
                 stats.0 += tail.len() as u64;
-                file.sync_data().context("syncing the recording")?;
+                sync(out, &file, &tracks, stats)?;
                 return Ok(FileEnd::Ended);
             }
         }
     }
+}
+
+/// Puts `length_ms` into an FLV recording's `onMetaData` `duration` (FLV spec v10.1 §E.5),
+/// in place: at every sync, so a recording cut short by a crash still says how long it is,
+/// up to its last sync.
+fn write_flv_duration(out: &FlvOutput, file: &File, length_ms: u64) -> Result<()> {
+    let Some(at) = out.duration_at() else {
+        return Ok(());
+    };
+    let secs = length_ms as f64 / 1000.0;
+    std::os::unix::fs::FileExt::write_all_at(file, &secs.to_be_bytes(), at)
+        .context("writing the duration into the recording's onMetaData")
 }
 
 /// Rewrites a finished fragmented MP4 recording as a regular MP4 with `moov` first

@@ -144,14 +144,11 @@ impl FlvMux {
         for val in flv::on_metadata(tracks, direct.is_some().then_some(0)) {
             dtsc::amf0::encode(&val, &mut body);
         }
-        flv::write_tag(TagKind::Script, 0, &body, &mut buf);
-        // The duration member: its name (AMF0 UTF-8 without the marker), then the number's
-        // marker (0) and its 8 bytes.
-        const KEY: &[u8] = b"\x00\x08duration\x00";
         let duration_at = direct.and_then(|f| {
-            let at = buf.windows(KEY.len()).position(|w| w == KEY)?;
-            Some((f, (at + KEY.len()) as u64))
+            let at = buf.len() + flv::TAG_HEADER_LEN + flv::duration_offset(&body)?;
+            Some((f, at as u64))
         });
+        flv::write_tag(TagKind::Script, 0, &body, &mut buf);
         for t in tracks {
             body.clear();
             if let Some(kind) = flv::sequence_header(t, &mut body) {

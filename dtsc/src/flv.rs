@@ -471,6 +471,18 @@ pub fn on_metadata(tracks: &[Track], duration_ms: Option<u64>) -> Vec<Amf0> {
     vec![Amf0::string("onMetaData"), Amf0::EcmaArray(m)]
 }
 
+/// Where the `duration` number sits in an AMF0-encoded `onMetaData` body made by
+/// [`on_metadata`] with a duration: the byte offset of its 8 bytes (an IEEE 754 double, big
+/// endian; AMF0 §2.2), so that a file writer can put the length there once it is known.
+/// `None` when the body has no `duration` member.
+pub fn duration_offset(body: &[u8]) -> Option<usize> {
+    // The member name (a UTF-8 string without marker: u16 length, bytes), then the value's
+    // Number marker (0).
+    const KEY: &[u8] = b"\x00\x08duration\x00";
+    let at = body.windows(KEY.len()).position(|w| w == KEY)?;
+    Some(at + KEY.len()).filter(|&n| n + 8 <= body.len())
+}
+
 /// What one tag did to an [`FlvIngest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IngestEvent<'a> {
@@ -1181,6 +1193,13 @@ mod tests {
             panic!("{m:?}")
         };
         assert_eq!(members[0], ("duration".into(), Amf0::Number(10.031)));
+        let mut body = Vec::new();
+        amf0::encode_all(&meta, &mut body);
+        let at = duration_offset(&body).unwrap();
+        assert_eq!(body[at..at + 8], 10.031f64.to_be_bytes());
+        body.clear();
+        amf0::encode_all(&live, &mut body);
+        assert_eq!(duration_offset(&body), None);
         assert_eq!(m.get("width"), Some(&Amf0::Number(640.0)));
         assert_eq!(m.get("framerate"), Some(&Amf0::Number(30.0)));
         assert_eq!(m.get("videocodecid"), Some(&Amf0::Number(7.0)));

@@ -660,21 +660,6 @@ fn pipes_track_selection_and_cuts() {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// The `duration` ffprobe reads from an FLV on its stdin, where it cannot seek to the last
-/// tag and has only `onMetaData` to go by; `None` when it finds none ("N/A").
-fn piped_flv_duration(file: &Path) -> Option<f64> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ffprobe -v error -show_entries format=duration -of csv=p=0 -i pipe:0 < '{}'",
-            file.display()
-        ))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ffprobe of {}", file.display());
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
 #[test]
 fn flv_files_written_carry_their_duration_and_pipes_none() {
     require_tools(&["ffprobe", "sh"]);
@@ -684,12 +669,12 @@ fn flv_files_written_carry_their_duration_and_pipes_none() {
     converted(&fixture("bframes.flv"), &ts, &[]);
     let flv = dir.join("x.flv");
     converted(&ts, &flv, &[]);
-    let d = piped_flv_duration(&flv).expect("no duration in onMetaData");
+    let d = flv_duration_on_pipe(&flv).expect("no duration in onMetaData");
     assert!((d - 10.03).abs() < 0.01, "{d} s");
     // From the keyframe at 4 s (and the audio around it) to the end: 6 s and a little.
     let cut = dir.join("cut.flv");
     converted(&ts, &cut, &["--start", "5000"]);
-    let d = piped_flv_duration(&cut).expect("no duration in onMetaData");
+    let d = flv_duration_on_pipe(&cut).expect("no duration in onMetaData");
     assert!((6.0..6.1).contains(&d), "{d} s");
     // Written to a pipe, the length is not known when onMetaData goes out: no duration
     // member at all (not a wrong one).
@@ -705,7 +690,7 @@ fn flv_files_written_carry_their_duration_and_pipes_none() {
         .status()
         .unwrap();
     assert!(st.success());
-    assert_eq!(piped_flv_duration(&piped), None);
+    assert_eq!(flv_duration_on_pipe(&piped), None);
     let _ = fs::remove_dir_all(&dir);
 }
 

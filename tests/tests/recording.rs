@@ -5,7 +5,8 @@
 //!   cut; RECORDING_END reaches a hook server for each file, and the API lists them.
 //! * the recording processes (two auto-push rules and the stream's own `record` setting)
 //!   SIGKILLed mid-recording: the TS, FLV, Matroska and (fragmented) MP4 files play to within
-//!   a second and a half of the kill.
+//!   a second and a half of the kill, and the FLV's `onMetaData` says how long it is up to
+//!   its last sync.
 //! * a target outside `recording_folders` is refused (403), one in a folder that cannot be
 //!   made ends the push with PUSH_END naming the reason, and the stream plays on.
 use serde_json::{json, Value};
@@ -144,6 +145,18 @@ fn a_split_recording_keeps_every_frame_once_across_its_files() {
                 6_000..=12_000
             };
             assert!(want.contains(&span), "{}: {span} ms", f.display());
+            if ext == "flv" {
+                // The length in onMetaData (what a player reading it as a stream has): the
+                // file's DTS span plus a frame, audio included (the fixture's audio runs on
+                // 105 ms past its last video frame: the last file ends there).
+                let dts = v.iter().map(|p| p.0).max().unwrap() - v[0].0 + 40;
+                let d = flv_duration_on_pipe(f).map(|d| (d * 1000.0).round() as i64);
+                assert!(
+                    d.is_some_and(|d| (dts..=dts + 110).contains(&d)),
+                    "{}: duration {d:?} ms, video {dts} ms",
+                    f.display()
+                );
+            }
             frames += v.len();
             audio += audio_packets(f);
             all.extend(v);
@@ -248,6 +261,14 @@ fn recordings_killed_mid_way_play_to_the_kill() {
         );
         assert!(audio_packets(f) > 0, "{}: no audio", f.display());
     }
+    // The FLV's onMetaData has the length up to its last sync (every 2 s) before the kill,
+    // and no more than the file holds.
+    let held = video_packets(&files[1]).len() as f64 * 0.04;
+    let d = flv_duration_on_pipe(&files[1]).unwrap_or(0.0);
+    assert!(
+        d >= held - 2.5 && d <= held + 0.1,
+        "killed FLV: duration {d} s, {held} s of video in it"
+    );
     assert!(
         !mp4_moov_first(&files[2]),
         "the killed MP4 stays fragmented"
