@@ -51,6 +51,12 @@ pub struct Sps {
     pub bit_depth: u8,
     /// `frame_mbs_only_flag`.
     pub frame_mbs_only: bool,
+    /// `num_units_in_tick`, when the VUI has timing info (H.264 E.2.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_units_in_tick: Option<u32>,
+    /// `time_scale` (Hz), when the VUI has timing info.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_scale: Option<u32>,
     /// Frames per second from the VUI timing (`time_scale / (2 · num_units_in_tick)`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fps: Option<f64>,
@@ -172,6 +178,8 @@ pub fn analyse(buf: &[u8]) -> H264Report {
                         chroma_format_idc: s.chroma_format_idc,
                         bit_depth: s.bit_depth_luma,
                         frame_mbs_only: s.frame_mbs_only,
+                        num_units_in_tick: s.timing.map(|t| t.0),
+                        time_scale: s.timing.map(|t| t.1),
                         fps: s.fps,
                     }),
                     Err(e) => r
@@ -251,6 +259,8 @@ mod tests {
             ("High", 30, 640, 360)
         );
         assert_eq!(sps.fps, Some(25.0));
+        let (tick, scale) = (sps.num_units_in_tick.unwrap(), sps.time_scale.unwrap());
+        assert_eq!(scale, 50 * tick, "two ticks a frame at 25 fps");
         assert_eq!(r.nal_units[1].offset, 4 + 2 + 4);
         assert_eq!(
             (r.nal_units[3].name, r.nal_units[3].nal_ref_idc),

@@ -333,6 +333,9 @@ pub struct SpsInfo {
     /// Frames per second from the VUI timing info (`time_scale / (2 · num_units_in_tick)`,
     /// H.264 E.2.1), `None` when the VUI carries no timing info.
     pub fps: Option<f64>,
+    /// The VUI timing info as (`num_units_in_tick`, `time_scale` in Hz), both non-zero
+    /// (H.264 E.1.1, E.2.1); `None` when the VUI carries none.
+    pub timing: Option<(u32, u32)>,
 }
 
 impl SpsInfo {
@@ -544,7 +547,7 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
 
     // VUI (Annex E.1.1), up to and including the timing info. A truncated VUI is tolerated:
     // the picture size is already known, so only the frame rate is lost.
-    let fps = if r.u1().unwrap_or(false) {
+    let timing = if r.u1().unwrap_or(false) {
         parse_vui_timing(&mut r).ok().flatten()
     } else {
         None
@@ -559,13 +562,14 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
         bit_depth_luma: bit_depth_luma as u8,
         bit_depth_chroma: bit_depth_chroma as u8,
         frame_mbs_only,
-        fps,
+        fps: timing.map(|(tick, scale)| f64::from(scale) / (2.0 * f64::from(tick))),
+        timing,
     })
 }
 
-/// Reads VUI parameters up to the timing info; `Some(fps)` when timing info is present and
-/// sane (H.264 E.1.1, E.2.1).
-fn parse_vui_timing(r: &mut Bits<'_>) -> Result<Option<f64>, H264Error> {
+/// Reads VUI parameters up to the timing info; `Some((num_units_in_tick, time_scale))` when
+/// timing info is present and neither is zero (H.264 E.1.1, E.2.1).
+fn parse_vui_timing(r: &mut Bits<'_>) -> Result<Option<(u32, u32)>, H264Error> {
     skip_vui_picture_format(r)?;
     if !r.u1()? {
         return Ok(None);
@@ -575,7 +579,7 @@ fn parse_vui_timing(r: &mut Bits<'_>) -> Result<Option<f64>, H264Error> {
     if num_units_in_tick == 0 || time_scale == 0 {
         return Ok(None);
     }
-    Ok(Some(time_scale as f64 / (2.0 * num_units_in_tick as f64)))
+    Ok(Some((num_units_in_tick, time_scale)))
 }
 
 /// Skips the VUI fields that H.264 and H.265 share at its start (H.264 §E.1.1, H.265
@@ -763,6 +767,7 @@ mod tests {
         assert_eq!(info.chroma_format_idc, 1);
         assert!(info.frame_mbs_only);
         assert_eq!(info.fps, Some(25.0));
+        assert_eq!(info.timing, Some((1, 50)));
         assert_eq!(info.fpks(), Some(25000));
     }
 
@@ -770,7 +775,7 @@ mod tests {
     fn parses_cropped_baseline_sps() {
         let info = parse_sps(&baseline_1080_sps()).unwrap();
         assert_eq!((info.width, info.height), (1920, 1080));
-        assert_eq!(info.fps, None);
+        assert_eq!((info.fps, info.timing), (None, None));
     }
 
     #[test]

@@ -527,6 +527,13 @@ fn h264_and_hevc_agree_with_ffprobe() {
         }
         assert_eq!(probed["r_frame_rate"], "25/1");
         assert_eq!(sps[0]["fps"], 25.0, "{kind}: VUI timing");
+        // The raw timing: H.264 counts two ticks a frame (E.2.1), HEVC one (E.3.1).
+        let (tick, scale) = (
+            sps[0]["num_units_in_tick"].as_u64().unwrap(),
+            sps[0]["time_scale"].as_u64().unwrap(),
+        );
+        let per_frame = if kind == "h264" { 2 } else { 1 };
+        assert_eq!(scale, 25 * per_frame * tick, "{kind}: {}", sps[0]);
 
         // Zeroes in the middle, ending before a byte that cannot end a start code.
         let data = std::fs::read(file).unwrap();
