@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use buffer::ipc::{self, Mode};
-use dtsc::flv::{self, FlvIngest, IngestEvent, TagKind};
+use dtsc::flv::{self, FlvToDtsc, TagKind};
 use dtsc::rtmp::chunk::Span;
 use dtsc::rtmp::session::{Event, MediaKind, ServerConfig, ServerSession};
 use dtsc::rtmp::MediaSender;
-use dtsc::wire::{self, Header};
 use dtsc::{Codec, PacketRef, Track, TrackKind};
 
 use crate::control::{self, OpenError};
@@ -159,10 +158,8 @@ fn publish(
     buf.resize(64 << 10, 0);
     // An encoder that stops sending for this long is gone.
     sock.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut ingest = FlvIngest::new();
-    let mut header_sent = false;
+    let mut ingest = FlvToDtsc::new();
     let mut frames = Vec::with_capacity(256 << 10);
-    let mut packets = 0u64;
     loop {
         // Events first: the session may hold media that came with the publish command.
         let mut done = false;
@@ -178,22 +175,8 @@ fn publish(
                         MediaKind::Video => TagKind::Video,
                         MediaKind::Data => TagKind::Script,
                     };
-                    match ingest.push_tag(tag, timestamp, &payload) {
-                        Ok(Some(IngestEvent::TracksChanged)) => {
-                            let h = Header {
-                                live: true,
-                                unixzero: None,
-                                tracks: ingest.tracks().to_vec(),
-                            };
-                            wire::write_header(&h, &mut frames);
-                            header_sent = true;
-                        }
-                        Ok(Some(IngestEvent::Packet(p))) if header_sent => {
-                            wire::write_packet(&p, &mut frames);
-                            packets += 1;
-                        }
-                        Ok(_) => {}
-                        Err(e) => crate::log!(PROTO, "{peer}: {stream}: dropped a message: {e}"),
+                    if let Err(e) = ingest.push_tag(tag, timestamp, &payload, &mut frames) {
+                        crate::log!(PROTO, "{peer}: {stream}: dropped a message: {e}");
                     }
                 }
                 Event::Unpublish { .. }
@@ -224,7 +207,8 @@ fn publish(
     }
     crate::log!(
         PROTO,
-        "{peer} stopped publishing {stream} after {packets} packets"
+        "{peer} stopped publishing {stream} after {} packets",
+        ingest.packets
     );
     Ok(())
 }

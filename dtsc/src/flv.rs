@@ -483,6 +483,84 @@ pub fn duration_offset(body: &[u8]) -> Option<usize> {
     Some(at + KEY.len()).filter(|&n| n + 8 <= body.len())
 }
 
+/// How long (ms of media) [`FlvToDtsc`]'s first header waits for a track `onMetaData` named.
+pub const TRACK_WAIT_MS: u64 = 1000;
+/// How many bytes of packets [`FlvToDtsc`] holds back at most while its first header waits.
+pub const TRACK_WAIT_BYTES: usize = 4 << 20;
+
+/// FLV tags (an RTMP publish) to the DTSC frames a buffer reads (dtsc.md, "Packets" and
+/// "Header"), sans-IO: a header whenever the tracks change, then each packet.
+///
+/// The first header waits, holding the packets behind it, while `onMetaData` named a track
+/// that has not appeared yet ([`FlvIngest::awaiting_tracks`]): an MP3 track appears only with
+/// its first frame, which may come after the first video keyframe, and a viewer that came in
+/// between would find no audio track (a 415 for `/S.mp3`, a video-only HLS playlist). It
+/// waits for [`TRACK_WAIT_MS`] of media or [`TRACK_WAIT_BYTES`] at most, then goes with the
+/// tracks there are. Later changes go at once.
+#[derive(Debug, Clone, Default)]
+pub struct FlvToDtsc {
+    ingest: FlvIngest,
+    header_sent: bool,
+    header_due: bool,
+    /// Packet frames held behind the first header, and the first one's timestamp (ms).
+    held: Vec<u8>,
+    held_from: Option<u64>,
+    /// Packets taken (written or held), all tracks.
+    pub packets: u64,
+}
+
+impl FlvToDtsc {
+    /// A converter with no tracks.
+    pub fn new() -> FlvToDtsc {
+        FlvToDtsc::default()
+    }
+
+    /// The ingest (tracks seen so far).
+    pub fn ingest(&self) -> &FlvIngest {
+        &self.ingest
+    }
+
+    /// Feeds one tag, as [`FlvIngest::push_tag`]; appends the DTSC frames it releases to
+    /// `out`. An error concerns this tag only (nothing was appended): log it and go on.
+    pub fn push_tag(
+        &mut self,
+        kind: TagKind,
+        timestamp_ms: u64,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), FlvError> {
+        match self.ingest.push_tag(kind, timestamp_ms, body)? {
+            Some(IngestEvent::TracksChanged) => self.header_due = true,
+            Some(IngestEvent::Packet(p)) if self.header_due => {
+                crate::wire::write_packet(&p, &mut self.held);
+                self.held_from.get_or_insert(timestamp_ms);
+                self.packets += 1;
+            }
+            Some(IngestEvent::Packet(p)) if self.header_sent => {
+                crate::wire::write_packet(&p, out);
+                self.packets += 1;
+            }
+            // Media before any track: nothing can carry it yet.
+            Some(IngestEvent::Packet(_)) | None => {}
+        }
+        let waited = self
+            .held_from
+            .is_some_and(|t| timestamp_ms >= t.saturating_add(TRACK_WAIT_MS))
+            || self.held.len() > TRACK_WAIT_BYTES;
+        if self.header_due && (self.header_sent || !self.ingest.awaiting_tracks() || waited) {
+            let h = crate::wire::Header {
+                live: true,
+                unixzero: None,
+                tracks: self.ingest.tracks().to_vec(),
+            };
+            crate::wire::write_header(&h, out);
+            out.append(&mut self.held);
+            (self.header_sent, self.header_due, self.held_from) = (true, false, None);
+        }
+        Ok(())
+    }
+}
+
 /// What one tag did to an [`FlvIngest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IngestEvent<'a> {
@@ -1069,6 +1147,87 @@ mod tests {
         ingest_avc(&mut ing, &sps_with_scaling_lists());
         let v = &ing.tracks()[0];
         assert_eq!((v.width, v.height, v.fpks), (1280, 720, 0));
+    }
+
+    /// The frames of a DTSC stream: per frame, `None` for a header (with its track count)
+    /// or the packet's (track, DTS).
+    fn dtsc_frames(mut buf: &[u8]) -> Vec<Result<usize, (u32, u64)>> {
+        let mut out = Vec::new();
+        while let Some((f, n)) = crate::wire::parse_frame(buf).unwrap() {
+            out.push(match f {
+                crate::wire::Frame::Header(v) => {
+                    Ok(crate::wire::Header::from_value(&v).unwrap().tracks.len())
+                }
+                crate::wire::Frame::Packet(p) => Err((p.track, p.dts)),
+                _ => panic!("unexpected frame"),
+            });
+            buf = &buf[n..];
+        }
+        out
+    }
+
+    /// `onMetaData` naming H.264 video and MP3 audio, as ffmpeg sends it for `-c:a mp3`.
+    fn h264_mp3_metadata() -> Vec<u8> {
+        let v = Track::new(1, TrackKind::Video, Codec::H264);
+        let a = Track::new(2, TrackKind::Audio, Codec::Mp3);
+        let mut body = Vec::new();
+        amf0::encode_all(&on_metadata(&[v, a], None), &mut body);
+        body
+    }
+
+    #[test]
+    fn flv_to_dtsc_holds_the_first_header_for_an_announced_mp3_track() {
+        let mut c = FlvToDtsc::new();
+        let mut out = Vec::new();
+        let seq = [&[0x17, 0, 0, 0, 0][..], &avcc(&SPS_640X360)].concat();
+        let key = [0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65];
+        let mp3 = [0x2E, 0xFF, 0xFB, 0x90, 0x00];
+        c.push_tag(TagKind::Script, 0, &h264_mp3_metadata(), &mut out)
+            .unwrap();
+        c.push_tag(TagKind::Video, 0, &seq, &mut out).unwrap();
+        c.push_tag(TagKind::Video, 0, &key, &mut out).unwrap();
+        assert!(out.is_empty(), "the header waits for the MP3 track");
+        // The first MP3 frame makes the track (the frame itself is dropped): one header
+        // with both tracks, then the held keyframe; later frames go at once.
+        c.push_tag(TagKind::Audio, 10, &mp3, &mut out).unwrap();
+        c.push_tag(TagKind::Audio, 36, &mp3, &mut out).unwrap();
+        assert_eq!(dtsc_frames(&out), [Ok(2), Err((1, 0)), Err((2, 36))]);
+        assert_eq!(c.packets, 2);
+    }
+
+    #[test]
+    fn flv_to_dtsc_waits_a_second_of_media_at_most_and_not_without_metadata() {
+        let seq = [&[0x17, 0, 0, 0, 0][..], &avcc(&SPS_640X360)].concat();
+        let frame = [0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41];
+        // The MP3 track never comes: the header goes with video alone once the held
+        // packets span TRACK_WAIT_MS.
+        let mut c = FlvToDtsc::new();
+        let mut out = Vec::new();
+        c.push_tag(TagKind::Script, 0, &h264_mp3_metadata(), &mut out)
+            .unwrap();
+        c.push_tag(TagKind::Video, 0, &seq, &mut out).unwrap();
+        for ts in (0..TRACK_WAIT_MS).step_by(40) {
+            c.push_tag(TagKind::Video, ts, &frame, &mut out).unwrap();
+        }
+        assert!(out.is_empty());
+        c.push_tag(TagKind::Video, TRACK_WAIT_MS, &frame, &mut out)
+            .unwrap();
+        let frames = dtsc_frames(&out);
+        assert_eq!(frames[0], Ok(1));
+        assert_eq!(frames.len(), 1 + 26, "every held packet, in order");
+        assert_eq!(frames[26], Err((1, TRACK_WAIT_MS)));
+        // Without onMetaData nothing is awaited: the header goes with the first track.
+        let mut c = FlvToDtsc::new();
+        let mut out = Vec::new();
+        c.push_tag(TagKind::Video, 0, &seq, &mut out).unwrap();
+        c.push_tag(TagKind::Video, 0, &frame, &mut out).unwrap();
+        assert_eq!(dtsc_frames(&out), [Ok(1), Err((1, 0))]);
+        // A bad tag is an error for that tag alone.
+        assert!(c
+            .push_tag(TagKind::Video, 40, &[0x17, 0, 0, 0, 0, 9], &mut out)
+            .is_err());
+        c.push_tag(TagKind::Video, 80, &frame, &mut out).unwrap();
+        assert_eq!(dtsc_frames(&out).len(), 3);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! FLV demuxing as a file reader and the RTMP ingest do it: the file header, then tags until
-//! the bytes run out, each fed to `FlvIngest::push_tag`. Tracks the ingest builds are then
-//! given to the FLV / metadata writers the outputs use, which must not panic on them either.
+//! the bytes run out, each fed to `FlvIngest::push_tag` and to the RTMP publish's
+//! `FlvToDtsc`, whose DTSC frames must read back. Tracks the ingest builds are then given to
+//! the FLV / metadata writers the outputs use, which must not panic on them either.
 #![no_main]
 
 use dtsc::amf0;
-use dtsc::flv::{self, FlvIngest, IngestEvent};
+use dtsc::flv::{self, FlvIngest, FlvToDtsc, IngestEvent};
 use dtsc::TrackKind;
 use libfuzzer_sys::fuzz_target;
 
@@ -44,11 +45,17 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => data,
     };
     let mut ingest = FlvIngest::new();
+    let mut to_dtsc = FlvToDtsc::new();
+    let mut frames = Vec::new();
     let mut tags = 0usize;
     while let Ok(Some((tag, used))) = flv::parse_tag(rest) {
         assert!(used >= flv::TAG_HEADER_LEN + flv::PREV_TAG_SIZE_LEN && used <= rest.len());
-        assert_eq!(used, tag.body.len() + flv::TAG_HEADER_LEN + flv::PREV_TAG_SIZE_LEN);
+        assert_eq!(
+            used,
+            tag.body.len() + flv::TAG_HEADER_LEN + flv::PREV_TAG_SIZE_LEN
+        );
         let body = tag.body;
+        let _ = to_dtsc.push_tag(tag.kind, u64::from(tag.timestamp), body, &mut frames);
         match ingest.push_tag(tag.kind, u64::from(tag.timestamp), body) {
             Ok(Some(IngestEvent::Packet(p))) => {
                 // The payload is borrowed from the tag body.
@@ -68,4 +75,15 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     exercise_writers(&ingest);
+    // What the publish wrote is DTSC a buffer reads: whole frames, a header first.
+    let mut at = 0;
+    while at < frames.len() {
+        let (frame, used) = dtsc::wire::parse_frame(&frames[at..])
+            .expect("FlvToDtsc wrote a frame that does not parse")
+            .expect("FlvToDtsc wrote a cut frame");
+        if at == 0 {
+            assert!(matches!(frame, dtsc::wire::Frame::Header(_)));
+        }
+        at += used;
+    }
 });
