@@ -147,10 +147,14 @@ impl Cursor {
             let slice = deadline
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(250));
+            // Not while the state is still `WAITING`: a stored file is being loaded (its
+            // tracks and first keys are there, but it is not yet ENDED, and a viewer would
+            // take it for live and start at its last keyframe).
             let ready = self.wait_until(slice, |r, tracks| {
                 let meta = r.meta();
                 let keys = meta.key_count() - meta.first_key();
                 !tracks.is_empty()
+                    && meta.state() != shm::STATE_WAITING
                     && (keys >= min_keys || (meta.state() == shm::STATE_ENDED && keys >= 1))
             });
             if ready
