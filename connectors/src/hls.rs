@@ -202,14 +202,24 @@ pub(crate) fn frame_ms(tracks: &[Track]) -> u64 {
         .unwrap_or(40)
 }
 
-/// Where an ended stream ends: the end of its last segment (its last DTS plus a frame), ms.
-/// `None` while it is live, or when its window holds no segment. The length the FLV outputs
-/// give in `onMetaData`.
-pub fn ended_end_ms(r: &StreamReader, tracks: &[Track]) -> Option<u64> {
-    if r.meta().state() != shm::STATE_ENDED {
+/// An ended stream's span in its window, as (DTS of its first keyframe, end) in ms: the end
+/// is the last DTS of `tracks` (the tracks an output carries) plus a frame, as the HLS
+/// playlist counts its last segment. `None` while it is live, or when its window holds no
+/// keyframe. The FLV outputs give their `duration` from it.
+pub fn ended_span(r: &StreamReader, tracks: &[Track]) -> Option<(u64, u64)> {
+    let m = r.meta();
+    if m.state() != shm::STATE_ENDED || m.key_count() <= m.first_key() {
         return None;
     }
-    segments(r, tracks).last().map(|s| s.3 + s.4)
+    let first = m.key(m.first_key())?;
+    let last_key = m.key(m.key_count() - 1)?;
+    let last = (last_key.seq..m.write_seq())
+        .filter_map(|s| m.packet(s))
+        .filter(|e| tracks.iter().any(|t| t.id == e.track))
+        .map(|e| e.dts)
+        .max()
+        .unwrap_or(last_key.dts);
+    Some((first.dts, last.max(first.dts) + frame_ms(tracks)))
 }
 
 /// The segments currently in the window, as (key number, start seq, end seq, start DTS,

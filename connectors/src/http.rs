@@ -889,7 +889,7 @@ fn progressive(
     // An ended stream's FLV says how long it is (players draw their seek bar from it): up to
     // the end of its last segment, or to `?end=`.
     let flv_end =
-        hls::ended_end_ms(reader, cursor.tracks()).map(|e| span.end_ms.map_or(e, |x| x.min(e)));
+        hls::ended_span(reader, cursor.tracks()).map(|(_, e)| span.end_ms.map_or(e, |x| x.min(e)));
     let result = match kind {
         // FLV, TS and MP4 go on from a new buffer when the stream's buffer dies.
         Progressive::Flv => session::stream_resuming(

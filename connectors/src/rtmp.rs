@@ -289,17 +289,17 @@ fn play(
         "{peer} plays {stream} from {start} ms (ready after {} ms)",
         connected.elapsed().as_millis()
     );
-    // An ended stream's onMetaData says how long it is (RTMP timestamps are the stream's
-    // DTS, so the length is where it ends).
-    let msgs = FlvMessages {
-        duration_ms: crate::hls::ended_end_ms(cursor.reader(), cursor.tracks()),
-        ..FlvMessages::default()
-    };
+    // An ended stream's onMetaData says how long it is: from the window's first keyframe to
+    // its end (RTMP timestamps are the stream's DTS: a player adds this length to the first
+    // one it gets when the play starts there).
     let mut out = RtmpPlay {
         session,
-        msgs,
+        msgs: FlvMessages::default(),
         paused: false,
         clock: None,
+        duration_ms: crate::hls::ended_span(cursor.reader(), cursor.tracks())
+            .map(|(first, end)| end - first),
+        seeked: false,
     };
     // A buffer that dies is replaced and the viewer goes on from the new one.
     match session::stream_resuming(&mut sock, &mut cursor, &mut out, pending, Framing::Raw) {
@@ -322,6 +322,11 @@ struct RtmpPlay {
     paused: bool,
     /// When the first packet since the start (or the last seek) went, and its DTS (ms).
     clock: Option<(Instant, u64)>,
+    /// The ended stream's length (ms), for onMetaData at the start and after each seek (not
+    /// after a new buffer: that is another stream's).
+    duration_ms: Option<u64>,
+    /// A seek was answered: its init data gives the duration again.
+    seeked: bool,
 }
 
 /// How far ahead of real time a stored stream goes to a client that did not announce its
@@ -337,23 +342,23 @@ const PAUSED_POLL: Duration = Duration::from_millis(100);
 /// built into the batch, the payload a slice of the shared pages.
 #[derive(Default)]
 pub(crate) struct FlvMessages {
-    /// The `duration` onMetaData gives (ms), when the stream's length is known.
-    pub(crate) duration_ms: Option<u64>,
     hdrs: Vec<u8>,
     plan: Vec<Span>,
     body: Vec<u8>,
 }
 
 impl FlvMessages {
-    /// onMetaData and the H.264/AAC sequence headers of `tracks` at `ts` ms, into `b`.
+    /// onMetaData (with `duration_ms`, when the stream's length is known) and the H.264/AAC
+    /// sequence headers of `tracks` at `ts` ms, into `b`.
     pub(crate) fn init<S: MediaSender>(
         &mut self,
         s: &mut S,
         tracks: &[Track],
         ts: u64,
+        duration_ms: Option<u64>,
         b: &mut Batch<'_>,
     ) -> Result<()> {
-        let md = flv::on_metadata(tracks, self.duration_ms);
+        let md = flv::on_metadata(tracks, duration_ms);
         s.send_metadata(&md[1..])?;
         for t in tracks {
             self.body.clear();
@@ -420,10 +425,14 @@ impl<'m> Output<'m> for RtmpPlay {
         &mut self,
         tracks: &[Track],
         start_ms: u64,
-        _first: bool,
+        first: bool,
         b: &mut Batch<'m>,
     ) -> Result<()> {
-        self.msgs.init(&mut self.session, tracks, start_ms, b)
+        let duration = self
+            .duration_ms
+            .filter(|_| first || std::mem::take(&mut self.seeked));
+        self.msgs
+            .init(&mut self.session, tracks, start_ms, duration, b)
     }
 
     fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {
@@ -473,6 +482,7 @@ impl<'m> Output<'m> for RtmpPlay {
     fn seeked(&mut self, dts: u64) -> Result<()> {
         crate::log!(PROTO, "RTMP play: seek to {dts} ms");
         self.clock = None;
+        self.seeked = true;
         Ok(self.session.seek_done(dts)?)
     }
 

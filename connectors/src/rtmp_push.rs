@@ -117,7 +117,7 @@ impl<'m> Output<'m> for RtmpPushOut {
         _first: bool,
         b: &mut Batch<'m>,
     ) -> Result<()> {
-        self.msgs.init(&mut self.client, tracks, start_ms, b)
+        self.msgs.init(&mut self.client, tracks, start_ms, None, b)
     }
 
     fn packet(&mut self, t: &Track, p: PacketRef<'m>, b: &mut Batch<'m>) -> Result<()> {

@@ -152,7 +152,7 @@ fn a_split_recording_keeps_every_frame_once_across_its_files() {
                 let dts = v.iter().map(|p| p.0).max().unwrap() - v[0].0 + 40;
                 let d = flv_duration_on_pipe(f).map(|d| (d * 1000.0).round() as i64);
                 assert!(
-                    d.is_some_and(|d| (dts..=dts + 110).contains(&d)),
+                    d.is_some_and(|d| (dts..=dts + 150).contains(&d)),
                     "{}: duration {d:?} ms, video {dts} ms",
                     f.display()
                 );
@@ -261,12 +261,12 @@ fn recordings_killed_mid_way_play_to_the_kill() {
         );
         assert!(audio_packets(f) > 0, "{}: no audio", f.display());
     }
-    // The FLV's onMetaData has the length up to its last sync (every 2 s) before the kill,
-    // and no more than the file holds.
+    // The FLV's onMetaData has the length up to its last sync (every 2 s, when the recorder
+    // is not busy writing) before the kill, and no more than the file holds.
     let held = video_packets(&files[1]).len() as f64 * 0.04;
     let d = flv_duration_on_pipe(&files[1]).unwrap_or(0.0);
     assert!(
-        d >= held - 2.5 && d <= held + 0.1,
+        d >= held - 3.5 && d <= held + 0.15,
         "killed FLV: duration {d} s, {held} s of video in it"
     );
     assert!(
