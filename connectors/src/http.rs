@@ -887,7 +887,7 @@ fn progressive(
     let reader = *cursor.reader();
     let reader = &reader;
     // An ended stream's FLV says how long it is (players draw their seek bar from it): up to
-    // the end of its last segment, or to `?end=`.
+    // the last DTS of the tracks sent plus a frame, or to `?end=`.
     let flv_end =
         hls::ended_span(reader, cursor.tracks()).map(|(_, e)| span.end_ms.map_or(e, |x| x.min(e)));
     let result = match kind {
