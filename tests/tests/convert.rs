@@ -22,6 +22,17 @@ fn run_convert(args: &[&str]) -> Output {
         .expect("run sluice-convert")
 }
 
+/// Runs `sluice-convert ARGS` through `sh`, so that ARGS may redirect its stdin and stdout
+/// (`- - --to ts < IN > OUT`); asserts that it succeeded.
+fn convert_in_shell(args: &str) {
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{}' {args}", convert_bin().display()))
+        .status()
+        .unwrap();
+    assert!(st.success(), "sluice-convert {args}");
+}
+
 fn converted(from: &Path, to: &Path, extra: &[&str]) {
     let mut args = vec![from.to_str().unwrap(), to.to_str().unwrap()];
     args.extend_from_slice(extra);
@@ -579,17 +590,11 @@ fn pipes_track_selection_and_cuts() {
     let dir = unique_temp_dir("convert-pipes");
     let src = fixture("bframes.flv");
     let ts = dir.join("piped.ts");
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "'{}' - - --to ts -q < '{}' > '{}'",
-            convert_bin().display(),
-            src.display(),
-            ts.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    convert_in_shell(&format!(
+        "- - --to ts -q < '{}' > '{}'",
+        src.display(),
+        ts.display()
+    ));
     let got = streams_of(&dir, "piped", &ts);
     let want = fixture_streams("bframes.flv");
     for (g, w) in got.iter().zip(&want) {
@@ -608,17 +613,7 @@ fn pipes_track_selection_and_cuts() {
     assert!(st.success());
     assert_eq!(mp4_top_boxes(&mp4).last().unwrap(), "moov");
     let back = dir.join("back.flv");
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "'{}' - '{}' -q < '{}'",
-            convert_bin().display(),
-            back.display(),
-            mp4.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    convert_in_shell(&format!("- '{}' -q < '{}'", back.display(), mp4.display()));
     assert_eq!(streams_of(&dir, "back", &back)[0].packets, 250);
 
     // Video only, from 4 s (a keyframe) to before 8 s: 100 frames, 2 keyframes, from 0.
@@ -679,17 +674,11 @@ fn flv_files_written_carry_their_duration_and_pipes_none() {
     // Written to a pipe, the length is not known when onMetaData goes out: no duration
     // member at all (not a wrong one).
     let piped = dir.join("piped.flv");
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "'{}' '{}' - --to flv -q > '{}'",
-            convert_bin().display(),
-            ts.display(),
-            piped.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    convert_in_shell(&format!(
+        "'{}' - --to flv -q > '{}'",
+        ts.display(),
+        piped.display()
+    ));
     assert_eq!(flv_duration_on_pipe(&piped), None);
     let _ = fs::remove_dir_all(&dir);
 }
