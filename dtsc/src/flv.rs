@@ -515,11 +515,6 @@ impl FlvToDtsc {
         FlvToDtsc::default()
     }
 
-    /// The ingest (tracks seen so far).
-    pub fn ingest(&self) -> &FlvIngest {
-        &self.ingest
-    }
-
     /// Feeds one tag, as [`FlvIngest::push_tag`]; appends the DTSC frames it releases to
     /// `out`. An error concerns this tag only (nothing was appended): log it and go on.
     pub fn push_tag(
@@ -1149,8 +1144,8 @@ mod tests {
         assert_eq!((v.width, v.height, v.fpks), (1280, 720, 0));
     }
 
-    /// The frames of a DTSC stream: per frame, `None` for a header (with its track count)
-    /// or the packet's (track, DTS).
+    /// The frames of a DTSC stream: per frame, `Ok(track count)` for a header or
+    /// `Err((track, DTS))` for a packet.
     fn dtsc_frames(mut buf: &[u8]) -> Vec<Result<usize, (u32, u64)>> {
         let mut out = Vec::new();
         while let Some((f, n)) = crate::wire::parse_frame(buf).unwrap() {
