@@ -1960,3 +1960,75 @@ impl Dv {
 pub fn be_uint(b: &[u8]) -> u64 {
     b.iter().fold(0, |a, &x| a << 8 | x as u64)
 }
+
+/// A TCP connection to `127.0.0.1:port` from the local address `from` (any address of
+/// 127.0.0.0/8 works on Linux: tests stand in for other client machines that way), with
+/// the receive buffer set to `rcvbuf` bytes before connecting when given (a client that
+/// will not read fills up quickly).
+pub fn connect_from(from: &str, port: u16, rcvbuf: Option<i32>) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let src: std::net::Ipv4Addr = from
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    // SAFETY: plain socket calls on a descriptor this function owns until it is wrapped.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        if let Some(n) = rcvbuf {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &n as *const i32 as *const libc::c_void,
+                4,
+            );
+        }
+        let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let local = sa(src, 0);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sa(std::net::Ipv4Addr::LOCALHOST, port);
+        if libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// Waits up to `limit` for the peer to close `s` (a read returning 0 or an error); returns
+/// how long it took, or None when it stayed open. Whatever the peer sends meanwhile is
+/// read and dropped.
+pub fn wait_closed(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit {
+        let left = limit
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(10));
+        let _ = s.set_read_timeout(Some(left.min(Duration::from_millis(200))));
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}

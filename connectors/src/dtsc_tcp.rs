@@ -116,7 +116,10 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     hi(&mut out);
     sock.write_all(&out)?;
     let (cmd, rest) = match first_command(&mut sock) {
-        Ok(c) => c,
+        Ok(c) => {
+            crate::limits::disarm();
+            c
+        }
         Err(e) if e.is::<ClosedQuietly>() => return Ok(()),
         Err(e) => {
             send_error(&mut sock, &format!("{e:#}"));

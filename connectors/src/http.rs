@@ -1167,6 +1167,11 @@ fn protocol_of(path: &str) -> &'static str {
     }
 }
 
+/// Starts the whole-request deadline of the request whose first byte just arrived.
+fn arm_request(peer: &str) {
+    crate::limits::arm("HTTP", peer, "the request", crate::limits::get().request);
+}
+
 /// Serves one HTTP connection until the client closes it or it idles out.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     let addr = sock
@@ -1185,9 +1190,17 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut out = Vec::new();
+    // The first request's deadline runs from the accept (armed by the listener).
+    let mut first = true;
     loop {
         // The counters of what was sent so far, before waiting for the next request.
         buffer::sessions::update(Some(&sock), true);
+        // A request has one deadline in all from its first byte, however its bytes trickle
+        // in (a connection's first request: from the accept). An idle keep-alive connection
+        // is closed quietly after IDLE.
+        if !buf.is_empty() {
+            arm_request(&conn.addr);
+        }
         // Read until a whole head is there.
         let (method, path, keep_alive, used, v11) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 48];
@@ -1263,7 +1276,12 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
             let mut chunk = [0u8; 4096];
             match sock.read(&mut chunk) {
                 Ok(0) => return Ok(()),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    if buf.is_empty() && !first {
+                        arm_request(&conn.addr);
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -1285,6 +1303,8 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
             }
         }
         buf.drain(..used);
+        crate::limits::disarm();
+        first = false;
         buffer::sessions::set_protocol(protocol_of(&path));
         crate::control::set_request_url(&format!("http://{}{path}", conn.host));
         let reply = match method.as_str() {

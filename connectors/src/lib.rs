@@ -4,6 +4,8 @@
 //! core.
 //!
 //! * [`listener`]: accept, fork, hand the socket to a protocol's handler.
+//! * [`limits`]: caps on connections (per listener, per address, in all), whole-request
+//!   deadlines, and when a viewer that does not read is dropped.
 //! * [`control`]: asks the controller to open a stream (checks, starts the buffer).
 //! * [`publisher`]: a publisher's end of the buffer connection (keeps the GOP, reattaches).
 //! * [`cursor`]: the one connection loop's core every output shares: attach to a stream's
@@ -26,6 +28,7 @@ pub mod dtsc_tcp;
 pub mod hds;
 pub mod hls;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod player;
 pub mod progressive;

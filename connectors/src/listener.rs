@@ -3,15 +3,20 @@
 //!
 //! Forking without exec keeps a viewer's process small: it shares the listener's pages
 //! copy-on-write and only its own stack and buffers are private (see `docs/PERFORMANCE.md`).
-//! The listener must stay single-threaded for `fork` to be sound.
+//! The listener must stay single-threaded for `fork` to be sound. It counts its children
+//! (reaping them itself) to hold the caps of [`crate::limits`].
 
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{fork, ForkResult};
 
+use crate::limits::{self, Children, Limits, Refusal, Totals};
 use crate::Ctx;
 
 /// Sets this process's name as `/proc/PID/comm` shows it (at most 15 bytes).
@@ -51,43 +56,135 @@ fn bind(interface: &str, port: u16) -> Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
+/// What the listener answers a connection it will not serve (the limits of
+/// [`crate::limits`]): HTTP gets `503 Service Unavailable` with `Retry-After` (RFC 9110
+/// §15.6.4, §10.2.3), written without reading the request; other protocols need a parsed
+/// request to answer, so their connection is closed.
+fn refuse(proto: &str, sock: &TcpStream) {
+    use std::io::{Read, Write};
+    let _ = sock.set_nonblocking(true);
+    if proto == "HTTP" {
+        let body = "Too many connections; try again shortly\n";
+        let resp = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = (&*sock).write(resp.as_bytes());
+    }
+    // What already arrived is discarded unread, so that closing sends FIN rather than a
+    // reset that could destroy the answer before the client reads it.
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        match (&*sock).read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+}
+
+/// Log lines about refused connections, at most one a second per limit (a connect storm
+/// must not flood the log): the count refused since the last line is in the next one.
+#[derive(Default)]
+struct RefusalLog {
+    last: HashMap<Refusal, (Instant, u64)>,
+}
+
+impl RefusalLog {
+    fn note(&mut self, proto: &str, peer: &SocketAddr, why: Refusal, l: &Limits) {
+        let now = Instant::now();
+        let entry = self
+            .last
+            .entry(why)
+            .or_insert((now - Duration::from_secs(2), 0));
+        entry.1 += 1;
+        if now.duration_since(entry.0) >= Duration::from_secs(1) {
+            let more = entry.1 - 1;
+            let also = if more > 0 {
+                format!(" ({more} more refused in the last second)")
+            } else {
+                String::new()
+            };
+            crate::log!(proto, "{peer}: refused: {} reached{also}", why.describe(l));
+            *entry = (now, 0);
+        }
+    }
+}
+
 /// Accepts connections on `interface:port` forever, running `handler` in a forked child per
-/// connection. Children are reaped automatically (SIGCHLD ignored).
+/// connection, within `limits`: a connection over a cap is refused before any fork
+/// ([`refuse`]; logged at most once a second per cap), and each child starts with its
+/// whole-request deadline armed ([`limits::arm`]; the handler disarms it once the client's
+/// request is in) and a send timeout of [`Limits::stall`] on its socket, so that no blocking
+/// write waits longer for a client that stopped reading. Ended children are reaped and
+/// uncounted at least once a second.
 pub fn serve(
     proto: &str,
     interface: &str,
     port: u16,
     ctx: Ctx,
+    limits: Limits,
     handler: fn(TcpStream, &Ctx) -> Result<()>,
 ) -> Result<()> {
     set_process_name(&format!("sluice-{proto}"));
+    limits::set(limits);
     let listener =
         bind(interface, port).with_context(|| format!("{proto}: binding {interface}:{port}"))?;
     // SAFETY: setting a signal disposition; no handler code runs.
     unsafe {
-        signal(Signal::SIGCHLD, SigHandler::SigIgn)?;
         signal(Signal::SIGPIPE, SigHandler::SigIgn)?;
     }
-    crate::log!(proto, "listening on {interface}:{port}");
+    let mut children = Children::default();
+    let totals = Totals::open(&ctx.rundir);
+    let mut refusals = RefusalLog::default();
+    crate::log!(
+        proto,
+        "listening on {interface}:{port} (at most {} connections, {} per address, {} in all; \
+         requests within {} s; viewers dropped after {} s without progress)",
+        limits.per_listener,
+        limits.per_address,
+        limits.total,
+        limits.request.as_secs(),
+        limits.stall.as_secs()
+    );
     loop {
+        children.reap();
+        totals.set(children.len() as u32);
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                crate::log!(proto, "poll: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        }
         let (sock, peer) = match listener.accept() {
             Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 crate::log!(proto, "accept: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
         };
+        children.reap();
+        let mine = children.len() as u32;
+        if let Err(why) = children.admit(&peer.ip(), totals.sum(mine), &limits) {
+            refusals.note(proto, &peer, why, &limits);
+            refuse(proto, &sock);
+            continue;
+        }
         // SAFETY: this process is single-threaded (the listener never starts threads).
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 drop(listener);
-                // SAFETY: restore default SIGCHLD in the child so its own waits work.
-                unsafe {
-                    let _ = signal(Signal::SIGCHLD, SigHandler::SigDfl);
-                }
                 set_process_name(proto);
+                limits::arm(proto, &peer.to_string(), "the request", limits.request);
+                let _ = sock.set_write_timeout(Some(limits.stall));
                 // The connection's slot in the session table, for the controller's stats.
                 let counted = sock.try_clone().ok();
                 buffer::sessions::begin(&ctx.rundir, proto, &peer.ip().to_string());
@@ -102,10 +199,11 @@ pub fn serve(
                 };
                 std::process::exit(code);
             }
-            Ok(ForkResult::Parent { .. }) => {
+            Ok(ForkResult::Parent { child }) => {
                 // The child owns the connection now.
-                let _ = sock.as_raw_fd();
                 drop(sock);
+                children.add(child, peer.ip());
+                totals.set(children.len() as u32);
             }
             Err(e) => {
                 crate::log!(proto, "fork failed ({e}); dropping {peer}");

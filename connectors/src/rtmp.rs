@@ -101,13 +101,16 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                     });
                 }
                 Event::Publish { name, .. } => {
+                    // The client's request is in: what follows waits on us, not on it.
+                    crate::limits::disarm();
                     // The URL the encoder published to, for the PUSH_REWRITE and
                     // STREAM_PUSH triggers.
                     control::set_request_url(&format!("{}/{name}", base_url.trim_end_matches('/')));
                     return publish(sock, session, ctx, &peer, &name, buf);
                 }
                 Event::Play { name, start, .. } => {
-                    return play(sock, session, ctx, &peer, &name, start)
+                    crate::limits::disarm();
+                    return play(sock, session, ctx, &peer, &name, start);
                 }
                 Event::DeleteStream { .. } | Event::CloseStream { .. } => {}
                 _ => {}

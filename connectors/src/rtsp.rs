@@ -49,6 +49,9 @@ pub const MAX_REQUEST: usize = 16 << 10;
 pub const SR_INTERVAL: Duration = Duration::from_secs(5);
 /// Session timeout announced in `Session:` (s); a silent client is dropped after it.
 const TIMEOUT_S: u64 = 60;
+/// Most requests a connection may make before `PLAY` or `RECORD` (a player needs about six:
+/// OPTIONS, DESCRIBE, a SETUP per track, PLAY; more is a client keeping a process busy).
+const MAX_SETUP_REQUESTS: u32 = 64;
 const READY_WAIT: Duration = Duration::from_secs(10);
 /// Methods served, for OPTIONS' `Public`.
 const PUBLIC: &str =
@@ -145,16 +148,34 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     };
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 8192];
+    let mut requests = 0u32;
     loop {
         match Message::<Vec<u8>>::parse(&buf) {
             Ok((Message::Request(req), used)) if used <= MAX_REQUEST => {
                 buf.drain(..used);
+                // The request is in: answering it may wait on us (a stream's first data),
+                // not on the client.
+                crate::limits::disarm();
+                requests += 1;
                 let (resp, action) = answer(&req, &mut st, ctx, &sock, &peer);
                 let mut out = Vec::new();
                 resp.write(&mut out)
                     .map_err(|e| anyhow!("writing a response: {e}"))?;
                 match action {
-                    Action::Continue => sock.write_all(&out)?,
+                    Action::Continue if requests >= MAX_SETUP_REQUESTS => {
+                        sock.write_all(&out)?;
+                        crate::log!(
+                            PROTO,
+                            "{peer}: {requests} requests without PLAY or RECORD; closing"
+                        );
+                        return Ok(());
+                    }
+                    Action::Continue => {
+                        sock.write_all(&out)?;
+                        // The next request has its own whole-request deadline.
+                        let l = crate::limits::get();
+                        crate::limits::arm(PROTO, &peer, "the next request", l.request);
+                    }
                     Action::Close => {
                         sock.write_all(&out)?;
                         return Ok(());

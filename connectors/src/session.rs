@@ -332,6 +332,19 @@ impl<'m> Batch<'m> {
 #[error("the client left")]
 pub struct PeerGone;
 
+/// A viewer that does not take what it is sent is dropped ([`crate::limits::Limits::stall`],
+/// [`crate::limits::Limits::max_queued`]): a stalled reader costs one process's bounded
+/// buffer, never the buffer's memory or other viewers' time.
+#[derive(Debug, thiserror::Error)]
+pub enum Stalled {
+    /// Its socket took no byte for this many seconds, with this many bytes waiting.
+    #[error("stalled: took nothing for {0} s with {1} bytes waiting; dropping the viewer")]
+    NotReading(u64, usize),
+    /// More bytes (first) waited for its socket than the limit (second).
+    #[error("stalled: {0} bytes waiting for the socket (limit {1}); dropping the viewer")]
+    Queued(usize, usize),
+}
+
 /// True for the errors that mean the peer went away (not worth an error log line).
 pub fn peer_gone(e: &std::io::Error) -> bool {
     matches!(
@@ -470,6 +483,9 @@ fn stream_from<'m, O: Output<'m>>(
         Start::Resumed(had) => (Some(false), had),
     };
     let mut checked = Instant::now();
+    let limits = crate::limits::get();
+    // When the socket last took a byte, or had nothing waiting.
+    let mut progress = Instant::now();
     let mut rbuf = vec![0u8; 2 << 10];
     let mut next_read = Instant::now();
     loop {
@@ -508,9 +524,17 @@ fn stream_from<'m, O: Output<'m>>(
             }
         }
         output.control(&mut pending);
-        if !pending.is_empty() {
+        if pending.len() > limits.max_queued {
+            return Err(Stalled::Queued(pending.len(), limits.max_queued).into());
+        }
+        if pending.is_empty() {
+            progress = Instant::now();
+        } else {
             match sock.write(&pending) {
                 Ok(n) => {
+                    if n > 0 {
+                        progress = Instant::now();
+                    }
                     pending.drain(..n);
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
@@ -518,6 +542,9 @@ fn stream_from<'m, O: Output<'m>>(
                 Err(e) => return Err(anyhow!("writing to the client: {e}")),
             }
             if !pending.is_empty() {
+                if progress.elapsed() >= limits.stall {
+                    return Err(Stalled::NotReading(limits.stall.as_secs(), pending.len()).into());
+                }
                 let mut fds = [PollFd::new(
                     sock.as_fd(),
                     PollFlags::POLLIN | PollFlags::POLLOUT,

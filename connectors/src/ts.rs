@@ -43,6 +43,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     let Some(stream) = first_line(&mut sock).or_else(|| ctx.default_stream.clone()) else {
         bail!("{peer}: no stream named and no default stream configured for TS");
     };
+    crate::limits::disarm();
     sock.set_read_timeout(None)?;
     let mut cursor = match Cursor::open(&ctx.rundir, &stream, &peer) {
         Ok(c) => c,

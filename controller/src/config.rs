@@ -116,6 +116,38 @@ pub struct ListenerSpec {
     pub interface: String,
     /// The entry's `stream`: what a TS client that names no stream plays.
     pub stream: Option<String>,
+    /// Its connection limits as command-line arguments ([`limit_args`]).
+    pub limits: Vec<String>,
+}
+
+/// The connection limits of a listener, as `sluice connector` arguments: from the config's
+/// `limits` object (`connections`: every listener together; `connections_per_address`;
+/// `request_timeout` and `stall_timeout` in seconds; `max_queued` in bytes) and the protocol
+/// entry's own `max_connections` and `max_per_address`, which win. Unset ones are left to the
+/// listener's defaults (`connectors::limits::Limits::default`).
+pub fn limit_args(cfg: &Value, entry: Option<&Value>) -> Vec<String> {
+    let global = cfg.pointer("/config/limits");
+    let num = |v: Option<&Value>, key: &str| v.and_then(|v| v.get(key)).and_then(|v| v.as_u64());
+    let mut args = Vec::new();
+    let mut put = |flag: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            args.push(format!("--{flag}"));
+            args.push(v.to_string());
+        }
+    };
+    put("max-total", num(global, "connections"));
+    put(
+        "max-connections",
+        num(entry, "max_connections").or(num(global, "connections_per_listener")),
+    );
+    put(
+        "max-per-address",
+        num(entry, "max_per_address").or(num(global, "connections_per_address")),
+    );
+    put("request-timeout", num(global, "request_timeout"));
+    put("stall-timeout", num(global, "stall_timeout"));
+    put("max-queued", num(global, "max_queued"));
+    args
 }
 
 /// The listeners the config asks for. HTTP-based output entries (`HLS`, `CMAF`, …) are served
@@ -167,6 +199,7 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
             port,
             interface,
             stream,
+            limits: limit_args(cfg, Some(p)),
         });
     }
     if wants_http && !out.iter().any(|l| l.connector == "HTTP") {
@@ -175,6 +208,7 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
             port: 8080,
             interface: "127.0.0.1".into(),
             stream: None,
+            limits: limit_args(cfg, None),
         });
     }
     out

@@ -67,6 +67,8 @@ enum Role {
         /// Stream played when a client names none (TS).
         #[arg(long)]
         stream: Option<String>,
+        #[command(flatten)]
+        limits: connectors::limits::LimitArgs,
     },
 }
 
@@ -95,7 +97,8 @@ fn main() {
             interface,
             rundir,
             stream,
-        }) => run_connector(&protocol, port, &interface, rundir, stream),
+            limits,
+        }) => run_connector(&protocol, port, &interface, rundir, stream, limits.limits()),
         None if cli.no_angel => run_controller(cli.config, cli.rundir, true),
         None => run_angel(),
     };
@@ -111,25 +114,47 @@ fn run_connector(
     interface: &str,
     rundir: PathBuf,
     stream: Option<String>,
+    limits: connectors::limits::Limits,
 ) -> Result<()> {
+    use connectors::listener::serve;
     let ctx = connectors::Ctx {
         rundir,
         default_stream: stream,
     };
     match protocol {
-        "RTMP" => {
-            connectors::listener::serve("RTMP", interface, port, ctx, connectors::rtmp::handle)
-        }
-        "HTTP" => {
-            connectors::listener::serve("HTTP", interface, port, ctx, connectors::http::handle)
-        }
-        "TS" => connectors::listener::serve("TS", interface, port, ctx, connectors::ts::handle),
-        "RTSP" => {
-            connectors::listener::serve("RTSP", interface, port, ctx, connectors::rtsp::handle)
-        }
-        "DTSC" => {
-            connectors::listener::serve("DTSC", interface, port, ctx, connectors::dtsc_tcp::handle)
-        }
+        "RTMP" => serve(
+            "RTMP",
+            interface,
+            port,
+            ctx,
+            limits,
+            connectors::rtmp::handle,
+        ),
+        "HTTP" => serve(
+            "HTTP",
+            interface,
+            port,
+            ctx,
+            limits,
+            connectors::http::handle,
+        ),
+        "TS" => serve("TS", interface, port, ctx, limits, connectors::ts::handle),
+        "RTSP" => serve(
+            "RTSP",
+            interface,
+            port,
+            ctx,
+            limits,
+            connectors::rtsp::handle,
+        ),
+        "DTSC" => serve(
+            "DTSC",
+            interface,
+            port,
+            ctx,
+            limits,
+            connectors::dtsc_tcp::handle,
+        ),
         other => anyhow::bail!("unknown connector {other}"),
     }
 }

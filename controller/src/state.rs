@@ -1037,6 +1037,7 @@ impl State {
             if let Some(s) = &l.spec.stream {
                 cmd.arg("--stream").arg(s);
             }
+            cmd.args(&l.spec.limits);
             let spawned = cmd.spawn();
             match spawned {
                 Ok(c) => {

@@ -1,0 +1,253 @@
+//! Connection limits against misbehaving clients: the per-address cap answers 503 and lets
+//! other addresses in, a request trickled in byte by byte is cut at its whole-request
+//! deadline (HTTP, RTMP, RTSP), and a viewer that stops reading is dropped and its process
+//! exits. Other clients are served throughout. Attackers connect from 127.0.0.2, standing in
+//! for another machine.
+use serde_json::json;
+use sluice_e2e::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Waits up to `limit` for the server's log to contain `what`.
+fn wait_log(srv: &Server, what: &str, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if srv.stderr_text().contains(what) {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// The HTTP listener's connection processes (comm `HTTP`).
+fn http_children(srv: &Server) -> usize {
+    srv.procs().iter().filter(|p| p.comm == "HTTP").count()
+}
+
+#[test]
+fn the_per_address_cap_answers_503_and_other_addresses_carry_on() {
+    let srv = Server::start_with_config(|cfg| {
+        cfg["config"]["protocols"][1]["max_per_address"] = json!(3);
+    });
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| connect_from("127.0.0.2", srv.http_port, None).unwrap())
+        .collect();
+    // The listener counts a connection once it has forked for it.
+    let start = Instant::now();
+    while http_children(&srv) < 3 && start.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_children(&srv), 3, "three connections held");
+
+    let mut fourth = connect_from("127.0.0.2", srv.http_port, None).unwrap();
+    fourth
+        .write_all(b"GET /hls/demo/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = fourth.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "over the cap: 503, got {answer:?}"
+    );
+    assert!(answer.contains("Retry-After: 5"), "{answer}");
+    assert_eq!(
+        http_children(&srv),
+        3,
+        "no process for the refused connection"
+    );
+    assert!(wait_log(&srv, "127.0.0.2", Duration::from_secs(3)));
+    assert!(
+        srv.stderr_text()
+            .contains("refused: the limit of 3 connections per address reached"),
+        "the refusal is logged with its limit:\n{}",
+        srv.stderr_tail(20)
+    );
+
+    // Another address is served meanwhile.
+    let r = srv.get("/hls/nosuch/index.m3u8").unwrap();
+    assert_eq!(
+        r.status, 404,
+        "127.0.0.1 is served while 127.0.0.2 is capped"
+    );
+
+    // Once the held connections close, the address is served again.
+    drop(held);
+    let start = Instant::now();
+    let status = loop {
+        let mut s = connect_from("127.0.0.2", srv.http_port, None).unwrap();
+        s.write_all(b"GET /hls/nosuch/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        if text.starts_with("HTTP/1.1 404") || start.elapsed() > Duration::from_secs(5) {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        status.starts_with("HTTP/1.1 404"),
+        "served again: {status:?}"
+    );
+}
+
+/// Sends `head` then one byte of `trickle` every 300 ms, and returns how long the server
+/// took to close the connection (None: still open after 8 s).
+fn trickle(port: u16, head: &[u8], trickle: &[u8]) -> Option<Duration> {
+    let mut s = connect_from("127.0.0.2", port, None).unwrap();
+    s.write_all(head).unwrap();
+    let start = Instant::now();
+    for b in trickle.iter().cycle() {
+        if start.elapsed() > Duration::from_secs(8) {
+            return None;
+        }
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        let mut probe = [0u8; 1024];
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        match s.read(&mut probe) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    Some(start.elapsed())
+}
+
+#[test]
+fn a_request_trickled_in_is_cut_at_its_deadline_on_every_protocol() {
+    let srv = Server::start_with_config(|cfg| {
+        cfg["config"]["limits"] = json!({"request_timeout": 2});
+        cfg["config"]["protocols"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"connector": "RTSP", "port": free_port(), "interface": "127.0.0.1"}));
+    });
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&srv.config_path).unwrap()).unwrap();
+    let rtsp = cfg["config"]["protocols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["connector"] == "RTSP")
+        .and_then(|p| p["port"].as_u64())
+        .unwrap() as u16;
+    let start = Instant::now();
+    while !port_accepts(rtsp) && start.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    // HTTP: a header that never ends (one byte every 300 ms keeps every single read in time).
+    let http = trickle(
+        srv.http_port,
+        b"GET /hls/demo/index.m3u8 HTTP/1.1\r\nX-Slow: ",
+        b"a",
+    );
+    // RTMP: the handshake's C0, then C1 a byte at a time.
+    let rtmp = trickle(srv.rtmp_port, &[3], &[0]);
+    // RTSP: a request line a byte at a time.
+    let rtsp_t = trickle(
+        rtsp,
+        b"OPTIONS rtsp://127.0.0.1/demo RTSP/1.0\r\nX-Slow: ",
+        b"a",
+    );
+    for (name, t) in [("HTTP", http), ("RTMP", rtmp), ("RTSP", rtsp_t)] {
+        let t =
+            t.unwrap_or_else(|| panic!("{name}: still open after 8 s\n{}", srv.stderr_tail(30)));
+        assert!(
+            t >= Duration::from_millis(1500) && t <= Duration::from_millis(4500),
+            "{name}: closed after {t:?}, the deadline is 2 s"
+        );
+    }
+    let log = srv.stderr_text();
+    for proto in ["HTTP", "RTMP", "RTSP"] {
+        assert!(
+            log.lines().any(|l| l.starts_with(&format!("[{proto} "))
+                && l.contains("127.0.0.2")
+                && l.contains("not done within 2 s; closing")),
+            "{proto}: the deadline is logged with the peer:\n{}",
+            srv.stderr_tail(30)
+        );
+    }
+    // An honest client is unaffected.
+    let r = srv.get("/hls/nosuch/index.m3u8").unwrap();
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn a_viewer_that_stops_reading_is_dropped_and_its_process_exits() {
+    require_tools(&["ffmpeg"]);
+    let dir = unique_temp_dir("limits-stall");
+    // About 23 MB: far more than the kernel's socket buffers hold.
+    let long = dir.join("long.flv");
+    let st = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-y",
+            "-stream_loop",
+            "29",
+            "-i",
+        ])
+        .arg(demo_flv())
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(&long)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let srv = Server::start_with_config(|cfg| {
+        cfg["config"]["limits"] = json!({"stall_timeout": 2});
+        cfg["streams"]["vod"] =
+            json!({"name": "vod", "source": long.to_str().unwrap(), "loop": false});
+    });
+    let before = http_children(&srv);
+    let mut s = connect_from("127.0.0.2", srv.http_port, Some(4096)).unwrap();
+    s.write_all(b"GET /vod.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // Never read. The process must give up on it: the socket took nothing for 2 s.
+    assert!(
+        wait_log(
+            &srv,
+            "stalled: took nothing for 2 s",
+            Duration::from_secs(30)
+        ),
+        "a stalled viewer is dropped with a log line:\n{}",
+        srv.stderr_tail(30)
+    );
+    let start = Instant::now();
+    while http_children(&srv) > before && start.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_children(&srv), before, "its process exited");
+    let line = srv
+        .stderr_text()
+        .lines()
+        .find(|l| l.contains("stalled"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("127.0.0.2"),
+        "the line names the peer: {line}"
+    );
+    // Another viewer plays the same stream meanwhile.
+    let r = srv.get("/vod.flv?end=1000").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with(b"FLV"), "an FLV file");
+    drop(s);
+}
