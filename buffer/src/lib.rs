@@ -53,6 +53,13 @@ pub struct BufferArgs {
     /// still fetch the last segments and the playlist with `#EXT-X-ENDLIST`).
     #[arg(long, default_value_t = 30_000)]
     pub linger_ms: u64,
+    /// A publisher that leaves without ending its publish (its connection dropped, its
+    /// encoder killed) may come back within this many ms: meanwhile the stream stays live
+    /// and its viewers wait; a publisher that attaches in time continues the stream, its
+    /// timestamps moved on to follow the last packet by the time it was away. 0: the stream
+    /// ends as the publisher leaves. (The stream config's `reconnect_grace`.)
+    #[arg(long, default_value_t = 10_000)]
+    pub grace_ms: u64,
     /// Size of the data ring in MiB (sparse: memory follows the window).
     #[arg(long, default_value_t = 1024)]
     pub ring_mib: u64,
@@ -221,6 +228,16 @@ struct Conn {
     sock: UnixStream,
     role: Role,
     inbuf: Vec<u8>,
+    /// A publisher that said its publish ended (`{"cmd":"unpublish"}`).
+    finished: bool,
+}
+
+/// A publisher left without ending its publish: the stream waits for it until `until`.
+struct Grace {
+    until: Instant,
+    left: Instant,
+    /// The newest DTS written before it left, ms.
+    last_dts: u64,
 }
 
 const LISTENER: Token = Token(0);
@@ -268,6 +285,13 @@ struct Buffer {
     /// DTS → wall clock offset is fixed by the first packet of a run.
     zero_set: bool,
     dirty: bool,
+    /// A publisher left without ending its publish and may come back.
+    grace: Option<Grace>,
+    /// The DTS the next publisher's first packet takes (after it came back in its grace
+    /// time), ms.
+    rebase_to: Option<u64>,
+    /// Added to every DTS of the current publisher (non-zero after it came back), ms.
+    dts_shift: i64,
     /// The source is pulled by a process of ours: its publisher leaving does not end the
     /// stream (the process is restarted), and times run on across its sessions.
     pulled: bool,
@@ -282,6 +306,16 @@ impl Buffer {
             std::process::id()
         );
         let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
+
+    /// The DTS of the newest packet written, ms (0 before any).
+    fn last_dts(&self) -> u64 {
+        let m = self.writer.meta();
+        m.write_seq()
+            .checked_sub(1)
+            .and_then(|s| m.packet(s))
+            .map(|e| e.dts)
+            .unwrap_or(0)
     }
 
     fn set_tracks(&mut self, tracks: &[Track]) {
@@ -454,6 +488,9 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
         writeback_to: 0,
         zero_set: false,
         dirty: false,
+        grace: None,
+        rebase_to: None,
+        dts_shift: 0,
         pulled,
     };
     if args.event {
@@ -531,6 +568,7 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
                                     sock,
                                     role: Role::New,
                                     inbuf: Vec::new(),
+                                    finished: false,
                                 },
                             );
                         }
@@ -567,6 +605,22 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
                 if close {
                     if matches!(c.role, Role::Publisher) && b.pulled {
                         b.log("pull process left");
+                    } else if matches!(c.role, Role::Publisher)
+                        && !c.finished
+                        && args.grace_ms > 0
+                        && b.writer.meta().state() == shm::STATE_LIVE
+                    {
+                        b.log(&format!(
+                            "publisher left without ending its publish; the stream stays live \
+                             for {} ms for it to come back",
+                            args.grace_ms
+                        ));
+                        let now = Instant::now();
+                        b.grace = Some(Grace {
+                            until: now + Duration::from_millis(args.grace_ms),
+                            left: now,
+                            last_dts: b.last_dts(),
+                        });
                     } else if matches!(c.role, Role::Publisher) {
                         b.log("publisher left; stream ended");
                         b.writer.set_state(shm::STATE_ENDED);
@@ -604,8 +658,19 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
         if let Some(p) = &mut puller {
             p.keep(&b);
         }
+        if publishers == 0 && b.grace.as_ref().is_some_and(|g| now >= g.until) {
+            b.grace = None;
+            b.log(&format!(
+                "publisher did not come back within {} ms; stream ended",
+                args.grace_ms
+            ));
+            b.writer.set_state(shm::STATE_ENDED);
+            b.dirty = true;
+            b.wake();
+            ended_at = Some(now);
+        }
         let idle = viewers == 0 && (publishers == 0 || b.pulled) && !args.always_on;
-        if idle && ended_at.is_none() {
+        if idle && ended_at.is_none() && b.grace.is_none() {
             let since = *idle_since.get_or_insert(now);
             if now.duration_since(since) >= Duration::from_millis(args.idle_ms) {
                 b.log("idle; exiting");
@@ -677,8 +742,22 @@ fn handle_input(
                         if b.writer.meta().state() == shm::STATE_ENDED {
                             b.writer.reset_window();
                         }
-                        // A pull process that comes back continues the stream's times.
-                        b.zero_set &= b.pulled;
+                        // A pull process that comes back continues the stream's times; so
+                        // does a publisher back within its grace time (moved on by the time
+                        // it was away).
+                        b.dts_shift = 0;
+                        b.rebase_to = None;
+                        if let Some(g) = b.grace.take() {
+                            let away = g.left.elapsed().as_millis() as u64;
+                            b.rebase_to = Some(g.last_dts.saturating_add(away.max(1)));
+                            b.log(&format!(
+                                "publisher came back after {away} ms; the stream goes on from \
+                                 {} ms",
+                                g.last_dts.saturating_add(away.max(1))
+                            ));
+                        } else {
+                            b.zero_set &= b.pulled;
+                        }
                         *ended_at = None;
                         ipc::send_command(c.sock.as_raw_fd(), &ok, &fds)?;
                         c.role = Role::Publisher;
@@ -695,8 +774,19 @@ fn handle_input(
                     b.writer.set_state(shm::STATE_LIVE);
                 }
             }
-            (Role::Publisher, Frame::Packet(p)) => {
+            (Role::Publisher, Frame::Packet(mut p)) => {
+                if let Some(to) = b.rebase_to.take() {
+                    b.dts_shift = to as i64 - p.dts as i64;
+                }
+                if b.dts_shift != 0 {
+                    p.dts = (p.dts as i64).saturating_add(b.dts_shift).max(0) as u64;
+                }
                 b.append(&p, wall);
+            }
+            (Role::Publisher, Frame::Command(v))
+                if v.get("cmd").and_then(|c| c.as_str()) == Some("unpublish") =>
+            {
+                c.finished = true;
             }
             (_, Frame::Command(v)) if v.get("cmd").and_then(|c| c.as_str()) == Some("ping") => {}
             _ => anyhow::bail!("unexpected frame for this client's role"),

@@ -328,7 +328,11 @@ fn push(
         }
         buffer::sessions::update(Some(&sock), false);
         match sock.read(&mut chunk) {
-            Ok(0) => break,
+            Ok(0) => {
+                // DTSC has no end message: a sender that closes its connection is done.
+                publisher.finish();
+                break;
+            }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e)
                 if matches!(

@@ -101,6 +101,22 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// Tells the buffer that the publish ended on purpose (RTMP `FCUnpublish`/`deleteStream`,
+    /// RTSP `TEARDOWN`, a DTSC push's close): the stream ends at once. A publisher that
+    /// leaves without this (a dropped connection, a killed encoder) gets the stream's
+    /// grace time to come back before the stream ends (`buffer`'s `--grace-ms`). Best
+    /// effort: a buffer that is gone has nothing to end.
+    pub fn finish(&mut self) {
+        let mut out = Vec::new();
+        wire::write_command(
+            &dtsc::wire::Value::obj([("cmd", dtsc::wire::Value::str("unpublish"))]),
+            &mut out,
+        );
+        let _ = self.attached.sock.write_all(&out);
+    }
+}
+
 impl GopKeeper {
     /// What a new buffer gets first: the header, then the GOP.
     pub fn replay(&self) -> Vec<u8> {

@@ -193,6 +193,7 @@ fn publish(
             frames.clear();
         }
         if done {
+            publisher.finish();
             break;
         }
         let n = match sock.read(&mut buf) {

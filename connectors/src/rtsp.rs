@@ -1423,6 +1423,10 @@ impl Record {
         let mut media = Vec::new();
         self.ingest.finish(&mut media);
         let _ = self.publisher.write(&media);
+        if stopping {
+            // TEARDOWN: the encoder meant to stop.
+            self.publisher.finish();
+        }
         let (lost, bad, skipped) = self.ingest.losses();
         crate::log!(
             PROTO,

@@ -1306,6 +1306,10 @@ impl State {
         if let Some(t) = scfg.get("rtsp_transport").and_then(|v| v.as_str()) {
             cmd.arg("--pull-transport").arg(t);
         }
+        // How long a publisher that dropped may take to come back (ms; 0: none).
+        if let Some(ms) = scfg.get("reconnect_grace").and_then(|v| v.as_u64()) {
+            cmd.arg("--grace-ms").arg(ms.to_string());
+        }
         // A memory budget for stream data (`config.dvr_memory_mib`): the data lives in an
         // unnamed file in `config.dvr_folder` (default RUNDIR/dvr) and what is older than the
         // budget is spilled to disk, so a DVR window can be longer than memory allows.
