@@ -5,7 +5,10 @@
 //! message body (an RTMP command is a sequence of AMF0 values, RTMP spec 1.0 §7.1.1).
 //!
 //! The decoder reads untrusted bytes: it never panics, checks every length against the bytes
-//! actually present before allocating, and stops at [`MAX_DEPTH`] levels of nesting.
+//! actually present before allocating, never reserves room for more values than the bytes left
+//! can hold (a strict array's u32 count, AMF0 spec §2.12, reserves at most 1024 values and
+//! grows as values decode; object and ECMA array members, §2.5 and §2.10, only grow), and
+//! stops at [`MAX_DEPTH`] levels of nesting, so its recursion is at most that deep.
 //!
 //! Supported markers (AMF0 spec §2.1): number 0x00, boolean 0x01, string 0x02, object 0x03,
 //! null 0x05, undefined 0x06, ECMA array 0x08, object end 0x09 (inside objects only), strict
@@ -41,7 +44,8 @@ pub enum Amf0 {
     Date(f64, i16),
 }
 
-/// Deepest nesting of objects / arrays the decoder accepts (a top-level object is depth 1).
+/// Deepest nesting of objects, ECMA arrays, strict arrays and typed objects the decoder
+/// accepts, levels (a top-level object is depth 1). Deeper input is [`Amf0Error::TooDeep`].
 pub const MAX_DEPTH: usize = 32;
 
 /// Type markers, AMF0 spec §2.1.
@@ -388,7 +392,9 @@ impl<'a> Reader<'a> {
                         left: self.left(),
                     });
                 }
-                let mut v = Vec::with_capacity(count as usize);
+                // The count is the peer's word: reserve only what the bytes present can
+                // back, at most RESERVE_MAX, and let the vector grow as values decode.
+                let mut v = Vec::with_capacity(initial_capacity(count, self.left()));
                 for _ in 0..count {
                     v.push(self.value(depth + 1)?);
                 }
@@ -439,6 +445,21 @@ impl<'a> Reader<'a> {
             members.push((key, v));
         }
     }
+}
+
+/// Most values a strict array reserves room for before any is decoded.
+const RESERVE_MAX: usize = 1024;
+/// Fewest bytes one AMF0 value takes (a marker alone: null, undefined; AMF0 spec §2.7, §2.8).
+const MIN_VALUE_LEN: usize = 1;
+
+/// Values to reserve for a strict array that announces `count` values with `left` bytes
+/// after its count field (AMF0 spec §2.12): never more than those bytes can hold, nor
+/// more than [`RESERVE_MAX`].
+fn initial_capacity(count: u32, left: usize) -> usize {
+    usize::try_from(count)
+        .unwrap_or(usize::MAX)
+        .min(left / MIN_VALUE_LEN)
+        .min(RESERVE_MAX)
 }
 
 fn unsupported(marker: u8, name: &'static str, at: usize) -> Amf0Error {
@@ -577,6 +598,67 @@ mod tests {
             hostile.extend_from_slice(b"\x03\x00\x01k");
         }
         assert!(matches!(decode(&hostile), Err(Amf0Error::TooDeep { .. })));
+    }
+
+    #[test]
+    fn strict_array_count_reserves_nothing_it_cannot_back() {
+        // Count 0xFFFFFFFF, then 5 bytes: refused at once, before any value is read.
+        let e = decode(b"\x0a\xff\xff\xff\xff\x05\x05\x05\x05\x05").unwrap_err();
+        assert_eq!(
+            e,
+            Amf0Error::ArrayTooLong {
+                at: 0,
+                count: u32::MAX,
+                left: 5
+            }
+        );
+        assert_eq!(initial_capacity(u32::MAX, 5), 5);
+        assert_eq!(initial_capacity(3, 100), 3);
+        assert_eq!(initial_capacity(1_000_000, 1_000_000), RESERVE_MAX);
+        // A count the bytes can back but the values then break: an error, not a panic.
+        let mut b = b"\x0a\x00\x01\x00\x00".to_vec();
+        b.extend(std::iter::repeat_n(0x1fu8, 0x1_0000));
+        assert!(matches!(
+            decode(&b),
+            Err(Amf0Error::UnknownMarker { at: 5, .. })
+        ));
+        // A large honest array still decodes, growing past the initial reservation.
+        let mut b = b"\x0a\x00\x01\x00\x00".to_vec();
+        b.extend(std::iter::repeat_n(marker::NULL, 0x1_0000));
+        match decode(&b).unwrap() {
+            (Amf0::StrictArray(v), n) => assert_eq!((v.len(), n), (0x1_0000, b.len())),
+            other => panic!("strict array expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hundred_levels_of_any_container_are_too_deep() {
+        // Objects, ECMA arrays, strict arrays and typed objects nested 100 deep, each kind
+        // alone and mixed: an error at the 33rd level, found without recursing further.
+        let levels: [&[u8]; 4] = [
+            b"\x03\x00\x01k",
+            b"\x08\x00\x00\x00\x01\x00\x01k",
+            b"\x0a\x00\x00\x00\x01",
+            b"\x10\x00\x01C\x00\x01k",
+        ];
+        for mix in 0..5 {
+            let mut b = Vec::new();
+            let mut starts = Vec::new();
+            for i in 0..100 {
+                starts.push(b.len());
+                b.extend_from_slice(levels[if mix == 4 { i % 4 } else { mix }]);
+            }
+            b.push(marker::NULL);
+            let e = decode(&b).unwrap_err();
+            assert_eq!(
+                e,
+                Amf0Error::TooDeep {
+                    at: starts[MAX_DEPTH]
+                },
+                "mix {mix}"
+            );
+            assert_eq!(decode_all(&b).unwrap_err(), e);
+        }
     }
 
     #[test]
