@@ -7,7 +7,9 @@
 //! (§5.3.1.2), plus a 4-byte extended timestamp when the 3-byte field is 0xFFFFFF (§5.3.1.3).
 //!
 //! * [`ChunkDecoder`]: push received bytes, poll complete [`Message`]s. It applies Set Chunk
-//!   Size (type 1) and Abort (type 2) itself (§5.4.1, §5.4.2) and still reports them.
+//!   Size (type 1) and Abort (type 2) itself (§5.4.1, §5.4.2) and still reports them. What a
+//!   peer can make it hold is bounded by [`Limits`], which a server tightens until the peer
+//!   is connected and its publish or play accepted ([`Phase`]).
 //! * [`ChunkEncoder`]: messages to bytes with header compression, either copied into one
 //!   `Vec` ([`ChunkEncoder::write_message`]) or as a header buffer plus a [`Span`] plan that
 //!   points into the caller's payload parts, for `writev` without copying the payload
@@ -23,15 +25,40 @@ use thiserror::Error;
 
 /// Chunk size both directions start with (§5.4.1), bytes.
 pub const DEFAULT_CHUNK_SIZE: u32 = 128;
-/// Largest chunk size accepted or sent: 16 MiB (0x1000000), bytes. (The spec allows up to
+/// Largest chunk size accepted or sent: 16 MiB (0x1000000), bytes. (§5.4.1 allows up to
 /// 2^31 − 1, but a chunk can never carry more than a message's 24-bit length anyway.)
 pub const MAX_CHUNK_SIZE: u32 = 0x100_0000;
-/// Largest message the 24-bit length field can express, bytes.
+/// Largest value a Set Chunk Size may carry at all: its first bit must be zero (§5.4.1).
+pub const SPEC_MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
+/// Largest message the 24-bit length field can express, bytes (§5.3.1.2).
 pub const MAX_MESSAGE_LEN: usize = 0xFF_FFFF;
-/// Default limit on a received message's length: 8 MiB.
+/// Default limit on a received message's length once the peer is trusted: 8 MiB, bytes.
 pub const DEFAULT_MAX_MESSAGE: usize = 8 << 20;
-/// Default limit on distinct chunk stream ids a peer may use.
+/// Default limit on distinct chunk stream ids a trusted peer may use.
 pub const DEFAULT_MAX_CHUNK_STREAMS: usize = 64;
+/// Default limit on the bytes held across all partly received messages of a trusted peer:
+/// 16 MiB, bytes (more than one message of [`MAX_MESSAGE_LEN`]).
+pub const DEFAULT_MAX_PARTIAL: usize = 16 << 20;
+/// Longest message accepted before the peer's publish or play is accepted (before `connect`
+/// too): 64 KiB, bytes. A `connect` command object is a few hundred bytes.
+pub const PRE_AUTH_MAX_MESSAGE: usize = 64 << 10;
+/// Distinct chunk stream ids a peer may use before `connect` succeeded: 4 (clients use 2 for
+/// protocol control and 3 for commands).
+pub const BEFORE_CONNECT_MAX_CHUNK_STREAMS: usize = 4;
+/// Bytes held across partly received messages before `connect` succeeded: 128 KiB, bytes.
+pub const BEFORE_CONNECT_MAX_PARTIAL: usize = 128 << 10;
+/// Largest Set Chunk Size accepted before `connect` succeeded: 64 KiB, bytes (a chunk never
+/// carries more than one message, and no message may be longer at that stage).
+pub const BEFORE_CONNECT_MAX_CHUNK_SIZE: u32 = PRE_AUTH_MAX_MESSAGE as u32;
+/// Distinct chunk stream ids a connected peer may use before its publish or play is
+/// accepted: 8.
+pub const BEFORE_ACCEPT_MAX_CHUNK_STREAMS: usize = 8;
+/// Bytes held across partly received messages of a connected peer before its publish or
+/// play is accepted: 256 KiB, bytes.
+pub const BEFORE_ACCEPT_MAX_PARTIAL: usize = 256 << 10;
+/// Room reserved for a new message before its chunks arrive: at most 64 KiB, bytes; the
+/// buffer then doubles as chunks come, never past the message's length.
+const INITIAL_RESERVE: usize = 64 << 10;
 /// The 3-byte timestamp value that announces an extended timestamp (§5.3.1.3).
 const EXTENDED: u32 = 0xFF_FFFF;
 
@@ -69,6 +96,87 @@ pub mod msg_type {
     pub const AGGREGATE: u8 = 22;
 }
 
+/// How far a server's peer has come, for [`Limits`] and error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// `connect` (§7.2.1.1) has not succeeded yet.
+    BeforeConnect,
+    /// Connected; no publish or play accepted yet (the host has not authorized the peer).
+    BeforeAccept,
+    /// A publish or play was accepted; also any decoder that does not tighten its limits
+    /// (a client reading a server).
+    Open,
+}
+
+impl Phase {
+    /// The words an error message adds after what was too large (with a leading space), or
+    /// nothing for [`Phase::Open`].
+    pub fn when(self) -> &'static str {
+        match self {
+            Phase::BeforeConnect => " before connect",
+            Phase::BeforeAccept => " before a publish or play is accepted",
+            Phase::Open => "",
+        }
+    }
+}
+
+/// What a peer may make a [`ChunkDecoder`] hold (Adobe RTMP spec 1.0 §5.3 chunking, §5.4.1
+/// Set Chunk Size). Checked as headers arrive, before anything is reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The phase these limits belong to, named in errors.
+    pub phase: Phase,
+    /// Distinct chunk stream ids the peer may use (an id counts from its first chunk on).
+    pub max_chunk_streams: usize,
+    /// Longest message, bytes: the length in a type 0 or 1 message header (§5.3.1.2).
+    pub max_message: usize,
+    /// Bytes reserved across all partly received messages, on all chunk streams together.
+    pub max_partial: usize,
+    /// Largest chunk size a Set Chunk Size may set, bytes (§5.4.1; at most
+    /// [`SPEC_MAX_CHUNK_SIZE`], and this decoder never takes more than [`MAX_CHUNK_SIZE`]).
+    pub max_chunk_size: u32,
+}
+
+impl Limits {
+    /// Before `connect`: 4 chunk streams, messages of at most 64 KiB (or `max_message`
+    /// if smaller), 128 KiB held, chunk size at most 64 KiB.
+    pub fn before_connect(max_message: usize) -> Limits {
+        Limits {
+            phase: Phase::BeforeConnect,
+            max_chunk_streams: BEFORE_CONNECT_MAX_CHUNK_STREAMS,
+            max_message: max_message.min(PRE_AUTH_MAX_MESSAGE),
+            max_partial: BEFORE_CONNECT_MAX_PARTIAL,
+            max_chunk_size: BEFORE_CONNECT_MAX_CHUNK_SIZE,
+        }
+    }
+
+    /// Connected, before a publish or play is accepted: 8 chunk streams, messages of at most
+    /// 64 KiB (or `max_message` if smaller), 256 KiB held. The chunk size may go up to
+    /// 16 MiB: clients announce the chunk size they will send media with at this stage, and
+    /// a chunk never holds more than the rest of its message.
+    pub fn before_accept(max_message: usize) -> Limits {
+        Limits {
+            phase: Phase::BeforeAccept,
+            max_chunk_streams: BEFORE_ACCEPT_MAX_CHUNK_STREAMS,
+            max_message: max_message.min(PRE_AUTH_MAX_MESSAGE),
+            max_partial: BEFORE_ACCEPT_MAX_PARTIAL,
+            max_chunk_size: MAX_CHUNK_SIZE,
+        }
+    }
+
+    /// A trusted peer: 64 chunk streams, messages of at most `max_message` bytes (capped at
+    /// the 24-bit [`MAX_MESSAGE_LEN`]), 16 MiB held, chunk size at most 16 MiB.
+    pub fn open(max_message: usize) -> Limits {
+        Limits {
+            phase: Phase::Open,
+            max_chunk_streams: DEFAULT_MAX_CHUNK_STREAMS,
+            max_message: max_message.min(MAX_MESSAGE_LEN),
+            max_partial: DEFAULT_MAX_PARTIAL,
+            max_chunk_size: MAX_CHUNK_SIZE,
+        }
+    }
+}
+
 /// One complete RTMP message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -88,16 +196,47 @@ pub struct Message {
 /// connection must be closed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ChunkError {
-    /// Set Chunk Size with 0 or more than 16 MiB.
+    /// A chunk size of 0, or one the spec does not allow (§5.4.1: its first bit is zero);
+    /// from the encoder, one above [`MAX_CHUNK_SIZE`].
     #[error("chunk size {0} is invalid (valid: 1..=16777216)")]
     BadChunkSize(u32),
-    /// A message header announced more than the configured limit.
-    #[error("message of {len} bytes exceeds the {limit}-byte limit")]
+    /// The peer's Set Chunk Size is above what the current [`Limits`] allow.
+    #[error("Set Chunk Size of {size} bytes{} (limit {limit} bytes)", .phase.when())]
+    ChunkSizeTooLarge {
+        /// The chunk size asked for, bytes.
+        size: u32,
+        /// The limit, bytes.
+        limit: u32,
+        /// The phase whose limit it is.
+        phase: Phase,
+    },
+    /// A message header announced more than the current [`Limits`] allow.
+    #[error("message of {len} bytes on chunk stream {csid}{} (limit {limit} bytes)", .phase.when())]
     MessageTooLong {
         /// Announced length, bytes.
         len: usize,
+        /// The chunk stream it came on.
+        csid: u32,
         /// The limit, bytes.
         limit: usize,
+        /// The phase whose limit it is.
+        phase: Phase,
+    },
+    /// Partly received messages, on all chunk streams together, would hold more than the
+    /// current [`Limits`] allow.
+    #[error(
+        "chunk stream {csid}: partly received messages would hold {total} bytes{} (limit {limit} bytes)",
+        .phase.when()
+    )]
+    TooMuchPartial {
+        /// The chunk stream whose chunk would go past the limit.
+        csid: u32,
+        /// Bytes they would hold, reservations included.
+        total: usize,
+        /// The limit, bytes.
+        limit: usize,
+        /// The phase whose limit it is.
+        phase: Phase,
     },
     /// A type 1, 2 or 3 header on a chunk stream that never had a type 0 header.
     #[error("chunk stream {csid}: header type {fmt} without a previous type 0 header")]
@@ -108,12 +247,14 @@ pub enum ChunkError {
         fmt: u8,
     },
     /// The peer opened more chunk streams than allowed.
-    #[error("chunk stream {csid} exceeds the limit of {max} chunk streams")]
+    #[error("chunk stream {csid} exceeds the limit of {max} chunk streams{}", .phase.when())]
     TooManyChunkStreams {
         /// The chunk stream id that would be one too many.
         csid: u32,
         /// The limit.
         max: usize,
+        /// The phase whose limit it is.
+        phase: Phase,
     },
     /// A protocol control message too short for its fields.
     #[error("{what} message has {len} bytes, needs {need}")]
@@ -141,6 +282,8 @@ struct InStream {
     stream_id: u32,
     /// Payload of the message being assembled.
     partial: Vec<u8>,
+    /// Bytes reserved for `partial` while in progress, counted in the decoder's total.
+    reserved: usize,
     /// A message is partly received.
     in_progress: bool,
 }
@@ -149,15 +292,21 @@ struct InStream {
 ///
 /// `push` appends bytes to an internal buffer (consumed from an offset, compacted now and
 /// then); `poll` returns the next complete message. A chunk is taken only once its header and
-/// payload (at most the chunk size) are all buffered, so the buffer holds at most one chunk
-/// plus whatever the caller pushed ahead.
+/// payload (at most the chunk size, and never more than the rest of its message) are all
+/// buffered, so the buffer holds at most one chunk plus whatever the caller pushed ahead.
+///
+/// [`Limits`] bound the chunk streams, each message's length, the bytes reserved for partly
+/// received messages together, and Set Chunk Size; input beyond them is an error, found from
+/// the headers before anything is reserved.
 #[derive(Debug)]
 pub struct ChunkDecoder {
     buf: Vec<u8>,
     pos: usize,
     chunk_size: u32,
-    max_message: usize,
-    max_streams: usize,
+    limits: Limits,
+    /// Bytes reserved for partly received messages, all chunk streams (the sum of
+    /// `InStream::reserved` over those in progress).
+    partial_total: usize,
     streams: HashMap<u32, InStream>,
     /// Timestamp of the last message started on any chunk stream (for unwrapping a type 0 on
     /// a new chunk stream).
@@ -192,23 +341,46 @@ fn unwrap_ts(field: u32, reference: u64) -> u64 {
 }
 
 impl ChunkDecoder {
-    /// A decoder with chunk size 128, at most `max_message` bytes per message and at most
-    /// [`DEFAULT_MAX_CHUNK_STREAMS`] chunk streams.
+    /// A decoder with chunk size 128 and [`Limits::open`]: at most `max_message` bytes per
+    /// message, [`DEFAULT_MAX_CHUNK_STREAMS`] chunk streams, [`DEFAULT_MAX_PARTIAL`] bytes
+    /// held.
     pub fn new(max_message: usize) -> ChunkDecoder {
+        ChunkDecoder::with_limits(Limits::open(max_message))
+    }
+
+    /// A decoder with chunk size 128 and the given limits.
+    pub fn with_limits(limits: Limits) -> ChunkDecoder {
         ChunkDecoder {
             buf: Vec::new(),
             pos: 0,
             chunk_size: DEFAULT_CHUNK_SIZE,
-            max_message,
-            max_streams: DEFAULT_MAX_CHUNK_STREAMS,
+            limits,
+            partial_total: 0,
             streams: HashMap::new(),
             last_timestamp: 0,
         }
     }
 
+    /// Changes the limits, e.g. to the next [`Phase`]'s once the peer is connected or its
+    /// publish accepted. They apply to headers and Set Chunk Size read from then on; chunk
+    /// streams already in use stay usable, and a chunk size already in force stays.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// Changes the limit on distinct chunk stream ids (default 64).
     pub fn set_max_chunk_streams(&mut self, max: usize) {
-        self.max_streams = max;
+        self.limits.max_chunk_streams = max;
+    }
+
+    /// Bytes reserved for partly received messages, all chunk streams together.
+    pub fn partial_bytes(&self) -> usize {
+        self.partial_total
     }
 
     /// The chunk size currently expected from the peer, bytes.
@@ -262,10 +434,11 @@ impl ChunkDecoder {
             let prev = match self.streams.get(&csid) {
                 Some(s) => s,
                 None if fmt != 0 => return Err(ChunkError::NoPreviousHeader { csid, fmt }),
-                None if self.streams.len() >= self.max_streams => {
+                None if self.streams.len() >= self.limits.max_chunk_streams => {
                     return Err(ChunkError::TooManyChunkStreams {
                         csid,
-                        max: self.max_streams,
+                        max: self.limits.max_chunk_streams,
+                        phase: self.limits.phase,
                     })
                 }
                 None => &empty,
@@ -305,10 +478,12 @@ impl ChunkDecoder {
                 (prev.ts_field, prev.extended)
             };
             let continuing = fmt == 3 && prev.in_progress;
-            if !continuing && len as usize > self.max_message {
+            if !continuing && len as usize > self.limits.max_message {
                 return Err(ChunkError::MessageTooLong {
                     len: len as usize,
-                    limit: self.max_message,
+                    csid,
+                    limit: self.limits.max_message,
+                    phase: self.limits.phase,
                 });
             }
             let timestamp = if continuing {
@@ -324,20 +499,30 @@ impl ChunkDecoder {
                 prev.timestamp + u64::from(ts_field)
             };
             let got = if continuing { prev.partial.len() } else { 0 };
-            let take = (self.chunk_size as usize).min(len as usize - got);
-            if buf.len() < p + take {
-                return Ok(None);
+            let take = (self.chunk_size as usize).min((len as usize).saturating_sub(got));
+            // What this message will have reserved once the chunk is in, against the total
+            // over all chunk streams (a message in progress here that this header replaces
+            // gives its reservation back).
+            let held = if prev.in_progress { prev.reserved } else { 0 };
+            let reserved = reservation(if continuing { held } else { 0 }, got, take, len as usize);
+            let total = self.partial_total.saturating_sub(held) + reserved;
+            if total > self.limits.max_partial {
+                return Err(ChunkError::TooMuchPartial {
+                    csid,
+                    total,
+                    limit: self.limits.max_partial,
+                    phase: self.limits.phase,
+                });
             }
+            let Some(data) = buf.get(p..p + take) else {
+                return Ok(None);
+            };
             // The whole chunk is here: commit.
-            let data = &self.buf[self.pos + p..self.pos + p + take];
             let st = self.streams.entry(csid).or_default();
             if !continuing {
-                // A new header while a message was in progress drops that message (lenient).
-                st.partial.clear();
-                let want = (len as usize).min(64 * 1024);
-                if st.partial.capacity() < want {
-                    st.partial.reserve_exact(want);
-                }
+                // A new header while a message was in progress drops that message (lenient),
+                // and its buffer with it.
+                st.partial = Vec::new();
                 st.timestamp = timestamp;
                 self.last_timestamp = timestamp;
             }
@@ -348,18 +533,21 @@ impl ChunkDecoder {
             st.len = len;
             st.msg_type = typ;
             st.stream_id = sid;
-            if st.partial.capacity() - st.partial.len() < data.len() {
-                let cap = st.partial.capacity();
-                let target = (len as usize).min((cap * 2).max(st.partial.len() + data.len()));
-                st.partial.reserve_exact(target - st.partial.len());
+            if st.partial.capacity() < reserved {
+                st.partial.reserve_exact(reserved - st.partial.len());
             }
             st.partial.extend_from_slice(data);
             self.pos += p + take;
             if st.partial.len() < len as usize {
                 st.in_progress = true;
+                st.reserved = reserved;
+                self.partial_total = total;
                 continue;
             }
+            // Complete: its bytes leave with the message.
             st.in_progress = false;
+            st.reserved = 0;
+            self.partial_total = self.partial_total.saturating_sub(held);
             let msg = Message {
                 csid,
                 msg_type: typ,
@@ -377,15 +565,27 @@ impl ChunkDecoder {
         match msg.msg_type {
             msg_type::SET_CHUNK_SIZE => {
                 let size = control_u32(msg, "set chunk size")?;
-                if size == 0 || size > MAX_CHUNK_SIZE {
+                if size == 0 || size > SPEC_MAX_CHUNK_SIZE {
                     return Err(ChunkError::BadChunkSize(size));
+                }
+                let limit = self.limits.max_chunk_size.min(MAX_CHUNK_SIZE);
+                if size > limit {
+                    return Err(ChunkError::ChunkSizeTooLarge {
+                        size,
+                        limit,
+                        phase: self.limits.phase,
+                    });
                 }
                 self.chunk_size = size;
             }
             msg_type::ABORT => {
                 let csid = control_u32(msg, "abort")?;
                 if let Some(st) = self.streams.get_mut(&csid) {
-                    st.partial.clear();
+                    if st.in_progress {
+                        self.partial_total = self.partial_total.saturating_sub(st.reserved);
+                    }
+                    st.partial = Vec::new();
+                    st.reserved = 0;
                     st.in_progress = false;
                 }
             }
@@ -393,6 +593,22 @@ impl ChunkDecoder {
         }
         Ok(())
     }
+}
+
+/// Bytes a message of `len` bytes has reserved once `add` more arrive after the `have` it
+/// holds, given `reserved` so far (0 for a new message): [`INITIAL_RESERVE`] at first, then
+/// doubling when full, never more than `len`.
+fn reservation(reserved: usize, have: usize, add: usize, len: usize) -> usize {
+    let mut r = if reserved == 0 {
+        len.min(INITIAL_RESERVE)
+    } else {
+        reserved
+    };
+    let need = have.saturating_add(add);
+    if r < need {
+        r = len.min(r.saturating_mul(2).max(need));
+    }
+    r
 }
 
 /// The first 4 bytes (BE) of a protocol control message.
@@ -860,11 +1076,22 @@ mod tests {
 
     #[test]
     fn bad_chunk_sizes() {
-        for bad in [0u32, 17 << 20, u32::MAX] {
+        for bad in [0u32, 17 << 20, 0x7FFF_FFFF, 0x8000_0000, u32::MAX] {
             let mut dec = ChunkDecoder::default();
             dec.push(&set_chunk_size_msg(bad));
             let e = dec.poll().unwrap_err();
-            assert_eq!(e, ChunkError::BadChunkSize(bad));
+            if bad == 0 || bad > SPEC_MAX_CHUNK_SIZE {
+                assert_eq!(e, ChunkError::BadChunkSize(bad));
+            } else {
+                assert_eq!(
+                    e,
+                    ChunkError::ChunkSizeTooLarge {
+                        size: bad,
+                        limit: MAX_CHUNK_SIZE,
+                        phase: Phase::Open
+                    }
+                );
+            }
             assert!(ChunkEncoder::new()
                 .set_chunk_size(bad, &mut Vec::new())
                 .is_err());
@@ -892,7 +1119,7 @@ mod tests {
         let e = dec.poll().unwrap_err();
         assert_eq!(
             e.to_string(),
-            "message of 1001 bytes exceeds the 1000-byte limit"
+            "message of 1001 bytes on chunk stream 3 (limit 1000 bytes)"
         );
         // Exactly the limit is fine.
         let mut dec = ChunkDecoder::new(1000);
@@ -921,8 +1148,192 @@ mod tests {
         }
         assert!(matches!(
             dec.poll(),
-            Err(ChunkError::TooManyChunkStreams { csid: 6, max: 3 })
+            Err(ChunkError::TooManyChunkStreams {
+                csid: 6,
+                max: 3,
+                phase: Phase::Open
+            })
         ));
+    }
+
+    /// A type 0 chunk header on `csid` (< 64) for a message of `len` bytes, type 20.
+    fn type0(csid: u8, len: u32) -> Vec<u8> {
+        let l = len.to_be_bytes();
+        vec![csid, 0, 0, 0, l[1], l[2], l[3], 20, 0, 0, 0, 0]
+    }
+
+    #[test]
+    fn before_connect_five_chunk_streams_is_one_too_many() {
+        let mut dec = ChunkDecoder::with_limits(Limits::before_connect(DEFAULT_MAX_MESSAGE));
+        let mut enc = ChunkEncoder::new();
+        let mut wire = Vec::new();
+        for csid in 2..7 {
+            enc.write_message(csid, 20, 0, 0, b"x", &mut wire);
+        }
+        dec.push(&wire);
+        for _ in 0..4 {
+            assert!(dec.poll().unwrap().is_some());
+        }
+        let e = dec.poll().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "chunk stream 6 exceeds the limit of 4 chunk streams before connect"
+        );
+    }
+
+    #[test]
+    fn before_connect_a_1_mib_message_is_refused_from_its_header() {
+        let mut dec = ChunkDecoder::with_limits(Limits::before_connect(DEFAULT_MAX_MESSAGE));
+        // The 12-byte header alone: no payload needed, nothing reserved.
+        dec.push(&type0(3, 1 << 20));
+        let e = dec.poll().unwrap_err();
+        assert_eq!(
+            e,
+            ChunkError::MessageTooLong {
+                len: 1 << 20,
+                csid: 3,
+                limit: PRE_AUTH_MAX_MESSAGE,
+                phase: Phase::BeforeConnect
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "message of 1048576 bytes on chunk stream 3 before connect (limit 65536 bytes)"
+        );
+        assert_eq!(dec.partial_bytes(), 0);
+        // Before a publish or play is accepted, too; 64 KiB exactly is fine.
+        let mut dec = ChunkDecoder::with_limits(Limits::before_accept(DEFAULT_MAX_MESSAGE));
+        dec.push(&type0(3, 64 << 10));
+        assert_eq!(dec.poll(), Ok(None));
+        let mut dec = ChunkDecoder::with_limits(Limits::before_accept(DEFAULT_MAX_MESSAGE));
+        dec.push(&type0(4, (64 << 10) + 1));
+        assert!(dec
+            .poll()
+            .unwrap_err()
+            .to_string()
+            .ends_with("before a publish or play is accepted (limit 65536 bytes)"));
+    }
+
+    #[test]
+    fn partly_received_messages_share_one_budget() {
+        // Before connect: three 64 KiB messages begun on three chunk streams reserve 192 KiB,
+        // over the 128 KiB budget: the third chunk stream's first chunk is refused.
+        let mut dec = ChunkDecoder::with_limits(Limits::before_connect(DEFAULT_MAX_MESSAGE));
+        for csid in 2..5u8 {
+            let mut chunk = type0(csid, 64 << 10);
+            chunk.extend_from_slice(&[0u8; 128]);
+            dec.push(&chunk);
+            let r = dec.poll();
+            if csid < 4 {
+                assert_eq!(r, Ok(None));
+                assert_eq!(dec.partial_bytes(), usize::from(csid - 1) * (64 << 10));
+            } else {
+                assert_eq!(
+                    r.unwrap_err().to_string(),
+                    "chunk stream 4: partly received messages would hold 196608 bytes \
+                     before connect (limit 131072 bytes)"
+                );
+            }
+        }
+        // An Abort gives a message's reservation back; so does its completion.
+        let mut dec = ChunkDecoder::with_limits(Limits::before_connect(DEFAULT_MAX_MESSAGE));
+        let mut wire = type0(5, 1000);
+        wire.extend_from_slice(&[0u8; 128]);
+        dec.push(&wire);
+        assert_eq!(dec.poll(), Ok(None));
+        assert_eq!(dec.partial_bytes(), 1000);
+        let mut enc = ChunkEncoder::new();
+        let mut abort = Vec::new();
+        enc.write_message(2, msg_type::ABORT, 0, 0, &5u32.to_be_bytes(), &mut abort);
+        dec.push(&abort);
+        assert_eq!(
+            dec.poll().unwrap().map(|m| m.msg_type),
+            Some(msg_type::ABORT)
+        );
+        assert_eq!(dec.partial_bytes(), 0);
+        let mut msg = Vec::new();
+        enc.write_message(3, 20, 0, 0, &[7u8; 300], &mut msg);
+        dec.push(&msg[..200]);
+        assert_eq!(dec.poll(), Ok(None));
+        assert_eq!(dec.partial_bytes(), 300);
+        dec.push(&msg[200..]);
+        assert_eq!(dec.poll().unwrap().map(|m| m.payload.len()), Some(300));
+        assert_eq!(dec.partial_bytes(), 0);
+    }
+
+    #[test]
+    fn the_budget_counts_growth_and_replaced_messages() {
+        let limits = Limits {
+            max_partial: 300_000,
+            ..Limits::open(DEFAULT_MAX_MESSAGE)
+        };
+        let mut dec = ChunkDecoder::with_limits(limits);
+        let mut enc = ChunkEncoder::new();
+        let mut wire = Vec::new();
+        enc.set_chunk_size(100_000, &mut wire).unwrap();
+        dec.push(&wire);
+        assert!(dec.poll().unwrap().is_some());
+        // A 200 000-byte message's first 100 000-byte chunk grows its reservation to 128 KiB.
+        for csid in [3u8, 4] {
+            let mut chunk = type0(csid, 200_000);
+            chunk.extend_from_slice(&[1u8; 100_000]);
+            dec.push(&chunk);
+            assert_eq!(dec.poll(), Ok(None));
+        }
+        assert_eq!(dec.partial_bytes(), 2 * (128 << 10));
+        // A new header on chunk stream 4 drops its message and its reservation.
+        dec.push(&type0(4, 10));
+        dec.push(&[2u8; 10]);
+        assert_eq!(dec.poll().unwrap().map(|m| m.payload), Some(vec![2u8; 10]));
+        assert_eq!(dec.partial_bytes(), 128 << 10);
+        // Two more in progress would need 384 KiB.
+        let mut chunk = type0(4, 200_000);
+        chunk.extend_from_slice(&[1u8; 100_000]);
+        dec.push(&chunk);
+        assert_eq!(dec.poll(), Ok(None));
+        let mut chunk = type0(5, 200_000);
+        chunk.extend_from_slice(&[1u8; 100_000]);
+        dec.push(&chunk);
+        assert!(matches!(
+            dec.poll(),
+            Err(ChunkError::TooMuchPartial {
+                csid: 5,
+                total: 393_216,
+                limit: 300_000,
+                phase: Phase::Open
+            })
+        ));
+    }
+
+    #[test]
+    fn set_chunk_size_is_range_checked_per_phase() {
+        let mut dec = ChunkDecoder::with_limits(Limits::before_connect(DEFAULT_MAX_MESSAGE));
+        dec.push(&set_chunk_size_msg(64 << 10));
+        assert!(dec.poll().unwrap().is_some());
+        assert_eq!(dec.chunk_size(), 64 << 10);
+        dec.push(&set_chunk_size_msg((64 << 10) + 1));
+        assert_eq!(
+            dec.poll().unwrap_err().to_string(),
+            "Set Chunk Size of 65537 bytes before connect (limit 65536 bytes)"
+        );
+        // Once connected, a client may announce the chunk size of its media.
+        let mut dec = ChunkDecoder::with_limits(Limits::before_accept(DEFAULT_MAX_MESSAGE));
+        dec.push(&set_chunk_size_msg(1 << 20));
+        assert!(dec.poll().unwrap().is_some());
+        // Raising the limits keeps the chunk streams in use and lets big messages through.
+        let mut dec = ChunkDecoder::with_limits(Limits::before_connect(DEFAULT_MAX_MESSAGE));
+        let mut enc = ChunkEncoder::new();
+        let mut wire = Vec::new();
+        enc.write_message(6, 9, 1, 0, &payload(100, 0), &mut wire);
+        dec.push(&wire);
+        assert!(dec.poll().unwrap().is_some());
+        dec.set_limits(Limits::open(DEFAULT_MAX_MESSAGE));
+        wire.clear();
+        enc.write_message(6, 9, 1, 40, &payload(1 << 20, 1), &mut wire);
+        let msgs = decode_all(&mut dec, &wire, 4096);
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].payload, payload(1 << 20, 1));
+        assert_eq!(dec.partial_bytes(), 0);
     }
 
     #[test]
@@ -981,12 +1392,24 @@ mod tests {
 
     proptest! {
         #[test]
-        fn decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..2048), step in 1usize..64) {
-            let mut dec = ChunkDecoder::new(4096);
+        fn decoder_never_panics(
+            bytes in prop::collection::vec(any::<u8>(), 0..2048),
+            step in 1usize..64,
+            phase in 0..3u8,
+        ) {
+            let limits = match phase {
+                0 => Limits::before_connect(4096),
+                1 => Limits::before_accept(4096),
+                _ => Limits { max_partial: 8192, ..Limits::open(4096) },
+            };
+            let mut dec = ChunkDecoder::with_limits(limits);
             for piece in bytes.chunks(step) {
                 dec.push(piece);
-                // Keeps going after an error too: still no panic.
-                while let Ok(Some(_)) = dec.poll() {}
+                // Keeps going after an error too: still no panic, still within the budget.
+                while let Ok(Some(m)) = dec.poll() {
+                    prop_assert!(m.payload.len() <= limits.max_message);
+                }
+                prop_assert!(dec.partial_bytes() <= limits.max_partial);
             }
         }
 
