@@ -96,8 +96,9 @@ pub mod msg_type {
     pub const AGGREGATE: u8 = 22;
 }
 
-/// How far a server's peer has come, for [`Limits`] and error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How far a server's peer has come, for [`Limits`] and error messages. Ordered: each phase
+/// is later (and trusted more) than the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Phase {
     /// `connect` (§7.2.1.1) has not succeeded yet.
     BeforeConnect,

@@ -15,14 +15,21 @@
 //!
 //! Chunk streams used when sending: 2 protocol control, 3 NetConnection command replies,
 //! 5 NetStream status and data messages, 4 audio, 6 video.
+//!
+//! Hostile peers: until `connect` succeeds the chunk decoder takes at most 4 chunk streams,
+//! messages of 64 KiB and 128 KiB held across partly received messages; until the host
+//! accepts a publish or play, 8 chunk streams, 64 KiB messages and 256 KiB held; then
+//! [`ServerConfig::max_message`], 64 chunk streams and 16 MiB held (see [`Limits`]). Media
+//! sent before the publish is answered must fit in 64 KiB messages (ffmpeg, OBS and
+//! GStreamer wait for `NetStream.Publish.Start`).
 
 use std::collections::VecDeque;
 
 use thiserror::Error;
 
 use super::chunk::{
-    msg_type, ChunkDecoder, ChunkEncoder, ChunkError, Message, Span, DEFAULT_MAX_MESSAGE,
-    MAX_CHUNK_SIZE, MAX_MESSAGE_LEN,
+    msg_type, ChunkDecoder, ChunkEncoder, ChunkError, Limits, Message, Phase, Span,
+    DEFAULT_MAX_MESSAGE, MAX_CHUNK_SIZE, MAX_MESSAGE_LEN,
 };
 use super::handshake::{Handshake, HandshakeError};
 use crate::amf0::{self, Amf0, Amf0Error};
@@ -55,7 +62,8 @@ pub struct ServerConfig {
     pub window_ack_size: u32,
     /// Chunk size we send with after `connect`, bytes, clamped to 1..=16 MiB (§5.4.1).
     pub out_chunk_size: u32,
-    /// Largest message accepted from the peer, bytes.
+    /// Largest message accepted from the peer once its publish or play is accepted, bytes
+    /// (before that, at most 64 KiB: [`Limits::before_connect`], [`Limits::before_accept`]).
     pub max_message: usize,
     /// Seed for the handshake's random block (S1).
     pub random_seed: u64,
@@ -268,7 +276,7 @@ impl ServerSession {
         config.out_chunk_size = config.out_chunk_size.clamp(1, MAX_CHUNK_SIZE);
         ServerSession {
             handshake: Handshake::new(config.random_seed),
-            dec: ChunkDecoder::new(config.max_message),
+            dec: ChunkDecoder::with_limits(Limits::before_connect(config.max_message)),
             enc: ChunkEncoder::new(),
             out: Vec::new(),
             events: VecDeque::new(),
@@ -316,12 +324,14 @@ impl ServerSession {
     /// Feeds bytes received from the peer: handshake first, then chunks. Replies (handshake,
     /// acknowledgements, command results) go to the output, events to the queue. After an
     /// error the connection must be closed.
+    ///
+    /// Errors include input beyond the current [`Limits`] (a [`ChunkError`]).
     pub fn handle_input(&mut self, input: &[u8]) -> Result<(), SessionError> {
         self.received += input.len() as u64;
         let mut rest = input;
         if !self.handshake.is_done() {
             let p = self.handshake.push(rest, &mut self.out)?;
-            rest = &rest[p.consumed..];
+            rest = rest.get(p.consumed..).unwrap_or_default();
             if !p.done {
                 return Ok(());
             }
@@ -340,6 +350,24 @@ impl ServerSession {
         Ok(())
     }
 
+    /// The [`Phase`] the peer is in: what the chunk decoder's limits are.
+    pub fn phase(&self) -> Phase {
+        self.dec.limits().phase
+    }
+
+    /// Moves the chunk decoder's limits to `phase`'s, never back to a stricter phase.
+    fn enter(&mut self, phase: Phase) {
+        if phase <= self.phase() {
+            return;
+        }
+        let max = self.config.max_message;
+        self.dec.set_limits(match phase {
+            Phase::BeforeConnect => Limits::before_connect(max),
+            Phase::BeforeAccept => Limits::before_accept(max),
+            Phase::Open => Limits::open(max),
+        });
+    }
+
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -351,9 +379,11 @@ impl ServerSession {
     }
 
     /// Answers the pending publish with onStatus `NetStream.Publish.Start` (after a
-    /// StreamBegin user control event).
+    /// StreamBegin user control event). The peer's input is then read with
+    /// [`Limits::open`]: messages of up to [`ServerConfig::max_message`] bytes.
     pub fn accept_publish(&mut self) -> Result<(), SessionError> {
         let (sid, name) = self.pending(false)?;
+        self.enter(Phase::Open);
         self.user_control(uc::STREAM_BEGIN, sid);
         let desc = format!("{name} is now published.");
         self.on_status(sid, status("status", "NetStream.Publish.Start", &desc));
@@ -377,9 +407,11 @@ impl ServerSession {
 
     /// Answers the pending play: StreamBegin (user control 0), onStatus
     /// `NetStream.Play.Reset` and `NetStream.Play.Start`, and the `|RtmpSampleAccess` data
-    /// message. Media may be sent from then on.
+    /// message. Media may be sent from then on, and the peer's input is read with
+    /// [`Limits::open`].
     pub fn accept_play(&mut self) -> Result<(), SessionError> {
         let (sid, name) = self.pending(true)?;
+        self.enter(Phase::Open);
         self.user_control(uc::STREAM_BEGIN, sid);
         let reset = format!("Playing and resetting {name}.");
         self.on_status(sid, status("status", "NetStream.Play.Reset", &reset));
@@ -853,6 +885,7 @@ impl ServerSession {
         ]);
         self.result(txn, vec![props, info]);
         self.connected = true;
+        self.enter(Phase::BeforeAccept);
         self.events.push_back(Event::Connect { app, tc_url });
         Ok(())
     }
@@ -1431,6 +1464,147 @@ mod tests {
         assert_eq!(ack.len(), 1);
         let seq = u32::from_be_bytes(ack[0].payload[..4].try_into().unwrap());
         assert_eq!(u64::from(seq), s.bytes_received());
+    }
+
+    /// A type 0 chunk header on `csid` (< 64) for a message of `len` bytes of `typ`.
+    fn type0(csid: u8, typ: u8, len: u32) -> Vec<u8> {
+        let l = len.to_be_bytes();
+        vec![csid, 0, 0, 0, l[1], l[2], l[3], typ, 0, 0, 0, 0]
+    }
+
+    /// Window Acknowledgement Size messages (harmless, 4 bytes) on chunk streams `csids`.
+    fn on_chunk_streams(c: &mut Client, csids: std::ops::RangeInclusive<u32>) {
+        for csid in csids {
+            c.enc
+                .write_message(csid, 5, 0, 0, &2_500_000u32.to_be_bytes(), &mut c.wire);
+        }
+    }
+
+    #[test]
+    fn chunk_streams_per_phase() {
+        // Before connect: 9 chunk streams, the 5th is refused.
+        let mut s = ServerSession::new(ServerConfig::default());
+        let mut c = Client::handshake(&mut s);
+        assert_eq!(s.phase(), Phase::BeforeConnect);
+        on_chunk_streams(&mut c, 2..=10);
+        let e = s.handle_input(&c.wire).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "RTMP chunk stream: chunk stream 6 exceeds the limit of 4 chunk streams before connect"
+        );
+        // Connected (chunk stream 3 used by connect): 8 in all, the 9th is refused.
+        let mut s = ServerSession::new(ServerConfig::default());
+        let mut c = connected(&mut s);
+        assert_eq!(s.phase(), Phase::BeforeAccept);
+        on_chunk_streams(&mut c, 4..=10);
+        c.send(&mut s);
+        on_chunk_streams(&mut c, 11..=11);
+        assert!(matches!(
+            s.handle_input(&c.wire),
+            Err(SessionError::Chunk(ChunkError::TooManyChunkStreams {
+                csid: 11,
+                max: 8,
+                phase: Phase::BeforeAccept
+            }))
+        ));
+        // Once a publish is accepted: 64.
+        let mut s = ServerSession::new(ServerConfig::default());
+        let mut c = connected(&mut s);
+        publishing(&mut s, &mut c);
+        assert_eq!(s.phase(), Phase::Open);
+        on_chunk_streams(&mut c, 4..=60);
+        c.send(&mut s);
+    }
+
+    /// createStream and publish "cam" on message stream 1, accepted.
+    fn publishing(s: &mut ServerSession, c: &mut Client) {
+        create_stream(s, c, 2.0);
+        c.cmd(
+            1,
+            &[
+                Amf0::string("publish"),
+                Amf0::Number(3.0),
+                Amf0::Null,
+                Amf0::string("cam"),
+            ],
+        );
+        c.send(s);
+        assert!(matches!(s.poll_event(), Some(Event::Publish { .. })));
+        s.accept_publish().unwrap();
+        c.read(&s.take_output());
+    }
+
+    #[test]
+    fn message_length_per_phase() {
+        // Before connect, a 1 MiB message is refused from its 12-byte header.
+        let mut s = ServerSession::new(ServerConfig::default());
+        Client::handshake(&mut s);
+        let e = s.handle_input(&type0(3, 20, 1 << 20)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "RTMP chunk stream: message of 1048576 bytes on chunk stream 3 before connect \
+             (limit 65536 bytes)"
+        );
+        // Connected, publish asked but not accepted: a 100 kB video message is refused.
+        let mut s = ServerSession::new(ServerConfig::default());
+        let mut c = connected(&mut s);
+        create_stream(&mut s, &mut c, 2.0);
+        c.cmd(
+            1,
+            &[
+                Amf0::string("publish"),
+                Amf0::Number(3.0),
+                Amf0::Null,
+                Amf0::string("cam"),
+            ],
+        );
+        c.enc
+            .write_message(6, 9, 1, 0, &vec![0x17; 100_000], &mut c.wire);
+        let e = s.handle_input(&c.wire).unwrap_err();
+        assert_eq!(
+            e,
+            SessionError::Chunk(ChunkError::MessageTooLong {
+                len: 100_000,
+                csid: 6,
+                limit: 64 << 10,
+                phase: Phase::BeforeAccept
+            })
+        );
+        // Accepted: a 1 MiB video message comes through.
+        let mut s = ServerSession::new(ServerConfig::default());
+        let mut c = connected(&mut s);
+        publishing(&mut s, &mut c);
+        let frame = vec![0x27; 1 << 20];
+        c.enc.write_message(6, 9, 1, 40, &frame, &mut c.wire);
+        c.send(&mut s);
+        assert!(matches!(
+            s.poll_event(),
+            Some(Event::Media { kind: MediaKind::Video, timestamp: 40, ref payload })
+                if *payload == frame
+        ));
+    }
+
+    #[test]
+    fn set_chunk_size_before_connect_is_range_checked() {
+        let mut s = ServerSession::new(ServerConfig::default());
+        let mut c = Client::handshake(&mut s);
+        c.enc.set_chunk_size(1 << 20, &mut c.wire).unwrap();
+        assert!(matches!(
+            s.handle_input(&c.wire),
+            Err(SessionError::Chunk(ChunkError::ChunkSizeTooLarge {
+                size: 0x10_0000,
+                limit: 0x1_0000,
+                phase: Phase::BeforeConnect
+            }))
+        ));
+        let mut s = ServerSession::new(ServerConfig::default());
+        Client::handshake(&mut s);
+        let mut msg = type0(2, 1, 4);
+        msg.extend_from_slice(&0x8000_0000u32.to_be_bytes());
+        assert_eq!(
+            s.handle_input(&msg),
+            Err(SessionError::Chunk(ChunkError::BadChunkSize(0x8000_0000)))
+        );
     }
 
     fn after_handshake() -> ServerSession {
