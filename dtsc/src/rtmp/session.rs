@@ -17,11 +17,11 @@
 //! 5 NetStream status and data messages, 4 audio, 6 video.
 //!
 //! Hostile peers: until `connect` succeeds the chunk decoder takes at most 4 chunk streams,
-//! messages of 64 KiB and 128 KiB held across partly received messages; until the host
-//! accepts a publish or play, 8 chunk streams, 64 KiB messages and 256 KiB held; then
-//! [`ServerConfig::max_message`], 64 chunk streams and 16 MiB held (see [`Limits`]). Media
-//! sent before the publish is answered must fit in 64 KiB messages (ffmpeg, OBS and
-//! GStreamer wait for `NetStream.Publish.Start`).
+//! messages of 64 KiB and 128 KiB held across partly received messages, and the only command
+//! decoded past its name is `connect`; until the host accepts a publish or play, 8 chunk
+//! streams, 64 KiB messages and 256 KiB held; then [`ServerConfig::max_message`], 64 chunk
+//! streams and 16 MiB held (see [`Limits`]). Media sent before the publish is answered must
+//! fit in 64 KiB messages (ffmpeg, OBS and GStreamer wait for `NetStream.Publish.Start`).
 
 use std::collections::VecDeque;
 
@@ -325,7 +325,8 @@ impl ServerSession {
     /// acknowledgements, command results) go to the output, events to the queue. After an
     /// error the connection must be closed.
     ///
-    /// Errors include input beyond the current [`Limits`] (a [`ChunkError`]).
+    /// Errors include input beyond the current [`Limits`] (a [`ChunkError`]) and a command
+    /// other than `connect` before `connect`.
     pub fn handle_input(&mut self, input: &[u8]) -> Result<(), SessionError> {
         self.received += input.len() as u64;
         let mut rest = input;
@@ -721,17 +722,26 @@ impl ServerSession {
     }
 
     fn on_command(&mut self, msg: &Message, body: &[u8]) -> Result<(), SessionError> {
+        // The name alone first (§7.1.1: a command starts with its name, an AMF0 string), so
+        // that before `connect` nothing else is decoded.
+        let no_name = || err("", "command message without a command name");
+        if body.is_empty() {
+            return Err(no_name());
+        }
+        let Amf0::String(first) = amf0::decode(body)?.0 else {
+            return Err(no_name());
+        };
+        if first != "connect" && !self.connected {
+            return Err(err(&first, "received before connect"));
+        }
         let vals = amf0::decode_all(body)?;
         let Some(name) = vals.first().and_then(Amf0::as_str) else {
-            return Err(err("", "command message without a command name"));
+            return Err(no_name());
         };
         let txn = vals.get(1).and_then(Amf0::as_f64).unwrap_or(0.0);
         let arg = |i: usize| vals.get(3 + i);
         if name == "connect" {
             return self.on_connect(txn, vals.get(2));
-        }
-        if !self.connected {
-            return Err(err(name, "received before connect"));
         }
         match name {
             "createStream" => {
@@ -1605,6 +1615,40 @@ mod tests {
             s.handle_input(&msg),
             Err(SessionError::Chunk(ChunkError::BadChunkSize(0x8000_0000)))
         );
+    }
+
+    #[test]
+    fn only_connect_is_decoded_before_connect() {
+        // "createStream" then bytes that are not AMF0: refused for coming before connect,
+        // without the rest being read.
+        let mut s = ServerSession::new(ServerConfig::default());
+        let mut c = Client::handshake(&mut s);
+        let mut body = Vec::new();
+        amf0::encode(&Amf0::string("createStream"), &mut body);
+        body.extend_from_slice(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x1f]);
+        c.enc.write_message(3, 20, 0, 0, &body, &mut c.wire);
+        assert_eq!(
+            s.handle_input(&c.wire).unwrap_err().to_string(),
+            "RTMP command \"createStream\": received before connect"
+        );
+        // Once connected the same body is decoded, and its AMF0 is refused.
+        let mut s = ServerSession::new(ServerConfig::default());
+        let mut c = connected(&mut s);
+        c.enc.write_message(3, 20, 0, 0, &body, &mut c.wire);
+        assert!(matches!(
+            s.handle_input(&c.wire),
+            Err(SessionError::Amf(Amf0Error::ArrayTooLong { .. }))
+        ));
+        // A command without a name, or an empty one.
+        for body in [&b"\x00\x3f\xf0\x00\x00\x00\x00\x00\x00"[..], b""] {
+            let mut s = ServerSession::new(ServerConfig::default());
+            let mut c = Client::handshake(&mut s);
+            c.enc.write_message(3, 20, 0, 0, body, &mut c.wire);
+            assert_eq!(
+                s.handle_input(&c.wire),
+                Err(err("", "command message without a command name"))
+            );
+        }
     }
 
     fn after_handshake() -> ServerSession {
