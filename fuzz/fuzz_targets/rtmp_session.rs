@@ -65,6 +65,7 @@ fuzz_target!(|data: &[u8]| {
         out_chunk_size: 4096,
         max_message: 256 << 10,
         random_seed: 1,
+        ..ServerConfig::default()
     });
     let mut peer = Peer {
         skip: 1 + 2 * HANDSHAKE_SIZE,

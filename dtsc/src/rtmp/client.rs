@@ -540,6 +540,7 @@ mod tests {
             out_chunk_size: 4096,
             max_message: 8 << 20,
             random_seed: 9,
+            ..ServerConfig::default()
         })
     }
 

@@ -22,6 +22,13 @@
 //! streams, 64 KiB messages and 256 KiB held; then [`ServerConfig::max_message`], 64 chunk
 //! streams and 16 MiB held (see [`Limits`]). Media sent before the publish is answered must
 //! fit in 64 KiB messages (ffmpeg, OBS and GStreamer wait for `NetStream.Publish.Start`).
+//!
+//! Replies the peer's input causes (handshake, acknowledgements, ping responses, command
+//! answers) count until the host takes the output; past [`ServerConfig::max_queued_replies`]
+//! bytes, [`ServerSession::handle_input`] fails with [`SessionError::OutputBacklog`], so a
+//! peer that sends without reading is dropped instead of buffered for. A host that keeps its
+//! own send buffer should leave the session's output where it is while that buffer is not
+//! empty ([`ServerSession::queued_output`] says how much waits there).
 
 use std::collections::VecDeque;
 
@@ -45,6 +52,10 @@ pub const CSID_STATUS: u32 = 5;
 /// Chunk stream for video sent to players.
 pub const CSID_VIDEO: u32 = 6;
 
+/// Default bound on the replies the peer's input may queue before the host takes the
+/// output: 1 MiB, bytes (see [`ServerConfig::max_queued_replies`]).
+pub const DEFAULT_MAX_QUEUED_REPLIES: usize = 1 << 20;
+
 /// User control event types (§6.2, §7.1.7).
 mod uc {
     pub const STREAM_BEGIN: u16 = 0;
@@ -67,16 +78,21 @@ pub struct ServerConfig {
     pub max_message: usize,
     /// Seed for the handshake's random block (S1).
     pub random_seed: u64,
+    /// Most bytes of replies to the peer's input (handshake, acknowledgements, ping
+    /// responses, command answers) that may wait in the output between two
+    /// [`ServerSession::take_output`] calls; more is [`SessionError::OutputBacklog`].
+    pub max_queued_replies: usize,
 }
 
 impl Default for ServerConfig {
-    /// 2 500 000-byte window, 4096-byte chunks, 8 MiB messages, seed 0.
+    /// 2 500 000-byte window, 4096-byte chunks, 8 MiB messages, seed 0, 1 MiB of replies.
     fn default() -> Self {
         ServerConfig {
             window_ack_size: 2_500_000,
             out_chunk_size: 4096,
             max_message: DEFAULT_MAX_MESSAGE,
             random_seed: 0,
+            max_queued_replies: DEFAULT_MAX_QUEUED_REPLIES,
         }
     }
 }
@@ -216,6 +232,18 @@ pub enum SessionError {
     /// A media message longer than RTMP can express.
     #[error("media message of {0} bytes exceeds RTMP's 16777215-byte message limit")]
     MediaTooLong(usize),
+    /// The peer's input made the session queue more replies than
+    /// [`ServerConfig::max_queued_replies`] without the host taking the output: the peer
+    /// sends but does not read.
+    #[error(
+        "{queued} bytes of replies wait for a peer that does not read them (limit {limit} bytes)"
+    )]
+    OutputBacklog {
+        /// Reply bytes queued since the output was last taken.
+        queued: usize,
+        /// The limit, bytes.
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,6 +281,8 @@ pub struct ServerSession {
     peer_window: u32,
     /// The client's buffer length from Set Buffer Length, ms.
     client_buffer_ms: Option<u32>,
+    /// Bytes the peer's input added to `out` since the host last took it.
+    replies_queued: usize,
 }
 
 fn err(command: &str, problem: &'static str) -> SessionError {
@@ -288,6 +318,7 @@ impl ServerSession {
             acked: 0,
             peer_window: config.window_ack_size,
             client_buffer_ms: None,
+            replies_queued: 0,
             config,
         }
     }
@@ -325,9 +356,21 @@ impl ServerSession {
     /// acknowledgements, command results) go to the output, events to the queue. After an
     /// error the connection must be closed.
     ///
-    /// Errors include input beyond the current [`Limits`] (a [`ChunkError`]) and a command
-    /// other than `connect` before `connect`.
+    /// Errors include input beyond the current [`Limits`] (a [`ChunkError`]), a command other
+    /// than `connect` before `connect`, and [`SessionError::OutputBacklog`] once the replies
+    /// queued since the last [`ServerSession::take_output`] exceed
+    /// [`ServerConfig::max_queued_replies`].
     pub fn handle_input(&mut self, input: &[u8]) -> Result<(), SessionError> {
+        let start = self.out.len();
+        let result = self.feed(input, start);
+        let added = self.out.len().saturating_sub(start);
+        self.replies_queued = self.replies_queued.saturating_add(added);
+        result
+    }
+
+    /// [`ServerSession::handle_input`]; `start` is the output length before it.
+    fn feed(&mut self, input: &[u8], start: usize) -> Result<(), SessionError> {
+        self.check_backlog(start)?;
         self.received += input.len() as u64;
         let mut rest = input;
         if !self.handshake.is_done() {
@@ -342,13 +385,41 @@ impl ServerSession {
         }
         while let Some(msg) = self.dec.poll()? {
             self.on_message(msg)?;
+            self.check_backlog(start)?;
         }
         if self.peer_window > 0 && self.received - self.acked >= u64::from(self.peer_window) {
             self.acked = self.received;
             let seq = (self.received as u32).to_be_bytes();
             self.control(msg_type::ACK, &seq);
         }
+        self.check_backlog(start)
+    }
+
+    /// Fails once the replies queued since the output was last taken, those of this input
+    /// (what `out` gained since `start`) included, exceed the configured bound.
+    fn check_backlog(&self, start: usize) -> Result<(), SessionError> {
+        let queued = self
+            .replies_queued
+            .saturating_add(self.out.len().saturating_sub(start));
+        if queued > self.config.max_queued_replies {
+            return Err(SessionError::OutputBacklog {
+                queued,
+                limit: self.config.max_queued_replies,
+            });
+        }
         Ok(())
+    }
+
+    /// Bytes waiting in the output for [`ServerSession::take_output`], bytes: replies to the
+    /// peer and whatever the host's calls (answers, metadata, copied media) added.
+    pub fn queued_output(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Of [`ServerSession::queued_output`], the bytes the peer's input caused (the part
+    /// bounded by [`ServerConfig::max_queued_replies`]), bytes.
+    pub fn queued_replies(&self) -> usize {
+        self.replies_queued
     }
 
     /// The [`Phase`] the peer is in: what the chunk decoder's limits are.
@@ -374,8 +445,10 @@ impl ServerSession {
         self.events.pop_front()
     }
 
-    /// Takes the bytes to send to the peer (leaving the internal buffer empty).
+    /// Takes the bytes to send to the peer (leaving the internal buffer empty, and the
+    /// count of queued replies at 0).
     pub fn take_output(&mut self) -> Vec<u8> {
+        self.replies_queued = 0;
         std::mem::take(&mut self.out)
     }
 
@@ -1648,6 +1721,83 @@ mod tests {
                 s.handle_input(&c.wire),
                 Err(err("", "command message without a command name"))
             );
+        }
+    }
+
+    /// `n` ping requests (user control 6) from the client.
+    fn pings(c: &mut Client, n: u32) {
+        for i in 0..n {
+            let mut p = vec![0, 6];
+            p.extend_from_slice(&i.to_be_bytes());
+            c.enc.write_message(2, 4, 0, 0, &p, &mut c.wire);
+        }
+    }
+
+    #[test]
+    fn replies_to_a_peer_that_does_not_read_are_bounded() {
+        let mut s = ServerSession::new(ServerConfig {
+            max_queued_replies: 4096,
+            ..ServerConfig::default()
+        });
+        let mut c = connected(&mut s);
+        assert_eq!((s.queued_output(), s.queued_replies()), (0, 0));
+        // 400 pings: 400 responses of 7 to 18 bytes each, under 4096.
+        pings(&mut c, 400);
+        c.send(&mut s);
+        let first = s.queued_replies();
+        assert!((2800..4096).contains(&first), "{first}");
+        assert_eq!(s.queued_output(), first);
+        c.read(&s.take_output());
+        // What the host queues (the play's answer, 10 kB of media) does not count.
+        create_stream(&mut s, &mut c, 2.0);
+        c.cmd(
+            1,
+            &[
+                Amf0::string("play"),
+                Amf0::Number(3.0),
+                Amf0::Null,
+                Amf0::string("cam"),
+            ],
+        );
+        c.send(&mut s);
+        assert!(matches!(s.poll_event(), Some(Event::Play { .. })));
+        c.read(&s.take_output());
+        s.accept_play().unwrap();
+        s.send_media(MediaKind::Video, 0, &[&[0x17; 10_000]])
+            .unwrap();
+        assert_eq!(s.queued_replies(), 0);
+        pings(&mut c, 400);
+        c.send(&mut s);
+        assert!(s.queued_replies() < 4096);
+        assert!(s.queued_output() > 10_000 + s.queued_replies());
+        // 400 more without the output being taken: over the bound, refused.
+        pings(&mut c, 400);
+        let e = s.handle_input(&c.wire).unwrap_err();
+        assert!(
+            matches!(e, SessionError::OutputBacklog { queued, limit: 4096 } if queued > 4096),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with(
+            "bytes of replies wait for a peer that does not read them (limit 4096 bytes)"
+        ));
+        // It stopped reading at the message that went over: 4096 bytes of replies and at
+        // most one response more.
+        assert!(s.queued_replies() <= 4096 + 18, "{}", s.queued_replies());
+    }
+
+    #[test]
+    fn replies_bound_resets_when_the_output_is_taken() {
+        let mut s = ServerSession::new(ServerConfig {
+            max_queued_replies: 4096,
+            ..ServerConfig::default()
+        });
+        let mut c = connected(&mut s);
+        for _ in 0..20 {
+            pings(&mut c, 400);
+            c.send(&mut s);
+            let msgs = c.read(&s.take_output());
+            assert_eq!(msgs.len(), 400);
+            assert_eq!(s.queued_replies(), 0);
         }
     }
 
