@@ -7,6 +7,10 @@
 //!   headers `X-Trigger: NAME` and `X-Trigger-UUID`; an executable gets the trigger name as
 //!   its argument and the payload on standard input. The answer is the response body or the
 //!   program's standard output, trimmed.
+//! * A payload of N values is always N lines: stream names are checked before any trigger
+//!   sees them (`control.rs`), and any other value (a URL, a user agent) that holds a
+//!   control character or a Unicode line separator is sent percent-encoded
+//!   ([`payload_line`]), with a log line.
 //! * A blocking (`sync`) handler's answer decides: `false` (or, for the rewrite triggers, a
 //!   new stream name or nothing) refuses. A handler that cannot be reached, fails or takes
 //!   longer than [`SYNC_TIMEOUT`] counts as its `default`, which is `false` (refuse) unless
@@ -196,14 +200,64 @@ fn run_exe(path: &str, trigger: &str, body: &str, timeout: Duration) -> Result<S
     }
 }
 
-/// Calls one handler; `Err` names why it could not answer.
+/// Whether `c` could end or split a payload line for some reader: a control character
+/// (C0, DEL, C1, which covers `\n`, `\r`, `\x0b`, `\x0c`, `\x1c`–`\x1e` and NEL) or
+/// U+2028 / U+2029 (line and paragraph separators, which Python's `splitlines` and
+/// JavaScript take as line ends).
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// One payload value made safe to send as one line: every character that
+/// [`breaks_lines`] is percent-encoded (its UTF-8 bytes as `%XX`, so `\n` becomes `%0A`),
+/// and so is `%` itself when such an escape was needed, so the value can be decoded back
+/// without doubt. Values without such characters come back unchanged (a URL keeps its own
+/// escapes). Returns the value and whether it was changed.
+pub fn payload_line(value: &str) -> (std::borrow::Cow<'_, str>, bool) {
+    if !value.chars().any(breaks_lines) {
+        return (std::borrow::Cow::Borrowed(value), false);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if breaks_lines(c) || c == '%' {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    (std::borrow::Cow::Owned(out), true)
+}
+
+/// The body a handler gets: the payload's values one per line, each made one line by
+/// [`payload_line`], so a payload of N values is always N lines whatever a client put in
+/// a URL or a user agent. Values that had to be escaped are named in the log.
+pub fn payload_body(trigger: &str, payload: &[String]) -> String {
+    let mut lines = Vec::with_capacity(payload.len());
+    for (i, v) in payload.iter().enumerate() {
+        let (line, changed) = payload_line(v);
+        if changed {
+            crate::logs::controller(&format!(
+                "trigger {trigger}: payload line {} had control characters; sent percent-encoded",
+                i + 1
+            ));
+        }
+        lines.push(line);
+    }
+    lines.join("\n")
+}
+
+/// Calls one handler; `Err` names why it could not answer. The payload is sent as
+/// [`payload_body`] makes it.
 pub fn call(
     h: &Handler,
     trigger: &str,
     payload: &[String],
     timeout: Duration,
 ) -> Result<String, String> {
-    let body = payload.join("\n");
+    let body = payload_body(trigger, payload);
     if h.handler.starts_with("http://") || h.handler.starts_with("https://") {
         http_post(&h.handler, trigger, &body, timeout)
     } else {
@@ -284,6 +338,36 @@ mod tests {
         assert!(h[0].sync);
         assert_eq!(handlers(&cfg, "USER_NEW", Some("other")).len(), 1);
         assert!(handlers(&cfg, "USER_END", Some("live")).is_empty());
+    }
+
+    #[test]
+    fn payload_values_cannot_add_lines() {
+        // A forged line in a URL (`%0A` decoded by a connector) stays in its own line.
+        let forged = "rtmp://h/live/x\nfalse\r\nevil".to_string();
+        let body = payload_body("T", &["s".into(), forged, "ua\u{2028}x\u{85}y".into()]);
+        assert_eq!(body.lines().count(), 3, "{body:?}");
+        assert_eq!(body.split('\n').count(), 3, "{body:?}");
+        assert_eq!(
+            body,
+            "s\nrtmp://h/live/x%0Afalse%0D%0Aevil\nua%E2%80%A8x%C2%85y"
+        );
+        // Values without control characters are sent as they are, escapes and all.
+        assert_eq!(payload_line("http://h/a%20b?x=1").0, "http://h/a%20b?x=1");
+        assert!(!payload_line("Mozilla/5.0 (X11; Linux)").1);
+        // When escaping, `%` is escaped too, so decoding gives the value back.
+        assert_eq!(payload_line("50%\t").0, "50%25%09");
+        for v in [
+            "\u{0}",
+            "\u{7f}",
+            "\u{1b}[31m",
+            "a\u{b}b\u{c}c\u{1c}d\u{1e}",
+        ] {
+            let (l, changed) = payload_line(v);
+            assert!(
+                changed && !l.chars().any(|c| c.is_control()),
+                "{v:?} -> {l:?}"
+            );
+        }
     }
 
     #[test]
