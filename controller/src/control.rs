@@ -82,6 +82,19 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
     }
     let (stream, addr) = (s("stream"), s("addr"));
     let push = s("mode") == "push";
+    // The name is checked before any trigger or rewrite sees it: a name is one payload
+    // line, and a `%0A` a connector decoded into it would forge the lines after it.
+    if let Err(why) = check_requested_name(&stream) {
+        crate::logs::controller(&format!(
+            "refused to open a stream for {} from {}: {why}",
+            if push { "publishing" } else { "playing" },
+            triggers::payload_line(&addr).0
+        ));
+        return reply(
+            &sock,
+            vec![("cmd", "error"), ("code", "notfound"), ("reason", &why)],
+        );
+    }
     let key = req.get("key").and_then(|v| v.as_str()).map(str::to_string);
     let digest = req
         .get("digest")
@@ -301,6 +314,19 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
     }
 }
 
+/// Checks a stream name a connector asks to open (the name, or a stream key, as the client
+/// gave it): [`config::valid_stream_name`]'s rules. Errors: the reason, with the name shown
+/// escaped (`{:?}`) and cut to 120 characters, since it is the client's text.
+pub fn check_requested_name(name: &str) -> std::result::Result<(), String> {
+    if config::valid_stream_name(name) {
+        return Ok(());
+    }
+    let shown: String = name.chars().take(120).collect();
+    Err(format!(
+        "invalid stream name {shown:?}: 1 to 100 of A-Z a-z 0-9 _ + . -, no '..', not starting with '.'"
+    ))
+}
+
 /// `text` with each absolute path cut to its file name: reasons go to viewers, who need not
 /// learn where the server keeps its files (the log keeps the whole path). `dir`, the folder
 /// of the stream's source, is removed first wherever it appears (it may hold spaces); other
@@ -330,7 +356,30 @@ fn source_dir(st: &Mutex<State>, stream: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::hide_paths;
+    use super::{check_requested_name, hide_paths};
+
+    #[test]
+    fn names_are_checked_before_triggers_see_them() {
+        assert!(check_requested_name("live").is_ok());
+        assert!(check_requested_name("live+cam_1.a-b").is_ok());
+        for bad in [
+            "live\nfalse",
+            "live\r",
+            "a b",
+            "",
+            "../x",
+            ".hidden",
+            "a/b",
+            "x\u{2028}y",
+            &"n".repeat(101),
+        ] {
+            let e = check_requested_name(bad).unwrap_err();
+            assert!(!e.contains('\n') && !e.contains('\r'), "{e}");
+        }
+        // The client's text is cut in the reason.
+        let long = "\u{1}".repeat(5000);
+        assert!(check_requested_name(&long).unwrap_err().len() < 1000);
+    }
 
     #[test]
     fn viewers_see_file_names_not_paths() {
