@@ -229,6 +229,28 @@ pub fn api_addr(cfg: &Value) -> (String, u16) {
     (iface.to_string(), port)
 }
 
+/// Default of `config.max_wildcard_buffers`: buffers that may run at once for the
+/// `BASE+SUFFIX` streams of one base.
+pub const DEFAULT_MAX_WILDCARD_BUFFERS: u64 = 64;
+/// Default of `config.max_buffers`: buffers that may run at once in all.
+pub const DEFAULT_MAX_BUFFERS: u64 = 1024;
+
+/// The buffer caps: (`config.max_wildcard_buffers`, `config.max_buffers`), each a whole
+/// number ≥ 1; a missing or other value counts as its default
+/// ([`DEFAULT_MAX_WILDCARD_BUFFERS`], [`DEFAULT_MAX_BUFFERS`]).
+pub fn buffer_limits(cfg: &Value) -> (u64, u64) {
+    let get = |key: &str, default: u64| {
+        cfg.pointer(key)
+            .and_then(|v| v.as_u64())
+            .filter(|n| *n >= 1)
+            .unwrap_or(default)
+    };
+    (
+        get("/config/max_wildcard_buffers", DEFAULT_MAX_WILDCARD_BUFFERS),
+        get("/config/max_buffers", DEFAULT_MAX_BUFFERS),
+    )
+}
+
 /// A stream's config, looked up by name; `BASE+SUFFIX` finds `BASE` (wildcard streams).
 /// Returns the config's name (BASE) and its object.
 pub fn find_stream<'a>(cfg: &'a Value, name: &str) -> Option<(&'a str, &'a Value)> {

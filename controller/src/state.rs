@@ -231,6 +231,40 @@ pub struct Sample {
     pub upbps: u64,
 }
 
+/// Whether a buffer may be started for stream `name` while the buffers of `running` run:
+/// at most `per_base` buffers of `BASE+SUFFIX` streams for one base (the base's own stream
+/// not counted), and at most `total` buffers in all. Errors: the reason, naming the limit
+/// and its config key (the control socket sends it as a `failed` refusal, which connectors
+/// answer with HTTP 503, an RTMP or RTSP refusal).
+pub fn check_buffer_caps<'a>(
+    running: impl Iterator<Item = &'a str>,
+    name: &str,
+    per_base: u64,
+    total: u64,
+) -> std::result::Result<(), String> {
+    let base = name.split_once('+').map(|(b, _)| b);
+    let (mut all, mut same) = (0u64, 0u64);
+    for r in running {
+        all += 1;
+        if base.is_some() && r.split_once('+').map(|(b, _)| b) == base {
+            same += 1;
+        }
+    }
+    if all >= total {
+        return Err(format!(
+            "the server runs its limit of {total} stream buffers (config.max_buffers)"
+        ));
+    }
+    if let Some(b) = base {
+        if same >= per_base {
+            return Err(format!(
+                "{b}+ streams are at their limit of {per_base} buffers (config.max_wildcard_buffers)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether an auto-push pattern covers `stream`: the name itself, or a base name that
 /// covers its wildcard streams (`live` covers `live+cam1`; so does `live+`).
 pub fn auto_matches(pattern: &str, stream: &str) -> bool {
@@ -1282,6 +1316,18 @@ impl State {
             }
             self.buffers.remove(name);
         }
+        // A new buffer: within the caps, so that `BASE+ANYTHING` cannot start buffers
+        // without end.
+        let (per_base, total) = config::buffer_limits(&self.cfg);
+        if let Err(why) = check_buffer_caps(
+            self.buffers.keys().map(String::as_str),
+            name,
+            per_base,
+            total,
+        ) {
+            crate::logs::controller(&format!("not starting a buffer for {name}: {why}"));
+            return Err(("failed", why));
+        }
         let source = if source.starts_with("push://") || buffer::is_pull_source(&source) {
             source
         } else {
@@ -1550,4 +1596,40 @@ fn pull_key(v: &Value) -> Option<(u64, u64)> {
 /// that a new buffer does not report it again.
 fn pull_attempt(rundir: &Path, name: &str) -> Option<(u64, u64)> {
     pull_key(&read_pull_stats(rundir, name)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_buffer_caps;
+
+    #[test]
+    fn wildcard_and_total_buffers_are_capped() {
+        let running: Vec<String> = (0..3)
+            .map(|i| format!("live+{i}"))
+            .chain(["live".to_string(), "other+x".to_string()])
+            .collect();
+        let it = || running.iter().map(String::as_str);
+        // Three `live+` buffers run (the base's own stream does not count).
+        assert!(check_buffer_caps(it(), "live+new", 4, 100).is_ok());
+        let e = check_buffer_caps(it(), "live+new", 3, 100).unwrap_err();
+        assert!(e.contains("live+") && e.contains('3'), "{e}");
+        // Another base and plain names are not held by live's cap.
+        assert!(check_buffer_caps(it(), "other+y", 3, 100).is_ok());
+        assert!(check_buffer_caps(it(), "plain", 1, 100).is_ok());
+        // The total counts every buffer.
+        let e = check_buffer_caps(it(), "plain", 1, 5).unwrap_err();
+        assert!(e.contains("config.max_buffers"), "{e}");
+        assert!(check_buffer_caps(it(), "plain", 1, 6).is_ok());
+    }
+
+    #[test]
+    fn the_caps_come_from_the_config_with_defaults() {
+        use crate::config::buffer_limits;
+        use serde_json::json;
+        assert_eq!(buffer_limits(&json!({})), (64, 1024));
+        let cfg = json!({"config": {"max_wildcard_buffers": 2, "max_buffers": 10}});
+        assert_eq!(buffer_limits(&cfg), (2, 10));
+        let cfg = json!({"config": {"max_wildcard_buffers": 0, "max_buffers": "x"}});
+        assert_eq!(buffer_limits(&cfg), (64, 1024));
+    }
 }
