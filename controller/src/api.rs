@@ -1,11 +1,13 @@
 //! The JSON API on `config.controller` (loopback only): `POST /api` or `/api2` with a JSON
-//! object, or `GET`/`POST` with `?command=` holding the URL-encoded object (MistServer's
-//! calls and reply shapes, `../shared/reference/mist-interface.md`). One request may carry
+//! object as the body, a form body `command=` holding the URL-encoded object, or
+//! `?command=` in the URL (MistServer's calls and reply shapes). One request may carry
 //! several calls; the reply has one member per call. `GET /metrics` gives the same figures
 //! in Prometheus' text format. Every call is documented with a curl example in
 //! `docs/API.md`.
 //!
-//! Who may call: [`crate::auth`]. Errors: a request whose calls do not all check out changes
+//! Which requests are looked at: [`crate::guard`] (the `Host` must name the API, a
+//! browser's `Origin` must be the API's own, a `GET` runs read-only calls only). Who may
+//! call: [`crate::auth`]. Errors: a request whose calls do not all check out changes
 //! nothing and is answered with the fitting status (400 for a malformed request or argument,
 //! 404 for a stream or key that does not exist, 413 for a body over [`MAX_BODY`]) and
 //! `{"errors":[{"call":C,"error":WHY}]}`.
@@ -18,6 +20,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::{self, Verdict};
 use crate::config;
+use crate::guard;
 use crate::state::State;
 use buffer::sessions::Kind;
 
@@ -43,17 +46,72 @@ pub fn start(st: Arc<Mutex<State>>, iface: &str, port: u16) -> Result<()> {
     let secret = auth::random_hex(16);
     std::thread::spawn(move || {
         for mut req in server.incoming_requests() {
-            let (status, body, ctype) = serve(&st, &secret, &mut req);
-            let resp = tiny_http::Response::from_string(body)
-                .with_status_code(status)
-                .with_header(
-                    tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes())
-                        .expect("static header"),
-                );
+            let reply = serve(&st, &secret, &iface, &mut req);
+            let mut resp =
+                tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
+            let headers = [
+                Some(("Content-Type", reply.ctype)),
+                reply.allow.map(|a| ("Allow", a)),
+            ];
+            for (k, v) in headers.into_iter().flatten() {
+                if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                    resp.add_header(h);
+                }
+            }
             let _ = req.respond(resp);
         }
     });
     Ok(())
+}
+
+/// One answer of the API.
+struct Reply {
+    status: u16,
+    body: String,
+    ctype: &'static str,
+    /// The `Allow` header of a 405 (RFC 9110 §15.5.6).
+    allow: Option<&'static str>,
+}
+
+impl Reply {
+    fn json(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            body,
+            ctype: "application/json",
+            allow: None,
+        }
+    }
+}
+
+/// The values of every header named `name` (case-insensitive).
+fn header_values<'a>(req: &'a tiny_http::Request, name: &'static str) -> Vec<&'a str> {
+    req.headers()
+        .iter()
+        .filter(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+        .collect()
+}
+
+/// The calls a request carries: `?command=` (URL-encoded JSON) in the URL, else the body:
+/// JSON, or a form body with a `command=` field (MistServer's scripts send either).
+fn calls_text(query: &str, body: &[u8]) -> String {
+    let field = |s: &str| {
+        s.split('&')
+            .find_map(|kv| kv.strip_prefix("command="))
+            .map(url_decode)
+    };
+    if let Some(c) = field(query) {
+        return c;
+    }
+    let text = String::from_utf8_lossy(body);
+    let trimmed = text.trim_start();
+    if !trimmed.is_empty() && !trimmed.starts_with('{') {
+        if let Some(c) = field(trimmed.trim_end()) {
+            return c;
+        }
+    }
+    text.into_owned()
 }
 
 /// Decodes a query value: `+` is a space, then `%XX` escapes.
@@ -61,40 +119,57 @@ fn url_decode(s: &str) -> String {
     connectors::http::percent_decode(&s.replace('+', " "))
 }
 
-fn serve(
-    st: &Arc<Mutex<State>>,
-    secret: &str,
-    req: &mut tiny_http::Request,
-) -> (u16, String, &'static str) {
-    const JSON: &str = "application/json";
+fn serve(st: &Arc<Mutex<State>>, secret: &str, iface: &str, req: &mut tiny_http::Request) -> Reply {
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let peer = req
         .remote_addr()
         .map(|a| a.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    let bearer = req
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .and_then(|h| {
-            let v = h.value.as_str();
+    let err = |status: u16, call: &str, why: &str| {
+        Reply::json(
+            status,
+            json!({"errors": [{"call": call, "error": why}]}).to_string(),
+        )
+    };
+    // Browsers first (`guard`): a foreign Host or Origin gets nothing else, not even a
+    // challenge.
+    let method = req.method().as_str().to_string();
+    let site = {
+        let g = st.lock().expect("state lock");
+        guard::Site::from_config(iface, &g.cfg)
+    };
+    let checked = guard::check(
+        &site,
+        &guard::Request {
+            method: &method,
+            http11: *req.http_version() >= tiny_http::HTTPVersion(1, 1),
+            hosts: header_values(req, "Host"),
+            origins: header_values(req, "Origin"),
+            fetch_site: header_values(req, "Sec-Fetch-Site").first().copied(),
+        },
+    );
+    if let Err(r) = checked {
+        crate::logs::controller(&format!("API: refused a request from {peer}: {}", r.why));
+        let mut reply = err(r.status, "", &r.why);
+        if r.status == 405 {
+            reply.allow = Some("GET, POST");
+        }
+        return reply;
+    }
+    let bearer = header_values(req, "Authorization")
+        .first()
+        .and_then(|v| {
             v.get(..7)
                 .filter(|p| p.eq_ignore_ascii_case("bearer "))
-                .map(|_| v[7..].trim().to_string())
-        });
+                .and_then(|_| v.get(7..))
+        })
+        .map(|t| t.trim().to_string());
     let mut body = Vec::new();
     let _ = req
         .as_reader()
         .take(MAX_BODY as u64 + 1)
         .read_to_end(&mut body);
-    let err = |status: u16, call: &str, why: &str| {
-        (
-            status,
-            json!({"errors": [{"call": call, "error": why}]}).to_string(),
-            JSON,
-        )
-    };
     if body.len() > MAX_BODY {
         return err(413, "", &format!("request body over {MAX_BODY} bytes"));
     }
@@ -102,15 +177,7 @@ fn serve(
     if !metrics && path != "/api" && path != "/api2" {
         return err(404, "", "not found; the API is POST /api (and /metrics)");
     }
-    // The calls: `?command=` (URL-encoded JSON), else the body.
-    let command = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("command="))
-        .map(url_decode);
-    let text = match command {
-        Some(c) => c,
-        None => String::from_utf8_lossy(&body).into_owned(),
-    };
+    let text = calls_text(query, &body);
     let calls = if metrics || text.trim().is_empty() {
         Map::new()
     } else {
@@ -120,6 +187,19 @@ fn serve(
             Err(e) => return err(400, "", &format!("request does not parse: {e}")),
         }
     };
+    // A GET only reads: a page can make a browser send one (an <img>) without an Origin.
+    if method == "GET" {
+        let writes = guard::writes(&calls);
+        if !writes.is_empty() {
+            let list: Vec<Value> = writes
+                .iter()
+                .map(|c| json!({"call": c, "error": "this call changes the server (or shows secrets): send it with POST"}))
+                .collect();
+            let mut reply = Reply::json(405, json!({"errors": list}).to_string());
+            reply.allow = Some("POST");
+            return reply;
+        }
+    }
     let mut g = st.lock().expect("state lock");
     let verdict = auth::check(
         &mut g.cfg,
@@ -130,7 +210,7 @@ fn serve(
     );
     let authorize = match verdict {
         Verdict::Refused(status, a) => {
-            return (status, json!({"authorize": a}).to_string(), JSON);
+            return Reply::json(status, json!({"authorize": a}).to_string());
         }
         Verdict::Allowed(a) => a,
         Verdict::AccountMade(a) => {
@@ -140,7 +220,12 @@ fn serve(
         }
     };
     if metrics {
-        return (200, metrics_text(&mut g), "text/plain; version=0.0.4");
+        return Reply {
+            status: 200,
+            body: metrics_text(&mut g),
+            ctype: "text/plain; version=0.0.4",
+            allow: None,
+        };
     }
     let (status, mut out, actions) = handle(&mut g, &calls);
     if let (Some(a), Value::Object(o)) = (authorize, &mut out) {
@@ -152,7 +237,7 @@ fn serve(
         // `shutdown`: answered first, then the controller stops like on SIGTERM.
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
     }
-    (status, out.to_string(), JSON)
+    Reply::json(status, out.to_string())
 }
 
 /// Work that follows a request whose calls all checked out.
@@ -299,6 +384,26 @@ fn check_stream(name: &str, v: &Value) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Checks `config.controller.hostnames`: a list of host names or addresses without ports
+/// (the names, besides loopback's, that a request's `Host` may give; [`guard`]).
+fn check_hostnames(v: &Value) -> std::result::Result<(), String> {
+    let Some(list) = v.as_array() else {
+        return Err("controller.hostnames is a list of host names".into());
+    };
+    for h in list {
+        let ok = h
+            .as_str()
+            .and_then(guard::split_host)
+            .is_some_and(|(_, port)| port.is_none());
+        if !ok {
+            return Err(format!(
+                "controller.hostnames: {h} is not a host name or address (without a port)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The config object for the `config` call: what it shows (tokens' hashes left out).
 fn shown_config(cfg: &Value) -> Value {
     let mut c = cfg.get("config").cloned().unwrap_or(json!({}));
@@ -343,6 +448,19 @@ fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action
                                 }
                                 "controller" | "triggers" if !v.is_object() => {
                                     return Err((400, format!("{k} must be an object")))
+                                }
+                                "controller" => {
+                                    if let Some(h) = v.get("hostnames") {
+                                        check_hostnames(h).map_err(|e| (400, e))?;
+                                    }
+                                }
+                                "max_wildcard_buffers" | "max_buffers"
+                                    if v.as_u64().is_none_or(|n| n == 0) =>
+                                {
+                                    return Err((
+                                        400,
+                                        format!("{k} is a whole number of buffers, at least 1"),
+                                    ))
                                 }
                                 "triggers" => {
                                     for (name, list) in v.as_object().into_iter().flatten() {
@@ -1226,6 +1344,25 @@ mod tests {
         assert!(check_stream("cam", &json!({"source": "gopher://x"})).is_err());
         assert!(check_stream("cam", &json!({})).is_err());
         assert!(check_stream("cam", &json!({"source": "push://", "DVR": "x"})).is_err());
+    }
+
+    #[test]
+    fn calls_come_from_the_query_json_or_a_form_body() {
+        let q = "command=%7B%22streams%22%3Atrue%7D";
+        assert_eq!(calls_text(q, b"ignored"), "{\"streams\":true}");
+        assert_eq!(calls_text("", b" {\"log\":true}"), " {\"log\":true}");
+        assert_eq!(calls_text("", q.as_bytes()), "{\"streams\":true}");
+        assert_eq!(calls_text("", b"x=1&command=%7B%7D\n"), "{}");
+        assert_eq!(calls_text("", b"not json"), "not json");
+    }
+
+    #[test]
+    fn hostnames_and_caps_are_checked_in_config_calls() {
+        assert!(check_hostnames(&json!(["media.lan", "10.0.0.2", "[2001:db8::1]"])).is_ok());
+        assert!(check_hostnames(&json!("media.lan")).is_err());
+        assert!(check_hostnames(&json!(["media.lan:80"])).is_err());
+        assert!(check_hostnames(&json!(["a b"])).is_err());
+        assert!(check_hostnames(&json!([1])).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod api;
 mod auth;
 mod config;
 mod control;
+mod guard;
 mod logs;
 mod state;
 mod triggers;
