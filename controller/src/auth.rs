@@ -10,7 +10,9 @@
 //!   session; the previous hour's challenge is accepted too.
 //! * With no account and no token configured the API answers `NOACC` and does nothing but
 //!   create the first account (`{"authorize":{"new_username":U,"new_password":PW}}`), and
-//!   only for a loopback client: the operator's first step on a new server.
+//!   only for a loopback client whose request passed [`crate::guard`] (a `POST` with the
+//!   API's own `Host` and no foreign `Origin`): the operator's first step on a new server.
+//!   `sluice --account USER:PASS` makes or updates an account at start instead.
 //! * Tokens: `config.api_tokens` is a list of `{"name":N,"sha256":HEX}`; a request with
 //!   `Authorization: Bearer TOKEN` whose SHA-256 is listed is authorized. `api_token_add`
 //!   makes one and shows it once; only its hash is stored.
@@ -63,6 +65,39 @@ fn hour_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() / 3600)
         .unwrap_or(0)
+}
+
+/// Parses `--account`'s `USER:PASS` (MistServer's `-a`): the user is what comes before the
+/// first `:`, 1 to 100 characters without control characters; the password is the rest,
+/// not empty. Errors: what is wrong, without the password.
+pub fn parse_account(arg: &str) -> Result<(&str, &str), String> {
+    let Some((user, pass)) = arg.split_once(':') else {
+        return Err("--account takes USER:PASS".into());
+    };
+    if user.is_empty() || user.chars().count() > 100 || user.chars().any(|c| c.is_control()) {
+        return Err(
+            "--account: the user name is 1 to 100 characters, no control characters".into(),
+        );
+    }
+    if pass.is_empty() {
+        return Err(format!("--account: no password given for {user}"));
+    }
+    Ok((user, pass))
+}
+
+/// Makes account `user` with password `pass`, or sets the password of an existing one
+/// (stored as MistServer does: `account.USER.password` = MD5 hex of the password). Returns
+/// whether the config changed (false when the account already had this password).
+pub fn set_account(cfg: &mut Value, user: &str, pass: &str) -> bool {
+    let want = json!({"password": md5_hex(pass.as_bytes())});
+    if cfg.get("account").and_then(|a| a.get(user)) == Some(&want) {
+        return false;
+    }
+    if !cfg.get("account").is_some_and(|a| a.is_object()) {
+        cfg["account"] = json!({});
+    }
+    cfg["account"][user] = want;
+    true
 }
 
 fn has_accounts(cfg: &Value) -> bool {
@@ -122,10 +157,7 @@ pub fn check(
                         json!({"status": "NOACC", "error": "the first account is made from this machine (loopback) only"}),
                     );
                 }
-                if !cfg.get("account").is_some_and(|a| a.is_object()) {
-                    cfg["account"] = json!({});
-                }
-                cfg["account"][user] = json!({"password": md5_hex(pass.as_bytes())});
+                set_account(cfg, user, pass);
                 return Verdict::AccountMade(json!({"status": "ACC_MADE"}));
             }
         }
@@ -227,6 +259,32 @@ mod tests {
             check(&mut cfg, "s", far, None, None),
             Verdict::Refused(..)
         ));
+    }
+
+    #[test]
+    fn accounts_from_the_command_line() {
+        assert_eq!(parse_account("admin:pw:x"), Ok(("admin", "pw:x")));
+        assert!(parse_account("admin").is_err());
+        assert!(parse_account(":pw").is_err());
+        let e = parse_account("admin:").unwrap_err();
+        assert!(e.contains("admin"), "{e}");
+        assert!(parse_account("ad\nmin:pw").is_err());
+        assert!(!parse_account("admin\u{1}:s3cret")
+            .unwrap_err()
+            .contains("s3cret"));
+        let mut cfg = json!({"config": {}});
+        assert!(set_account(&mut cfg, "admin", "pw"));
+        assert!(!set_account(&mut cfg, "admin", "pw"));
+        assert!(set_account(&mut cfg, "admin", "new"));
+        assert_eq!(cfg["account"]["admin"]["password"], md5_hex(b"new"));
+        // The account logs in with MistServer's challenge.
+        let c = challenge("s", "127.0.0.1", hour_now());
+        let resp = md5_hex(format!("{}{c}", md5_hex(b"new")).as_bytes());
+        let a = json!({"username": "admin", "password": resp});
+        assert_eq!(
+            check(&mut cfg, "s", LO, Some(&a), None),
+            Verdict::Allowed(Some(json!({"status": "OK"})))
+        );
     }
 
     #[test]

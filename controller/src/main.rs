@@ -1,6 +1,6 @@
 //! `sluice`: the controller, and the entry point of every Sluice process.
 //!
-//! Run as `sluice [-c CONFIG]` it is the controller: it reads the config, starts one listener
+//! Run as `sluice [-c CONFIG] [-a USER:PASS]` it is the controller: it reads the config, starts one listener
 //! process per protocol (restarting any that dies within a second), starts a buffer process
 //! per stream when a stream is first published or played, answers connectors on its Unix
 //! socket, and serves the JSON API on `config.controller` (127.0.0.1:4242).
@@ -33,6 +33,12 @@ struct Cli {
     /// named after the API port).
     #[arg(long)]
     rundir: Option<PathBuf>,
+    /// Make an API account, or set its password, at start (MistServer's `-a`): USER:PASS.
+    /// The config keeps the password's MD5 only; the log names the user, never the
+    /// password. (The arguments of a process can be read by other users of the machine:
+    /// change the password afterwards where that matters.)
+    #[arg(short = 'a', long = "account", value_name = "USER:PASS")]
+    account: Option<String>,
     /// Run the controller itself, without the angel that restarts it (the angel starts its
     /// controller with this).
     #[arg(long, hide = true)]
@@ -100,8 +106,13 @@ fn main() {
             stream,
             limits,
         }) => run_connector(&protocol, port, &interface, rundir, stream, limits.limits()),
-        None if cli.no_angel => run_controller(cli.config, cli.rundir, true),
-        None => run_angel(),
+        None if cli.no_angel => run_controller(cli.config, cli.rundir, cli.account, true),
+        None => match cli.account.as_deref().map(auth::parse_account) {
+            // A bad --account is refused before the angel starts a controller that would
+            // fail the same way ten times.
+            Some(Err(e)) => Err(anyhow::anyhow!(e)),
+            _ => run_angel(),
+        },
     };
     if let Err(e) = result {
         eprintln!("sluice: {e:#}");
@@ -269,9 +280,26 @@ fn run_angel() -> Result<()> {
     }
 }
 
-fn run_controller(config_path: PathBuf, rundir: Option<PathBuf>, under_angel: bool) -> Result<()> {
+fn run_controller(
+    config_path: PathBuf,
+    rundir: Option<PathBuf>,
+    account: Option<String>,
+    under_angel: bool,
+) -> Result<()> {
     logs::init().context("taking the log pipe")?;
-    let cfg = config::load_or_create(&config_path)?;
+    let mut cfg = config::load_or_create(&config_path)?;
+    if let Some(a) = account {
+        let (user, pass) = auth::parse_account(&a).map_err(|e| anyhow::anyhow!(e))?;
+        if auth::set_account(&mut cfg, user, pass) {
+            config::write(&config_path, &cfg)
+                .with_context(|| format!("saving {}", config_path.display()))?;
+            logs::controller(&format!(
+                "--account: account {user:?} made or its password set"
+            ));
+        } else {
+            logs::controller(&format!("--account: account {user:?} is as given"));
+        }
+    }
     let (api_iface, api_port) = config::api_addr(&cfg);
     if let Some(l) = cfg.pointer("/config/log_level").and_then(|v| v.as_str()) {
         logs::set_level(l);
