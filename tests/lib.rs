@@ -431,6 +431,16 @@ impl Server {
     /// As [`Server::start_with_config`], with `env` added to the controller's environment
     /// (and so its children's).
     pub fn start_with_env(env: &[(&str, &str)], edit: impl FnOnce(&mut Value)) -> Server {
+        Self::start_with_args(&[], env, edit)
+    }
+
+    /// As [`Server::start_with_env`], with `args` added to `sluice`'s command line (after
+    /// `-c CONFIG --rundir DIR`), for example `["--account", "admin:pw"]`.
+    pub fn start_with_args(
+        args: &[&str],
+        env: &[(&str, &str)],
+        edit: impl FnOnce(&mut Value),
+    ) -> Server {
         let (mut api, mut rtmp, mut http) = (free_port(), free_port(), free_port());
         let mut cfg = config_json(api, rtmp, http, default_streams());
         edit(&mut cfg);
@@ -439,7 +449,7 @@ impl Server {
             let dir = unique_temp_dir("srv");
             let config_path = dir.join("config.json");
             fs::write(&config_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-            match Self::spawn(dir, config_path, api, rtmp, http, env) {
+            match Self::spawn(dir, config_path, api, rtmp, http, args, env) {
                 Ok(srv) => return srv,
                 Err(e) if tries < 3 && e.contains("Address already in use") => {
                     tries += 1;
@@ -469,6 +479,7 @@ impl Server {
         api: u16,
         rtmp: u16,
         http: u16,
+        args: &[&str],
         env: &[(&str, &str)],
     ) -> std::result::Result<Server, String> {
         let bin = sluice_bin();
@@ -481,6 +492,7 @@ impl Server {
             .arg(&config_path)
             .arg("--rundir")
             .arg(&rundir)
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(errf.try_clone().unwrap())
