@@ -491,7 +491,12 @@ impl<'m> Output<'m> for RtmpPlay {
     }
 
     fn control(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.session.take_output());
+        // While the client is not reading, its acknowledgements and ping answers stay in the
+        // session, which refuses more input once they pass its bound
+        // (`ServerConfig::max_queued_replies`): a stalled peer is dropped, not buffered.
+        if out.len() < 64 << 10 {
+            out.extend_from_slice(&self.session.take_output());
+        }
     }
 
     fn end(&mut self, out: &mut Vec<u8>) -> Result<()> {
