@@ -387,6 +387,17 @@ pub fn add_bytes(down: u64, up: u64) {
     }
 }
 
+/// The client's TCP socket, when the handler's socket is not it (a TLS connection's
+/// plaintext end): counters are read from this one instead.
+static COUNTED: std::sync::OnceLock<TcpStream> = std::sync::OnceLock::new();
+
+/// Counts this process's bytes from `sock` whatever socket [`update`] is given (a TLS
+/// connection: the handler writes plaintext to a socket pair; the client's TCP socket
+/// carries what is counted).
+pub fn count_from(sock: TcpStream) {
+    let _ = COUNTED.set(sock);
+}
+
 /// Refreshes the counters from `sock`'s `TCP_INFO` when [`UPDATE_EVERY`] has passed (or
 /// `force`). Cheap to call often: a clock read when nothing is due.
 pub fn update(sock: Option<&TcpStream>, force: bool) {
@@ -399,7 +410,7 @@ pub fn update(sock: Option<&TcpStream>, force: bool) {
     }
     m.last = Instant::now();
     let (mut down, mut up, mut retrans) = (m.base_down, m.base_up, 0);
-    if let Some(info) = sock.and_then(tcp_info) {
+    if let Some(info) = COUNTED.get().or(sock).and_then(tcp_info) {
         down += info.0;
         up += info.1;
         retrans = info.2;

@@ -108,8 +108,7 @@ struct ClosedQuietly;
 
 /// Serves one DTSC client.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
-    let peer = sock
-        .peer_addr()
+    let peer = crate::tls::peer_addr(&sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let mut out = Vec::new();

@@ -1167,6 +1167,15 @@ fn protocol_of(path: &str) -> &'static str {
     }
 }
 
+/// `https` on a TLS connection, else `http`: the scheme of the URLs this process writes.
+pub fn scheme() -> &'static str {
+    if crate::tls::is_tls() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// Starts the whole-request deadline of the request whose first byte just arrived.
 fn arm_request(peer: &str) {
     crate::limits::arm("HTTP", peer, "the request", crate::limits::get().request);
@@ -1174,13 +1183,14 @@ fn arm_request(peer: &str) {
 
 /// Serves one HTTP connection until the client closes it or it idles out.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
-    let addr = sock
-        .peer_addr()
+    let addr = crate::tls::peer_addr(&sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     sock.set_read_timeout(Some(IDLE))?;
     let _ = sock.set_nodelay(true);
-    let local = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local = crate::tls::local_addr(&sock)
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let mut conn = Conn {
         ctx,
         addr,
@@ -1306,7 +1316,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         crate::limits::disarm();
         first = false;
         buffer::sessions::set_protocol(protocol_of(&path));
-        crate::control::set_request_url(&format!("http://{}{path}", conn.host));
+        crate::control::set_request_url(&format!("{}://{}{path}", scheme(), conn.host));
         let reply = match method.as_str() {
             "GET" | "HEAD" => conn.route(&path),
             "OPTIONS" => Reply::Full(Response {

@@ -4,6 +4,8 @@
 //! core.
 //!
 //! * [`listener`]: accept, fork, hand the socket to a protocol's handler.
+//! * [`tls`]: HTTPS, RTMPS and RTSPS: the TLS handshake and a pump thread in the
+//!   connection's own process, so the protocol's handler runs unchanged on plaintext.
 //! * [`limits`]: caps on connections (per listener, per address, in all), whole-request
 //!   deadlines, and when a viewer that does not read is dropped.
 //! * [`control`]: asks the controller to open a stream (checks, starts the buffer).
@@ -47,6 +49,7 @@ pub mod session;
 pub mod smooth;
 pub mod stream_pull;
 pub mod thumbs;
+pub mod tls;
 pub mod tracksel;
 pub mod ts;
 

@@ -17,6 +17,7 @@ use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{fork, ForkResult};
 
 use crate::limits::{self, Children, Limits, Refusal, Totals};
+use crate::tls::{self, CertFiles};
 use crate::Ctx;
 
 /// Sets this process's name as `/proc/PID/comm` shows it (at most 15 bytes).
@@ -27,6 +28,12 @@ pub fn set_process_name(name: &str) {
     unsafe {
         libc::prctl(libc::PR_SET_NAME, bytes.as_ptr() as libc::c_ulong, 0, 0, 0);
     }
+}
+
+static HUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_hup(_: libc::c_int) {
+    HUP.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Connections the kernel queues before `accept` (std's listener uses 128, which drops SYNs
@@ -125,15 +132,22 @@ pub fn serve(
     port: u16,
     ctx: Ctx,
     limits: Limits,
+    tls: Option<CertFiles>,
     handler: fn(TcpStream, &Ctx) -> Result<()>,
 ) -> Result<()> {
     set_process_name(&format!("sluice-{proto}"));
     limits::set(limits);
+    let mut cert = match &tls {
+        Some(files) => Some(tls::Loaded::load(files).with_context(|| format!("{proto}: TLS"))?),
+        None => None,
+    };
+    let mut cert_checked = Instant::now();
     let listener =
         bind(interface, port).with_context(|| format!("{proto}: binding {interface}:{port}"))?;
-    // SAFETY: setting a signal disposition; no handler code runs.
+    // SAFETY: setting signal dispositions; the SIGHUP handler only stores to an atomic.
     unsafe {
         signal(Signal::SIGPIPE, SigHandler::SigIgn)?;
+        signal(Signal::SIGHUP, SigHandler::Handler(on_hup))?;
     }
     let mut children = Children::default();
     let totals = Totals::open(&ctx.rundir);
@@ -151,6 +165,22 @@ pub fn serve(
     loop {
         children.reap();
         totals.set(children.len() as u32);
+        // A renewed certificate is used by the next connections (SIGHUP: at once).
+        let hup = HUP.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(c) = cert
+            .as_mut()
+            .filter(|_| hup || cert_checked.elapsed() >= Duration::from_secs(1))
+        {
+            cert_checked = Instant::now();
+            match c.refresh(hup) {
+                Ok(true) => crate::log!(proto, "TLS certificate loaded again"),
+                Ok(false) => {}
+                Err(e) => crate::log!(
+                    proto,
+                    "TLS certificate not reloaded (the old one stays): {e:#}"
+                ),
+            }
+        }
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(1000u16)) {
             Ok(0) => continue,
@@ -188,7 +218,35 @@ pub fn serve(
                 // The connection's slot in the session table, for the controller's stats.
                 let counted = sock.try_clone().ok();
                 buffer::sessions::begin(&ctx.rundir, proto, &peer.ip().to_string());
+                let (sock, pump) = match &cert {
+                    None => (sock, None),
+                    Some(c) => {
+                        if let Ok(local) = sock.local_addr() {
+                            tls::set_addrs(peer, local);
+                        }
+                        if let Some(c) = &counted {
+                            if let Ok(c) = c.try_clone() {
+                                buffer::sessions::count_from(c);
+                            }
+                        }
+                        match tls::terminate(sock, c.config.clone()) {
+                            Ok((s, p)) => {
+                                let _ = s.set_write_timeout(Some(limits.stall));
+                                (s, Some(p))
+                            }
+                            Err(e) => {
+                                crate::log!(proto, "{peer}: {e:#}");
+                                buffer::sessions::end(counted.as_ref());
+                                std::process::exit(1);
+                            }
+                        }
+                    }
+                };
                 let result = handler(sock, &ctx);
+                if let Some(p) = pump {
+                    // What the handler wrote still goes out, then close_notify.
+                    p.finish(Duration::from_secs(5));
+                }
                 buffer::sessions::end(counted.as_ref());
                 let code = match result {
                     Ok(()) => 0,

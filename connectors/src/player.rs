@@ -272,7 +272,7 @@ pub fn info(stream: &str, host: &str, r: &StreamReader, tracks: &[Track]) -> Val
             "simul_tracks": kinds,
             "total_matches": n,
             "relurl": relurl,
-            "url": format!("http://{host}/{relurl}"),
+            "url": format!("{}://{host}/{relurl}", crate::http::scheme()),
         }));
     }
     sources.sort_by(|a, b| {

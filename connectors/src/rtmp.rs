@@ -65,8 +65,7 @@ fn flush(sock: &mut TcpStream, session: &mut ServerSession) -> Result<()> {
 
 /// Serves one RTMP connection.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
-    let peer = sock
-        .peer_addr()
+    let peer = crate::tls::peer_addr(&sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let _ = sock.set_nodelay(true);
@@ -96,8 +95,15 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
             match ev {
                 Event::Connect { app, tc_url } => {
                     base_url = tc_url.unwrap_or_else(|| {
-                        let local = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                        format!("rtmp://{local}/{app}")
+                        let local = crate::tls::local_addr(&sock)
+                            .map(|a| a.to_string())
+                            .unwrap_or_default();
+                        let scheme = if crate::tls::is_tls() {
+                            "rtmps"
+                        } else {
+                            "rtmp"
+                        };
+                        format!("{scheme}://{local}/{app}")
                     });
                 }
                 Event::Publish { name, .. } => {

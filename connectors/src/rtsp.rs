@@ -130,8 +130,7 @@ fn next_random(s: &mut u64) -> u64 {
 /// Serves one RTSP connection.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     set_process_name("RTSP");
-    let peer = sock
-        .peer_addr()
+    let peer = crate::tls::peer_addr(&sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     sock.set_read_timeout(Some(Duration::from_secs(TIMEOUT_S)))?;
@@ -375,7 +374,7 @@ fn answer(
                 }
                 if let Some((cp, cp2)) = r.params.client_port {
                     // UDP: two sockets of ours; the track's channel names them internally.
-                    let Ok(local) = sock.local_addr() else {
+                    let Ok(local) = crate::tls::local_addr(&sock) else {
                         continue;
                     };
                     let (Ok(a), Ok(b)) = (
@@ -604,8 +603,7 @@ fn window_ms(c: &Cursor) -> Option<(u64, u64)> {
 /// The SDP of the stream (RFC 4566; media descriptions per RFC 6184 §8.2.1, RFC 7798 §7.2,
 /// RFC 3640 §4.1), written with `sdp-types`.
 fn describe(name: &str, c: &Cursor, sock: &TcpStream) -> String {
-    let local = sock
-        .local_addr()
+    let local = crate::tls::local_addr(sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|_| "127.0.0.1".into());
     let ended = c.reader().meta().state() == dtsc::shm::STATE_ENDED;
@@ -717,8 +715,8 @@ fn transport(t: &Transport, sock: &TcpStream, n: usize) -> Option<(Path, String)
     }
     let (cp, cp2) = rtp.params.client_port?;
     let cp2 = cp2.unwrap_or(cp.wrapping_add(1));
-    let peer = sock.peer_addr().ok()?.ip();
-    let local = sock.local_addr().ok()?.ip();
+    let peer = crate::tls::peer_addr(&sock).ok()?.ip();
+    let local = crate::tls::local_addr(&sock).ok()?.ip();
     let rtp_sock = UdpSocket::bind((local, 0)).ok()?;
     let rtcp_sock = UdpSocket::bind((local, 0)).ok()?;
     let (sp, sp2) = (

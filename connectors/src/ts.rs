@@ -36,8 +36,7 @@ fn first_line(sock: &mut TcpStream) -> Option<String> {
 
 /// Serves one TS client.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
-    let peer = sock
-        .peer_addr()
+    let peer = crate::tls::peer_addr(&sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let Some(stream) = first_line(&mut sock).or_else(|| ctx.default_stream.clone()) else {

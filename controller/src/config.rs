@@ -21,7 +21,14 @@ pub const LISTENERS: &[(&str, u16)] = &[
     ("TS", 8888),
     ("RTSP", 5554),
     ("DTSC", 4200),
+    ("HTTPS", 4433),
+    ("RTMPS", 4936),
+    ("RTSPS", 5322),
 ];
+
+/// The listeners that speak TLS, and the plain protocol each carries.
+pub const TLS_LISTENERS: &[(&str, &str)] =
+    &[("HTTPS", "HTTP"), ("RTMPS", "RTMP"), ("RTSPS", "RTSP")];
 
 /// Reads the config at `path`. A missing file gets the default written there first; a file
 /// that does not parse is an error naming `path:line:column` (and the file is left alone).
@@ -116,7 +123,8 @@ pub struct ListenerSpec {
     pub interface: String,
     /// The entry's `stream`: what a TS client that names no stream plays.
     pub stream: Option<String>,
-    /// Its connection limits as command-line arguments ([`limit_args`]).
+    /// Its connection limits as command-line arguments ([`limit_args`]), and for a TLS
+    /// listener its `--cert` and `--key`.
     pub limits: Vec<String>,
 }
 
@@ -194,12 +202,31 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty())
             .map(str::to_string);
+        let mut limits = limit_args(cfg, Some(p));
+        if TLS_LISTENERS.iter().any(|(t, _)| *t == proto) {
+            // The entry's own certificate, else the config's `tls` one.
+            let path = |key: &str| {
+                p.get(key)
+                    .or_else(|| cfg.pointer(&format!("/config/tls/{key}")))
+                    .and_then(|v| v.as_str())
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+            };
+            let (Some(cert), Some(key)) = (path("cert"), path("key")) else {
+                crate::logs::controller(&format!(
+                    "{proto} on port {port} needs a certificate: set \"cert\" and \"key\" (PEM files) \
+                     in its protocol entry or in config.tls; not started"
+                ));
+                continue;
+            };
+            limits.extend(["--cert".into(), cert, "--key".into(), key]);
+        }
         out.push(ListenerSpec {
             connector: proto.into(),
             port,
             interface,
             stream,
-            limits: limit_args(cfg, Some(p)),
+            limits,
         });
     }
     if wants_http && !out.iter().any(|l| l.connector == "HTTP") {

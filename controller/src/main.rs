@@ -76,6 +76,12 @@ enum Role {
         stream: Option<String>,
         #[command(flatten)]
         limits: connectors::limits::LimitArgs,
+        /// TLS listeners (HTTPS, RTMPS, RTSPS): the certificate chain, PEM.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// TLS listeners: the private key, PEM.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
 }
 
@@ -105,7 +111,23 @@ fn main() {
             rundir,
             stream,
             limits,
-        }) => run_connector(&protocol, port, &interface, rundir, stream, limits.limits()),
+            cert,
+            key,
+        }) => {
+            let tls = match (cert, key) {
+                (Some(cert), Some(key)) => Some(connectors::tls::CertFiles { cert, key }),
+                _ => None,
+            };
+            run_connector(
+                &protocol,
+                port,
+                &interface,
+                rundir,
+                stream,
+                limits.limits(),
+                tls,
+            )
+        }
         None if cli.no_angel => run_controller(cli.config, cli.rundir, cli.account, true),
         None => match cli.account.as_deref().map(auth::parse_account) {
             // A bad --account is refused before the angel starts a controller that would
@@ -127,11 +149,16 @@ fn run_connector(
     rundir: PathBuf,
     stream: Option<String>,
     limits: connectors::limits::Limits,
+    tls: Option<connectors::tls::CertFiles>,
 ) -> Result<()> {
     use connectors::listener::serve;
     let ctx = connectors::Ctx {
         rundir,
         default_stream: stream,
+    };
+    let needs_cert = |p: &str| {
+        tls.clone()
+            .ok_or_else(|| anyhow::anyhow!("{p} needs --cert and --key"))
     };
     match protocol {
         "RTMP" => serve(
@@ -140,6 +167,7 @@ fn run_connector(
             port,
             ctx,
             limits,
+            None,
             connectors::rtmp::handle,
         ),
         "HTTP" => serve(
@@ -148,15 +176,25 @@ fn run_connector(
             port,
             ctx,
             limits,
+            None,
             connectors::http::handle,
         ),
-        "TS" => serve("TS", interface, port, ctx, limits, connectors::ts::handle),
+        "TS" => serve(
+            "TS",
+            interface,
+            port,
+            ctx,
+            limits,
+            None,
+            connectors::ts::handle,
+        ),
         "RTSP" => serve(
             "RTSP",
             interface,
             port,
             ctx,
             limits,
+            None,
             connectors::rtsp::handle,
         ),
         "DTSC" => serve(
@@ -165,8 +203,45 @@ fn run_connector(
             port,
             ctx,
             limits,
+            None,
             connectors::dtsc_tcp::handle,
         ),
+        "HTTPS" => {
+            let t = needs_cert("HTTPS")?;
+            serve(
+                "HTTPS",
+                interface,
+                port,
+                ctx,
+                limits,
+                Some(t),
+                connectors::http::handle,
+            )
+        }
+        "RTMPS" => {
+            let t = needs_cert("RTMPS")?;
+            serve(
+                "RTMPS",
+                interface,
+                port,
+                ctx,
+                limits,
+                Some(t),
+                connectors::rtmp::handle,
+            )
+        }
+        "RTSPS" => {
+            let t = needs_cert("RTSPS")?;
+            serve(
+                "RTSPS",
+                interface,
+                port,
+                ctx,
+                limits,
+                Some(t),
+                connectors::rtsp::handle,
+            )
+        }
         other => anyhow::bail!("unknown connector {other}"),
     }
 }
