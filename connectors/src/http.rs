@@ -230,6 +230,10 @@ impl Conn<'_> {
     fn route(&mut self, path: &str) -> Reply {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // A path element that does not decode to UTF-8 names nothing here.
+        if parts.iter().any(|p| percent_decode_utf8(p).is_none()) {
+            return Response::text(404, "Not found").into();
+        }
         if let [file] = parts.as_slice() {
             if let Some(r) = self.player_route(file) {
                 return r.into();
@@ -1047,7 +1051,7 @@ fn send_body(
 
 /// What a `Range` header asks of a body of `len` bytes (RFC 9110 §14.1.2, §14.2).
 #[derive(Debug, PartialEq, Eq)]
-enum RangeReq {
+pub enum RangeReq {
     /// One satisfiable range, as a half-open byte range.
     Bytes(std::ops::Range<u64>),
     /// The range starts past the end: 416.
@@ -1057,8 +1061,9 @@ enum RangeReq {
     Ignore,
 }
 
-/// Parses `bytes=FIRST-LAST`, `bytes=FIRST-` or `bytes=-SUFFIX` for a body of `len` bytes.
-fn parse_range(header: &str, len: u64) -> RangeReq {
+/// Parses `bytes=FIRST-LAST`, `bytes=FIRST-` or `bytes=-SUFFIX` for a body of `len` bytes
+/// (RFC 9110 §14.1.2); the range returned is never empty and ends at most at `len`.
+pub fn parse_range(header: &str, len: u64) -> RangeReq {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return RangeReq::Ignore;
     };
@@ -1090,7 +1095,7 @@ fn parse_range(header: &str, len: u64) -> RangeReq {
             match last {
                 "" => RangeReq::Bytes(first..len),
                 l => match num(l) {
-                    Some(l) if l >= first => RangeReq::Bytes(first..(l + 1).min(len)),
+                    Some(l) if l >= first => RangeReq::Bytes(first..l.saturating_add(1).min(len)),
                     _ => RangeReq::Ignore,
                 },
             }
@@ -1118,27 +1123,52 @@ fn media(body: Vec<u8>, content_type: &'static str) -> Response {
     }
 }
 
-/// Decodes `%XX` escapes of a URL path element (stream names may hold `+` and such).
-pub fn percent_decode(s: &str) -> String {
+/// The value of one hexadecimal digit (RFC 3986 §2.1 `HEXDIG`, either case).
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes `s` to bytes (RFC 3986 §2.1): `%` and two hex digits is that byte; a `%`
+/// without two hex digits after it stays a `%`. Works on bytes, so any input is safe.
+pub fn percent_decode_bytes(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hi = b.get(i + 1).copied().and_then(hex_digit);
+            let lo = b.get(i + 2).copied().and_then(hex_digit);
+            if let (Some(hi), Some(lo)) = (hi, lo) {
+                out.push(hi << 4 | lo);
                 i += 3;
                 continue;
             }
         }
-        out.push(b[i]);
+        out.push(c);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+/// Percent-decodes `s` ([`percent_decode_bytes`]); `None` when the bytes are not UTF-8.
+pub fn percent_decode_utf8(s: &str) -> Option<String> {
+    String::from_utf8(percent_decode_bytes(s)).ok()
+}
+
+/// Decodes `%XX` escapes of a URL path element (stream names may hold `+` and such); bytes
+/// that are not UTF-8 become U+FFFD (the router refuses such paths before, with
+/// [`percent_decode_utf8`]).
+pub fn percent_decode(s: &str) -> String {
+    String::from_utf8_lossy(&percent_decode_bytes(s)).into_owned()
 }
 
 /// The output a request path asks for, as MistServer names its HTTP outputs in stats.
-fn protocol_of(path: &str) -> &'static str {
+pub fn protocol_of(path: &str) -> &'static str {
     let p = path.split('?').next().unwrap_or("");
     let ext = p.rsplit_once('.').map_or("", |(_, e)| e);
     if p.starts_with("/hls/") {
@@ -1181,6 +1211,112 @@ fn arm_request(peer: &str) {
     crate::limits::arm("HTTP", peer, "the request", crate::limits::get().request);
 }
 
+/// What [`parse_head`] read of a request head: what the connection needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// The method (`GET`, `HEAD`, …).
+    pub method: String,
+    /// The request target as sent (origin form: path and query, still percent-encoded).
+    pub path: String,
+    /// Whether the connection stays open after the response (RFC 9112 §9.3).
+    pub keep_alive: bool,
+    /// HTTP/1.1 (else 1.0).
+    pub v11: bool,
+    /// Bytes the head and its declared body take at the start of the buffer.
+    pub used: usize,
+    /// The `Range` header (RFC 9110 §14.2), trimmed.
+    pub range: Option<String>,
+    /// The `Host` header when it is usable in absolute URLs (no `/`, space, quote or
+    /// backslash).
+    pub host: Option<String>,
+}
+
+/// The outcome of [`parse_head`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadParse {
+    /// A whole head.
+    Complete(Head),
+    /// More bytes are needed (the buffer holds at most [`MAX_HEAD`] bytes so far).
+    Partial,
+    /// The request is refused with `status` and `body` text; `why` is for the log, and the
+    /// connection closes after the answer.
+    Refused {
+        /// 400, 411, 413 or 431.
+        status: u16,
+        /// The response text.
+        body: String,
+        /// The log line.
+        why: String,
+    },
+}
+
+/// Parses the request head at the start of `buf` (RFC 9112 §2–3, by `httparse`), without
+/// I/O: a head over [`MAX_HEAD`] bytes is 431, a chunked request body 411, a body over
+/// [`MAX_BODY`] bytes or a malformed `Content-Length` 413, anything `httparse` refuses 400.
+/// Bytes that are not UTF-8 in the target are kept as they are (lossily) for the router to
+/// refuse.
+pub fn parse_head(buf: &[u8]) -> HeadParse {
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(used)) => {
+            let v11 = req.version == Some(1);
+            let header = |name: &str| {
+                req.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+            };
+            let keep_alive = match header("connection").map(|v| v.to_ascii_lowercase()) {
+                Some(v) if v.contains("close") => false,
+                Some(v) if v.contains("keep-alive") => true,
+                _ => v11,
+            };
+            // A request body is not used by any route, but must be skipped so the next
+            // request on the connection starts where it should.
+            if header("transfer-encoding").is_some() {
+                return HeadParse::Refused {
+                    status: 411,
+                    body: "Chunked request bodies are not accepted".into(),
+                    why: "chunked request body".into(),
+                };
+            }
+            let body_len = match header("content-length").map(|v| v.parse::<usize>()) {
+                None => 0,
+                Some(Ok(n)) if n <= MAX_BODY => n,
+                Some(_) => {
+                    return HeadParse::Refused {
+                        status: 413,
+                        body: "Request body too large or malformed".into(),
+                        why: format!("request body over {MAX_BODY} bytes or malformed length"),
+                    }
+                }
+            };
+            HeadParse::Complete(Head {
+                method: req.method.unwrap_or("").to_string(),
+                path: req.path.unwrap_or("/").to_string(),
+                keep_alive,
+                v11,
+                used: used + body_len,
+                range: header("range"),
+                host: header("host")
+                    .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '\\'])),
+            })
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => HeadParse::Refused {
+            status: 431,
+            body: "Request head too large".into(),
+            why: format!("request head over {MAX_HEAD} bytes"),
+        },
+        Ok(httparse::Status::Partial) => HeadParse::Partial,
+        Err(e) => HeadParse::Refused {
+            status: 400,
+            body: format!("Bad request: {e}"),
+            why: format!("bad request: {e}"),
+        },
+    }
+}
+
 /// Serves one HTTP connection until the client closes it or it idles out.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     let addr = crate::tls::peer_addr(&sock)
@@ -1212,75 +1348,16 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
             arm_request(&conn.addr);
         }
         // Read until a whole head is there.
-        let (method, path, keep_alive, used, v11) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 48];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(used)) => {
-                    let v11 = req.version == Some(1);
-                    let conn_hdr = req
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("connection"))
-                        .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
-                    let keep = match conn_hdr.as_deref() {
-                        Some(v) if v.contains("close") => false,
-                        Some(v) if v.contains("keep-alive") => true,
-                        _ => v11,
-                    };
-                    // A request body is not used by any route, but must be skipped so the
-                    // next request on the connection starts where it should.
-                    let header = |name: &str| {
-                        req.headers
-                            .iter()
-                            .find(|h| h.name.eq_ignore_ascii_case(name))
-                            .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
-                    };
-                    if header("transfer-encoding").is_some() {
-                        let r = Response::text(411, "Chunked request bodies are not accepted");
-                        out.clear();
-                        write_head(&r, false, false, &mut out);
-                        let _ = sock.write_all(&out);
-                        bail!("chunked request body");
-                    }
-                    let body_len = match header("content-length").map(|v| v.parse::<usize>()) {
-                        None => 0,
-                        Some(Ok(n)) if n <= MAX_BODY => n,
-                        Some(_) => {
-                            let r = Response::text(413, "Request body too large or malformed");
-                            out.clear();
-                            write_head(&r, false, false, &mut out);
-                            let _ = sock.write_all(&out);
-                            bail!("request body over {MAX_BODY} bytes or malformed length");
-                        }
-                    };
-                    conn.range = header("range");
-                    conn.host = header("host")
-                        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '"', '\\']))
-                        .unwrap_or_else(|| local.clone());
-                    break (
-                        req.method.unwrap_or("").to_string(),
-                        req.path.unwrap_or("/").to_string(),
-                        keep,
-                        used + body_len,
-                        v11,
-                    );
-                }
-                Ok(httparse::Status::Partial) => {
-                    if buf.len() > MAX_HEAD {
-                        let r = Response::text(431, "Request head too large");
-                        out.clear();
-                        write_head(&r, false, false, &mut out);
-                        let _ = sock.write_all(&out);
-                        bail!("request head over {MAX_HEAD} bytes");
-                    }
-                }
-                Err(e) => {
-                    let r = Response::text(400, &format!("Bad request: {e}"));
+        let head = loop {
+            match parse_head(&buf) {
+                HeadParse::Complete(h) => break h,
+                HeadParse::Partial => {}
+                HeadParse::Refused { status, body, why } => {
+                    let r = Response::text(status, &body);
                     out.clear();
                     write_head(&r, false, false, &mut out);
                     let _ = sock.write_all(&out);
-                    bail!("bad request: {e}");
+                    bail!("{why}");
                 }
             }
             let mut chunk = [0u8; 4096];
@@ -1303,6 +1380,17 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                 Err(e) => return Err(e.into()),
             }
         };
+        let Head {
+            method,
+            path,
+            keep_alive,
+            used,
+            v11,
+            range,
+            host,
+        } = head;
+        conn.range = range;
+        conn.host = host.unwrap_or_else(|| local.clone());
         // Wait for the rest of a declared body, then drop it with the head.
         while buf.len() < used {
             let mut chunk = [0u8; 4096];
@@ -1439,8 +1527,98 @@ mod tests {
         assert!(video_refusal(&[aac], "FLV", flv).is_none(), "audio only");
     }
 
+    /// The audit's request: `%a` followed by a two-byte character cut the old decoder's
+    /// `&str` slice in the middle of `é`, and the process aborted.
+    #[test]
+    fn a_cut_escape_before_a_multibyte_character_is_no_panic() {
+        let req = "GET /%a\u{e9}.flv HTTP/1.1\r\nHost: example\r\n\r\n";
+        let HeadParse::Complete(h) = parse_head(req.as_bytes()) else {
+            panic!("the head parses");
+        };
+        assert_eq!(
+            (h.method.as_str(), h.path.as_str()),
+            ("GET", "/%a\u{e9}.flv")
+        );
+        assert_eq!(h.host.as_deref(), Some("example"));
+        assert_eq!(percent_decode("%a\u{e9}"), "%a\u{e9}");
+        assert_eq!(percent_decode("\u{e9}%\u{e9}%"), "\u{e9}%\u{e9}%");
+        assert_eq!(percent_decode("%\u{e9}\u{e9}"), "%\u{e9}\u{e9}");
+        // Through the router too (no stream is opened for a progressive URL's name).
+        let ctx = Ctx {
+            rundir: std::path::PathBuf::from("/nonexistent-sluice-rundir"),
+            default_stream: None,
+        };
+        let mut conn = Conn {
+            ctx: &ctx,
+            addr: "192.0.2.1".into(),
+            host: "example".into(),
+            range: None,
+            streams: HashMap::new(),
+        };
+        match conn.route(&h.path) {
+            Reply::Stream(Progressive::Flv, name, _, _) => assert_eq!(name, "%a\u{e9}"),
+            _ => panic!("a progressive FLV request"),
+        }
+        // A name that decodes to bytes that are not UTF-8 names nothing.
+        match conn.route("/%e9%ff.flv") {
+            Reply::Full(r) => assert_eq!(r.status, 404),
+            _ => panic!("refused"),
+        }
+        for path in [
+            "/hls/%a\u{e9}/%\u{e9}/x.ts",
+            "/cmaf/\u{e9}%/1_\u{e9}/1_2.m4s",
+            "/%",
+        ] {
+            let _ = conn.route(path);
+        }
+    }
+
+    #[test]
+    fn percent_decoding_follows_rfc_3986() {
+        assert_eq!(percent_decode_bytes("a%41"), b"aA");
+        assert_eq!(percent_decode_bytes("%4"), b"%4");
+        assert_eq!(percent_decode_bytes("%zz%2f%2F"), b"%zz//");
+        assert_eq!(percent_decode_bytes("%+1"), b"%+1");
+        assert_eq!(percent_decode_utf8("caf%C3%A9"), Some("caf\u{e9}".into()));
+        assert_eq!(percent_decode_utf8("%e9"), None);
+        assert_eq!(percent_decode("%e9"), "\u{fffd}");
+    }
+
+    #[test]
+    fn request_heads_are_refused_without_io() {
+        let refused = |b: &[u8]| match parse_head(b) {
+            HeadParse::Refused { status, .. } => status,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            411
+        );
+        assert_eq!(refused(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), 413);
+        assert_eq!(
+            refused(b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
+            413
+        );
+        assert_eq!(refused(b"GET / HTTP/1.1\r\n\xff\r\n\r\n"), 400);
+        let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        long.resize(MAX_HEAD + 10, b'a');
+        assert_eq!(refused(&long), 431);
+        assert_eq!(parse_head(b"GET / HTTP/1.1\r\n"), HeadParse::Partial);
+        let HeadParse::Complete(h) =
+            parse_head(b"GET /a HTTP/1.0\r\nContent-Length: 3\r\nRange: bytes=1-\r\n\r\nabc")
+        else {
+            panic!("complete");
+        };
+        assert_eq!((h.used, h.keep_alive, h.v11), (58, false, false));
+        assert_eq!(h.range.as_deref(), Some("bytes=1-"));
+    }
+
     #[test]
     fn ranges_follow_rfc_9110() {
+        assert_eq!(
+            parse_range("bytes=0-18446744073709551615", 1000),
+            RangeReq::Bytes(0..1000)
+        );
         use RangeReq::*;
         assert_eq!(parse_range("bytes=0-99", 1000), Bytes(0..100));
         assert_eq!(parse_range("bytes=900-", 1000), Bytes(900..1000));

@@ -401,7 +401,10 @@ impl RtspClient {
                 .map(|(_, v)| v.as_str().to_string())
                 .collect();
             // Several challenges may come as several headers or folded into one.
-            let digest = offers.iter().find_map(|o| {
+            // `digest_auth` takes character counts for byte offsets and panics on
+            // non-ASCII parameters: a server's challenge must be ASCII (RFC 7616 §3.3
+            // quotes UTF-8 only in `username*`, which a challenge does not carry).
+            let digest = offers.iter().filter(|o| o.is_ascii()).find_map(|o| {
                 let lower = o.to_ascii_lowercase();
                 let at = lower.find("digest ")?;
                 let end = lower[at..].find(", basic").map_or(o.len(), |e| at + e);
@@ -566,22 +569,10 @@ fn method_name(m: &Method) -> String {
     }
 }
 
-/// `%XX` escapes of a URL's user part decoded; `None` when they are not valid UTF-8.
+/// `%XX` escapes of a URL's user part decoded (RFC 3986 §2.1); `None` when they are not
+/// valid UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::http::percent_decode_utf8(s)
 }
 
 #[cfg(test)]
@@ -624,6 +615,22 @@ mod tests {
         let (a, b) = msg.as_bytes().split_at(msg.len() / 2);
         c.recv(a, now);
         c.recv(b, now);
+    }
+
+    /// `digest_auth` slices by character counts: a non-ASCII challenge aborted the pull.
+    #[test]
+    fn a_challenge_with_multibyte_characters_is_no_panic() {
+        let mut c = RtspClient::new("rtsp://admin:pw@127.0.0.1/cam", Lower::Tcp).unwrap();
+        c.start(0);
+        reply(&mut c, 200, "Public: OPTIONS, DESCRIBE\r\n", "", 0);
+        reply(
+            &mut c,
+            401,
+            "WWW-Authenticate: Digest a\u{e9}=\"x\", realm=\"c\u{e9}m\", nonce=\"\u{e9}\"\r\n",
+            "",
+            0,
+        );
+        assert!(matches!(c.poll_event(), Some(ClientEvent::Failed(_))));
     }
 
     #[test]
