@@ -65,6 +65,27 @@ pub fn parse_track_set(s: &str) -> Option<Vec<u32>> {
     s.split('_').map(|x| x.parse().ok()).collect()
 }
 
+/// The canonical form of the track set `ids` for a stream whose track ids are `present`: the
+/// ids that are present, sorted, each once, and the path element naming them ([`track_set`]'s
+/// form: decimal ids joined by `_`). `None` when no id is present. The muxers keep tracks in
+/// stream order whatever the order of the set, so `1_2`, `2_1`, `01_2`, `+1_2_2` and `1_2_99`
+/// all mux the same bytes; segment cache names are made from this form so that they are
+/// stored once.
+pub fn canonical_track_set(ids: &[u32], present: &[u32]) -> Option<(Vec<u32>, String)> {
+    let mut v: Vec<u32> = ids
+        .iter()
+        .copied()
+        .filter(|i| present.contains(i))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    if v.is_empty() {
+        return None;
+    }
+    let name = v.iter().map(u32::to_string).collect::<Vec<_>>().join("_");
+    Some((v, name))
+}
+
 /// Bits per second of the window, measured over the complete segments in it.
 pub fn bandwidth(r: &StreamReader) -> u64 {
     window_bandwidth(r, None).unwrap_or(2_000_000)
@@ -356,4 +377,33 @@ pub fn describe(r: &StreamReader, tracks: &[Track]) -> String {
     let total: u64 = segs.iter().map(|x| x.4).sum();
     let _ = write!(s, "{} segments, {} ms", segs.len(), total);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn track_sets_have_one_canonical_name() {
+        let present = [1, 2, 3];
+        let canon = |s: &str| {
+            parse_track_set(s).and_then(|ids| canonical_track_set(&ids, &present).map(|x| x.1))
+        };
+        for s in ["1", "01", "+1", "1_1", "001_+1_1", "1_99"] {
+            assert_eq!(canon(s).as_deref(), Some("1"), "{s}");
+        }
+        for s in ["1_2", "2_1", "02_1", "2_1_2_1", "1_2_7"] {
+            assert_eq!(canon(s).as_deref(), Some("1_2"), "{s}");
+        }
+        assert_eq!(canon("9"), None, "no track of the set is in the stream");
+        assert_eq!(canon("1__2"), None, "not a track set");
+        assert_eq!(canon("-1"), None);
+        // What the server itself writes in its playlists is already canonical.
+        let tracks = [
+            Track::new(1, dtsc::TrackKind::Video, dtsc::Codec::H264),
+            Track::new(3, dtsc::TrackKind::Audio, dtsc::Codec::Aac),
+        ];
+        let set = track_set(&tracks.iter().collect::<Vec<_>>());
+        assert_eq!(canon(&set), Some(set));
+    }
 }

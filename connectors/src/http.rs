@@ -469,6 +469,11 @@ impl Conn<'_> {
             Ok(c) => c,
             Err(r) => return r.into(),
         };
+        // Cache names take the set's canonical form: `1_2`, `2_1` and `01_2` are one file.
+        let present: Vec<u32> = c.tracks().iter().map(|t| t.id).collect();
+        let Some((ids, set)) = hls::canonical_track_set(&ids, &present) else {
+            return Response::text(404, "No such tracks").into();
+        };
         let mut body = Vec::new();
         if let Some(boot) = cmaf::parse_hls_init(file) {
             return init_response(c, boot, cmaf::init(c.tracks(), &ids, &mut body), body).into();
@@ -543,9 +548,12 @@ impl Conn<'_> {
         if !hls::in_window(r, tracks, u64::from(number) - 1) {
             return Response::text(404, "Fragment not in the window").into();
         }
+        let present: Vec<u32> = tracks.iter().map(|t| t.id).collect();
+        let Some((ids, set)) = hls::canonical_track_set(&ids, &present) else {
+            return Response::text(404, "No such tracks").into();
+        };
         let meta = r.meta();
         let cache = SegmentCache::new(&rundir, stream, meta.boot_ms(), meta.dvr_ms());
-        let set = file.rsplit_once("_Seg").map_or("", |x| x.0);
         match cache.get_or_make(&format!("hds_{set}_{number}.f4f"), |out| {
             hds::fragment(r, tracks, &ids, number, out)
         }) {
@@ -713,6 +721,10 @@ impl Conn<'_> {
         };
         c.reload_tracks();
         let (r, tracks) = (c.reader(), c.tracks());
+        let present: Vec<u32> = tracks.iter().map(|t| t.id).collect();
+        let Some((ids, set)) = hls::canonical_track_set(&ids, &present) else {
+            return Response::text(404, "No such tracks").into();
+        };
         let name = format!("hls_{set}_{key}.ts");
         serve_segment(&rundir, stream, c, boot, key, &name, "video/mp2t", |out| {
             hls::segment(r, tracks, &ids, key, out)

@@ -27,6 +27,23 @@ pub const QUALITY: u8 = 85;
 /// Widest `?width=` honoured, pixels.
 pub const MAX_WIDTH: u32 = 3840;
 
+/// The widths thumbnails are made in, pixels: a `?width=` gets the first at or above it
+/// ([`snap_width`]), so that a stream's cache holds at most this many pictures per keyframe
+/// (plus the full-size one) whatever widths viewers ask for.
+pub const WIDTHS: [u32; 8] = [160, 320, 480, 640, 960, 1280, 1920, MAX_WIDTH];
+
+/// The width a thumbnail asked `asked` pixels wide is made in: the first of [`WIDTHS`] at or
+/// above `asked` (the widest for more); `None` (the picture's own width) when that is at
+/// least the source's width `source` (pixels; 0 when unknown, then no cap applies).
+pub fn snap_width(asked: u32, source: u32) -> Option<u32> {
+    let w = WIDTHS
+        .iter()
+        .copied()
+        .find(|&w| w >= asked)
+        .unwrap_or(MAX_WIDTH);
+    (source == 0 || w < source).then_some(w)
+}
+
 /// An RGB picture, 8 bits per channel, rows top to bottom without padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Picture {
@@ -90,7 +107,7 @@ pub fn latest_jpeg(
     if keys.is_empty() {
         return Err((503, "no keyframe yet".into()));
     }
-    let w = width.map(|w| w.clamp(16, MAX_WIDTH));
+    let w = width.and_then(|w| snap_width(w, t.width));
     let mut last_err = String::new();
     for (seq, dts) in keys {
         let name = format!(
@@ -236,6 +253,27 @@ pub fn width_of(query: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn widths_snap_up_to_a_short_list_capped_at_the_source() {
+        assert_eq!(snap_width(16, 1920), Some(160));
+        assert_eq!(snap_width(160, 1920), Some(160));
+        assert_eq!(snap_width(161, 1920), Some(320));
+        assert_eq!(snap_width(1000, 1920), Some(1280));
+        assert_eq!(
+            snap_width(1500, 1920),
+            None,
+            "1920 is the source's own width"
+        );
+        assert_eq!(snap_width(5000, 1280), None);
+        assert_eq!(snap_width(5000, 0), Some(MAX_WIDTH));
+        assert_eq!(snap_width(700, 0), Some(960));
+        // Every width from 1 to 4000 lands on one of a handful of files.
+        let mut made: Vec<Option<u32>> = (1..=4000).map(|w| snap_width(w, 1920)).collect();
+        made.sort_unstable();
+        made.dedup();
+        assert_eq!(made.len(), 7, "{made:?}");
+    }
 
     #[test]
     fn scaling_keeps_the_aspect_ratio_and_averages() {
