@@ -41,6 +41,7 @@ pub mod rtmp;
 pub mod rtmp_push;
 pub mod rtp_ingest;
 pub mod rtsp;
+pub mod rtsp_auth;
 pub mod rtsp_client;
 pub mod rtsp_pull;
 pub mod rtsp_push;

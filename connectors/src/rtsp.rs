@@ -17,8 +17,9 @@
 //! are lined up by the encoder's RTCP sender reports, and video, which RTP carries with
 //! presentation times only, gets decode times from `dtsc::rtp::DtsFromPts` (five access units
 //! held, decode times up to 200 ms ahead of presentation). Packets reach the buffer in decode
-//! order across tracks. Pushes come over TCP interleaved or UDP. Not yet: Basic/Digest
-//! authentication.
+//! order across tracks. Pushes come over TCP interleaved or UDP. A stream with a key takes
+//! it by `?key=`, Basic or Digest authentication (`rtsp_auth`: nonces of this connection,
+//! exact, used once, 60 s at most).
 //!
 //! Bad input: no CSeq → 400; an unknown method → 501; a request over [`MAX_REQUEST`] bytes →
 //! 400 and the connection closes; a Transport without a usable profile → 461; SETUP of an
@@ -39,6 +40,7 @@ use crate::cursor::Cursor;
 use crate::listener::set_process_name;
 use crate::publisher::Publisher;
 use crate::rtp_ingest::{sdp_tracks, RtpIngest};
+use crate::rtsp_auth::{self, Authorization, NonceCheck, Nonces};
 use crate::session::{self, Asked, Batch, Ended, Framing, Output};
 use crate::Ctx;
 
@@ -106,8 +108,17 @@ struct State {
     seed: u64,
     /// An encoder's ANNOUNCE: the stream it pushes into, until RECORD.
     record: Option<Record>,
-    /// The Digest nonce of this connection (RFC 2617 §3.2.1).
-    nonce: String,
+    /// The Digest nonces of this connection (RFC 7616 §3.3).
+    nonces: Nonces,
+    /// When the connection began: the clock of its nonces.
+    epoch: Option<Instant>,
+}
+
+impl State {
+    /// Ms since the connection began.
+    fn now_ms(&self) -> u64 {
+        self.epoch.map_or(0, |e| e.elapsed().as_millis() as u64)
+    }
 }
 
 /// What the connection does after sending a response.
@@ -134,15 +145,9 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     sock.set_read_timeout(Some(Duration::from_secs(TIMEOUT_S)))?;
-    let mut seed = crate::seed() | 1;
-    let nonce = format!(
-        "{:016x}{:016x}",
-        next_random(&mut seed),
-        next_random(&mut seed)
-    );
     let mut st = State {
-        seed,
-        nonce,
+        seed: crate::seed() | 1,
+        epoch: Some(Instant::now()),
         ..State::default()
     };
     let mut buf: Vec<u8> = Vec::new();
@@ -275,6 +280,7 @@ fn answer(
         Some(s) => b.header(headers::SESSION, format!("{s};timeout={TIMEOUT_S}")),
         None => b,
     };
+    let now_ms = st.now_ms();
     match req.method() {
         Method::Options => (
             response(req, StatusCode::Ok)
@@ -305,7 +311,7 @@ fn answer(
                 Action::Continue,
             )
         }
-        Method::Announce => match announce(req, ctx, peer, &st.nonce) {
+        Method::Announce => match announce(req, ctx, peer, &mut st.nonces, now_ms) {
             Ok(rec) => {
                 crate::log!(
                     PROTO,
@@ -318,20 +324,24 @@ fn answer(
                 let b = response(req, StatusCode::Ok);
                 (session_hdr(b, st).build(Vec::new()), Action::Continue)
             }
-            Err((StatusCode::Unauthorized, why)) => {
+            Err(Refusal {
+                status: StatusCode::Unauthorized,
+                why,
+                stale,
+            }) => {
                 crate::log!(PROTO, "{peer}: ANNOUNCE needs credentials: {why}");
-                let realm = "Sluice";
+                let nonce = st.nonces.issue(now_ms, rtsp_auth::random_bytes());
                 (
                     response(req, StatusCode::Unauthorized)
                         .header(
                             headers::WWW_AUTHENTICATE,
-                            format!("Digest realm=\"{realm}\", nonce=\"{}\"", st.nonce),
+                            rtsp_auth::challenge(&nonce, stale),
                         )
                         .build(Vec::new()),
                     Action::Continue,
                 )
             }
-            Err((status, why)) => {
+            Err(Refusal { status, why, .. }) => {
                 crate::log!(PROTO, "{peer}: ANNOUNCE refused: {why}");
                 plain(status)
             }
@@ -1189,19 +1199,69 @@ struct Record {
     stray: u64,
 }
 
+/// Why ANNOUNCE was refused: the status, a reason for the log, and whether the answer's
+/// challenge says `stale=true` (the client's nonce was ours but too old).
+struct Refusal {
+    status: StatusCode,
+    why: String,
+    stale: bool,
+}
+
+impl From<(StatusCode, String)> for Refusal {
+    fn from((status, why): (StatusCode, String)) -> Refusal {
+        Refusal {
+            status,
+            why,
+            stale: false,
+        }
+    }
+}
+
+/// The credentials of an ANNOUNCE: an `Authorization` header (`auth`, RFC 7826 §18.8) or the
+/// URL's `?key=` (`url_key`). A Digest header must carry the connection's current nonce,
+/// exactly and in time ([`Nonces::take`], at `now_ms` on the nonces' clock), and Sluice's
+/// realm; the controller then checks its response against the stream key. A Basic password
+/// is the key. A header of another scheme, or one that does not parse, counts as absent.
+fn push_credentials(
+    auth: Option<&str>,
+    url_key: Option<String>,
+    nonces: &mut Nonces,
+    now_ms: u64,
+) -> std::result::Result<PushAuth, Refusal> {
+    let refuse = |why: &str, stale| Refusal {
+        status: StatusCode::Unauthorized,
+        why: why.into(),
+        stale,
+    };
+    match auth.map(rtsp_auth::parse_authorization) {
+        Some(Authorization::Basic(pass)) => Ok(PushAuth::Key(Some(pass))),
+        Some(Authorization::Digest(d)) => match nonces.take(&d.nonce, now_ms) {
+            NonceCheck::Valid if d.realm == rtsp_auth::REALM => Ok(PushAuth::Digest {
+                header: d.header,
+                method: "ANNOUNCE".into(),
+            }),
+            NonceCheck::Valid => Err(refuse("Digest for another realm", false)),
+            NonceCheck::Stale => Err(refuse("a stale nonce", true)),
+            NonceCheck::Unknown => Err(refuse("a nonce this connection did not issue", false)),
+        },
+        Some(Authorization::Unusable) | None => Ok(PushAuth::Key(url_key)),
+    }
+}
+
 /// Handles ANNOUNCE: parses the SDP and attaches to the stream's buffer as its publisher
 /// (the stream's `push://` rules apply, as for RTMP). A stream with a key (`push://@KEY`)
 /// takes it as `?key=KEY`, as the password of Basic authentication, or through Digest
-/// (RFC 2617, checked by the controller; the nonce must be this connection's `nonce`);
-/// without it the answer is 401 with a Digest challenge (rtsp-types folds several
-/// challenges into one header line, which clients misread, so Basic is taken when sent but
-/// not offered).
+/// (RFC 7616, checked by the controller; the nonce must be this connection's, see
+/// [`push_credentials`]); without it the answer is 401 with a Digest challenge (rtsp-types
+/// folds several challenges into one header line, which clients misread, so Basic is taken
+/// when sent but not offered).
 fn announce(
     req: &Request<Vec<u8>>,
     ctx: &Ctx,
     peer: &str,
-    nonce: &str,
-) -> std::result::Result<Record, (StatusCode, String)> {
+    nonces: &mut Nonces,
+    now_ms: u64,
+) -> std::result::Result<Record, Refusal> {
     let url = req
         .request_uri()
         .ok_or((StatusCode::BadRequest, "no URL".to_string()))?;
@@ -1216,28 +1276,8 @@ fn announce(
         .find(|(k, _)| k == "key")
         .map(|(_, v)| v.to_string());
     let tracks = sdp_tracks(req.body()).map_err(|e| (StatusCode::UnsupportedMediaType, e))?;
-    let auth = req
-        .header(&headers::AUTHORIZATION)
-        .map(|v| v.as_str().trim().to_string());
-    let push_auth = match auth.as_deref() {
-        Some(a) if a.len() > 6 && a[..6].eq_ignore_ascii_case("basic ") => {
-            let pass = rtp::base64_decode(&a[6..])
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|up| up.split_once(':').map(|(_, p)| p.to_string()))
-                .unwrap_or_default();
-            PushAuth::Key(Some(pass))
-        }
-        Some(a) if a.len() > 7 && a[..7].eq_ignore_ascii_case("digest ") => {
-            if !a.contains(&format!("nonce=\"{nonce}\"")) {
-                return Err((StatusCode::Unauthorized, "a stale or foreign nonce".into()));
-            }
-            PushAuth::Digest {
-                header: a.to_string(),
-                method: "ANNOUNCE".into(),
-            }
-        }
-        _ => PushAuth::Key(key),
-    };
+    let auth = req.header(&headers::AUTHORIZATION).map(|v| v.as_str());
+    let push_auth = push_credentials(auth, key, nonces, now_ms)?;
     let opened = crate::control::open_push(&ctx.rundir, &name, peer, &push_auth);
     let path = opened.map_err(|e| match e {
         OpenError::Unauthorized(r) => (StatusCode::Unauthorized, r),
@@ -1448,6 +1488,56 @@ mod tests {
         assert_eq!(npt_start("npt=now-"), None);
         assert_eq!(npt_start("smpte=0:10:00-"), None);
         assert_eq!(npt_start("npt=-3-"), None);
+    }
+
+    fn digest_with(nonce: &str) -> String {
+        format!(
+            "Digest username=\"u\", realm=\"Sluice\", nonce=\"{nonce}\", uri=\"rtsp://h/s\", \
+             response=\"0123456789abcdef0123456789abcdef\""
+        )
+    }
+
+    #[test]
+    fn announce_credentials_need_this_connections_fresh_nonce() {
+        let mut n = Nonces::default();
+        let ours = n.issue(1_000, [0x5a; rtsp_auth::NONCE_BYTES]);
+        let cred = |n: &mut Nonces, h: &str, now| push_credentials(Some(h), None, n, now);
+        // A nonce that holds ours as a substring, or a header that quotes ours elsewhere.
+        for h in [
+            digest_with(&format!("{ours}0")),
+            digest_with(&format!("0{ours}")),
+            format!("{}, opaque=\"nonce=\\\"{ours}\\\"\"", digest_with("x")),
+        ] {
+            let r = cred(&mut n, &h, 2_000).err().map(|r| (r.status, r.stale));
+            assert_eq!(r, Some((StatusCode::Unauthorized, false)), "{h}");
+        }
+        match cred(&mut n, &digest_with(&ours), 2_000) {
+            Ok(PushAuth::Digest { header, method }) => {
+                assert_eq!((header, method.as_str()), (digest_with(&ours), "ANNOUNCE"));
+            }
+            _ => panic!("the connection's nonce in time"),
+        }
+        // Replayed on the same connection: used up.
+        assert!(cred(&mut n, &digest_with(&ours), 2_001).is_err());
+        // Too old: 401 with stale=true.
+        let later = n.issue(10_000, [0x33; rtsp_auth::NONCE_BYTES]);
+        let r = cred(
+            &mut n,
+            &digest_with(&later),
+            10_000 + rtsp_auth::NONCE_LIFETIME_MS,
+        );
+        assert!(r.is_err_and(|r| r.stale && r.status == StatusCode::Unauthorized));
+        // Another realm.
+        let fresh = n.issue(20_000, [0x44; rtsp_auth::NONCE_BYTES]);
+        let other = digest_with(&fresh).replace("Sluice", "Other");
+        assert!(cred(&mut n, &other, 20_001).is_err());
+        // Basic, a URL key, and a header that does not parse.
+        assert!(matches!(
+            cred(&mut n, "Basic dTpzZWNyZXQ=", 0),
+            Ok(PushAuth::Key(Some(k))) if k == "secret"
+        ));
+        let url = push_credentials(Some("Digest \u{e9}"), Some("k".into()), &mut n, 0);
+        assert!(matches!(url, Ok(PushAuth::Key(Some(k))) if k == "k"));
     }
 
     proptest! {

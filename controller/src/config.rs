@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use connectors::rtsp_auth::ct_eq;
 use serde_json::{json, Value};
 
 /// Protocol entries that are HTTP-based outputs served by the HTTP connector (MistServer lists
@@ -403,8 +404,13 @@ pub enum Credential<'a> {
 /// The refusal when the key is missing or wrong (the connector asks for credentials).
 pub const KEY_REFUSAL: &str = "wrong or missing stream key";
 
-/// Whether a Digest `Authorization` header was computed with `key` as the password.
+/// Whether a Digest `Authorization` header was computed with `key` as the password
+/// (RFC 7616 §3.4.1). Only ASCII headers: `digest_auth` takes character counts for byte
+/// offsets and panics on other text. The response is compared in constant time.
 fn digest_matches(header: &str, method: &str, key: &str) -> bool {
+    if !header.is_ascii() {
+        return false;
+    }
     let Ok(h) = digest_auth::AuthorizationHeader::parse(header) else {
         return false;
     };
@@ -417,7 +423,11 @@ fn digest_matches(header: &str, method: &str, key: &str) -> bool {
         digest_auth::HttpMethod::from(method),
     );
     want.digest(&ctx);
-    !h.response.is_empty() && want.response.eq_ignore_ascii_case(&h.response)
+    !h.response.is_empty()
+        && ct_eq(
+            want.response.to_ascii_lowercase().as_bytes(),
+            h.response.to_ascii_lowercase().as_bytes(),
+        )
 }
 
 /// Whether `addr` is `rule`: an address, or a network in CIDR notation (`10.0.0.0/8`,
@@ -482,7 +492,7 @@ pub fn may_publish(
     if let Some(k) = want_key.filter(|k| !k.is_empty()) {
         let ok = match cred {
             Credential::None => false,
-            Credential::Key(given) => given == k,
+            Credential::Key(given) => ct_eq(given.as_bytes(), k.as_bytes()),
             Credential::Digest { header, method } => digest_matches(header, method, k),
         };
         if !ok {
@@ -569,5 +579,11 @@ mod tests {
         assert!(may_publish("push://@Circle Of Life", "10.0.0.5", d("GET")).is_ok());
         assert!(may_publish("push://@Circle Of Life", "10.0.0.5", d("ANNOUNCE")).is_err());
         assert!(may_publish("push://@other", "10.0.0.5", d("GET")).is_err());
+        // digest_auth sliced by character counts: a multibyte name aborted the controller.
+        let multibyte = Credential::Digest {
+            header: "Digest a\u{e9}=x, username=\"\u{e9}\"",
+            method: "ANNOUNCE",
+        };
+        assert!(may_publish("push://@k", "10.0.0.5", multibyte).is_err());
     }
 }
