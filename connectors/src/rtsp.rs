@@ -17,16 +17,17 @@
 //! are lined up by the encoder's RTCP sender reports, and video, which RTP carries with
 //! presentation times only, gets decode times from `dtsc::rtp::DtsFromPts` (five access units
 //! held, decode times up to 200 ms ahead of presentation). Packets reach the buffer in decode
-//! order across tracks. Pushes come over TCP interleaved or UDP. A stream with a key takes
-//! it by `?key=`, Basic or Digest authentication (`rtsp_auth`: nonces of this connection,
-//! exact, used once, 60 s at most).
+//! order across tracks. Pushes come over TCP interleaved or UDP (datagrams only from the
+//! publisher's address and the ports its SETUP named: [`udp_source_ok`]). A stream with a
+//! key takes it by `?key=`, Basic or Digest authentication (`rtsp_auth`: nonces of this
+//! connection, exact, used once, 60 s at most).
 //!
 //! Bad input: no CSeq → 400; an unknown method → 501; a request over [`MAX_REQUEST`] bytes →
 //! 400 and the connection closes; a Transport without a usable profile → 461; SETUP of an
 //! unknown track → 404; PLAY before SETUP → 455; a wrong Session → 454.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
@@ -366,45 +367,49 @@ fn answer(
                 _ => return plain(StatusCode::UnsupportedTransport),
             };
             let mut reply = None;
-            for tr in transports.iter() {
-                let Transport::Rtp(r) = tr else { continue };
-                if r.profile != headers::RtpProfile::Avp {
-                    continue;
-                }
-                if r.lower_transport == Some(headers::RtpLowerTransport::Tcp) {
-                    let ch = r.params.interleaved.map(|(a, _)| a).unwrap_or(2 * n as u8);
-                    t.channel = Some(ch);
-                    rec.udp[n] = None;
-                    reply = Some(format!(
-                        "RTP/AVP/TCP;unicast;interleaved={}-{};mode=record",
-                        ch,
-                        ch.wrapping_add(1)
-                    ));
-                    break;
-                }
-                if let Some((cp, cp2)) = r.params.client_port {
-                    // UDP: two sockets of ours; the track's channel names them internally.
-                    let Ok(local) = crate::tls::local_addr(&sock) else {
-                        continue;
-                    };
-                    let (Ok(a), Ok(b)) = (
-                        UdpSocket::bind((local.ip(), 0)),
-                        UdpSocket::bind((local.ip(), 0)),
-                    ) else {
-                        continue;
-                    };
-                    let (Ok(sa), Ok(sb)) = (a.local_addr(), b.local_addr()) else {
-                        continue;
-                    };
-                    reply = Some(format!(
-                        "RTP/AVP;unicast;client_port={cp}-{};server_port={}-{};mode=record",
-                        cp2.unwrap_or(cp.wrapping_add(1)),
-                        sa.port(),
-                        sb.port()
-                    ));
-                    t.channel = Some(200u8.wrapping_add(2 * n as u8)); // unused by interleaving
-                    rec.udp[n] = Some((a, b));
-                    break;
+            for choice in transports.iter().filter_map(|tr| record_transport(tr, n)) {
+                match choice {
+                    RecordTransport::Tcp(ch) => {
+                        t.channel = Some(ch);
+                        rec.udp[n] = None;
+                        reply = Some(format!(
+                            "RTP/AVP/TCP;unicast;interleaved={}-{};mode=record",
+                            ch,
+                            ch.wrapping_add(1)
+                        ));
+                        break;
+                    }
+                    RecordTransport::Udp(cp, cp2) => {
+                        // UDP: two sockets of ours; the track's channel names them internally.
+                        // Only the publisher's address and the ports it named may send to them.
+                        let (Ok(local), Ok(from)) =
+                            (crate::tls::local_addr(&sock), crate::tls::peer_addr(&sock))
+                        else {
+                            continue;
+                        };
+                        let (Ok(a), Ok(b)) = (
+                            UdpSocket::bind((local.ip(), 0)),
+                            UdpSocket::bind((local.ip(), 0)),
+                        ) else {
+                            continue;
+                        };
+                        let (Ok(sa), Ok(sb)) = (a.local_addr(), b.local_addr()) else {
+                            continue;
+                        };
+                        reply = Some(format!(
+                            "RTP/AVP;unicast;client_port={cp}-{cp2};server_port={}-{};mode=record",
+                            sa.port(),
+                            sb.port()
+                        ));
+                        t.channel = Some(200u8.wrapping_add(2 * n as u8)); // unused by interleaving
+                        let source = UdpSource {
+                            ip: from.ip(),
+                            rtp_port: cp,
+                            rtcp_port: cp2,
+                        };
+                        rec.udp[n] = Some((a, b, source));
+                        break;
+                    }
                 }
             }
             let Some(reply) = reply else {
@@ -1192,11 +1197,64 @@ struct Record {
     /// The buffer connection (replaced under the encoder if the buffer dies).
     publisher: Publisher,
     ingest: RtpIngest,
-    /// Per track: our UDP sockets (RTP, RTCP) when it is pushed over UDP; its channel then
-    /// names it inside this connection.
-    udp: Vec<Option<(UdpSocket, UdpSocket)>>,
+    /// Per track: our UDP sockets (RTP, RTCP) when it is pushed over UDP, and where its
+    /// datagrams must come from; its channel then names it inside this connection.
+    udp: Vec<Option<(UdpSocket, UdpSocket, UdpSource)>>,
     /// Interleaved frames on channels no SETUP named.
     stray: u64,
+    /// Datagrams dropped because they did not come from the publisher ([`udp_source_ok`]).
+    foreign: u64,
+}
+
+/// How an encoder's SETUP (`mode=record`) asked a track to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordTransport {
+    /// Interleaved on the RTSP connection, RTP on this channel and RTCP on the next
+    /// (RFC 2326 §10.12).
+    Tcp(u8),
+    /// UDP from the client's ports (RTP, RTCP) (RFC 2326 §12.39 `client_port`; RTCP on the
+    /// next port when only one is named).
+    Udp(u16, u16),
+}
+
+/// What one Transport specification of an encoder's SETUP for its `n`-th track asks for:
+/// RTP/AVP over TCP (the client's interleaved channel, else `2n`) or over UDP with
+/// `client_port`; `None` for any other.
+pub fn record_transport(t: &Transport, n: usize) -> Option<RecordTransport> {
+    let Transport::Rtp(r) = t else { return None };
+    if r.profile != headers::RtpProfile::Avp {
+        return None;
+    }
+    if r.lower_transport == Some(headers::RtpLowerTransport::Tcp) {
+        let ch = r.params.interleaved.map_or((2 * n) as u8, |(a, _)| a);
+        return Some(RecordTransport::Tcp(ch));
+    }
+    let (cp, cp2) = r.params.client_port?;
+    Some(RecordTransport::Udp(cp, cp2.unwrap_or(cp.wrapping_add(1))))
+}
+
+/// Where a publisher's datagrams for one track must come from: the RTSP connection's peer
+/// address and the `client_port` pair of its SETUP (RFC 2326 §12.39).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpSource {
+    /// The publisher's address (the RTSP connection's peer).
+    pub ip: IpAddr,
+    /// Its RTP port.
+    pub rtp_port: u16,
+    /// Its RTCP port.
+    pub rtcp_port: u16,
+}
+
+/// Whether a datagram from `from` on a track's RTP (`rtcp` false) or RTCP socket comes from
+/// the publisher `src`: its address (an IPv4-mapped IPv6 address counts as the IPv4 one) and
+/// the port its Transport named. Anyone else could otherwise inject media into the stream.
+pub fn udp_source_ok(src: &UdpSource, from: SocketAddr, rtcp: bool) -> bool {
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let port = if rtcp { src.rtcp_port } else { src.rtp_port };
+    canon(from.ip()) == canon(src.ip) && from.port() == port
 }
 
 /// Why ANNOUNCE was refused: the status, a reason for the log, and whether the answer's
@@ -1292,6 +1350,7 @@ fn announce(
         ingest: RtpIngest::new(tracks, 1000),
         udp: (0..n).map(|_| None).collect(),
         stray: 0,
+        foreign: 0,
     })
 }
 
@@ -1347,7 +1406,7 @@ impl Record {
         };
         let ready = {
             let mut fds = vec![PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
-            for (a, b) in self.udp.iter().flatten() {
+            for (a, b, _) in self.udp.iter().flatten() {
                 fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
                 fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
             }
@@ -1359,15 +1418,30 @@ impl Record {
         }
         // Datagrams first (they are older than what follows on the connection).
         let mut got = Vec::new();
+        let mut foreign = Vec::new();
         for (t, udp) in self.ingest.tracks.iter().zip(&self.udp) {
-            if let (Some((a, b)), Some(ch)) = (udp, t.channel) {
+            if let (Some((a, b, src)), Some(ch)) = (udp, t.channel) {
                 // RTCP first: a sender report places the track's first RTP packets.
-                for (s, c) in [(b, ch.wrapping_add(1)), (a, ch)] {
+                for (s, c, rtcp) in [(b, ch.wrapping_add(1), true), (a, ch, false)] {
                     s.set_nonblocking(true)?;
-                    while let Ok(n) = s.recv(chunk) {
-                        got.push((c, chunk[..n].to_vec()));
+                    while let Ok((n, from)) = s.recv_from(chunk) {
+                        if udp_source_ok(src, from, rtcp) {
+                            got.push((c, chunk[..n].to_vec()));
+                        } else {
+                            foreign.push(from);
+                        }
                     }
                 }
+            }
+        }
+        for from in foreign {
+            self.foreign += 1;
+            if self.foreign == 1 {
+                crate::log!(
+                    PROTO,
+                    "{peer}: {}: a datagram from {from}, which is not the publisher's RTP or RTCP port; dropped (and any more)",
+                    self.stream
+                );
             }
         }
         for (ch, bytes) in got {
@@ -1468,8 +1542,9 @@ impl Record {
         let (lost, bad, skipped) = self.ingest.losses();
         crate::log!(
             PROTO,
-            "{peer}: {} push ended ({lost} RTP packets lost, {bad} unreadable, {skipped} access units dropped)",
-            self.stream
+            "{peer}: {} push ended ({lost} RTP packets lost, {bad} unreadable, {skipped} access units dropped, {} foreign datagrams dropped)",
+            self.stream,
+            self.foreign
         );
         Ok(())
     }
@@ -1488,6 +1563,75 @@ mod tests {
         assert_eq!(npt_start("npt=now-"), None);
         assert_eq!(npt_start("smpte=0:10:00-"), None);
         assert_eq!(npt_start("npt=-3-"), None);
+    }
+
+    #[test]
+    fn only_the_publisher_may_send_udp() {
+        let src = UdpSource {
+            ip: "192.0.2.7".parse().unwrap(),
+            rtp_port: 5000,
+            rtcp_port: 5001,
+        };
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(udp_source_ok(&src, at("192.0.2.7:5000"), false));
+        assert!(udp_source_ok(&src, at("192.0.2.7:5001"), true));
+        assert!(udp_source_ok(&src, at("[::ffff:192.0.2.7]:5000"), false));
+        assert!(
+            !udp_source_ok(&src, at("192.0.2.7:5001"), false),
+            "RTCP port on RTP"
+        );
+        assert!(
+            !udp_source_ok(&src, at("192.0.2.7:5000"), true),
+            "RTP port on RTCP"
+        );
+        assert!(
+            !udp_source_ok(&src, at("192.0.2.8:5000"), false),
+            "another host"
+        );
+        assert!(
+            !udp_source_ok(&src, at("192.0.2.7:6000"), false),
+            "another port"
+        );
+        let v6 = UdpSource {
+            ip: "::ffff:192.0.2.7".parse().unwrap(),
+            ..src
+        };
+        assert!(udp_source_ok(&v6, at("192.0.2.7:5000"), false));
+        assert!(!udp_source_ok(&v6, at("[2001:db8::7]:5000"), false));
+    }
+
+    #[test]
+    fn record_transports() {
+        let parse = |v: &str| {
+            let req = Request::builder(Method::Setup, Version::V1_0)
+                .request_uri(rtsp_types::Url::parse("rtsp://h/s/trackID=1").unwrap())
+                .header(headers::CSEQ, "1")
+                .header(headers::TRANSPORT, v)
+                .empty();
+            let ts = req.typed_header::<Transports>().ok().flatten();
+            ts.map(|ts| {
+                ts.iter()
+                    .filter_map(|t| record_transport(t, 1))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            parse("RTP/AVP/TCP;unicast;interleaved=4-5;mode=record"),
+            Some(vec![RecordTransport::Tcp(4)])
+        );
+        assert_eq!(
+            parse("RTP/AVP/TCP;unicast;mode=record"),
+            Some(vec![RecordTransport::Tcp(2)])
+        );
+        assert_eq!(
+            parse("RTP/AVP;unicast;client_port=5000-5001;mode=record"),
+            Some(vec![RecordTransport::Udp(5000, 5001)])
+        );
+        assert_eq!(
+            parse("RTP/AVP;unicast;client_port=65535;mode=record"),
+            Some(vec![RecordTransport::Udp(65535, 0)])
+        );
+        assert_eq!(parse("RTP/AVP;multicast"), Some(vec![]));
     }
 
     fn digest_with(nonce: &str) -> String {
