@@ -18,6 +18,16 @@ const REORDER_DEPTH: usize = 5;
 /// B-frame reorder delay (every time is at least 1 s, so none goes below 0).
 pub const REORDER_DELAY_MS: u64 = 200;
 
+/// Longest a received unit waits for the other set-up tracks to reach its decode time
+/// before it is written anyway, ms of stream time: a track that stalls after sending
+/// (a dead audio encoder) would otherwise hold every later unit of the others in memory.
+/// Units of the stalled track that arrive later than this are then behind what was written.
+pub const MAX_HOLD_MS: u64 = 5_000;
+
+/// Most bytes of units waiting to be written in decode order; past it everything waiting
+/// is written at once. 64 MiB is several seconds of the highest bitrates ingested.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+
 /// A presentation time this far behind the last one is a jump, not B-frame reordering, ms.
 pub const JUMP_BACK_MS: i64 = 1000;
 /// A presentation time this far ahead of the last one is a jump, not a gap in sending, ms.
@@ -406,10 +416,13 @@ impl RtpIngest {
             .map(|t| t.last_dts)
             .collect::<Option<Vec<u64>>>();
         let newest = self.queue.iter().map(|u| u.0).max().unwrap_or(0);
+        let queued: usize = self.queue.iter().map(|u| u.4.len()).sum();
         let upto = match reached {
             Some(r) => r.into_iter().min(),
             None => Some(newest.saturating_sub(2000)),
-        };
+        }
+        .map(|u| u.max(newest.saturating_sub(MAX_HOLD_MS)))
+        .filter(|_| queued <= MAX_QUEUED_BYTES);
         release(&mut self.queue, upto, frames);
         r.map(|_| changed)
     }
@@ -513,6 +526,38 @@ mod tests {
         }
         assert_eq!(ing.jumps(), 1);
         assert_eq!(dts, [1000, 1021, 1042, 1063, 1084]);
+    }
+
+    /// A track that sent once and went silent no longer holds the others' units: what
+    /// waits stays within [`MAX_HOLD_MS`].
+    #[test]
+    fn a_stalled_track_holds_at_most_a_few_seconds() {
+        let mut ing = RtpIngest::new(sdp_tracks(SDP.as_bytes()).unwrap(), 1000);
+        ing.tracks[0].channel = Some(0);
+        ing.tracks[1].channel = Some(2);
+        let mut frames = Vec::new();
+        // One AAC frame on track 2, then silence there.
+        let mut p = rtp::Packetizer::new(&ing.tracks[1].track, 97, 7, 0, 0).unwrap();
+        let data = [1u8, 2, 3];
+        let pr = PacketRef {
+            track: 2,
+            dts: 0,
+            offset: 0,
+            keyframe: true,
+            bpos: 0,
+            data: &data,
+        };
+        let (mut out, mut spans) = (Vec::new(), Vec::new());
+        p.packetize(&pr, &mut out, &mut spans);
+        ing.rtp(1, &out[spans[0].clone()], &mut frames).unwrap();
+        // Then 60 s of 25 fps video (IDR slices, 90 kHz).
+        for i in 0..1500u32 {
+            let pkt = single(i as u16, i * 3600, true, &[0x65, 0x88, 0x84]);
+            ing.rtp(0, &pkt, &mut frames).unwrap();
+            let waiting = ing.queue.len();
+            assert!(waiting <= 140, "{waiting} units waiting at frame {i}");
+        }
+        assert!(!frames.is_empty());
     }
 
     /// An RTP packet of one NAL unit (RFC 6184 §5.6).

@@ -621,6 +621,21 @@ pub fn parse_rtp(b: &[u8]) -> Result<(RtpHeader, &[u8]), RtpError> {
     ))
 }
 
+/// Largest video access unit a [`Depacketizer`] assembles, bytes (its NAL units with their
+/// 4-byte lengths), and so also the largest fragmented NAL unit (FU-A, RFC 6184 §5.8; HEVC
+/// FU, RFC 7798 §4.4.3). 8 MiB is several times a 4K intra picture at broadcast quality
+/// (1–3 MiB); a sender that goes past it loses that access unit, not the session.
+pub const MAX_AU_BYTES: usize = 8 << 20;
+
+/// Most NAL units in one video access unit. Encoders write one to a few dozen (slices,
+/// SEI, parameter sets); 1024 leaves room for many-slice low-latency streams while a
+/// flood of one-byte NAL units (STAP-A can carry thousands per packet) cannot pile up.
+pub const MAX_AU_NALS: usize = 1024;
+
+/// Largest parameter set (VPS, SPS, PPS) kept, bytes: real ones are tens to a few hundred
+/// bytes (an SPS with scaling lists stays under 1 KiB).
+pub const MAX_PARAMETER_SET_BYTES: usize = 4 << 10;
+
 /// One access unit reassembled from RTP: its RTP timestamp (unwrapped past 32 bits), a
 /// keyframe flag, and the payload in DTSC form (length-prefixed NAL units, raw AAC frames).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -642,13 +657,20 @@ pub struct Unit {
 /// unit it broke; after a loss on a video track every unit up to the next keyframe is
 /// dropped too (counted in [`Depacketizer::skipped`]), since a decoder cannot use pictures
 /// that refer to a broken one.
+///
+/// Memory is bounded: a video access unit over [`MAX_AU_BYTES`] or [`MAX_AU_NALS`], and a
+/// fragmented NAL unit over [`MAX_AU_BYTES`], is dropped whole (counted in
+/// [`Depacketizer::oversized`] and [`Depacketizer::skipped`]) and, as after a loss, video
+/// resumes at the next keyframe. Audio units are never reassembled across packets (AAC-hbr
+/// whole AUs, MP3 whole frames, G.711), so one is at most a packet.
 #[derive(Debug, Clone)]
 pub struct Depacketizer {
     codec: Codec,
     /// H.264 / HEVC parameter sets seen in-band (VPS, SPS, PPS), newest of each kind.
     sets: Vec<(u8, Vec<u8>)>,
-    /// The access unit being built: its timestamp, NAL units and keyframe flag.
-    au: Option<(u64, Vec<u8>, bool)>,
+    /// The access unit being built: its timestamp, NAL units, keyframe flag and count of
+    /// NAL units.
+    au: Option<(u64, Vec<u8>, bool, usize)>,
     /// A fragmented NAL unit being built; `None` after a loss until its next start.
     fu: Option<Vec<u8>>,
     last_seq: Option<u16>,
@@ -657,8 +679,12 @@ pub struct Depacketizer {
     pub lost: u64,
     /// Packets whose payload could not be read.
     pub bad: u64,
-    /// Access units a loss broke, and those dropped after it while waiting for a keyframe.
+    /// Access units a loss broke, those dropped after it while waiting for a keyframe, and
+    /// those over the size caps.
     pub skipped: u64,
+    /// Access units dropped for going over [`MAX_AU_BYTES`] or [`MAX_AU_NALS`] (a NAL unit
+    /// fragmented past [`MAX_AU_BYTES`] included).
+    pub oversized: u64,
     /// Video after a loss: units are dropped until a keyframe.
     need_key: bool,
     /// The RTP timestamp (extended) of an access unit a loss broke: its NAL units are dropped.
@@ -687,6 +713,7 @@ impl Depacketizer {
             lost: 0,
             bad: 0,
             skipped: 0,
+            oversized: 0,
             need_key: false,
             broken_ts: None,
             last_marker: false,
@@ -731,7 +758,7 @@ impl Depacketizer {
     }
 
     fn finish_au(&mut self) {
-        if let Some((ts, data, key)) = self.au.take() {
+        if let Some((ts, data, key, _)) = self.au.take() {
             if self.need_key && !key {
                 self.skipped += 1;
                 return;
@@ -769,6 +796,10 @@ impl Depacketizer {
             return;
         }
         if is_set {
+            if nal.len() > MAX_PARAMETER_SET_BYTES {
+                self.bad += 1;
+                return;
+            }
             match self.sets.iter_mut().find(|(k, _)| *k == kind) {
                 Some(slot) if slot.1 == nal => {}
                 Some(slot) => {
@@ -791,10 +822,50 @@ impl Depacketizer {
         if self.au.as_ref().is_some_and(|a| a.0 != ts) {
             self.finish_au();
         }
-        let au = self.au.get_or_insert((ts, Vec::new(), false));
+        let (bytes, count) = self.au.as_ref().map_or((0, 0), |a| (a.1.len(), a.3));
+        if bytes + 4 + nal.len() > MAX_AU_BYTES || count >= MAX_AU_NALS {
+            self.drop_oversized(ts);
+            return;
+        }
+        let au = self.au.get_or_insert((ts, Vec::new(), false, 0));
         au.1.extend_from_slice(&(nal.len() as u32).to_be_bytes());
         au.1.extend_from_slice(nal);
         au.2 |= key;
+        au.3 += 1;
+    }
+
+    /// Drops the access unit at `ts`, which went over a cap: what was built of it, the NAL
+    /// unit being reassembled, and its NAL units still to come; video then waits for a
+    /// keyframe. Counted once per access unit.
+    fn drop_oversized(&mut self, ts: u64) {
+        self.fu = None;
+        if self.au.as_ref().is_some_and(|a| a.0 == ts) {
+            self.au = None;
+        }
+        if self.broken_ts != Some(ts) {
+            self.oversized += 1;
+            self.skipped += 1;
+        }
+        self.broken_ts = Some(ts);
+        self.need_key = true;
+    }
+
+    /// Appends one fragment to the NAL unit being reassembled (if its start came) at `ts`,
+    /// dropping the access unit when the NAL unit would go over [`MAX_AU_BYTES`]; the whole
+    /// NAL unit when `end`.
+    fn fragment(&mut self, ts: u64, chunk: &[u8], end: bool) {
+        let Some(fu) = self.fu.as_mut() else {
+            return; // the start was lost, or the access unit was dropped
+        };
+        if fu.len() + chunk.len() > MAX_AU_BYTES {
+            self.drop_oversized(ts);
+            return;
+        }
+        fu.extend_from_slice(chunk);
+        if end {
+            let nal = self.fu.take().unwrap_or_default();
+            self.nal(ts, &nal);
+        }
     }
 
     /// Takes one RTP packet.
@@ -886,16 +957,11 @@ impl Depacketizer {
             28 => {
                 let fh = *p.get(1).ok_or(RtpError::Payload("FU-A"))?;
                 if fh & 0x80 != 0 {
-                    self.fu = Some(vec![(first & 0xe0) | (fh & 0x1f)]);
+                    // A NAL unit of an access unit already dropped is not collected.
+                    self.fu =
+                        (self.broken_ts != Some(ts)).then(|| vec![(first & 0xe0) | (fh & 0x1f)]);
                 }
-                let Some(fu) = self.fu.as_mut() else {
-                    return Ok(()); // the start was lost
-                };
-                fu.extend_from_slice(&p[2..]);
-                if fh & 0x40 != 0 {
-                    let nal = self.fu.take().unwrap_or_default();
-                    self.nal(ts, &nal);
-                }
+                self.fragment(ts, p.get(2..).unwrap_or_default(), fh & 0x40 != 0);
             }
             _ => return Err(RtpError::Payload("H.264")),
         }
@@ -922,16 +988,10 @@ impl Depacketizer {
             49 => {
                 let fh = p[2];
                 if fh & 0x80 != 0 {
-                    self.fu = Some(vec![(p[0] & 0x81) | ((fh & 0x3f) << 1), p[1]]);
+                    self.fu = (self.broken_ts != Some(ts))
+                        .then(|| vec![(p[0] & 0x81) | ((fh & 0x3f) << 1), p[1]]);
                 }
-                let Some(fu) = self.fu.as_mut() else {
-                    return Ok(());
-                };
-                fu.extend_from_slice(&p[3..]);
-                if fh & 0x40 != 0 {
-                    let nal = self.fu.take().unwrap_or_default();
-                    self.nal(ts, &nal);
-                }
+                self.fragment(ts, p.get(3..).unwrap_or_default(), fh & 0x40 != 0);
             }
             50 => return Err(RtpError::Payload("HEVC PACI")),
             _ => self.nal(ts, p),
@@ -1556,6 +1616,67 @@ mod tests {
         assert_eq!(j.late, 2);
         assert_eq!(j.pop(500), None);
         assert!(j.push(vec![0; 4], 0).is_err());
+    }
+
+    /// An RTP packet (payload type 96) with `payload`.
+    fn rtp_packet(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, u8::from(marker) << 7 | 96];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// 20 MiB of FU-A fragments of one IDR slice: the memory held stays under the cap, the
+    /// access unit is dropped and counted once, and the next one comes out whole.
+    #[test]
+    fn an_access_unit_over_the_cap_is_dropped_and_the_next_comes_through() {
+        let mut d = Depacketizer::new(Codec::H264, (13, 3));
+        let chunk = vec![0x11u8; 60_000];
+        let n = (20 << 20) / chunk.len() + 1;
+        let mut seq = 0u16;
+        for i in 0..n {
+            let (start, end) = (i == 0, i + 1 == n);
+            let mut payload = vec![0x60 | 28, u8::from(start) << 7 | u8::from(end) << 6 | 5];
+            payload.extend_from_slice(&chunk);
+            d.push(&rtp_packet(seq, 3000, end, &payload)).unwrap();
+            seq = seq.wrapping_add(1);
+            let held = d.fu.as_ref().map_or(0, Vec::len) + d.au.as_ref().map_or(0, |a| a.1.len());
+            assert!(held <= MAX_AU_BYTES, "{held} bytes held");
+        }
+        assert_eq!((d.oversized, d.skipped, d.bad), (1, 1, 0));
+        assert!(d.poll().is_none());
+        // The next access unit: an IDR in a FU-A of three fragments.
+        for (i, fh) in [0x85u8, 0x05, 0x45].into_iter().enumerate() {
+            let mut payload = vec![0x60 | 28, fh];
+            payload.extend_from_slice(&[i as u8; 1000]);
+            d.push(&rtp_packet(seq, 6000, i == 2, &payload)).unwrap();
+            seq = seq.wrapping_add(1);
+        }
+        let u = d.poll().expect("the next access unit");
+        assert_eq!(
+            (u.timestamp, u.keyframe, u.data.len()),
+            (6000, true, 4 + 1 + 3000)
+        );
+        assert_eq!(d.oversized, 1);
+    }
+
+    /// Thousands of one-byte NAL units in STAP-A packets: one access unit dropped.
+    #[test]
+    fn too_many_nal_units_drop_the_access_unit() {
+        let mut d = Depacketizer::new(Codec::H264, (13, 3));
+        let mut stap = vec![24u8];
+        for _ in 0..500 {
+            stap.extend_from_slice(&[0, 1, 0x41]);
+        }
+        for seq in 0..5u16 {
+            d.push(&rtp_packet(seq, 3000, seq == 4, &stap)).unwrap();
+        }
+        assert_eq!((d.oversized, d.skipped), (1, 1));
+        assert!(d.poll().is_none());
+        d.push(&rtp_packet(5, 6000, true, &[0x65, 0x88])).unwrap();
+        assert_eq!(d.poll().map(|u| u.data), Some(vec![0, 0, 0, 2, 0x65, 0x88]));
     }
 
     #[test]
