@@ -188,7 +188,10 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                     Action::Play => return play(sock, st, out, &peer),
                     Action::Record => {
                         sock.write_all(&out)?;
-                        let rec = st.record.take().expect("RECORD needs an ANNOUNCE");
+                        // Action::Record comes only with an announced stream.
+                        let Some(rec) = st.record.take() else {
+                            return Ok(());
+                        };
                         return rec.run(sock, std::mem::take(&mut buf), &peer);
                     }
                 }
@@ -296,7 +299,9 @@ fn answer(
             if let Err(status) = open(st, ctx, &name, peer) {
                 return plain(status);
             }
-            let c = st.cursor.as_ref().expect("opened above");
+            let Some(c) = st.cursor.as_ref() else {
+                return plain(StatusCode::InternalServerError);
+            };
             let sdp = describe(&name, c, sock);
             let base = format!(
                 "{}/",
@@ -348,7 +353,9 @@ fn answer(
             }
         },
         Method::Setup if st.record.is_some() => {
-            let rec = st.record.as_mut().expect("checked above");
+            let Some(rec) = st.record.as_mut() else {
+                return plain(StatusCode::InternalServerError);
+            };
             let url = req
                 .request_uri()
                 .map(|u| u.as_str().to_string())
@@ -401,7 +408,7 @@ fn answer(
                             sa.port(),
                             sb.port()
                         ));
-                        t.channel = Some(200u8.wrapping_add(2 * n as u8)); // unused by interleaving
+                        t.channel = Some(200u8.wrapping_add((2 * n) as u8)); // unused by interleaving
                         let source = UdpSource {
                             ip: from.ip(),
                             rtp_port: cp,
@@ -434,7 +441,9 @@ fn answer(
                     return plain(status);
                 }
             }
-            let c = st.cursor.as_ref().expect("opened above");
+            let Some(c) = st.cursor.as_ref() else {
+                return plain(StatusCode::InternalServerError);
+            };
             // The payload type is the one the SDP gave the track (`rtp::payload_type`).
             let Some((place, track)) = rtsp_tracks(c.tracks())
                 .into_iter()
@@ -484,7 +493,9 @@ fn answer(
             if st.setups.is_empty() || st.cursor.is_none() {
                 return plain(StatusCode::MethodNotValidInThisState);
             }
-            let c = st.cursor.as_mut().expect("checked above");
+            let Some(c) = st.cursor.as_mut() else {
+                return plain(StatusCode::MethodNotValidInThisState);
+            };
             let ended = c.reader().meta().state() == dtsc::shm::STATE_ENDED;
             // `Range: npt=X-`: from the keyframe at or before X s into the window (a stored
             // stream or the DVR window); without one, a stored stream from its start and a
@@ -721,7 +732,7 @@ fn transport(t: &Transport, sock: &TcpStream, n: usize) -> Option<(Path, String)
     }
     let tcp = rtp.lower_transport == Some(headers::RtpLowerTransport::Tcp);
     if tcp {
-        let (a, b) = rtp.params.interleaved.unwrap_or((2 * n as u8, None));
+        let (a, b) = rtp.params.interleaved.unwrap_or(((2 * n) as u8, None));
         let b = b.unwrap_or(a.wrapping_add(1));
         return Some((
             Path::Interleaved(a, b),
@@ -752,7 +763,10 @@ fn transport(t: &Transport, sock: &TcpStream, n: usize) -> Option<(Path, String)
 /// Streams the set-up tracks until the stream ends or the client leaves.
 fn play(mut sock: TcpStream, mut st: State, response: Vec<u8>, peer: &str) -> Result<()> {
     set_process_name("RTSP play");
-    let mut cursor = st.cursor.take().expect("PLAY needs an open stream");
+    // Action::Play comes only with an open stream.
+    let Some(mut cursor) = st.cursor.take() else {
+        return Ok(());
+    };
     let stream = st.stream.clone().unwrap_or_default();
     let selected: Vec<u32> = st.setups.iter().map(|s| s.track).collect();
     crate::log!(PROTO, "{peer} plays {stream} (tracks {selected:?})");
@@ -788,10 +802,10 @@ pub fn stream_out(
         .enumerate()
         .filter_map(|(i, t)| {
             let r = next_random(&mut seed);
-            let ch = 2 * i as u8;
+            let ch = (2 * i) as u8;
             Some(Setup {
                 track: t.id,
-                path: Path::Interleaved(ch, ch + 1),
+                path: Path::Interleaved(ch, ch.wrapping_add(1)),
                 packetizer: Packetizer::new(
                     t,
                     rtp::payload_type(t, i),
