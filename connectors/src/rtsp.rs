@@ -220,6 +220,61 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     }
 }
 
+/// What the connector reads of one request before it acts on it, without I/O (for tests
+/// and fuzzing; [`answer`] reads the same): the stream and track its URL names, the Transport
+/// choices of a SETUP as the `n`-th track of a publish, the `Range` start of a PLAY
+/// (seconds), and its `Authorization`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestView {
+    /// The method, as sent.
+    pub method: String,
+    /// [`stream_of`] the request URL.
+    pub stream: Option<String>,
+    /// [`track_of`] the request URL.
+    pub track: Option<u32>,
+    /// [`record_transport`] of each Transport specification (`n` = 0).
+    pub transports: Vec<RecordTransport>,
+    /// [`npt_start`] of the `Range` header, seconds.
+    pub npt: Option<f64>,
+    /// The `Authorization` header, parsed.
+    pub auth: Option<Authorization>,
+}
+
+/// Parses the RTSP message at the start of `buf` (RFC 2326 §6, by `rtsp-types`) as the
+/// connection loop does: a request gives its [`RequestView`]; interleaved data and responses
+/// give `None` with the bytes they use. `Err(())` when more bytes are needed (up to
+/// [`MAX_REQUEST`]) or the bytes are not RTSP.
+#[allow(clippy::result_unit_err)]
+pub fn read_request(buf: &[u8]) -> std::result::Result<(Option<RequestView>, usize), ()> {
+    let (msg, used) = Message::<Vec<u8>>::parse(buf).map_err(|_| ())?;
+    let Message::Request(req) = msg else {
+        return Ok((None, used));
+    };
+    let transports = match req.typed_header::<Transports>() {
+        Ok(Some(ts)) => ts.iter().filter_map(|t| record_transport(t, 0)).collect(),
+        _ => Vec::new(),
+    };
+    let view = RequestView {
+        method: method_name(req.method()),
+        stream: stream_of(&req),
+        track: track_of(&req),
+        transports,
+        npt: req
+            .header(&headers::RANGE)
+            .and_then(|r| npt_start(r.as_str())),
+        auth: req
+            .header(&headers::AUTHORIZATION)
+            .map(|v| rtsp_auth::parse_authorization(v.as_str())),
+    };
+    Ok((Some(view), used))
+}
+
+/// A method's name as sent.
+fn method_name(m: &Method) -> String {
+    let s: &str = m.into();
+    s.to_string()
+}
+
 /// Answers 400 Bad Request, logs why and ends the connection.
 fn refuse(sock: &mut TcpStream, peer: &str, why: &str) -> Result<()> {
     crate::log!(PROTO, "{peer}: {why}; closing");
@@ -230,8 +285,9 @@ fn refuse(sock: &mut TcpStream, peer: &str, why: &str) -> Result<()> {
     Ok(())
 }
 
-/// The stream a request URL names: its last non-empty path element before any `trackID=`.
-fn stream_of(req: &Request<Vec<u8>>) -> Option<String> {
+/// The stream a request URL names: its last non-empty path element before any `trackID=`,
+/// percent-decoded (RFC 3986 §2.1).
+pub fn stream_of(req: &Request<Vec<u8>>) -> Option<String> {
     let url = req.request_uri()?;
     let mut parts: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty()).collect();
     if parts.last().is_some_and(|p| p.starts_with("trackID=")) {
@@ -241,7 +297,7 @@ fn stream_of(req: &Request<Vec<u8>>) -> Option<String> {
 }
 
 /// The track id of a SETUP URL (`…/trackID=N`).
-fn track_of(req: &Request<Vec<u8>>) -> Option<u32> {
+pub fn track_of(req: &Request<Vec<u8>>) -> Option<u32> {
     let url = req.request_uri()?;
     url.path()
         .rsplit('/')
@@ -1646,6 +1702,26 @@ mod tests {
             Some(vec![RecordTransport::Udp(65535, 0)])
         );
         assert_eq!(parse("RTP/AVP;multicast"), Some(vec![]));
+    }
+
+    #[test]
+    fn requests_are_read_without_io() {
+        let req = "SETUP rtsp://h/live/my%20cam/trackID=2 RTSP/1.0\r\nCSeq: 3\r\n\
+            Transport: RTP/AVP;unicast;client_port=5000-5001;mode=record\r\n\
+            Authorization: Diges\u{e9}x\r\nRange: npt=1.5-\r\n\r\n";
+        let (Some(v), used) = read_request(req.as_bytes()).unwrap() else {
+            panic!("a request");
+        };
+        assert_eq!(used, req.len());
+        assert_eq!(v.method, "SETUP");
+        assert_eq!(v.stream.as_deref(), Some("my cam"));
+        assert_eq!(v.track, Some(2));
+        assert_eq!(v.transports, [RecordTransport::Udp(5000, 5001)]);
+        assert_eq!(v.npt, Some(1.5));
+        assert_eq!(v.auth, Some(Authorization::Unusable));
+        let data = [b'$', 0, 0, 2, 0x80, 0];
+        assert_eq!(read_request(&data), Ok((None, 6)));
+        assert_eq!(read_request(b"OPTIONS rtsp://h/s RTSP/1.0\r\n"), Err(()));
     }
 
     fn digest_with(nonce: &str) -> String {
