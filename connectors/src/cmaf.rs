@@ -211,7 +211,7 @@ pub fn parts(r: &StreamReader, tracks: &[Track], key: u64) -> Vec<PartSpan> {
     };
     let ended = m.state() == shm::STATE_ENDED;
     let write_seq = m.write_seq();
-    let next = m.key(key + 1);
+    let next = m.key(key.saturating_add(1));
     let limit = next.map_or(write_seq, |n| n.seq);
     let mut out = Vec::new();
     let (mut start, mut dts) = (k.seq, k.dts);
@@ -341,7 +341,7 @@ pub fn part(
 /// True when part `index` of segment `key` is complete (`index` `None`: the whole segment).
 pub fn has_part(r: &StreamReader, tracks: &[Track], key: u64, index: Option<usize>) -> bool {
     match index {
-        None => hls::in_window(r, tracks, key) || r.meta().key(key + 1).is_some(),
+        None => hls::in_window(r, tracks, key) || r.meta().key(key.saturating_add(1)).is_some(),
         Some(i) => parts(r, tracks, key).len() > i,
     }
 }
