@@ -235,7 +235,9 @@ pub fn serve(
                                 (s, Some(p))
                             }
                             Err(e) => {
-                                crate::log!(proto, "{peer}: {e:#}");
+                                if !e.is::<tls::ClosedEarly>() {
+                                    crate::log!(proto, "{peer}: {e:#}");
+                                }
                                 buffer::sessions::end(counted.as_ref());
                                 std::process::exit(1);
                             }

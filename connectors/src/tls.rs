@@ -140,10 +140,14 @@ pub fn is_tls() -> bool {
 
 static TLS: OnceLock<bool> = OnceLock::new();
 
+/// The client closed its connection before the TLS handshake was done (a port check, a
+/// health probe): not worth a log line.
+#[derive(Debug, thiserror::Error)]
+#[error("the client closed before the TLS handshake was done")]
+pub struct ClosedEarly;
+
 /// Most plaintext bytes the pump holds for the handler before it stops reading records.
 const MAX_PLAIN_BACKLOG: usize = 256 << 10;
-/// Most encrypted bytes waiting for the client before the pump stops taking plaintext.
-const MAX_TLS_BACKLOG: usize = 256 << 10;
 
 /// The pump of one TLS connection (see the module's text).
 pub struct Pump {
@@ -183,6 +187,8 @@ pub fn terminate(mut tcp: TcpStream, config: Arc<ServerConfig>) -> Result<(TcpSt
             }
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // A client that connects and closes (a port check) is no news.
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Err(ClosedEarly.into()),
             Err(e) => {
                 let _ = conn.write_tls(&mut tcp);
                 bail!("TLS handshake: {e}");
@@ -213,7 +219,9 @@ fn pump(mut tcp: TcpStream, mut conn: ServerConnection, mut app: UnixStream) {
     // Plaintext from the client not yet taken by the handler.
     let mut to_app: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
-    let mut client_done = false;
+    // What came with the end of the handshake (a TLS 1.3 client sends its request right
+    // behind its Finished) is already decrypted.
+    let mut client_done = drain_plaintext(&mut conn, &mut to_app, &mut buf);
     let mut app_done = false;
     loop {
         // Encrypted bytes out first.
@@ -290,18 +298,7 @@ fn pump(mut tcp: TcpStream, mut conn: ServerConnection, mut app: UnixStream) {
                 Ok(0) => client_done = true,
                 Ok(_) => match conn.process_new_packets() {
                     Ok(state) => {
-                        let mut n = state.plaintext_bytes_to_read();
-                        while n > 0 {
-                            let take = n.min(buf.len());
-                            match conn.reader().read(&mut buf[..take]) {
-                                Ok(0) => break,
-                                Ok(k) => {
-                                    to_app.extend_from_slice(&buf[..k]);
-                                    n -= k;
-                                }
-                                Err(_) => break,
-                            }
-                        }
+                        client_done |= drain_plaintext(&mut conn, &mut to_app, &mut buf);
                         if state.peer_has_closed() {
                             client_done = true;
                         }
@@ -342,9 +339,20 @@ fn pump(mut tcp: TcpStream, mut conn: ServerConnection, mut app: UnixStream) {
                 }
             }
         }
-        // A client that closed and whose plaintext was all handed over: the handler sees
-        // the end; the pump goes on sending what the handler still writes.
-        let _ = MAX_TLS_BACKLOG;
+    }
+}
+
+/// Moves the plaintext `conn` has decrypted into `to_app`. Returns true when the client
+/// closed its side (`close_notify`).
+fn drain_plaintext(conn: &mut ServerConnection, to_app: &mut Vec<u8>, buf: &mut [u8]) -> bool {
+    loop {
+        match conn.reader().read(buf) {
+            Ok(0) => return true,
+            Ok(k) => to_app.extend_from_slice(&buf[..k]),
+            // WouldBlock: nothing more for now; any other error ends the stream of plaintext
+            // (the record layer reports the cause on its own).
+            Err(e) => return e.kind() != ErrorKind::WouldBlock,
+        }
     }
 }
 
