@@ -330,13 +330,15 @@ pub fn attach(path: &Path, mode: Mode) -> Result<Attached> {
 impl Attached {
     /// A reader over the mapped regions; valid while `self` lives.
     pub fn reader(&self) -> Result<StreamReader> {
-        // SAFETY: both maps live as long as self; readers only load.
+        // SAFETY: both maps live as long as self, at the lengths given; readers only load.
+        // The reader checks the geometry in the meta region against both lengths.
         unsafe {
             let meta = Meta::open(self.meta_map.as_ptr() as *mut u8, self.meta_map.len())?;
-            if (self.data_map.len() as u64) < meta.geometry().data_size {
-                bail!("data region smaller than its geometry");
-            }
-            Ok(StreamReader::new(meta, self.data_map.as_ptr()))
+            Ok(StreamReader::new(
+                meta,
+                self.data_map.as_ptr(),
+                self.data_map.len(),
+            )?)
         }
     }
 }

@@ -24,6 +24,7 @@
 //!
 //! This module only interprets memory that the caller mapped; it makes no system calls.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::model::PacketRef;
@@ -101,6 +102,43 @@ impl Geometry {
     pub fn meta_size(&self) -> usize {
         FIXED + HEADER_AREA + self.pkt_cap as usize * PKT_ENTRY + self.key_cap as usize * KEY_ENTRY
     }
+
+    /// Byte offset of the packet ring in the meta region (entries of 32 bytes: position u64,
+    /// DTS u64, length u32, track u32, flags u32, padding).
+    pub fn pkt_ring_offset(&self) -> usize {
+        FIXED + HEADER_AREA
+    }
+
+    /// Byte offset of the keyframe ring in the meta region (entries of 32 bytes: sequence
+    /// number u64, DTS u64, padding).
+    pub fn key_ring_offset(&self) -> usize {
+        FIXED + HEADER_AREA + self.pkt_cap as usize * PKT_ENTRY
+    }
+
+    /// Checks a geometry read from shared memory against a meta mapping of `meta_len` bytes:
+    /// non-zero power-of-two rings, a non-empty data ring addressable in this process, and a
+    /// layout that fits the mapping.
+    fn check(&self, meta_len: usize) -> Result<(), ShmError> {
+        if self.data_size == 0
+            || usize::try_from(self.data_size).is_err()
+            || !self.pkt_cap.is_power_of_two()
+            || !self.key_cap.is_power_of_two()
+        {
+            return Err(ShmError::BadGeometry);
+        }
+        let need = (self.pkt_cap as usize)
+            .checked_mul(PKT_ENTRY)
+            .and_then(|p| p.checked_add((self.key_cap as usize).checked_mul(KEY_ENTRY)?))
+            .and_then(|r| r.checked_add(FIXED + HEADER_AREA))
+            .ok_or(ShmError::BadGeometry)?;
+        if meta_len < need {
+            return Err(ShmError::TooSmall {
+                have: meta_len,
+                need,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// One packet entry: where a packet's DTP2 frame is and what it is.
@@ -140,6 +178,18 @@ pub enum ShmError {
         have: usize,
         /// Bytes the layout needs.
         need: usize,
+    },
+    /// The geometry fields are unusable: an empty data ring, or a ring size that is zero or
+    /// not a power of two.
+    #[error("shared memory: corrupt geometry (empty ring or ring size not a power of two)")]
+    BadGeometry,
+    /// The data mapping is shorter than the geometry's data ring.
+    #[error("shared memory: data region of {have} bytes, geometry says {need}")]
+    DataTooSmall {
+        /// Bytes mapped.
+        have: usize,
+        /// Bytes of the data ring.
+        need: u64,
     },
 }
 
@@ -212,18 +262,14 @@ impl Meta {
                 key_cap: 0,
             },
         };
+        // Read once: the view keeps this copy, so a later change of the fields in shared
+        // memory cannot move its slots outside the mapping.
         let geo = Geometry {
             data_size: probe.u64(O_DATA_SIZE).load(Ordering::Relaxed),
             pkt_cap: probe.u32(O_PKT_CAP).load(Ordering::Relaxed),
             key_cap: probe.u32(O_KEY_CAP).load(Ordering::Relaxed),
         };
-        if len < geo.meta_size() || !geo.pkt_cap.is_power_of_two() || !geo.key_cap.is_power_of_two()
-        {
-            return Err(ShmError::TooSmall {
-                have: len,
-                need: geo.meta_size(),
-            });
-        }
+        geo.check(len)?;
         Ok(Meta { base, geo })
     }
 
@@ -235,17 +281,34 @@ impl Meta {
     pub fn write_seq(&self) -> u64 {
         self.u64(O_WRITE_SEQ).load(Ordering::Acquire)
     }
-    /// Oldest packet sequence number still inside the window.
+    /// Oldest packet sequence number still inside the window (the start of
+    /// [`Meta::seq_window`]).
     pub fn first_seq(&self) -> u64 {
-        self.u64(O_FIRST_SEQ).load(Ordering::Acquire)
+        self.seq_window().start
+    }
+    /// The sequence numbers of the packets in the window, `first_seq..write_seq`, as the
+    /// packet ring can hold them: never longer than the ring (older numbers were overwritten
+    /// whatever the counters say) and never reversed, so a loop over it ends after at most
+    /// `pkt_cap` steps even when the counters in shared memory are garbage.
+    pub fn seq_window(&self) -> Range<u64> {
+        let first = self.u64(O_FIRST_SEQ).load(Ordering::Acquire);
+        let write = self.write_seq();
+        clamp_window(first, write, self.geo.pkt_cap)
     }
     /// Number of keyframes written so far (the next key number).
     pub fn key_count(&self) -> u64 {
         self.u64(O_KEY_COUNT).load(Ordering::Acquire)
     }
-    /// Oldest key number still inside the window.
+    /// Oldest key number still inside the window (the start of [`Meta::key_window`]).
     pub fn first_key(&self) -> u64 {
-        self.u64(O_FIRST_KEY).load(Ordering::Acquire)
+        self.key_window().start
+    }
+    /// The key numbers in the window, `first_key..key_count`, bounded like
+    /// [`Meta::seq_window`]: at most `key_cap` long.
+    pub fn key_window(&self) -> Range<u64> {
+        let first = self.u64(O_FIRST_KEY).load(Ordering::Acquire);
+        let count = self.key_count();
+        clamp_window(first, count, self.geo.key_cap)
     }
     /// [`STATE_WAITING`], [`STATE_LIVE`] or [`STATE_ENDED`].
     pub fn state(&self) -> u32 {
@@ -295,6 +358,7 @@ impl Meta {
     /// writer is replacing it. Returns the copy and its version; after 100 000 tries (a writer
     /// that died mid-update) it gives up with an empty copy, so a reader never hangs.
     pub fn header(&self) -> (Vec<u8>, u64) {
+        let mut out = Vec::new();
         for _ in 0..100_000 {
             let v1 = self.header_version();
             if v1 % 2 == 1 {
@@ -302,12 +366,14 @@ impl Meta {
                 continue;
             }
             let len = (self.u32(O_HDR_LEN).load(Ordering::Acquire) as usize).min(HEADER_AREA);
-            let mut out = vec![0u8; len];
-            for (i, b) in out.iter_mut().enumerate() {
-                // SAFETY: inside the header area; bytes read one by one through atomics would
-                // be slower and a torn copy is detected by the version check below.
-                *b = unsafe { std::ptr::read_volatile(self.base.add(FIXED + i)) };
-            }
+            out.clear();
+            out.extend((0..len).map(|i| {
+                // SAFETY: i < HEADER_AREA, and the header area lies inside the mapping
+                // (checked against the mapping's length at construction); bytes read one by
+                // one through atomics would be slower and a torn copy is detected by the
+                // version check below.
+                unsafe { std::ptr::read_volatile(self.base.add(FIXED + i)) }
+            }));
             std::sync::atomic::fence(Ordering::Acquire);
             if self.header_version() == v1 {
                 return (out, v1);
@@ -326,10 +392,11 @@ impl Meta {
             + (key as usize & (self.geo.key_cap as usize - 1)) * KEY_ENTRY
     }
 
-    /// The entry of packet `seq`, or `None` outside `first_seq..write_seq`. The caller must
-    /// check [`Meta::first_seq`] again after using the packet's bytes.
+    /// The entry of packet `seq`, or `None` outside [`Meta::seq_window`]. The caller must
+    /// check [`Meta::first_seq`] again after using the packet's bytes. The entry's position
+    /// and length are as stored: [`StreamReader::frame`] checks them against the data ring.
     pub fn packet(&self, seq: u64) -> Option<PacketEntry> {
-        if seq >= self.write_seq() || seq < self.first_seq() {
+        if !self.seq_window().contains(&seq) {
             return None;
         }
         let s = self.pkt_slot(seq);
@@ -351,9 +418,11 @@ impl Meta {
         })
     }
 
-    /// The entry of keyframe number `key`, or `None` outside `first_key..key_count`.
+    /// The entry of keyframe number `key`, or `None` outside [`Meta::key_window`] or when
+    /// the entry names a packet outside `first_seq..=write_seq` (the writer records a key
+    /// just before it publishes its packet, so `write_seq` itself is allowed).
     pub fn key(&self, key: u64) -> Option<KeyEntry> {
-        if key >= self.key_count() || key < self.first_key() {
+        if !self.key_window().contains(&key) {
             return None;
         }
         let s = self.key_slot(key);
@@ -363,15 +432,24 @@ impl Meta {
         if key < self.first_key() {
             return None;
         }
+        let window = self.seq_window();
+        if seq < window.start || seq > window.end {
+            return None;
+        }
         Some(KeyEntry { seq, dts })
     }
 
     /// The newest keyframe in the window, as (key number, entry).
     pub fn latest_key(&self) -> Option<(u64, KeyEntry)> {
-        let count = self.key_count();
-        let k = count.checked_sub(1)?;
+        let window = self.key_window();
+        let k = window.end.checked_sub(1).filter(|k| *k >= window.start)?;
         self.key(k).map(|e| (k, e))
     }
+}
+
+/// `first..end` cut to at most `cap` numbers before `end`, and empty when `first > end`.
+fn clamp_window(first: u64, end: u64, cap: u32) -> Range<u64> {
+    first.clamp(end.saturating_sub(cap as u64), end)..end
 }
 
 /// The writer's side: the only code that changes the counters. Owned by the buffer process.
@@ -645,6 +723,11 @@ impl StreamWriter {
 }
 
 /// A reader's view: the meta region plus the data ring, both mapped read-only.
+///
+/// Nothing read from the shared pages is trusted: the geometry is checked once against the
+/// lengths mapped, windows are bounded by the rings' sizes, and every entry's position and
+/// length are checked against the data ring before its bytes are sliced, so a corrupt page
+/// costs a reader `None`, never a panic, an out-of-bounds read or an endless loop.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamReader {
     meta: Meta,
@@ -654,14 +737,29 @@ pub struct StreamReader {
 // SAFETY: read-only view of process-shared memory.
 unsafe impl Send for StreamReader {}
 
+/// Keyframes [`StreamReader::key_at_or_before`] and [`StreamReader::key_nearest`] look at, at
+/// most: the whole keyframe ring of the default geometry.
+const MAX_KEY_SCAN: u64 = 1 << 14;
+
 impl StreamReader {
-    /// Wraps a meta view and the data ring.
+    /// Wraps a meta view and the data ring mapped at `data`, `data_len` bytes long. Fails
+    /// when the mapping is shorter than the geometry's `data_size`.
     ///
     /// # Safety
-    /// `data` must point to `meta.geometry().data_size` readable bytes, mapped as long as the
-    /// reader lives.
-    pub unsafe fn new(meta: Meta, data: *const u8) -> StreamReader {
-        StreamReader { meta, data }
+    /// `data` must point to `data_len` readable bytes, mapped as long as the reader lives.
+    pub unsafe fn new(
+        meta: Meta,
+        data: *const u8,
+        data_len: usize,
+    ) -> Result<StreamReader, ShmError> {
+        let need = meta.geo.data_size;
+        if (data_len as u64) < need || need == 0 {
+            return Err(ShmError::DataTooSmall {
+                have: data_len,
+                need,
+            });
+        }
+        Ok(StreamReader { meta, data })
     }
 
     /// The shared counters.
@@ -670,16 +768,18 @@ impl StreamReader {
     }
 
     /// The DTP2 frame bytes of packet `seq` and its entry, or `None` when it is outside the
-    /// window. The bytes live in shared memory: call [`StreamReader::still_valid`] after using
-    /// them (the writer reuses bytes only after moving the window past them).
+    /// window or its entry points outside the data ring. The bytes live in shared memory:
+    /// call [`StreamReader::still_valid`] after using them (the writer reuses bytes only
+    /// after moving the window past them).
     pub fn frame(&self, seq: u64) -> Option<(PacketEntry, &[u8])> {
         let e = self.meta.packet(seq)?;
         let size = self.meta.geo.data_size;
+        // size > 0 and size <= data_len were checked in `new`.
         let off = e.pos % size;
-        if off + e.len as u64 > size {
+        if e.len == 0 || off.checked_add(e.len as u64)? > size {
             return None;
         }
-        // SAFETY: inside the mapped ring (checked above).
+        // SAFETY: off + len <= data_size <= the mapped length (checked above and in `new`).
         let bytes =
             unsafe { std::slice::from_raw_parts(self.data.add(off as usize), e.len as usize) };
         Some((e, bytes))
@@ -695,6 +795,36 @@ impl StreamReader {
     pub fn still_valid(&self, seq: u64) -> bool {
         std::sync::atomic::fence(Ordering::Acquire);
         seq >= self.meta.first_seq()
+    }
+
+    /// The DTS (ms) of the newest packet in the window, from its entry.
+    pub fn newest_dts(&self) -> Option<u64> {
+        let last = self.meta.seq_window().end.checked_sub(1)?;
+        self.meta.packet(last).map(|e| e.dts)
+    }
+
+    /// The last keyframe (in key order) whose DTS is at or before `target` (ms), or the
+    /// window's first keyframe when none is; `None` when the window has no keyframe. Looks
+    /// at no more than the keyframe ring holds.
+    pub fn key_at_or_before(&self, target: u64) -> Option<KeyEntry> {
+        let window = self.meta.key_window();
+        let first = self.meta.key(window.start)?;
+        let found = window
+            .take(MAX_KEY_SCAN as usize)
+            .filter_map(|k| self.meta.key(k))
+            .take_while(|k| k.dts <= target)
+            .last();
+        Some(found.unwrap_or(first))
+    }
+
+    /// The keyframe whose DTS is nearest `target` (ms; the earlier one on a tie), or `None`
+    /// when the window has no keyframe. Looks at no more than the keyframe ring holds.
+    pub fn key_nearest(&self, target: u64) -> Option<KeyEntry> {
+        self.meta
+            .key_window()
+            .take(MAX_KEY_SCAN as usize)
+            .filter_map(|k| self.meta.key(k))
+            .min_by_key(|k| k.dts.abs_diff(target))
     }
 }
 
@@ -724,7 +854,7 @@ mod tests {
             let meta = Meta::init(meta_mem.ptr(), meta_mem.len(), geo, 1234, dvr_ms).unwrap();
             let w = StreamWriter::new(meta, data_mem.ptr());
             let rmeta = Meta::open(meta_mem.ptr(), meta_mem.len()).unwrap();
-            let r = StreamReader::new(rmeta, data_mem.ptr());
+            let r = StreamReader::new(rmeta, data_mem.ptr(), data_mem.len()).unwrap();
             (meta_mem, data_mem, w, r)
         }
     }
@@ -872,6 +1002,142 @@ mod tests {
         assert!(r.meta().latest_key().is_none());
         feed(&mut w, 100, 50, 100);
         assert_eq!(r.meta().key(kc).unwrap().seq, ws);
+    }
+
+    /// Stores `v` at byte `off` of a region, as a corrupt (or hostile) writer would.
+    fn poke64(mem: &mut Mem, off: usize, v: u64) {
+        // SAFETY: off is 8-aligned and inside mem.
+        unsafe { (*(mem.ptr().add(off) as *const AtomicU64)).store(v, Ordering::SeqCst) }
+    }
+    fn poke32(mem: &mut Mem, off: usize, v: u32) {
+        // SAFETY: off is 4-aligned and inside mem.
+        unsafe { (*(mem.ptr().add(off) as *const AtomicU32)).store(v, Ordering::SeqCst) }
+    }
+
+    /// A small stream written by the writer, ready to be corrupted.
+    fn written() -> (Mem, Mem, StreamWriter, StreamReader) {
+        let (m, d, mut w, r) = setup(small(), 50_000);
+        w.set_header(b"h", Some((1, true)));
+        feed(&mut w, 6000, 50, 1000);
+        (m, d, w, r)
+    }
+
+    #[test]
+    fn open_rejects_corrupt_geometry() {
+        let geo = small();
+        let mut mem = Mem::new(geo.meta_size());
+        let len = mem.len();
+        // SAFETY: mem lives until the end of the test.
+        unsafe { Meta::init(mem.ptr(), len, geo, 1, 1) }.unwrap();
+        for (off, v, want) in [
+            (O_KEY_CAP, 0, ShmError::BadGeometry),
+            (O_PKT_CAP, 0, ShmError::BadGeometry),
+            (O_PKT_CAP, 3, ShmError::BadGeometry),
+        ] {
+            poke32(&mut mem, off, v);
+            // SAFETY: as above.
+            assert_eq!(unsafe { Meta::open(mem.ptr(), len) }.unwrap_err(), want);
+            poke32(&mut mem, O_PKT_CAP, geo.pkt_cap);
+            poke32(&mut mem, O_KEY_CAP, geo.key_cap);
+        }
+        poke32(&mut mem, O_PKT_CAP, 1 << 31);
+        // SAFETY: as above.
+        let e = unsafe { Meta::open(mem.ptr(), len) }.unwrap_err();
+        assert!(matches!(e, ShmError::TooSmall { .. }), "{e:?}");
+        poke32(&mut mem, O_PKT_CAP, geo.pkt_cap);
+        poke64(&mut mem, O_DATA_SIZE, 0);
+        // SAFETY: as above.
+        let e = unsafe { Meta::open(mem.ptr(), len) }.unwrap_err();
+        assert_eq!(e, ShmError::BadGeometry);
+        // A data ring larger than what was mapped.
+        poke64(&mut mem, O_DATA_SIZE, geo.data_size * 2);
+        let mut data = Mem::new(geo.data_size as usize);
+        // SAFETY: as above; `data` is geo.data_size bytes.
+        let e = unsafe {
+            let meta = Meta::open(mem.ptr(), len).unwrap();
+            StreamReader::new(meta, data.ptr(), data.len()).unwrap_err()
+        };
+        assert!(matches!(e, ShmError::DataTooSmall { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn huge_or_reversed_counters_give_bounded_windows() {
+        let (mut m, _d, _w, r) = written();
+        let cap = small().pkt_cap as u64;
+        poke64(&mut m, O_FIRST_SEQ, 0);
+        poke64(&mut m, O_WRITE_SEQ, u64::MAX);
+        poke64(&mut m, O_FIRST_KEY, 0);
+        poke64(&mut m, O_KEY_COUNT, u64::MAX);
+        let t = std::time::Instant::now();
+        let w = r.meta().seq_window();
+        assert_eq!(w.end - w.start, cap);
+        let k = r.meta().key_window();
+        assert_eq!(k.end - k.start, small().key_cap as u64);
+        // Every lookup a viewer makes ends quickly and cleanly.
+        let read = w.clone().filter(|&s| r.packet(s).is_some()).count();
+        assert!(read as u64 <= cap);
+        let _ = r.key_at_or_before(u64::MAX);
+        let _ = r.key_nearest(1234);
+        let _ = r.meta().latest_key();
+        let _ = r.newest_dts();
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        // first past the end: an empty window, not an underflow.
+        poke64(&mut m, O_FIRST_SEQ, 100);
+        poke64(&mut m, O_WRITE_SEQ, 10);
+        poke64(&mut m, O_FIRST_KEY, 7);
+        poke64(&mut m, O_KEY_COUNT, 3);
+        assert!(r.meta().seq_window().is_empty());
+        assert!(r.meta().key_window().is_empty());
+        assert!(r.packet(10).is_none() && r.packet(50).is_none());
+        assert!(r.meta().latest_key().is_none());
+        assert!(r.key_at_or_before(0).is_none() && r.key_nearest(0).is_none());
+        assert!(r.newest_dts().is_none());
+    }
+
+    #[test]
+    fn entries_outside_the_data_ring_are_refused() {
+        let (mut m, _d, _w, r) = written();
+        let geo = small();
+        let seq = r.meta().first_seq() + 3;
+        assert!(r.frame(seq).is_some());
+        let slot = r.meta().pkt_slot(seq);
+        // A frame running past the ring's end.
+        poke64(&mut m, slot, geo.data_size - 10);
+        poke32(&mut m, slot + 16, 11);
+        assert!(r.frame(seq).is_none());
+        // The longest length, at the ring's start.
+        poke64(&mut m, slot, u64::MAX - (u64::MAX % geo.data_size));
+        poke32(&mut m, slot + 16, u32::MAX);
+        assert!(r.frame(seq).is_none());
+        // An empty frame.
+        poke32(&mut m, slot + 16, 0);
+        assert!(r.frame(seq).is_none());
+        // Bytes that are not a DTP2 frame: no packet, no panic.
+        poke64(&mut m, slot, 0);
+        poke32(&mut m, slot + 16, 7);
+        assert!(r.packet(seq).is_none());
+        // A key naming a packet outside the window.
+        let k = r.meta().latest_key().unwrap().0;
+        let ks = r.meta().key_slot(k);
+        poke64(&mut m, ks, u64::MAX);
+        assert!(r.meta().key(k).is_none());
+        poke64(&mut m, ks, r.meta().first_seq().wrapping_sub(1));
+        assert!(r.meta().key(k).is_none());
+        // A header length past its area is cut to the area.
+        poke32(&mut m, O_HDR_LEN, u32::MAX);
+        assert_eq!(r.meta().header().0.len(), HEADER_AREA);
+    }
+
+    #[test]
+    fn seeks_find_keyframes() {
+        let (_m, _d, _w, r) = written();
+        // Keys at 0, 2000, 4000 ms.
+        assert_eq!(r.key_at_or_before(3999).unwrap().dts, 2000);
+        assert_eq!(r.key_at_or_before(4000).unwrap().dts, 4000);
+        assert_eq!(r.key_nearest(2900).unwrap().dts, 2000);
+        assert_eq!(r.key_nearest(3000).unwrap().dts, 2000, "earlier on a tie");
+        assert_eq!(r.key_nearest(3100).unwrap().dts, 4000);
+        assert!(r.newest_dts().unwrap() >= 5900);
     }
 
     #[test]
