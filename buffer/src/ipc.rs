@@ -13,13 +13,15 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use dtsc::shm::{Meta, StreamReader};
 use dtsc::wire::{self, Frame, Value};
 use memmap2::{Mmap, MmapMut, MmapOptions};
+use nix::fcntl::{fcntl, FcntlArg, OFlag, SealFlag};
+use nix::sys::memfd::MemFdCreateFlag;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 /// The socket a stream's buffer listens on: `RUNDIR/stream_NAME.sock`, with every byte of the
@@ -37,24 +39,83 @@ pub fn socket_path(rundir: &Path, stream: &str) -> PathBuf {
     rundir.join(name)
 }
 
-/// A memfd of `len` bytes (sparse until written), mapped read-write.
-pub fn create_region(name: &str, len: u64) -> Result<(OwnedFd, MmapMut)> {
+/// What a region's memfd is sealed against once it is sized and mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealing {
+    /// Its size only (`F_SEAL_SHRINK | F_SEAL_GROW`): the data ring, whose pages the buffer
+    /// punches out, which a write seal would forbid.
+    Size,
+    /// Its size, and writes through every descriptor and mapping made afterwards
+    /// (`F_SEAL_FUTURE_WRITE`): the meta region. The buffer's own mapping, made before the
+    /// seal, stays writable; a client cannot write it even through a descriptor it opens
+    /// again read-write from `/proc`.
+    SizeAndWrites,
+}
+
+/// Set once the first sealing failure was logged: a kernel without a seal fails the same
+/// way for every region.
+static SEAL_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Adds `seals` to a memfd; a failure (a kernel without them) is logged once per process
+/// and otherwise ignored: the regions then work unsealed, as before.
+fn seal(fd: &OwnedFd, seals: SealFlag) {
+    if let Err(e) = fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)) {
+        if !SEAL_WARNED.swap(true, Ordering::Relaxed) {
+            let line = format!(
+                "[buffer {}] cannot seal the stream's shared memory ({seals:?}: {e}); going on \
+                 without that seal\n",
+                std::process::id()
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        }
+    }
+}
+
+/// A memfd of `len` bytes (sparse until written), mapped read-write, then sealed as
+/// `sealing` says and against further seals (`F_SEAL_SEAL`). Clients get it through
+/// [`read_only`], never this descriptor.
+pub fn create_region(name: &str, len: u64, sealing: Sealing) -> Result<(OwnedFd, MmapMut)> {
     let fd = nix::sys::memfd::memfd_create(
         std::ffi::CString::new(name)?.as_c_str(),
-        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
     )
     .context("memfd_create")?;
     nix::unistd::ftruncate(&fd, len as i64).context("ftruncate of a stream region")?;
-    // SAFETY: the memfd is ours; its size was just set.
+    // Nobody may change its size now: a client that shrank it would make every process
+    // that maps it die of SIGBUS.
+    seal(&fd, SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW);
+    // SAFETY: the memfd is ours; its size was just set and sealed.
     let map = unsafe { MmapOptions::new().len(len as usize).map_mut(fd.as_raw_fd()) }
         .context("mmap of a stream region")?;
+    if sealing == Sealing::SizeAndWrites {
+        seal(&fd, SealFlag::F_SEAL_FUTURE_WRITE);
+    }
+    seal(&fd, SealFlag::F_SEAL_SEAL);
     Ok((fd, map))
+}
+
+/// A read-only descriptor of the file behind `fd`: `/proc/self/fd/N` opened `O_RDONLY`,
+/// which makes a new open file description of the same file (a `dup` would share `fd`'s
+/// read-write one). A process holding only this descriptor can neither `write` nor
+/// `ftruncate` nor `fallocate` the file, nor map it `PROT_WRITE` + `MAP_SHARED` (`EACCES`),
+/// nor `mprotect` a shared mapping of it writable. This is what clients get.
+pub fn read_only(fd: &OwnedFd) -> Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let raw = nix::fcntl::open(
+        path.as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("opening {path} read-only (is /proc mounted?)"))?;
+    // SAFETY: `open` just returned this descriptor, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// A stream region backed by a file on disk instead of memory: an unnamed file
 /// (`O_TMPFILE`, gone when the last process closes it) in `dir`, `len` bytes (sparse), mapped
 /// shared. Its pages are the page cache's: written back and dropped when the buffer spills
-/// them ([`spill`]), read back from disk when a viewer touches them again.
+/// them ([`spill`]), read back from disk when a viewer touches them again. Files cannot be
+/// sealed; clients get it through [`read_only`] as the memfds.
 pub fn create_file_region(dir: &std::path::Path, len: u64) -> Result<(OwnedFd, MmapMut)> {
     std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
     let raw = nix::fcntl::open(
@@ -316,8 +377,20 @@ pub fn attach(path: &Path, mode: Mode) -> Result<Attached> {
     }
     let meta_size = reply.get("meta_size").and_then(|v| v.as_int()).unwrap_or(0) as usize;
     let data_size = reply.get("data_size").and_then(|v| v.as_int()).unwrap_or(0) as usize;
-    // SAFETY: read-only shared mappings of the buffer's memfds, sized as it says.
+    // A mapping longer than its file would fault (SIGBUS) past the file's end; the files'
+    // sizes are sealed, so checking them once is enough.
+    for (fd, want) in [(&fds[0], meta_size), (&fds[1], data_size)] {
+        let have = nix::sys::stat::fstat(fd.as_raw_fd())
+            .context("fstat of a region")?
+            .st_size;
+        if want == 0 || (have as u64) < want as u64 {
+            bail!("the buffer sent a region of {have} bytes, said {want}");
+        }
+    }
+    // SAFETY: a read-only shared mapping of the buffer's meta region, no longer than its
+    // file (checked above); `Attached` keeps it as long as readers use it.
     let meta_map = unsafe { MmapOptions::new().len(meta_size).map(fds[0].as_raw_fd()) }?;
+    // SAFETY: as above, for the data region.
     let data_map = unsafe { MmapOptions::new().len(data_size).map(fds[1].as_raw_fd()) }?;
     sock.set_read_timeout(None)?;
     Ok(Attached {
@@ -340,5 +413,156 @@ impl Attached {
                 self.data_map.len(),
             )?)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `errno` of mapping `fd` (`len` bytes) with `prot` and `MAP_SHARED`, or 0 when it
+    /// mapped (the mapping is removed again).
+    fn mmap_errno(fd: &OwnedFd, len: usize, prot: libc::c_int) -> i32 {
+        // SAFETY: a fresh mapping chosen by the kernel, unmapped at once; nothing aliases it.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                return std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+            }
+            libc::munmap(p, len);
+            0
+        }
+    }
+
+    fn seals(fd: &OwnedFd) -> SealFlag {
+        SealFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).unwrap())
+    }
+
+    /// What a client can do with its descriptor: map and read, nothing that writes.
+    fn assert_read_only(ro: &OwnedFd, len: usize) {
+        let acc = fcntl(ro.as_raw_fd(), FcntlArg::F_GETFL).unwrap() & libc::O_ACCMODE;
+        assert_eq!(acc, libc::O_RDONLY);
+        assert_eq!(mmap_errno(ro, len, libc::PROT_READ), 0);
+        assert_eq!(
+            mmap_errno(ro, len, libc::PROT_READ | libc::PROT_WRITE),
+            libc::EACCES
+        );
+        assert!(nix::unistd::ftruncate(ro, 0).is_err());
+        assert!(nix::unistd::write(ro, b"x").is_err());
+        assert!(punch_hole(ro, 0, 4096).is_err());
+        // mprotect cannot make a shared read-only mapping of it writable either.
+        // SAFETY: a read-only mapping of a file of at least `len` bytes, dropped at the end.
+        let map = unsafe { MmapOptions::new().len(len).map(ro.as_raw_fd()) }.unwrap();
+        // SAFETY: the mapping lives until the end of the function; the call only changes
+        // (or here, fails to change) its protection.
+        let r = unsafe {
+            libc::mprotect(
+                map.as_ptr() as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        assert_eq!(r, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EACCES)
+        );
+    }
+
+    #[test]
+    fn meta_region_is_sealed_and_clients_get_read_only_fds() {
+        let len = 1 << 20;
+        let (fd, mut map) = create_region("t-meta", len, Sealing::SizeAndWrites).unwrap();
+        let ro = read_only(&fd).unwrap();
+        let want = SealFlag::F_SEAL_SHRINK
+            | SealFlag::F_SEAL_GROW
+            | SealFlag::F_SEAL_FUTURE_WRITE
+            | SealFlag::F_SEAL_SEAL;
+        assert_eq!(seals(&fd), want);
+        assert_eq!(
+            seals(&ro),
+            want,
+            "seals belong to the file, whatever the fd"
+        );
+        assert_read_only(&ro, len as usize);
+        // Sealed: not even the read-write descriptor changes the size or adds seals.
+        assert_eq!(
+            nix::unistd::ftruncate(&fd, 0),
+            Err(nix::errno::Errno::EPERM)
+        );
+        assert!(fcntl(
+            fd.as_raw_fd(),
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_WRITE)
+        )
+        .is_err());
+        // A client that opens its descriptor again read-write still cannot write.
+        let path = format!("/proc/self/fd/{}", ro.as_raw_fd());
+        let raw =
+            nix::fcntl::open(path.as_str(), OFlag::O_RDWR, nix::sys::stat::Mode::empty()).unwrap();
+        // SAFETY: just opened, owned by nobody else.
+        let rw_again = unsafe { OwnedFd::from_raw_fd(raw) };
+        assert_eq!(
+            nix::unistd::write(&rw_again, b"x"),
+            Err(nix::errno::Errno::EPERM)
+        );
+        assert_eq!(
+            mmap_errno(&rw_again, len as usize, libc::PROT_READ | libc::PROT_WRITE),
+            libc::EPERM
+        );
+        // The buffer's own mapping, made before the seal, still writes, and readers see it.
+        map[100] = 42;
+        // SAFETY: a read-only mapping of the region, `len` bytes long, dropped at the end.
+        // SAFETY: a read-only mapping of the region, `len` bytes long, dropped at the end.
+        let view = unsafe { MmapOptions::new().len(len as usize).map(ro.as_raw_fd()) }.unwrap();
+        assert_eq!(view[100], 42);
+    }
+
+    #[test]
+    fn data_region_seals_its_size_and_still_punches() {
+        let len = 4 << 20;
+        let (fd, mut map) = create_region("t-data", len, Sealing::Size).unwrap();
+        let ro = read_only(&fd).unwrap();
+        assert_eq!(
+            seals(&ro),
+            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL
+        );
+        assert_read_only(&ro, len as usize);
+        assert!(nix::unistd::ftruncate(&fd, (len * 2) as i64).is_err());
+        map[(2 << 20) + 5] = 7;
+        // SAFETY: a read-only mapping of the region, `len` bytes long, dropped at the end.
+        // SAFETY: a read-only mapping of the region, `len` bytes long, dropped at the end.
+        let view = unsafe { MmapOptions::new().len(len as usize).map(ro.as_raw_fd()) }.unwrap();
+        assert_eq!(view[(2 << 20) + 5], 7);
+        punch_hole(&fd, 2 << 20, 2 << 20).unwrap();
+        assert_eq!(view[(2 << 20) + 5], 0, "punched pages read as zeros");
+    }
+
+    #[test]
+    fn spill_file_clients_get_read_only_fds() {
+        let dir = std::env::temp_dir().join(format!("sluice-ipc-test-{}", std::process::id()));
+        let (fd, _map) = create_file_region(&dir, 4 << 20).unwrap();
+        let ro = read_only(&fd).unwrap();
+        assert_read_only(&ro, 4 << 20);
+        punch_hole(&fd, 0, 2 << 20).unwrap();
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn read_only_fds_stay_read_only_through_the_socket() {
+        let (fd, _map) = create_region("t-sock", 1 << 20, Sealing::SizeAndWrites).unwrap();
+        let ro = read_only(&fd).unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        let ok = Value::Object(vec![("cmd".into(), Value::Str(b"attached".to_vec()))]);
+        send_command(a.as_raw_fd(), &ok, &[ro.as_raw_fd()]).unwrap();
+        let (_, fds) = recv_command(&b, Duration::from_secs(1)).unwrap();
+        assert_eq!(fds.len(), 1);
+        assert_read_only(&fds[0], 1 << 20);
     }
 }

@@ -272,8 +272,12 @@ fn main_track(tracks: &[Track]) -> Option<(u32, bool)> {
 struct Buffer {
     args: BufferArgs,
     writer: StreamWriter,
+    /// The data region, read-write: the buffer punches and spills through it.
     data_fd: OwnedFd,
-    meta_fd: OwnedFd,
+    /// Read-only descriptors of the two regions ([`ipc::read_only`]), the only ones sent to
+    /// clients.
+    meta_ro: OwnedFd,
+    data_ro: OwnedFd,
     geo: Geometry,
     _maps: (MmapMut, MmapMut),
     /// With a spill file: the bytes of data that may stay resident.
@@ -452,11 +456,20 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
         data_size: args.ring_mib.max(8) << 20,
         ..Geometry::default()
     };
-    let (meta_fd, mut meta_map) = ipc::create_region("sluice-meta", geo.meta_size() as u64)?;
+    let (meta_fd, mut meta_map) = ipc::create_region(
+        "sluice-meta",
+        geo.meta_size() as u64,
+        ipc::Sealing::SizeAndWrites,
+    )?;
     let (data_fd, mut data_map) = match &args.spill_dir {
         Some(dir) => ipc::create_file_region(dir, geo.data_size)?,
-        None => ipc::create_region("sluice-data", geo.data_size)?,
+        None => ipc::create_region("sluice-data", geo.data_size, ipc::Sealing::Size)?,
     };
+    // What every client gets: descriptors that can only be read and mapped read-only.
+    let meta_ro = ipc::read_only(&meta_fd)?;
+    let data_ro = ipc::read_only(&data_fd)?;
+    // The buffer writes the meta region through its mapping only.
+    drop(meta_fd);
     let boot = now_ms() as u64;
     // SAFETY: fresh zeroed mappings that live in `_maps` as long as the writer.
     let writer = unsafe {
@@ -477,7 +490,8 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
         args: args.clone(),
         writer,
         data_fd,
-        meta_fd,
+        meta_ro,
+        data_ro,
         geo,
         _maps: (meta_map, data_map),
         spill_budget: args
@@ -709,7 +723,7 @@ fn handle_input(
         match (&c.role, frame) {
             (Role::New, Frame::Command(v)) => {
                 let mode = v.get("mode").and_then(|m| m.as_str()).unwrap_or("");
-                let fds = [b.meta_fd.as_raw_fd(), b.data_fd.as_raw_fd()];
+                let fds = [b.meta_ro.as_raw_fd(), b.data_ro.as_raw_fd()];
                 let ok = cmd(
                     "attached",
                     vec![
