@@ -152,7 +152,8 @@ impl Cursor {
             // take it for live and start at its last keyframe).
             let ready = self.wait_until(slice, |r, tracks| {
                 let meta = r.meta();
-                let keys = meta.key_count() - meta.first_key();
+                let window = meta.key_window();
+                let keys = window.end - window.start;
                 !tracks.is_empty()
                     && meta.state() != shm::STATE_WAITING
                     && (keys >= min_keys || (meta.state() == shm::STATE_ENDED && keys >= 1))
@@ -256,13 +257,7 @@ impl Cursor {
     /// timeline), or to the window's first keyframe when `target` is before it; returns that
     /// keyframe's DTS. `None` when the window has no keyframe.
     pub fn seek_to_dts(&mut self, target: u64) -> Option<u64> {
-        let m = *self.reader.meta();
-        let first = m.key(m.first_key())?;
-        let key = (m.first_key()..m.key_count())
-            .filter_map(|k| m.key(k))
-            .take_while(|k| k.dts <= target)
-            .last()
-            .unwrap_or(first);
+        let key = self.reader.key_at_or_before(target)?;
         self.seek_seq(key.seq);
         Some(key.dts)
     }
@@ -270,8 +265,7 @@ impl Cursor {
     /// Moves to the last keyframe at least `behind_ms` before the newest packet (a DVR
     /// viewer's "that far behind live"), or the window's first; returns its DTS.
     pub fn seek_behind_live(&mut self, behind_ms: u64) -> Option<u64> {
-        let m = *self.reader.meta();
-        let newest = m.packet(m.write_seq().checked_sub(1)?)?.dts;
+        let newest = self.reader.newest_dts()?;
         self.seek_to_dts(newest.saturating_sub(behind_ms))
     }
 
@@ -279,10 +273,7 @@ impl Cursor {
     /// the earlier one on a tie), as RTMP's `NetStream.seek` does ("the keyframe closest to
     /// the specified time"); returns its DTS. `None` when the window has no keyframe.
     pub fn seek_near_dts(&mut self, target: u64) -> Option<u64> {
-        let m = *self.reader.meta();
-        let key = (m.first_key()..m.key_count())
-            .filter_map(|k| m.key(k))
-            .min_by_key(|k| k.dts.abs_diff(target))?;
+        let key = self.reader.key_nearest(target)?;
         self.seek_seq(key.seq);
         Some(key.dts)
     }
@@ -308,7 +299,7 @@ impl Cursor {
         if self.seq < first {
             // Too slow: the window moved past us. Jump to the newest keyframe.
             let from = self.seq;
-            if self.seek_latest_key().is_none() {
+            if self.seek_latest_key().is_none() || self.seq < first {
                 self.seq = first;
             }
             self.skipped += self.seq.saturating_sub(from);
