@@ -58,6 +58,11 @@ fn bind(interface: &str, port: u16) -> Result<TcpListener> {
     };
     let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // `::` takes IPv4 clients too (as IPv4-mapped addresses, made plain again by
+        // `crate::tls::peer_addr`).
+        setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+    }
     bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
     listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
     Ok(TcpListener::from(fd))
@@ -142,8 +147,12 @@ pub fn serve(
         None => None,
     };
     let mut cert_checked = Instant::now();
-    let listener =
-        bind(interface, port).with_context(|| format!("{proto}: binding {interface}:{port}"))?;
+    let listener = match bind(interface, port) {
+        // A machine without IPv6 still gets every IPv4 interface.
+        Err(_) if interface == "::" => bind("0.0.0.0", port),
+        r => r,
+    }
+    .with_context(|| format!("{proto}: binding {interface}:{port}"))?;
     // SAFETY: setting signal dispositions; the SIGHUP handler only stores to an atomic.
     unsafe {
         signal(Signal::SIGPIPE, SigHandler::SigIgn)?;
@@ -193,7 +202,7 @@ pub fn serve(
             }
         }
         let (sock, peer) = match listener.accept() {
-            Ok(x) => x,
+            Ok((s, p)) => (s, SocketAddr::new(p.ip().to_canonical(), p.port())),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 crate::log!(proto, "accept: {e}");
@@ -221,7 +230,7 @@ pub fn serve(
                 let (sock, pump) = match &cert {
                     None => (sock, None),
                     Some(c) => {
-                        if let Ok(local) = sock.local_addr() {
+                        if let Ok(local) = tls::local_addr(&sock) {
                             tls::set_addrs(peer, local);
                         }
                         if let Some(c) = &counted {

@@ -120,16 +120,23 @@ pub fn set_addrs(peer: SocketAddr, local: SocketAddr) {
 }
 
 /// The client's address: the socket's own, or the one the listener noted for a TLS
-/// connection's plaintext end.
+/// connection's plaintext end. An IPv4 client of a dual-stack (`::`) listener is given as
+/// its IPv4 address, not as `::ffff:a.b.c.d`.
 pub fn peer_addr(sock: &TcpStream) -> std::io::Result<SocketAddr> {
     sock.peer_addr()
         .or_else(|e| PEER.get().map(|p| p.0).ok_or(e))
+        .map(canonical)
 }
 
 /// This server's address the client connected to (see [`peer_addr`]).
 pub fn local_addr(sock: &TcpStream) -> std::io::Result<SocketAddr> {
     sock.local_addr()
         .or_else(|e| PEER.get().map(|p| p.1).ok_or(e))
+        .map(canonical)
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// True when this connection process serves a TLS connection (its URLs say `https://`,

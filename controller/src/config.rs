@@ -88,7 +88,7 @@ pub fn demo_source() -> Option<PathBuf> {
 }
 
 /// The default config: controller on 127.0.0.1:4242, RTMP on 1935, HTTP on 8080, RTSP on
-/// 5554 (MistServer's ports), the demo
+/// 5554 and DTSC on 4200 (MistServer's ports) on every interface, IPv4 and IPv6, the demo
 /// stream (the committed clip looped live) and a `live` stream that takes pushes.
 pub fn default_config() -> Value {
     let mut streams = serde_json::Map::new();
@@ -103,15 +103,19 @@ pub fn default_config() -> Value {
         "config": {
             "controller": {"interface": "127.0.0.1", "port": 4242},
             "protocols": [
-                {"connector": "RTMP", "port": 1935, "interface": "127.0.0.1"},
-                {"connector": "HTTP", "port": 8080, "interface": "127.0.0.1"},
-                {"connector": "RTSP", "port": 5554, "interface": "127.0.0.1"},
-                {"connector": "DTSC", "port": 4200, "interface": "127.0.0.1"}
+                {"connector": "RTMP", "port": 1935},
+                {"connector": "HTTP", "port": 8080},
+                {"connector": "RTSP", "port": 5554},
+                {"connector": "DTSC", "port": 4200}
             ]
         },
         "streams": streams
     })
 }
+
+/// The interface a protocol entry without one binds: every interface, IPv4 and IPv6 (a
+/// dual-stack socket; IPv4 only where the machine has no IPv6). The API stays on loopback.
+pub const ANY_INTERFACE: &str = "::";
 
 /// A listener the controller must run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +124,7 @@ pub struct ListenerSpec {
     pub connector: String,
     /// TCP port.
     pub port: u16,
-    /// Interface address to bind (default 127.0.0.1).
+    /// Interface address to bind (default `::`: every interface, IPv4 and IPv6).
     pub interface: String,
     /// The entry's `stream`: what a TS client that names no stream plays.
     pub stream: Option<String>,
@@ -196,7 +200,7 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
             .get("interface")
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty())
-            .unwrap_or("127.0.0.1")
+            .unwrap_or(ANY_INTERFACE)
             .to_string();
         let stream = p
             .get("stream")
@@ -234,7 +238,7 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
         out.push(ListenerSpec {
             connector: "HTTP".into(),
             port: 8080,
-            interface: "127.0.0.1".into(),
+            interface: ANY_INTERFACE.into(),
             stream: None,
             limits: limit_args(cfg, None),
         });

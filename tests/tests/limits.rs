@@ -251,3 +251,67 @@ fn a_viewer_that_stops_reading_is_dropped_and_its_process_exits() {
     assert!(r.body.starts_with(b"FLV"), "an FLV file");
     drop(s);
 }
+
+#[test]
+fn listeners_without_an_interface_serve_ipv4_and_ipv6_and_loopback_stays_loopback() {
+    require_tools(&["ffmpeg", "timeout"]);
+    let srv = Server::start_with_config(|cfg| {
+        for p in cfg["config"]["protocols"].as_array_mut().unwrap() {
+            p.as_object_mut().unwrap().remove("interface");
+        }
+    });
+    let log = srv.stderr_text();
+    assert!(
+        log.contains(&format!("listening on :::{}", srv.http_port))
+            || log.contains(&format!("listening on 0.0.0.0:{}", srv.http_port)),
+        "every interface by default:\n{}",
+        srv.stderr_tail(10)
+    );
+    let ipv6 = std::path::Path::new("/proc/net/if_inet6").exists()
+        && std::net::TcpStream::connect(("::1", srv.http_port)).is_ok();
+    // An IPv4 publisher on loopback may publish into `push://` (its address is 127.0.0.1,
+    // not ::ffff:127.0.0.1), and viewers over IPv4 and IPv6 both play.
+    let v4 = ffmpeg_framecrc(&srv.dir, "v4", &srv.rtmp_url("live"), &[], 30);
+    let v6 = ipv6.then(|| {
+        ffmpeg_framecrc(
+            &srv.dir,
+            "v6",
+            &format!("rtmp://[::1]:{}/live/live", srv.rtmp_port),
+            &[],
+            30,
+        )
+    });
+    srv.wait_rtmp_players(if ipv6 { 2 } else { 1 }, Duration::from_secs(3));
+    let publisher = ffmpeg_publish(
+        &srv.dir,
+        "pub",
+        &fixture("nobframes.flv"),
+        &srv.rtmp_url("live"),
+        30,
+    );
+    let pub_out = publisher.wait();
+    assert!(pub_out.status.success(), "{}", pub_out.describe());
+    for c in std::iter::once(v4).chain(v6) {
+        let out = c.wait();
+        let cap = Capture::from_output(&out);
+        assert_eq!(
+            cap.video().len(),
+            250,
+            "{}\n{}",
+            cap.summary(),
+            out.describe()
+        );
+    }
+    assert!(
+        srv.stderr_text().contains("127.0.0.1 publishes live"),
+        "the publisher is seen as 127.0.0.1:\n{}",
+        srv.stderr_tail(20)
+    );
+    if ipv6 {
+        assert!(
+            srv.stderr_text().contains("::1 plays live"),
+            "{}",
+            srv.stderr_tail(20)
+        );
+    }
+}
