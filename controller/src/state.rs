@@ -1037,6 +1037,22 @@ impl State {
         }
     }
 
+    /// Sends SIGHUP to the running TLS listeners: each loads its certificate and key again
+    /// for the connections that follow.
+    pub fn signal_tls_listeners(&self) {
+        for l in &self.listeners {
+            let tls = config::TLS_LISTENERS
+                .iter()
+                .any(|(t, _)| *t == l.spec.connector);
+            if let (true, Some(c)) = (tls, &l.child) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.pid() as i32),
+                    nix::sys::signal::Signal::SIGHUP,
+                );
+            }
+        }
+    }
+
     /// Restarts listeners that died (at most once a second each) and forgets ended buffers.
     pub fn supervise(&mut self) {
         self.reap_sessions();

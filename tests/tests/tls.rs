@@ -243,17 +243,24 @@ fn a_renewed_certificate_is_used_after_sighup_while_a_viewer_goes_on() {
         "the viewer gets the stream: {before} bytes"
     );
 
-    // Renew: new files in place, then SIGHUP to the HTTPS listener.
+    // Renew: new files in place (keeping their modification time, so that only the signal
+    // can be what makes the listener look), then SIGHUP to Sluice, as certbot's deploy hook
+    // does; it reaches the HTTPS listener through the angel and the controller.
     let (new_cert, new_key) = make_certs(&certs, "new", "0x2002");
+    let stamp = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let (t_cert, t_key) = (stamp(&live_cert), stamp(&live_key));
     std::fs::copy(&new_cert, &live_cert).unwrap();
     std::fs::copy(&new_key, &live_key).unwrap();
-    let listener = srv
-        .procs()
-        .into_iter()
-        .find(|p| p.comm == "sluice-HTTPS")
-        .expect("the HTTPS listener");
+    for (p, t) in [(&live_cert, t_cert), (&live_key, t_key)] {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
     unsafe {
-        libc::kill(listener.pid as i32, libc::SIGHUP);
+        libc::kill(srv.pid as i32, libc::SIGHUP);
     }
     let start = Instant::now();
     let mut serial = String::new();
