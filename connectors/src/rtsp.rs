@@ -446,7 +446,7 @@ fn answer(
                         // UDP: two sockets of ours; the track's channel names them internally.
                         // Only the publisher's address and the ports it named may send to them.
                         let (Ok(local), Ok(from)) =
-                            (crate::tls::local_addr(&sock), crate::tls::peer_addr(&sock))
+                            (crate::tls::local_addr(sock), crate::tls::peer_addr(sock))
                         else {
                             continue;
                         };
@@ -797,8 +797,8 @@ fn transport(t: &Transport, sock: &TcpStream, n: usize) -> Option<(Path, String)
     }
     let (cp, cp2) = rtp.params.client_port?;
     let cp2 = cp2.unwrap_or(cp.wrapping_add(1));
-    let peer = crate::tls::peer_addr(&sock).ok()?.ip();
-    let local = crate::tls::local_addr(&sock).ok()?.ip();
+    let peer = crate::tls::peer_addr(sock).ok()?.ip();
+    let local = crate::tls::local_addr(sock).ok()?.ip();
     let rtp_sock = UdpSocket::bind((local, 0)).ok()?;
     let rtcp_sock = UdpSocket::bind((local, 0)).ok()?;
     let (sp, sp2) = (
