@@ -69,6 +69,32 @@ fn send_error(sock: &mut TcpStream, msg: &str) {
     let _ = sock.write_all(&out);
 }
 
+/// Most bytes a client may send before its first command, and the largest frame a push
+/// may hold unfinished (a DTP2 packet is at most a few MiB of media).
+const MAX_BEFORE_COMMAND: usize = 1 << 20;
+/// The largest push frame held while it is incomplete.
+const MAX_PUSH_FRAME: usize = 64 << 20;
+
+/// The first command in `buf` (sans-IO): frames before it are skipped and consumed. Returns
+/// the command with the bytes it and the frames before it took, `Ok(None)` when more bytes
+/// are needed, or an error for bytes that are not DTSC or for [`MAX_BEFORE_COMMAND`] bytes
+/// without a command (MistServer's DTSC protocol: a client's first frame is a `DTCM`).
+pub fn first_command_in(buf: &[u8]) -> Result<Option<(Value, usize)>> {
+    let mut at = 0;
+    while let Some(rest) = buf.get(at..) {
+        match wire::parse_frame(rest) {
+            Ok(Some((Frame::Command(v), used))) => return Ok(Some((v, at + used))),
+            Ok(Some((_, used))) => at += used,
+            Ok(None) => break,
+            Err(e) => bail!("not DTSC: {e}"),
+        }
+    }
+    if buf.len() > MAX_BEFORE_COMMAND {
+        bail!("no command in the first MiB");
+    }
+    Ok(None)
+}
+
 /// Reads frames until the first command; bytes after it are returned too (a pushing client
 /// may send its header right behind the command).
 fn first_command(sock: &mut TcpStream) -> Result<(Value, Vec<u8>)> {
@@ -76,21 +102,9 @@ fn first_command(sock: &mut TcpStream) -> Result<(Value, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        loop {
-            match wire::parse_frame(&buf) {
-                Ok(Some((Frame::Command(v), used))) => {
-                    buf.drain(..used);
-                    return Ok((v, buf));
-                }
-                Ok(Some((_, used))) => {
-                    buf.drain(..used);
-                }
-                Ok(None) => break,
-                Err(e) => bail!("not DTSC: {e}"),
-            }
-        }
-        if buf.len() > 1 << 20 {
-            bail!("no command in the first MiB");
+        if let Some((v, used)) = first_command_in(&buf)? {
+            buf.drain(..used);
+            return Ok((v, buf));
         }
         match sock.read(&mut chunk) {
             Ok(0) if buf.is_empty() => return Err(ClosedQuietly.into()),
@@ -98,6 +112,63 @@ fn first_command(sock: &mut TcpStream) -> Result<(Value, Vec<u8>)> {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) => bail!("no command within {COMMAND_WAIT:?}: {e}"),
         }
+    }
+}
+
+/// What a DTSC push sends after its `push` command, taken apart (sans-IO): header and
+/// packet frames go on to the stream's buffer as they are, a `ping` gets an `ok`. A packet
+/// before the first header is dropped (the buffer needs the tracks first).
+#[derive(Debug, Default)]
+pub struct PushIngest {
+    header_seen: bool,
+    /// Packets passed on.
+    pub packets: u64,
+}
+
+impl PushIngest {
+    /// Takes every whole frame from the front of `buf`: frames for the buffer are appended
+    /// to `frames`, answers to `replies`. Errors: a header that does not parse, bytes that
+    /// are not DTSC, or an unfinished frame over [`MAX_PUSH_FRAME`] bytes.
+    pub fn feed(
+        &mut self,
+        buf: &mut Vec<u8>,
+        frames: &mut Vec<u8>,
+        replies: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut at = 0;
+        let result = loop {
+            let Some(rest) = buf.get(at..) else {
+                break Ok(());
+            };
+            match wire::parse_frame(rest) {
+                Ok(Some((f, used))) => {
+                    let bytes = rest.get(..used).unwrap_or_default();
+                    match f {
+                        Frame::Header(v) => match Header::from_value(&v) {
+                            Ok(_) => {
+                                self.header_seen = true;
+                                frames.extend_from_slice(bytes);
+                            }
+                            Err(e) => break Err(anyhow!("bad header: {e}")),
+                        },
+                        Frame::Packet(_) if self.header_seen => {
+                            frames.extend_from_slice(bytes);
+                            self.packets += 1;
+                        }
+                        Frame::Command(v) if cmd_of(&v) == "ping" => command("ok", &[], replies),
+                        _ => {}
+                    }
+                    at += used;
+                }
+                Ok(None) if rest.len() > MAX_PUSH_FRAME => {
+                    break Err(anyhow!("a frame over {MAX_PUSH_FRAME} bytes"))
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(anyhow!("malformed DTSC: {e}")),
+            }
+        };
+        buf.drain(..at.min(buf.len()));
+        result
     }
 }
 
@@ -281,45 +352,17 @@ fn push(
     crate::log!(PROTO, "{peer} pushes {stream}");
     sock.set_read_timeout(Some(PUSH_SILENCE))?;
     let mut chunk = vec![0u8; 64 << 10];
+    let mut ingest = PushIngest::default();
     let mut frames = Vec::new();
-    let mut header_seen = false;
-    let mut packets = 0u64;
+    let mut replies = Vec::new();
     loop {
-        // Whole frames only; a packet before any header is dropped (the buffer needs the
-        // tracks first).
-        loop {
-            match wire::parse_frame(&buf) {
-                Ok(Some((f, used))) => {
-                    match f {
-                        Frame::Header(v) => match Header::from_value(&v) {
-                            Ok(_) => {
-                                header_seen = true;
-                                frames.extend_from_slice(&buf[..used]);
-                            }
-                            Err(e) => {
-                                send_error(&mut sock, &format!("bad header: {e}"));
-                                bail!("{peer}: push {stream}: bad header: {e}");
-                            }
-                        },
-                        Frame::Packet(_) if header_seen => {
-                            frames.extend_from_slice(&buf[..used]);
-                            packets += 1;
-                        }
-                        Frame::Command(v) if cmd_of(&v) == "ping" => {
-                            let mut ok = Vec::new();
-                            command("ok", &[], &mut ok);
-                            sock.write_all(&ok)?;
-                        }
-                        _ => {}
-                    }
-                    buf.drain(..used);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    send_error(&mut sock, &format!("malformed DTSC: {e}"));
-                    bail!("{peer}: push {stream}: malformed DTSC: {e}");
-                }
-            }
+        if let Err(e) = ingest.feed(&mut buf, &mut frames, &mut replies) {
+            send_error(&mut sock, &format!("{e}"));
+            bail!("{peer}: push {stream}: {e}");
+        }
+        if !replies.is_empty() {
+            sock.write_all(&replies)?;
+            replies.clear();
         }
         if !frames.is_empty() {
             publisher.write(&frames)?;
@@ -346,7 +389,73 @@ fn push(
     }
     crate::log!(
         PROTO,
-        "{peer} stopped pushing {stream} after {packets} packets"
+        "{peer} stopped pushing {stream} after {} packets",
+        ingest.packets
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_command_is_found_behind_other_frames_and_a_push_passes_whole_frames() {
+        use dtsc::{Codec, PacketRef, Track, TrackKind};
+        let mut bytes = Vec::new();
+        let h = Header {
+            live: true,
+            unixzero: None,
+            tracks: vec![Track::new(1, TrackKind::Video, Codec::H264)],
+        };
+        let p = PacketRef {
+            track: 1,
+            dts: 40,
+            offset: 0,
+            keyframe: true,
+            bpos: 0,
+            data: &[1, 2, 3],
+        };
+        // A packet before any command is skipped; then `push`, then a packet before the
+        // header (dropped), the header, a packet and a ping.
+        wire::write_packet(&p, &mut bytes);
+        command("push", &[("stream", Value::str("s"))], &mut bytes);
+        let cmd_end = bytes.len();
+        wire::write_packet(&p, &mut bytes);
+        wire::write_header(&h, &mut bytes);
+        wire::write_packet(&p, &mut bytes);
+        command("ping", &[], &mut bytes);
+        assert!(first_command_in(&bytes[..cmd_end - 1]).unwrap().is_none());
+        let (v, used) = first_command_in(&bytes).unwrap().unwrap();
+        assert_eq!((cmd_of(&v), used), ("push", cmd_end));
+        let mut ingest = PushIngest::default();
+        let (mut frames, mut replies) = (Vec::new(), Vec::new());
+        // Fed a byte at a time: the same result as all at once.
+        let mut buf = Vec::new();
+        for b in &bytes[cmd_end..] {
+            buf.push(*b);
+            ingest.feed(&mut buf, &mut frames, &mut replies).unwrap();
+        }
+        assert!(buf.is_empty());
+        assert_eq!(ingest.packets, 1, "the packet before the header is dropped");
+        let mut want = Vec::new();
+        wire::write_header(&h, &mut want);
+        wire::write_packet(&p, &mut want);
+        assert_eq!(frames, want);
+        let mut ok = Vec::new();
+        command("ok", &[], &mut ok);
+        assert_eq!(replies, ok);
+    }
+
+    #[test]
+    fn garbage_and_endless_frames_are_refused() {
+        assert!(first_command_in(b"GET / HTTP/1.1\r\n\r\n").is_err());
+        let mut buf = b"DTP2\xff\xff\xff\xf0".to_vec();
+        buf.resize(MAX_PUSH_FRAME + 16, 0);
+        let mut ingest = PushIngest::default();
+        let e = ingest
+            .feed(&mut buf, &mut Vec::new(), &mut Vec::new())
+            .unwrap_err();
+        assert!(format!("{e}").contains("4294967280"), "{e}");
+    }
 }
