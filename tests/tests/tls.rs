@@ -1,6 +1,6 @@
 //! TLS on the listeners with real clients and a test CA made here with openssl: ffprobe
-//! reads HLS and progressive FLV over `https://` verifying the chain, ffmpeg publishes over
-//! `rtmps://` and plays it back, and a renewed certificate is picked up on SIGHUP while a
+//! reads HLS and progressive FLV over `https://` verifying the chain and RTSP over
+//! `rtsps://`, ffmpeg publishes over `rtmps://` and plays it back, and a renewed certificate is picked up on SIGHUP while a
 //! viewer that started before goes on.
 use serde_json::json;
 use sluice_e2e::*;
@@ -117,16 +117,18 @@ fn hls_and_progressive_over_https_and_rtmps_publish_and_play() {
     require_tools(&["ffmpeg", "ffprobe", "openssl", "timeout"]);
     let certs = unique_temp_dir("tls-certs");
     let (cert, key) = make_certs(&certs, "server", "0x1001");
-    let (https, rtmps) = (free_port(), free_port());
+    let (https, rtmps, rtsps) = (free_port(), free_port(), free_port());
     let srv = Server::start_with_config(|cfg| {
         cfg["config"]["tls"] =
             json!({"cert": cert.to_str().unwrap(), "key": key.to_str().unwrap()});
         let ps = cfg["config"]["protocols"].as_array_mut().unwrap();
         ps.push(json!({"connector": "HTTPS", "port": https, "interface": "127.0.0.1"}));
         ps.push(json!({"connector": "RTMPS", "port": rtmps, "interface": "127.0.0.1"}));
+        ps.push(json!({"connector": "RTSPS", "port": rtsps, "interface": "127.0.0.1"}));
     });
     wait_port(https);
     wait_port(rtmps);
+    wait_port(rtsps);
     let ca = certs.join("ca.pem");
     let ca = ca.to_str().unwrap();
 
@@ -170,6 +172,19 @@ fn hls_and_progressive_over_https_and_rtmps_publish_and_play() {
         &format!("https://127.0.0.1:{https}/hls/live/index.m3u8"),
     );
     probe("FLV", &format!("https://127.0.0.1:{https}/live.flv"));
+    // RTSP over TLS (RTP interleaved on the TLS connection).
+    let out = Command::new("timeout")
+        .args(["30", "ffprobe", "-v", "error", "-rtsp_transport", "tcp"])
+        .args(["-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+        .arg(format!("rtsps://127.0.0.1:{rtsps}/live"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.contains("h264") && text.contains("aac"),
+        "RTSPS: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without the CA the same request fails: the chain is really checked.
     let bad = Command::new("timeout")
         .args(["30", "ffprobe", "-v", "error", "-tls_verify", "1"])
