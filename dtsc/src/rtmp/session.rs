@@ -82,10 +82,16 @@ pub struct ServerConfig {
     /// responses, command answers) that may wait in the output between two
     /// [`ServerSession::take_output`] calls; more is [`SessionError::OutputBacklog`].
     pub max_queued_replies: usize,
+    /// When set, `connect` is answered `_error` with `NetConnection.Connect.Rejected` and
+    /// this description, and the session ends with [`SessionError::ConnectRejected`] (the
+    /// host sends the output, then closes): a server over its connection limits says so
+    /// instead of dropping the connection unanswered.
+    pub reject_connect: Option<String>,
 }
 
 impl Default for ServerConfig {
-    /// 2 500 000-byte window, 4096-byte chunks, 8 MiB messages, seed 0, 1 MiB of replies.
+    /// 2 500 000-byte window, 4096-byte chunks, 8 MiB messages, seed 0, 1 MiB of replies,
+    /// connections accepted.
     fn default() -> Self {
         ServerConfig {
             window_ack_size: 2_500_000,
@@ -93,6 +99,7 @@ impl Default for ServerConfig {
             max_message: DEFAULT_MAX_MESSAGE,
             random_seed: 0,
             max_queued_replies: DEFAULT_MAX_QUEUED_REPLIES,
+            reject_connect: None,
         }
     }
 }
@@ -244,6 +251,10 @@ pub enum SessionError {
         /// The limit, bytes.
         limit: usize,
     },
+    /// `connect` was answered `NetConnection.Connect.Rejected`
+    /// ([`ServerConfig::reject_connect`]); the output holds the answer.
+    #[error("connect rejected: {0}")]
+    ConnectRejected(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -940,6 +951,19 @@ impl ServerSession {
             .unwrap_or("")
             .to_string();
         let tc_url = obj.get("tcUrl").and_then(Amf0::as_str).map(str::to_string);
+        if let Some(why) = self.config.reject_connect.clone() {
+            let info = Amf0::object([
+                ("level", Amf0::string("error")),
+                ("code", Amf0::string("NetConnection.Connect.Rejected")),
+                ("description", Amf0::string(&why)),
+            ]);
+            self.command(
+                CSID_COMMAND,
+                0,
+                &[Amf0::string("_error"), Amf0::Number(txn), Amf0::Null, info],
+            );
+            return Err(SessionError::ConnectRejected(why));
+        }
         let encoding = obj
             .get("objectEncoding")
             .and_then(Amf0::as_f64)
@@ -1094,6 +1118,36 @@ mod tests {
         c.send(s);
         let cmds = commands(&c.read(&s.take_output()));
         assert_eq!(cmds, [("_result".into(), txn, None, Some(1.0))]);
+    }
+
+    #[test]
+    fn a_rejected_connect_is_answered_then_ends_the_session() {
+        let mut s = ServerSession::new(ServerConfig {
+            reject_connect: Some("too many connections".into()),
+            ..ServerConfig::default()
+        });
+        let mut c = Client::handshake(&mut s);
+        c.cmd(
+            0,
+            &[Amf0::string("connect"), Amf0::Number(1.0), connect_obj()],
+        );
+        let w = std::mem::take(&mut c.wire);
+        let e = s.handle_input(&w).unwrap_err();
+        assert!(
+            matches!(e, SessionError::ConnectRejected(ref why) if why == "too many connections")
+        );
+        assert_eq!(s.poll_event(), None, "no Connect event");
+        let msgs = c.read(&s.take_output());
+        let cmds = commands(&msgs);
+        assert_eq!(
+            cmds,
+            [(
+                "_error".into(),
+                1.0,
+                Some("NetConnection.Connect.Rejected".into()),
+                None
+            )]
+        );
     }
 
     #[test]
