@@ -268,20 +268,45 @@ impl Children {
         }
     }
 
-    /// Collects every ended connection process (`waitpid(-1, WNOHANG)`), forgetting it.
-    pub fn reap(&mut self) {
+    /// Collects every ended child process of this one (`waitpid(-1, WNOHANG)`), forgetting
+    /// it in whichever of `sets` counts it.
+    pub fn reap(sets: &mut [&mut Children]) {
         use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(s) => {
                     if let Some(pid) = s.pid() {
-                        self.remove(pid);
+                        for set in sets.iter_mut() {
+                            set.remove(pid);
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// Most processes a listener runs at once only to say "no" in its protocol's words (RTMP
+/// `NetConnection.Connect.Rejected`, RTSP `503`) to connections over its caps; past that,
+/// connections over the caps are closed unanswered.
+pub const MAX_REFUSERS: usize = 16;
+
+/// How long a refusing process may take (handshake and the client's first request).
+pub const REFUSE_DEADLINE: Duration = Duration::from_secs(3);
+
+static REFUSING: OnceLock<String> = OnceLock::new();
+
+/// Marks this connection process as one that only refuses, with the reason the client is
+/// told ([`refusing`]).
+pub fn set_refusing(why: String) {
+    let _ = REFUSING.set(why);
+}
+
+/// The reason to give when this connection process only refuses (the server is over a
+/// connection cap): the protocol answers its first request with it and closes.
+pub fn refusing() -> Option<&'static str> {
+    REFUSING.get().map(String::as_str)
 }
 
 /// Slots in [`Totals`]' file: the most listeners counted together.

@@ -96,6 +96,12 @@ fn refuse(proto: &str, sock: &TcpStream) {
     let _ = sock.shutdown(std::net::Shutdown::Both);
 }
 
+/// True for the protocols whose handler answers a connection over the caps in its own
+/// words ([`limits::refusing`]).
+fn says_no_itself(proto: &str) -> bool {
+    matches!(proto, "RTMP" | "RTMPS" | "RTSP" | "RTSPS")
+}
+
 /// Log lines about refused connections, at most one a second per limit (a connect storm
 /// must not flood the log): the count refused since the last line is in the next one.
 #[derive(Default)]
@@ -171,8 +177,9 @@ pub fn serve(
         limits.request.as_secs(),
         limits.stall.as_secs()
     );
+    let mut refusers = Children::default();
     loop {
-        children.reap();
+        Children::reap(&mut [&mut children, &mut refusers]);
         totals.set(children.len() as u32);
         // A renewed certificate is used by the next connections (SIGHUP: at once).
         let hup = HUP.swap(false, std::sync::atomic::Ordering::SeqCst);
@@ -210,19 +217,36 @@ pub fn serve(
                 continue;
             }
         };
-        children.reap();
+        Children::reap(&mut [&mut children, &mut refusers]);
         let mine = children.len() as u32;
+        let mut refusal = None;
         if let Err(why) = children.admit(&peer.ip(), totals.sum(mine), &limits) {
             refusals.note(proto, &peer, why, &limits);
-            refuse(proto, &sock);
-            continue;
+            // RTMP and RTSP can only say no to a request they have read: a few processes
+            // do that; HTTP's answer needs no request, and the rest are closed.
+            if !says_no_itself(proto) || refusers.len() >= limits::MAX_REFUSERS {
+                refuse(proto, &sock);
+                continue;
+            }
+            refusal = Some(format!("server busy: {} reached", why.describe(&limits)));
         }
         // SAFETY: this process is single-threaded (the listener never starts threads).
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
                 drop(listener);
                 set_process_name(proto);
-                limits::arm(proto, &peer.to_string(), "the request", limits.request);
+                match refusal {
+                    Some(why) => {
+                        limits::set_refusing(why);
+                        limits::arm(
+                            proto,
+                            &peer.to_string(),
+                            "the refusal",
+                            limits::REFUSE_DEADLINE,
+                        );
+                    }
+                    None => limits::arm(proto, &peer.to_string(), "the request", limits.request),
+                }
                 let _ = sock.set_write_timeout(Some(limits.stall));
                 // The connection's slot in the session table, for the controller's stats.
                 let counted = sock.try_clone().ok();
@@ -271,7 +295,11 @@ pub fn serve(
             Ok(ForkResult::Parent { child }) => {
                 // The child owns the connection now.
                 drop(sock);
-                children.add(child, peer.ip());
+                if refusal.is_some() {
+                    refusers.add(child, peer.ip());
+                } else {
+                    children.add(child, peer.ip());
+                }
                 totals.set(children.len() as u32);
             }
             Err(e) => {

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use buffer::ipc::{self, Mode};
 use dtsc::flv::{self, FlvToDtsc, TagKind};
 use dtsc::rtmp::chunk::Span;
-use dtsc::rtmp::session::{Event, MediaKind, ServerConfig, ServerSession};
+use dtsc::rtmp::session::{Event, MediaKind, ServerConfig, ServerSession, SessionError};
 use dtsc::rtmp::MediaSender;
 use dtsc::{Codec, PacketRef, Track, TrackKind};
 
@@ -72,6 +72,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     sock.set_read_timeout(Some(COMMAND_TIMEOUT))?;
     let mut session = ServerSession::new(ServerConfig {
         random_seed: crate::seed(),
+        reject_connect: crate::limits::refusing().map(str::to_string),
         ..ServerConfig::default()
     });
     // Small: a forked viewer's private memory is mostly its buffers (docs/PERFORMANCE.md);
@@ -90,7 +91,11 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         let fed = session.handle_input(&buf[..n]);
         // Whatever the session answered goes out first, even before an error closes it.
         flush(&mut sock, &mut session)?;
-        fed.map_err(|e| anyhow!("{peer}: {e}"))?;
+        match fed {
+            // Over the server's caps: the listener logged it; the client was told.
+            Err(SessionError::ConnectRejected(_)) => return Ok(()),
+            r => r.map_err(|e| anyhow!("{peer}: {e}"))?,
+        }
         while let Some(ev) = session.poll_event() {
             match ev {
                 Event::Connect { app, tc_url } => {

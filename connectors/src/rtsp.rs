@@ -161,6 +161,16 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                 // The request is in: answering it may wait on us (a stream's first data),
                 // not on the client.
                 crate::limits::disarm();
+                if let Some(why) = crate::limits::refusing() {
+                    // Over the server's caps: 503 with Retry-After (RFC 7826 §17.5.4).
+                    let resp = response(&req, StatusCode::ServiceUnavailable)
+                        .header(headers::RETRY_AFTER, "5")
+                        .build(why.as_bytes().to_vec());
+                    let mut out = Vec::new();
+                    let _ = resp.write(&mut out);
+                    let _ = sock.write_all(&out);
+                    return Ok(());
+                }
                 requests += 1;
                 let (resp, action) = answer(&req, &mut st, ctx, &sock, &peer);
                 let mut out = Vec::new();

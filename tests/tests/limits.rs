@@ -315,3 +315,50 @@ fn listeners_without_an_interface_serve_ipv4_and_ipv6_and_loopback_stays_loopbac
         );
     }
 }
+
+#[test]
+fn rtmp_and_rtsp_clients_over_the_cap_are_told_so_in_their_protocol() {
+    require_tools(&["ffprobe", "timeout"]);
+    let rtsp = free_port();
+    let srv = Server::start_with_config(|cfg| {
+        let ps = cfg["config"]["protocols"].as_array_mut().unwrap();
+        ps[0]["max_connections"] = json!(1);
+        ps.push(json!({"connector": "RTSP", "port": rtsp, "interface": "127.0.0.1", "max_connections": 1}));
+    });
+    let start = Instant::now();
+    while !port_accepts(rtsp) && start.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Each listener's one connection is taken (a port check's connection is gone by now).
+    thread::sleep(Duration::from_millis(300));
+    let _rtmp_held = connect_from("127.0.0.2", srv.rtmp_port, None).unwrap();
+    let _rtsp_held = connect_from("127.0.0.2", rtsp, None).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let probe = |url: &str| {
+        let out = Command::new("timeout")
+            .args(["15", "ffprobe", "-v", "info", url])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url} refused");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let rtmp_err = probe(&srv.rtmp_url("demo"));
+    assert!(
+        rtmp_err.contains("server busy: this listener's limit of 1 connections reached"),
+        "RTMP: NetConnection.Connect.Rejected with the reason:\n{rtmp_err}"
+    );
+    let rtsp_err = probe(&format!("rtsp://127.0.0.1:{rtsp}/demo"));
+    assert!(
+        rtsp_err.contains("503"),
+        "RTSP: 503 Service Unavailable:\n{rtsp_err}"
+    );
+    let log = srv.stderr_text();
+    for proto in ["RTMP", "RTSP"] {
+        assert!(
+            log.lines().any(|l| l.starts_with(&format!("[{proto} "))
+                && l.contains("refused: this listener's limit of 1 connections reached")),
+            "{proto}: the refusal is logged:\n{}",
+            srv.stderr_tail(20)
+        );
+    }
+}
