@@ -581,7 +581,7 @@ fn ffmpeg_pushes_over_rtsp_and_every_output_has_every_frame() {
     }
     assert_eq!(
         srv.stderr_text()
-            .matches("push ended (0 RTP packets lost, 0 unreadable, 0 access units dropped)")
+            .matches("push ended (0 RTP packets lost, 0 unreadable, 0 access units dropped, 0 foreign datagrams dropped)")
             .count(),
         2,
         "{}",
