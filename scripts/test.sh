@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command: dependencies, fixtures, release build, then every test of the workspace
 # (unit, property and the end-to-end tests that drive target/release/sluice with real
-# clients: ffmpeg/ffprobe, GStreamer, rtmpdump). Exits non-zero on any failure.
+# clients: ffmpeg/ffprobe, GStreamer, rtmpdump), then every fuzz target for a short while.
+# Exits non-zero on any failure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,9 +29,17 @@ export SLUICE_DEMO="${SLUICE_DEMO:-$ROOT/fixtures/demo.flv}"
 step "cargo test --release --workspace (SLUICE_BIN=$SLUICE_BIN)"
 cargo test --release --workspace --no-fail-fast
 
-# The fuzz targets are a crate of their own (cargo-fuzz builds them with nightly flags); a
-# check here keeps them compiling as the parsers they drive change.
-step "fuzz targets compile (cargo check in fuzz/)"
-(cd fuzz && cargo check --bins --examples)
+# Every fuzz target (a crate of its own, fuzz/) runs briefly from its seeds, so that a parser
+# of untrusted bytes that panics, overflows or hangs on what the fuzzer finds in that time
+# fails CI. SLUICE_FUZZ_SECONDS sets the time per target (0 only checks they compile).
+FUZZ_SECS="${SLUICE_FUZZ_SECONDS:-15}"
+if [[ "$FUZZ_SECS" == 0 ]]; then
+    step "fuzz targets compile (cargo check in fuzz/)"
+    (cd fuzz && cargo check --bins --examples)
+else
+    step "fuzz targets compile, then each runs ${FUZZ_SECS} s (scripts/fuzz.sh)"
+    (cd fuzz && cargo check --examples)
+    scripts/fuzz.sh "$FUZZ_SECS"
+fi
 
 step "all tests passed in $((SECONDS - start)) s"
