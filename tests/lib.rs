@@ -1545,6 +1545,12 @@ pub fn sigterm(pid: u32) -> bool {
 /// its console logged to stderr, where the player page's `sluice-player {json}` lines land.
 /// A fresh profile folder under `dir`; stop it with [`stop_chromium`].
 pub fn chromium(dir: &Path, label: &str, secs: u64, url: &str) -> Client {
+    chromium_with(dir, label, secs, url, &[])
+}
+
+/// [`chromium`] with more command-line switches (`extra`), for example
+/// `--ignore-certificate-errors-spki-list=…` to trust a test certificate.
+pub fn chromium_with(dir: &Path, label: &str, secs: u64, url: &str, extra: &[String]) -> Client {
     let profile = dir.join(format!("{label}.profile"));
     fs::create_dir_all(&profile).unwrap();
     let args = s(&[
@@ -1563,6 +1569,7 @@ pub fn chromium(dir: &Path, label: &str, secs: u64, url: &str) -> Client {
     ]);
     let mut args = args;
     args.push(format!("--user-data-dir={}", profile.display()));
+    args.extend(extra.iter().cloned());
     args.push(url.to_string());
     spawn_client(dir, label, secs, "chromium", &args)
 }
