@@ -63,6 +63,10 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServerConfig> {
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| anyhow!("reading the private key: {e:?}"))?;
+    // ring, the provider the workspace already builds for ureq's HTTPS. Newer rustls
+    // releases mark it deprecated in favour of aws-lc-rs (post-quantum key exchange), which
+    // would add a C and assembly build of its own.
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
