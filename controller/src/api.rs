@@ -64,6 +64,73 @@ pub fn start(st: Arc<Mutex<State>>, iface: &str, port: u16) -> Result<()> {
     Ok(())
 }
 
+/// Most HTTPS connections to the API served at once (each has two threads).
+const MAX_TLS_API_CONNECTIONS: usize = 64;
+
+/// Serves the API over HTTPS on `iface:tls_port` as well (`config.controller.tls_port`, with
+/// the certificate of `config.controller.cert`/`key` or else `config.tls`): each connection's
+/// TLS is terminated on a thread of its own (`connectors::tls::terminate`, the handshake
+/// within 10 s) and its plaintext is passed to the plain API on `api_port`, so every check
+/// of the API applies as it is. The certificate files are read again when they change.
+/// Errors: the port cannot be bound or the certificate cannot be loaded.
+pub fn start_tls(
+    iface: &str,
+    tls_port: u16,
+    api_port: u16,
+    files: connectors::tls::CertFiles,
+) -> Result<()> {
+    let mut cert = connectors::tls::Loaded::load(&files)?;
+    let listener = std::net::TcpListener::bind((iface, tls_port))
+        .map_err(|e| anyhow::anyhow!("API over HTTPS: binding {iface}:{tls_port}: {e}"))?;
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    crate::logs::controller(&format!("API over HTTPS on https://{iface}:{tls_port}/api"));
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(sock) = sock else { continue };
+            if open.load(std::sync::atomic::Ordering::Acquire) >= MAX_TLS_API_CONNECTIONS {
+                continue;
+            }
+            if let Err(e) = cert.refresh(false) {
+                crate::logs::controller(&format!(
+                    "API over HTTPS: certificate not reloaded: {e:#}"
+                ));
+            }
+            let config = cert.config.clone();
+            let open = open.clone();
+            open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                if let Ok((plain, pump)) = connectors::tls::terminate(sock, config) {
+                    proxy(plain, api_port);
+                    pump.finish(std::time::Duration::from_secs(5));
+                }
+                open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Copies bytes both ways between a TLS connection's plaintext and the plain API.
+fn proxy(plain: std::net::TcpStream, api_port: u16) {
+    use std::net::Shutdown;
+    let Ok(api) = std::net::TcpStream::connect(("127.0.0.1", api_port)) else {
+        return;
+    };
+    let (Ok(mut plain_in), Ok(mut api_out)) = (plain.try_clone(), api.try_clone()) else {
+        return;
+    };
+    let _ = plain.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut plain_in, &mut api_out);
+        let _ = api_out.shutdown(Shutdown::Write);
+    });
+    let (mut api_in, mut plain_out) = (api, plain);
+    let _ = std::io::copy(&mut api_in, &mut plain_out);
+    let _ = plain_out.shutdown(Shutdown::Both);
+    let _ = up.join();
+}
+
 /// One answer of the API.
 struct Reply {
     status: u16,

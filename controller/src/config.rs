@@ -246,6 +246,33 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
     out
 }
 
+/// The API's HTTPS port and certificate, when `config.controller.tls_port` is set: the PEM
+/// files of `config.controller.cert`/`key`, else of `config.tls`. `None` without a port or
+/// without certificate files (then logged).
+pub fn api_tls(cfg: &Value) -> Option<(u16, connectors::tls::CertFiles)> {
+    let c = cfg.pointer("/config/controller")?;
+    let port = c
+        .get("tls_port")
+        .and_then(|v| v.as_u64())
+        .filter(|p| *p > 0 && *p <= 65535)? as u16;
+    let path = |key: &str| {
+        c.get(key)
+            .or_else(|| cfg.pointer(&format!("/config/tls/{key}")))
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    match (path("cert"), path("key")) {
+        (Some(cert), Some(key)) => Some((port, connectors::tls::CertFiles { cert, key })),
+        _ => {
+            crate::logs::controller(
+                "config.controller.tls_port needs a certificate (controller or config.tls \"cert\" and \"key\"); the API stays plain only",
+            );
+            None
+        }
+    }
+}
+
 /// The API's address (`config.controller`).
 pub fn api_addr(cfg: &Value) -> (String, u16) {
     let c = cfg.pointer("/config/controller");

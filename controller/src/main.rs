@@ -401,6 +401,9 @@ fn run_controller(
     // The API port first: a second Sluice with the same config fails here, before it could
     // touch the first one's sockets.
     api::start(st.clone(), &api_iface, api_port)?;
+    if let Some((tls_port, files)) = config::api_tls(&st.lock().expect("state lock").cfg) {
+        api::start_tls(&api_iface, tls_port, api_port, files)?;
+    }
     // Segments cached by an earlier server in this folder are not served again.
     connectors::segcache::clear(&rundir)
         .with_context(|| format!("clearing the segment cache in {}", rundir.display()))?;

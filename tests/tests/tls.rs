@@ -1,6 +1,7 @@
 //! TLS on the listeners with real clients and a test CA made here with openssl: ffprobe
 //! reads HLS and progressive FLV over `https://` verifying the chain and RTSP over
-//! `rtsps://`, ffmpeg publishes over `rtmps://` and plays it back, and a renewed certificate is picked up on SIGHUP while a
+//! `rtsps://`, the API answers a script over HTTPS, ffmpeg publishes over `rtmps://` and
+//! plays it back, and a renewed certificate is picked up on SIGHUP while a
 //! viewer that started before goes on.
 use serde_json::json;
 use sluice_e2e::*;
@@ -117,8 +118,9 @@ fn hls_and_progressive_over_https_and_rtmps_publish_and_play() {
     require_tools(&["ffmpeg", "ffprobe", "openssl", "timeout"]);
     let certs = unique_temp_dir("tls-certs");
     let (cert, key) = make_certs(&certs, "server", "0x1001");
-    let (https, rtmps, rtsps) = (free_port(), free_port(), free_port());
+    let (https, rtmps, rtsps, api_tls) = (free_port(), free_port(), free_port(), free_port());
     let srv = Server::start_with_config(|cfg| {
+        cfg["config"]["controller"]["tls_port"] = json!(api_tls);
         cfg["config"]["tls"] =
             json!({"cert": cert.to_str().unwrap(), "key": key.to_str().unwrap()});
         let ps = cfg["config"]["protocols"].as_array_mut().unwrap();
@@ -184,6 +186,32 @@ fn hls_and_progressive_over_https_and_rtmps_publish_and_play() {
         out.status.success() && text.contains("h264") && text.contains("aac"),
         "RTSPS: {text}\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The API over HTTPS, with a script's bearer token.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--cacert",
+            ca,
+            "-H",
+            &format!("Authorization: Bearer {TEST_TOKEN}"),
+        ])
+        .args(["--data-binary", r#"{"active_streams":true}"#])
+        .arg(format!("https://127.0.0.1:{api_tls}/api"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "API over HTTPS: {e}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        v["active_streams"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s == "live")),
+        "API over HTTPS: {text}"
     );
     // Without the CA the same request fails: the chain is really checked.
     let bad = Command::new("timeout")
