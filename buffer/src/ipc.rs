@@ -91,7 +91,17 @@ pub fn create_region(name: &str, len: u64, sealing: Sealing) -> Result<(OwnedFd,
         seal(&fd, SealFlag::F_SEAL_FUTURE_WRITE);
     }
     seal(&fd, SealFlag::F_SEAL_SEAL);
+    owner_read_only(&fd);
     Ok((fd, map))
+}
+
+/// Makes the file behind `fd` readable by its owner only (mode 0400). Descriptors opened
+/// before keep their access; a client that opens `/proc/self/fd/N` again read-write, to
+/// get around [`read_only`], is refused (`EACCES`) unless it runs with `CAP_DAC_OVERRIDE`
+/// (as root): run Sluice as an ordinary user and the data ring, which cannot be write-sealed
+/// because its pages are punched out, is read-only to every viewer too.
+fn owner_read_only(fd: &OwnedFd) {
+    let _ = nix::sys::stat::fchmod(fd.as_raw_fd(), nix::sys::stat::Mode::S_IRUSR);
 }
 
 /// A read-only descriptor of the file behind `fd`: `/proc/self/fd/N` opened `O_RDONLY`,
@@ -130,6 +140,7 @@ pub fn create_file_region(dir: &std::path::Path, len: u64) -> Result<(OwnedFd, M
     // SAFETY: the file is ours and unnamed; its size was just set.
     let map = unsafe { MmapOptions::new().len(len as usize).map_mut(fd.as_raw_fd()) }
         .context("mmap of a spill file")?;
+    owner_read_only(&fd);
     Ok((fd, map))
 }
 
@@ -552,6 +563,39 @@ mod tests {
         assert_read_only(&ro, 4 << 20);
         punch_hole(&fd, 0, 2 << 20).unwrap();
         let _ = std::fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn a_client_that_is_not_root_cannot_reopen_the_data_ring_read_write() {
+        let (fd, _map) = create_region("test-data", 1 << 20, Sealing::Size).unwrap();
+        let ro = read_only(&fd).unwrap();
+        let path = std::ffi::CString::new(format!("/proc/self/fd/{}", ro.as_raw_fd())).unwrap();
+        // A child that gives up root (as a compromised viewer of a server run as a user
+        // would be), then tries the /proc way around its read-only descriptor.
+        // SAFETY: the child only makes system calls and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            unsafe {
+                if libc::getuid() == 0 && libc::setuid(65534) != 0 {
+                    libc::_exit(2);
+                }
+                // Giving up root makes a process non-dumpable, which alone would close its
+                // /proc/self/fd to it: undo that, so that only the file's mode can refuse.
+                libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+                let r = libc::open(path.as_ptr(), libc::O_RDWR);
+                let errno = *libc::__errno_location();
+                libc::_exit(if r < 0 && errno == libc::EACCES { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status));
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the re-open read-write is refused"
+        );
     }
 
     #[test]
