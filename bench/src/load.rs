@@ -47,6 +47,8 @@ const CSID_STREAM: u32 = 8;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the publishers stop, how long players may take to receive the last frame sent.
 const DRAIN: Duration = Duration::from_secs(5);
+/// A wall-clock gap between two video frames' arrivals longer than this is a stall.
+const STALL: Duration = Duration::from_secs(1);
 /// Per-read buffer shared by every connection (keeps each decoder's buffer small too).
 const READ_BUF: usize = 16 << 10;
 const PUBLISH_CHUNK_SIZE: u32 = 4096;
@@ -64,6 +66,8 @@ pub struct LoadConfig {
     pub warmup_ms: u64,
     pub json: Option<PathBuf>,
     pub fps: f64,
+    /// No human summary on stdout (the caller reports from the returned document).
+    pub quiet: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -394,6 +398,14 @@ struct PlayerStats {
     unmatched: u64,
     /// Received the last frame its publisher sent.
     got_last: bool,
+    /// Arrival of the last video frame, for stalls (wall-clock gaps between two frames).
+    last_video_at: Option<Instant>,
+    /// Gaps of more than [`STALL`] between two video frames' arrivals (or after the last one,
+    /// until the player's end).
+    stalls: u64,
+    max_stall_ms: f64,
+    /// Video frames missing in timestamp gaps (no in-process publisher).
+    missing: u64,
 }
 
 #[derive(Default)]
@@ -473,6 +485,7 @@ struct Ctx {
     hist: Hist,
     backlog: Hist,
     gap_ms: u64,
+    frame_ms: f64,
     errors: Vec<(ErrKind, String)>,
     t_stop: Instant,
     play_seconds: Duration,
@@ -837,11 +850,21 @@ fn on_media(conn: &Conn, j: usize, typ: u8, ts: u64, payload: &[u8], ctx: &mut C
         } else if video && ts - prev > ctx.gap_ms {
             st.gaps += 1;
         }
+        if video && ts > prev {
+            // Frames missing in a timestamp gap, at the nominal frame rate (a gap of up to
+            // 1.5 frame durations is jitter or a source's loop point, not a loss).
+            let frames = ((ts - prev) as f64 / ctx.frame_ms).round() as u64;
+            st.missing += frames.saturating_sub(1);
+        }
     }
     st.last_ts[track] = Some(ts);
     let since = || (now - conn.t_start).as_secs_f64() * 1000.0;
     if video {
         st.video += 1;
+        if let Some(prev) = st.last_video_at {
+            note_gap(st, now.saturating_duration_since(prev));
+        }
+        st.last_video_at = Some(now);
         if st.first_frame_ms.is_none() {
             st.first_frame_ms = Some(since());
         }
@@ -881,6 +904,15 @@ fn on_media(conn: &Conn, j: usize, typ: u8, ts: u64, payload: &[u8], ctx: &mut C
             }
         }
         None => st.unmatched += 1,
+    }
+}
+
+/// Counts a wall-clock gap in a player's video as a stall if it is longer than [`STALL`].
+fn note_gap(st: &mut PlayerStats, gap: Duration) {
+    let ms = gap.as_secs_f64() * 1000.0;
+    st.max_stall_ms = st.max_stall_ms.max(ms);
+    if gap > STALL {
+        st.stalls += 1;
     }
 }
 
@@ -1011,8 +1043,13 @@ fn kinds_json(errs: impl Iterator<Item = ErrKind>) -> (Value, usize) {
 }
 
 // Connections are addressed by index (= mio token) throughout; the `fail!` macro needs it.
-#[allow(clippy::needless_range_loop)]
 pub fn run(cfg: LoadConfig) -> Result<i32> {
+    Ok(run_doc(cfg)?.0)
+}
+
+/// [`run`], returning the exit code and the JSON report.
+#[allow(clippy::needless_range_loop)]
+pub fn run_doc(cfg: LoadConfig) -> Result<(i32, Value)> {
     let nofile = raise_nofile();
     let m = if cfg.publish_url.is_some() {
         cfg.publishers
@@ -1078,11 +1115,12 @@ pub fn run(cfg: LoadConfig) -> Result<i32> {
         hist: Hist::new(),
         backlog: Hist::new(),
         gap_ms: (2.5 * 1000.0 / cfg.fps).round() as u64,
+        frame_ms: 1000.0 / cfg.fps,
         errors: Vec::new(),
         t_stop,
         play_seconds: seconds,
     };
-    if let Some(fx) = &ctx.fixture {
+    if let Some(fx) = ctx.fixture.as_ref().filter(|_| !cfg.quiet) {
         println!(
             "# fixture: {} tags, {} video frames, loop every {} ms, {} distinct keys / {} coded frames",
             fx.tags.len(),
@@ -1260,7 +1298,13 @@ pub fn run(cfg: LoadConfig) -> Result<i32> {
                         if let Some(mut c) = conns[idx].take() {
                             let _ = poll.registry().deregister(&mut c.sock);
                         }
-                        ctx.players[j].finished = true;
+                        let st = &mut ctx.players[j];
+                        st.finished = true;
+                        if let Some(prev) = st.last_video_at {
+                            if !pub_mode {
+                                note_gap(st, now.saturating_duration_since(prev));
+                            }
+                        }
                     }
                 }
             }
@@ -1322,7 +1366,7 @@ fn report(
     wall: f64,
     cpu: f64,
     hls: Value,
-) -> Result<i32> {
+) -> Result<(i32, Value)> {
     let pl = &ctx.players;
     let connected = pl.iter().filter(|p| p.connected).count();
     // Delivered % per player.
@@ -1337,11 +1381,11 @@ fn report(
                     None => (0.0, 1.0),
                 }
             }
+            // Without a publisher: the frames received and those missing in timestamp
+            // gaps (a span × fps estimate is off whenever the source's clock is not exactly
+            // --fps, as with a file looped by ffmpeg).
             None => match p.video_ts_first {
-                Some(f) => (
-                    p.video as f64,
-                    ((p.video_ts_last - f) as f64 / 1000.0 * cfg.fps + 1.0).round(),
-                ),
+                Some(_) => (p.video as f64, (p.video + p.missing) as f64),
                 None => (0.0, 1.0),
             },
         };
@@ -1357,6 +1401,8 @@ fn report(
         0.0
     };
     let gaps: u64 = pl.iter().map(|p| p.gaps).sum();
+    let stalls: u64 = pl.iter().map(|p| p.stalls).sum();
+    let max_stall_ms = pl.iter().map(|p| p.max_stall_ms).fold(0.0, f64::max);
     let backwards: u64 = pl.iter().map(|p| p.backwards).sum();
     let reordered: u64 = pl.iter().map(|p| p.reordered).sum();
     let unmatched: u64 = pl.iter().map(|p| p.unmatched).sum();
@@ -1396,6 +1442,7 @@ fn report(
             "min_delivered_pct": if n > 0 { json!(round3(min_delivered)) } else { Value::Null },
             "below_100": below,
             "gaps": gaps, "backwards": backwards, "reordered": reordered,
+            "stalls_over_1s": stalls, "max_stall_ms": round3(max_stall_ms),
             "connect_ms": dist(&mut cm),
             "first_frame_ms": ff_j, "first_key_ms": fk_j,
             "latency_ms": lat,
@@ -1413,6 +1460,14 @@ fn report(
         "client": {"wall_s": round3(wall), "cpu_s": round3(cpu), "cpu_pct": round3(100.0 * cpu / wall.max(1e-9)), "max_rss_kb": max_rss_kb()},
     });
 
+    if let Some(path) = &cfg.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("{}", path.display()))?;
+    }
+    let code = if ok { 0 } else { 1 };
+    if cfg.quiet {
+        return Ok((code, doc));
+    }
     // Human summary.
     let r = &doc["rtmp"];
     println!(
@@ -1435,10 +1490,11 @@ fn report(
             if m > 0 {
                 "frames received / frames the publisher sent from the player's first frame on"
             } else {
-                "frames / (timestamp span x fps + 1)"
+                "frames / (frames + frames missing in timestamp gaps at --fps)"
             }
         );
         println!("frames          video={vframes} audio={aframes}  gaps={gaps} backwards={backwards} reordered={reordered}");
+        println!("stalls          {stalls} gaps over 1 s between two video frames' arrivals (longest {max_stall_ms:.0} ms)");
         println!("TCP connect     {}", r["connect_ms"]);
         println!("first frame     {}", r["first_frame_ms"]);
         println!("first keyframe  {}", r["first_key_ms"]);
@@ -1475,10 +1531,6 @@ fn report(
         println!("error           ... {} errors in all", ctx.errors.len());
     }
     println!("result          {}", if ok { "OK" } else { "FAIL" });
-    if let Some(path) = &cfg.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
-            .with_context(|| format!("{}", path.display()))?;
-    }
     let _ = ctx.t0;
-    Ok(if ok { 0 } else { 1 })
+    Ok((code, doc))
 }

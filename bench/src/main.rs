@@ -431,6 +431,7 @@ fn main() -> Result<()> {
             warmup_ms,
             json,
             fps,
+            quiet: false,
         },
         Cmd::RtmpPlay {
             url,
@@ -452,6 +453,7 @@ fn main() -> Result<()> {
             warmup_ms: 0,
             json,
             fps,
+            quiet: false,
         },
         Cmd::Publish { url, file, looped } => return publish(&url, &file, looped),
     };
