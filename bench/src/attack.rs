@@ -240,6 +240,10 @@ struct Peaks {
     conn_procs: u64,
     samples: u64,
     sweep_ms_max: f64,
+    /// Longest listing pass (the process counts are a snapshot this long).
+    list_ms_max: f64,
+    /// Exited connection processes not reaped yet (left out of `procs`).
+    zombies: u64,
     /// Kernel TCP memory of the whole machine (every socket, the bench's too), KiB.
     tcp_kib: u64,
 }
@@ -248,11 +252,22 @@ struct Peaks {
 /// process counts; a connection process is one whose name is a bare protocol (`HTTP`,
 /// `RTMP`, …: listeners are `sluice-PROTO`).
 fn sampler(pgid: i32, stop: Arc<AtomicBool>) -> Peaks {
+    // Reading thousands of smaps_rollup files costs CPU: the server and the honest viewers
+    // go first (nice 19 for this thread only).
+    // SAFETY: gettid and setpriority on this thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
     let mut p = Peaks::default();
     let mut buf = String::new();
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
-        let (mut pss, mut procs, mut conns) = (0u64, 0u64, 0u64);
+        let (mut pss, mut procs, mut conns, mut zombies) = (0u64, 0u64, 0u64, 0u64);
+        // First the group's processes (a quick pass over /proc/*/stat: the counts), then
+        // their PSS. Reading thousands of smaps_rollup takes seconds: were the two done in
+        // one pass, processes that ended and their successors would both be counted.
+        let mut pids = Vec::new();
         if let Ok(rd) = std::fs::read_dir("/proc") {
             for e in rd.flatten() {
                 let name = e.file_name();
@@ -271,23 +286,34 @@ fn sampler(pgid: i32, stop: Arc<AtomicBool>) -> Peaks {
                     continue;
                 };
                 let comm = buf.find('(').map(|o| &buf[o + 1..close]).unwrap_or("");
+                // state ppid pgrp ...
                 let mut rest = buf[close + 2..].split(' ');
-                let pg = rest.nth(2).and_then(|s| s.parse::<i32>().ok());
+                let state = rest.next().unwrap_or("");
+                let pg = rest.nth(1).and_then(|s| s.parse::<i32>().ok());
                 if pg != Some(pgid) {
+                    continue;
+                }
+                if state == "Z" {
+                    // Exited, not reaped yet by its listener: no memory, not counted.
+                    zombies += 1;
                     continue;
                 }
                 procs += 1;
                 if is_conn(comm) {
                     conns += 1;
                 }
-                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
-                    if let Some(v) = s
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Pss:"))
-                        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                    {
-                        pss += v;
-                    }
+                pids.push(pid);
+            }
+        }
+        let listed = t.elapsed();
+        for pid in pids {
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+                if let Some(v) = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Pss:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                {
+                    pss += v;
                 }
             }
         }
@@ -295,9 +321,11 @@ fn sampler(pgid: i32, stop: Arc<AtomicBool>) -> Peaks {
         p.tcp_kib = p.tcp_kib.max(tcp_mem_kib());
         p.procs = p.procs.max(procs);
         p.conn_procs = p.conn_procs.max(conns);
+        p.zombies = p.zombies.max(zombies);
         p.samples += 1;
         let took = t.elapsed();
         p.sweep_ms_max = p.sweep_ms_max.max(took.as_secs_f64() * 1000.0);
+        p.list_ms_max = p.list_ms_max.max(listed.as_secs_f64() * 1000.0);
         let until = t + SAMPLE;
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
@@ -795,6 +823,41 @@ fn preconnect(cs: u32, csids: &[u8], len: usize, hold: usize) -> Vec<u8> {
     }
 }
 
+/// [`preconnect`] with a length per chunk stream, each held one byte short of complete.
+fn preconnect_lens(cs: u32, streams: &[(u8, usize)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    rtmp_chunk0(
+        2,
+        msg_type::SET_CHUNK_SIZE,
+        4,
+        0,
+        &cs.to_be_bytes(),
+        &mut out,
+    );
+    let cs = cs as usize;
+    let body = vec![b'A'; cs];
+    let mut sent = vec![0usize; streams.len()];
+    loop {
+        let mut any = false;
+        for (i, &(id, len)) in streams.iter().enumerate() {
+            let n = cs.min(len - 1 - sent[i]);
+            if n == 0 {
+                continue;
+            }
+            if sent[i] == 0 {
+                rtmp_chunk0(id, msg_type::COMMAND_AMF0, len, 0, &body[..n], &mut out);
+            } else {
+                rtmp_chunk3(id, &body[..n], &mut out);
+            }
+            sent[i] += n;
+            any = true;
+        }
+        if !any {
+            return out;
+        }
+    }
+}
+
 fn rtmp_play_commands(app: &str, tc_url: &str, stream: &str) -> Vec<u8> {
     let mut enc = ChunkEncoder::new();
     let mut out = Vec::new();
@@ -996,12 +1059,13 @@ fn specs_for(attack: &str, cfg: &AttackConfig) -> Vec<Spec> {
                         preconnect(max as u32, &[3], max, max - 1),
                     )
                 },
+                // 4 chunk streams (2 for Set Chunk Size), 127 KiB held of 128 KiB.
                 Spec {
                     handshake: true,
                     ..base(
                         Port::Rtmp,
-                        "3-streams-120KiB-held",
-                        preconnect(4096, &[3, 4, 5], max, 40 << 10),
+                        "4-streams-127KiB-held",
+                        preconnect_lens(4096, &[(3, max), (4, 32 << 10), (5, 31 << 10)]),
                     )
                 },
                 Spec {
@@ -1024,7 +1088,7 @@ fn specs_for(attack: &str, cfg: &AttackConfig) -> Vec<Spec> {
                     handshake: true,
                     ..base(
                         Port::Rtmp,
-                        "136KiB-held",
+                        "3-streams-138KiB-held",
                         preconnect(4096, &[3, 4, 5], max, 46 << 10),
                     )
                 },
@@ -1466,7 +1530,8 @@ pub fn run(cfg: AttackConfig) -> Result<i32> {
             "server": {"peak_pss_mib": (o.peaks.pss_kib as f64 / 1024.0 * 10.0).round() / 10.0,
                        "peak_kernel_tcp_mib_machine": (o.peaks.tcp_kib as f64 / 1024.0 * 10.0).round() / 10.0,
                        "peak_processes": o.peaks.procs, "peak_connection_processes": o.peaks.conn_procs,
-                       "samples": o.peaks.samples, "slowest_sample_ms": (o.peaks.sweep_ms_max).round()},
+                       "samples": o.peaks.samples, "slowest_sample_ms": (o.peaks.sweep_ms_max).round(),
+                       "slowest_listing_ms": o.peaks.list_ms_max.round()},
             "hostile": o.hostile,
             "hostile_open_at_end": o.open_at_end,
             "closed_within_deadline": o.in_time, "with_deadline": o.with_deadline,
