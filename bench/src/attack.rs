@@ -797,7 +797,7 @@ fn preconnect(cs: u32, csids: &[u8], len: usize, hold: usize) -> Vec<u8> {
         &mut out,
     );
     let cs = cs as usize;
-    let body = vec![b'A'; cs];
+    let body = connect_body(len);
     let mut sent = vec![0usize; csids.len()];
     loop {
         let mut any = false;
@@ -809,10 +809,11 @@ fn preconnect(cs: u32, csids: &[u8], len: usize, hold: usize) -> Vec<u8> {
             if n == 0 {
                 continue;
             }
+            let part = &body[sent[i]..sent[i] + n];
             if sent[i] == 0 {
-                rtmp_chunk0(id, msg_type::COMMAND_AMF0, len, 0, &body[..n], &mut out);
+                rtmp_chunk0(id, msg_type::COMMAND_AMF0, len, 0, part, &mut out);
             } else {
-                rtmp_chunk3(id, &body[..n], &mut out);
+                rtmp_chunk3(id, part, &mut out);
             }
             sent[i] += n;
             any = true;
@@ -823,7 +824,25 @@ fn preconnect(cs: u32, csids: &[u8], len: usize, hold: usize) -> Vec<u8> {
     }
 }
 
-/// [`preconnect`] with a length per chunk stream, each held one byte short of complete.
+/// A `len`-byte message body that is a valid start of a `connect` command all the way
+/// (name, transaction id, an object whose `app` is an AMF0 long string running to the end of
+/// the message), so that the server, which decodes `connect` as it arrives, holds it until
+/// it is complete rather than refusing it early.
+fn connect_body(len: usize) -> Vec<u8> {
+    let mut b = vec![0x02, 0x00, 0x07];
+    b.extend_from_slice(b"connect");
+    b.push(0x00);
+    b.extend_from_slice(&1f64.to_be_bytes());
+    b.extend_from_slice(&[0x03, 0x00, 0x03]);
+    b.extend_from_slice(b"app");
+    b.push(0x0c);
+    let rest = len.saturating_sub(b.len() + 4);
+    b.extend_from_slice(&(rest as u32).to_be_bytes());
+    b.resize(len.max(b.len()), b'A');
+    b
+}
+
+/// [`preconnect`] with a length per chunk stream, each sent but for its last chunk.
 fn preconnect_lens(cs: u32, streams: &[(u8, usize)]) -> Vec<u8> {
     let mut out = Vec::new();
     rtmp_chunk0(
@@ -835,19 +854,22 @@ fn preconnect_lens(cs: u32, streams: &[(u8, usize)]) -> Vec<u8> {
         &mut out,
     );
     let cs = cs as usize;
-    let body = vec![b'A'; cs];
     let mut sent = vec![0usize; streams.len()];
     loop {
         let mut any = false;
         for (i, &(id, len)) in streams.iter().enumerate() {
-            let n = cs.min(len - 1 - sent[i]);
-            if n == 0 {
+            // Whole chunks only, never the message's last one: a short chunk would make the
+            // server read the next chunk's header as this message's end.
+            if len - sent[i] <= cs {
                 continue;
             }
+            let n = cs;
+            let body = connect_body(len);
+            let part = &body[sent[i]..sent[i] + n];
             if sent[i] == 0 {
-                rtmp_chunk0(id, msg_type::COMMAND_AMF0, len, 0, &body[..n], &mut out);
+                rtmp_chunk0(id, msg_type::COMMAND_AMF0, len, 0, part, &mut out);
             } else {
-                rtmp_chunk3(id, &body[..n], &mut out);
+                rtmp_chunk3(id, part, &mut out);
             }
             sent[i] += n;
             any = true;
@@ -1059,13 +1081,13 @@ fn specs_for(attack: &str, cfg: &AttackConfig) -> Vec<Spec> {
                         preconnect(max as u32, &[3], max, max - 1),
                     )
                 },
-                // 4 chunk streams (2 for Set Chunk Size), 127 KiB held of 128 KiB.
+                // 4 chunk streams (2 for Set Chunk Size), 127 KiB of messages, 124 KiB held.
                 Spec {
                     handshake: true,
                     ..base(
                         Port::Rtmp,
-                        "4-streams-127KiB-held",
-                        preconnect_lens(4096, &[(3, max), (4, 32 << 10), (5, 31 << 10)]),
+                        "4-streams-124KiB-held",
+                        preconnect_lens(1024, &[(3, max), (4, 32 << 10), (5, 31 << 10)]),
                     )
                 },
                 Spec {
@@ -1073,7 +1095,7 @@ fn specs_for(attack: &str, cfg: &AttackConfig) -> Vec<Spec> {
                     ..base(
                         Port::Rtmp,
                         "5th-chunk-stream",
-                        preconnect(4096, &[3, 4, 5, 6], 1024, 1024),
+                        preconnect_lens(1024, &[(3, 4096), (4, 4096), (5, 4096), (6, 4096)]),
                     )
                 },
                 Spec {
@@ -1089,7 +1111,7 @@ fn specs_for(attack: &str, cfg: &AttackConfig) -> Vec<Spec> {
                     ..base(
                         Port::Rtmp,
                         "3-streams-138KiB-held",
-                        preconnect(4096, &[3, 4, 5], max, 46 << 10),
+                        preconnect(2048, &[3, 4, 5], max, 46 << 10),
                     )
                 },
             ]
