@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Hostile clients against a real Sluice while honest viewers watch: one table row per attack.
 #
-#   bench/attack.sh                        # every attack, 60 s each (~15 min)
+#   bench/attack.sh                        # every attack, 60 s each (~13 min)
 #   bench/attack.sh --seconds 15           # quick run
 #   bench/attack.sh --seconds 15 --attacks slowloris,garbage
 #   bench/attack.sh --json report.json     # also the JSON report
