@@ -391,6 +391,11 @@ pub fn add_bytes(down: u64, up: u64) {
 /// plaintext end): counters are read from this one instead.
 static COUNTED: std::sync::OnceLock<TcpStream> = std::sync::OnceLock::new();
 
+/// The client's TCP socket noted by [`count_from`] (a TLS connection), if any.
+pub fn counted() -> Option<&'static TcpStream> {
+    COUNTED.get()
+}
+
 /// Counts this process's bytes from `sock` whatever socket [`update`] is given (a TLS
 /// connection: the handler writes plaintext to a socket pair; the client's TCP socket
 /// carries what is counted).

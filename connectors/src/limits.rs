@@ -30,6 +30,9 @@ pub struct Limits {
     pub per_listener: u32,
     /// Most connection processes of this listener for one client address.
     pub per_address: u32,
+    /// Most connection processes of this listener still reading their client's request
+    /// (before [`disarm`]): what a crowd of slow clients can hold at once.
+    pub requests: u32,
     /// Most connection processes of every listener together.
     pub total: u32,
     /// Whole-request deadline: from the accept until the client's request is read (HTTP
@@ -40,6 +43,10 @@ pub struct Limits {
     pub stall: Duration,
     /// Most bytes a viewer's process keeps queued for a socket that does not drain.
     pub max_queued: usize,
+    /// The send buffer of a streaming viewer's socket, bytes (`SO_SNDBUF`; the kernel
+    /// doubles it for its bookkeeping); 0 leaves the kernel's autotuning, which grows a
+    /// buffer up to `tcp_wmem`'s maximum (4 MiB) even for a client that reads nothing.
+    pub send_buffer: usize,
 }
 
 impl Default for Limits {
@@ -48,10 +55,12 @@ impl Default for Limits {
         Limits {
             per_listener: total,
             per_address: 200,
+            requests: 512,
             total,
             request: Duration::from_secs(10),
             stall: Duration::from_secs(15),
             max_queued: 4 << 20,
+            send_buffer: 256 << 10,
         }
     }
 }
@@ -96,6 +105,9 @@ pub struct LimitArgs {
     /// Most connections of every listener together.
     #[arg(long)]
     pub max_total: Option<u32>,
+    /// Most connections of this listener still sending their request.
+    #[arg(long)]
+    pub max_requests: Option<u32>,
     /// Seconds a client has to send its whole request (and an HTTP connection may idle).
     #[arg(long)]
     pub request_timeout: Option<u64>,
@@ -105,6 +117,9 @@ pub struct LimitArgs {
     /// Bytes a viewer may have waiting for its socket before it is dropped.
     #[arg(long)]
     pub max_queued: Option<usize>,
+    /// A streaming viewer's socket send buffer, bytes (0: the kernel's autotuning).
+    #[arg(long)]
+    pub send_buffer: Option<usize>,
 }
 
 impl LimitArgs {
@@ -115,6 +130,7 @@ impl LimitArgs {
         Limits {
             per_listener: self.max_connections.unwrap_or(total).max(1),
             per_address: self.max_per_address.unwrap_or(d.per_address).max(1),
+            requests: self.max_requests.unwrap_or(d.requests).max(1),
             total,
             request: self
                 .request_timeout
@@ -125,6 +141,7 @@ impl LimitArgs {
                 .map(|s| Duration::from_secs(s.max(1)))
                 .unwrap_or(d.stall),
             max_queued: self.max_queued.unwrap_or(d.max_queued).max(64 << 10),
+            send_buffer: self.send_buffer.unwrap_or(d.send_buffer),
         }
     }
 }
@@ -182,11 +199,71 @@ pub fn arm(proto: &str, peer: &str, what: &str, limit: Duration) {
     }
 }
 
-/// Stops the deadline [`arm`] started (the client's request is in).
+/// Stops the deadline [`arm`] started (the client's request is in). The first time, the
+/// listener is told ([`Children::ready`]), so that this process no longer counts against
+/// [`Limits::requests`].
 pub fn disarm() {
     // SAFETY: cancelling a pending alarm has no other effect.
     unsafe {
         libc::alarm(0);
+    }
+    let fd = READY_FD.swap(-1, Ordering::AcqRel);
+    if fd >= 0 {
+        let pid = std::process::id().to_ne_bytes();
+        // SAFETY: a 4-byte write to the pipe the listener reads (atomic below PIPE_BUF); a
+        // full pipe loses the note, which the listener's reaping makes up for.
+        unsafe {
+            libc::write(fd, pid.as_ptr().cast(), pid.len());
+        }
+    }
+}
+
+/// The listener's pipe of "request is in" notes, in a connection process that has not
+/// sent its note yet (-1 afterwards, and outside connection processes).
+static READY_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// A connection process's end of the listener's [`ReadyPipe`]: [`disarm`] writes to it once.
+pub fn set_ready_fd(fd: std::os::fd::RawFd) {
+    READY_FD.store(fd, Ordering::Release);
+}
+
+/// The pipe on which a listener's connection processes say their request is in (each its
+/// pid, 4 bytes), read without blocking by the listener.
+pub struct ReadyPipe {
+    /// The listener's end.
+    pub read: std::os::fd::OwnedFd,
+    /// The connection processes' end.
+    pub write: std::os::fd::OwnedFd,
+}
+
+impl ReadyPipe {
+    /// A non-blocking pipe.
+    pub fn new() -> std::io::Result<ReadyPipe> {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(std::io::Error::from)?;
+        Ok(ReadyPipe { read, write })
+    }
+
+    /// Every pid noted since the last call.
+    pub fn drain(&self) -> Vec<Pid> {
+        use std::os::fd::AsRawFd;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: a read into a buffer of ours.
+            let n =
+                unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            for c in buf[..n as usize].chunks_exact(4) {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(c);
+                out.push(Pid::from_raw(i32::from_ne_bytes(b)));
+            }
+        }
+        out
     }
 }
 
@@ -199,6 +276,8 @@ pub enum Refusal {
     Address,
     /// [`Limits::total`] reached, every listener counted.
     Total,
+    /// [`Limits::requests`] reached: that many connections are still sending their request.
+    Requests,
 }
 
 impl Refusal {
@@ -208,6 +287,10 @@ impl Refusal {
             Refusal::Listener => format!("this listener's limit of {} connections", l.per_listener),
             Refusal::Address => format!("the limit of {} connections per address", l.per_address),
             Refusal::Total => format!("the server's limit of {} connections", l.total),
+            Refusal::Requests => format!(
+                "this listener's limit of {} connections still sending their request",
+                l.requests
+            ),
         }
     }
 }
@@ -217,6 +300,8 @@ impl Refusal {
 pub struct Children {
     by_pid: HashMap<Pid, IpAddr>,
     by_addr: HashMap<IpAddr, u32>,
+    /// Those whose request is not in yet.
+    requesting: std::collections::HashSet<Pid>,
 }
 
 impl Children {
@@ -244,20 +329,34 @@ impl Children {
             Err(Refusal::Address)
         } else if total >= l.total {
             Err(Refusal::Total)
+        } else if self.requesting.len() as u64 >= u64::from(l.requests) {
+            Err(Refusal::Requests)
         } else {
             Ok(())
         }
     }
 
-    /// A connection process was started.
+    /// A connection process was started (its request not in yet).
     pub fn add(&mut self, pid: Pid, addr: IpAddr) {
         if self.by_pid.insert(pid, addr).is_none() {
             *self.by_addr.entry(addr).or_insert(0) += 1;
+            self.requesting.insert(pid);
         }
+    }
+
+    /// A connection process has its client's request ([`disarm`]).
+    pub fn ready(&mut self, pid: Pid) {
+        self.requesting.remove(&pid);
+    }
+
+    /// Connection processes whose request is not in yet.
+    pub fn requesting(&self) -> usize {
+        self.requesting.len()
     }
 
     /// A connection process ended.
     pub fn remove(&mut self, pid: Pid) {
+        self.requesting.remove(&pid);
         if let Some(addr) = self.by_pid.remove(&pid) {
             if let Some(n) = self.by_addr.get_mut(&addr) {
                 *n = n.saturating_sub(1);
@@ -442,6 +541,43 @@ mod tests {
         assert_eq!(c.admit(&a, 10, &l), Err(Refusal::Total));
         c.remove(Pid::from_raw(10));
         assert_eq!(c.len(), 2, "removing twice changes nothing");
+    }
+
+    #[test]
+    fn connections_still_sending_their_request_have_a_cap_of_their_own() {
+        let l = Limits {
+            requests: 2,
+            ..Limits::default()
+        };
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut c = Children::default();
+        c.add(Pid::from_raw(20), a);
+        c.add(Pid::from_raw(21), b);
+        assert_eq!(c.admit(&a, 2, &l), Err(Refusal::Requests));
+        c.ready(Pid::from_raw(20));
+        assert_eq!(c.requesting(), 1);
+        assert_eq!(
+            c.admit(&a, 2, &l),
+            Ok(()),
+            "a viewer past its request does not count"
+        );
+        c.remove(Pid::from_raw(21));
+        assert_eq!(c.requesting(), 0);
+    }
+
+    #[test]
+    fn the_ready_pipe_carries_pids() {
+        let p = ReadyPipe::new().unwrap();
+        set_ready_fd(std::os::fd::AsRawFd::as_raw_fd(&p.write));
+        disarm();
+        disarm();
+        assert_eq!(
+            p.drain(),
+            [Pid::from_raw(std::process::id() as i32)],
+            "once only"
+        );
+        assert!(p.drain().is_empty());
     }
 
     #[test]

@@ -169,17 +169,23 @@ pub fn serve(
     let mut refusals = RefusalLog::default();
     crate::log!(
         proto,
-        "listening on {interface}:{port} (at most {} connections, {} per address, {} in all; \
-         requests within {} s; viewers dropped after {} s without progress)",
+        "listening on {interface}:{port} (at most {} connections, {} per address, {} in all, \
+         {} still sending their request; requests within {} s; viewers dropped after {} s \
+         without progress)",
         limits.per_listener,
         limits.per_address,
         limits.total,
+        limits.requests,
         limits.request.as_secs(),
         limits.stall.as_secs()
     );
     let mut refusers = Children::default();
+    let ready = limits::ReadyPipe::new().context("the listener's pipe")?;
     loop {
         Children::reap(&mut [&mut children, &mut refusers]);
+        for pid in ready.drain() {
+            children.ready(pid);
+        }
         totals.set(children.len() as u32);
         // A renewed certificate is used by the next connections (SIGHUP: at once).
         let hup = HUP.swap(false, std::sync::atomic::Ordering::SeqCst);
@@ -218,6 +224,9 @@ pub fn serve(
             }
         };
         Children::reap(&mut [&mut children, &mut refusers]);
+        for pid in ready.drain() {
+            children.ready(pid);
+        }
         let mine = children.len() as u32;
         let mut refusal = None;
         if let Err(why) = children.admit(&peer.ip(), totals.sum(mine), &limits) {
@@ -235,6 +244,7 @@ pub fn serve(
             Ok(ForkResult::Child) => {
                 drop(listener);
                 set_process_name(proto);
+                limits::set_ready_fd(ready.write.as_raw_fd());
                 match refusal {
                     Some(why) => {
                         limits::set_refusing(why);

@@ -332,6 +332,68 @@ impl<'m> Batch<'m> {
 #[error("the client left")]
 pub struct PeerGone;
 
+/// Whether a client is taking what it is sent: its TCP socket's acknowledged byte count
+/// (`TCP_INFO.tcpi_bytes_acked`) grew, or nothing waits for it, in the kernel (`SIOCOUTQ`)
+/// or in the process. The kernel keeps growing a socket's send buffer (up to `tcp_wmem`'s
+/// maximum, 4 MiB) for a client whose window is shut, so a `write` that succeeds says
+/// nothing: only an acknowledgement is progress. Asked at most every 250 ms. A socket that
+/// is not TCP (a TLS connection's plaintext pair without its TCP socket noted) counts
+/// accepted writes instead.
+struct Drain {
+    fd: std::os::fd::RawFd,
+    acked: Option<u64>,
+    checked: Instant,
+    last: bool,
+}
+
+impl Drain {
+    fn new(sock: &TcpStream) -> Drain {
+        let fd = sock.as_raw_fd();
+        Drain {
+            fd,
+            acked: acked_bytes(fd),
+            checked: Instant::now(),
+            last: true,
+        }
+    }
+
+    /// True when the socket is TCP (acknowledgements are known).
+    fn is_tcp(&self) -> bool {
+        self.acked.is_some()
+    }
+
+    /// True when the client made progress since the last call (or has nothing waiting);
+    /// `nothing_pending`: the process holds no bytes for it.
+    fn progressed(&mut self, nothing_pending: bool) -> bool {
+        if self.checked.elapsed() < Duration::from_millis(250) {
+            return self.last;
+        }
+        self.checked = Instant::now();
+        let acked = acked_bytes(self.fd);
+        self.last = match (acked, self.acked) {
+            (Some(now), Some(before)) => {
+                let mut queued: libc::c_int = 0;
+                // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int for a TCP socket.
+                let r = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut queued) };
+                now > before || (nothing_pending && (r != 0 || queued == 0))
+            }
+            // Not TCP: what the socket accepted is all there is to go by.
+            _ => nothing_pending,
+        };
+        self.acked = acked.or(self.acked);
+        self.last
+    }
+}
+
+/// `tcpi_bytes_acked` of the TCP socket `fd` (None: not a TCP socket).
+fn acked_bytes(fd: std::os::fd::RawFd) -> Option<u64> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fd` stays open for the borrow (the caller's socket outlives the loop), and
+    // ManuallyDrop keeps this temporary from closing it.
+    let sock = std::mem::ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
+    buffer::sessions::tcp_info(&sock).map(|i| i.0)
+}
+
 /// A viewer that does not take what it is sent is dropped ([`crate::limits::Limits::stall`],
 /// [`crate::limits::Limits::max_queued`]): a stalled reader costs one process's bounded
 /// buffer, never the buffer's memory or other viewers' time.
@@ -484,7 +546,23 @@ fn stream_from<'m, O: Output<'m>>(
     };
     let mut checked = Instant::now();
     let limits = crate::limits::get();
-    // When the socket last took a byte, or had nothing waiting.
+    // When the client last acknowledged a byte, or had nothing waiting (`Drain`).
+    let tcp = buffer::sessions::counted().unwrap_or(sock);
+    if limits.send_buffer > 0 {
+        // A client that reads nothing then holds at most this much kernel memory.
+        let n = limits.send_buffer.min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: SO_SNDBUF reads one int.
+        unsafe {
+            libc::setsockopt(
+                tcp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&n as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    let mut drain = Drain::new(tcp);
     let mut progress = Instant::now();
     let mut rbuf = vec![0u8; 2 << 10];
     let mut next_read = Instant::now();
@@ -527,12 +605,15 @@ fn stream_from<'m, O: Output<'m>>(
         if pending.len() > limits.max_queued {
             return Err(Stalled::Queued(pending.len(), limits.max_queued).into());
         }
-        if pending.is_empty() {
+        if drain.progressed(pending.is_empty()) {
             progress = Instant::now();
-        } else {
+        } else if progress.elapsed() >= limits.stall {
+            return Err(Stalled::NotReading(limits.stall.as_secs(), pending.len()).into());
+        }
+        if !pending.is_empty() {
             match sock.write(&pending) {
                 Ok(n) => {
-                    if n > 0 {
+                    if n > 0 && !drain.is_tcp() {
                         progress = Instant::now();
                     }
                     pending.drain(..n);
@@ -542,9 +623,6 @@ fn stream_from<'m, O: Output<'m>>(
                 Err(e) => return Err(anyhow!("writing to the client: {e}")),
             }
             if !pending.is_empty() {
-                if progress.elapsed() >= limits.stall {
-                    return Err(Stalled::NotReading(limits.stall.as_secs(), pending.len()).into());
-                }
                 let mut fds = [PollFd::new(
                     sock.as_fd(),
                     PollFlags::POLLIN | PollFlags::POLLOUT,

@@ -135,7 +135,8 @@ pub struct ListenerSpec {
 
 /// The connection limits of a listener, as `sluice connector` arguments: from the config's
 /// `limits` object (`connections`: every listener together; `connections_per_address`;
-/// `request_timeout` and `stall_timeout` in seconds; `max_queued` in bytes) and the protocol
+/// `request_timeout` and `stall_timeout` in seconds; `max_queued` and `send_buffer` in
+/// bytes) and the protocol
 /// entry's own `max_connections` and `max_per_address`, which win. Unset ones are left to the
 /// listener's defaults (`connectors::limits::Limits::default`).
 pub fn limit_args(cfg: &Value, entry: Option<&Value>) -> Vec<String> {
@@ -157,9 +158,14 @@ pub fn limit_args(cfg: &Value, entry: Option<&Value>) -> Vec<String> {
         "max-per-address",
         num(entry, "max_per_address").or(num(global, "connections_per_address")),
     );
+    put(
+        "max-requests",
+        num(entry, "max_requests").or(num(global, "requests")),
+    );
     put("request-timeout", num(global, "request_timeout"));
     put("stall-timeout", num(global, "stall_timeout"));
     put("max-queued", num(global, "max_queued"));
+    put("send-buffer", num(global, "send_buffer"));
     args
 }
 
