@@ -37,7 +37,8 @@ pub struct Limits {
     pub total: u32,
     /// Whole-request deadline: from the accept until the client's request is read (HTTP
     /// request head, RTMP handshake through `play`/`publish`, RTSP up to `PLAY`/`RECORD`,
-    /// DTSC `play`/`push`). Also how long an HTTP keep-alive connection may stay idle.
+    /// DTSC `play`/`push`). On an HTTP keep-alive connection each further request has its
+    /// own, from its first byte; an idle keep-alive connection is closed after 15 s.
     pub request: Duration,
     /// How long a viewer's socket may take no byte before the viewer is dropped.
     pub stall: Duration,
@@ -108,7 +109,7 @@ pub struct LimitArgs {
     /// Most connections of this listener still sending their request.
     #[arg(long)]
     pub max_requests: Option<u32>,
-    /// Seconds a client has to send its whole request (and an HTTP connection may idle).
+    /// Seconds a client has to send its whole request.
     #[arg(long)]
     pub request_timeout: Option<u64>,
     /// Seconds a viewer's socket may take nothing before the viewer is dropped.
