@@ -2051,3 +2051,46 @@ pub fn wait_closed(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
     }
     None
 }
+
+/// The path on the server of a master playlist's first variant (its first URI line),
+/// resolved against the master's path `master_path`.
+pub fn media_playlist_path(master_path: &str, master: &str) -> String {
+    let uri = master
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_else(|| panic!("master playlist has no URI line:\n{master}"))
+        .to_string();
+    resolve(master_path, &uri)
+}
+
+/// `uri` (absolute, rooted or relative) as a path on the server, relative to `base_path`.
+pub fn resolve(base_path: &str, uri: &str) -> String {
+    if let Some(rest) = uri.strip_prefix("http://") {
+        return rest
+            .find('/')
+            .map(|i| rest[i..].to_string())
+            .unwrap_or("/".into());
+    }
+    if uri.starts_with('/') {
+        return uri.to_string();
+    }
+    let dir = &base_path[..base_path.rfind('/').unwrap() + 1];
+    format!("{dir}{uri}")
+}
+
+/// Runs `openssl ARGS` in `dir` (test certificates); panics with its stderr when it fails.
+/// Returns what it printed.
+pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

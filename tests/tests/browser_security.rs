@@ -4,27 +4,12 @@
 //! `?command=`, an image or a form), while curl from the same machine still can.
 use serde_json::{json, Value};
 use sluice_e2e::*;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
 fn last<'a>(ev: &'a [Value], event: &str) -> Option<&'a Value> {
     ev.iter().rev().find(|e| e["event"] == event)
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 #[test]

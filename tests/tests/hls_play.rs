@@ -4,30 +4,6 @@ use sluice_e2e::*;
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn media_playlist_path(master_path: &str, master: &str) -> String {
-    let uri = master
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .unwrap_or_else(|| panic!("master playlist has no URI line:\n{master}"))
-        .to_string();
-    resolve(master_path, &uri)
-}
-
-fn resolve(base_path: &str, uri: &str) -> String {
-    if let Some(rest) = uri.strip_prefix("http://") {
-        return rest
-            .find('/')
-            .map(|i| rest[i..].to_string())
-            .unwrap_or("/".into());
-    }
-    if uri.starts_with('/') {
-        return uri.to_string();
-    }
-    let dir = &base_path[..base_path.rfind('/').unwrap() + 1];
-    format!("{dir}{uri}")
-}
-
 fn segments(media: &str) -> Vec<(f64, String)> {
     let mut out = Vec::new();
     let mut dur = None;

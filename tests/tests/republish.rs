@@ -6,21 +6,6 @@ use sluice_e2e::*;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The first URI line of a master playlist, as a path on the server.
-fn media_path(master_path: &str, master: &str) -> String {
-    let uri = master
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .unwrap_or_else(|| panic!("master playlist has no URI line:\n{master}"))
-        .to_string();
-    if uri.starts_with('/') {
-        return uri;
-    }
-    let dir = &master_path[..master_path.rfind('/').unwrap() + 1];
-    format!("{dir}{uri}")
-}
-
 /// Kills (SIGKILL) the ffmpeg that `client` runs under `timeout`: an encoder that dies
 /// without a word.
 fn kill_encoder(client: &Client) {
@@ -63,7 +48,7 @@ fn a_publisher_that_drops_and_returns_continues_the_stream_for_its_viewers() {
     // The HLS viewer's playlist, before the drop.
     let master_path = Server::hls_path("live");
     let master = srv.get(&master_path).unwrap().text();
-    let media = media_path(&master_path, &master);
+    let media = media_playlist_path(&master_path, &master);
     let before = srv.get(&media).unwrap().text();
     let (seq_before, segs_before) = sequence(&before);
     assert!(segs_before >= 1, "segments before the drop:\n{before}");

@@ -10,19 +10,6 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA (`ca.pem`) and a server certificate for 127.0.0.1 and localhost signed by it
 /// (`NAME.pem`, `NAME.key`), serial `serial`.
 fn make_certs(dir: &Path, name: &str, serial: &str) -> (PathBuf, PathBuf) {
