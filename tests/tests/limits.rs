@@ -437,3 +437,39 @@ fn connections_still_sending_their_request_are_capped_whatever_their_address() {
         "served once a slot is free: {again:?}"
     );
 }
+
+#[test]
+fn the_servers_total_counts_every_listener() {
+    let srv = Server::start_with_config(|cfg| {
+        cfg["config"]["limits"] = json!({"connections": 2});
+    });
+    settle(&srv);
+    thread::sleep(Duration::from_millis(300));
+    // One connection on each listener: the server's two.
+    let _rtmp = connect_from("127.0.0.2", srv.rtmp_port, None).unwrap();
+    let _http = connect_from("127.0.0.3", srv.http_port, None).unwrap();
+    // Both listeners publish their counts at least once a second.
+    thread::sleep(Duration::from_millis(1500));
+    let mut third = connect_from("127.0.0.4", srv.http_port, None).unwrap();
+    third
+        .write_all(b"GET /hls/nosuch/index.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = third.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "over the total: {answer:?}"
+    );
+    assert!(
+        wait_log(
+            &srv,
+            "refused: the server's limit of 2 connections reached",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        srv.stderr_tail(20)
+    );
+}
