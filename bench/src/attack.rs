@@ -58,33 +58,88 @@ pub const ATTACKS: [&str; 7] = [
     "connect-storm",
 ];
 
+/// What `sluice-bench attack` is asked to do (its command line).
+#[derive(Debug, clap::Args)]
 pub struct AttackConfig {
+    /// Address the server listens on (loopback only).
+    #[arg(long, default_value = "127.0.0.1")]
     pub host: Ipv4Addr,
+    #[arg(long = "http-port")]
     pub http: u16,
+    #[arg(long = "rtmp-port")]
     pub rtmp: u16,
+    #[arg(long = "rtsp-port")]
     pub rtsp: u16,
+    #[arg(long = "dtsc-port")]
     pub dtsc: u16,
+    /// The stream being published (honest viewers watch it; RTMP app `live`).
+    #[arg(long, default_value = "live")]
     pub stream: String,
+    /// Process group of the server (the controller's pid): sampled from /proc.
+    #[arg(long)]
     pub pgid: i32,
+    /// Length of each attack, seconds (the baseline runs at most 15 s).
+    #[arg(long, default_value_t = 60.0)]
     pub seconds: f64,
+    /// Attacks to run, comma-separated (default: all, in this order).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "baseline,slowloris,stalled-viewers,garbage,rtmp-preconnect,wildcard-names,connect-storm"
+    )]
     pub attacks: Vec<String>,
+    #[arg(long, default_value_t = 50)]
     pub honest_rtmp: usize,
+    #[arg(long, default_value_t = 50)]
     pub honest_hls: usize,
+    /// Slowloris connections kept open on each of HTTP, RTMP and RTSP.
+    #[arg(long, default_value_t = 2000)]
     pub slowloris: usize,
+    /// Seconds between two slowloris bytes.
+    #[arg(long, default_value_t = 3.0)]
     pub trickle_s: f64,
+    /// Viewers that request the stream (HTTP-FLV and RTMP play) and never read.
+    #[arg(long, default_value_t = 500)]
     pub stalled: usize,
+    /// Garbage / truncated-handshake connections kept open (over every port).
+    #[arg(long, default_value_t = 400)]
     pub garbage: usize,
+    /// RTMP connections holding pre-connect messages at (and just over) the limits.
+    #[arg(long, default_value_t = 500)]
     pub preconnect: usize,
+    /// Distinct `live+N` names requested over HTTP.
+    #[arg(long, default_value_t = 1000)]
     pub names: usize,
+    /// Name requests in flight at once.
+    #[arg(long, default_value_t = 250)]
     pub names_parallel: usize,
+    /// Source addresses the connect storm cycles through (1-253).
+    #[arg(long, default_value_t = 253)]
     pub storm_addrs: usize,
+    /// The server's whole-request deadline, seconds (config `limits.request_timeout`).
+    #[arg(long, default_value_t = 10.0)]
     pub request_timeout: f64,
+    /// The server's stalled-viewer limit, seconds (config `limits.stall_timeout`).
+    #[arg(long, default_value_t = 15.0)]
     pub stall_timeout: f64,
+    /// How long the server holds a playlist request for a stream that is not ready,
+    /// seconds (READY_WAIT in connectors/src/http.rs).
+    #[arg(long, default_value_t = 15.0)]
     pub ready_wait: f64,
+    /// The server's cap on connection processes (config `limits.connections`).
+    #[arg(long)]
     pub max_connections: u64,
+    /// Target: peak PSS of every server process together, MiB.
+    #[arg(long, default_value_t = 512.0)]
     pub max_mem_mib: f64,
+    /// The server's limits in words, for the report.
+    #[arg(long, default_value = "")]
     pub limits_note: String,
+    /// Write the JSON report here.
+    #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Nominal video frame rate of the stream.
+    #[arg(long, default_value_t = 25.0)]
     pub fps: f64,
 }
 

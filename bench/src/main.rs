@@ -99,88 +99,7 @@ enum Cmd {
     },
     /// Hostile clients against a running server while honest viewers watch; exits 1 on a
     /// missed target.
-    Attack {
-        /// Address the server listens on (loopback only).
-        #[arg(long, default_value = "127.0.0.1")]
-        host: std::net::Ipv4Addr,
-        #[arg(long)]
-        http_port: u16,
-        #[arg(long)]
-        rtmp_port: u16,
-        #[arg(long)]
-        rtsp_port: u16,
-        #[arg(long)]
-        dtsc_port: u16,
-        /// The stream being published (honest viewers watch it; RTMP app `live`).
-        #[arg(long, default_value = "live")]
-        stream: String,
-        /// Process group of the server (the controller's pid): sampled from /proc.
-        #[arg(long)]
-        pgid: i32,
-        /// Length of each attack, seconds (the baseline runs at most 15 s).
-        #[arg(long, default_value_t = 60.0)]
-        seconds: f64,
-        /// Attacks to run, comma-separated (default: all, in this order).
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "baseline,slowloris,stalled-viewers,garbage,rtmp-preconnect,wildcard-names,connect-storm"
-        )]
-        attacks: Vec<String>,
-        #[arg(long, default_value_t = 50)]
-        honest_rtmp: usize,
-        #[arg(long, default_value_t = 50)]
-        honest_hls: usize,
-        /// Slowloris connections kept open on each of HTTP, RTMP and RTSP.
-        #[arg(long, default_value_t = 2000)]
-        slowloris: usize,
-        /// Seconds between two slowloris bytes.
-        #[arg(long, default_value_t = 3.0)]
-        trickle_s: f64,
-        /// Viewers that request the stream (HTTP-FLV and RTMP play) and never read.
-        #[arg(long, default_value_t = 500)]
-        stalled: usize,
-        /// Garbage / truncated-handshake connections kept open (over every port).
-        #[arg(long, default_value_t = 400)]
-        garbage: usize,
-        /// RTMP connections holding pre-connect messages at (and just over) the limits.
-        #[arg(long, default_value_t = 500)]
-        preconnect: usize,
-        /// Distinct `live+N` names requested over HTTP.
-        #[arg(long, default_value_t = 1000)]
-        names: usize,
-        /// Name requests in flight at once.
-        #[arg(long, default_value_t = 250)]
-        names_parallel: usize,
-        /// Source addresses the connect storm cycles through (1-253).
-        #[arg(long, default_value_t = 253)]
-        storm_addrs: usize,
-        /// The server's whole-request deadline, seconds (config `limits.request_timeout`).
-        #[arg(long, default_value_t = 10.0)]
-        request_timeout: f64,
-        /// The server's stalled-viewer limit, seconds (config `limits.stall_timeout`).
-        #[arg(long, default_value_t = 15.0)]
-        stall_timeout: f64,
-        /// How long the server holds a playlist request for a stream that is not ready,
-        /// seconds (READY_WAIT in connectors/src/http.rs).
-        #[arg(long, default_value_t = 15.0)]
-        ready_wait: f64,
-        /// The server's cap on connection processes (config `limits.connections`).
-        #[arg(long)]
-        max_connections: u64,
-        /// Target: peak PSS of every server process together, MiB.
-        #[arg(long, default_value_t = 512.0)]
-        max_mem_mib: f64,
-        /// The server's limits in words, for the report.
-        #[arg(long, default_value = "")]
-        limits_note: String,
-        /// Write the JSON report here.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-        /// Nominal video frame rate of the stream.
-        #[arg(long, default_value_t = 25.0)]
-        fps: f64,
-    },
+    Attack(attack::AttackConfig),
     /// Publishes an FLV file at real time over RTMP.
     Publish {
         /// rtmp://HOST:PORT/APP/STREAM
@@ -545,64 +464,8 @@ fn main() -> Result<()> {
             quiet: false,
         },
         Cmd::Publish { url, file, looped } => return publish(&url, &file, looped),
-        Cmd::Attack {
-            host,
-            http_port,
-            rtmp_port,
-            rtsp_port,
-            dtsc_port,
-            stream,
-            pgid,
-            seconds,
-            attacks,
-            honest_rtmp,
-            honest_hls,
-            slowloris,
-            trickle_s,
-            stalled,
-            garbage,
-            preconnect,
-            names,
-            names_parallel,
-            storm_addrs,
-            request_timeout,
-            stall_timeout,
-            ready_wait,
-            max_connections,
-            max_mem_mib,
-            limits_note,
-            json,
-            fps,
-        } => {
-            let code = attack::run(attack::AttackConfig {
-                host,
-                http: http_port,
-                rtmp: rtmp_port,
-                rtsp: rtsp_port,
-                dtsc: dtsc_port,
-                stream,
-                pgid,
-                seconds,
-                attacks,
-                honest_rtmp,
-                honest_hls,
-                slowloris,
-                trickle_s,
-                stalled,
-                garbage,
-                preconnect,
-                names,
-                names_parallel,
-                storm_addrs,
-                request_timeout,
-                stall_timeout,
-                ready_wait,
-                max_connections,
-                max_mem_mib,
-                limits_note,
-                json,
-                fps,
-            })?;
+        Cmd::Attack(cfg) => {
+            let code = attack::run(cfg)?;
             std::process::exit(code);
         }
     };
