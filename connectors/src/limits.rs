@@ -149,9 +149,10 @@ impl LimitArgs {
 
 static LIMITS: OnceLock<Limits> = OnceLock::new();
 
-/// The limits this process runs with (set once by the listener, inherited by its forks).
+/// The limits this process runs with (set once by the listener, inherited by its forks;
+/// other processes, such as a push, get the defaults, worked out once).
 pub fn get() -> Limits {
-    LIMITS.get().copied().unwrap_or_default()
+    *LIMITS.get_or_init(Limits::default)
 }
 
 /// Sets the limits for this process and the connection processes it forks.
