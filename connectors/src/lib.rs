@@ -6,6 +6,8 @@
 //! * [`listener`]: accept, fork, hand the socket to a protocol's handler.
 //! * [`tls`]: HTTPS, RTMPS and RTSPS: the TLS handshake and a pump thread in the
 //!   connection's own process, so the protocol's handler runs unchanged on plaintext.
+//! * [`rtsp_auth`]: RTSP credentials (sans-IO): Authorization parsing, one-time expiring
+//!   Digest nonces, constant-time comparison.
 //! * [`limits`]: caps on connections (per listener, per address, in all), whole-request
 //!   deadlines, and when a viewer that does not read is dropped.
 //! * [`control`]: asks the controller to open a stream (checks, starts the buffer).

@@ -203,6 +203,8 @@ fn serve(st: &Arc<Mutex<State>>, secret: &str, iface: &str, req: &mut tiny_http:
     // challenge.
     let method = req.method().as_str().to_string();
     let site = {
+        // Poisoned only by a panic of another controller thread under the lock; the request
+        // is not parsed under it.
         let g = st.lock().expect("state lock");
         guard::Site::from_config(iface, &g.cfg)
     };

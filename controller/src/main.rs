@@ -401,6 +401,8 @@ fn run_controller(
     // The API port first: a second Sluice with the same config fails here, before it could
     // touch the first one's sockets.
     api::start(st.clone(), &api_iface, api_port)?;
+    // The state lock is poisoned only if a controller thread panicked holding it; no
+    // client's bytes are parsed under it (the same `expect` as everywhere in the controller).
     if let Some((tls_port, files)) = config::api_tls(&st.lock().expect("state lock").cfg) {
         api::start_tls(&api_iface, tls_port, api_port, files)?;
     }
