@@ -255,20 +255,6 @@ fn cmd(name: &str, members: Vec<(&str, Value)>) -> Value {
     Value::Object(v)
 }
 
-/// The track whose keyframes cut the stream: the first video track, else the first audio one.
-fn main_track(tracks: &[Track]) -> Option<(u32, bool)> {
-    tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Video)
-        .map(|t| (t.id, true))
-        .or_else(|| {
-            tracks
-                .iter()
-                .find(|t| t.kind == TrackKind::Audio)
-                .map(|t| (t.id, false))
-        })
-}
-
 struct Buffer {
     args: BufferArgs,
     writer: StreamWriter,
@@ -330,7 +316,10 @@ impl Buffer {
         };
         let mut frame = Vec::new();
         wire::write_header(&header, &mut frame);
-        if !self.writer.set_header(&frame, main_track(tracks)) {
+        if !self.writer.set_header(
+            &frame,
+            dtsc::main_track(tracks).map(|t| (t.id, t.kind == TrackKind::Video)),
+        ) {
             self.log("track header too large; ignored");
         }
         self.dirty = true;

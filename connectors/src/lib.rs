@@ -3,58 +3,24 @@
 //! a viewer that crashes its process takes nobody else down and the work spreads over every
 //! core.
 //!
-//! * [`listener`]: accept, fork, hand the socket to a protocol's handler.
-//! * [`tls`]: HTTPS, RTMPS and RTSPS: the TLS handshake and a pump thread in the
-//!   connection's own process, so the protocol's handler runs unchanged on plaintext.
-//! * [`rtsp_auth`]: RTSP credentials (sans-IO): Authorization parsing, one-time expiring
-//!   Digest nonces, constant-time comparison.
-//! * [`limits`]: caps on connections (per listener, per address, in all), whole-request
-//!   deadlines, and when a viewer that does not read is dropped.
-//! * [`control`]: asks the controller to open a stream (checks, starts the buffer).
-//! * [`publisher`]: a publisher's end of the buffer connection (keeps the GOP, reattaches).
-//! * [`cursor`]: the one connection loop's core every output shares: attach to a stream's
-//!   buffer, wait for it, pick a start keyframe, read packets straight from shared memory.
-//! * [`session`]: the one connection loop every streaming output shares (an [`session::Output`]
-//!   per format; one `writev` per wake-up, payloads straight from the shared pages).
-//! * [`dtsc_tcp`]: the DTSC connector (port 4200), play and push between servers.
-//! * [`rtmp`], [`http`] (with [`hls`], [`cmaf`], [`smooth`], [`hds`] and [`progressive`]), [`ts`] (raw TS over
-//!   TCP): the protocols.
-//! * [`rtsp_pull`], [`stream_pull`]: pull inputs (RTSP cameras; TS over UDP, HTTP-TS and
-//!   HTTP-FLV), each a process started by the stream's buffer.
-//! * [`player`]: `/S.html`, `/json_S.js`, `/info_S.js` and the vendored player scripts.
-//! * [`segcache`]: muxed segments shared by every HTTP process (muxed once, sent with
-//!   `sendfile`).
+//! The modules are grouped by the direction data flows; an import only ever points up this
+//! list:
+//!
+//! * [`core`]: what every connection shares: the listener, limits and TLS, the controller
+//!   client, the cursor over a stream's shared pages with its start policy, the one streaming
+//!   loop, track selection, the segment window and cache, progressive containers, and a
+//!   publisher's end of the buffer.
+//! * [`serve`]: protocols on their own ports: RTMP, RTSP, the DTSC connector, raw TS.
+//! * [`http`]: the HTTP server and every format it serves (HLS, CMAF/DASH/LL-HLS, Smooth,
+//!   HDS, progressive, the player pages, thumbnails).
+//! * [`ingest`]: pulls from cameras and other servers into a buffer.
+//! * [`egress`]: pushes to other servers and recordings to files.
 
-pub mod cmaf;
-pub mod control;
-pub mod cursor;
-pub mod dtsc_tcp;
-pub mod hds;
-pub mod hls;
+pub mod core;
+pub mod egress;
 pub mod http;
-pub mod limits;
-pub mod listener;
-pub mod player;
-pub mod progressive;
-pub mod publisher;
-pub mod push;
-pub mod record;
-pub mod rtmp;
-pub mod rtmp_push;
-pub mod rtp_ingest;
-pub mod rtsp;
-pub mod rtsp_auth;
-pub mod rtsp_client;
-pub mod rtsp_pull;
-pub mod rtsp_push;
-pub mod segcache;
-pub mod session;
-pub mod smooth;
-pub mod stream_pull;
-pub mod thumbs;
-pub mod tls;
-pub mod tracksel;
-pub mod ts;
+pub mod ingest;
+pub mod serve;
 
 use std::path::PathBuf;
 

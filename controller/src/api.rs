@@ -69,7 +69,7 @@ const MAX_TLS_API_CONNECTIONS: usize = 64;
 
 /// Serves the API over HTTPS on `iface:tls_port` as well (`config.controller.tls_port`, with
 /// the certificate of `config.controller.cert`/`key` or else `config.tls`): each connection's
-/// TLS is terminated on a thread of its own (`connectors::tls::terminate`, the handshake
+/// TLS is terminated on a thread of its own (`connectors::core::tls::terminate`, the handshake
 /// within 10 s) and its plaintext is passed to the plain API on `api_port`, so every check
 /// of the API applies as it is. The certificate files are read again when they change.
 /// Errors: the port cannot be bound or the certificate cannot be loaded.
@@ -77,9 +77,9 @@ pub fn start_tls(
     iface: &str,
     tls_port: u16,
     api_port: u16,
-    files: connectors::tls::CertFiles,
+    files: connectors::core::tls::CertFiles,
 ) -> Result<()> {
-    let mut cert = connectors::tls::Loaded::load(&files)?;
+    let mut cert = connectors::core::tls::Loaded::load(&files)?;
     let listener = std::net::TcpListener::bind((iface, tls_port))
         .map_err(|e| anyhow::anyhow!("API over HTTPS: binding {iface}:{tls_port}: {e}"))?;
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -100,7 +100,7 @@ pub fn start_tls(
             open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             std::thread::spawn(move || {
                 let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-                if let Ok((plain, pump)) = connectors::tls::terminate(sock, config) {
+                if let Ok((plain, pump)) = connectors::core::tls::terminate(sock, config) {
                     proxy(plain, api_port);
                     pump.finish(std::time::Duration::from_secs(5));
                 }
@@ -183,7 +183,7 @@ fn calls_text(query: &str, body: &[u8]) -> String {
 
 /// Decodes a query value: `+` is a space, then `%XX` escapes.
 fn url_decode(s: &str) -> String {
-    connectors::http::percent_decode(&s.replace('+', " "))
+    connectors::core::url::percent_decode(&s.replace('+', " "))
 }
 
 fn serve(st: &Arc<Mutex<State>>, secret: &str, iface: &str, req: &mut tiny_http::Request) -> Reply {
@@ -332,10 +332,10 @@ fn run_actions(st: &mut State, actions: Vec<Action>, out: &mut Value) -> bool {
                 let id = st.push_start(&s, &t, false);
                 crate::logs::controller(&format!(
                     "push {id} of {s} to {} started",
-                    connectors::push::redact(&t)
+                    connectors::core::url::redact(&t)
                 ));
                 out["push_start"] =
-                    json!({"id": id, "stream": s, "target": connectors::push::redact(&t)});
+                    json!({"id": id, "stream": s, "target": connectors::core::url::redact(&t)});
             }
             Action::PushStop(id) => {
                 st.push_stop(id);
@@ -437,7 +437,7 @@ fn check_stream(name: &str, v: &Value) -> std::result::Result<(), String> {
     }
     let known = src.starts_with("push://")
         || src.starts_with("rtsp://")
-        || connectors::stream_pull::kind_of(src).is_some()
+        || connectors::ingest::stream_pull::kind_of(src).is_some()
         || src.starts_with('/')
         || !src.contains("://");
     if !known {
@@ -809,8 +809,8 @@ fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action
                             json!([
                                 p.id,
                                 p.stream,
-                                connectors::push::redact(&p.target),
-                                connectors::push::redact(&p.target),
+                                connectors::core::url::redact(&p.target),
+                                connectors::core::url::redact(&p.target),
                                 [],
                                 {"auto": p.auto, "attempts": p.attempts, "last_error": p.last_error}
                             ])
@@ -942,10 +942,10 @@ fn check_push(
     if target.chars().any(|c| c.is_control()) {
         return Err((400, "the target has control characters".into()));
     }
-    if connectors::record::is_file_target(target) {
+    if connectors::egress::record::is_file_target(target) {
         return check_record_target(cfg, target);
     }
-    if !connectors::push::SCHEMES
+    if !connectors::egress::SCHEMES
         .iter()
         .any(|s| target.starts_with(s))
     {
@@ -953,8 +953,8 @@ fn check_push(
             400,
             format!(
                 "push target {:?}: the scheme is not one Sluice pushes to ({})",
-                connectors::push::redact(target),
-                connectors::push::SCHEMES.join(", ")
+                connectors::core::url::redact(target),
+                connectors::egress::SCHEMES.join(", ")
             ),
         ));
     }
@@ -967,15 +967,15 @@ fn check_push(
 }
 
 /// A recording target (a push target that is a file path, or a stream's `record`): a path
-/// [`connectors::record::parse_target`] takes (400), within the recording folders (403).
+/// [`connectors::egress::record::parse_target`] takes (400), within the recording folders (403).
 fn check_record_target(cfg: &Value, target: &str) -> std::result::Result<(), (u16, String)> {
-    if !connectors::record::is_file_target(target) {
+    if !connectors::egress::record::is_file_target(target) {
         return Err((
             400,
             format!("recording target {target:?}: an absolute file path"),
         ));
     }
-    let t = connectors::record::parse_target(target)
+    let t = connectors::egress::record::parse_target(target)
         .map_err(|e| (400, format!("recording target {target:?}: {e}")))?;
     check_recording_folder(cfg, &t.pattern)
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use connectors::rtsp_auth::ct_eq;
+use connectors::serve::rtsp_auth::ct_eq;
 use serde_json::{json, Value};
 
 /// Protocol entries that are HTTP-based outputs served by the HTTP connector (MistServer lists
@@ -138,7 +138,7 @@ pub struct ListenerSpec {
 /// `request_timeout` and `stall_timeout` in seconds; `max_queued` and `send_buffer` in
 /// bytes) and the protocol
 /// entry's own `max_connections` and `max_per_address`, which win. Unset ones are left to the
-/// listener's defaults (`connectors::limits::Limits::default`).
+/// listener's defaults (`connectors::core::limits::Limits::default`).
 pub fn limit_args(cfg: &Value, entry: Option<&Value>) -> Vec<String> {
     let global = cfg.pointer("/config/limits");
     let num = |v: Option<&Value>, key: &str| v.and_then(|v| v.get(key)).and_then(|v| v.as_u64());
@@ -255,7 +255,7 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
 /// The API's HTTPS port and certificate, when `config.controller.tls_port` is set: the PEM
 /// files of `config.controller.cert`/`key`, else of `config.tls`. `None` without a port or
 /// without certificate files (then logged).
-pub fn api_tls(cfg: &Value) -> Option<(u16, connectors::tls::CertFiles)> {
+pub fn api_tls(cfg: &Value) -> Option<(u16, connectors::core::tls::CertFiles)> {
     let c = cfg.pointer("/config/controller")?;
     let port = c
         .get("tls_port")
@@ -269,7 +269,7 @@ pub fn api_tls(cfg: &Value) -> Option<(u16, connectors::tls::CertFiles)> {
             .map(std::path::PathBuf::from)
     };
     match (path("cert"), path("key")) {
-        (Some(cert), Some(key)) => Some((port, connectors::tls::CertFiles { cert, key })),
+        (Some(cert), Some(key)) => Some((port, connectors::core::tls::CertFiles { cert, key })),
         _ => {
             crate::logs::controller(
                 "config.controller.tls_port needs a certificate (controller or config.tls \"cert\" and \"key\"); the API stays plain only",

@@ -1,5 +1,5 @@
 //! The controller's Unix socket (`RUNDIR/controller.sock`), where connectors ask to open a
-//! stream (protocol in `connectors::control`).
+//! stream (protocol in `connectors::core::control`).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};

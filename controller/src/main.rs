@@ -55,11 +55,11 @@ enum Role {
     /// Pull a stream into its buffer (started by the buffer): an RTSP camera, MPEG-TS over
     /// UDP, HTTP-TS or HTTP-FLV.
     #[command(hide = true)]
-    Pull(connectors::rtsp_pull::PullArgs),
+    Pull(connectors::ingest::rtsp_pull::PullArgs),
     /// Push a stream to another server over RTMP or RTSP (started by the controller's
     /// pushes, or by hand).
     #[command(hide = true)]
-    Push(connectors::push::PushArgs),
+    Push(connectors::egress::PushArgs),
     /// Run a protocol listener (started by the controller).
     #[command(hide = true)]
     Connector {
@@ -75,7 +75,7 @@ enum Role {
         #[arg(long)]
         stream: Option<String>,
         #[command(flatten)]
-        limits: connectors::limits::LimitArgs,
+        limits: connectors::core::limits::LimitArgs,
         /// TLS listeners (HTTPS, RTMPS, RTSPS): the certificate chain, PEM.
         #[arg(long)]
         cert: Option<PathBuf>,
@@ -89,20 +89,20 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.role {
         Some(Role::Buffer(args)) => {
-            connectors::listener::set_process_name("buffer");
+            connectors::core::listener::set_process_name("buffer");
             buffer::run(args)
         }
         Some(Role::Pull(args)) if args.url.starts_with("rtsp://") => {
-            connectors::listener::set_process_name("RTSP pull");
-            connectors::rtsp_pull::run(args)
+            connectors::core::listener::set_process_name("RTSP pull");
+            connectors::ingest::rtsp_pull::run(args)
         }
         Some(Role::Pull(args)) => {
-            connectors::listener::set_process_name("pull");
-            connectors::stream_pull::run(args)
+            connectors::core::listener::set_process_name("pull");
+            connectors::ingest::stream_pull::run(args)
         }
         Some(Role::Push(args)) => {
-            connectors::listener::set_process_name("push");
-            connectors::push::run(args)
+            connectors::core::listener::set_process_name("push");
+            connectors::egress::run(args)
         }
         Some(Role::Connector {
             protocol,
@@ -115,7 +115,7 @@ fn main() {
             key,
         }) => {
             let tls = match (cert, key) {
-                (Some(cert), Some(key)) => Some(connectors::tls::CertFiles { cert, key }),
+                (Some(cert), Some(key)) => Some(connectors::core::tls::CertFiles { cert, key }),
                 _ => None,
             };
             run_connector(
@@ -148,10 +148,10 @@ fn run_connector(
     interface: &str,
     rundir: PathBuf,
     stream: Option<String>,
-    limits: connectors::limits::Limits,
-    tls: Option<connectors::tls::CertFiles>,
+    limits: connectors::core::limits::Limits,
+    tls: Option<connectors::core::tls::CertFiles>,
 ) -> Result<()> {
-    use connectors::listener::serve;
+    use connectors::core::listener::serve;
     let ctx = connectors::Ctx {
         rundir,
         default_stream: stream,
@@ -168,7 +168,7 @@ fn run_connector(
             ctx,
             limits,
             None,
-            connectors::rtmp::handle,
+            connectors::serve::rtmp::handle,
         ),
         "HTTP" => serve(
             "HTTP",
@@ -186,7 +186,7 @@ fn run_connector(
             ctx,
             limits,
             None,
-            connectors::ts::handle,
+            connectors::serve::ts::handle,
         ),
         "RTSP" => serve(
             "RTSP",
@@ -195,7 +195,7 @@ fn run_connector(
             ctx,
             limits,
             None,
-            connectors::rtsp::handle,
+            connectors::serve::rtsp::handle,
         ),
         "DTSC" => serve(
             "DTSC",
@@ -204,7 +204,7 @@ fn run_connector(
             ctx,
             limits,
             None,
-            connectors::dtsc_tcp::handle,
+            connectors::serve::dtsc::handle,
         ),
         "HTTPS" => {
             let t = needs_cert("HTTPS")?;
@@ -227,7 +227,7 @@ fn run_connector(
                 ctx,
                 limits,
                 Some(t),
-                connectors::rtmp::handle,
+                connectors::serve::rtmp::handle,
             )
         }
         "RTSPS" => {
@@ -239,7 +239,7 @@ fn run_connector(
                 ctx,
                 limits,
                 Some(t),
-                connectors::rtsp::handle,
+                connectors::serve::rtsp::handle,
             )
         }
         other => anyhow::bail!("unknown connector {other}"),
@@ -276,7 +276,7 @@ fn run_angel() -> Result<()> {
     use nix::unistd::Pid;
     // The angel leads the process group: stopping the group stops everything.
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-    connectors::listener::set_process_name("sluice-angel");
+    connectors::core::listener::set_process_name("sluice-angel");
     // What a dead controller leaves running is reparented to the angel (not to init): it
     // stays in Sluice's process tree, and the angel reaps it when it ends.
     // SAFETY: prctl with integer arguments.
@@ -407,7 +407,7 @@ fn run_controller(
         api::start_tls(&api_iface, tls_port, api_port, files)?;
     }
     // Segments cached by an earlier server in this folder are not served again.
-    connectors::segcache::clear(&rundir)
+    connectors::core::segcache::clear(&rundir)
         .with_context(|| format!("clearing the segment cache in {}", rundir.display()))?;
     control::start(st.clone())?;
     // What an earlier controller left running (the angel restarted this one) is taken over.

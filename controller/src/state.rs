@@ -783,7 +783,7 @@ impl State {
             "push {} of {} to {} ended: {why}",
             p.id,
             p.stream,
-            connectors::push::redact(&p.target)
+            connectors::core::url::redact(&p.target)
         ));
         crate::triggers::fire(
             &self.cfg,
@@ -793,7 +793,7 @@ impl State {
                 p.id.to_string(),
                 p.stream.clone(),
                 p.target.clone(),
-                connectors::push::redact(&p.target),
+                connectors::core::url::redact(&p.target),
                 "[]".into(),
                 serde_json::json!({"reason": why, "attempts": p.attempts}).to_string(),
             ],
@@ -920,7 +920,7 @@ impl State {
                 if self.stream_live(&name) {
                     crate::logs::controller(&format!(
                         "auto push of {name} to {}",
-                        connectors::push::redact(&t)
+                        connectors::core::url::redact(&t)
                     ));
                     self.push_start(&name, &t, true);
                 }
@@ -1514,7 +1514,7 @@ impl State {
             else {
                 continue;
             };
-            let name = connectors::http::percent_decode(enc);
+            let name = connectors::core::url::percent_decode(enc);
             let Ok(attached) = ipc::attach(&entry.path(), Mode::Observe) else {
                 let _ = std::fs::remove_file(entry.path());
                 continue;
@@ -1566,7 +1566,7 @@ impl State {
                 self.next_push_id += 1;
                 crate::logs::controller(&format!(
                     "adopted push {id} of {stream} to {} (pid {})",
-                    connectors::push::redact(&target),
+                    connectors::core::url::redact(&target),
                     e.pid
                 ));
                 let auto = self

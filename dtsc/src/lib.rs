@@ -29,4 +29,4 @@ pub mod ts;
 pub mod tsdemux;
 pub mod wire;
 
-pub use model::{Codec, Packet, PacketRef, Track, TrackKind};
+pub use model::{main_track, Codec, Packet, PacketRef, Track, TrackKind};

@@ -88,6 +88,16 @@ impl Codec {
     }
 }
 
+/// The main track of a stream: the one whose keyframes cut it into GOPs and segments (the
+/// keyframe index follows it). The first video track, else the first audio track; `None`
+/// when the stream has neither.
+pub fn main_track(tracks: &[Track]) -> Option<&Track> {
+    tracks
+        .iter()
+        .find(|t| t.kind == TrackKind::Video)
+        .or_else(|| tracks.iter().find(|t| t.kind == TrackKind::Audio))
+}
+
 /// One track of a stream, with the members a DTSC header carries for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Track {

@@ -5,7 +5,7 @@
 //! that parse again; consumed bytes never exceed what was given.
 #![no_main]
 
-use connectors::dtsc_tcp::{first_command_in, PushIngest};
+use connectors::serve::dtsc::{first_command_in, PushIngest};
 use dtsc::wire;
 use libfuzzer_sys::fuzz_target;
 

@@ -7,7 +7,8 @@
 //! sets are sorted, unique, and canonical again when parsed back.
 #![no_main]
 
-use connectors::{cmaf, hds, hls, http, thumbs, tracksel};
+use connectors::core::{tracksel, url};
+use connectors::http::{self, cmaf, hds, hls, thumbs};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -31,10 +32,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = http::protocol_of(&target);
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     for part in path.split('/') {
-        let bytes = http::percent_decode_bytes(part);
+        let bytes = url::percent_decode_bytes(part);
         assert!(bytes.len() <= part.len());
-        match http::percent_decode_utf8(part) {
-            Some(s) => assert_eq!(http::percent_decode(part), s),
+        match url::percent_decode_utf8(part) {
+            Some(s) => assert_eq!(url::percent_decode(part), s),
             None => assert!(std::str::from_utf8(&bytes).is_err()),
         }
         if let Some(ids) = hls::parse_track_set(part) {

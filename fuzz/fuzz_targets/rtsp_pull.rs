@@ -4,8 +4,8 @@
 //! moving 100 ms a chunk. Nothing panics, and every frame the ingest writes parses as DTP2.
 #![no_main]
 
-use connectors::rtp_ingest::RtpIngest;
-use connectors::rtsp_client::{ClientEvent, Lower, RtspClient};
+use connectors::ingest::rtp_ingest::RtpIngest;
+use connectors::ingest::rtsp_client::{ClientEvent, Lower, RtspClient};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,8 +6,8 @@
 //! connection's own nonce, once and in time, is valid.
 #![no_main]
 
-use connectors::rtsp::{self, RecordTransport};
-use connectors::rtsp_auth::{self, Authorization, NonceCheck, Nonces};
+use connectors::serve::rtsp::{self, RecordTransport};
+use connectors::serve::rtsp_auth::{self, Authorization, NonceCheck, Nonces};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

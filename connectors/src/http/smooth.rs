@@ -1,6 +1,6 @@
 //! Microsoft Smooth Streaming under `/cmaf/S/` (MS-SSTR), cut from the same keyframe index as
 //! the HLS and DASH outputs: fragment N of a track holds its packets from keyframe N of the
-//! main track to keyframe N+1 (the DASH timeline, [`crate::cmaf::dash_timeline`]), muxed on
+//! main track to keyframe N+1 (the DASH timeline, [`crate::http::cmaf::dash_timeline`]), muxed on
 //! request as a PIFF movie fragment with `tfxd` (and `tfrf` while live) by `dtsc::mp4`, timed
 //! in the manifest's 10 MHz time scale.
 //!
@@ -15,8 +15,8 @@ use dtsc::shm::{self, StreamReader};
 use dtsc::smooth::{self, Manifest, QualityLevel, SmoothLive, StreamIndex};
 use dtsc::{Track, TrackKind};
 
-use crate::cmaf::dash_timeline;
-use crate::hls;
+use crate::core::window;
+use crate::http::cmaf::dash_timeline;
 
 /// How many following fragments a live fragment's `tfrf` announces at most.
 const LOOKAHEAD: usize = 2;
@@ -64,7 +64,7 @@ fn groups<'a>(r: &StreamReader, tracks: &'a [Track]) -> Vec<Group<'a>> {
     let mut out: Vec<Group<'a>> = Vec::new();
     for (name, t, mut q) in smooth_tracks(tracks) {
         if q.bitrate == 0 {
-            q.bitrate = hls::track_bandwidth(r, &[t.id]).unwrap_or(1).max(1);
+            q.bitrate = window::track_bandwidth(r, &[t.id]).unwrap_or(1).max(1);
         }
         let chunks = timeline_hns(r, tracks, t.id);
         let starts = |c: &[(u64, u64, u64)]| c.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>();
@@ -176,9 +176,9 @@ pub fn fragment(
     out: &mut Vec<u8>,
 ) -> Option<()> {
     let track = tracks.iter().find(|t| t.id == id)?;
-    let segs = hls::segments(r, tracks);
-    let i = segs.iter().position(|s| s.0 == key)?;
-    let (_, start, end, _, _) = segs[i];
+    let segs = window::segments(r, tracks);
+    let i = segs.iter().position(|s| s.key == key)?;
+    let (start, end) = segs.get(i).map(|s| (s.start_seq, s.end_seq))?;
     // Every fragment is track_ID 1: a client switching quality levels (or building one moov
     // from the manifest, as mssdemux and dash.js do) sees one track.
     let mut one = track.clone();
@@ -194,8 +194,8 @@ pub fn fragment(
     if fb.is_empty() {
         return None;
     }
-    if let Some(&(_, next_start, next_end, _, _)) = segs.get(i + 1) {
-        if let Some(d) = (next_start..next_end)
+    if let Some(next) = segs.get(i + 1) {
+        if let Some(d) = (next.start_seq..next.end_seq)
             .filter_map(|s| r.meta().packet(s))
             .find(|e| e.track == id)
             .map(|e| e.dts)

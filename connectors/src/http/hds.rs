@@ -1,5 +1,5 @@
 //! Adobe HTTP Dynamic Streaming under `/dynamic/S/`, cut from the stream's keyframe index as
-//! the HLS output is ([`crate::hls::segments`]): fragment `N + 1` holds the packets from
+//! the HLS output is ([`crate::core::window::segments`]): fragment `N + 1` holds the packets from
 //! keyframe N of the main track to keyframe N+1, as FLV tags in an F4F fragment (Adobe F4V/F4F
 //! File Format Specification 10.1, §1.3 and §2.11: `afra`, `moof`, `mdat`), muxed on request
 //! and kept in the shared segment cache. All fragments are in segment 1.
@@ -13,7 +13,8 @@ use dtsc::hds::{self, Bootstrap, BootstrapInfo, BootstrapSource, F4mManifest, F4
 use dtsc::shm::{self, StreamReader};
 use dtsc::{Track, TrackKind};
 
-use crate::hls::{self, track_set};
+use crate::core::window;
+use crate::http::hls::{self, track_set};
 
 /// Tracks HDS carries (as FLV tags): the first H.264 video and the first AAC or MP3 audio.
 pub fn flv_tracks(tracks: &[Track]) -> Vec<&Track> {
@@ -31,7 +32,10 @@ pub fn manifest(stream: &str, r: &StreamReader, tracks: &[Track]) -> Option<Stri
     let owned: Vec<Track> = sel.iter().map(|t| (*t).clone()).collect();
     let video = sel.iter().find(|t| t.kind == TrackKind::Video);
     let ended = r.meta().state() == shm::STATE_ENDED;
-    let duration: u64 = hls::segments(r, tracks).iter().map(|s| s.4).sum();
+    let duration: u64 = window::segments(r, tracks)
+        .iter()
+        .map(|s| s.duration_ms)
+        .sum();
     let mut metadata = Vec::new();
     for v in flv::on_metadata(&owned, ended.then_some(duration)) {
         dtsc::amf0::encode(&v, &mut metadata);
@@ -47,7 +51,7 @@ pub fn manifest(stream: &str, r: &StreamReader, tracks: &[Track]) -> Option<Stri
         media: vec![F4mMedia {
             stream_id: set.clone(),
             url: format!("{set}_"),
-            bitrate_kbps: hls::bandwidth(r) / 1000,
+            bitrate_kbps: window::bandwidth(r) / 1000,
             width: video.map_or(0, |t| t.width),
             height: video.map_or(0, |t| t.height),
             bootstrap_info_id: format!("boot_{set}"),
@@ -74,12 +78,12 @@ pub fn parse_fragment_name(name: &str) -> Option<(Vec<u32>, u32)> {
 pub fn bootstrap(stream: &str, r: &StreamReader, tracks: &[Track]) -> Vec<u8> {
     let m = r.meta();
     let ended = m.state() == shm::STATE_ENDED;
-    let fragments = hls::segments(r, tracks)
+    let fragments = window::segments(r, tracks)
         .iter()
-        .map(|&(k, _, _, dts, dur)| Fragment {
-            number: (k + 1) as u32,
-            timestamp: dts,
-            duration: dur.clamp(1, u64::from(u32::MAX)) as u32,
+        .map(|s| Fragment {
+            number: (s.key + 1) as u32,
+            timestamp: s.dts,
+            duration: s.duration_ms.clamp(1, u64::from(u32::MAX)) as u32,
         })
         .collect();
     Bootstrap::single_segment(m.key_count() as u32, !ended, stream, fragments).to_abst()
@@ -103,7 +107,8 @@ pub fn fragment(
     out: &mut Vec<u8>,
 ) -> Option<()> {
     let key = u64::from(number.checked_sub(1)?);
-    let (_, start, end, key_dts, _) = hls::segments(r, tracks).into_iter().find(|s| s.0 == key)?;
+    let seg = window::segment(r, tracks, key)?;
+    let (start, end, key_dts) = (seg.start_seq, seg.end_seq, seg.dts);
     let sel: Vec<&Track> = flv_tracks(tracks)
         .into_iter()
         .filter(|t| ids.contains(&t.id))

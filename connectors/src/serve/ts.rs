@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::control::OpenError;
-use crate::cursor::Cursor;
-use crate::progressive::TsOutput;
-use crate::session::{self, Ended, Framing};
+use crate::core::control::OpenError;
+use crate::core::cursor::Cursor;
+use crate::core::progressive::TsOutput;
+use crate::core::streaming::{self, Ended, Framing};
 use crate::Ctx;
 
 const PROTO: &str = "TS";
@@ -36,13 +36,13 @@ fn first_line(sock: &mut TcpStream) -> Option<String> {
 
 /// Serves one TS client.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
-    let peer = crate::tls::peer_addr(&sock)
+    let peer = crate::core::tls::peer_addr(&sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let Some(stream) = first_line(&mut sock).or_else(|| ctx.default_stream.clone()) else {
         bail!("{peer}: no stream named and no default stream configured for TS");
     };
-    crate::limits::disarm();
+    crate::core::limits::disarm();
     sock.set_read_timeout(None)?;
     let mut cursor = match Cursor::open(&ctx.rundir, &stream, &peer) {
         Ok(c) => c,
@@ -58,7 +58,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     }
     cursor.seek_latest_key();
     let mut out = TsOutput::default();
-    match session::stream_resuming(&mut sock, &mut cursor, &mut out, Vec::new(), Framing::Raw) {
+    match streaming::stream_resuming(&mut sock, &mut cursor, &mut out, Vec::new(), Framing::Raw) {
         Ok(Ended::StreamEnded) => crate::log!(PROTO, "{peer}: {stream} ended"),
         Ok(Ended::ClientLeft | Ended::BufferGone) => {}
         Err(e) => return Err(anyhow!("{peer}: {stream}: {e:#}")),

@@ -17,7 +17,7 @@ use buffer::ipc::Attached;
 use dtsc::wire::{self, Frame, Header};
 use dtsc::TrackKind;
 
-use crate::control::{self, PushAuth};
+use crate::core::control::{self, PushAuth};
 
 /// Most bytes of GOP kept for a new buffer (a longer GOP is not kept: the new buffer then
 /// waits for the encoder's next keyframe).

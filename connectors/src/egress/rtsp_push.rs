@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::push::PushArgs;
-use crate::rtsp_client::{ClientEvent, RtspClient};
+use crate::egress::PushArgs;
+use crate::ingest::rtsp_client::{ClientEvent, RtspClient};
 
 const PROTO: &str = "RTSP push";
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -27,8 +27,8 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Pushes `args.stream` to `args.target` (`rtsp://…`) until the stream ends or the target
 /// leaves; see the module docs.
 pub fn push(args: &PushArgs) -> Result<()> {
-    let cursor = crate::push::open_source(args)?;
-    let tracks: Vec<dtsc::Track> = crate::rtsp::rtsp_tracks(cursor.tracks())
+    let cursor = crate::egress::open_source(args)?;
+    let tracks: Vec<dtsc::Track> = crate::serve::rtsp::rtsp_tracks(cursor.tracks())
         .into_iter()
         .cloned()
         .collect();
@@ -36,15 +36,15 @@ pub fn push(args: &PushArgs) -> Result<()> {
         bail!("{}: no track RTSP can carry", args.stream);
     }
     // The handshake.
-    let probe =
-        RtspClient::new(&args.target, crate::rtsp_client::Lower::Tcp).map_err(|e| anyhow!(e))?;
+    let probe = RtspClient::new(&args.target, crate::ingest::rtsp_client::Lower::Tcp)
+        .map_err(|e| anyhow!(e))?;
     let shown = probe.url().to_string();
     let url = rtsp_types::Url::parse(&shown).map_err(|e| anyhow!("{e}"))?;
     let host = url.host_str().unwrap_or("").to_string();
-    let mut sock = crate::push::connect(&host, url.port().unwrap_or(554), HANDSHAKE)?;
+    let mut sock = crate::egress::connect(&host, url.port().unwrap_or(554), HANDSHAKE)?;
     let local = sock.local_addr()?.ip().to_string();
     let refs: Vec<&dtsc::Track> = tracks.iter().collect();
-    let sdp = crate::rtsp::sdp_of(&refs, &args.stream, &local, "npt=now-");
+    let sdp = crate::serve::rtsp::sdp_of(&refs, &args.stream, &local, "npt=now-");
     let controls = tracks.iter().map(|t| format!("trackID={}", t.id)).collect();
     let mut client = RtspClient::new_record(&args.target, sdp, controls).map_err(|e| anyhow!(e))?;
     let zero = Instant::now();
@@ -82,7 +82,8 @@ pub fn push(args: &PushArgs) -> Result<()> {
         tracks.len()
     );
     sock.set_read_timeout(None)?;
-    let ended = crate::rtsp::stream_out(sock.try_clone()?, cursor, &tracks, &args.stream, &shown)?;
+    let ended =
+        crate::serve::rtsp::stream_out(sock.try_clone()?, cursor, &tracks, &args.stream, &shown)?;
     client.teardown(ms());
     let _ = sock.write_all(&client.transmit());
     crate::log!(

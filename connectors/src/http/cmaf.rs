@@ -1,5 +1,5 @@
 //! CMAF outputs under `/cmaf/S/`: HLS with fragmented-MP4 segments and DASH, both cut from the
-//! stream's keyframe index exactly as the MPEG-TS HLS output is ([`crate::hls::segments`]):
+//! stream's keyframe index exactly as the MPEG-TS HLS output is ([`crate::core::window::segments`]):
 //! segment N holds the packets from keyframe N of the main track to keyframe N+1, muxed on
 //! request by `dtsc::mp4` (ISO/IEC 23000-19 fragments, one `moof`/`mdat` per segment).
 //!
@@ -16,9 +16,10 @@ use dtsc::dash::{LiveTiming, Mpd, Presentation, Representation, SegmentTemplate}
 use dtsc::hls::{Fmp4Playlist, Fmp4Segment, LowLatency, Part};
 use dtsc::mp4::{self, FragmentBuilder};
 use dtsc::shm::{self, StreamReader};
-use dtsc::{Track, TrackKind};
+use dtsc::Track;
 
-use crate::hls;
+use crate::core::window::{self, frame_ms};
+use crate::http::hls;
 
 /// Tracks CMAF can carry: every H.264/HEVC video and AAC/MP3 audio track, in stream order.
 pub fn cmaf_tracks(tracks: &[Track]) -> Vec<&Track> {
@@ -55,7 +56,7 @@ pub fn hls_master(r: &StreamReader, tracks: &[Track]) -> Option<String> {
 /// a preload hint for the next part and `CAN-BLOCK-RELOAD`. Players without LL-HLS support
 /// ignore those tags and play the segments.
 pub fn hls_media(r: &StreamReader, tracks: &[Track]) -> String {
-    let segs = hls::segments(r, tracks);
+    let segs = window::segments(r, tracks);
     let m = r.meta();
     let boot = m.boot_ms();
     let ended = m.state() == shm::STATE_ENDED;
@@ -73,16 +74,17 @@ pub fn hls_media(r: &StreamReader, tracks: &[Track]) -> String {
     // the playlist's end: cut parts for those alone, not for the whole DVR window.
     let target_ms = segs
         .iter()
-        .map(|s| (s.4 + 500) / 1000)
+        .map(|s| (s.duration_ms + 500) / 1000)
         .max()
         .unwrap_or(1)
         .max(1)
         * 1000;
-    let total_ms: u64 = segs.iter().map(|s| s.4).sum();
+    let total_ms: u64 = segs.iter().map(|s| s.duration_ms).sum();
     let mut start_ms = 0;
     let segments: Vec<Fmp4Segment> = segs
         .iter()
-        .map(|&(k, _, _, _, dur)| {
+        .map(|s| {
+            let (k, dur) = (s.key, s.duration_ms);
             let recent = total_ms - start_ms < 3 * target_ms;
             start_ms += dur;
             Fmp4Segment {
@@ -102,7 +104,7 @@ pub fn hls_media(r: &StreamReader, tracks: &[Track]) -> String {
     let building = m
         .key_count()
         .checked_sub(1)
-        .filter(|k| !ended && segs.last().is_none_or(|s| s.0 < *k));
+        .filter(|k| !ended && segs.last().is_none_or(|s| s.key < *k));
     let (pending_parts, preload_hint) = match building {
         Some(k) => {
             let spans = parts(r, tracks, k);
@@ -113,7 +115,7 @@ pub fn hls_media(r: &StreamReader, tracks: &[Track]) -> String {
     };
     let pl = Fmp4Playlist {
         target_duration_s: 0,
-        media_sequence: segs.first().map(|s| s.0).unwrap_or(0),
+        media_sequence: segs.first().map(|s| s.key).unwrap_or(0),
         map_uri: format!("{boot}_init.mp4"),
         segments,
         ended,
@@ -186,16 +188,6 @@ pub struct PartSpan {
     pub duration_ms: u64,
 }
 
-/// The main track: the one the keyframe index follows (the first video track, else the
-/// first track).
-fn main_track(tracks: &[Track]) -> Option<u32> {
-    tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Video)
-        .or(tracks.first())
-        .map(|t| t.id)
-}
-
 /// The complete parts of the segment that opens with keyframe `key`: all of them when the
 /// segment is complete (the next keyframe exists, or the stream ended), else those already
 /// followed by the next part (the last one listed is the newest complete part). Part `i`
@@ -203,7 +195,7 @@ fn main_track(tracks: &[Track]) -> Option<u32> {
 /// skips grid lines, never indexes).
 pub fn parts(r: &StreamReader, tracks: &[Track], key: u64) -> Vec<PartSpan> {
     let m = r.meta();
-    let Some(main) = main_track(tracks) else {
+    let Some(main) = dtsc::main_track(tracks).map(|t| t.id) else {
         return Vec::new();
     };
     let Some(k) = m.key(key) else {
@@ -251,15 +243,6 @@ pub fn parts(r: &StreamReader, tracks: &[Track], key: u64) -> Vec<PartSpan> {
         });
     }
     out
-}
-
-/// One frame of the main track in ms (40 when unknown).
-fn frame_ms(tracks: &[Track]) -> u64 {
-    tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Video && t.fpks > 0)
-        .map(|t| 1_000_000 / u64::from(t.fpks))
-        .unwrap_or(40)
 }
 
 /// Appends part `span` of segment `key` of the tracks `ids` as one movie fragment (`mfhd`
@@ -311,7 +294,7 @@ pub fn fragment(
     key: u64,
     out: &mut Vec<u8>,
 ) -> Option<()> {
-    if !hls::in_window(r, tracks, key) {
+    if !window::in_window(r, tracks, key) {
         return None;
     }
     let start = out.len();
@@ -341,7 +324,7 @@ pub fn part(
 /// True when part `index` of segment `key` is complete (`index` `None`: the whole segment).
 pub fn has_part(r: &StreamReader, tracks: &[Track], key: u64, index: Option<usize>) -> bool {
     match index {
-        None => hls::in_window(r, tracks, key) || r.meta().key(key.saturating_add(1)).is_some(),
+        None => window::in_window(r, tracks, key) || r.meta().key(key.saturating_add(1)).is_some(),
         Some(i) => parts(r, tracks, key).len() > i,
     }
 }
@@ -349,7 +332,7 @@ pub fn has_part(r: &StreamReader, tracks: &[Track], key: u64, index: Option<usiz
 /// Per track, the DASH segments in the window: (key number, start ms, duration ms), where a
 /// track's segment starts at its first packet after the keyframe that opens the segment.
 pub fn dash_timeline(r: &StreamReader, tracks: &[Track], id: u32) -> Vec<(u64, u64, u64)> {
-    let segs = hls::segments(r, tracks);
+    let segs = window::segments(r, tracks);
     let m = r.meta();
     let first_of = |start: u64, end: u64| {
         (start..end)
@@ -359,7 +342,14 @@ pub fn dash_timeline(r: &StreamReader, tracks: &[Track], id: u32) -> Vec<(u64, u
     };
     let starts: Vec<(u64, Option<u64>, u64, u64)> = segs
         .iter()
-        .map(|&(k, s, e, kd, d)| (k, first_of(s, e), kd, d))
+        .map(|s| {
+            (
+                s.key,
+                first_of(s.start_seq, s.end_seq),
+                s.dts,
+                s.duration_ms,
+            )
+        })
         .collect();
     let mut out = Vec::new();
     for (i, &(k, t, key_dts, dur)) in starts.iter().enumerate() {
@@ -405,7 +395,7 @@ pub fn mpd(r: &StreamReader, tracks: &[Track], now_ms: u64) -> Option<String> {
             },
         );
         if rep.bandwidth == 0 {
-            rep.bandwidth = hls::track_bandwidth(r, &[t.id]).unwrap_or(1) * 5 / 4;
+            rep.bandwidth = window::track_bandwidth(r, &[t.id]).unwrap_or(1) * 5 / 4;
         }
         reps.push(rep);
     }

@@ -15,6 +15,8 @@ use dtsc::hls::{
     VariantStream,
 };
 use dtsc::shm::{self, StreamReader};
+
+use crate::core::window;
 use dtsc::ts::TsMuxer;
 use dtsc::{Codec, Track, TrackKind};
 
@@ -86,37 +88,6 @@ pub fn canonical_track_set(ids: &[u32], present: &[u32]) -> Option<(Vec<u32>, St
     Some((v, name))
 }
 
-/// Bits per second of the window, measured over the complete segments in it.
-pub fn bandwidth(r: &StreamReader) -> u64 {
-    window_bandwidth(r, None).unwrap_or(2_000_000)
-}
-
-/// Bits per second of the tracks `ids` alone over the complete segments in the window (the
-/// whole window while it holds less than two segments); `None` with no packet of theirs.
-pub fn track_bandwidth(r: &StreamReader, ids: &[u32]) -> Option<u64> {
-    window_bandwidth(r, Some(ids))
-}
-
-fn window_bandwidth(r: &StreamReader, ids: Option<&[u32]>) -> Option<u64> {
-    let m = r.meta();
-    let (first, count) = (m.first_key(), m.key_count());
-    let start = m.key(first)?;
-    let (end_seq, end_dts) = match m.key(count.saturating_sub(1)) {
-        Some(b) if count >= first + 2 => (b.seq, b.dts),
-        _ => {
-            let last = m.write_seq().checked_sub(1).and_then(|s| m.packet(s))?;
-            (m.write_seq(), last.dts.max(start.dts + 1000))
-        }
-    };
-    let bytes: u64 = (start.seq..end_seq)
-        .filter_map(|s| m.packet(s))
-        .filter(|e| ids.is_none_or(|ids| ids.contains(&e.track)))
-        .map(|e| e.len as u64)
-        .sum();
-    let ms = end_dts.saturating_sub(start.dts).max(1);
-    (bytes > 0).then(|| bytes * 8 * 1000 / ms)
-}
-
 /// The master playlist of the tracks `sel` (those one format carries), each track's codec
 /// named by `codec`:
 /// * at most one audio track: one variant per video track, each with that audio muxed in
@@ -136,7 +107,7 @@ pub fn master_playlist(
     if sel.is_empty() {
         return None;
     }
-    let peak = |ids: &[u32]| track_bandwidth(r, ids).unwrap_or(0) * 5 / 4;
+    let peak = |ids: &[u32]| window::track_bandwidth(r, ids).unwrap_or(0) * 5 / 4;
     let of_kind =
         |k: TrackKind| -> Vec<&Track> { sel.iter().copied().filter(|t| t.kind == k).collect() };
     let (videos, audios) = (of_kind(TrackKind::Video), of_kind(TrackKind::Audio));
@@ -213,85 +184,19 @@ pub fn master(r: &StreamReader, tracks: &[Track]) -> Option<String> {
     })
 }
 
-/// One frame's duration of the main track in ms (for the length of an ended stream's last
-/// segment).
-pub(crate) fn frame_ms(tracks: &[Track]) -> u64 {
-    tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Video && t.fpks > 0)
-        .map(|t| 1_000_000 / t.fpks as u64)
-        .unwrap_or(40)
-}
-
-/// An ended stream's span in its window, as (DTS of its first keyframe, end) in ms: the end
-/// is the last DTS of `tracks` (the tracks an output carries) plus a frame, as the HLS
-/// playlist counts its last segment. `None` while it is live, or when its window holds no
-/// keyframe. The FLV outputs give their `duration` from it.
-pub fn ended_span(r: &StreamReader, tracks: &[Track]) -> Option<(u64, u64)> {
-    let m = r.meta();
-    if m.state() != shm::STATE_ENDED || m.key_count() <= m.first_key() {
-        return None;
-    }
-    let first = m.key(m.first_key())?;
-    let last_key = m.key(m.key_count() - 1)?;
-    let last = (last_key.seq..m.write_seq())
-        .filter_map(|s| m.packet(s))
-        .filter(|e| tracks.iter().any(|t| t.id == e.track))
-        .map(|e| e.dts)
-        .max()
-        .unwrap_or(last_key.dts);
-    Some((first.dts, last.max(first.dts) + frame_ms(tracks)))
-}
-
-/// The segments currently in the window, as (key number, start seq, end seq, start DTS,
-/// duration ms). The oldest segments are held back once the window has been trimmed, so a
-/// player never fetches a segment that is about to leave it.
-pub fn segments(r: &StreamReader, tracks: &[Track]) -> Vec<(u64, u64, u64, u64, u64)> {
-    let m = r.meta();
-    let ended = m.state() == shm::STATE_ENDED;
-    let (first, count) = (m.first_key(), m.key_count());
-    let write_seq = m.write_seq();
-    let mut out = Vec::new();
-    for k in first..count {
-        let Some(start) = m.key(k) else { continue };
-        if let Some(next) = m.key(k + 1) {
-            out.push((k, start.seq, next.seq, start.dts, next.dts - start.dts));
-        } else if ended && write_seq > start.seq {
-            let last = (start.seq..write_seq)
-                .filter_map(|s| m.packet(s))
-                .map(|e| e.dts)
-                .max()
-                .unwrap_or(start.dts);
-            out.push((
-                k,
-                start.seq,
-                write_seq,
-                start.dts,
-                last - start.dts + frame_ms(tracks),
-            ));
-        }
-    }
-    // Hold back segments within two segment lengths of leaving the window (the writer drops
-    // segment k once keyframe k+1 is dvr_ms old), so a player never asks for a vanished one.
-    let newest = out.last().map(|s| s.3 + s.4).unwrap_or(0);
-    let longest = out.iter().map(|s| s.4).max().unwrap_or(0);
-    out.retain(|s| s.3 + s.4 + m.dvr_ms() > newest + 2 * longest);
-    out
-}
-
 /// The media playlist of a track set.
 pub fn media_playlist(r: &StreamReader, tracks: &[Track]) -> String {
-    let segs = segments(r, tracks);
+    let segs = window::segments(r, tracks);
     let boot = r.meta().boot_ms();
     let pl = MediaPlaylist {
         target_duration_s: 0,
-        media_sequence: segs.first().map(|s| s.0).unwrap_or(0),
+        media_sequence: segs.first().map(|s| s.key).unwrap_or(0),
         segments: segs
             .iter()
-            .map(|&(k, _, _, _, dur)| Segment {
-                msn: k,
-                duration_ms: dur,
-                uri: format!("{boot}_{k}.ts"),
+            .map(|s| Segment {
+                msn: s.key,
+                duration_ms: s.duration_ms,
+                uri: format!("{boot}_{}.ts", s.key),
             })
             .collect(),
         ended: r.meta().state() == shm::STATE_ENDED,
@@ -310,11 +215,6 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     Some((boot.parse().ok()?, key.parse().ok()?))
 }
 
-/// True when segment `key` is complete and in the window (a player may fetch it).
-pub fn in_window(r: &StreamReader, tracks: &[Track], key: u64) -> bool {
-    segments(r, tracks).iter().any(|s| s.0 == key)
-}
-
 /// Muxes segment `key` of the given tracks into `out`. `None` when the segment is not (or no
 /// longer) in the window, or not complete yet.
 pub fn segment(
@@ -324,7 +224,8 @@ pub fn segment(
     key: u64,
     out: &mut Vec<u8>,
 ) -> Option<()> {
-    let (_, start, end, _, _) = segments(r, tracks).into_iter().find(|s| s.0 == key)?;
+    let seg = window::segment(r, tracks, key)?;
+    let (start, end) = (seg.start_seq, seg.end_seq);
     let sel: Vec<Track> = tracks
         .iter()
         .filter(|t| ids.contains(&t.id))
@@ -372,9 +273,9 @@ pub fn segment(
 
 /// A short text for logs: how many segments and how long.
 pub fn describe(r: &StreamReader, tracks: &[Track]) -> String {
-    let segs = segments(r, tracks);
+    let segs = window::segments(r, tracks);
     let mut s = String::new();
-    let total: u64 = segs.iter().map(|x| x.4).sum();
+    let total: u64 = segs.iter().map(|x| x.duration_ms).sum();
     let _ = write!(s, "{} segments, {} ms", segs.len(), total);
     s
 }

@@ -1,10 +1,14 @@
 //! Pushes out: one process per push, `sluice push --stream S --target URL`, as the
 //! controller's pushes (`push_start`, auto-push rules) start them. The target's scheme picks
-//! the protocol: `rtmp://` ([`crate::rtmp_push`]) or `rtsp://` ([`crate::rtsp_push`]); a
-//! file path is a recording ([`crate::record`]). The
+//! the protocol: `rtmp://` ([`crate::egress::rtmp_push`]) or `rtsp://` ([`crate::egress::rtsp_push`]); a
+//! file path is a recording ([`crate::egress::record`]). The
 //! process holds a slot of the session table (kind output) for the stats, and exits when the
 //! stream ends (0) or the target fails (1, with the reason on standard error): retrying is
 //! the controller's.
+
+pub mod record;
+pub mod rtmp_push;
+pub mod rtsp_push;
 
 use std::path::PathBuf;
 
@@ -25,7 +29,7 @@ pub struct PushArgs {
 }
 
 /// The schemes a push target may have (besides a file path, a recording:
-/// [`crate::record`]).
+/// [`crate::egress::record`]).
 pub const SCHEMES: &[&str] = &["rtmp://", "rtsp://"];
 
 /// Runs one push to its end.
@@ -36,7 +40,7 @@ pub fn run(args: PushArgs) -> Result<()> {
         .map(|(_, r)| r.split(['/', ':', '?']).next().unwrap_or(""))
         .map(|h| h.rsplit('@').next().unwrap_or(h).to_string())
         .unwrap_or_default();
-    let label = if crate::record::is_file_target(&args.target) {
+    let label = if crate::egress::record::is_file_target(&args.target) {
         "recording"
     } else if args.target.starts_with("rtmp://") {
         "RTMP push"
@@ -44,12 +48,12 @@ pub fn run(args: PushArgs) -> Result<()> {
         "RTSP push"
     };
     buffer::sessions::begin(&args.rundir, label, &host);
-    let r = if crate::record::is_file_target(&args.target) {
-        crate::record::record(&args)
+    let r = if crate::egress::record::is_file_target(&args.target) {
+        crate::egress::record::record(&args)
     } else if args.target.starts_with("rtmp://") {
-        crate::rtmp_push::push(&args)
+        crate::egress::rtmp_push::push(&args)
     } else if args.target.starts_with("rtsp://") {
-        crate::rtsp_push::push(&args)
+        crate::egress::rtsp_push::push(&args)
     } else {
         let shown = args.target.split("://").next().unwrap_or("");
         Err(anyhow::anyhow!(
@@ -60,15 +64,19 @@ pub fn run(args: PushArgs) -> Result<()> {
     buffer::sessions::end(None);
     match r {
         Ok(()) => Ok(()),
-        Err(e) => bail!("{}: push to {}: {e:#}", args.stream, redact(&args.target)),
+        Err(e) => bail!(
+            "{}: push to {}: {e:#}",
+            args.stream,
+            crate::core::url::redact(&args.target)
+        ),
     }
 }
 
 /// Opens the pushed stream as a viewer would (the session counted as an output), waits up
 /// to 15 s for media, and positions it: a live stream at its newest keyframe, an ended one
 /// at its start.
-pub(crate) fn open_source(args: &PushArgs) -> Result<crate::cursor::Cursor> {
-    let mut cursor = crate::cursor::Cursor::open(&args.rundir, &args.stream, "127.0.0.1")
+pub(crate) fn open_source(args: &PushArgs) -> Result<crate::core::cursor::Cursor> {
+    let mut cursor = crate::core::cursor::Cursor::open(&args.rundir, &args.stream, "127.0.0.1")
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.stream))?;
     buffer::sessions::set_stream(&args.stream, buffer::sessions::Kind::Output, None);
     if !cursor.wait_ready(std::time::Duration::from_secs(15), 1) {
@@ -100,34 +108,4 @@ pub(crate) fn connect(
         .with_context(|| format!("connecting to {addr}"))?;
     sock.set_nodelay(true)?;
     Ok(sock)
-}
-
-/// A URL with the password of its user part replaced by `***`, for logs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (auth, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match auth.rsplit_once('@') {
-        Some((user, host)) => {
-            let u = user.split(':').next().unwrap_or("");
-            format!("{scheme}://{u}:***@{host}{path}")
-        }
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        assert_eq!(
-            super::redact("rtsp://u:p%40ss@h:554/x"),
-            "rtsp://u:***@h:554/x"
-        );
-        assert_eq!(super::redact("rtmp://h/live/k"), "rtmp://h/live/k");
-    }
 }

@@ -3,7 +3,7 @@
 //! stream is read like any viewer's ([`Cursor`]: a live stream from its newest keyframe,
 //! an ended one from its start, sent at real time); the connection is
 //! [`dtsc::rtmp::client::PublishClient`] (sans-IO), and the media goes out through the
-//! shared loop ([`session::stream`]) as RTMP play does: onMetaData and sequence headers,
+//! shared loop ([`streaming::stream`]) as RTMP play does: onMetaData and sequence headers,
 //! then per packet an FLV body header and chunk headers, the payload a slice of the shared
 //! pages. One video and one audio track (what FLV carries).
 
@@ -14,10 +14,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use dtsc::rtmp::client::{ClientEvent, PublishClient};
 use dtsc::{PacketRef, Track};
 
-use crate::push::PushArgs;
-use crate::rtmp::FlvMessages;
-use crate::session::{self, Asked, Batch, Ended, Framing, Output};
-use crate::tracksel;
+use crate::core::streaming::{self, Asked, Batch, Ended, Framing, Output};
+use crate::core::tracksel;
+use crate::egress::PushArgs;
+use crate::serve::rtmp::FlvMessages;
 
 const PROTO: &str = "RTMP push";
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -27,9 +27,9 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 pub fn push(args: &PushArgs) -> Result<()> {
     let (host, port, app, name, tc_url) = PublishClient::parse_url(&args.target)
         .ok_or_else(|| anyhow!("not an RTMP URL of the form rtmp://host[:port]/app/name"))?;
-    let mut cursor = crate::push::open_source(args)?;
+    let mut cursor = crate::egress::open_source(args)?;
     cursor.narrow_to(tracksel::flv_carried);
-    let mut sock = crate::push::connect(&host, port, HANDSHAKE)?;
+    let mut sock = crate::egress::connect(&host, port, HANDSHAKE)?;
     let mut client = PublishClient::new(&tc_url, &app, &name, crate::seed());
     client.start(0);
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -64,7 +64,7 @@ pub fn push(args: &PushArgs) -> Result<()> {
         PROTO,
         "{}: publishing to {} ({} tracks)",
         args.stream,
-        crate::push::redact(&args.target),
+        crate::core::url::redact(&args.target),
         cursor.tracks().len()
     );
     sock.set_read_timeout(None)?;
@@ -76,7 +76,8 @@ pub fn push(args: &PushArgs) -> Result<()> {
     };
     let pending = out.client.take_output();
     // A buffer that dies is replaced and the push goes on from the new one.
-    let ended = session::stream_resuming(&mut sock, &mut cursor, &mut out, pending, Framing::Raw)?;
+    let ended =
+        streaming::stream_resuming(&mut sock, &mut cursor, &mut out, pending, Framing::Raw)?;
     if let Some(why) = out.stopped {
         bail!("the target ended the publish: {why}");
     }
@@ -84,7 +85,7 @@ pub fn push(args: &PushArgs) -> Result<()> {
         PROTO,
         "{}: push to {} ended ({})",
         args.stream,
-        crate::push::redact(&args.target),
+        crate::core::url::redact(&args.target),
         match ended {
             Ended::StreamEnded => "the stream ended",
             Ended::ClientLeft | Ended::BufferGone => "the target left",

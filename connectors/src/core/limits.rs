@@ -6,7 +6,7 @@
 //! process enforces the deadlines on itself: [`arm`] starts a whole-request deadline (a
 //! one-shot `SIGALRM`: when it fires, the process writes its log line and exits, wherever it
 //! is blocked), [`disarm`] stops it once the client's request was read; the streaming loop
-//! (`crate::session`) drops a viewer whose socket took nothing for [`Limits::stall`] or that
+//! (`crate::core::streaming`) drops a viewer whose socket took nothing for [`Limits::stall`] or that
 //! has more than [`Limits::max_queued`] bytes waiting.
 //!
 //! Every limit that bites writes a log line naming the limit and the peer.

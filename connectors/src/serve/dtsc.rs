@@ -7,7 +7,7 @@
 //!    when its source is `push://@KEY`; the stream's address rules apply as for RTMP).
 //! 3. Play: the server sends a `DTSC` header without index members, then `DTP2` frames from
 //!    a keyframe (the newest of a live stream, the first of an ended one), a new header
-//!    whenever the tracks change; the shared connection loop ([`session::stream_resuming`])
+//!    whenever the tracks change; the shared connection loop ([`streaming::stream_resuming`])
 //!    sends each payload straight from the shared pages. Push: the client sends a header and
 //!    `DTP2` frames, which go to the stream's buffer as they are (checked frame by frame: a
 //!    frame that does not parse ends the connection with an `error` command).
@@ -22,10 +22,10 @@ use anyhow::{anyhow, bail, Result};
 use dtsc::wire::{self, Frame, Header, Value};
 use dtsc::{PacketRef, Track};
 
-use crate::control::{self, OpenError, PushAuth};
-use crate::cursor::Cursor;
-use crate::publisher::Publisher;
-use crate::session::{self, Asked, Batch, Ended, Framing, Output};
+use crate::core::control::{self, OpenError, PushAuth};
+use crate::core::cursor::Cursor;
+use crate::core::publisher::Publisher;
+use crate::core::streaming::{self, Asked, Batch, Ended, Framing, Output};
 use crate::Ctx;
 
 const PROTO: &str = "DTSC";
@@ -179,7 +179,7 @@ struct ClosedQuietly;
 
 /// Serves one DTSC client.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
-    let peer = crate::tls::peer_addr(&sock)
+    let peer = crate::core::tls::peer_addr(&sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let mut out = Vec::new();
@@ -187,7 +187,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     sock.write_all(&out)?;
     let (cmd, rest) = match first_command(&mut sock) {
         Ok(c) => {
-            crate::limits::disarm();
+            crate::core::limits::disarm();
             c
         }
         Err(e) if e.is::<ClosedQuietly>() => return Ok(()),
@@ -222,7 +222,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
 }
 
 fn play(mut sock: TcpStream, ctx: &Ctx, peer: &str, stream: &str) -> Result<()> {
-    crate::listener::set_process_name("DTSC play");
+    crate::core::listener::set_process_name("DTSC play");
     let mut cursor = match Cursor::open(&ctx.rundir, stream, peer) {
         Ok(c) => c,
         Err(e) => {
@@ -256,7 +256,7 @@ fn play(mut sock: TcpStream, ctx: &Ctx, peer: &str, stream: &str) -> Result<()> 
         replies: Vec::new(),
         head: Vec::new(),
     };
-    match session::stream_resuming(&mut sock, &mut cursor, &mut out, Vec::new(), Framing::Raw) {
+    match streaming::stream_resuming(&mut sock, &mut cursor, &mut out, Vec::new(), Framing::Raw) {
         Ok(Ended::StreamEnded) => crate::log!(PROTO, "{peer}: {stream} ended"),
         Ok(_) => crate::log!(PROTO, "{peer}: left {stream}"),
         Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),
@@ -336,7 +336,7 @@ fn push(
     password: Option<String>,
     mut buf: Vec<u8>,
 ) -> Result<()> {
-    crate::listener::set_process_name("DTSC push");
+    crate::core::listener::set_process_name("DTSC push");
     let auth = PushAuth::Key(password);
     let attached = control::open_push(&ctx.rundir, stream, peer, &auth)
         .map_err(|e| anyhow!("{e}"))

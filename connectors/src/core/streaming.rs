@@ -1,5 +1,5 @@
 //! The one connection loop every streaming output shares (MistServer's `Output` base, as a
-//! trait and a function): after a protocol has opened the stream ([`crate::cursor::Cursor`])
+//! trait and a function): after a protocol has opened the stream ([`crate::core::cursor::Cursor`])
 //! and answered its client, [`stream`] pumps packets from shared memory to the socket until
 //! the stream ends or the client leaves.
 //!
@@ -20,7 +20,7 @@ use dtsc::shm::StreamReader;
 use dtsc::{PacketRef, Track};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::cursor::{Cursor, Next};
+use crate::core::cursor::{Cursor, Next};
 
 /// One streaming format, driven by [`stream`]. `'m` is the lifetime of the stream's shared
 /// mapping: an output may keep packets of the current batch until [`Output::flush`].
@@ -394,8 +394,8 @@ fn acked_bytes(fd: std::os::fd::RawFd) -> Option<u64> {
     buffer::sessions::tcp_info(&sock).map(|i| i.0)
 }
 
-/// A viewer that does not take what it is sent is dropped ([`crate::limits::Limits::stall`],
-/// [`crate::limits::Limits::max_queued`]): a stalled reader costs one process's bounded
+/// A viewer that does not take what it is sent is dropped ([`crate::core::limits::Limits::stall`],
+/// [`crate::core::limits::Limits::max_queued`]): a stalled reader costs one process's bounded
 /// buffer, never the buffer's memory or other viewers' time.
 #[derive(Debug, thiserror::Error)]
 pub enum Stalled {
@@ -545,7 +545,7 @@ fn stream_from<'m, O: Output<'m>>(
         Start::Resumed(had) => (Some(false), had),
     };
     let mut checked = Instant::now();
-    let limits = crate::limits::get();
+    let limits = crate::core::limits::get();
     // When the client last acknowledged a byte, or had nothing waiting (`Drain`).
     let tcp = buffer::sessions::counted().unwrap_or(sock);
     if limits.send_buffer > 0 {

@@ -6,7 +6,7 @@
 //! * `http(s)://…/x.ts` and `http(s)://…/x.flv`: HTTP-TS and HTTP-FLV, a daisy chain from
 //!   another Sluice (`/S.ts`, `/S.flv`), MistServer or HTTP Stream Pump.
 //! * `dtsc://HOST[:4200]/S`: stream S of another Sluice's or MistServer's DTSC connector
-//!   (`play`, `crate::dtsc_tcp`): an edge pulling from its origin.
+//!   (`play`, `crate::serve::dtsc`): an edge pulling from its origin.
 //! * `rtmp://HOST[:1935]/APP/S`: stream S played from another RTMP server (nginx-rtmp, SRS,
 //!   a MistServer, a Sluice), through `dtsc::rtmp::client::RtmpClient` (sans-IO).
 //! * `http(s)://…/x.m3u8`: a live HLS stream of MPEG-TS or fragmented MP4 segments
@@ -39,7 +39,7 @@ use dtsc::tsdemux::{TsDemuxer, TsEvent};
 use dtsc::wire::{self, Header};
 use dtsc::PacketRef;
 
-use crate::rtsp_pull::PullArgs;
+use crate::ingest::rtsp_pull::PullArgs;
 
 const PROTO: &str = "pull";
 /// A connection that brought nothing for this long is given up and made again.
@@ -514,7 +514,7 @@ pub fn run(args: PullArgs) -> Result<()> {
     let socket = buffer::ipc::socket_path(&args.rundir, &args.stream);
     let mut attached = buffer::ipc::attach(&socket, buffer::ipc::Mode::Push)
         .context("attaching to the stream's buffer")?;
-    let shown = crate::push::redact(&args.url);
+    let shown = crate::core::url::redact(&args.url);
     crate::log!(PROTO, "{}: pulling {shown}", args.stream);
     let stats_path = args.rundir.join(format!("{}.pull.json", args.stream));
     let host = shown
@@ -644,7 +644,7 @@ impl Stats {
             "bytes": self.bytes,
             "last_error": why,
         });
-        crate::rtsp_pull::write_stats_file(&self.path, &v);
+        crate::ingest::rtsp_pull::write_stats_file(&self.path, &v);
     }
 
     fn tick(&mut self) {
@@ -868,7 +868,7 @@ fn hls_session(
                 crate::log!(
                     PROTO,
                     "{}: fell behind the playlist: segments {n}..{} skipped",
-                    crate::push::redact(url),
+                    crate::core::url::redact(url),
                     media.media_sequence
                 );
                 media.media_sequence
@@ -1022,7 +1022,7 @@ fn rtmp_session(
             match ev {
                 ClientEvent::Playing => {
                     st.sessions += 1;
-                    crate::log!(PROTO, "{}: playing", crate::push::redact(url));
+                    crate::log!(PROTO, "{}: playing", crate::core::url::redact(url));
                 }
                 ClientEvent::Media {
                     kind,
@@ -1041,7 +1041,7 @@ fn rtmp_session(
                     crate::log!(
                         PROTO,
                         "{}: the server stopped: {why}",
-                        crate::push::redact(url)
+                        crate::core::url::redact(url)
                     );
                     return Ok(());
                 }

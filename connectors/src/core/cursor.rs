@@ -11,8 +11,8 @@ use dtsc::shm::{self, StreamReader};
 use dtsc::wire::{self, Frame, Header};
 use dtsc::{PacketRef, Track};
 
-use crate::control::{self, OpenError};
-use crate::tracksel::Selection;
+use crate::core::control::{self, OpenError};
+use crate::core::tracksel::Selection;
 
 /// What [`Cursor::next_packet`] found.
 pub enum Next<'a> {

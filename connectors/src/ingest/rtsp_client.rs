@@ -2,7 +2,7 @@
 //! go in with [`RtspClient::recv`], bytes to send come out of [`RtspClient::transmit`], and
 //! what happened comes out of [`RtspClient::poll_event`]; the caller owns the sockets and the
 //! clock (times are ms on any monotonic clock). This is how Sluice pulls from IP cameras
-//! (`connectors::rtsp_pull`).
+//! (`connectors::ingest::rtsp_pull`).
 //!
 //! Play sequence: OPTIONS, DESCRIBE (`Accept: application/sdp`), one SETUP per track Sluice can
 //! read (in the SDP's order, `RTP/AVP/TCP` interleaved on channels 2i and 2i+1, or
@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use rtsp_types::headers::{self, Transport, Transports};
 use rtsp_types::{Message, Method, ParseError, Request, Response, StatusCode, Url, Version};
 
-use crate::rtp_ingest::{sdp_tracks, RecvTrack};
+use crate::ingest::rtp_ingest::{sdp_tracks, RecvTrack};
 
 /// Most unparsed bytes held from the server before the session is given up.
 pub const MAX_PENDING: usize = 4 << 20;
@@ -572,7 +572,7 @@ fn method_name(m: &Method) -> String {
 /// `%XX` escapes of a URL's user part decoded (RFC 3986 §2.1); `None` when they are not
 /// valid UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    crate::http::percent_decode_utf8(s)
+    crate::core::url::percent_decode_utf8(s)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Progressive HTTP outputs: one endless response per viewer, the stream in one container.
 //! `/S.flv` (FLV, as mpegts.js, ffmpeg and VLC read it), `/S.ts` (MPEG-TS, continuous
-//! continuity counters) and `/S.mp4` / `/S.fmp4` (fragmented MP4). Both are outputs of the shared loop in [`crate::session`].
+//! continuity counters) and `/S.mp4` / `/S.fmp4` (fragmented MP4). Both are outputs of the shared loop in [`crate::core::streaming`].
 
 use anyhow::Result;
 use dtsc::flv::{self, TagKind};
@@ -8,7 +8,7 @@ use dtsc::mp4::{self, FragmentBuilder};
 use dtsc::ts::TsMuxer;
 use dtsc::{Codec, PacketRef, Track, TrackKind};
 
-use crate::session::{self, Batch, Output};
+use crate::core::streaming::{self, Batch, Output};
 
 /// FLV over HTTP. Tag timestamps start at 0 at the first packet sent (players of progressive
 /// FLV, mpegts.js among them, expect a timeline from zero); composition offsets are kept.
@@ -194,14 +194,14 @@ impl<'m> Output<'m> for MkvOutput {
 /// the fragment sequence number, ISO/IEC 14496-12 §8.8.5); [`Fmp4Output`] holds one
 /// mapping's fragment. So when the stream's buffer dies, the response goes on from the new
 /// buffer with the next sequence number and no second init segment
-/// ([`session::stream_resuming`]).
+/// ([`streaming::stream_resuming`]).
 #[derive(Default)]
 pub struct Fmp4Progressive {
     tracks: Vec<Track>,
     seq: u32,
 }
 
-impl session::Resumable for Fmp4Progressive {
+impl streaming::Resumable for Fmp4Progressive {
     type Out<'m> = Fmp4Output<'m>;
     fn output<'m>(&'m mut self) -> Fmp4Output<'m> {
         // Resumed: a builder for the tracks the init segment already announced.

@@ -16,12 +16,12 @@ use dtsc::rtmp::session::{Event, MediaKind, ServerConfig, ServerSession, Session
 use dtsc::rtmp::MediaSender;
 use dtsc::{Codec, PacketRef, Track, TrackKind};
 
-use crate::control::{self, OpenError};
-use crate::cursor::Cursor;
-use crate::listener::set_process_name;
-use crate::publisher::Publisher;
-use crate::session::{self, Asked, Batch, Ended, Framing, Output};
-use crate::tracksel::{self, Selection};
+use crate::core::control::{self, OpenError};
+use crate::core::cursor::Cursor;
+use crate::core::listener::set_process_name;
+use crate::core::publisher::Publisher;
+use crate::core::streaming::{self, Asked, Batch, Ended, Framing, Output};
+use crate::core::tracksel::{self, Selection};
 use crate::Ctx;
 
 const PROTO: &str = "RTMP";
@@ -65,14 +65,14 @@ fn flush(sock: &mut TcpStream, session: &mut ServerSession) -> Result<()> {
 
 /// Serves one RTMP connection.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
-    let peer = crate::tls::peer_addr(&sock)
+    let peer = crate::core::tls::peer_addr(&sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let _ = sock.set_nodelay(true);
     sock.set_read_timeout(Some(COMMAND_TIMEOUT))?;
     let mut session = ServerSession::new(ServerConfig {
         random_seed: crate::seed(),
-        reject_connect: crate::limits::refusing().map(str::to_string),
+        reject_connect: crate::core::limits::refusing().map(str::to_string),
         ..ServerConfig::default()
     });
     // Small: a forked viewer's private memory is mostly its buffers (docs/PERFORMANCE.md);
@@ -100,10 +100,10 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
             match ev {
                 Event::Connect { app, tc_url } => {
                     base_url = tc_url.unwrap_or_else(|| {
-                        let local = crate::tls::local_addr(&sock)
+                        let local = crate::core::tls::local_addr(&sock)
                             .map(|a| a.to_string())
                             .unwrap_or_default();
-                        let scheme = if crate::tls::is_tls() {
+                        let scheme = if crate::core::tls::is_tls() {
                             "rtmps"
                         } else {
                             "rtmp"
@@ -113,14 +113,14 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                 }
                 Event::Publish { name, .. } => {
                     // The client's request is in: what follows waits on us, not on it.
-                    crate::limits::disarm();
+                    crate::core::limits::disarm();
                     // The URL the encoder published to, for the PUSH_REWRITE and
                     // STREAM_PUSH triggers.
                     control::set_request_url(&format!("{}/{name}", base_url.trim_end_matches('/')));
                     return publish(sock, session, ctx, &peer, &name, buf);
                 }
                 Event::Play { name, start, .. } => {
-                    crate::limits::disarm();
+                    crate::core::limits::disarm();
                     return play(sock, session, ctx, &peer, &name, start);
                 }
                 Event::DeleteStream { .. } | Event::CloseStream { .. } => {}
@@ -312,12 +312,12 @@ fn play(
         msgs: FlvMessages::default(),
         paused: false,
         clock: None,
-        duration_ms: crate::hls::ended_span(cursor.reader(), cursor.tracks())
-            .map(|(first, end)| end - first),
+        duration_ms: crate::core::window::ended_span(cursor.reader(), cursor.tracks())
+            .map(|span| span.end - span.start),
         seeked: false,
     };
     // A buffer that dies is replaced and the viewer goes on from the new one.
-    match session::stream_resuming(&mut sock, &mut cursor, &mut out, pending, Framing::Raw) {
+    match streaming::stream_resuming(&mut sock, &mut cursor, &mut out, pending, Framing::Raw) {
         Ok(Ended::StreamEnded) => crate::log!(PROTO, "{peer}: {stream} ended"),
         Ok(Ended::ClientLeft | Ended::BufferGone) => {}
         Err(e) => return Err(anyhow!("{peer}: play {stream}: {e:#}")),

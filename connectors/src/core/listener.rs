@@ -4,7 +4,7 @@
 //! Forking without exec keeps a viewer's process small: it shares the listener's pages
 //! copy-on-write and only its own stack and buffers are private (see `docs/PERFORMANCE.md`).
 //! The listener must stay single-threaded for `fork` to be sound. It counts its children
-//! (reaping them itself) to hold the caps of [`crate::limits`].
+//! (reaping them itself) to hold the caps of [`crate::core::limits`].
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,8 +16,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{fork, ForkResult};
 
-use crate::limits::{self, Children, Limits, Refusal, Totals};
-use crate::tls::{self, CertFiles};
+use crate::core::limits::{self, Children, Limits, Refusal, Totals};
+use crate::core::tls::{self, CertFiles};
 use crate::Ctx;
 
 /// Sets this process's name as `/proc/PID/comm` shows it (at most 15 bytes).
@@ -60,7 +60,7 @@ fn bind(interface: &str, port: u16) -> Result<TcpListener> {
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         // `::` takes IPv4 clients too (as IPv4-mapped addresses, made plain again by
-        // `crate::tls::peer_addr`).
+        // `crate::core::tls::peer_addr`).
         setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
     }
     bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
@@ -69,7 +69,7 @@ fn bind(interface: &str, port: u16) -> Result<TcpListener> {
 }
 
 /// What the listener answers a connection it will not serve (the limits of
-/// [`crate::limits`]): HTTP gets `503 Service Unavailable` with `Retry-After` (RFC 9110
+/// [`crate::core::limits`]): HTTP gets `503 Service Unavailable` with `Retry-After` (RFC 9110
 /// §15.6.4, §10.2.3), written without reading the request; other protocols need a parsed
 /// request to answer, so their connection is closed.
 fn refuse(proto: &str, sock: &TcpStream) {

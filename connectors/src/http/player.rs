@@ -21,18 +21,18 @@ use serde_json::{json, Map, Value};
 use dtsc::shm::{self, StreamReader};
 use dtsc::{Codec, Track, TrackKind};
 
-use crate::{cmaf, hls, smooth};
+use crate::http::{cmaf, smooth};
 
 /// hls.js, minified (Apache-2.0).
-pub const HLS_JS: &[u8] = include_bytes!("../player/vendor/hls.min.js");
+pub const HLS_JS: &[u8] = include_bytes!("../../player/vendor/hls.min.js");
 /// dash.js with Smooth Streaming, minified (BSD-3-Clause).
-pub const DASH_JS: &[u8] = include_bytes!("../player/vendor/dash.all.min.js");
+pub const DASH_JS: &[u8] = include_bytes!("../../player/vendor/dash.all.min.js");
 /// dash.js's Smooth Streaming module, loaded after [`DASH_JS`] (BSD-3-Clause).
-pub const DASH_MSS_JS: &[u8] = include_bytes!("../player/vendor/dash.mss.min.js");
+pub const DASH_MSS_JS: &[u8] = include_bytes!("../../player/vendor/dash.mss.min.js");
 /// mpegts.js, minified (Apache-2.0).
-pub const MPEGTS_JS: &[u8] = include_bytes!("../player/vendor/mpegts.js");
+pub const MPEGTS_JS: &[u8] = include_bytes!("../../player/vendor/mpegts.js");
 /// The player page; `{{STREAM_JSON}}` and `{{STREAM_HTML}}` are filled in.
-const PAGE: &str = include_str!("../player/page.html");
+const PAGE: &str = include_str!("../../player/page.html");
 
 /// A vendored script by request path (`/hlsjs.js`, `/dashjs.js`, `/dashjs-mss.js`,
 /// `/mpegts.js`).
@@ -298,7 +298,7 @@ pub fn info(stream: &str, host: &str, r: &StreamReader, tracks: &[Track]) -> Val
         "source": sources,
         // Segments and parts available, for scripts that poll (not in MistServer).
         "sluice": {
-            "segments": hls::segments(r, tracks).len(),
+            "segments": crate::core::window::segments(r, tracks).len(),
             "part_target_ms": cmaf::PART_TARGET_MS,
             "smooth_streams": smooth::smooth_tracks(tracks).len(),
         },

@@ -36,13 +36,13 @@ use dtsc::{Codec, PacketRef, Track};
 use rtsp_types::headers::{self, Transport, Transports};
 use rtsp_types::{Message, Method, ParseError, Request, Response, StatusCode, Version};
 
-use crate::control::{OpenError, PushAuth};
-use crate::cursor::Cursor;
-use crate::listener::set_process_name;
-use crate::publisher::Publisher;
-use crate::rtp_ingest::{sdp_tracks, RtpIngest};
-use crate::rtsp_auth::{self, Authorization, NonceCheck, Nonces};
-use crate::session::{self, Asked, Batch, Ended, Framing, Output};
+use crate::core::control::{OpenError, PushAuth};
+use crate::core::cursor::Cursor;
+use crate::core::listener::set_process_name;
+use crate::core::publisher::Publisher;
+use crate::core::streaming::{self, Asked, Batch, Ended, Framing, Output};
+use crate::ingest::rtp_ingest::{sdp_tracks, RtpIngest};
+use crate::serve::rtsp_auth::{self, Authorization, NonceCheck, Nonces};
 use crate::Ctx;
 
 const PROTO: &str = "RTSP";
@@ -142,7 +142,7 @@ fn next_random(s: &mut u64) -> u64 {
 /// Serves one RTSP connection.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     set_process_name("RTSP");
-    let peer = crate::tls::peer_addr(&sock)
+    let peer = crate::core::tls::peer_addr(&sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     sock.set_read_timeout(Some(Duration::from_secs(TIMEOUT_S)))?;
@@ -160,8 +160,8 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                 buf.drain(..used);
                 // The request is in: answering it may wait on us (a stream's first data),
                 // not on the client.
-                crate::limits::disarm();
-                if let Some(why) = crate::limits::refusing() {
+                crate::core::limits::disarm();
+                if let Some(why) = crate::core::limits::refusing() {
                     // Over the server's caps: 503 with Retry-After (RFC 7826 §17.5.4).
                     let resp = response(&req, StatusCode::ServiceUnavailable)
                         .header(headers::RETRY_AFTER, "5")
@@ -188,8 +188,8 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
                     Action::Continue => {
                         sock.write_all(&out)?;
                         // The next request has its own whole-request deadline.
-                        let l = crate::limits::get();
-                        crate::limits::arm(PROTO, &peer, "the next request", l.request);
+                        let l = crate::core::limits::get();
+                        crate::core::limits::arm(PROTO, &peer, "the next request", l.request);
                     }
                     Action::Close => {
                         sock.write_all(&out)?;
@@ -303,7 +303,7 @@ pub fn stream_of(req: &Request<Vec<u8>>) -> Option<String> {
     if parts.last().is_some_and(|p| p.starts_with("trackID=")) {
         parts.pop();
     }
-    parts.last().map(|s| crate::http::percent_decode(s))
+    parts.last().map(|s| crate::core::url::percent_decode(s))
 }
 
 /// The track id of a SETUP URL (`…/trackID=N`).
@@ -455,9 +455,10 @@ fn answer(
                     RecordTransport::Udp(cp, cp2) => {
                         // UDP: two sockets of ours; the track's channel names them internally.
                         // Only the publisher's address and the ports it named may send to them.
-                        let (Ok(local), Ok(from)) =
-                            (crate::tls::local_addr(sock), crate::tls::peer_addr(sock))
-                        else {
+                        let (Ok(local), Ok(from)) = (
+                            crate::core::tls::local_addr(sock),
+                            crate::core::tls::peer_addr(sock),
+                        ) else {
                             continue;
                         };
                         let (Ok(a), Ok(b)) = (
@@ -695,7 +696,7 @@ fn window_ms(c: &Cursor) -> Option<(u64, u64)> {
 /// The SDP of the stream (RFC 4566; media descriptions per RFC 6184 §8.2.1, RFC 7798 §7.2,
 /// RFC 3640 §4.1), written with `sdp-types`.
 fn describe(name: &str, c: &Cursor, sock: &TcpStream) -> String {
-    let local = crate::tls::local_addr(sock)
+    let local = crate::core::tls::local_addr(sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|_| "127.0.0.1".into());
     let ended = c.reader().meta().state() == dtsc::shm::STATE_ENDED;
@@ -807,8 +808,8 @@ fn transport(t: &Transport, sock: &TcpStream, n: usize) -> Option<(Path, String)
     }
     let (cp, cp2) = rtp.params.client_port?;
     let cp2 = cp2.unwrap_or(cp.wrapping_add(1));
-    let peer = crate::tls::peer_addr(sock).ok()?.ip();
-    let local = crate::tls::local_addr(sock).ok()?.ip();
+    let peer = crate::core::tls::peer_addr(sock).ok()?.ip();
+    let local = crate::core::tls::local_addr(sock).ok()?.ip();
     let rtp_sock = UdpSocket::bind((local, 0)).ok()?;
     let rtcp_sock = UdpSocket::bind((local, 0)).ok()?;
     let (sp, sp2) = (
@@ -840,7 +841,7 @@ fn play(mut sock: TcpStream, mut st: State, response: Vec<u8>, peer: &str) -> Re
     sock.set_read_timeout(None)?;
     // A buffer that dies is replaced and the session goes on from the new one with the same
     // SSRCs, sequence numbers and RTP clocks (the publisher's timestamps go on too).
-    match session::stream_resuming(&mut sock, &mut cursor, &mut out, response, Framing::Raw) {
+    match streaming::stream_resuming(&mut sock, &mut cursor, &mut out, response, Framing::Raw) {
         Ok(Ended::StreamEnded) => {
             crate::log!(PROTO, "{peer}: {stream} ended ({})", out.report_summary());
             linger(&mut sock, &mut out)
@@ -886,7 +887,7 @@ pub fn stream_out(
         .collect();
     let mut out = RtspPlay::new(setups, String::new(), cursor.reader());
     let ended =
-        session::stream_resuming(&mut sock, &mut cursor, &mut out, Vec::new(), Framing::Raw)
+        streaming::stream_resuming(&mut sock, &mut cursor, &mut out, Vec::new(), Framing::Raw)
             .map_err(|e| anyhow!("{peer}: push {stream}: {e:#}"))?;
     crate::log!(PROTO, "{peer}: push of {stream}: {}", out.report_summary());
     Ok(matches!(ended, Ended::StreamEnded))
@@ -1416,7 +1417,7 @@ fn announce(
     let tracks = sdp_tracks(req.body()).map_err(|e| (StatusCode::UnsupportedMediaType, e))?;
     let auth = req.header(&headers::AUTHORIZATION).map(|v| v.as_str());
     let push_auth = push_credentials(auth, key, nonces, now_ms)?;
-    let opened = crate::control::open_push(&ctx.rundir, &name, peer, &push_auth);
+    let opened = crate::core::control::open_push(&ctx.rundir, &name, peer, &push_auth);
     let path = opened.map_err(|e| match e {
         OpenError::Unauthorized(r) => (StatusCode::Unauthorized, r),
         e => (StatusCode::Forbidden, e.to_string()),

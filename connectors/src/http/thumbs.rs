@@ -18,8 +18,8 @@
 
 use dtsc::{Codec, Track, TrackKind};
 
-use crate::cursor::Cursor;
-use crate::segcache::SegmentCache;
+use crate::core::cursor::Cursor;
+use crate::core::segcache::SegmentCache;
 
 /// JPEG quality (1..=100) of thumbnails.
 pub const QUALITY: u8 = 85;

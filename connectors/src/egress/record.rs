@@ -31,10 +31,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use dtsc::shm::StreamReader;
 use dtsc::{Track, TrackKind};
 
-use crate::cursor::{Cursor, Next};
-use crate::progressive::{FlvOutput, Fmp4Progressive, MkvOutput, TsOutput};
-use crate::push::PushArgs;
-use crate::session::{Batch, Output, Resumable};
+use crate::core::cursor::{Cursor, Next};
+use crate::core::progressive::{FlvOutput, Fmp4Progressive, MkvOutput, TsOutput};
+use crate::core::streaming::{Batch, Output, Resumable};
+use crate::egress::PushArgs;
 
 const PROTO: &str = "recording";
 
@@ -215,7 +215,7 @@ enum FileEnd {
 /// Records `args.stream` to the file target `args.target` until the stream ends.
 pub fn record(args: &PushArgs) -> Result<()> {
     let target = parse_target(&args.target).inspect_err(|e| permanent(args, &e.to_string()))?;
-    let mut cursor = crate::push::open_source(args)?;
+    let mut cursor = crate::egress::open_source(args)?;
     crate::log!(
         PROTO,
         "{}: recording to {} ({}{})",
@@ -336,7 +336,11 @@ fn record_file<'m, O: Output<'m>>(
 ) -> Result<FileEnd> {
     let sync = |out: &O, file: &File, tracks: &[Track], stats: &(u64, Option<u64>, u64)| {
         if let Some(first) = stats.1 {
-            on_sync(out, file, stats.2 - first + crate::hls::frame_ms(tracks))?;
+            on_sync(
+                out,
+                file,
+                stats.2 - first + crate::core::window::frame_ms(tracks),
+            )?;
         }
         file.sync_data().context("syncing the recording")
     };
@@ -487,7 +491,7 @@ fn report_done(args: &PushArgs, format: Format, d: &FileDone) {
         ("last_ms", d.last_ms.to_string()),
         ("reason", d.reason.clone()),
     ];
-    if let Err(e) = crate::control::report(&args.rundir, &fields) {
+    if let Err(e) = crate::core::control::report(&args.rundir, &fields) {
         crate::log!(
             PROTO,
             "{}: could not report the recording: {e:#}",
@@ -504,7 +508,7 @@ fn permanent(args: &PushArgs, why: &str) {
         ("target", args.target.clone()),
         ("reason", why.to_string()),
     ];
-    let _ = crate::control::report(&args.rundir, &fields);
+    let _ = crate::core::control::report(&args.rundir, &fields);
 }
 
 #[cfg(test)]

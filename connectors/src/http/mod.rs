@@ -1,7 +1,14 @@
 //! The HTTP connector: one process per TCP connection, HTTP/1.1 keep-alive, request parsing by
-//! `httparse`. Serves HLS (see [`crate::hls`]) under MistServer's URL layout
+//! `httparse`. Serves HLS (see [`crate::http::hls`]) under MistServer's URL layout
 //! (`/hls/S/index.m3u8`). Every response carries CORS (`Access-Control-Allow-Origin: *`) and a
 //! Cache-Control that lets an HTTP cache front it: playlists short-lived, segments long-lived.
+
+pub mod cmaf;
+pub mod hds;
+pub mod hls;
+pub mod player;
+pub mod smooth;
+pub mod thumbs;
 
 use std::collections::HashMap;
 use std::io::{IoSlice, Read, Write};
@@ -11,12 +18,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::control::OpenError;
-use crate::cursor::Cursor;
-use crate::segcache::{self, SegmentCache};
-use crate::thumbs;
-use crate::tracksel::{self, Selection};
-use crate::{cmaf, hds, hls, player, progressive, session, smooth, Ctx};
+use crate::core::control::OpenError;
+use crate::core::cursor::Cursor;
+use crate::core::segcache::{self, SegmentCache};
+use crate::core::tracksel::{self, Selection};
+use crate::core::url::{percent_decode, percent_decode_utf8};
+use crate::core::window;
+use crate::core::{progressive, streaming};
+use crate::Ctx;
 use dtsc::{Codec, TrackKind};
 
 /// Largest request head accepted, bytes.
@@ -545,7 +554,7 @@ impl Conn<'_> {
         let Some((ids, number)) = hds::parse_fragment_name(file) else {
             return Response::text(404, "Not found").into();
         };
-        if !hls::in_window(r, tracks, u64::from(number) - 1) {
+        if !window::in_window(r, tracks, u64::from(number) - 1) {
             return Response::text(404, "Fragment not in the window").into();
         }
         let present: Vec<u32> = tracks.iter().map(|t| t.id).collect();
@@ -793,7 +802,7 @@ fn serve_segment(
     if meta.boot_ms() != boot {
         return Response::text(404, "Segment of an earlier run of this stream").into();
     }
-    if !hls::in_window(c.reader(), c.tracks(), key) {
+    if !window::in_window(c.reader(), c.tracks(), key) {
         return Response::text(404, "Segment not in the window").into();
     }
     let cache = SegmentCache::new(rundir, stream, boot, meta.dvr_ms());
@@ -813,9 +822,9 @@ fn progressive(
     stream: &str,
     (selection, span): (Selection, Span),
     head_only: bool,
-    framing: session::Framing,
+    framing: streaming::Framing,
 ) -> std::result::Result<(), Response> {
-    crate::listener::set_process_name(match kind {
+    crate::core::listener::set_process_name(match kind {
         Progressive::Flv => "HTTP FLV",
         Progressive::Ts => "HTTP TS",
         Progressive::Mp4 => "HTTP MP4",
@@ -890,7 +899,7 @@ fn progressive(
         "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nCache-Control: no-store\r\n\
          Access-Control-Allow-Origin: *\r\nServer: Sluice\r\n{}Connection: close\r\n\r\n",
         kind.content_type(),
-        if framing == session::Framing::HttpChunked {
+        if framing == streaming::Framing::HttpChunked {
             "Transfer-Encoding: chunked\r\n"
         } else {
             ""
@@ -904,39 +913,39 @@ fn progressive(
     let reader = &reader;
     // An ended stream's FLV says how long it is (players draw their seek bar from it): up to
     // the last DTS of the tracks sent plus a frame, or to `?end=`.
-    let flv_end =
-        hls::ended_span(reader, cursor.tracks()).map(|(_, e)| span.end_ms.map_or(e, |x| x.min(e)));
+    let flv_end = window::ended_span(reader, cursor.tracks())
+        .map(|s| span.end_ms.map_or(s.end, |x| x.min(s.end)));
     let result = match kind {
         // FLV, TS and MP4 go on from a new buffer when the stream's buffer dies.
-        Progressive::Flv => session::stream_resuming(
+        Progressive::Flv => streaming::stream_resuming(
             sock,
             &mut cursor,
             &mut progressive::FlvOutput::ending_at(flv_end),
             head,
             framing,
         ),
-        Progressive::Ts => session::stream_resuming(
+        Progressive::Ts => streaming::stream_resuming(
             sock,
             &mut cursor,
             &mut progressive::TsOutput::default(),
             head,
             framing,
         ),
-        Progressive::Mkv => session::stream_resuming(
+        Progressive::Mkv => streaming::stream_resuming(
             sock,
             &mut cursor,
             &mut progressive::MkvOutput::default(),
             head,
             framing,
         ),
-        Progressive::Mp4 => session::stream_resuming(
+        Progressive::Mp4 => streaming::stream_resuming(
             sock,
             &mut cursor,
             &mut progressive::Fmp4Progressive::default(),
             head,
             framing,
         ),
-        Progressive::Aac | Progressive::Mp3 => session::stream(
+        Progressive::Aac | Progressive::Mp3 => streaming::stream(
             sock,
             &mut cursor,
             reader,
@@ -1135,50 +1144,6 @@ fn media(body: Vec<u8>, content_type: &'static str) -> Response {
     }
 }
 
-/// The value of one hexadecimal digit (RFC 3986 §2.1 `HEXDIG`, either case).
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-decodes `s` to bytes (RFC 3986 §2.1): `%` and two hex digits is that byte; a `%`
-/// without two hex digits after it stays a `%`. Works on bytes, so any input is safe.
-pub fn percent_decode_bytes(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        if c == b'%' {
-            let hi = b.get(i + 1).copied().and_then(hex_digit);
-            let lo = b.get(i + 2).copied().and_then(hex_digit);
-            if let (Some(hi), Some(lo)) = (hi, lo) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(c);
-        i += 1;
-    }
-    out
-}
-
-/// Percent-decodes `s` ([`percent_decode_bytes`]); `None` when the bytes are not UTF-8.
-pub fn percent_decode_utf8(s: &str) -> Option<String> {
-    String::from_utf8(percent_decode_bytes(s)).ok()
-}
-
-/// Decodes `%XX` escapes of a URL path element (stream names may hold `+` and such); bytes
-/// that are not UTF-8 become U+FFFD (the router refuses such paths before, with
-/// [`percent_decode_utf8`]).
-pub fn percent_decode(s: &str) -> String {
-    String::from_utf8_lossy(&percent_decode_bytes(s)).into_owned()
-}
-
 /// The output a request path asks for, as MistServer names its HTTP outputs in stats.
 pub fn protocol_of(path: &str) -> &'static str {
     let p = path.split('?').next().unwrap_or("");
@@ -1211,7 +1176,7 @@ pub fn protocol_of(path: &str) -> &'static str {
 
 /// `https` on a TLS connection, else `http`: the scheme of the URLs this process writes.
 pub fn scheme() -> &'static str {
-    if crate::tls::is_tls() {
+    if crate::core::tls::is_tls() {
         "https"
     } else {
         "http"
@@ -1220,7 +1185,12 @@ pub fn scheme() -> &'static str {
 
 /// Starts the whole-request deadline of the request whose first byte just arrived.
 fn arm_request(peer: &str) {
-    crate::limits::arm("HTTP", peer, "the request", crate::limits::get().request);
+    crate::core::limits::arm(
+        "HTTP",
+        peer,
+        "the request",
+        crate::core::limits::get().request,
+    );
 }
 
 /// What [`parse_head`] read of a request head: what the connection needs of it.
@@ -1331,12 +1301,12 @@ pub fn parse_head(buf: &[u8]) -> HeadParse {
 
 /// Serves one HTTP connection until the client closes it or it idles out.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
-    let addr = crate::tls::peer_addr(&sock)
+    let addr = crate::core::tls::peer_addr(&sock)
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     sock.set_read_timeout(Some(IDLE))?;
     let _ = sock.set_nodelay(true);
-    let local = crate::tls::local_addr(&sock)
+    let local = crate::core::tls::local_addr(&sock)
         .map(|a| a.to_string())
         .unwrap_or_default();
     let mut conn = Conn {
@@ -1413,10 +1383,10 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
             }
         }
         buf.drain(..used);
-        crate::limits::disarm();
+        crate::core::limits::disarm();
         first = false;
         buffer::sessions::set_protocol(protocol_of(&path));
-        crate::control::set_request_url(&format!("{}://{}{path}", scheme(), conn.host));
+        crate::core::control::set_request_url(&format!("{}://{}{path}", scheme(), conn.host));
         let reply = match method.as_str() {
             "GET" | "HEAD" => conn.route(&path),
             "OPTIONS" => Reply::Full(Response {
@@ -1483,9 +1453,9 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
             },
             Reply::Stream(kind, stream, selection, span) => {
                 let framing = if v11 {
-                    session::Framing::HttpChunked
+                    streaming::Framing::HttpChunked
                 } else {
-                    session::Framing::Raw
+                    streaming::Framing::Raw
                 };
                 match progressive(
                     &mut sock,
@@ -1583,17 +1553,6 @@ mod tests {
         ] {
             let _ = conn.route(path);
         }
-    }
-
-    #[test]
-    fn percent_decoding_follows_rfc_3986() {
-        assert_eq!(percent_decode_bytes("a%41"), b"aA");
-        assert_eq!(percent_decode_bytes("%4"), b"%4");
-        assert_eq!(percent_decode_bytes("%zz%2f%2F"), b"%zz//");
-        assert_eq!(percent_decode_bytes("%+1"), b"%+1");
-        assert_eq!(percent_decode_utf8("caf%C3%A9"), Some("caf\u{e9}".into()));
-        assert_eq!(percent_decode_utf8("%e9"), None);
-        assert_eq!(percent_decode("%e9"), "\u{fffd}");
     }
 
     #[test]

@@ -26,8 +26,8 @@ impl Selection {
         let mut sel = Selection::default();
         for pair in query.split('&') {
             match pair.split_once('=') {
-                Some(("video", v)) => sel.video = Some(crate::http::percent_decode(v)),
-                Some(("audio", v)) => sel.audio = Some(crate::http::percent_decode(v)),
+                Some(("video", v)) => sel.video = Some(crate::core::url::percent_decode(v)),
+                Some(("audio", v)) => sel.audio = Some(crate::core::url::percent_decode(v)),
                 _ => {}
             }
         }
@@ -58,7 +58,7 @@ impl Selection {
 }
 
 /// What FLV and RTMP carry of `tracks`: the first H.264 video and the first AAC or MP3 audio
-/// track ([`dtsc::flv::flv_tracks`]). A narrowing for [`crate::cursor::Cursor::narrow_to`].
+/// track ([`dtsc::flv::flv_tracks`]). A narrowing for [`crate::core::cursor::Cursor::narrow_to`].
 pub fn flv_carried(tracks: &[Track]) -> Vec<Track> {
     let (video, audio) = dtsc::flv::flv_tracks(tracks);
     video.into_iter().chain(audio).cloned().collect()

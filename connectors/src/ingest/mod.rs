@@ -1,0 +1,8 @@
+//! Pull inputs: processes a stream's buffer starts to fetch media from elsewhere (RTSP
+//! cameras; TS over UDP, HTTP-TS, HLS, HTTP-FLV, RTMP and DTSC from other servers) and
+//! publish it into the buffer.
+
+pub mod rtp_ingest;
+pub mod rtsp_client;
+pub mod rtsp_pull;
+pub mod stream_pull;
