@@ -1898,7 +1898,7 @@ pub fn triggers(list: &[(&str, Value)]) -> Value {
     Value::Object(o)
 }
 
-/// A DTSC value as `../shared/reference/dtsc.md` ("Value encoding") lays it out, read here
+/// A DTSC value as `docs/DTSC.md` ("Value encoding") lays it out, read here
 /// independently of the server's code.
 #[derive(Debug)]
 pub enum Dv {

@@ -1,13 +1,13 @@
 //! `dtsc`: DTSC files (`.dtsc`: a header frame, then `DTP2` packets), `.dtsh` indexes, and
-//! the DTSC TCP protocol's byte stream (`hi`, header, packets), per `shared/reference/
-//! dtsc.md`. Frames are read by `dtsc::wire::parse_frame`, indexes by `dtsc::dtsh::decode`.
+//! the DTSC TCP protocol's byte stream (`hi`, header, packets), per `docs/DTSC.md`.
+//! Frames are read by `dtsc::wire::parse_frame`, indexes by `dtsc::dtsh::decode`.
 //!
 //! [`DtscReader`] is sans-IO: [`DtscReader::push`] takes bytes in any chunking (a whole file,
 //! or what a socket gave) and adds what they complete to its report.
 //!
 //! Rules checked:
-//! * dtsc.md "Frames": every frame has a known magic and a whole, well-formed body.
-//! * dtsc.md "Media packet": DTS never goes back within a track, and every packet's track
+//! * docs/DTSC.md "Frames": every frame has a known magic and a whole, well-formed body.
+//! * docs/DTSC.md "Media packet": DTS never goes back within a track, and every packet's track
 //!   is in the header.
 
 use dtsc::wire::{self, Frame, Value};
@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 
 use crate::report::{ReadError, TrackInfo, Violation};
 
-/// The header frame (dtsc.md "Header (DTSC)").
+/// The header frame (docs/DTSC.md "Header (DTSC)").
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeaderInfo {
     /// Byte offset of the frame.
@@ -30,7 +30,7 @@ pub struct HeaderInfo {
     pub tracks: Vec<TrackInfo>,
 }
 
-/// A track's index (dtsc.md "Index members"), from a full header or `.dtsh`.
+/// A track's index (docs/DTSC.md "Index members"), from a full header or `.dtsh`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IndexInfo {
     /// Track id.
@@ -114,8 +114,8 @@ pub fn value_json(v: &Value) -> Json {
     }
 }
 
-const RULE_DTS: &str = "dtsc.md \"Media packet\": DTS never goes back within a track";
-const RULE_TRACK: &str = "dtsc.md \"Header\": a packet's track is in the header";
+const RULE_DTS: &str = "docs/DTSC.md \"Media packet\": DTS never goes back within a track";
+const RULE_TRACK: &str = "docs/DTSC.md \"Header\": a packet's track is in the header";
 
 /// Reads DTSC frames from bytes in any chunking (sans-IO). See the module docs.
 #[derive(Debug, Default)]
@@ -198,7 +198,7 @@ impl DtscReader {
                 }
                 Err(e) => {
                     r.violations.push(Violation::at(
-                        "dtsc.md \"Header (DTSC)\"",
+                        "docs/DTSC.md \"Header (DTSC)\"",
                         pos,
                         format!("header not readable: {e}"),
                     ));
@@ -279,7 +279,7 @@ pub fn analyse(buf: &[u8]) -> DtscReport {
     r.finish()
 }
 
-/// The `play` command a viewer sends after the server's `hi` (dtsc.md "TCP protocol").
+/// The `play` command a viewer sends after the server's `hi` (docs/DTSC.md "TCP protocol").
 pub fn play_command(stream: &str) -> Vec<u8> {
     let mut out = Vec::new();
     wire::write_command(

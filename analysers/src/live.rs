@@ -60,7 +60,7 @@ fn read_some(s: &mut TcpStream, wait: Duration) -> Result<Option<Vec<u8>>> {
 }
 
 /// `dtsc://HOST[:PORT]/STREAM`: sends `play`, reads the server's `hi`, then the header
-/// and packets for `duration` or `count` packets (dtsc.md "TCP protocol").
+/// and packets for `duration` or `count` packets (docs/DTSC.md "TCP protocol").
 pub fn dtsc(url: &str, duration: Duration, count: Option<usize>) -> Result<DtscReport> {
     let rest = url
         .strip_prefix("dtsc://")

@@ -68,7 +68,7 @@ fn read_mp4(path: &str) -> Result<(Vec<Track>, Vec<Packet>)> {
     dtsc::mp4demux::read(&bytes).with_context(|| format!("{path}: not a readable MP4/MOV file"))
 }
 
-/// Reads a DTSC file (`../shared/reference/dtsc.md`, "Files": a `DTSC` header, then `DTP2`
+/// Reads a DTSC file (`docs/DTSC.md`, "Files": a `DTSC` header, then `DTP2`
 /// packets; later headers replace the tracks). A truncated last frame is dropped.
 fn read_dtsc(path: &str) -> Result<(Vec<Track>, Vec<Packet>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
@@ -277,7 +277,7 @@ impl std::fmt::Display for IndexUse {
 
 /// MistServer's index cache for a file source: `PATH.dtsh` beside it, one full DTSC header
 /// with the `keys`/`fragments`/`keysizes`/`parts` members per track ([`dtsc::dtsh`];
-/// `../shared/reference/dtsc.md`, "Files").
+/// `docs/DTSC.md`, "Files").
 ///
 /// An index no older than the file whose parts match the packets just read (count, sizes,
 /// DTS and offsets, per track) is reused: its tracks replace `tracks`, so a MistServer-written

@@ -1,4 +1,5 @@
-//! Triggers: MistServer's hooks (`config.triggers`, `../shared/reference/mist-interface.md`).
+//! Triggers: MistServer's hooks (`config.triggers`; `docs/MISTSERVER.md`,
+//! "Triggers").
 //!
 //! `config.triggers` maps a trigger name to a list of handlers:
 //! `{"handler": "http://host/path" | "/path/to/executable", "sync": bool,

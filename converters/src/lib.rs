@@ -11,7 +11,7 @@
 //! The codecs are the server's (`dtsc`): H.264, HEVC, AAC and MP3, each where its container
 //! allows (FLV: H.264 and AAC/MP3). MistServer's own DTSC conversion is broken in its current
 //! release; this one writes a header with every track's `firstms`, `lastms` and `bps`, the
-//! `DTP2` frames in file order, and a `.dtsh` whose keys point at those frames (dtsc.md,
+//! `DTP2` frames in file order, and a `.dtsh` whose keys point at those frames (docs/DTSC.md,
 //! "Files" and "Index members").
 
 pub mod read;
@@ -41,7 +41,7 @@ pub enum Format {
     /// Fragmented MP4 (ISO/IEC 14496-12 §8.8): written as an init segment then one fragment
     /// per GOP. Read as [`Format::Mp4`].
     Fmp4,
-    /// DTSC (dtsc.md, "Files"): a header frame then `DTP2` frames; written with a `.dtsh`.
+    /// DTSC (docs/DTSC.md, "Files"): a header frame then `DTP2` frames; written with a `.dtsh`.
     Dtsc,
 }
 

@@ -729,7 +729,7 @@ impl Demux for Mp4Reader {
 // DTSC
 // ---------------------------------------------------------------------------------------
 
-/// A `.dtsc` file (dtsc.md, "Files"): a `DTSC` header frame, then `DTP2` packet frames, read
+/// A `.dtsc` file (docs/DTSC.md, "Files"): a `DTSC` header frame, then `DTP2` packet frames, read
 /// frame by frame. Later header frames are skipped.
 pub struct DtscReader {
     input: Input,

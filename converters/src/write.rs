@@ -460,7 +460,7 @@ impl Mux for Fmp4Mux {
 // DTSC
 // ---------------------------------------------------------------------------------------
 
-/// A `.dtsc` file (dtsc.md, "Files"): a VoD `DTSC` header (every track with its `firstms`,
+/// A `.dtsc` file (docs/DTSC.md, "Files"): a VoD `DTSC` header (every track with its `firstms`,
 /// `lastms` and `bps`), then the `DTP2` frames; and beside it, when asked, the `.dtsh` index
 /// ([`dtsh::encode`]) whose keys point at the frames' byte positions in the file.
 struct DtscMux {

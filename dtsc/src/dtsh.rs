@@ -2,7 +2,7 @@
 //! source, cached beside it (`movie.mp4.dtsh`) so that reopening the source needs no scan.
 //!
 //! A `.dtsh` file is one `DTSC` header frame ([`crate::wire`]) whose track objects carry four
-//! index members besides the usual ones (`../shared/reference/dtsc.md`, "Index members"):
+//! index members besides the usual ones (`docs/DTSC.md`, "Index members"):
 //! binary strings of big-endian, fixed-size entries.
 //!
 //! | member      | bytes/entry | layout                                                         |
@@ -69,7 +69,7 @@ use std::collections::HashMap;
 use crate::model::{Packet, PacketRef, Track, TrackKind};
 use crate::wire::{self, Frame, Header, Value, WireError};
 
-/// Bytes of one `fragments` entry (dtsc.md, "Index members"; MistServer `DTSH_FRAGMENT_SIZE`).
+/// Bytes of one `fragments` entry (docs/DTSC.md, "Index members"; MistServer `DTSH_FRAGMENT_SIZE`).
 pub const FRAGMENT_ENTRY_LEN: usize = 13;
 /// Bytes of one `keys` entry (MistServer `DTSH_KEY_SIZE`).
 pub const KEY_ENTRY_LEN: usize = 25;
@@ -96,7 +96,7 @@ const MAX_KEY_PARTS: u16 = u16::MAX;
 const MAX_FRAGMENT_KEYS: u8 = u8::MAX;
 
 /// One key: a point where playback can start (a video keyframe or an audio/meta virtual key)
-/// and the packets up to the next one (dtsc.md, "Index members", `keys` and `keysizes`).
+/// and the packets up to the next one (docs/DTSC.md, "Index members", `keys` and `keysizes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key {
     /// Byte position in the source file of the key's first packet.
@@ -112,7 +112,7 @@ pub struct Key {
     pub time: u64,
 }
 
-/// One packet of a track, without its payload (dtsc.md, "Index members", `parts`).
+/// One packet of a track, without its payload (docs/DTSC.md, "Index members", `parts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Part {
     /// Payload size in bytes. Stored as `u24`; larger values are saturated when written.
@@ -125,7 +125,7 @@ pub struct Part {
     pub offset: i32,
 }
 
-/// A run of whole keys, the unit segmenting outputs cut (dtsc.md, "Index members",
+/// A run of whole keys, the unit segmenting outputs cut (docs/DTSC.md, "Index members",
 /// `fragments`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fragment {
@@ -495,7 +495,7 @@ fn u24_bytes(v: u32) -> [u8; 3] {
 /// The whole `.dtsh` file for `header` and its tracks' indexes: one `DTSC` header frame whose
 /// value is [`Header::to_value`]'s (a file's header has `live: false`, giving `vod: 1`) with
 /// `fragments`, `keys`, `keysizes` and `parts` inserted at the start of each track object, as
-/// MistServer's `Meta::send` writes them (dtsc.md, "Index members").
+/// MistServer's `Meta::send` writes them (docs/DTSC.md, "Index members").
 ///
 /// `index[i]` belongs to `header.tracks[i]`; a track without an index entry is written
 /// without index members (and [`decode`] refuses such a file). Values too large for their

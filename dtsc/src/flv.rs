@@ -488,8 +488,8 @@ pub const TRACK_WAIT_MS: u64 = 1000;
 /// How many bytes of packets [`FlvToDtsc`] holds back at most while its first header waits.
 pub const TRACK_WAIT_BYTES: usize = 4 << 20;
 
-/// FLV tags (an RTMP publish) to the DTSC frames a buffer reads (dtsc.md, "Packets" and
-/// "Header"), sans-IO: a header whenever the tracks change, then each packet.
+/// FLV tags (an RTMP publish) to the DTSC frames a buffer reads (docs/DTSC.md, "Media packet"
+/// and "Header (DTSC)"), sans-IO: a header whenever the tracks change, then each packet.
 ///
 /// The first header waits, holding the packets behind it, while `onMetaData` named a track
 /// that has not appeared yet ([`FlvIngest::awaiting_tracks`]): an MP3 track appears only with

@@ -2,7 +2,7 @@
 //! (what a stream carries) and a [`Packet`] (one access unit of one track).
 //!
 //! Times are milliseconds from the stream's zero, as in MistServer's DTSC
-//! (`../shared/reference/dtsc.md`, "Media packet"): a packet has a decode timestamp (DTS) and
+//! (`docs/DTSC.md`, "Media packet"): a packet has a decode timestamp (DTS) and
 //! a composition offset (PTS minus DTS). Payloads are stored the way DTSC stores them:
 //! H.264/HEVC as 4-byte length-prefixed NAL units (AVCC), AAC as raw access units (no ADTS).
 

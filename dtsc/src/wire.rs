@@ -1,7 +1,7 @@
 //! MistServer's DTSC binary format: values, frames (`DTSC`, `DTP2`, `DTPD`, `DTCM`) and the
 //! header ↔ [`Track`] mapping, byte-compatible with MistServer.
 //!
-//! Every fact used here comes from `../shared/reference/dtsc.md` (read from MistServer's
+//! Every fact used here comes from `docs/DTSC.md` (read from MistServer's
 //! `lib/dtsc.cpp` and `lib/json.cpp`). All integers on the wire are big-endian.
 //!
 //! Sans-IO: [`parse_frame`] takes whatever bytes have arrived and answers `Ok(None)` until a
@@ -15,7 +15,7 @@
 
 use crate::model::{Codec, PacketRef, Track, TrackKind};
 
-/// Frame magic of a header (stream or file metadata): one object follows (dtsc.md, "Frames").
+/// Frame magic of a header (stream or file metadata): one object follows (docs/DTSC.md, "Frames").
 pub const MAGIC_HEADER: [u8; 4] = *b"DTSC";
 /// Frame magic of a version-2 media packet: `u32` track id, `u64` time in ms, one object.
 pub const MAGIC_PACKET: [u8; 4] = *b"DTP2";
@@ -33,7 +33,7 @@ pub const MAX_DEPTH: usize = 32;
 
 /// Bytes of a `DTP2` frame without optional members and payload: magic 4 + length 4 +
 /// track id 4 + time 8 + object marker 1 + `data` key and string header 11 minus the 11
-/// counted apart + terminator `00 00 EE` 3 (dtsc.md: "Total frame size = 24 + …").
+/// counted apart + terminator `00 00 EE` 3 (docs/DTSC.md, "Frame size").
 const PACKET_BASE_LEN: usize = 24;
 /// Bytes of an `offset` member: key length 2 + `offset` 6 + type 1 + i64 8.
 const OFFSET_MEMBER_LEN: usize = 17;
@@ -66,7 +66,7 @@ pub enum WireError {
         /// What was being read.
         what: &'static str,
     },
-    /// A value starts with a type byte that is not in dtsc.md's table.
+    /// A value starts with a type byte that is not in docs/DTSC.md's table.
     #[error("unknown DTSC value type 0x{byte:02x} at byte {offset}")]
     UnknownType {
         /// The type byte.
@@ -117,7 +117,7 @@ pub enum WireError {
     BadHeader(String),
 }
 
-/// One DTSC value (dtsc.md, "Value encoding"). Objects keep their members in wire order.
+/// One DTSC value (docs/DTSC.md, "Value encoding"). Objects keep their members in wire order.
 ///
 /// Booleans are [`Value::Int`] 0/1; strings are binary-safe (media payloads are strings).
 #[derive(Debug, Clone, PartialEq)]
@@ -206,7 +206,7 @@ fn put_int_member(key: &str, v: i64, out: &mut Vec<u8>) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-/// Appends the DTSC encoding of `v` to `out` (dtsc.md, "Value encoding").
+/// Appends the DTSC encoding of `v` to `out` (docs/DTSC.md, "Value encoding").
 ///
 /// Members that DTSC cannot represent are skipped: empty keys (a zero key length is the end
 /// marker) and keys longer than 65535 bytes. Strings are limited to `u32::MAX` bytes (longer
@@ -502,7 +502,7 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, WireError> 
 /// Parses a complete `DTP2` frame (magic included) without building a [`Value`]; the
 /// payload is borrowed from `frame`.
 ///
-/// Layout (dtsc.md, "Frames" and "Media packet"): `DTP2`, `u32` length, `u32` track id,
+/// Layout (docs/DTSC.md, "Frames" and "Media packet"): `DTP2`, `u32` length, `u32` track id,
 /// `u64` time (ms, the DTS), then an object scanned for `offset` (composition offset, ms),
 /// `bpos` (bytes), `keyframe` (non-zero = keyframe), `Keyframe` (MistServer's cleared flag:
 /// 0 = not a keyframe) and `data` (the payload string). Other members are skipped; members
@@ -593,7 +593,7 @@ fn scan_packet(frame: &[u8]) -> Result<PacketRef<'_>, WireError> {
 
 /// The size in bytes of the `DTP2` frame [`write_packet`] writes for `p`:
 /// 24 + 17 (if `offset` ≠ 0) + 15 (if `bpos` ≠ 0) + 19 (if keyframe) + 11 + payload
-/// (dtsc.md, "Media packet").
+/// (docs/DTSC.md, "Media packet").
 pub fn packet_frame_len(p: &PacketRef) -> usize {
     PACKET_BASE_LEN
         + if p.offset != 0 { OFFSET_MEMBER_LEN } else { 0 }
@@ -606,7 +606,7 @@ pub fn packet_frame_len(p: &PacketRef) -> usize {
 /// Appends `p` as a `DTP2` frame of exactly [`packet_frame_len`] bytes: `DTP2`, `u32`
 /// length, `u32` track id, `u64` DTS (ms), then an object with, in this order and only where
 /// stated, `offset` (≠ 0), `bpos` (≠ 0), `keyframe: 1` (keyframes) and `data`
-/// (dtsc.md, "Media packet": some MistServer code finds members by position).
+/// (docs/DTSC.md, "Media packet": some MistServer code finds members by position).
 ///
 /// The payload must fit the frame limit ([`MAX_FRAME_LEN`]); a larger one is written but
 /// [`parse_frame`] will refuse it.
@@ -661,7 +661,7 @@ pub fn write_header_value(v: &Value, out: &mut Vec<u8>) {
     write_value_frame(MAGIC_HEADER, v, out);
 }
 
-/// A stream's DTSC header without index members (dtsc.md, "Header (DTSC)").
+/// A stream's DTSC header without index members (docs/DTSC.md, "Header (DTSC)").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
     /// `live: 1` when true, `vod: 1` when false.
@@ -819,7 +819,7 @@ mod tests {
         }
     }
 
-    /// A DTP2 keyframe with an offset, assembled by hand from dtsc.md.
+    /// A DTP2 keyframe with an offset, assembled by hand from docs/DTSC.md.
     fn golden_keyframe() -> Vec<u8> {
         let mut g = Vec::new();
         g.extend_from_slice(b"DTP2");

@@ -168,7 +168,7 @@ fn a_two_level_dtsc_cascade_feeds_forty_viewers_every_frame() {
     );
 }
 
-/// A `DTCM` command frame with string members, encoded by hand from dtsc.md ("Frames",
+/// A `DTCM` command frame with string members, encoded by hand from docs/DTSC.md ("Frames",
 /// "Value encoding"): `DTCM`, `u32` length, object `0xE0`, members (`u16` key length, key,
 /// `0x02`, `u32` length, bytes), `00 00 EE`.
 fn dtcm(members: &[(&str, &str)]) -> Vec<u8> {

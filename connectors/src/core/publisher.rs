@@ -1,5 +1,5 @@
 //! The publishing end of a buffer connection, shared by the RTMP and RTSP publishers: writes
-//! DTSC frames (`DTSC` headers and `DTP2` packets, `../shared/reference/dtsc.md`) to the
+//! DTSC frames (`DTSC` headers and `DTP2` packets, `docs/DTSC.md`) to the
 //! stream's buffer, and survives the buffer's death.
 //!
 //! It keeps the last track header and the packets since the newest video keyframe (the

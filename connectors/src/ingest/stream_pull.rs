@@ -58,7 +58,7 @@ pub enum Container {
     Ts,
     /// FLV (FLV spec v10.1 Annex E): the file header, then tags.
     Flv,
-    /// DTSC frames (`../shared/reference/dtsc.md`): a `DTSC` header, then `DTP2` packets,
+    /// DTSC frames (`docs/DTSC.md`): a `DTSC` header, then `DTP2` packets,
     /// as a Sluice or MistServer DTSC connector sends them after `play`.
     Dtsc,
     /// Fragmented MP4 (ISO/IEC 14496-12 §8.8): HLS segments after an `#EXT-X-MAP` init

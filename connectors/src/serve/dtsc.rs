@@ -1,5 +1,5 @@
 //! The DTSC connector (MistServer's port 4200): DTSC over TCP between servers, both ways
-//! (`../shared/reference/dtsc.md`, "TCP protocol").
+//! (`docs/DTSC.md`, "TCP protocol").
 //!
 //! 1. The server sends `DTCM {"cmd":"hi","version":…,"pack_method":2,"salt":…}`.
 //! 2. The client sends `DTCM {"cmd":"play","stream":S}` to pull a stream (an edge), or
