@@ -94,3 +94,31 @@ fn mp3_audio_and_a_codec_the_output_cannot_carry() {
     // 10 s of 1152-sample frames at 44.1 kHz: about 383.
     assert!((370..=390).contains(&cap.audio().len()), "{diag}");
 }
+
+/// An ended stream (a stored file) over raw TS starts at its first keyframe, as every other
+/// output starts it: all 5 GOPs arrive, not only the last one.
+#[test]
+fn raw_ts_plays_a_stored_file_from_its_start() {
+    require_tools(&["ffmpeg", "timeout"]);
+    let ts_port = free_port();
+    let srv = Server::start_with_config(|cfg| {
+        cfg["streams"]["vod"] = json!({"name": "vod",
+            "source": fixture("bframes.flv").to_str().unwrap(), "loop": false});
+        cfg["config"]["protocols"].as_array_mut().unwrap().push(
+            json!({"connector": "TS", "port": ts_port, "interface": "127.0.0.1", "stream": "vod"}),
+        );
+    });
+    let out = ffmpeg_framecrc(
+        &srv.dir,
+        "tcp-ts-vod",
+        &format!("tcp://127.0.0.1:{ts_port}"),
+        &[],
+        40,
+    )
+    .wait();
+    let cap = Capture::from_output(&out);
+    let diag = format!("{}\n{}", cap.summary(), out.describe());
+    assert_eq!(cap.video_keyframes(), 5, "{diag}");
+    assert_eq!(cap.video().len(), 250, "{diag}");
+    assert_eq!(cap.audio().len(), 432, "{diag}");
+}

@@ -26,6 +26,31 @@ pub enum Next<'a> {
     Ended,
 }
 
+/// Where an output starts reading a stream ([`Cursor::start`]). Times are DTS in ms on the
+/// stream's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPolicy {
+    /// The usual start: a live stream at its newest keyframe (a new viewer's first picture
+    /// comes at once rather than a GOP later); an ended one (a stored file, a finished
+    /// publish in its linger time) at its first keyframe, all of it, as from a file.
+    Usual,
+    /// The oldest keyframe in the window: a viewer carried over to a new buffer, which
+    /// then skips what it already had.
+    WindowStart,
+    /// The last keyframe at or before this DTS, or the window's first when it is earlier
+    /// (`?start=` of the progressive outputs).
+    AtOrBefore(u64),
+    /// The keyframe nearest this DTS, the earlier on a tie: RTMP `play` with a start and
+    /// `NetStream.seek` ("the keyframe closest to the specified time").
+    Nearest(u64),
+    /// The last keyframe at or before this many ms after the window's first keyframe (RTSP
+    /// `Range: npt=X-`, RFC 2326 §12.29).
+    IntoWindow(u64),
+    /// The last keyframe at least this many ms before the newest packet (a DVR viewer's
+    /// "that far behind live", `?start=-N`).
+    BehindLive(u64),
+}
+
 /// What an output keeps of a track list (see [`Cursor::narrow_to`]).
 pub type Narrowing = fn(&[Track]) -> Vec<Track>;
 
@@ -221,61 +246,45 @@ impl Cursor {
         }
     }
 
-    /// Moves to the newest keyframe in the window, so that a new viewer's first picture comes
-    /// at once rather than a GOP later. Returns its DTS (ms).
-    pub fn seek_latest_key(&mut self) -> Option<u64> {
-        let (_, key) = self.reader.meta().latest_key()?;
-        self.seq = key.seq;
-        Some(key.dts)
-    }
-
-    /// Moves to the oldest keyframe in the window (a viewer of an ended stream gets all of
-    /// it, as from a file). Returns its DTS (ms).
-    pub fn seek_first_key(&mut self) -> Option<u64> {
-        let m = self.reader.meta();
-        let key = m.key(m.first_key())?;
-        self.seq = key.seq;
-        Some(key.dts)
+    /// Positions the cursor where an output starts reading, by `policy`, and returns the DTS
+    /// (ms) of the keyframe it starts at. A policy that names a point the window has no
+    /// keyframe for falls back to [`StartPolicy::Usual`]. `None` (cursor unchanged) when the
+    /// window holds no keyframe at all; [`Cursor::next_packet`] then starts at the first one
+    /// to arrive.
+    ///
+    /// Every output starts through here, so a stream starts at the same keyframe whatever
+    /// the protocol (RTMP `play`, RTSP `PLAY`, HTTP progressive, DTSC, raw TS, pushes and
+    /// recordings, and a viewer carried over to a new buffer).
+    pub fn start(&mut self, policy: StartPolicy) -> Option<u64> {
+        let m = *self.reader.meta();
+        let key = match policy {
+            StartPolicy::Usual if m.state() == shm::STATE_ENDED => m.key(m.first_key()),
+            StartPolicy::Usual => m.latest_key().map(|(_, k)| k),
+            StartPolicy::WindowStart => m.key(m.first_key()),
+            StartPolicy::AtOrBefore(dts) => self.reader.key_at_or_before(dts),
+            StartPolicy::Nearest(dts) => self.reader.key_nearest(dts),
+            StartPolicy::IntoWindow(ms) => m
+                .key(m.first_key())
+                .and_then(|first| self.reader.key_at_or_before(first.dts.saturating_add(ms))),
+            StartPolicy::BehindLive(ms) => self
+                .reader
+                .newest_dts()
+                .and_then(|newest| self.reader.key_at_or_before(newest.saturating_sub(ms))),
+        };
+        match key {
+            Some(k) => {
+                self.seq = k.seq;
+                Some(k.dts)
+            }
+            None if policy != StartPolicy::Usual => self.start(StartPolicy::Usual),
+            None => None,
+        }
     }
 
     /// Ends the stream for this viewer at the first packet whose DTS is `end_ms` or later
     /// (`?end=` of the progressive outputs).
     pub fn end_at(&mut self, end_ms: u64) {
         self.end_ms = Some(end_ms);
-    }
-
-    /// Moves to the last keyframe at or before `offset_ms` after the first keyframe of the
-    /// window (the start of a stored stream); returns its DTS (ms). `None` when the window
-    /// has no keyframe.
-    pub fn seek_to_ms(&mut self, offset_ms: u64) -> Option<u64> {
-        let m = *self.reader.meta();
-        let first = m.key(m.first_key())?;
-        self.seek_to_dts(first.dts.saturating_add(offset_ms))
-    }
-
-    /// Moves to the last keyframe whose DTS is at or before `target` (ms on the stream's
-    /// timeline), or to the window's first keyframe when `target` is before it; returns that
-    /// keyframe's DTS. `None` when the window has no keyframe.
-    pub fn seek_to_dts(&mut self, target: u64) -> Option<u64> {
-        let key = self.reader.key_at_or_before(target)?;
-        self.seek_seq(key.seq);
-        Some(key.dts)
-    }
-
-    /// Moves to the last keyframe at least `behind_ms` before the newest packet (a DVR
-    /// viewer's "that far behind live"), or the window's first; returns its DTS.
-    pub fn seek_behind_live(&mut self, behind_ms: u64) -> Option<u64> {
-        let newest = self.reader.newest_dts()?;
-        self.seek_to_dts(newest.saturating_sub(behind_ms))
-    }
-
-    /// Moves to the keyframe whose DTS is nearest `target` (ms on the stream's timeline;
-    /// the earlier one on a tie), as RTMP's `NetStream.seek` does ("the keyframe closest to
-    /// the specified time"); returns its DTS. `None` when the window has no keyframe.
-    pub fn seek_near_dts(&mut self, target: u64) -> Option<u64> {
-        let key = self.reader.key_nearest(target)?;
-        self.seek_seq(key.seq);
-        Some(key.dts)
     }
 
     /// Moves to packet `seq`.
@@ -299,7 +308,7 @@ impl Cursor {
         if self.seq < first {
             // Too slow: the window moved past us. Jump to the newest keyframe.
             let from = self.seq;
-            if self.seek_latest_key().is_none() || self.seq < first {
+            if self.start(StartPolicy::Usual).is_none() || self.seq < first {
                 self.seq = first;
             }
             self.skipped += self.seq.saturating_sub(from);
@@ -392,7 +401,7 @@ impl Cursor {
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if c.wait_ready(left, 1) {
-                    c.seek_first_key();
+                    c.start(StartPolicy::WindowStart);
                     return Some(c);
                 }
                 return None;
@@ -400,10 +409,5 @@ impl Cursor {
             std::thread::sleep(Duration::from_millis(100));
         }
         None
-    }
-
-    /// The socket to the buffer (kept open while attached).
-    pub fn attachment(&self) -> &Attached {
-        &self.attached
     }
 }

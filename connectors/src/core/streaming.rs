@@ -20,7 +20,7 @@ use dtsc::shm::StreamReader;
 use dtsc::{PacketRef, Track};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::core::cursor::{Cursor, Next};
+use crate::core::cursor::{Cursor, Next, StartPolicy};
 
 /// One streaming format, driven by [`stream`]. `'m` is the lifetime of the stream's shared
 /// mapping: an output may keep packets of the current batch until [`Output::flush`].
@@ -588,7 +588,7 @@ fn stream_from<'m, O: Output<'m>>(
                         Asked::Seek(ms) => {
                             // Bytes already queued still go (the client drops them until
                             // the seek's answer), then init data and the new position.
-                            let dts = cursor.seek_near_dts(ms).unwrap_or(ms);
+                            let dts = cursor.start(StartPolicy::Nearest(ms)).unwrap_or(ms);
                             output.seeked(dts)?;
                             had.clear();
                             init = Some(false);

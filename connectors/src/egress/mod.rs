@@ -82,11 +82,7 @@ pub(crate) fn open_source(args: &PushArgs) -> Result<crate::core::cursor::Cursor
     if !cursor.wait_ready(std::time::Duration::from_secs(15), 1) {
         bail!("{}: no media within 15 s", args.stream);
     }
-    if cursor.reader().meta().state() == dtsc::shm::STATE_ENDED {
-        cursor.seek_first_key();
-    } else {
-        cursor.seek_latest_key();
-    }
+    cursor.start(crate::core::cursor::StartPolicy::Usual);
     Ok(cursor)
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::core::control::OpenError;
-use crate::core::cursor::Cursor;
+use crate::core::cursor::{Cursor, StartPolicy};
 use crate::core::segcache::{self, SegmentCache};
 use crate::core::tracksel::{self, Selection};
 use crate::core::url::{percent_decode, percent_decode_utf8};
@@ -875,21 +875,11 @@ fn progressive(
     // Live: from the newest keyframe (the first picture at once). Ended: the whole window,
     // as a file would be. `?start=`: from the keyframe at or before that DTS, or that far
     // behind live when negative; `?end=`: up to that DTS.
-    let ended = cursor.reader().meta().state() == dtsc::shm::STATE_ENDED;
-    match span.start_ms {
-        Some(ms) if ms < 0 => {
-            cursor.seek_behind_live(ms.unsigned_abs());
-        }
-        Some(ms) => {
-            cursor.seek_to_dts(ms as u64);
-        }
-        None if ended => {
-            cursor.seek_first_key();
-        }
-        None => {
-            cursor.seek_latest_key();
-        }
-    }
+    cursor.start(match span.start_ms {
+        Some(ms) if ms < 0 => StartPolicy::BehindLive(ms.unsigned_abs()),
+        Some(ms) => StartPolicy::AtOrBefore(ms as u64),
+        None => StartPolicy::Usual,
+    });
     if let Some(end) = span.end_ms {
         cursor.end_at(end);
     }

@@ -23,7 +23,7 @@ use dtsc::wire::{self, Frame, Header, Value};
 use dtsc::{PacketRef, Track};
 
 use crate::core::control::{self, OpenError, PushAuth};
-use crate::core::cursor::Cursor;
+use crate::core::cursor::{Cursor, StartPolicy};
 use crate::core::publisher::Publisher;
 use crate::core::streaming::{self, Asked, Batch, Ended, Framing, Output};
 use crate::Ctx;
@@ -242,11 +242,7 @@ fn play(mut sock: TcpStream, ctx: &Ctx, peer: &str, stream: &str) -> Result<()> 
         return Ok(());
     }
     let live = cursor.reader().meta().state() != dtsc::shm::STATE_ENDED;
-    if live {
-        cursor.seek_latest_key();
-    } else {
-        cursor.seek_first_key();
-    }
+    cursor.start(StartPolicy::Usual);
     sock.set_read_timeout(None)?;
     crate::log!(PROTO, "{peer} plays {stream}");
     let unixzero = live.then(|| cursor.reader().meta().unixzero());

@@ -17,7 +17,7 @@ use dtsc::rtmp::MediaSender;
 use dtsc::{Codec, PacketRef, Track, TrackKind};
 
 use crate::core::control::{self, OpenError};
-use crate::core::cursor::Cursor;
+use crate::core::cursor::{Cursor, StartPolicy};
 use crate::core::listener::set_process_name;
 use crate::core::publisher::Publisher;
 use crate::core::streaming::{self, Asked, Batch, Ended, Framing, Output};
@@ -284,19 +284,15 @@ fn play(
     }
     // RTMP carries one video and one audio track (FLV tags): the first of each kind selected.
     cursor.narrow_to(tracksel::flv_carried);
-    // A live stream from its newest keyframe; an ended one (a stored file, a finished
-    // publish in its linger time) from its start, as the progressive outputs do.
     // `play`'s start > 0 (ms, as ffmpeg and Flash send it) asks for that position: the
     // keyframe nearest it, on a stored stream or within a live one's DVR window. 0 is what
     // rtmpdump sends for "not live": the usual start.
-    let start = if start_ms > 0.0 {
-        cursor.seek_near_dts(start_ms as u64)
-    } else if cursor.reader().meta().state() == dtsc::shm::STATE_ENDED {
-        cursor.seek_first_key()
+    let policy = if start_ms > 0.0 {
+        StartPolicy::Nearest(start_ms as u64)
     } else {
-        cursor.seek_latest_key()
-    }
-    .unwrap_or(0);
+        StartPolicy::Usual
+    };
+    let start = cursor.start(policy).unwrap_or(0);
     session.accept_play()?;
     let pending = session.take_output();
     crate::log!(

@@ -37,7 +37,7 @@ use rtsp_types::headers::{self, Transport, Transports};
 use rtsp_types::{Message, Method, ParseError, Request, Response, StatusCode, Version};
 
 use crate::core::control::{OpenError, PushAuth};
-use crate::core::cursor::Cursor;
+use crate::core::cursor::{Cursor, StartPolicy};
 use crate::core::listener::set_process_name;
 use crate::core::publisher::Publisher;
 use crate::core::streaming::{self, Asked, Batch, Ended, Framing, Output};
@@ -570,19 +570,15 @@ fn answer(
             let from = req
                 .header(&headers::RANGE)
                 .and_then(|r| npt_start(r.as_str()))
-                .and_then(|x| seek_npt(c, x));
-            if let (Some(r), Some(dts)) = (req.header(&headers::RANGE), from) {
+                .map(|secs| StartPolicy::IntoWindow((secs * 1000.0) as u64));
+            let start = c.start(from.unwrap_or(StartPolicy::Usual)).unwrap_or(0);
+            if let (Some(r), Some(_)) = (req.header(&headers::RANGE), from) {
                 crate::log!(
                     PROTO,
-                    "{peer}: PLAY {}: from the keyframe at {dts} ms",
+                    "{peer}: PLAY {}: from the keyframe at {start} ms",
                     r.as_str()
                 );
             }
-            let start = match from {
-                Some(dts) => dts,
-                None if ended => c.seek_first_key().unwrap_or(0),
-                None => c.seek_latest_key().unwrap_or(0),
-            };
             let base = req
                 .request_uri()
                 .map(|u| u.as_str().trim_end_matches('/').to_string())
@@ -678,11 +674,6 @@ pub fn npt_start(range: &str) -> Option<f64> {
         _ => return None,
     };
     (secs.is_finite() && secs >= 0.0).then_some(secs)
-}
-
-/// Moves `c` to the last keyframe at or before `secs` into the window; its DTS (ms).
-fn seek_npt(c: &mut Cursor, secs: f64) -> Option<u64> {
-    c.seek_to_ms((secs.max(0.0) * 1000.0) as u64)
 }
 
 /// First and last DTS of the window, ms.

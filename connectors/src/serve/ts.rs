@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 
 use crate::core::control::OpenError;
-use crate::core::cursor::Cursor;
+use crate::core::cursor::{Cursor, StartPolicy};
 use crate::core::progressive::TsOutput;
 use crate::core::streaming::{self, Ended, Framing};
 use crate::Ctx;
@@ -56,7 +56,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         crate::log!(PROTO, "{peer}: {stream}: {}", cursor.not_ready_reason());
         return Ok(());
     }
-    cursor.seek_latest_key();
+    cursor.start(StartPolicy::Usual);
     let mut out = TsOutput::default();
     match streaming::stream_resuming(&mut sock, &mut cursor, &mut out, Vec::new(), Framing::Raw) {
         Ok(Ended::StreamEnded) => crate::log!(PROTO, "{peer}: {stream} ended"),
