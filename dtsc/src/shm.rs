@@ -577,12 +577,22 @@ impl StreamWriter {
     /// on a keyframe, and publishes the packet. Returns the data-ring ranges that left the
     /// window and may be freed. The caller bumps the notify word once per batch.
     ///
-    /// Packets of a frame larger than a quarter of the ring are dropped (returns `None`).
+    /// The frame is written in [`wire::write_packet`]'s layout straight into the ring (the
+    /// payload is copied once). Packets of a frame larger than a quarter of the ring are
+    /// dropped (returns `None`).
     pub fn append(&mut self, p: &PacketRef) -> Option<Vec<FreeRange>> {
-        let geo = self.meta.geo;
         self.scratch.clear();
-        wire::write_packet(p, &mut self.scratch);
-        let len = self.scratch.len() as u64;
+        wire::write_packet_head(p, &mut self.scratch);
+        let head = std::mem::take(&mut self.scratch);
+        let r = self.append_parts(p, &[&head, p.data, wire::PACKET_TAIL]);
+        self.scratch = head;
+        r
+    }
+
+    /// Writes the frame made of `parts` (its bytes in order) for packet `p`.
+    fn append_parts(&mut self, p: &PacketRef, parts: &[&[u8]]) -> Option<Vec<FreeRange>> {
+        let geo = self.meta.geo;
+        let len = parts.iter().map(|x| x.len() as u64).sum::<u64>();
         if len > geo.data_size / 4 {
             return None;
         }
@@ -607,10 +617,12 @@ impl StreamWriter {
 
         // Bytes first.
         let off = (pos % geo.data_size) as usize;
-        // SAFETY: off + len <= data_size by the wrap above.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.scratch.as_ptr(), self.data.add(off), len as usize)
-        };
+        let mut at = off;
+        for part in parts {
+            // SAFETY: off + len <= data_size by the wrap above, and the parts sum to len.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), self.data.add(at), part.len()) };
+            at += part.len();
+        }
         // Then the entry.
         let s = self.meta.pkt_slot(seq);
         self.meta.u64(s).store(pos, Ordering::Relaxed);
