@@ -5,6 +5,11 @@ use sluice_e2e::*;
 use std::thread;
 use std::time::Duration;
 
+/// The `tfrf` box's extended type (d4807ef2-ca39-4695-8e54-26cb9e46a79f, MS-SSTR §2.2.4.5).
+const TFRF: [u8; 16] = [
+    0xd4, 0x80, 0x7e, 0xf2, 0xca, 0x39, 0x46, 0x95, 0x8e, 0x54, 0x26, 0xcb, 0x9e, 0x46, 0xa7, 0x9f,
+];
+
 fn mss_pipeline(url: &str) -> String {
     format!(
         "souphttpsrc location={url} ! mssdemux name=d \
@@ -123,6 +128,19 @@ fn smooth_streaming_mssdemux_plays_every_frame() {
         404,
         "a fragment of another run"
     );
+    // The last fragment of the ended stream still carries a tfrf (announcing nothing): a
+    // client that loaded the manifest while it was live is still in live mode.
+    let (last, _) = video[video.len() - 1];
+    let frag = srv
+        .get(&format!(
+            "/cmaf/live/QualityLevels(1)/Fragments(video={last})"
+        ))
+        .expect("fragment");
+    assert_eq!(frag.status, 200, "{}", frag.text());
+    assert!(
+        frag.body.windows(16).any(|w| w == TFRF),
+        "no tfrf box in the last fragment"
+    );
     let wrong = srv
         .get(&format!(
             "/cmaf/live/QualityLevels(1)/Fragments(video={})",
@@ -158,4 +176,37 @@ fn smooth_streaming_mssdemux_plays_every_frame() {
 
     let missing = srv.get("/cmaf/nosuch/Manifest").expect("HTTP");
     assert_eq!(missing.status, 404);
+}
+
+/// mssdemux joining a stream in its first second, and staying on past the stream's end:
+/// it used to abort (`parser->moof == NULL`) about 5 s after the end, when a fragment of
+/// the ended stream came without `tfrf`.
+#[test]
+fn mssdemux_joins_a_young_stream_and_survives_its_end() {
+    require_tools(&["ffmpeg", "timeout"]);
+    require_gst();
+    let srv = Server::start();
+    let publisher = publish_fixture(&srv, "live");
+    thread::sleep(Duration::from_millis(500));
+    // The manifest request waits until the stream has a complete segment; the publish
+    // ends about 10 s in, and the abort came 5 s after that.
+    let g = gst_count(
+        &srv.dir,
+        "gst-mss-young",
+        24,
+        &mss_pipeline(&srv.http_url("/cmaf/live/Manifest")),
+    );
+    assert!(publisher.wait().status.success());
+    let g = g.wait();
+    let r = parse_gst(&g).unwrap_or_else(|e| panic!("{e}\n{}", g.describe()));
+    let diag = format!("{r:?}\n{}", g.describe());
+    assert!(r.error.is_none(), "{diag}");
+    assert!(
+        r.sinks.get("video").is_some_and(|v| v.buffers >= 150),
+        "{diag}"
+    );
+    assert!(
+        r.sinks.get("audio").is_some_and(|a| a.buffers >= 250),
+        "{diag}"
+    );
 }

@@ -1,7 +1,7 @@
 //! Microsoft Smooth Streaming under `/cmaf/S/` (MS-SSTR), cut from the same keyframe index as
 //! the HLS and DASH outputs: fragment N of a track holds its packets from keyframe N of the
 //! main track to keyframe N+1 (the DASH timeline, [`crate::http::cmaf::dash_timeline`]), muxed on
-//! request as a PIFF movie fragment with `tfxd` (and `tfrf` while live) by `dtsc::mp4`, timed
+//! request as a PIFF movie fragment with `tfxd` and `tfrf` by `dtsc::mp4`, timed
 //! in the manifest's 10 MHz time scale.
 //!
 //! URLs (S = stream): `Manifest` (the client manifest, `dtsc::smooth`), and
@@ -165,8 +165,8 @@ pub fn locate(
 }
 
 /// Muxes fragment `key` of track `id` (see [`locate`]) into `out`: `moof` (`mfhd` sequence
-/// number `key + 1`, one `traf` with `tfxd` and, while live, a `tfrf` announcing up to two
-/// following fragments already in the window) and `mdat`. `None` when the fragment is not
+/// number `key + 1`, one `traf` with `tfxd` and a `tfrf` announcing up to two following
+/// fragments already in the window, none after an ended stream's last) and `mdat`. `None` when the fragment is not
 /// (or no longer) in the window.
 pub fn fragment(
     r: &StreamReader,
@@ -203,14 +203,17 @@ pub fn fragment(
             let _ = fb.set_end_dts(1, d);
         }
     }
-    let live = r.meta().state() != shm::STATE_ENDED;
+    // Every fragment carries a `tfrf`, an ended stream's too (empty after its last
+    // fragment): a client that loaded the manifest while the stream was live stays in live
+    // mode, and mssdemux fails a live fragment without one, keeps its `moof` parsed, and
+    // aborts on the next (`parser->moof == NULL`). Players of a stored stream ignore it.
     let next: Vec<(u64, u64)> = timeline_hns(r, tracks, id)
         .into_iter()
         .filter(|x| x.0 > key)
         .take(LOOKAHEAD)
         .map(|(_, s, d)| (s, d))
         .collect();
-    fb.finish_smooth((key + 1) as u32, live.then_some(&next[..]), out)
+    fb.finish_smooth((key + 1) as u32, Some(&next[..]), out)
         .ok()?;
     r.still_valid(start).then_some(())
 }
