@@ -104,6 +104,7 @@ pub fn dtsc(url: &str, duration: Duration, count: Option<usize>) -> Result<DtscR
 /// `rtmp://HOST[:PORT]/APP/STREAM`: plays the stream with `dtsc::rtmp::client::RtmpClient`
 /// for `duration`, `count` media messages, or until the server ends it.
 pub fn rtmp(url: &str, duration: Duration, count: Option<usize>) -> Result<RtmpReport> {
+    use dtsc::machine::{Input, Machine, Output};
     use dtsc::rtmp::client::RtmpClient;
     let (host, port, app, name, tc) = RtmpClient::parse_url(url)
         .ok_or_else(|| anyhow!("{url}: not rtmp://HOST[:PORT]/APP/STREAM"))?;
@@ -115,13 +116,13 @@ pub fn rtmp(url: &str, duration: Duration, count: Option<usize>) -> Result<RtmpR
     client.start(0);
     let mut last_data = Instant::now();
     loop {
-        let out = client.take_output();
-        if !out.is_empty() {
-            s.write_all(&out)?;
-        }
         let now_ms = start.elapsed().as_millis() as u64;
-        while let Some(ev) = client.poll_event() {
-            w.event(ev, now_ms);
+        loop {
+            match client.poll_output() {
+                Output::Transmit(out) => s.write_all(&out)?,
+                Output::Event(ev) => w.event(ev, now_ms),
+                Output::Timeout(_) => break,
+            }
         }
         if w.ended() || start.elapsed() >= duration || count.is_some_and(|c| w.media_count() >= c) {
             break;
@@ -139,7 +140,7 @@ pub fn rtmp(url: &str, duration: Duration, count: Option<usize>) -> Result<RtmpR
             }
             Ok(Some(b)) => {
                 last_data = Instant::now();
-                if let Err(e) = client.handle_input(&b) {
+                if let Err(e) = client.handle_input(Instant::now(), Input::Bytes(&b)) {
                     w.fail(format!("RTMP: {e}"));
                     break;
                 }

@@ -16,6 +16,7 @@ pub mod h264;
 pub mod hds;
 pub mod hevc;
 pub mod hls;
+pub mod machine;
 pub mod mkv;
 pub mod model;
 pub mod mp3;

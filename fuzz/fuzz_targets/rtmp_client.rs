@@ -5,6 +5,7 @@
 //! Bit 1 of the first byte turns on observing every message (`ClientEvent::Message`).
 #![no_main]
 
+use dtsc::machine::{Input, Machine, Output};
 use dtsc::rtmp::chunk::ChunkDecoder;
 use dtsc::rtmp::client::{ClientEvent, RtmpClient};
 use dtsc::rtmp::handshake::HANDSHAKE_SIZE;
@@ -27,15 +28,24 @@ fuzz_target!(|data: &[u8]| {
     // S0 (version 3), S1, S2.
     let mut hs = vec![3u8];
     hs.extend(std::iter::repeat_n(0u8, 2 * HANDSHAKE_SIZE));
-    if c.handle_input(&hs).is_err() {
+    let now = std::time::Instant::now();
+    if c.handle_input(now, Input::Bytes(&hs)).is_err() {
         return;
     }
     written.extend(c.take_output());
     for part in input.chunks(piece) {
-        if c.handle_input(part).is_err() {
+        if c.handle_input(now, Input::Bytes(part)).is_err() {
             break;
         }
-        while let Some(ev) = c.poll_event() {
+        loop {
+            let ev = match c.poll_output() {
+                Output::Transmit(b) => {
+                    written.extend(b);
+                    continue;
+                }
+                Output::Event(ev) => ev,
+                Output::Timeout(_) => break,
+            };
             if ev == ClientEvent::Publishing {
                 let (mut hdrs, mut plan) = (Vec::new(), Vec::new());
                 let body = [0x17u8, 1, 0, 0, 0, 9, 9];

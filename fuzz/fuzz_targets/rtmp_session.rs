@@ -6,6 +6,7 @@
 //! chunk stream our own decoder reads without error, and its commands must be valid AMF0.
 #![no_main]
 
+use dtsc::machine::{Input, Machine, Output};
 use dtsc::amf0::{self, Amf0};
 use dtsc::flv::{FlvIngest, TagKind};
 use dtsc::rtmp::chunk::{msg_type, ChunkDecoder, MAX_MESSAGE_LEN};
@@ -71,7 +72,8 @@ fuzz_target!(|data: &[u8]| {
         skip: 1 + 2 * HANDSHAKE_SIZE,
         dec: ChunkDecoder::new(MAX_MESSAGE_LEN),
     };
-    s.handle_input(&client_handshake())
+    let now = std::time::Instant::now();
+    s.handle_input(now, Input::Bytes(&client_handshake()))
         .expect("a valid handshake is accepted");
     assert!(s.is_handshake_done());
     let out = s.take_output();
@@ -81,8 +83,16 @@ fuzz_target!(|data: &[u8]| {
     let mut ingest = FlvIngest::new();
     let mut media_sent = 0u32;
     for part in input.chunks(piece) {
-        let res = s.handle_input(part);
-        while let Some(ev) = s.poll_event() {
+        let res = s.handle_input(now, Input::Bytes(part));
+        loop {
+            let ev = match s.poll_output() {
+                Output::Transmit(b) => {
+                    peer.read(&b);
+                    continue;
+                }
+                Output::Event(ev) => ev,
+                Output::Timeout(_) => break,
+            };
             match ev {
                 Event::Publish { .. } => {
                     let _ = if accept {

@@ -6,6 +6,7 @@
 
 use connectors::ingest::rtp_ingest::RtpIngest;
 use connectors::ingest::rtsp_client::{ClientEvent, Lower, RtspClient};
+use dtsc::machine::{Input, Machine, Output};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,18 +15,22 @@ fuzz_target!(|data: &[u8]| {
     };
     let lower = if b & 1 == 0 { Lower::Tcp } else { Lower::Udp };
     let mut c = RtspClient::new("rtsp://user:pass@127.0.0.1:554/cam", lower).unwrap();
-    c.start(0);
+    let mut now = std::time::Instant::now();
+    c.start(now);
     let mut ingest: Option<RtpIngest> = None;
     let mut frames = Vec::new();
-    let mut now = 0;
     while let Some((&len, tail)) = rest.split_first() {
         let n = (usize::from(len) * 8).min(tail.len());
-        c.recv(&tail[..n], now);
+        let _ = c.handle_input(now, Input::Bytes(&tail[..n]));
         rest = &tail[n..];
-        now += 100;
-        c.tick(now);
-        let _ = c.transmit();
-        while let Some(ev) = c.poll_event() {
+        now += std::time::Duration::from_millis(100);
+        let _ = c.handle_input(now, Input::Timeout);
+        loop {
+            let ev = match c.poll_output() {
+                Output::Transmit(_) => continue,
+                Output::Event(ev) => ev,
+                Output::Timeout(_) => break,
+            };
             match ev {
                 ClientEvent::Described(tracks) => {
                     if lower == Lower::Udp {

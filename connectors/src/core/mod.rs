@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod cursor;
+pub mod drive;
 pub mod limits;
 pub mod listener;
 pub mod progressive;

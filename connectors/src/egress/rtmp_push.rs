@@ -7,13 +7,14 @@
 //! then per packet an FLV body header and chunk headers, the payload a slice of the shared
 //! pages. One video and one audio track (what FLV carries).
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
+use dtsc::machine::{self, Input, Machine};
 use dtsc::rtmp::client::{ClientEvent, PublishClient};
 use dtsc::{PacketRef, Track};
 
+use crate::core::drive::{drive, Drive, Flow, Step, Stop};
 use crate::core::streaming::{self, Asked, Batch, Ended, Framing, Output};
 use crate::core::tracksel;
 use crate::egress::PushArgs;
@@ -32,33 +33,18 @@ pub fn push(args: &PushArgs) -> Result<()> {
     let mut sock = crate::egress::connect(&host, port, HANDSHAKE)?;
     let mut client = PublishClient::new(&tc_url, &app, &name, crate::seed());
     client.start(0);
-    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let zero = Instant::now();
-    let mut buf = vec![0u8; 16 << 10];
-    loop {
-        sock.write_all(&client.take_output())
-            .context("writing to the target")?;
-        match client.poll_event() {
-            Some(ClientEvent::Publishing) => break,
-            Some(ClientEvent::Failed(why)) => bail!("refused: {why}"),
-            Some(_) => continue,
-            None => {}
-        }
-        if zero.elapsed() > HANDSHAKE {
-            bail!("no answer to the publish within {HANDSHAKE:?}");
-        }
-        match sock.read(&mut buf) {
-            Ok(0) => bail!("the target closed the connection"),
-            Ok(n) => client
-                .handle_input(&buf[..n])
-                .map_err(|e| anyhow!("the target's messages: {e}"))?,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(e).context("reading from the target"),
-        }
+    let how = Drive {
+        deadline: Some(Instant::now() + HANDSHAKE),
+        poll: Duration::from_millis(200),
+        what: "the publish handshake with the target",
+    };
+    let on = |_: &mut PublishClient, step| match step {
+        Step::Event(ClientEvent::Publishing) => Ok(Flow::Done),
+        Step::Event(ClientEvent::Failed(why)) => bail!("refused: {why}"),
+        _ => Ok(Flow::Continue),
+    };
+    if drive(&mut sock, &mut client, how, on)? == Stop::Closed {
+        bail!("the target closed the connection");
     }
     crate::log!(
         PROTO,
@@ -73,6 +59,7 @@ pub fn push(args: &PushArgs) -> Result<()> {
         msgs: FlvMessages::default(),
         clock: None,
         stopped: None,
+        replies: Vec::new(),
     };
     let pending = out.client.take_output();
     // A buffer that dies is replaced and the push goes on from the new one.
@@ -108,6 +95,8 @@ struct RtmpPushOut {
     clock: Option<(Instant, u64)>,
     /// Why the target ended the publish, if it did.
     stopped: Option<String>,
+    /// The client's answers to the target's messages (acknowledgements), not yet sent.
+    replies: Vec<u8>,
 }
 
 impl<'m> Output<'m> for RtmpPushOut {
@@ -133,17 +122,23 @@ impl<'m> Output<'m> for RtmpPushOut {
     }
 
     fn input(&mut self, bytes: &[u8]) -> Result<Asked> {
-        self.client.handle_input(bytes)?;
-        while let Some(ev) = self.client.poll_event() {
-            if let ClientEvent::Failed(why) | ClientEvent::Stopped(why) = ev {
-                self.stopped = Some(why);
-                return Ok(Asked::Stop);
+        self.client
+            .handle_input(Instant::now(), Input::Bytes(bytes))?;
+        loop {
+            match self.client.poll_output() {
+                machine::Output::Transmit(b) => self.replies.extend_from_slice(&b),
+                machine::Output::Event(ClientEvent::Failed(why) | ClientEvent::Stopped(why)) => {
+                    self.stopped = Some(why);
+                    return Ok(Asked::Stop);
+                }
+                machine::Output::Event(_) => {}
+                machine::Output::Timeout(_) => return Ok(Asked::Nothing),
             }
         }
-        Ok(Asked::Nothing)
     }
 
     fn control(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.replies);
         out.extend_from_slice(&self.client.take_output());
     }
 

@@ -13,10 +13,13 @@
 //! Errors (target unreachable, refused, the stream never gets media) end the process with
 //! a message naming them; retrying is the caller's (the controller's push rules).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
+use dtsc::machine::{self, Machine};
+
+use crate::core::drive::{drive, Drive, Flow, Step, Stop};
 
 use crate::egress::PushArgs;
 use crate::ingest::rtsp_client::{ClientEvent, RtspClient};
@@ -37,7 +40,7 @@ pub fn push(args: &PushArgs) -> Result<()> {
     }
     // The handshake.
     let probe = RtspClient::new(&args.target, crate::ingest::rtsp_client::Lower::Tcp)
-        .map_err(|e| anyhow!(e))?;
+        .map_err(|e| anyhow!("{e}"))?;
     let shown = probe.url().to_string();
     let url = rtsp_types::Url::parse(&shown).map_err(|e| anyhow!("{e}"))?;
     let host = url.host_str().unwrap_or("").to_string();
@@ -46,34 +49,21 @@ pub fn push(args: &PushArgs) -> Result<()> {
     let refs: Vec<&dtsc::Track> = tracks.iter().collect();
     let sdp = crate::serve::rtsp::sdp_of(&refs, &args.stream, &local, "npt=now-");
     let controls = tracks.iter().map(|t| format!("trackID={}", t.id)).collect();
-    let mut client = RtspClient::new_record(&args.target, sdp, controls).map_err(|e| anyhow!(e))?;
-    let zero = Instant::now();
-    let ms = || zero.elapsed().as_millis() as u64;
-    client.start(ms());
-    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut buf = vec![0u8; 16 << 10];
-    loop {
-        sock.write_all(&client.transmit())
-            .context("writing to the target")?;
-        match client.poll_event() {
-            Some(ClientEvent::Playing) => break,
-            Some(ClientEvent::Failed(why)) => bail!("{shown}: {why}"),
-            Some(_) => continue,
-            None => {}
-        }
-        if zero.elapsed() > HANDSHAKE {
-            bail!("{shown}: no answer to the handshake within {HANDSHAKE:?}");
-        }
-        match sock.read(&mut buf) {
-            Ok(0) => bail!("{shown}: the target closed the connection"),
-            Ok(n) => client.recv(&buf[..n], ms()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(e).context("reading from the target"),
-        }
+    let mut client =
+        RtspClient::new_record(&args.target, sdp, controls).map_err(|e| anyhow!("{e}"))?;
+    client.start(Instant::now());
+    let how = Drive {
+        deadline: Some(Instant::now() + HANDSHAKE),
+        poll: Duration::from_millis(200),
+        what: "the RTSP handshake with the target",
+    };
+    let on = |_: &mut RtspClient, step| match step {
+        Step::Event(ClientEvent::Playing) => Ok(Flow::Done),
+        Step::Event(ClientEvent::Failed(why)) => bail!("{shown}: {why}"),
+        _ => Ok(Flow::Continue),
+    };
+    if drive(&mut sock, &mut client, how, on)? == Stop::Closed {
+        bail!("{shown}: the target closed the connection");
     }
     crate::log!(
         PROTO,
@@ -84,8 +74,10 @@ pub fn push(args: &PushArgs) -> Result<()> {
     sock.set_read_timeout(None)?;
     let ended =
         crate::serve::rtsp::stream_out(sock.try_clone()?, cursor, &tracks, &args.stream, &shown)?;
-    client.teardown(ms());
-    let _ = sock.write_all(&client.transmit());
+    client.teardown(Instant::now());
+    while let machine::Output::Transmit(tx) = client.poll_output() {
+        let _ = sock.write_all(&tx);
+    }
     crate::log!(
         PROTO,
         "{}: push to {shown} ended ({})",

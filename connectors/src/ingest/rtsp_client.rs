@@ -1,7 +1,7 @@
-//! An RTSP client that plays a stream (RFC 2326, RTSP 1.0), sans-IO: bytes from the server
-//! go in with [`RtspClient::recv`], bytes to send come out of [`RtspClient::transmit`], and
-//! what happened comes out of [`RtspClient::poll_event`]; the caller owns the sockets and the
-//! clock (times are ms on any monotonic clock). This is how Sluice pulls from IP cameras
+//! An RTSP client that plays a stream (RFC 2326, RTSP 1.0), sans-IO, driven as every
+//! machine is ([`dtsc::machine::Machine`]): bytes from the server and timeouts go in with
+//! `handle_input`, requests to send, events and the keepalive's time come out of
+//! `poll_output`; the caller owns the sockets and the clock. This is how Sluice pulls from IP cameras
 //! (`connectors::ingest::rtsp_pull`).
 //!
 //! Play sequence: OPTIONS, DESCRIBE (`Accept: application/sdp`), one SETUP per track Sluice can
@@ -21,6 +21,9 @@
 //! error status, with the method and the status.
 
 use std::collections::VecDeque;
+use std::time::Instant;
+
+use dtsc::machine::{Input, Machine, Output};
 
 use rtsp_types::headers::{self, Transport, Transports};
 use rtsp_types::{Message, Method, ParseError, Request, Response, StatusCode, Url, Version};
@@ -83,6 +86,25 @@ enum Auth {
     Digest(Box<digest_auth::WwwAuthenticateHeader>),
 }
 
+/// Why a URL cannot be played or pushed to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not a URL at all.
+    #[error("{url}: {why}")]
+    Malformed {
+        /// The URL as given.
+        url: String,
+        /// The parser's reason.
+        why: String,
+    },
+    /// A URL of another scheme.
+    #[error("{0}: not an rtsp:// URL")]
+    NotRtsp(String),
+    /// A URL without a host.
+    #[error("{0}: no host")]
+    NoHost(String),
+}
+
 /// One RTSP play session against one server.
 pub struct RtspClient {
     url: Url,
@@ -105,19 +127,24 @@ pub struct RtspClient {
     events: VecDeque<ClientEvent>,
     /// Record mode: the SDP announced (the client pushes instead of playing).
     record: Option<String>,
+    /// The instant of the first call that gave one: the client's times are ms after it.
+    origin: Option<Instant>,
 }
 
 impl RtspClient {
     /// A client for `url` (`rtsp://[user:pass@]host[:port]/path`; the credentials are taken
     /// out of the URL and used only when the server asks). `Err` names what is wrong with
     /// the URL.
-    pub fn new(url: &str, lower: Lower) -> Result<RtspClient, String> {
-        let mut url = Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    pub fn new(url: &str, lower: Lower) -> Result<RtspClient, UrlError> {
+        let mut url = Url::parse(url).map_err(|e| UrlError::Malformed {
+            url: url.to_string(),
+            why: e.to_string(),
+        })?;
         if url.scheme() != "rtsp" {
-            return Err(format!("{url}: not an rtsp:// URL"));
+            return Err(UrlError::NotRtsp(url.to_string()));
         }
         if url.host_str().is_none() {
-            return Err(format!("{url}: no host"));
+            return Err(UrlError::NoHost(url.to_string()));
         }
         let user = (!url.username().is_empty()).then(|| {
             let dec = |s: &str| percent_decode(s).unwrap_or_else(|| s.to_string());
@@ -144,13 +171,18 @@ impl RtspClient {
             out: Vec::new(),
             events: VecDeque::new(),
             record: None,
+            origin: None,
         })
     }
 
     /// A client that pushes to `url` (ANNOUNCE with `sdp`, then a SETUP with `mode=record`
     /// for each of `controls`, interleaved over TCP, then RECORD); after
     /// [`ClientEvent::Playing`] the caller sends RTP on channels 2i/2i+1.
-    pub fn new_record(url: &str, sdp: String, controls: Vec<String>) -> Result<RtspClient, String> {
+    pub fn new_record(
+        url: &str,
+        sdp: String,
+        controls: Vec<String>,
+    ) -> Result<RtspClient, UrlError> {
         let mut c = RtspClient::new(url, Lower::Tcp)?;
         c.record = Some(sdp);
         c.controls = controls;
@@ -162,15 +194,31 @@ impl RtspClient {
         self.url.as_str()
     }
 
-    /// Starts the session (sends OPTIONS) at `now_ms`.
-    pub fn start(&mut self, now_ms: u64) {
+    /// ms of the client's clock at `now` (0 at the first instant it was given).
+    fn ms(&mut self, now: Instant) -> u64 {
+        let origin = *self.origin.get_or_insert(now);
+        now.saturating_duration_since(origin).as_millis() as u64
+    }
+
+    /// Starts the session (sends OPTIONS) at `now`.
+    pub fn start(&mut self, now: Instant) {
+        let ms = self.ms(now);
+        self.start_at_ms(ms);
+    }
+
+    fn start_at_ms(&mut self, now_ms: u64) {
         let u = self.url.as_str().to_string();
         self.request(Method::Options, &u, &[], now_ms);
     }
 
     /// The client's UDP ports (RTP, RTCP) per described track, after
     /// [`ClientEvent::Described`] with [`Lower::Udp`]; the SETUPs follow.
-    pub fn set_client_ports(&mut self, ports: Vec<(u16, u16)>, now_ms: u64) {
+    pub fn set_client_ports(&mut self, ports: Vec<(u16, u16)>, now: Instant) {
+        let ms = self.ms(now);
+        self.set_client_ports_at_ms(ports, ms);
+    }
+
+    fn set_client_ports_at_ms(&mut self, ports: Vec<(u16, u16)>, now_ms: u64) {
         if self.phase == Phase::AwaitPorts {
             self.ports = ports;
             self.setup(0, now_ms);
@@ -178,12 +226,12 @@ impl RtspClient {
     }
 
     /// Bytes to send to the server, taken.
-    pub fn transmit(&mut self) -> Vec<u8> {
+    fn transmit(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)
     }
 
     /// The next event.
-    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+    fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
 
@@ -192,8 +240,15 @@ impl RtspClient {
         self.phase == Phase::Playing
     }
 
+    /// When the keepalive is due (ms on the client's clock): half the session timeout after
+    /// the last request, while playing with no request pending.
+    fn keepalive_due_ms(&self) -> Option<u64> {
+        (self.phase == Phase::Playing && self.pending.is_none())
+            .then(|| self.last_sent_ms + self.timeout_ms / 2)
+    }
+
     /// Time passes: sends the keepalive when half the session timeout has gone by.
-    pub fn tick(&mut self, now_ms: u64) {
+    fn tick(&mut self, now_ms: u64) {
         if self.phase == Phase::Playing
             && self.pending.is_none()
             && now_ms.saturating_sub(self.last_sent_ms) >= self.timeout_ms / 2
@@ -203,8 +258,14 @@ impl RtspClient {
         }
     }
 
-    /// Ends the session politely (TEARDOWN).
-    pub fn teardown(&mut self, now_ms: u64) {
+    /// Ends the session politely (TEARDOWN) at `now`; the request comes out of
+    /// [`Machine::poll_output`].
+    pub fn teardown(&mut self, now: Instant) {
+        let ms = self.ms(now);
+        self.teardown_at_ms(ms);
+    }
+
+    fn teardown_at_ms(&mut self, now_ms: u64) {
         if self.session.is_some() && self.phase != Phase::Done {
             let u = self.base.clone();
             self.request(Method::Teardown, &u, &[], now_ms);
@@ -332,7 +393,7 @@ impl RtspClient {
     }
 
     /// Bytes from the server (in any chunking) at `now_ms`.
-    pub fn recv(&mut self, bytes: &[u8], now_ms: u64) {
+    fn receive(&mut self, bytes: &[u8], now_ms: u64) {
         self.buf.extend_from_slice(bytes);
         let mut used_total = 0;
         loop {
@@ -575,6 +636,37 @@ fn percent_decode(s: &str) -> Option<String> {
     crate::core::url::percent_decode_utf8(s)
 }
 
+impl Machine for RtspClient {
+    type Event = ClientEvent;
+    /// The client fails by event ([`ClientEvent::Failed`]), never by error.
+    type Error = std::convert::Infallible;
+
+    /// Bytes from the server, in any chunking; a timeout sends the keepalive when due.
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Self::Error> {
+        let ms = self.ms(now);
+        match input {
+            Input::Bytes(b) => self.receive(b, ms),
+            Input::Timeout => self.tick(ms),
+        }
+        Ok(())
+    }
+
+    /// Requests to send, then events, then the keepalive's time while playing.
+    fn poll_output(&mut self) -> Output<ClientEvent> {
+        if !self.out.is_empty() {
+            return Output::Transmit(self.transmit());
+        }
+        if let Some(e) = self.poll_event() {
+            return Output::Event(e);
+        }
+        let at = self
+            .keepalive_due_ms()
+            .zip(self.origin)
+            .map(|(ms, origin)| origin + std::time::Duration::from_millis(ms));
+        Output::Timeout(at)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,15 +705,15 @@ mod tests {
         );
         // In two pieces: the parser must wait for the rest.
         let (a, b) = msg.as_bytes().split_at(msg.len() / 2);
-        c.recv(a, now);
-        c.recv(b, now);
+        c.receive(a, now);
+        c.receive(b, now);
     }
 
     /// `digest_auth` slices by character counts: a non-ASCII challenge aborted the pull.
     #[test]
     fn a_challenge_with_multibyte_characters_is_no_panic() {
         let mut c = RtspClient::new("rtsp://admin:pw@127.0.0.1/cam", Lower::Tcp).unwrap();
-        c.start(0);
+        c.start_at_ms(0);
         reply(&mut c, 200, "Public: OPTIONS, DESCRIBE\r\n", "", 0);
         reply(
             &mut c,
@@ -637,7 +729,7 @@ mod tests {
     fn plays_over_tcp_with_digest_auth_and_keeps_alive() {
         let mut c = RtspClient::new("rtsp://admin:p%40ss@127.0.0.1:8554/cam", Lower::Tcp).unwrap();
         assert_eq!(c.url(), "rtsp://127.0.0.1:8554/cam");
-        c.start(0);
+        c.start_at_ms(0);
         reply(
             &mut c,
             200,
@@ -728,8 +820,8 @@ mod tests {
         assert!(matches!(c.poll_event(), Some(ClientEvent::Playing)));
         // Interleaved data, cut anywhere.
         let frame = [b'$', 2, 0, 3, 9, 8, 7, b'$', 0, 0, 1, 5];
-        c.recv(&frame[..5], 1);
-        c.recv(&frame[5..], 1);
+        c.receive(&frame[..5], 1);
+        c.receive(&frame[5..], 1);
         assert!(
             matches!(c.poll_event(), Some(ClientEvent::Data { channel: 2, ref bytes }) if bytes == &[9, 8, 7])
         );
@@ -752,12 +844,12 @@ mod tests {
     #[test]
     fn udp_waits_for_ports_and_errors_end_the_session() {
         let mut c = RtspClient::new("rtsp://127.0.0.1/cam", Lower::Udp).unwrap();
-        c.start(0);
+        c.start_at_ms(0);
         reply(&mut c, 200, "", "", 0);
         reply(&mut c, 200, "Content-Type: application/sdp\r\n", SDP, 0);
         assert!(matches!(c.poll_event(), Some(ClientEvent::Described(_))));
         assert!(c.out.is_empty(), "no SETUP before the ports");
-        c.set_client_ports(vec![(5000, 5001), (5002, 5003)], 0);
+        c.set_client_ports_at_ms(vec![(5000, 5001), (5002, 5003)], 0);
         let s = requests(&c.out.clone());
         assert_eq!(
             s[0].header(&headers::TRANSPORT).unwrap().as_str(),
@@ -782,7 +874,7 @@ mod tests {
         );
         // No credentials: a 401 is an error.
         let mut c = RtspClient::new("rtsp://127.0.0.1/cam", Lower::Tcp).unwrap();
-        c.start(0);
+        c.start_at_ms(0);
         reply(
             &mut c,
             401,
@@ -801,8 +893,8 @@ mod tests {
         assert!(RtspClient::new("http://x/y", Lower::Tcp).is_err());
         // Garbage ends the session.
         let mut c = RtspClient::new("rtsp://127.0.0.1/cam", Lower::Tcp).unwrap();
-        c.start(0);
-        c.recv(b"\x00\x01garbage that is not RTSP\r\n\r\n", 0);
+        c.start_at_ms(0);
+        c.receive(b"\x00\x01garbage that is not RTSP\r\n\r\n", 0);
         assert!(matches!(c.poll_event(), Some(ClientEvent::Failed(_))));
     }
 }

@@ -18,6 +18,7 @@
 //!   keyframe, late packets), reconnects and the state are written every second to
 //!   `RUNDIR/NAME.pull.json` for the controller's stats, and logged when they change.
 
+use dtsc::machine::{self, Input, Machine};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::fd::AsFd;
@@ -180,6 +181,22 @@ pub fn write_stats_file(path: &std::path::Path, v: &serde_json::Value) {
     }
 }
 
+/// Writes `bytes` to the camera's non-blocking socket, blocking for it.
+fn write_blocking(sock: &mut TcpStream, bytes: &[u8]) -> Result<()> {
+    sock.set_nonblocking(false)?;
+    let w = sock.write_all(bytes);
+    sock.set_nonblocking(true)?;
+    w.context("writing to the camera")
+}
+
+/// Sends what the client has to send (a TEARDOWN at the end), leaving its events.
+fn send_requests(sock: &mut TcpStream, client: &mut RtspClient) -> Result<()> {
+    while let machine::Output::Transmit(tx) = client.poll_output() {
+        write_blocking(sock, &tx)?;
+    }
+    Ok(())
+}
+
 fn now_ms(zero: Instant) -> u64 {
     zero.elapsed().as_millis() as u64
 }
@@ -222,7 +239,7 @@ impl Session<'_> {
             .with_context(|| format!("connecting to {addr}"))?;
         sock.set_nodelay(true)?;
         sock.set_nonblocking(true)?;
-        client.start(now_ms(zero));
+        client.start(Instant::now());
         let mut ingest: Option<RtpIngest> = None;
         let mut udp: Vec<UdpTrack> = Vec::new();
         let mut chunk = vec![0u8; 64 << 10];
@@ -234,16 +251,9 @@ impl Session<'_> {
         let mut flushed = false;
         let result = loop {
             if term.load(Ordering::SeqCst) {
-                client.teardown(now_ms(zero));
-                let _ = sock.write_all(&client.transmit());
+                client.teardown(Instant::now());
+                let _ = send_requests(&mut sock, &mut client);
                 break Ok(());
-            }
-            let tx = client.transmit();
-            if !tx.is_empty() {
-                sock.set_nonblocking(false)?;
-                let w = sock.write_all(&tx);
-                sock.set_nonblocking(true)?;
-                w.context("writing to the camera")?;
             }
             // Wait for the camera (TCP and every UDP socket), at most until a jitter deadline.
             let now = now_ms(zero);
@@ -269,7 +279,9 @@ impl Session<'_> {
                         closed = true;
                         break;
                     }
-                    Ok(n) => client.recv(&chunk[..n], now),
+                    Ok(n) => {
+                        let _ = client.handle_input(Instant::now(), Input::Bytes(&chunk[..n]));
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => {
@@ -278,10 +290,18 @@ impl Session<'_> {
                     }
                 }
             }
-            client.tick(now);
+            let _ = client.handle_input(Instant::now(), Input::Timeout);
             buffer::sessions::update(Some(&sock), false);
             let mut failed = None;
-            while let Some(ev) = client.poll_event() {
+            loop {
+                let ev = match client.poll_output() {
+                    machine::Output::Transmit(tx) => {
+                        write_blocking(&mut sock, &tx)?;
+                        continue;
+                    }
+                    machine::Output::Event(ev) => ev,
+                    machine::Output::Timeout(_) => break,
+                };
                 match ev {
                     ClientEvent::Described(tracks) => {
                         if self.lower == Lower::Udp {
@@ -307,7 +327,7 @@ impl Session<'_> {
                                     (p(&u.rtp), p(&u.rtcp))
                                 })
                                 .collect();
-                            client.set_client_ports(ports, now);
+                            client.set_client_ports(ports, Instant::now());
                         }
                         // Times go on after the previous session's last packet: the reorder
                         // delay given to video and one frame of margin.
@@ -461,8 +481,8 @@ impl Session<'_> {
                 break Err(anyhow!("the camera closed the connection"));
             }
             if last_media.elapsed() >= SILENCE {
-                client.teardown(now);
-                let _ = sock.write_all(&client.transmit());
+                client.teardown(Instant::now());
+                let _ = send_requests(&mut sock, &mut client);
                 break Err(anyhow!(
                     "nothing from the camera for {} s",
                     SILENCE.as_secs()

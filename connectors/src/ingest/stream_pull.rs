@@ -974,6 +974,7 @@ fn rtmp_session(
     term: &AtomicBool,
     st: &mut Stats,
 ) -> Result<()> {
+    use crate::core::drive::{drive, Drive, Flow, Step};
     use dtsc::rtmp::client::{ClientEvent, RtmpClient};
     use dtsc::rtmp::session::MediaKind;
     let (host, port, app, name, tc_url) =
@@ -986,70 +987,54 @@ fn rtmp_session(
     let mut sock = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .with_context(|| format!("connecting to {addr}"))?;
     sock.set_nodelay(true)?;
-    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut client = RtmpClient::player(&tc_url, &app, &name, crate::seed());
     client.start(0);
     let mut feed = Feed::new();
-    let mut buf = vec![0u8; 64 << 10];
-    while !term.load(Ordering::SeqCst) {
-        let tx = client.take_output();
-        if !tx.is_empty() {
-            sock.write_all(&tx).context("writing to the server")?;
-        }
-        let got = match sock.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => {
-                st.bytes += n as u64;
-                buffer::sessions::add_bytes(0, n as u64);
-                client
-                    .handle_input(&buf[..n])
-                    .map_err(|e| anyhow!("from the server: {e}"))?;
-                true
+    let how = Drive {
+        deadline: None,
+        poll: Duration::from_millis(100),
+        what: "the RTMP server",
+    };
+    drive(&mut sock, &mut client, how, |_, step| {
+        match step {
+            Step::Event(ClientEvent::Playing) => {
+                st.sessions += 1;
+                crate::log!(PROTO, "{}: playing", crate::core::url::redact(url));
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                false
+            Step::Event(ClientEvent::Media {
+                kind,
+                timestamp,
+                payload,
+            }) => {
+                let tag = match kind {
+                    MediaKind::Audio => flv::TagKind::Audio,
+                    MediaKind::Video => flv::TagKind::Video,
+                    MediaKind::Data => flv::TagKind::Script,
+                };
+                demux.push_tag(tag, timestamp, &payload, &mut feed.frames);
             }
-            Err(e) => bail!("reading: {e}"),
-        };
-        while let Some(ev) = client.poll_event() {
-            match ev {
-                ClientEvent::Playing => {
-                    st.sessions += 1;
-                    crate::log!(PROTO, "{}: playing", crate::core::url::redact(url));
-                }
-                ClientEvent::Media {
-                    kind,
-                    timestamp,
-                    payload,
-                } => {
-                    let tag = match kind {
-                        MediaKind::Audio => flv::TagKind::Audio,
-                        MediaKind::Video => flv::TagKind::Video,
-                        MediaKind::Data => flv::TagKind::Script,
-                    };
-                    demux.push_tag(tag, timestamp, &payload, &mut feed.frames);
-                }
-                ClientEvent::Failed(why) => bail!("refused: {why}"),
-                ClientEvent::Stopped(why) => {
-                    crate::log!(
-                        PROTO,
-                        "{}: the server stopped: {why}",
-                        crate::core::url::redact(url)
-                    );
-                    return Ok(());
-                }
-                ClientEvent::Connected | ClientEvent::Publishing | ClientEvent::Message(_) => {}
+            Step::Event(ClientEvent::Failed(why)) => bail!("refused: {why}"),
+            Step::Event(ClientEvent::Stopped(why)) => {
+                crate::log!(
+                    PROTO,
+                    "{}: the server stopped: {why}",
+                    crate::core::url::redact(url)
+                );
+                return Ok(Flow::Done);
+            }
+            Step::Event(_) => {}
+            Step::Woke(got) => {
+                st.bytes += got as u64;
+                buffer::sessions::add_bytes(0, got as u64);
+                feed.settle(got > 0, demux, out, st)?;
             }
         }
-        feed.settle(got, demux, out, st)?;
-    }
+        Ok(if term.load(Ordering::SeqCst) {
+            Flow::Done
+        } else {
+            Flow::Continue
+        })
+    })?;
     Ok(())
 }
 

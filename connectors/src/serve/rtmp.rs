@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use buffer::ipc::{self, Mode};
 use dtsc::flv::{self, FlvToDtsc, TagKind};
+use dtsc::machine::{self, Input, Machine};
 use dtsc::rtmp::chunk::Span;
-use dtsc::rtmp::session::{Event, MediaKind, ServerConfig, ServerSession, SessionError};
+use dtsc::rtmp::session::{
+    Event, MediaKind, ServerConfig, ServerSession, SessionError, DEFAULT_MAX_QUEUED_REPLIES,
+};
 use dtsc::rtmp::MediaSender;
 use dtsc::{Codec, PacketRef, Track, TrackKind};
 
@@ -63,6 +66,17 @@ fn flush(sock: &mut TcpStream, session: &mut ServerSession) -> Result<()> {
     Ok(())
 }
 
+/// The session's next event; what it has to send on the way goes to the client.
+fn next_event(sock: &mut TcpStream, session: &mut ServerSession) -> Result<Option<Event>> {
+    loop {
+        match session.poll_output() {
+            machine::Output::Transmit(b) => sock.write_all(&b).context("writing to the client")?,
+            machine::Output::Event(e) => return Ok(Some(e)),
+            machine::Output::Timeout(_) => return Ok(None),
+        }
+    }
+}
+
 /// Serves one RTMP connection.
 pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     let peer = crate::core::tls::peer_addr(&sock)
@@ -88,7 +102,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
             }
             Err(e) => return Err(e.into()),
         };
-        let fed = session.handle_input(&buf[..n]);
+        let fed = session.handle_input(Instant::now(), Input::Bytes(&buf[..n]));
         // Whatever the session answered goes out first, even before an error closes it.
         flush(&mut sock, &mut session)?;
         match fed {
@@ -96,7 +110,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
             Err(SessionError::ConnectRejected(_)) => return Ok(()),
             r => r.map_err(|e| anyhow!("{peer}: {e}"))?,
         }
-        while let Some(ev) = session.poll_event() {
+        while let Some(ev) = next_event(&mut sock, &mut session)? {
             match ev {
                 Event::Connect { app, tc_url } => {
                     base_url = tc_url.unwrap_or_else(|| {
@@ -177,7 +191,7 @@ fn publish(
     loop {
         // Events first: the session may hold media that came with the publish command.
         let mut done = false;
-        while let Some(ev) = session.poll_event() {
+        while let Some(ev) = next_event(&mut sock, &mut session)? {
             match ev {
                 Event::Media {
                     kind,
@@ -216,7 +230,7 @@ fn publish(
             Err(e) => return Err(anyhow!("{peer}: reading from the publisher: {e}")),
         };
         buffer::sessions::update(Some(&sock), false);
-        let fed = session.handle_input(&buf[..n]);
+        let fed = session.handle_input(Instant::now(), Input::Bytes(&buf[..n]));
         flush(&mut sock, &mut session)?;
         fed.map_err(|e| anyhow!("{peer}: {e}"))?;
     }
@@ -311,6 +325,7 @@ fn play(
         duration_ms: crate::core::window::ended_span(cursor.reader(), cursor.tracks())
             .map(|span| span.end - span.start),
         seeked: false,
+        replies: Vec::new(),
     };
     // A buffer that dies is replaced and the viewer goes on from the new one.
     match streaming::stream_resuming(&mut sock, &mut cursor, &mut out, pending, Framing::Raw) {
@@ -338,6 +353,8 @@ struct RtmpPlay {
     duration_ms: Option<u64>,
     /// A seek was answered: its init data gives the duration again.
     seeked: bool,
+    /// The session's answers to the client's messages, until the client reads.
+    replies: Vec<u8>,
 }
 
 /// How far ahead of real time a stored stream goes to a client that did not announce its
@@ -467,9 +484,27 @@ impl<'m> Output<'m> for RtmpPlay {
     }
 
     fn input(&mut self, bytes: &[u8]) -> Result<Asked> {
-        self.session.handle_input(bytes)?;
+        self.session
+            .handle_input(Instant::now(), Input::Bytes(bytes))?;
         let mut asked = Asked::Nothing;
-        while let Some(ev) = self.session.poll_event() {
+        loop {
+            let ev = match self.session.poll_output() {
+                machine::Output::Transmit(b) => {
+                    // Replies wait here while the client does not read (see `control`); a
+                    // client that sends but never reads is dropped past the bound.
+                    self.replies.extend_from_slice(&b);
+                    if self.replies.len() > DEFAULT_MAX_QUEUED_REPLIES {
+                        return Err(SessionError::OutputBacklog {
+                            queued: self.replies.len(),
+                            limit: DEFAULT_MAX_QUEUED_REPLIES,
+                        }
+                        .into());
+                    }
+                    continue;
+                }
+                machine::Output::Event(ev) => ev,
+                machine::Output::Timeout(_) => break,
+            };
             match ev {
                 Event::DeleteStream { .. } | Event::CloseStream { .. } => return Ok(Asked::Stop),
                 Event::Seek { ms } => asked = Asked::Seek(ms),
@@ -502,6 +537,7 @@ impl<'m> Output<'m> for RtmpPlay {
         // session, which refuses more input once they pass its bound
         // (`ServerConfig::max_queued_replies`): a stalled peer is dropped, not buffered.
         if out.len() < 64 << 10 {
+            out.append(&mut self.replies);
             out.extend_from_slice(&self.session.take_output());
         }
     }

@@ -194,12 +194,12 @@ impl RtmpClient {
     }
 
     /// The next event, oldest first.
-    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+    pub(crate) fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
 
     /// Feeds bytes received from the server. After an error the connection must be closed.
-    pub fn handle_input(&mut self, input: &[u8]) -> Result<(), SessionError> {
+    pub(crate) fn receive(&mut self, input: &[u8]) -> Result<(), SessionError> {
         self.received += input.len() as u64;
         let mut rest = input;
         if self.step == Step::Handshake {
@@ -529,6 +529,37 @@ impl RtmpClient {
     }
 }
 
+impl crate::machine::Machine for RtmpClient {
+    type Event = ClientEvent;
+    type Error = SessionError;
+
+    /// Bytes from the server: handshake, then chunks. RTMP runs no timers, so
+    /// [`Input::Timeout`](crate::machine::Input::Timeout) changes nothing.
+    fn handle_input(
+        &mut self,
+        _now: std::time::Instant,
+        input: crate::machine::Input<'_>,
+    ) -> Result<(), SessionError> {
+        match input {
+            crate::machine::Input::Bytes(b) => self.receive(b),
+            crate::machine::Input::Timeout => Ok(()),
+        }
+    }
+
+    /// The queued output (replies, and what the host's own calls added) as one
+    /// `Transmit`, then the events, then `Timeout(None)`.
+    fn poll_output(&mut self) -> crate::machine::Output<ClientEvent> {
+        use crate::machine::Output;
+        if !self.out.is_empty() {
+            return Output::Transmit(self.take_output());
+        }
+        match self.poll_event() {
+            Some(e) => Output::Event(e),
+            None => Output::Timeout(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,7 +581,7 @@ mod tests {
         for _ in 0..50 {
             let c2s = c.take_output();
             for part in c2s.chunks(split.max(1)) {
-                s.handle_input(part).unwrap();
+                s.receive(part).unwrap();
             }
             while let Some(e) = s.poll_event() {
                 if matches!(e, Event::Publish { .. }) {
@@ -560,7 +591,7 @@ mod tests {
             }
             let s2c = s.take_output();
             for part in s2c.chunks(split.max(1)) {
-                c.handle_input(part).unwrap();
+                c.receive(part).unwrap();
             }
             if c2s.is_empty() && s2c.is_empty() {
                 break;
@@ -604,7 +635,7 @@ mod tests {
                     Span::Part(_, r) => wire.extend_from_slice(&frame[r]),
                 }
             }
-            s.handle_input(&wire).unwrap();
+            s.receive(&wire).unwrap();
             let got: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
             let media = got
                 .iter()
@@ -631,7 +662,7 @@ mod tests {
             for _ in 0..50 {
                 let c2s = c.take_output();
                 for part in c2s.chunks(split) {
-                    s.handle_input(part).unwrap();
+                    s.receive(part).unwrap();
                 }
                 while let Some(e) = s.poll_event() {
                     if matches!(e, Event::Play { .. }) {
@@ -641,7 +672,7 @@ mod tests {
                 }
                 let s2c = s.take_output();
                 for part in s2c.chunks(split) {
-                    c.handle_input(part).unwrap();
+                    c.receive(part).unwrap();
                 }
                 if c2s.is_empty() && s2c.is_empty() {
                     break;
@@ -660,7 +691,7 @@ mod tests {
             s.send_media(MediaKind::Video, 4_000_000_000, &[&frame])
                 .unwrap();
             for part in s.take_output().chunks(split) {
-                c.handle_input(part).unwrap();
+                c.receive(part).unwrap();
             }
             // (|RtmpSampleAccess, a data message of the play's start, comes first.)
             let video = std::iter::from_fn(|| c.poll_event()).find(|e| {
@@ -767,7 +798,7 @@ mod tests {
             c.set_observe_messages(true);
             c.start(0);
             for part in scripted_play().chunks(split) {
-                c.handle_input(part).unwrap();
+                c.receive(part).unwrap();
             }
             let ev: Vec<ClientEvent> = std::iter::from_fn(|| c.poll_event()).collect();
             let msgs: Vec<&Message> = ev
@@ -846,7 +877,7 @@ mod tests {
             // Off (the default): the same bytes give no Message events.
             let mut c = RtmpClient::player("rtmp://h/live", "live", "s", 2);
             c.start(0);
-            c.handle_input(&scripted_play()).unwrap();
+            c.receive(&scripted_play()).unwrap();
             let ev: Vec<ClientEvent> = std::iter::from_fn(|| c.poll_event()).collect();
             assert!(
                 !ev.iter().any(|e| matches!(e, ClientEvent::Message(_))),
@@ -863,7 +894,7 @@ mod tests {
         c.start(0);
         for _ in 0..10 {
             let o = c.take_output();
-            s.handle_input(&o).unwrap();
+            s.receive(&o).unwrap();
             while let Some(e) = s.poll_event() {
                 if matches!(e, Event::Publish { .. }) {
                     s.reject_publish("NetStream.Publish.BadName", "taken")
@@ -871,7 +902,7 @@ mod tests {
                 }
             }
             let o = s.take_output();
-            c.handle_input(&o).unwrap();
+            c.receive(&o).unwrap();
         }
         let ev: Vec<ClientEvent> = std::iter::from_fn(|| c.poll_event()).collect();
         assert!(
@@ -891,10 +922,10 @@ mod tests {
             c.start(0);
             let mut hs = vec![3u8];
             hs.extend(std::iter::repeat_n(0u8, 2 * crate::rtmp::handshake::HANDSHAKE_SIZE));
-            c.handle_input(&hs).unwrap();
+            c.receive(&hs).unwrap();
             let mut out = c.take_output();
             for part in input.chunks(piece) {
-                if c.handle_input(part).is_err() {
+                if c.receive(part).is_err() {
                     break;
                 }
                 while c.poll_event().is_some() {}

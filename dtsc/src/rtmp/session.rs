@@ -2,7 +2,7 @@
 //! handshake, chunk stream, protocol control, NetConnection and NetStream commands, for both
 //! publishers and players.
 //!
-//! Driving it: feed received bytes to [`ServerSession::handle_input`], then drain
+//! Driving it: feed received bytes to [`ServerSession::receive`], then drain
 //! [`ServerSession::poll_event`] and send [`ServerSession::take_output`] to the peer. The host
 //! answers [`Event::Publish`] with [`ServerSession::accept_publish`] /
 //! [`ServerSession::reject_publish`] and [`Event::Play`] with [`ServerSession::accept_play`] /
@@ -25,7 +25,7 @@
 //!
 //! Replies the peer's input causes (handshake, acknowledgements, ping responses, command
 //! answers) count until the host takes the output; past [`ServerConfig::max_queued_replies`]
-//! bytes, [`ServerSession::handle_input`] fails with [`SessionError::OutputBacklog`], so a
+//! bytes, [`ServerSession::receive`] fails with [`SessionError::OutputBacklog`], so a
 //! peer that sends without reading is dropped instead of buffered for. A host that keeps its
 //! own send buffer should leave the session's output where it is while that buffer is not
 //! empty ([`ServerSession::queued_output`] says how much waits there).
@@ -371,7 +371,7 @@ impl ServerSession {
     /// than `connect` before `connect`, and [`SessionError::OutputBacklog`] once the replies
     /// queued since the last [`ServerSession::take_output`] exceed
     /// [`ServerConfig::max_queued_replies`].
-    pub fn handle_input(&mut self, input: &[u8]) -> Result<(), SessionError> {
+    pub(crate) fn receive(&mut self, input: &[u8]) -> Result<(), SessionError> {
         let start = self.out.len();
         let result = self.feed(input, start);
         let added = self.out.len().saturating_sub(start);
@@ -379,7 +379,7 @@ impl ServerSession {
         result
     }
 
-    /// [`ServerSession::handle_input`]; `start` is the output length before it.
+    /// [`ServerSession::receive`]; `start` is the output length before it.
     fn feed(&mut self, input: &[u8], start: usize) -> Result<(), SessionError> {
         self.check_backlog(start)?;
         self.received += input.len() as u64;
@@ -452,7 +452,7 @@ impl ServerSession {
     }
 
     /// The next event, oldest first.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
@@ -998,6 +998,37 @@ impl ServerSession {
     }
 }
 
+impl crate::machine::Machine for ServerSession {
+    type Event = Event;
+    type Error = SessionError;
+
+    /// Bytes from the peer: handshake, then chunks. RTMP runs no timers, so
+    /// [`Input::Timeout`](crate::machine::Input::Timeout) changes nothing.
+    fn handle_input(
+        &mut self,
+        _now: std::time::Instant,
+        input: crate::machine::Input<'_>,
+    ) -> Result<(), SessionError> {
+        match input {
+            crate::machine::Input::Bytes(b) => self.receive(b),
+            crate::machine::Input::Timeout => Ok(()),
+        }
+    }
+
+    /// The queued output (replies, and what the host's own calls added) as one
+    /// `Transmit`, then the events, then `Timeout(None)`.
+    fn poll_output(&mut self) -> crate::machine::Output<Event> {
+        use crate::machine::Output;
+        if !self.out.is_empty() {
+            return Output::Transmit(self.take_output());
+        }
+        match self.poll_event() {
+            Some(e) => Output::Event(e),
+            None => Output::Timeout(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1016,12 +1047,12 @@ mod tests {
             let mut hs = ClientHandshake::new(99);
             let mut c0c1 = Vec::new();
             hs.start(0, &mut c0c1);
-            s.handle_input(&c0c1).unwrap();
+            s.receive(&c0c1).unwrap();
             let s0s1s2 = s.take_output();
             assert_eq!(s0s1s2.len(), 3073);
             let mut c2 = Vec::new();
             assert!(hs.push(&s0s1s2, &mut c2).unwrap().done);
-            s.handle_input(&c2).unwrap();
+            s.receive(&c2).unwrap();
             assert!(s.is_handshake_done());
             Client {
                 enc: ChunkEncoder::new(),
@@ -1038,7 +1069,7 @@ mod tests {
 
         fn send(&mut self, s: &mut ServerSession) {
             let w = std::mem::take(&mut self.wire);
-            s.handle_input(&w).unwrap();
+            s.receive(&w).unwrap();
         }
 
         fn read(&mut self, bytes: &[u8]) -> Vec<Message> {
@@ -1132,7 +1163,7 @@ mod tests {
             &[Amf0::string("connect"), Amf0::Number(1.0), connect_obj()],
         );
         let w = std::mem::take(&mut c.wire);
-        let e = s.handle_input(&w).unwrap_err();
+        let e = s.receive(&w).unwrap_err();
         assert!(
             matches!(e, SessionError::ConnectRejected(ref why) if why == "too many connections")
         );
@@ -1230,7 +1261,7 @@ mod tests {
         }
         let wire = std::mem::take(&mut c.wire);
         for piece in wire.chunks(7) {
-            s.handle_input(piece).unwrap();
+            s.receive(piece).unwrap();
         }
         let Some(Event::Media {
             kind: MediaKind::Data,
@@ -1539,7 +1570,7 @@ mod tests {
         amf0::encode_all(&[Amf0::string("connect"), Amf0::Number(1.0)], &mut body);
         body.extend_from_slice(b"\x03\x00\x03app\x02\x00\x40li");
         c.enc.write_message(3, 20, 0, 0, &body, &mut c.wire);
-        let e = s.handle_input(&c.wire).unwrap_err();
+        let e = s.receive(&c.wire).unwrap_err();
         assert!(
             matches!(e, SessionError::Amf(Amf0Error::Truncated { .. })),
             "{e}"
@@ -1552,7 +1583,7 @@ mod tests {
         let mut c = Client::handshake(&mut s);
         c.cmd(0, &[Amf0::string("connect"), Amf0::Number(1.0), Amf0::Null]);
         assert!(matches!(
-            s.handle_input(&c.wire),
+            s.receive(&c.wire),
             Err(SessionError::BadCommand { .. })
         ));
 
@@ -1567,7 +1598,7 @@ mod tests {
                 Amf0::string("x"),
             ],
         );
-        let e = s.handle_input(&c.wire).unwrap_err();
+        let e = s.receive(&c.wire).unwrap_err();
         assert_eq!(
             e.to_string(),
             "RTMP command \"publish\": received before connect"
@@ -1624,7 +1655,7 @@ mod tests {
         let mut c = Client::handshake(&mut s);
         assert_eq!(s.phase(), Phase::BeforeConnect);
         on_chunk_streams(&mut c, 2..=10);
-        let e = s.handle_input(&c.wire).unwrap_err();
+        let e = s.receive(&c.wire).unwrap_err();
         assert_eq!(
             e.to_string(),
             "RTMP chunk stream: chunk stream 6 exceeds the limit of 4 chunk streams before connect"
@@ -1637,7 +1668,7 @@ mod tests {
         c.send(&mut s);
         on_chunk_streams(&mut c, 11..=11);
         assert!(matches!(
-            s.handle_input(&c.wire),
+            s.receive(&c.wire),
             Err(SessionError::Chunk(ChunkError::TooManyChunkStreams {
                 csid: 11,
                 max: 8,
@@ -1676,7 +1707,7 @@ mod tests {
         // Before connect, a 1 MiB message is refused from its 12-byte header.
         let mut s = ServerSession::new(ServerConfig::default());
         Client::handshake(&mut s);
-        let e = s.handle_input(&type0(3, 20, 1 << 20)).unwrap_err();
+        let e = s.receive(&type0(3, 20, 1 << 20)).unwrap_err();
         assert_eq!(
             e.to_string(),
             "RTMP chunk stream: message of 1048576 bytes on chunk stream 3 before connect \
@@ -1697,7 +1728,7 @@ mod tests {
         );
         c.enc
             .write_message(6, 9, 1, 0, &vec![0x17; 100_000], &mut c.wire);
-        let e = s.handle_input(&c.wire).unwrap_err();
+        let e = s.receive(&c.wire).unwrap_err();
         assert_eq!(
             e,
             SessionError::Chunk(ChunkError::MessageTooLong {
@@ -1727,7 +1758,7 @@ mod tests {
         let mut c = Client::handshake(&mut s);
         c.enc.set_chunk_size(1 << 20, &mut c.wire).unwrap();
         assert!(matches!(
-            s.handle_input(&c.wire),
+            s.receive(&c.wire),
             Err(SessionError::Chunk(ChunkError::ChunkSizeTooLarge {
                 size: 0x10_0000,
                 limit: 0x1_0000,
@@ -1739,7 +1770,7 @@ mod tests {
         let mut msg = type0(2, 1, 4);
         msg.extend_from_slice(&0x8000_0000u32.to_be_bytes());
         assert_eq!(
-            s.handle_input(&msg),
+            s.receive(&msg),
             Err(SessionError::Chunk(ChunkError::BadChunkSize(0x8000_0000)))
         );
     }
@@ -1755,7 +1786,7 @@ mod tests {
         body.extend_from_slice(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x1f]);
         c.enc.write_message(3, 20, 0, 0, &body, &mut c.wire);
         assert_eq!(
-            s.handle_input(&c.wire).unwrap_err().to_string(),
+            s.receive(&c.wire).unwrap_err().to_string(),
             "RTMP command \"createStream\": received before connect"
         );
         // Once connected the same body is decoded, and its AMF0 is refused.
@@ -1763,7 +1794,7 @@ mod tests {
         let mut c = connected(&mut s);
         c.enc.write_message(3, 20, 0, 0, &body, &mut c.wire);
         assert!(matches!(
-            s.handle_input(&c.wire),
+            s.receive(&c.wire),
             Err(SessionError::Amf(Amf0Error::ArrayTooLong { .. }))
         ));
         // A command without a name, or an empty one.
@@ -1772,7 +1803,7 @@ mod tests {
             let mut c = Client::handshake(&mut s);
             c.enc.write_message(3, 20, 0, 0, body, &mut c.wire);
             assert_eq!(
-                s.handle_input(&c.wire),
+                s.receive(&c.wire),
                 Err(err("", "command message without a command name"))
             );
         }
@@ -1826,7 +1857,7 @@ mod tests {
         assert!(s.queued_output() > 10_000 + s.queued_replies());
         // 400 more without the output being taken: over the bound, refused.
         pings(&mut c, 400);
-        let e = s.handle_input(&c.wire).unwrap_err();
+        let e = s.receive(&c.wire).unwrap_err();
         assert!(
             matches!(e, SessionError::OutputBacklog { queued, limit: 4096 } if queued > 4096),
             "{e}"
@@ -1878,7 +1909,7 @@ mod tests {
                 c.send(&mut s);
             }
             for piece in bytes.chunks(step) {
-                if s.handle_input(piece).is_err() {
+                if s.receive(piece).is_err() {
                     break;
                 }
             }
@@ -1903,7 +1934,7 @@ mod tests {
             for _ in 0..times {
                 c.cmd(1, &vals);
             }
-            let _ = s.handle_input(&c.wire);
+            let _ = s.receive(&c.wire);
             while s.poll_event().is_some() {}
         }
     }
