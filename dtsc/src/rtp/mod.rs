@@ -19,6 +19,10 @@ use crate::h264;
 use crate::hevc;
 use crate::model::{Codec, PacketRef, Track, TrackKind};
 
+mod rtcp;
+
+pub use rtcp::{bye, report_blocks, sender_report, ReportBlock};
+
 /// Size of the fixed RTP header this module writes (no CSRC, no extension), bytes.
 pub const RTP_HEADER_LEN: usize = 12;
 /// Default largest RTP packet, header included, bytes: fits a 1500-byte Ethernet MTU with
@@ -372,44 +376,6 @@ pub fn clock_rate(track: &Track) -> Option<u32> {
     }
 }
 
-/// An RTCP sender report (RFC 3550 §6.4.1) with no report blocks, followed by an SDES with
-/// the CNAME `cname` (§6.5; a compound packet must carry it, §6.1). `ntp` is the wall clock
-/// as NTP time (seconds since 1900 in the high 32 bits, fraction in the low 32), `rtp_ts` the
-/// RTP timestamp of that same instant.
-pub fn sender_report(
-    ssrc: u32,
-    ntp: u64,
-    rtp_ts: u32,
-    packets: u32,
-    octets: u32,
-    cname: &str,
-    out: &mut Vec<u8>,
-) {
-    out.extend_from_slice(&[0x80, 200, 0, 6]);
-    out.extend_from_slice(&ssrc.to_be_bytes());
-    out.extend_from_slice(&ntp.to_be_bytes());
-    out.extend_from_slice(&rtp_ts.to_be_bytes());
-    out.extend_from_slice(&packets.to_be_bytes());
-    out.extend_from_slice(&octets.to_be_bytes());
-    // SDES: one chunk, CNAME item, END, padded to a 32-bit boundary.
-    let name = &cname.as_bytes()[..cname.len().min(255)];
-    let chunk = 4 + 2 + name.len() + 1;
-    let padded = chunk.div_ceil(4) * 4;
-    out.extend_from_slice(&[0x81, 202]);
-    out.extend_from_slice(&((padded / 4) as u16).to_be_bytes());
-    out.extend_from_slice(&ssrc.to_be_bytes());
-    out.extend_from_slice(&[1, name.len() as u8]);
-    out.extend_from_slice(name);
-    out.resize(out.len() + padded - (chunk - 1), 0);
-}
-
-/// An RTCP BYE (RFC 3550 §6.6) for the one source `ssrc`, with no reason: 8 bytes. It goes
-/// at the end of a compound packet, after a sender report and its SDES (§6.1).
-pub fn bye(ssrc: u32, out: &mut Vec<u8>) {
-    out.extend_from_slice(&[0x81, 203, 0, 1]);
-    out.extend_from_slice(&ssrc.to_be_bytes());
-}
-
 /// The SDP media-level `a=fmtp` parameters of `track` (after `a=fmtp:PT `): H.264
 /// `packetization-mode=1`, `profile-level-id` and `sprop-parameter-sets` (RFC 6184 §8.1);
 /// HEVC `sprop-vps/sps/pps` (RFC 7798 §7.1); AAC the RFC 3640 AAC-hbr parameters with the
@@ -508,61 +474,6 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(s.trim())
         .ok()
-}
-
-/// One report block of an RTCP sender or receiver report (RFC 3550 §6.4.1): what a receiver
-/// says of the source `ssrc`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReportBlock {
-    /// The source reported on.
-    pub ssrc: u32,
-    /// Packets lost since the previous report, as a fraction of 256.
-    pub fraction_lost: u8,
-    /// Packets lost since the start (24-bit signed; negative with duplicates).
-    pub cumulative_lost: i32,
-    /// Extended highest sequence number received.
-    pub highest_seq: u32,
-    /// Interarrival jitter, in the track's clock.
-    pub jitter: u32,
-}
-
-/// The report blocks of every SR (200) and RR (201) in a compound RTCP packet (RFC 3550
-/// §6.1); packets of other types are skipped, and reading stops at the first that is cut.
-pub fn report_blocks(mut b: &[u8]) -> Vec<ReportBlock> {
-    let mut out = Vec::new();
-    while b.len() >= 4 {
-        if b[0] >> 6 != 2 {
-            break;
-        }
-        let count = usize::from(b[0] & 0x1f);
-        let len = (usize::from(u16::from_be_bytes([b[2], b[3]])) + 1) * 4;
-        let Some(pkt) = b.get(..len) else {
-            break;
-        };
-        let first = match pkt[1] {
-            200 => Some(28),
-            201 => Some(8),
-            _ => None,
-        };
-        if let Some(first) = first {
-            for i in 0..count {
-                let Some(r) = pkt.get(first + 24 * i..first + 24 * (i + 1)) else {
-                    break;
-                };
-                let word = |at: usize| u32::from_be_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
-                let lost = word(4) & 0x00ff_ffff;
-                out.push(ReportBlock {
-                    ssrc: word(0),
-                    fraction_lost: r[4],
-                    cumulative_lost: ((lost << 8) as i32) >> 8,
-                    highest_seq: word(8),
-                    jitter: word(12),
-                });
-            }
-        }
-        b = &b[len..];
-    }
-    out
 }
 
 /// Why an RTP packet was not used.
@@ -1357,33 +1268,12 @@ mod tests {
     }
 
     #[test]
-    fn sdp_parameters_and_sender_report() {
+    fn sdp_parameters() {
         let t = avc_track();
         let f = fmtp(&t).unwrap();
         assert!(f.starts_with("packetization-mode=1;profile-level-id=64001E;sprop-parameter-sets=Z2QAHqzZQKAv+XARAAADAAEAAAMAMg8WLZY=,aOvssiw="), "{f}");
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"abc"), "YWJj");
-        let mut out = Vec::new();
-        sender_report(9, 1 << 32, 90_000, 3, 4000, "sluice", &mut out);
-        assert_eq!(out.len() % 4, 0);
-        assert_eq!(&out[..4], &[0x80, 200, 0, 6]);
-        let sdes = &out[28..];
-        assert_eq!(sdes[1], 202);
-        assert_eq!(
-            usize::from(u16::from_be_bytes([sdes[2], sdes[3]])) * 4 + 4,
-            sdes.len()
-        );
-        // With a BYE at the end: the compound packet walks SR, SDES, BYE by their lengths.
-        let sr_len = out.len();
-        bye(9, &mut out);
-        assert_eq!(&out[sr_len..], &[0x81, 203, 0, 1, 0, 0, 0, 9]);
-        let mut at = 0;
-        let mut types = Vec::new();
-        while at < out.len() {
-            types.push(out[at + 1]);
-            at += (usize::from(u16::from_be_bytes([out[at + 2], out[at + 3]])) + 1) * 4;
-        }
-        assert_eq!((types, at), (vec![200, 202, 203], out.len()));
     }
 
     #[test]
@@ -1499,35 +1389,6 @@ mod tests {
                 assert!(*dts > out[i - 1].0, "DTS increases");
             }
         }
-    }
-
-    #[test]
-    fn report_blocks_of_a_compound_packet() {
-        // An RR with one block (ssrc 0x11223344, 10/256 lost, 3 lost in all, seq 70000,
-        // jitter 90), then an SDES that is skipped, then a cut RR.
-        let mut p = vec![0x81, 201, 0, 7, 0, 0, 0, 1];
-        p.extend_from_slice(&0x1122_3344u32.to_be_bytes());
-        p.extend_from_slice(&[10, 0, 0, 3]);
-        p.extend_from_slice(&70_000u32.to_be_bytes());
-        p.extend_from_slice(&90u32.to_be_bytes());
-        p.extend_from_slice(&[0; 8]);
-        p.extend_from_slice(&[0x81, 202, 0, 1, 0, 0, 0, 1]);
-        p.extend_from_slice(&[0x81, 201, 0, 7, 0, 0]);
-        let r = report_blocks(&p);
-        assert_eq!(r.len(), 1);
-        assert_eq!(
-            r[0],
-            ReportBlock {
-                ssrc: 0x1122_3344,
-                fraction_lost: 10,
-                cumulative_lost: 3,
-                highest_seq: 70_000,
-                jitter: 90
-            }
-        );
-        // Negative cumulative loss (duplicates).
-        p[12..16].copy_from_slice(&[0, 0xff, 0xff, 0xfe]);
-        assert_eq!(report_blocks(&p)[0].cumulative_lost, -2);
     }
 
     #[test]
