@@ -19,8 +19,12 @@ use crate::h264;
 use crate::hevc;
 use crate::model::{Codec, PacketRef, Track, TrackKind};
 
+mod dts;
+mod jitter;
 mod rtcp;
 
+pub use dts::DtsFromPts;
+pub use jitter::JitterBuffer;
 pub use rtcp::{bye, report_blocks, sender_report, ReportBlock};
 
 /// Size of the fixed RTP header this module writes (no CSRC, no extension), bytes.
@@ -950,165 +954,6 @@ impl Depacketizer {
     }
 }
 
-/// Gives packets received with presentation times only (RTP carries no DTS) decode times: a
-/// window of `depth` access units is held, and each leaving unit gets as its DTS the smallest
-/// presentation time still waiting, less `delay_ms` — which is that unit's decode slot when
-/// the stream reorders by fewer than `depth` frames. The composition offset (PTS − DTS) is
-/// then never negative while the reorder distance stays under `delay_ms`; presentation times
-/// are kept as they came, so other tracks need no shift. Times must be at least `delay_ms`.
-#[derive(Debug, Clone)]
-pub struct DtsFromPts {
-    depth: usize,
-    delay_ms: u64,
-    window: std::collections::VecDeque<(u64, bool, Vec<u8>)>,
-    pending_pts: std::collections::BinaryHeap<std::cmp::Reverse<u64>>,
-    last_dts: Option<u64>,
-}
-
-impl DtsFromPts {
-    /// A window of `depth` units; `delay_ms` at least the largest reorder distance in time.
-    pub fn new(depth: usize, delay_ms: u64) -> DtsFromPts {
-        DtsFromPts {
-            depth,
-            delay_ms,
-            window: std::collections::VecDeque::new(),
-            pending_pts: std::collections::BinaryHeap::new(),
-            last_dts: None,
-        }
-    }
-
-    /// Adds a unit presented at `pts_ms`; returns the units that leave the window as
-    /// (DTS ms, composition offset ms, keyframe, payload).
-    pub fn push(
-        &mut self,
-        pts_ms: u64,
-        keyframe: bool,
-        data: Vec<u8>,
-    ) -> Vec<(u64, i64, bool, Vec<u8>)> {
-        self.window.push_back((pts_ms, keyframe, data));
-        self.pending_pts.push(std::cmp::Reverse(pts_ms));
-        let mut out = Vec::new();
-        while self.window.len() > self.depth {
-            out.extend(self.take());
-        }
-        out
-    }
-
-    /// Everything still held (the end of the stream).
-    pub fn flush(&mut self) -> Vec<(u64, i64, bool, Vec<u8>)> {
-        let mut out = Vec::new();
-        while !self.window.is_empty() {
-            out.extend(self.take());
-        }
-        out
-    }
-
-    fn take(&mut self) -> Option<(u64, i64, bool, Vec<u8>)> {
-        let (pts, key, data) = self.window.pop_front()?;
-        let std::cmp::Reverse(min) = self.pending_pts.pop()?;
-        let mut dts = min.saturating_sub(self.delay_ms);
-        if let Some(last) = self.last_dts {
-            dts = dts.max(last + 1);
-        }
-        self.last_dts = Some(dts);
-        Some((dts, pts as i64 - dts as i64, key, data))
-    }
-}
-
-/// Puts the RTP packets of one track received over UDP back in sequence order (RFC 3550
-/// §A.1 extended sequence numbers). A packet that arrives ahead of a gap is held until the
-/// gap fills, or until it has waited `max_delay_ms` or `max_packets` are held; then the gap
-/// is given up and what follows is released (the [`Depacketizer`] counts the loss).
-/// Duplicates and packets older than what was released are dropped and counted in
-/// [`JitterBuffer::late`]. Times are the caller's clock in ms.
-#[derive(Debug, Clone)]
-pub struct JitterBuffer {
-    held: std::collections::BTreeMap<u64, (u64, Vec<u8>)>,
-    /// Extended sequence number expected next.
-    next: Option<u64>,
-    /// Highest extended sequence number seen.
-    highest: Option<u64>,
-    max_delay_ms: u64,
-    max_packets: usize,
-    /// Packets that came after their place was released, or twice.
-    pub late: u64,
-    /// Packets released out of arrival order (reordered by the network).
-    pub reordered: u64,
-}
-
-impl JitterBuffer {
-    /// A buffer that waits at most `max_delay_ms` for a missing packet and holds at most
-    /// `max_packets`.
-    pub fn new(max_delay_ms: u64, max_packets: usize) -> JitterBuffer {
-        JitterBuffer {
-            held: std::collections::BTreeMap::new(),
-            next: None,
-            highest: None,
-            max_delay_ms,
-            max_packets: max_packets.max(1),
-            late: 0,
-            reordered: 0,
-        }
-    }
-
-    /// Takes one datagram received at `now_ms`; `Err` when it is not an RTP packet.
-    pub fn push(&mut self, packet: Vec<u8>, now_ms: u64) -> Result<(), RtpError> {
-        if packet.len() < RTP_HEADER_LEN || packet[0] >> 6 != 2 {
-            return Err(RtpError::Malformed);
-        }
-        let seq = u16::from_be_bytes([packet[2], packet[3]]);
-        let ext = match self.highest {
-            None => u64::from(seq) + (1 << 16),
-            Some(h) => {
-                let d = i64::from(seq.wrapping_sub(h as u16) as i16);
-                (h as i64 + d).max(0) as u64
-            }
-        };
-        if self.highest.is_some_and(|h| ext < h) {
-            self.reordered += 1;
-        }
-        self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
-        let next = *self.next.get_or_insert(ext);
-        if ext < next || self.held.contains_key(&ext) {
-            self.late += 1;
-            return Ok(());
-        }
-        self.held.insert(ext, (now_ms, packet));
-        Ok(())
-    }
-
-    /// The next packet in sequence order, if it may leave at `now_ms`.
-    pub fn pop(&mut self, now_ms: u64) -> Option<Vec<u8>> {
-        let (&first, &(arrived, _)) = self.held.iter().next()?;
-        let next = self.next.unwrap_or(first);
-        if first != next
-            && self.held.len() <= self.max_packets
-            && now_ms < arrived + self.max_delay_ms
-        {
-            return None;
-        }
-        let (_, packet) = self.held.remove(&first)?;
-        self.next = Some(first + 1);
-        Some(packet)
-    }
-
-    /// When a held packet may leave although its predecessor is missing (ms), if one waits.
-    pub fn deadline(&self) -> Option<u64> {
-        let (&first, &(arrived, _)) = self.held.iter().next()?;
-        (Some(first) != self.next).then_some(arrived + self.max_delay_ms)
-    }
-
-    /// Everything held, in order (the end of the stream).
-    pub fn drain(&mut self) -> Vec<Vec<u8>> {
-        let out: Vec<Vec<u8>> = std::mem::take(&mut self.held)
-            .into_values()
-            .map(|x| x.1)
-            .collect();
-        self.next = self.highest.map(|h| h + 1);
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1365,33 +1210,6 @@ mod tests {
     }
 
     #[test]
-    fn decode_times_from_presentation_times() {
-        // x264 -bf 3 style: decode order I0 P120 B40 B80 P240 B160 B200 …, 40 ms frames.
-        let pts = [
-            1000u64, 1120, 1040, 1080, 1240, 1160, 1200, 1360, 1280, 1320,
-        ];
-        let mut r = DtsFromPts::new(5, 200);
-        let mut out = Vec::new();
-        for (i, p) in pts.iter().enumerate() {
-            out.extend(r.push(*p, i == 0, vec![i as u8]));
-        }
-        out.extend(r.flush());
-        assert_eq!(out.len(), pts.len());
-        for (i, (dts, offset, _, data)) in out.iter().enumerate() {
-            assert_eq!(data, &vec![i as u8], "decode order kept");
-            assert!(*offset >= 0, "offset {offset} at {i}");
-            assert_eq!(
-                *dts as i64 + offset,
-                pts[i] as i64,
-                "presentation time kept"
-            );
-            if i > 0 {
-                assert!(*dts > out[i - 1].0, "DTS increases");
-            }
-        }
-    }
-
-    #[test]
     fn g711_goes_out_in_whole_samples_and_comes_back() {
         let mut t = Track::new(3, TrackKind::Audio, Codec::Alaw);
         t.rate = 8000;
@@ -1441,42 +1259,6 @@ mod tests {
         let step = units[1].timestamp - units[0].timestamp;
         assert_eq!(step as usize, units[0].data.len() / 2);
         assert_eq!(units[0].timestamp, 8000);
-    }
-
-    fn rtp_seq(seq: u16) -> Vec<u8> {
-        let mut p = vec![0x80, 96];
-        p.extend_from_slice(&seq.to_be_bytes());
-        p.extend_from_slice(&[0; 8]);
-        p.push(seq as u8);
-        p
-    }
-
-    #[test]
-    fn jitter_buffer_reorders_and_gives_up_on_gaps() {
-        let mut j = JitterBuffer::new(100, 50);
-        let seqs = |v: Vec<Vec<u8>>| {
-            v.iter()
-                .map(|p| u16::from_be_bytes([p[2], p[3]]))
-                .collect::<Vec<_>>()
-        };
-        // 65534, 65535, then 1 before 0 (across the wrap): released in order.
-        for (s, t) in [(65534u16, 0u64), (65535, 1), (1, 2), (0, 3)] {
-            j.push(rtp_seq(s), t).unwrap();
-        }
-        let got: Vec<Vec<u8>> = std::iter::from_fn(|| j.pop(3)).collect();
-        assert_eq!(seqs(got), [65534, 65535, 0, 1]);
-        assert_eq!(j.reordered, 1);
-        // 2 is lost: 3 waits until its deadline, then leaves.
-        j.push(rtp_seq(3), 10).unwrap();
-        assert_eq!(j.pop(50), None);
-        assert_eq!(j.deadline(), Some(110));
-        assert_eq!(seqs(j.pop(110).into_iter().collect()), [3]);
-        // 2 arriving now is late; a duplicate of 3 too.
-        j.push(rtp_seq(2), 120).unwrap();
-        j.push(rtp_seq(3), 120).unwrap();
-        assert_eq!(j.late, 2);
-        assert_eq!(j.pop(500), None);
-        assert!(j.push(vec![0; 4], 0).is_err());
     }
 
     /// An RTP packet (payload type 96) with `payload`.
