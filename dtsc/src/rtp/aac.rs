@@ -67,36 +67,42 @@ impl Depacketizer {
     /// dropped. AUs before a bad one are kept.
     ///
     /// # Errors
-    /// [`RtpError::Payload`] when the AU-headers-length is missing, not a whole number of
-    /// AU-headers nor of bytes, or runs past the end, or an AU runs past the end (a fragment
-    /// of a large AU: those are not reassembled).
+    /// [`RtpError::Payload`] when the AU-header lengths are 0 or over 2^32 − 1 bits in all,
+    /// the AU-headers-length is missing, not a whole number of AU-headers nor of bytes, or
+    /// runs past the end, or an AU runs past the end (a fragment of a large AU: those are
+    /// not reassembled).
     pub(super) fn push(&mut self, ts: u64, p: &[u8], sink: &mut Sink) -> Result<(), RtpError> {
-        let bad = RtpError::Payload("MPEG4-GENERIC");
-        let bits = usize::from(u16::from_be_bytes([
-            *p.first().ok_or(bad.clone())?,
-            *p.get(1).ok_or(bad.clone())?,
-        ]));
-        let (size_len, index_len) = (self.size_len, self.index_len);
-        let per = (size_len + index_len) as usize;
-        if per == 0 || bits % per != 0 && bits % 8 != 0 {
-            return Err(bad);
+        let bad = || RtpError::Payload("MPEG4-GENERIC");
+        let Some((&headers_len, rest)) = p.split_first_chunk::<2>() else {
+            return Err(bad());
+        };
+        // AU-headers-length, in bits.
+        let bits = usize::from(u16::from_be_bytes(headers_len));
+        // Bits of one AU-header; lengths past 32 bits in all are the SDP's nonsense.
+        let per = match self.size_len.checked_add(self.index_len) {
+            Some(n) if n > 0 => n as usize,
+            _ => return Err(bad()),
+        };
+        if bits % per != 0 && bits % 8 != 0 {
+            return Err(bad());
         }
-        let hdr_bytes = bits.div_ceil(8);
-        let headers = p.get(2..2 + hdr_bytes).ok_or(bad.clone())?;
-        let mut data = &p[2 + hdr_bytes..];
-        let count = bits / per;
-        for i in 0..count {
+        let Some((headers, mut data)) = rest.split_at_checked(bits.div_ceil(8)) else {
+            return Err(bad());
+        };
+        for i in 0..bits / per {
+            // AU-size: the first `size_len` bits of the i-th AU-header, which lies within
+            // `headers` (i·per + size_len ≤ bits).
             let mut v = 0u32;
-            for b in 0..size_len as usize {
+            for b in 0..self.size_len as usize {
                 let bit = i * per + b;
-                v = (v << 1) | u32::from(headers[bit / 8] >> (7 - bit % 8) & 1);
+                let byte = headers.get(bit / 8).ok_or_else(bad)?;
+                v = (v << 1) | u32::from(byte >> (7 - bit % 8) & 1);
             }
-            let size = v as usize;
-            if size > data.len() {
-                // A fragment of a large AU: whole AUs only here (frames fit a packet).
-                return Err(bad);
-            }
-            let (au, rest) = data.split_at(size);
+            // A fragment of a large AU runs past the end: whole AUs only here (frames fit
+            // a packet).
+            let Some((au, rest)) = data.split_at_checked(v as usize) else {
+                return Err(bad());
+            };
             if !au.is_empty() {
                 sink.units.push_back(Unit {
                     timestamp: ts + SAMPLES_PER_AU * i as u64,
@@ -131,7 +137,8 @@ pub(super) fn fmtp(track: &Track) -> Option<String> {
 mod tests {
     use crate::aac::{self, AudioSpecificConfig};
     use crate::model::{Codec, PacketRef, Track, TrackKind};
-    use crate::rtp::{fmtp, rtpmap, Depacketizer, Packetizer, Unit, RTP_HEADER_LEN};
+    use crate::rtp::test_util::rtp_packet;
+    use crate::rtp::{fmtp, rtpmap, Depacketizer, Packetizer, RtpError, Unit, RTP_HEADER_LEN};
 
     #[test]
     fn aac_is_rfc3640_hbr_with_one_au_header() {
@@ -201,5 +208,23 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert_eq!(got[2].data, vec![2u8; 202]);
         assert_eq!(got[1].timestamp - got[0].timestamp, 21 * 48); // 21 ms in 48 kHz ticks
+    }
+
+    /// `sizelength` and `indexlength` come from the sender's SDP: lengths whose sum
+    /// overflows 32 bits (which wrapped to a small AU-header size in release builds and
+    /// sent the AU-size loop past the AU-headers) are refused, not a panic.
+    #[test]
+    fn hostile_au_header_lengths_are_refused_not_a_panic() {
+        let packet = rtp_packet(0, 0, true, &[0, 16, 0x12, 0x34, 1, 2, 3]);
+        for bits in [
+            (u32::MAX, 2),
+            (u32::MAX, 1),
+            (u32::MAX - 14, 16),
+            (2, u32::MAX),
+        ] {
+            let mut d = Depacketizer::new(Codec::Aac, bits);
+            assert_eq!(d.push(&packet), Err(RtpError::Payload("MPEG4-GENERIC")));
+            assert_eq!((d.bad, d.poll()), (1, None));
+        }
     }
 }

@@ -23,6 +23,10 @@
 //! RTP timestamps: presentation time in the track's clock (90 kHz for video and MP3, the
 //! sample rate for other audio) plus a random-looking base chosen by the caller, modulo 2^32.
 //! Received timestamps are extended past 32 bits ([`Unit::timestamp`]).
+//!
+//! Received packets, and the SDP parameters a receiver is built from, are untrusted:
+//! nothing here panics or indexes out of bounds on any input; what cannot be read is an
+//! [`RtpError`] and counted.
 
 use std::collections::VecDeque;
 
