@@ -25,7 +25,7 @@ impl Packetizer {
     /// the whole AU and the marker on the last (RFC 3640 §3.2.3). AU-size is 13 bits, so
     /// an AU is cut at 8191 bytes (the most an ADTS frame holds).
     pub(super) fn packetize(&self, ts: u32, p: &PacketRef, w: &mut PacketWriter) {
-        let au = &p.data[..p.data.len().min(0x1fff)];
+        let au = p.data.get(..0x1fff).unwrap_or(p.data);
         let size = au.len() as u16;
         let chunks: Vec<&[u8]> = if au.is_empty() {
             vec![au]

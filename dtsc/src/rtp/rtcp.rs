@@ -35,7 +35,7 @@ pub fn sender_report(
     out.extend_from_slice(&packets.to_be_bytes());
     out.extend_from_slice(&octets.to_be_bytes());
     // SDES: one chunk, CNAME item, END, padded to a 32-bit boundary.
-    let name = &cname.as_bytes()[..cname.len().min(255)];
+    let name = cname.as_bytes().get(..255).unwrap_or(cname.as_bytes());
     let chunk = 4 + 2 + name.len() + 1;
     let padded = chunk.div_ceil(4) * 4;
     out.extend_from_slice(&[0x81, SDES]);
