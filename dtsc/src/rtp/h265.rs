@@ -131,3 +131,97 @@ pub(super) fn fmtp(track: &Track) -> Option<String> {
         of(NAL_PPS)
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::hevc;
+    use crate::model::{Codec, PacketRef, Track, TrackKind};
+    use crate::rtp::test_util::{avcc, rtp_packet};
+    use crate::rtp::{Depacketizer, Packetizer, RtpError, Unit, DEFAULT_MTU, RTP_HEADER_LEN};
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// An HEVC track whose hvcC holds an x265 encoder's VPS, SPS and PPS.
+    fn hevc_track() -> (Track, [Vec<u8>; 3]) {
+        let sets = [
+            hex("40010c01ffff01600000030090000003000003003f959809"),
+            hex("42010101600000030090000003000003003fa00502016965959a4932bc05a02000000300200000030321"),
+            hex("4401c172b46240"),
+        ];
+        let mut t = Track::new(1, TrackKind::Video, Codec::Hevc);
+        t.init = hevc::build_hvcc(&sets[..1], &sets[1..2], &sets[2..]).unwrap();
+        (t, sets)
+    }
+
+    #[test]
+    fn irap_gets_an_ap_then_fus_and_comes_back() {
+        let (t, sets) = hevc_track();
+        let mut p = Packetizer::new(&t, 96, 3, 10, 0).unwrap();
+        let mut d = Depacketizer::new(Codec::Hevc, (13, 3));
+        // An IDR_W_RADL slice (type 19) too big for a packet, then a TRAIL_R (type 1).
+        let idr: Vec<u8> = [0x26, 0x01]
+            .into_iter()
+            .chain((0..4000).map(|i| (i % 241) as u8))
+            .collect();
+        let units = [avcc(&[&idr]), avcc(&[&[0x02, 0x01, 0xd0, 0x0f]])];
+        let mut types = Vec::new();
+        for (i, u) in units.iter().enumerate() {
+            let pr = PacketRef {
+                track: 1,
+                dts: 40 * i as u64,
+                offset: 0,
+                keyframe: i == 0,
+                bpos: 0,
+                data: u,
+            };
+            let (mut out, mut spans) = (Vec::new(), Vec::new());
+            p.packetize(&pr, &mut out, &mut spans);
+            assert!(spans.iter().all(|s| s.len() <= DEFAULT_MTU));
+            for (k, s) in spans.iter().enumerate() {
+                let pkt = &out[s.clone()];
+                types.push((pkt[RTP_HEADER_LEN] >> 1) & 0x3f);
+                assert_eq!(
+                    pkt[1] & 0x80 != 0,
+                    k + 1 == spans.len(),
+                    "marker on the last"
+                );
+                d.push(pkt).unwrap();
+            }
+        }
+        // AP with the parameter sets, three FUs of the IDR, the TRAIL_R whole.
+        assert_eq!(types, [48, 49, 49, 49, 1]);
+        let got: Vec<Unit> = std::iter::from_fn(|| d.poll()).collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!((&got[0].data, got[0].keyframe), (&units[0], true));
+        assert_eq!((&got[1].data, got[1].keyframe), (&units[1], false));
+        assert_eq!(got[1].timestamp - got[0].timestamp, 40 * 90);
+        let kept: Vec<&Vec<u8>> = d.parameter_sets().iter().map(|s| &s.1).collect();
+        assert_eq!(kept, [&sets[0], &sets[1], &sets[2]]);
+        assert_eq!((d.lost, d.bad, d.sets_version()), (0, 0, 3));
+    }
+
+    #[test]
+    fn paci_and_short_payloads_are_refused() {
+        let mut d = Depacketizer::new(Codec::Hevc, (13, 3));
+        let paci = rtp_packet(0, 0, true, &[50 << 1, 1, 0, 0]);
+        assert_eq!(d.push(&paci), Err(RtpError::Payload("HEVC PACI")));
+        let short = rtp_packet(1, 0, true, &[0x02, 0x01]);
+        assert_eq!(d.push(&short), Err(RtpError::Payload("HEVC")));
+        // An AP whose second unit runs past the end: the first is kept.
+        let ap = [48 << 1, 1, 0, 3, 0x02, 0x01, 0xaa, 0, 9, 0x02];
+        assert_eq!(
+            d.push(&rtp_packet(2, 3000, true, &ap)),
+            Err(RtpError::Payload("AP"))
+        );
+        assert_eq!(
+            d.poll().map(|u| u.data),
+            Some(vec![0, 0, 0, 3, 0x02, 0x01, 0xaa])
+        );
+        assert_eq!(d.bad, 3);
+    }
+}

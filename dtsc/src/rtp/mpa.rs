@@ -59,3 +59,51 @@ impl Depacketizer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Codec, PacketRef, Track, TrackKind};
+    use crate::rtp::test_util::rtp_packet;
+    use crate::rtp::{rtpmap, Depacketizer, Packetizer, RtpError, RTP_HEADER_LEN};
+
+    #[test]
+    fn frames_go_out_after_the_rfc2250_header_and_come_back() {
+        let mut t = Track::new(2, TrackKind::Audio, Codec::Mp3);
+        t.rate = 44_100;
+        t.channels = 2;
+        assert_eq!(rtpmap(&t).as_deref(), Some("MPA/90000"));
+        let mut p = Packetizer::new(&t, 14, 5, 0, 0).unwrap();
+        let mut d = Depacketizer::new(Codec::Mp3, (13, 3));
+        let frame = vec![0xffu8; 417];
+        let pr = PacketRef {
+            track: 2,
+            dts: 26,
+            offset: 0,
+            keyframe: true,
+            bpos: 0,
+            data: &frame,
+        };
+        let (mut out, mut spans) = (Vec::new(), Vec::new());
+        p.packetize(&pr, &mut out, &mut spans);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(&out[RTP_HEADER_LEN..RTP_HEADER_LEN + 4], &[0, 0, 0, 0]);
+        d.push(&out).unwrap();
+        let u = d.poll().unwrap();
+        assert_eq!((u.timestamp, &u.data), (26 * 90, &frame));
+        // A frame too big for a packet: fragments with their offsets, the marker last.
+        let big = vec![7u8; 3000];
+        let (mut out, mut spans) = (Vec::new(), Vec::new());
+        p.packetize(&PacketRef { data: &big, ..pr }, &mut out, &mut spans);
+        let heads: Vec<(bool, u16)> = spans
+            .iter()
+            .map(|s| {
+                let h = &out[s.start..];
+                (h[1] & 0x80 != 0, u16::from_be_bytes([h[14], h[15]]))
+            })
+            .collect();
+        assert_eq!(heads, [(false, 0), (false, 1384), (true, 2768)]);
+        // A payload without a frame after its header is refused.
+        let empty = rtp_packet(9, 0, true, &[0, 0, 0, 0]);
+        assert_eq!(d.push(&empty), Err(RtpError::Payload("MPEG audio")));
+    }
+}
