@@ -140,9 +140,9 @@ pub struct RtpHeader {
     pub payload_type: u8,
     /// Sequence number.
     pub seq: u16,
-    /// RTP timestamp, in the track's clock.
+    /// RTP timestamp, in ticks of the track's clock.
     pub timestamp: u32,
-    /// SSRC.
+    /// Synchronization source: the sender's stream identifier.
     pub ssrc: u32,
 }
 
@@ -323,9 +323,13 @@ impl Packetizer {
     }
 
     /// Appends the RTP packets of access unit `p` (its payload in DTSC form, its
-    /// presentation time giving the RTP timestamp) to `out`, and each packet's byte range
-    /// to `spans`; every packet is at most [`DEFAULT_MTU`] bytes. A video payload that is
-    /// not valid length-prefixed NAL units gives no packet.
+    /// presentation time giving the RTP timestamp, [`rtp_time`](Self::rtp_time)) to `out`,
+    /// in the track's payload format (see the module's list), and each packet's byte range
+    /// to `spans`; every packet is at most [`DEFAULT_MTU`] bytes, sequence numbers run on by
+    /// one, and [`packets`](Self::packets), [`octets`](Self::octets) and
+    /// [`last_ts`](Self::last_ts) move. A video payload that is not valid length-prefixed
+    /// NAL units gives no packet; an empty AAC or MP3 payload one packet of headers only,
+    /// an empty G.711 payload none.
     pub fn packetize(&mut self, p: &PacketRef, out: &mut Vec<u8>, spans: &mut PacketSpans) {
         let ts = self.rtp_time(p.pts());
         self.last_ts = ts;
@@ -353,11 +357,15 @@ impl Packetizer {
 /// keyframe flag, and the payload in DTSC form (length-prefixed NAL units, raw AAC frames).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
-    /// RTP timestamp extended to 64 bits (the track's clock).
+    /// RTP timestamp extended to 64 bits, in ticks of the track's clock (90 kHz for video
+    /// and MP3, the sample rate for AAC and G.711); the first packet's 32-bit value is the
+    /// starting point, not zero.
     pub timestamp: u64,
     /// An IDR (H.264) or IRAP (HEVC) picture; always true for audio.
     pub keyframe: bool,
-    /// The payload.
+    /// The payload: length-prefixed NAL units (4-byte lengths, parameter sets and access
+    /// unit delimiters taken out) for video, one raw AAC frame, or MP3 frames or G.711
+    /// samples as they came; never empty.
     pub data: Vec<u8>,
 }
 
@@ -541,12 +549,14 @@ impl Depacketizer {
         self.inner.sets_version()
     }
 
-    /// The next complete access unit.
+    /// The next complete access unit, in the order they were completed; `None` when none
+    /// is ready.
     pub fn poll(&mut self) -> Option<Unit> {
         self.out.pop_front()
     }
 
-    /// Completes the access unit being built (at the end of the stream).
+    /// Completes the access unit being built (at the end of the stream; video only, audio
+    /// units are complete with their packet), subject to the same keyframe rule.
     pub fn flush(&mut self) {
         let (inner, mut sink) = self.parts();
         inner.finish(&mut sink);

@@ -66,7 +66,7 @@ pub struct ReportBlock {
     pub cumulative_lost: i32,
     /// Extended highest sequence number received.
     pub highest_seq: u32,
-    /// Interarrival jitter, in the track's clock.
+    /// Interarrival jitter (§6.4.1, A.8), in ticks of the track's clock.
     pub jitter: u32,
 }
 
