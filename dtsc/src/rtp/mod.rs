@@ -212,7 +212,7 @@ impl PacketWriter<'_> {
     /// Appends one packet: the fixed header (V=2, no padding, extension or CSRC) with
     /// `marker`, RTP timestamp `ts` and the next sequence number, then what `payload`
     /// writes (at most [`max_payload`](Self::max_payload) bytes, which the payload formats
-    /// see to).
+    /// see to, except a single G.711 sample frame larger than that).
     fn packet(&mut self, marker: bool, ts: u32, payload: impl FnOnce(&mut Vec<u8>)) {
         let start = self.out.len();
         self.out.push(0x80);
@@ -325,11 +325,11 @@ impl Packetizer {
     /// Appends the RTP packets of access unit `p` (its payload in DTSC form, its
     /// presentation time giving the RTP timestamp, [`rtp_time`](Self::rtp_time)) to `out`,
     /// in the track's payload format (see the module's list), and each packet's byte range
-    /// to `spans`; every packet is at most [`DEFAULT_MTU`] bytes, sequence numbers run on by
-    /// one, and [`packets`](Self::packets), [`octets`](Self::octets) and
-    /// [`last_ts`](Self::last_ts) move. A video payload that is not valid length-prefixed
-    /// NAL units gives no packet; an empty AAC or MP3 payload one packet of headers only,
-    /// an empty G.711 payload none.
+    /// to `spans`; every packet is at most [`DEFAULT_MTU`] bytes (except G.711 with so many
+    /// channels that one sample frame is larger), sequence numbers run on by one, and
+    /// [`packets`](Self::packets), [`octets`](Self::octets) and [`last_ts`](Self::last_ts)
+    /// move. A video payload that is not valid length-prefixed NAL units gives no packet;
+    /// an empty AAC or MP3 payload one packet of headers only, an empty G.711 payload none.
     pub fn packetize(&mut self, p: &PacketRef, out: &mut Vec<u8>, spans: &mut PacketSpans) {
         let ts = self.rtp_time(p.pts());
         self.last_ts = ts;
