@@ -24,10 +24,12 @@ pub mod mp4;
 pub mod mp4demux;
 pub mod rtmp;
 pub mod rtp;
+pub mod rtsp;
 pub mod shm;
 pub mod smooth;
 pub mod ts;
 pub mod tsdemux;
+pub mod url;
 pub mod wire;
 
 pub use model::{main_track, Codec, Packet, PacketRef, Track, TrackKind};

@@ -4,8 +4,8 @@
 //! moving 100 ms a chunk. Nothing panics, and every frame the ingest writes parses as DTP2.
 #![no_main]
 
-use connectors::ingest::rtp_ingest::RtpIngest;
-use connectors::ingest::rtsp_client::{ClientEvent, Lower, RtspClient};
+use dtsc::rtp::ingest::RtpIngest;
+use dtsc::rtsp::client::{ClientEvent, Lower, RtspClient};
 use dtsc::machine::{Input, Machine, Output};
 use libfuzzer_sys::fuzz_target;
 

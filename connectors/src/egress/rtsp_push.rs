@@ -22,7 +22,7 @@ use dtsc::machine::{self, Machine};
 use crate::core::drive::{drive, Drive, Flow, Step, Stop};
 
 use crate::egress::PushArgs;
-use crate::ingest::rtsp_client::{ClientEvent, RtspClient};
+use dtsc::rtsp::client::{ClientEvent, RtspClient};
 
 const PROTO: &str = "RTSP push";
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -39,7 +39,7 @@ pub fn push(args: &PushArgs) -> Result<()> {
         bail!("{}: no track RTSP can carry", args.stream);
     }
     // The handshake.
-    let probe = RtspClient::new(&args.target, crate::ingest::rtsp_client::Lower::Tcp)
+    let probe = RtspClient::new(&args.target, dtsc::rtsp::client::Lower::Tcp)
         .map_err(|e| anyhow!("{e}"))?;
     let shown = probe.url().to_string();
     let url = rtsp_types::Url::parse(&shown).map_err(|e| anyhow!("{e}"))?;

@@ -2,7 +2,5 @@
 //! cameras; TS over UDP, HTTP-TS, HLS, HTTP-FLV, RTMP and DTSC from other servers) and
 //! publish it into the buffer.
 
-pub mod rtp_ingest;
-pub mod rtsp_client;
 pub mod rtsp_pull;
 pub mod stream_pull;

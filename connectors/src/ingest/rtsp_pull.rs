@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use dtsc::rtp::JitterBuffer;
 
-use crate::ingest::rtp_ingest::RtpIngest;
-use crate::ingest::rtsp_client::{ClientEvent, Lower, RtspClient};
+use dtsc::rtp::ingest::RtpIngest;
+use dtsc::rtsp::client::{ClientEvent, Lower, RtspClient};
 
 const PROTO: &str = "pull";
 /// A session that received nothing for this long is given up and reconnected.
@@ -334,7 +334,7 @@ impl Session<'_> {
                         let start = if self.after == 0 {
                             1000
                         } else {
-                            self.after + crate::ingest::rtp_ingest::REORDER_DELAY_MS + 40
+                            self.after + dtsc::rtp::ingest::REORDER_DELAY_MS + 40
                         };
                         ingest = Some(RtpIngest::new(tracks, start));
                     }

@@ -41,9 +41,9 @@ use crate::core::cursor::{Cursor, StartPolicy};
 use crate::core::listener::set_process_name;
 use crate::core::publisher::Publisher;
 use crate::core::streaming::{self, Asked, Batch, Ended, Framing, Output};
-use crate::ingest::rtp_ingest::{sdp_tracks, RtpIngest};
 use crate::serve::rtsp_auth::{self, Authorization, NonceCheck, Nonces};
 use crate::Ctx;
+use dtsc::rtp::ingest::{sdp_tracks, RtpIngest};
 
 const PROTO: &str = "RTSP";
 /// Largest request accepted (headers and body), bytes.

@@ -38,6 +38,7 @@ mod g711;
 mod h264;
 mod h265;
 mod h26x;
+pub mod ingest;
 mod jitter;
 mod mpa;
 mod rtcp;

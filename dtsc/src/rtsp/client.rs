@@ -1,8 +1,8 @@
 //! An RTSP client that plays a stream (RFC 2326, RTSP 1.0), sans-IO, driven as every
-//! machine is ([`dtsc::machine::Machine`]): bytes from the server and timeouts go in with
+//! machine is ([`crate::machine::Machine`]): bytes from the server and timeouts go in with
 //! `handle_input`, requests to send, events and the keepalive's time come out of
 //! `poll_output`; the caller owns the sockets and the clock. This is how Sluice pulls from IP cameras
-//! (`connectors::ingest::rtsp_pull`).
+//! (`connectors::ingest::rtsp_pull`; pushes: `connectors::egress::rtsp_push`).
 //!
 //! Play sequence: OPTIONS, DESCRIBE (`Accept: application/sdp`), one SETUP per track Sluice can
 //! read (in the SDP's order, `RTP/AVP/TCP` interleaved on channels 2i and 2i+1, or
@@ -23,12 +23,12 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use dtsc::machine::{Input, Machine, Output};
+use crate::machine::{Input, Machine, Output};
 
 use rtsp_types::headers::{self, Transport, Transports};
 use rtsp_types::{Message, Method, ParseError, Request, Response, StatusCode, Url, Version};
 
-use crate::ingest::rtp_ingest::{sdp_tracks, RecvTrack};
+use crate::rtp::ingest::{sdp_tracks, RecvTrack};
 
 /// Most unparsed bytes held from the server before the session is given up.
 pub const MAX_PENDING: usize = 4 << 20;
@@ -633,7 +633,7 @@ fn method_name(m: &Method) -> String {
 /// `%XX` escapes of a URL's user part decoded (RFC 3986 §2.1); `None` when they are not
 /// valid UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    crate::core::url::percent_decode_utf8(s)
+    crate::url::percent_decode_utf8(s)
 }
 
 impl Machine for RtspClient {

@@ -2,15 +2,15 @@
 //! RTCP of those tracks into DTSC packets for the buffer. Shared by the RTSP connector's
 //! ANNOUNCE/RECORD (an encoder pushes) and the RTSP pull input (a camera is played).
 //!
-//! Each track's RTP goes through `dtsc::rtp::Depacketizer`; tracks are lined up by their RTCP
+//! Each track's RTP goes through `crate::rtp::Depacketizer`; tracks are lined up by their RTCP
 //! sender reports (RFC 3550 §6.4.1: NTP time against RTP timestamp); video, which RTP carries
-//! with presentation times only, gets decode times from `dtsc::rtp::DtsFromPts` (five access
+//! with presentation times only, gets decode times from `crate::rtp::DtsFromPts` (five access
 //! units held, decode times up to 200 ms ahead of presentation). Packets leave in decode
 //! order across tracks, as the buffer needs them. No sockets and no clock: the caller passes
 //! bytes in and writes the DTP2 frames it gets out.
 
-use dtsc::rtp;
-use dtsc::{Codec, PacketRef, Track};
+use crate::rtp;
+use crate::{Codec, PacketRef, Track};
 
 /// Access units held per video track to give them decode times (`rtp::DtsFromPts`).
 const REORDER_DEPTH: usize = 5;
@@ -37,9 +37,9 @@ pub const JUMP_AHEAD_MS: i64 = 10_000;
 /// (AAC, MP3), or G.711's usual 20 ms packet.
 fn frame_ms(track: &Track) -> u64 {
     match track.kind {
-        dtsc::TrackKind::Video if track.fpks > 0 => (1_000_000 / u64::from(track.fpks)).max(1),
-        dtsc::TrackKind::Audio if matches!(track.codec, Codec::Alaw | Codec::Ulaw) => 20,
-        dtsc::TrackKind::Audio if track.rate > 0 => (1024 * 1000 / u64::from(track.rate)).max(1),
+        crate::TrackKind::Video if track.fpks > 0 => (1_000_000 / u64::from(track.fpks)).max(1),
+        crate::TrackKind::Audio if matches!(track.codec, Codec::Alaw | Codec::Ulaw) => 20,
+        crate::TrackKind::Audio if track.rate > 0 => (1024 * 1000 / u64::from(track.rate)).max(1),
         _ => 40,
     }
 }
@@ -74,7 +74,7 @@ pub struct RecvTrack {
     sets_seen: u64,
 }
 
-/// The tracks of an SDP (an ANNOUNCE's, or a DESCRIBE answer's) (RFC 4566 with the payload formats of `dtsc::rtp`):
+/// The tracks of an SDP (an ANNOUNCE's, or a DESCRIBE answer's) (RFC 4566 with the payload formats of `crate::rtp`):
 /// codec and clock from `a=rtpmap`, init data from `a=fmtp` (H.264 `sprop-parameter-sets`,
 /// HEVC `sprop-vps/sps/pps`, AAC `config`; G.711 by its static payload type alone), the
 /// control URL from `a=control`. Media of other
@@ -123,12 +123,12 @@ pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
         let id = out.len() as u32 + 1;
         let unb64 = rtp::base64_decode;
         let (kind, codec) = match name.as_str() {
-            "H264" => (dtsc::TrackKind::Video, Codec::H264),
-            "H265" => (dtsc::TrackKind::Video, Codec::Hevc),
-            "MPEG4-GENERIC" => (dtsc::TrackKind::Audio, Codec::Aac),
-            "MPA" => (dtsc::TrackKind::Audio, Codec::Mp3),
-            "PCMA" => (dtsc::TrackKind::Audio, Codec::Alaw),
-            "PCMU" => (dtsc::TrackKind::Audio, Codec::Ulaw),
+            "H264" => (crate::TrackKind::Video, Codec::H264),
+            "H265" => (crate::TrackKind::Video, Codec::Hevc),
+            "MPEG4-GENERIC" => (crate::TrackKind::Audio, Codec::Aac),
+            "MPA" => (crate::TrackKind::Audio, Codec::Mp3),
+            "PCMA" => (crate::TrackKind::Audio, Codec::Alaw),
+            "PCMU" => (crate::TrackKind::Audio, Codec::Ulaw),
             _ => continue,
         };
         let mut track = Track::new(id, kind, codec.clone());
@@ -140,10 +140,10 @@ pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
                     .unwrap_or_default();
                 let sps = sets
                     .iter()
-                    .find(|s| dtsc::h264::nal_type(s) == Some(dtsc::h264::NAL_SPS));
+                    .find(|s| crate::h264::nal_type(s) == Some(crate::h264::NAL_SPS));
                 let pps = sets
                     .iter()
-                    .find(|s| dtsc::h264::nal_type(s) == Some(dtsc::h264::NAL_PPS));
+                    .find(|s| crate::h264::nal_type(s) == Some(crate::h264::NAL_PPS));
                 if let (Some(sps), Some(pps)) = (sps, pps) {
                     set_avc(&mut track, sps, pps);
                 }
@@ -164,7 +164,7 @@ pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
                 track.rate = clock;
                 track.channels = channels;
                 track.bits = 16;
-                if let Ok(asc) = dtsc::aac::parse_asc(&track.init) {
+                if let Ok(asc) = crate::aac::parse_asc(&track.init) {
                     track.rate = asc.sample_rate;
                     track.channels = u32::from(asc.channels).max(1);
                 }
@@ -185,7 +185,7 @@ pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
             control: attr("control").unwrap_or_else(|| format!("streamid={i}")),
             clock: clock.max(1),
             depay: rtp::Depacketizer::new(codec, depay_bits),
-            reorder: (kind == dtsc::TrackKind::Video)
+            reorder: (kind == crate::TrackKind::Video)
                 .then(|| rtp::DtsFromPts::new(REORDER_DEPTH, REORDER_DELAY_MS)),
             track,
             channel: None,
@@ -207,14 +207,14 @@ pub fn sdp_tracks(sdp: &[u8]) -> std::result::Result<Vec<RecvTrack>, String> {
 }
 
 fn set_avc(track: &mut Track, sps: &[u8], pps: &[u8]) -> bool {
-    let Ok(cfg) = dtsc::h264::AvcConfig::from_parameter_sets(sps, pps) else {
+    let Ok(cfg) = crate::h264::AvcConfig::from_parameter_sets(sps, pps) else {
         return false;
     };
     let mut init = Vec::new();
-    if dtsc::h264::write_avcc(&cfg, &mut init).is_err() || init == track.init {
+    if crate::h264::write_avcc(&cfg, &mut init).is_err() || init == track.init {
         return false;
     }
-    if let Ok(info) = dtsc::h264::parse_sps(sps) {
+    if let Ok(info) = crate::h264::parse_sps(sps) {
         track.width = info.width;
         track.height = info.height;
         track.fpks = info.fpks().unwrap_or(track.fpks);
@@ -224,13 +224,14 @@ fn set_avc(track: &mut Track, sps: &[u8], pps: &[u8]) -> bool {
 }
 
 fn set_hevc(track: &mut Track, vps: &[u8], sps: &[u8], pps: &[u8]) -> bool {
-    let Ok(init) = dtsc::hevc::build_hvcc(&[vps.to_vec()], &[sps.to_vec()], &[pps.to_vec()]) else {
+    let Ok(init) = crate::hevc::build_hvcc(&[vps.to_vec()], &[sps.to_vec()], &[pps.to_vec()])
+    else {
         return false;
     };
     if init == track.init {
         return false;
     }
-    if let Ok(info) = dtsc::hevc::parse_sps(sps) {
+    if let Ok(info) = crate::hevc::parse_sps(sps) {
         track.width = info.width;
         track.height = info.height;
         track.fpks = info.fpks().unwrap_or(track.fpks);
@@ -278,14 +279,14 @@ fn drain(t: &mut RecvTrack, queue: &mut Vec<Unit>, base: &mut Option<u64>, start
             let sets = t.depay.parameter_sets();
             let f = |k: u8| sets.iter().find(|(t, _)| *t == k).map(|x| x.1.clone());
             changed |= match t.track.codec {
-                Codec::H264 => match (f(dtsc::h264::NAL_SPS), f(dtsc::h264::NAL_PPS)) {
+                Codec::H264 => match (f(crate::h264::NAL_SPS), f(crate::h264::NAL_PPS)) {
                     (Some(s), Some(p)) => set_avc(&mut t.track, &s, &p),
                     _ => false,
                 },
                 Codec::Hevc => match (
-                    f(dtsc::hevc::NAL_VPS),
-                    f(dtsc::hevc::NAL_SPS),
-                    f(dtsc::hevc::NAL_PPS),
+                    f(crate::hevc::NAL_VPS),
+                    f(crate::hevc::NAL_SPS),
+                    f(crate::hevc::NAL_PPS),
                 ) {
                     (Some(v), Some(s), Some(p)) => set_hevc(&mut t.track, &v, &s, &p),
                     _ => false,
@@ -331,7 +332,7 @@ fn release(queue: &mut Vec<Unit>, upto: Option<u64>, frames: &mut Vec<u8>) {
             bpos: 0,
             data: &data,
         };
-        dtsc::wire::write_packet(&p, frames);
+        crate::wire::write_packet(&p, frames);
     }
 }
 
@@ -429,12 +430,12 @@ impl RtpIngest {
 
     /// The DTSC header of the tracks (as a DTP2 header frame) appended to `out`.
     pub fn header(&self, out: &mut Vec<u8>) {
-        let h = dtsc::wire::Header {
+        let h = crate::wire::Header {
             live: true,
             unixzero: None,
             tracks: self.tracks.iter().map(|t| t.track.clone()).collect(),
         };
-        dtsc::wire::write_header(&h, out);
+        crate::wire::write_header(&h, out);
     }
 
     /// What the depacketizers and reorder windows still hold, written to `frames`: at the
@@ -518,8 +519,8 @@ mod tests {
         ing.finish(&mut frames);
         let mut dts = Vec::new();
         let mut at = 0;
-        while let Some((f, used)) = dtsc::wire::parse_frame(&frames[at..]).unwrap() {
-            if let dtsc::wire::Frame::Packet(p) = f {
+        while let Some((f, used)) = crate::wire::parse_frame(&frames[at..]).unwrap() {
+            if let crate::wire::Frame::Packet(p) = f {
                 dts.push(p.dts);
             }
             at += used;
@@ -605,7 +606,7 @@ mod tests {
         let t = &ing.tracks[0].track;
         assert_eq!((t.width, t.height), (640, 360));
         assert_ne!(t.init, before);
-        let cfg = dtsc::h264::parse_avcc(&t.init).unwrap();
+        let cfg = crate::h264::parse_avcc(&t.init).unwrap();
         assert_eq!(cfg.sps[0], sps_640);
     }
 
