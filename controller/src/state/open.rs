@@ -1,0 +1,267 @@
+//! Opening a stream for a connector (`control.rs`): the name, key and publish rules, the
+//! buffer caps, then starting the stream's buffer when none runs.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use buffer::ipc;
+
+use super::processes::{BufferProc, Proc};
+use super::{exe, input_type, State};
+use crate::config;
+
+/// Why a stream could not be opened: (code, reason) with code `notfound`, `forbidden` or
+/// `failed`, as the control socket answers.
+pub type OpenRefusal = (&'static str, String);
+
+/// Whether a buffer may be started for stream `name` while the buffers of `running` run:
+/// at most `per_base` buffers of `BASE+SUFFIX` streams for one base (the base's own stream
+/// not counted), and at most `total` buffers in all. Errors: the reason, naming the limit
+/// and its config key (the control socket sends it as a `failed` refusal, which connectors
+/// answer with HTTP 503, an RTMP or RTSP refusal).
+pub fn check_buffer_caps<'a>(
+    running: impl Iterator<Item = &'a str>,
+    name: &str,
+    per_base: u64,
+    total: u64,
+) -> std::result::Result<(), String> {
+    let base = name.split_once('+').map(|(b, _)| b);
+    let (mut all, mut same) = (0u64, 0u64);
+    for r in running {
+        all += 1;
+        if base.is_some() && r.split_once('+').map(|(b, _)| b) == base {
+            same += 1;
+        }
+    }
+    if all >= total {
+        return Err(format!(
+            "the server runs its limit of {total} stream buffers (config.max_buffers)"
+        ));
+    }
+    if let Some(b) = base {
+        if same >= per_base {
+            return Err(format!(
+                "{b}+ streams are at their limit of {per_base} buffers (config.max_wildcard_buffers)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl State {
+    /// Whether USER_NEW allowed this viewer (stream, address, connector) in the last minute.
+    pub fn user_ok(&mut self, key: &(String, String, String)) -> bool {
+        self.users_ok
+            .retain(|_, t| t.elapsed() < Duration::from_secs(60));
+        self.users_ok.contains_key(key)
+    }
+
+    /// Remembers that USER_NEW allowed this viewer.
+    pub fn remember_user(&mut self, key: (String, String, String)) {
+        self.users_ok.insert(key, Instant::now());
+    }
+
+    /// Checks that `name` may be opened (played, or published when `push`) from `addr`, starts
+    /// its buffer when none runs, and returns the buffer's socket path (the caller waits for
+    /// the socket to appear: a buffer started a moment ago may not listen yet).
+    pub fn open_stream(
+        &mut self,
+        name: &str,
+        push: bool,
+        addr: &str,
+        cred: config::Credential<'_>,
+    ) -> std::result::Result<PathBuf, OpenRefusal> {
+        if !config::valid_stream_name(name) {
+            return Err(("notfound", format!("invalid stream name {name:?}")));
+        }
+        // A stream key published to opens the stream it stands for, from any address.
+        let keyed = push
+            .then(|| config::stream_of_key(&self.cfg, name))
+            .flatten();
+        if let Some(real) = keyed {
+            return self.open_resolved(&real, false, addr, cred, true);
+        }
+        self.open_resolved(name, push, addr, cred, false)
+    }
+
+    /// [`State::open_stream`] once a stream key was resolved: `keyed` publishes skip the
+    /// address and key rules (the key was the credential) but still need a `push://` source.
+    fn open_resolved(
+        &mut self,
+        name: &str,
+        push: bool,
+        addr: &str,
+        cred: config::Credential<'_>,
+        keyed: bool,
+    ) -> std::result::Result<PathBuf, OpenRefusal> {
+        let Some((_, scfg)) = config::find_stream(&self.cfg, name) else {
+            return Err(("notfound", format!("no stream {name} is configured")));
+        };
+        let configured = scfg
+            .get("source")
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+            .to_string();
+        // STREAM_SOURCE's answer (asked before the state was locked) for a buffer started now.
+        let source = match self.buffers.get(name) {
+            Some(_) => configured,
+            None => self.source_rewrites.remove(name).unwrap_or(configured),
+        };
+        if keyed && !source.starts_with("push://") {
+            return Err((
+                "forbidden",
+                format!("stream {name} does not take pushes (its source is {source})"),
+            ));
+        }
+        if push {
+            config::may_publish(&source, addr, cred).map_err(|r| {
+                let code = if r == config::KEY_REFUSAL {
+                    "unauthorized"
+                } else {
+                    "forbidden"
+                };
+                (code, r)
+            })?;
+        }
+        let dvr = scfg.get("DVR").and_then(|v| v.as_u64()).unwrap_or(50_000);
+        if let Some(b) = self.buffers.get_mut(name) {
+            if b.child.exited().is_none() {
+                return Ok(b.socket.clone());
+            }
+            self.buffers.remove(name);
+        }
+        // A new buffer: within the caps, so that `BASE+ANYTHING` cannot start buffers
+        // without end.
+        let (per_base, total) = config::buffer_limits(&self.cfg);
+        if let Err(why) = check_buffer_caps(
+            self.buffers.keys().map(String::as_str),
+            name,
+            per_base,
+            total,
+        ) {
+            crate::logs::controller(&format!("not starting a buffer for {name}: {why}"));
+            return Err(("failed", why));
+        }
+        let source = if source.starts_with("push://") || buffer::is_pull_source(&source) {
+            source
+        } else {
+            config::file_source(&self.cfg, name, &source)?
+        };
+        let socket = ipc::socket_path(&self.rundir, name);
+        let _ = std::fs::remove_file(&socket);
+        let once = !source.starts_with("push://")
+            && !buffer::is_pull_source(&source)
+            && scfg.get("loop") == Some(&serde_json::Value::Bool(false));
+        let mut cmd = Command::new(exe());
+        cmd.arg("buffer");
+        if once {
+            cmd.arg("--once");
+        }
+        if scfg.get("always_on").and_then(|v| v.as_bool()) == Some(true) {
+            cmd.arg("--always-on");
+        }
+        if scfg.get("dvr_playlist").and_then(|v| v.as_str()) == Some("event") {
+            cmd.arg("--event");
+        }
+        if let Some(t) = scfg.get("rtsp_transport").and_then(|v| v.as_str()) {
+            cmd.arg("--pull-transport").arg(t);
+        }
+        // How long a publisher that dropped may take to come back (ms; 0: none).
+        if let Some(ms) = scfg.get("reconnect_grace").and_then(|v| v.as_u64()) {
+            cmd.arg("--grace-ms").arg(ms.to_string());
+        }
+        // A memory budget for stream data (`config.dvr_memory_mib`): the data lives in an
+        // unnamed file in `config.dvr_folder` (default RUNDIR/dvr) and what is older than the
+        // budget is spilled to disk, so a DVR window can be longer than memory allows.
+        if let Some(mib) = self
+            .cfg
+            .pointer("/config/dvr_memory_mib")
+            .and_then(|v| v.as_u64())
+        {
+            let dir = self
+                .cfg
+                .pointer("/config/dvr_folder")
+                .and_then(|v| v.as_str())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| self.rundir.join("dvr"));
+            cmd.arg("--spill-dir").arg(dir);
+            cmd.arg("--memory-mib").arg(mib.to_string());
+        }
+        // A pull's stats or a failure left by an earlier buffer say nothing about this one.
+        let _ = std::fs::remove_file(self.rundir.join(format!("{name}.pull.json")));
+        let _ = std::fs::remove_file(buffer::error_path(&self.rundir, name));
+        let child = cmd
+            .arg("--stream")
+            .arg(name)
+            .arg("--source")
+            .arg(&source)
+            .arg("--dvr-ms")
+            .arg(dvr.max(1000).to_string())
+            .arg("--rundir")
+            .arg(&self.rundir)
+            .stdin(Stdio::null())
+            .stderr(crate::logs::child_stderr())
+            .spawn()
+            .map_err(|e| ("failed", format!("starting a buffer: {e}")))?;
+        let pid = child.id();
+        crate::logs::controller(&format!("started the buffer of {name} (pid {pid})"));
+        self.buffers.insert(
+            name.to_string(),
+            BufferProc {
+                child: Proc::Child(child),
+                socket: socket.clone(),
+                observer: None,
+                source: source.clone(),
+                ready: false,
+                header_version: u64::MAX,
+                buffer_state: "",
+                progress: (0, Instant::now()),
+                pull_abort_seen: (0, 0),
+            },
+        );
+        crate::triggers::fire(
+            &self.cfg,
+            "STREAM_LOAD",
+            Some(name),
+            vec![name.to_string(), input_type(&source).into()],
+        );
+        Ok(socket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_buffer_caps;
+
+    #[test]
+    fn wildcard_and_total_buffers_are_capped() {
+        let running: Vec<String> = (0..3)
+            .map(|i| format!("live+{i}"))
+            .chain(["live".to_string(), "other+x".to_string()])
+            .collect();
+        let it = || running.iter().map(String::as_str);
+        // Three `live+` buffers run (the base's own stream does not count).
+        assert!(check_buffer_caps(it(), "live+new", 4, 100).is_ok());
+        let e = check_buffer_caps(it(), "live+new", 3, 100).unwrap_err();
+        assert!(e.contains("live+") && e.contains('3'), "{e}");
+        // Another base and plain names are not held by live's cap.
+        assert!(check_buffer_caps(it(), "other+y", 3, 100).is_ok());
+        assert!(check_buffer_caps(it(), "plain", 1, 100).is_ok());
+        // The total counts every buffer.
+        let e = check_buffer_caps(it(), "plain", 1, 5).unwrap_err();
+        assert!(e.contains("config.max_buffers"), "{e}");
+        assert!(check_buffer_caps(it(), "plain", 1, 6).is_ok());
+    }
+
+    #[test]
+    fn the_caps_come_from_the_config_with_defaults() {
+        use crate::config::buffer_limits;
+        use serde_json::json;
+        assert_eq!(buffer_limits(&json!({})), (64, 1024));
+        let cfg = json!({"config": {"max_wildcard_buffers": 2, "max_buffers": 10}});
+        assert_eq!(buffer_limits(&cfg), (2, 10));
+        let cfg = json!({"config": {"max_wildcard_buffers": 0, "max_buffers": "x"}});
+        assert_eq!(buffer_limits(&cfg), (64, 1024));
+    }
+}

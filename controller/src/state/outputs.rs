@@ -1,0 +1,337 @@
+//! Pushes out (`sluice push` processes, started by the API or by auto-push rules, restarted
+//! with backoff) and the recordings they finished.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use buffer::sessions;
+
+use super::processes::Proc;
+use super::{exe, State};
+
+/// A push out: one `sluice push` process at a time, restarted with backoff after a failure.
+pub struct PushProc {
+    /// The push's id (`push_list`, `push_stop`).
+    pub id: u64,
+    /// The stream pushed.
+    pub stream: String,
+    /// Where to (with `$stream` already replaced).
+    pub target: String,
+    /// Started by an auto-push rule (then it ends with the stream, and the rule starts it
+    /// again when the stream is live again).
+    pub auto: bool,
+    pub(super) child: Option<Proc>,
+    /// When the process may be started (again).
+    pub(super) next_start: Instant,
+    pub(super) backoff: Duration,
+    /// Processes started for this push.
+    pub attempts: u64,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// Finished recordings the API lists (the oldest are forgotten first).
+pub const MAX_RECORDINGS: usize = 1000;
+
+/// Whether an auto-push pattern covers `stream`: the name itself, or a base name that
+/// covers its wildcard streams (`live` covers `live+cam1`; so does `live+`).
+pub fn auto_matches(pattern: &str, stream: &str) -> bool {
+    let base = stream.split_once('+').map_or(stream, |(b, _)| b);
+    pattern == stream || pattern == base || pattern.strip_suffix('+') == Some(base)
+}
+
+impl State {
+    /// Starts a push of `stream` to `target` (`auto`: by an auto-push rule). Returns its id.
+    pub fn push_start(&mut self, stream: &str, target: &str, auto: bool) -> u64 {
+        let id = self.next_push_id;
+        self.next_push_id += 1;
+        self.pushes.push(PushProc {
+            id,
+            stream: stream.to_string(),
+            target: target.replace("$stream", stream),
+            auto,
+            child: None,
+            next_start: Instant::now(),
+            backoff: Duration::from_secs(1),
+            attempts: 0,
+            last_error: None,
+        });
+        self.keep_pushes();
+        id
+    }
+
+    /// Stops push `id`; false when there is none.
+    pub fn push_stop(&mut self, id: u64) -> bool {
+        let Some(i) = self.pushes.iter().position(|p| p.id == id) else {
+            return false;
+        };
+        let mut p = self.pushes.remove(i);
+        if let Some(c) = &mut p.child {
+            c.terminate(Duration::from_secs(2));
+        }
+        self.push_ended(&p, "stopped by push_stop");
+        true
+    }
+
+    /// A report from a push process (`control::report`): `RECORDING_END` for a finished file
+    /// (the trigger fires: stream, path, format, bytes, seconds spent writing, Unix start and
+    /// end, first and last media ms, why it ended; the file joins [`State::recordings`]), or
+    /// `PUSH_FAILED` for a push that retrying cannot fix (it ends, PUSH_END with the reason).
+    pub fn report(&mut self, r: &HashMap<String, String>) {
+        let f = |k: &str| r.get(k).cloned().unwrap_or_default();
+        match f("what").as_str() {
+            "RECORDING_END" => {
+                let stream = f("stream");
+                let num = |k: &str| f(k).parse::<u64>().unwrap_or(0);
+                crate::triggers::fire(
+                    &self.cfg,
+                    "RECORDING_END",
+                    Some(&stream),
+                    [
+                        "stream", "path", "format", "bytes", "seconds", "started", "ended",
+                        "first_ms", "last_ms", "reason",
+                    ]
+                    .iter()
+                    .map(|k| f(k))
+                    .collect(),
+                );
+                if self.recordings.len() >= MAX_RECORDINGS {
+                    self.recordings.pop_front();
+                }
+                self.recordings.push_back(serde_json::json!({
+                    "stream": stream,
+                    "path": f("path"),
+                    "format": f("format"),
+                    "bytes": num("bytes"),
+                    "duration_ms": num("last_ms").saturating_sub(num("first_ms")),
+                    "started": num("started"),
+                    "ended": num("ended"),
+                    "reason": f("reason"),
+                }));
+            }
+            "PUSH_FAILED" => {
+                let (stream, target) = (f("stream"), f("target"));
+                if let Some(i) = self
+                    .pushes
+                    .iter()
+                    .position(|p| p.stream == stream && p.target == target)
+                {
+                    let mut p = self.pushes.remove(i);
+                    if let Some(c) = &mut p.child {
+                        c.terminate(Duration::from_secs(2));
+                    }
+                    if p.auto {
+                        self.auto_failed
+                            .insert((p.stream.clone(), p.target.clone()));
+                    }
+                    self.push_ended(&p, &f("reason"));
+                }
+            }
+            other => crate::logs::controller(&format!("unknown report {other:?}")),
+        }
+    }
+
+    /// PUSH_END and a log line for a push that ended.
+    fn push_ended(&self, p: &PushProc, why: &str) {
+        crate::logs::controller(&format!(
+            "push {} of {} to {} ended: {why}",
+            p.id,
+            p.stream,
+            connectors::core::url::redact(&p.target)
+        ));
+        crate::triggers::fire(
+            &self.cfg,
+            "PUSH_END",
+            Some(&p.stream),
+            vec![
+                p.id.to_string(),
+                p.stream.clone(),
+                p.target.clone(),
+                connectors::core::url::redact(&p.target),
+                "[]".into(),
+                serde_json::json!({"reason": why, "attempts": p.attempts}).to_string(),
+            ],
+        );
+    }
+
+    /// Whether `stream` is live with an input (publisher or pull), from its buffer.
+    fn stream_live(&mut self, stream: &str) -> bool {
+        self.stream_stats(stream).is_some_and(|s| s.4 && s.1 > 0)
+    }
+
+    /// Starts the push processes that are due, notes the ones that exited (a failure is
+    /// retried with backoff, 1 s doubling to 30 s; a push whose stream ended is done), and
+    /// starts auto pushes (`autopushes`: `[[PATTERN, TARGET], …]`) for streams that are live.
+    pub fn keep_pushes(&mut self) {
+        let mut done = Vec::new();
+        for i in 0..self.pushes.len() {
+            let p = &mut self.pushes[i];
+            if let Some(c) = &mut p.child {
+                match c.exited() {
+                    None => continue,
+                    Some((ok, st)) => {
+                        p.child = None;
+                        if ok {
+                            done.push((i, "the stream ended".to_string()));
+                            continue;
+                        }
+                        let why = format!("the push process exited ({st})");
+                        crate::logs::controller(&format!(
+                            "push {} of {}: {why}; retrying in {} s",
+                            p.id,
+                            p.stream,
+                            p.backoff.as_secs()
+                        ));
+                        p.last_error = Some(why);
+                        p.next_start = Instant::now() + p.backoff;
+                        p.backoff = (p.backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                }
+            }
+            if Instant::now() < p.next_start {
+                continue;
+            }
+            let spawned = Command::new(exe())
+                .arg("push")
+                .arg("--stream")
+                .arg(&p.stream)
+                .arg("--target")
+                .arg(&p.target)
+                .arg("--rundir")
+                .arg(&self.rundir)
+                .stdin(Stdio::null())
+                .stderr(crate::logs::child_stderr())
+                .spawn();
+            p.attempts += 1;
+            match spawned {
+                Ok(c) => {
+                    if p.attempts == 1 {
+                        crate::triggers::fire(
+                            &self.cfg,
+                            "PUSH_OUT_START",
+                            Some(&p.stream),
+                            vec![p.stream.clone(), p.target.clone()],
+                        );
+                    }
+                    p.child = Some(Proc::Child(c));
+                }
+                Err(e) => {
+                    p.last_error = Some(format!("starting the push: {e}"));
+                    p.next_start = Instant::now() + p.backoff;
+                }
+            }
+        }
+        for (i, why) in done.into_iter().rev() {
+            let p = self.pushes.remove(i);
+            self.push_ended(&p, &why);
+        }
+        // Auto pushes: every live stream a rule matches has its push.
+        let rules: Vec<(String, String)> = self
+            .cfg
+            .get("autopushes")
+            .and_then(|a| a.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| {
+                        Some((
+                            r.get(0)?.as_str()?.to_string(),
+                            r.get(1)?.as_str()?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // A stream's own `record` setting (a recording target) is a rule for that stream.
+        let mut rules = rules;
+        if let Some(streams) = self.cfg.get("streams").and_then(|s| s.as_object()) {
+            for (name, v) in streams {
+                if let Some(t) = v.get("record").and_then(|r| r.as_str()) {
+                    rules.push((name.clone(), t.to_string()));
+                }
+            }
+        }
+        // A push that failed for good is not started again while its stream stays loaded.
+        let loaded: Vec<String> = self.buffers.keys().cloned().collect();
+        self.auto_failed.retain(|(s, _)| loaded.contains(s));
+        if rules.is_empty() {
+            return;
+        }
+        for name in loaded {
+            for (pattern, target) in &rules {
+                if !auto_matches(pattern, &name) {
+                    continue;
+                }
+                let t = target.replace("$stream", &name);
+                if self
+                    .pushes
+                    .iter()
+                    .any(|p| p.stream == name && p.target == t)
+                    || self.auto_failed.contains(&(name.clone(), t.clone()))
+                {
+                    continue;
+                }
+                if self.stream_live(&name) {
+                    crate::logs::controller(&format!(
+                        "auto push of {name} to {}",
+                        connectors::core::url::redact(&t)
+                    ));
+                    self.push_start(&name, &t, true);
+                }
+            }
+        }
+    }
+
+    /// Adopts the pushes an earlier controller started: the output sessions of the session
+    /// table, their stream and target read from their command line.
+    pub(super) fn adopt_pushes(&mut self) {
+        for e in self.open_sessions() {
+            if e.kind != sessions::Kind::Output {
+                continue;
+            }
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", e.pid)).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let arg = |k: &str| {
+                args.iter()
+                    .position(|a| a == k)
+                    .and_then(|i| args.get(i + 1))
+                    .cloned()
+            };
+            if let (Some(stream), Some(target)) = (arg("--stream"), arg("--target")) {
+                let id = self.next_push_id;
+                self.next_push_id += 1;
+                crate::logs::controller(&format!(
+                    "adopted push {id} of {stream} to {} (pid {})",
+                    connectors::core::url::redact(&target),
+                    e.pid
+                ));
+                let auto = self
+                    .cfg
+                    .get("autopushes")
+                    .and_then(|a| a.as_array())
+                    .is_some_and(|a| {
+                        a.iter().any(|r| {
+                            r.get(0)
+                                .and_then(|v| v.as_str())
+                                .is_some_and(|p| auto_matches(p, &stream))
+                        })
+                    });
+                self.pushes.push(PushProc {
+                    id,
+                    stream,
+                    target,
+                    auto,
+                    child: Some(Proc::Adopted(e.pid)),
+                    next_start: Instant::now(),
+                    backoff: Duration::from_secs(1),
+                    attempts: 1,
+                    last_error: None,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Session stats: the session table every connection process writes its slot of, what the
+//! sessions that ended added up to, one sample a second of the totals, and per-session rates;
+//! with the CONN_* and USER_END triggers and LIVE_BANDWIDTH.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use buffer::sessions;
+
+use super::{pid_alive, unix_ms, State};
+
+/// Seconds of [`Sample`]s kept for the API's `totals`.
+pub const HISTORY: usize = 600;
+
+/// What the sessions that ended added up to, per stream and over all.
+#[derive(Debug, Default, Clone)]
+pub struct Closed {
+    /// Sessions ended.
+    pub count: u64,
+    /// Bytes sent to peers.
+    pub down: u64,
+    /// Bytes received from peers.
+    pub up: u64,
+    /// Per stream: (sessions, bytes down, bytes up, viewer seconds).
+    pub per_stream: HashMap<String, (u64, u64, u64, u64)>,
+}
+
+/// The totals at one second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// Unix seconds.
+    pub time: u64,
+    /// Viewers connected.
+    pub clients: u64,
+    /// Inputs (publishers and pulls).
+    pub inputs: u64,
+    /// Pushes out.
+    pub outputs: u64,
+    /// Bytes sent since the controller started (ended sessions included).
+    pub down: u64,
+    /// Bytes received since the controller started.
+    pub up: u64,
+    /// Bytes per second sent over the last second.
+    pub downbps: u64,
+    /// Bytes per second received over the last second.
+    pub upbps: u64,
+}
+
+impl State {
+    /// The sessions open now (their processes alive).
+    pub fn open_sessions(&self) -> Vec<sessions::Entry> {
+        let Some(t) = &self.table else {
+            return Vec::new();
+        };
+        t.entries()
+            .into_iter()
+            .filter(|e| e.state == sessions::STATE_OPEN && pid_alive(e.pid))
+            .collect()
+    }
+
+    /// Counts and frees the slots of sessions that ended (closed by their process, or whose
+    /// process is gone, as after a SIGKILL), with an access log line each; then, once a
+    /// second, a totals sample and per-session rates.
+    pub fn reap_sessions(&mut self) {
+        let Some(entries) = self.table.as_ref().map(|t| t.entries()) else {
+            return;
+        };
+        let now = unix_ms();
+        let mut open = Vec::new();
+        for e in entries {
+            let ended = e.state == sessions::STATE_CLOSED || !pid_alive(e.pid);
+            if !ended {
+                if e.state == sessions::STATE_OPEN {
+                    if !e.stream.is_empty() {
+                        self.announce(&e);
+                    }
+                    open.push(e);
+                }
+                continue;
+            }
+            if self.announced.remove(&e.id).is_some() {
+                let conn = vec![
+                    e.stream.clone(),
+                    e.host.clone(),
+                    e.protocol.clone(),
+                    String::new(),
+                ];
+                crate::triggers::fire(&self.cfg, "CONN_CLOSE", Some(&e.stream), conn);
+                if e.kind == sessions::Kind::Viewer {
+                    let secs = e.updated_ms.saturating_sub(e.start_ms) / 1000;
+                    let end = vec![
+                        format!("{:016x}", e.id),
+                        e.stream.clone(),
+                        e.protocol.clone(),
+                        e.host.clone(),
+                        secs.to_string(),
+                        e.up.to_string(),
+                        e.down.to_string(),
+                        String::new(),
+                    ];
+                    crate::triggers::fire(&self.cfg, "USER_END", Some(&e.stream), end);
+                }
+            }
+            let secs = e.updated_ms.saturating_sub(e.start_ms) / 1000;
+            if !e.stream.is_empty() || e.down + e.up > 0 {
+                crate::logs::record(&format!(
+                    "[access {}] {} {} {} {} {} s, {} bytes down, {} bytes up, {} packets lost{}",
+                    e.pid,
+                    e.host,
+                    if e.stream.is_empty() { "-" } else { &e.stream },
+                    e.protocol,
+                    e.kind.as_str(),
+                    secs,
+                    e.down,
+                    e.up,
+                    e.lost,
+                    if e.state == sessions::STATE_CLOSED {
+                        ""
+                    } else {
+                        " (process gone)"
+                    }
+                ));
+            }
+            self.closed.count += 1;
+            self.closed.down += e.down;
+            self.closed.up += e.up;
+            let ps = self.closed.per_stream.entry(e.stream.clone()).or_default();
+            ps.0 += 1;
+            ps.1 += e.down;
+            ps.2 += e.up;
+            if e.kind == sessions::Kind::Viewer {
+                ps.3 += secs;
+            }
+            self.rates.remove(&e.id);
+            if let Some(t) = &self.table {
+                t.free(e.slot, e.pid);
+            }
+        }
+        if self.last_sample.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_sample = Instant::now();
+        let mut s = Sample {
+            time: now / 1000,
+            down: self.closed.down,
+            up: self.closed.up,
+            ..Sample::default()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for e in &open {
+            seen.insert(e.id);
+            match e.kind {
+                sessions::Kind::Viewer => s.clients += 1,
+                sessions::Kind::Input => s.inputs += 1,
+                sessions::Kind::Output => s.outputs += 1,
+                sessions::Kind::Unknown => {}
+            }
+            s.down += e.down;
+            s.up += e.up;
+            let r = self.rates.entry(e.id).or_insert((e.start_ms, 0, 0, 0, 0));
+            let dt = now.saturating_sub(r.0).max(1);
+            let (dbps, ubps) = (
+                e.down.saturating_sub(r.1) * 1000 / dt,
+                e.up.saturating_sub(r.2) * 1000 / dt,
+            );
+            *r = (now, e.down, e.up, dbps, ubps);
+            s.downbps += dbps;
+            s.upbps += ubps;
+        }
+        self.rates.retain(|id, _| seen.contains(id));
+        // LIVE_BANDWIDTH: a stream whose inputs bring more bytes per second than a handler's
+        // `params` (bytes/s), at most every 5 s.
+        let mut input_rate: HashMap<String, u64> = HashMap::new();
+        for e in open.iter().filter(|e| e.kind == sessions::Kind::Input) {
+            *input_rate.entry(e.stream.clone()).or_default() +=
+                self.rates.get(&e.id).map_or(0, |r| r.4);
+        }
+        for (stream, rate) in input_rate {
+            let limit = self
+                .cfg
+                .pointer("/config/triggers/LIVE_BANDWIDTH")
+                .and_then(|l| l.as_array())
+                .and_then(|l| {
+                    l.iter()
+                        .filter_map(|h| {
+                            h.get("params").and_then(|p| {
+                                p.as_u64()
+                                    .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+                            })
+                        })
+                        .min()
+                });
+            let Some(limit) = limit else {
+                break;
+            };
+            let due = self
+                .bandwidth_fired
+                .get(&stream)
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+            if rate > limit && due {
+                self.bandwidth_fired.insert(stream.clone(), Instant::now());
+                crate::triggers::fire(
+                    &self.cfg,
+                    "LIVE_BANDWIDTH",
+                    Some(&stream),
+                    vec![stream.clone(), rate.to_string()],
+                );
+            }
+        }
+        if self.history.len() >= HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(s);
+    }
+
+    /// CONN_OPEN for a session seen with a stream for the first time, and CONN_PLAY once it
+    /// plays.
+    fn announce(&mut self, e: &sessions::Entry) {
+        let payload = || {
+            vec![
+                e.stream.clone(),
+                e.host.clone(),
+                e.protocol.clone(),
+                String::new(),
+            ]
+        };
+        let played = e.kind == sessions::Kind::Viewer;
+        match self.announced.get(&e.id).copied() {
+            None => {
+                crate::triggers::fire(&self.cfg, "CONN_OPEN", Some(&e.stream), payload());
+                if played {
+                    crate::triggers::fire(&self.cfg, "CONN_PLAY", Some(&e.stream), payload());
+                }
+                self.announced.insert(e.id, played);
+            }
+            Some(false) if played => {
+                crate::triggers::fire(&self.cfg, "CONN_PLAY", Some(&e.stream), payload());
+                self.announced.insert(e.id, true);
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends the processes of the open sessions of `stream` (all of them when `kinds` is
+    /// empty, else those of the kinds given): SIGTERM, as MistServer's `stop_sessions`.
+    /// Returns how many were signalled.
+    pub fn stop_sessions(&self, stream: &str, kinds: &[sessions::Kind]) -> usize {
+        let mut n = 0;
+        for e in self.open_sessions() {
+            if e.stream == stream && (kinds.is_empty() || kinds.contains(&e.kind)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(e.pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                n += 1;
+            }
+        }
+        n
+    }
+}

@@ -1,0 +1,215 @@
+//! What running buffers report, looked at from the controller's loop and turned into
+//! triggers: STREAM_READY once live, LIVE_TRACK_LIST and STREAM_BUFFER, and INPUT_ABORT for
+//! a pull's failed attempts; and a buffer's figures for the API ([`State::stream_stats`]).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use buffer::ipc::{self, Mode};
+use serde_json::Value;
+
+use super::{input_type, State};
+
+impl State {
+    /// STREAM_READY for each buffer that went live since it started.
+    pub(super) fn mark_ready(&mut self) {
+        let names: Vec<String> = self
+            .buffers
+            .iter()
+            .filter(|(_, b)| !b.ready)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in names {
+            if self.stream_stats(&n).is_some_and(|s| s.4) {
+                if let Some(b) = self.buffers.get_mut(&n) {
+                    b.ready = true;
+                    let input = input_type(&b.source);
+                    crate::triggers::fire(
+                        &self.cfg,
+                        "STREAM_READY",
+                        Some(&n),
+                        vec![n.clone(), input.into()],
+                    );
+                }
+            }
+        }
+    }
+
+    /// LIVE_TRACK_LIST when a stream's tracks change, and STREAM_BUFFER as its data comes
+    /// (FULL), stops coming for 2 s while live (DRY), comes back (RECOVER, then FULL), and
+    /// ends (EMPTY). Looked at once a second.
+    pub(super) fn watch_streams(&mut self) {
+        if self.last_watch.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_watch = Instant::now();
+        let names: Vec<String> = self.buffers.keys().cloned().collect();
+        for name in names {
+            let Some(b) = self.buffers.get_mut(&name) else {
+                continue;
+            };
+            if b.observer.is_none() {
+                b.observer = ipc::attach(&b.socket, Mode::Observe).ok();
+            }
+            let Some(r) = b.observer.as_ref().and_then(|o| o.reader().ok()) else {
+                continue;
+            };
+            let m = *r.meta();
+            let version = m.header_version();
+            let mut tracks = None;
+            if version % 2 == 0 && version != b.header_version {
+                b.header_version = version;
+                let (bytes, _) = m.header();
+                if let Ok(Some((dtsc::wire::Frame::Header(v), _))) = dtsc::wire::parse_frame(&bytes)
+                {
+                    if let Ok(h) = dtsc::wire::Header::from_value(&v) {
+                        let list: Vec<Value> = h
+                            .tracks
+                            .iter()
+                            .map(|t| {
+                                serde_json::json!({
+                                    "id": t.id, "type": t.kind.as_str(), "codec": t.codec.as_str(),
+                                    "width": t.width, "height": t.height, "rate": t.rate,
+                                    "channels": t.channels, "lang": t.lang,
+                                })
+                            })
+                            .collect();
+                        if !list.is_empty() {
+                            tracks = Some(Value::Array(list).to_string());
+                        }
+                    }
+                }
+            }
+            let seq = m.write_seq();
+            let now = Instant::now();
+            let ended = m.state() == dtsc::shm::STATE_ENDED;
+            let grew = seq > b.progress.0;
+            if grew {
+                b.progress = (seq, now);
+            }
+            let next = match (b.buffer_state, ended, grew) {
+                (s, true, _) if s != "EMPTY" && !s.is_empty() => Some("EMPTY"),
+                (_, true, _) => None,
+                ("" | "EMPTY", false, true) => Some("FULL"),
+                ("DRY", false, true) => Some("RECOVER"),
+                ("RECOVER", false, true) => Some("FULL"),
+                ("FULL" | "RECOVER", false, false)
+                    if now.duration_since(b.progress.1) >= Duration::from_secs(2) =>
+                {
+                    Some("DRY")
+                }
+                _ => None,
+            };
+            let health = serde_json::json!({
+                "viewers": m.viewers(), "inputs": m.publishers(), "packets": seq,
+            })
+            .to_string();
+            if let Some(s) = next {
+                b.buffer_state = s;
+            }
+            if let Some(t) = tracks {
+                crate::triggers::fire(
+                    &self.cfg,
+                    "LIVE_TRACK_LIST",
+                    Some(&name),
+                    vec![name.clone(), t],
+                );
+            }
+            if let Some(s) = next {
+                crate::triggers::fire(
+                    &self.cfg,
+                    "STREAM_BUFFER",
+                    Some(&name),
+                    vec![name.clone(), s.to_string(), health],
+                );
+            }
+        }
+    }
+
+    /// INPUT_ABORT for each failed attempt of a stream's pull (the upstream refused, sent
+    /// garbage, went silent or ended; the pull retries with backoff): read from the pull's
+    /// `RUNDIR/NAME.pull.json`, whose `last_error` is the reason.
+    pub(super) fn watch_pulls(&mut self) {
+        for (name, b) in self.buffers.iter_mut() {
+            if !buffer::is_pull_source(&b.source) {
+                continue;
+            }
+            let Some(v) = read_pull_stats(&self.rundir, name) else {
+                continue;
+            };
+            let state = v.get("state").and_then(|s| s.as_str()).unwrap_or("");
+            let Some(seen) = pull_key(&v) else {
+                continue;
+            };
+            if !matches!(state, "reconnecting" | "waiting") || seen == b.pull_abort_seen {
+                continue;
+            }
+            b.pull_abort_seen = seen;
+            let why = v
+                .get("last_error")
+                .and_then(|s| s.as_str())
+                .unwrap_or("the pull failed");
+            // The URL as the pull shows it: credentials left out of the log.
+            let shown = v.get("url").and_then(|s| s.as_str()).unwrap_or("");
+            crate::logs::controller(&format!(
+                "{name}: input {shown} failed (attempt {}): {why}",
+                seen.1
+            ));
+            crate::triggers::fire(
+                &self.cfg,
+                "INPUT_ABORT",
+                Some(name),
+                vec![
+                    name.clone(),
+                    b.source.clone(),
+                    "sluice pull".into(),
+                    seen.0.to_string(),
+                    state.into(),
+                    why.into(),
+                ],
+            );
+        }
+    }
+
+    /// Stats of a running buffer: (viewers, publishers, first ms, last ms, live).
+    pub fn stream_stats(&mut self, name: &str) -> Option<(u32, u32, u64, u64, bool)> {
+        let b = self.buffers.get_mut(name)?;
+        if b.observer.is_none() {
+            b.observer = ipc::attach(&b.socket, Mode::Observe).ok();
+        }
+        let r = b.observer.as_ref()?.reader().ok()?;
+        let m = r.meta();
+        let last = m
+            .write_seq()
+            .checked_sub(1)
+            .and_then(|s| m.packet(s))
+            .map(|e| e.dts)
+            .unwrap_or(0);
+        let first = m.packet(m.first_seq()).map(|e| e.dts).unwrap_or(0);
+        Some((
+            m.viewers(),
+            m.publishers(),
+            first,
+            last,
+            m.state() == dtsc::shm::STATE_LIVE,
+        ))
+    }
+}
+
+/// A pull's `RUNDIR/NAME.pull.json` (written by `sluice pull` every second and on each
+/// change of state).
+fn read_pull_stats(rundir: &Path, name: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(rundir.join(format!("{name}.pull.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// A pull attempt's identity in its stats: (pid of the pull process, attempt number).
+fn pull_key(v: &Value) -> Option<(u64, u64)> {
+    Some((v.get("pid")?.as_u64()?, v.get("attempts")?.as_u64()?))
+}
+
+/// The attempt a stream's pull stats show now (a file left by an earlier buffer's pull), so
+/// that a new buffer does not report it again.
+pub(super) fn pull_attempt(rundir: &Path, name: &str) -> Option<(u64, u64)> {
+    pull_key(&read_pull_stats(rundir, name)?)
+}
