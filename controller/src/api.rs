@@ -342,6 +342,7 @@ fn run_actions(st: &mut State, actions: Vec<Action>, out: &mut Value) -> bool {
             }
             Action::StopAuto(pattern, target) => {
                 let ids: Vec<u64> = st
+                    .outputs
                     .pushes
                     .iter()
                     .filter(|p| {
@@ -358,12 +359,12 @@ fn run_actions(st: &mut State, actions: Vec<Action>, out: &mut Value) -> bool {
             Action::Save => st.save(),
             Action::Apply(old) => st.apply(&old),
             Action::StopSessions(s) => {
-                let n = st.stop_sessions(&s, &[Kind::Viewer]);
+                let n = st.stats.stop_sessions(&s, &[Kind::Viewer]);
                 crate::logs::controller(&format!("stop_sessions {s}: {n} viewers stopped"));
             }
             Action::Nuke(s) => {
-                st.stop_buffer(&s);
-                let n = st.stop_sessions(&s, &[]);
+                st.procs.stop_buffer(&s);
+                let n = st.stats.stop_sessions(&s, &[]);
                 crate::logs::controller(&format!(
                     "nuke_stream {s}: buffer and {n} sessions stopped"
                 ));
@@ -794,16 +795,17 @@ fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action
                         return Err((400, "a push id or a list of ids (push_list)".into()));
                     }
                     for id in ids {
-                        if !st.pushes.iter().any(|p| p.id == id) {
+                        if !st.outputs.pushes.iter().any(|p| p.id == id) {
                             return Err((404, format!("no push {id}")));
                         }
                         actions.push(Action::PushStop(id));
                     }
                     json!("OK")
                 }
-                "recordings" => Value::Array(st.recordings.iter().cloned().collect()),
+                "recordings" => Value::Array(st.outputs.recordings.iter().cloned().collect()),
                 "push_list" => Value::Array(
-                    st.pushes
+                    st.outputs
+                        .pushes
                         .iter()
                         .map(|p| {
                             json!([
@@ -1063,12 +1065,12 @@ fn capabilities() -> Value {
 /// `{S: [values…]}` with `clients`/`viewers`, `inputs`, `outputs`, `lastms`, `firstms`,
 /// `status`, `downbps`, `upbps`.
 fn active_streams(st: &mut State, arg: &Value) -> Value {
-    let mut names: Vec<String> = st.buffers.keys().cloned().collect();
+    let mut names: Vec<String> = st.procs.buffers.keys().cloned().collect();
     names.sort();
-    let sessions = st.open_sessions();
+    let sessions = st.stats.open_sessions();
     let mut live = Vec::new();
     for n in names {
-        if let Some(stats) = st.stream_stats(&n) {
+        if let Some(stats) = st.procs.stream_stats(&n) {
             if stats.4 {
                 live.push((n, stats));
             }
@@ -1088,7 +1090,7 @@ fn active_streams(st: &mut State, arg: &Value) -> Value {
                     sessions
                         .iter()
                         .filter(|e| e.stream == n)
-                        .filter_map(|e| st.rates.get(&e.id))
+                        .filter_map(|e| st.stats.rates.get(&e.id))
                         .map(|r| if down { r.3 } else { r.4 })
                         .sum()
                 };
@@ -1160,7 +1162,7 @@ fn clients(st: &State, arg: &Value) -> std::result::Result<Value, String> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let mut data = Vec::new();
-    for e in st.open_sessions() {
+    for e in st.stats.open_sessions() {
         if !streams.is_empty() && !streams.contains(&e.stream) {
             continue;
         }
@@ -1171,7 +1173,7 @@ fn clients(st: &State, arg: &Value) -> std::result::Result<Value, String> {
         {
             continue;
         }
-        let rate = st.rates.get(&e.id).copied().unwrap_or_default();
+        let rate = st.stats.rates.get(&e.id).copied().unwrap_or_default();
         let row: Vec<Value> = fields
             .iter()
             .map(|f| match f.as_str() {
@@ -1217,7 +1219,7 @@ fn totals(st: &State, arg: &Value) -> std::result::Result<Value, String> {
             TOTAL_FIELDS.join(", ")
         ));
     }
-    let now = st.history.back().map_or(0, |s| s.time) as i64;
+    let now = st.stats.history.back().map_or(0, |s| s.time) as i64;
     let at = |k: &str, d: i64| {
         let v = arg.get(k).and_then(|v| v.as_i64()).unwrap_or(d);
         if v <= 0 {
@@ -1228,6 +1230,7 @@ fn totals(st: &State, arg: &Value) -> std::result::Result<Value, String> {
     };
     let (start, end) = (at("start", -(crate::state::HISTORY as i64)), at("end", 0));
     let rows: Vec<&crate::state::Sample> = st
+        .stats
         .history
         .iter()
         .filter(|s| (s.time as i64) >= start && (s.time as i64) <= end)
@@ -1301,7 +1304,7 @@ fn label(v: &str) -> String {
 fn metrics_text(st: &mut State) -> String {
     use std::collections::BTreeMap;
     use std::fmt::Write as _;
-    let sessions = st.open_sessions();
+    let sessions = st.stats.open_sessions();
     let mut out = String::new();
     let mut per: BTreeMap<(String, String, &'static str), u64> = BTreeMap::new();
     let mut bytes: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
@@ -1314,7 +1317,13 @@ fn metrics_text(st: &mut State) -> String {
         b.1 += e.up;
         b.2 += e.lost;
     }
-    for (s, c) in st.closed.per_stream.iter().filter(|(s, _)| !s.is_empty()) {
+    for (s, c) in st
+        .stats
+        .closed
+        .per_stream
+        .iter()
+        .filter(|(s, _)| !s.is_empty())
+    {
         let b = bytes.entry(s.clone()).or_default();
         b.0 += c.1;
         b.1 += c.2;
@@ -1359,7 +1368,7 @@ fn metrics_text(st: &mut State) -> String {
             b.2
         );
     }
-    let mut names: Vec<String> = st.buffers.keys().cloned().collect();
+    let mut names: Vec<String> = st.procs.buffers.keys().cloned().collect();
     names.sort();
     let _ = writeln!(
         out,
@@ -1367,7 +1376,7 @@ fn metrics_text(st: &mut State) -> String {
     );
     let _ = writeln!(out, "# TYPE sluice_stream_live gauge");
     for n in names {
-        let live = st.stream_stats(&n).is_some_and(|s| s.4);
+        let live = st.procs.stream_stats(&n).is_some_and(|s| s.4);
         let _ = writeln!(
             out,
             "sluice_stream_live{{stream=\"{}\"}} {}",
@@ -1380,8 +1389,8 @@ fn metrics_text(st: &mut State) -> String {
         "# HELP sluice_sessions_ended_total Sessions that ended since the controller started."
     );
     let _ = writeln!(out, "# TYPE sluice_sessions_ended_total counter");
-    let _ = writeln!(out, "sluice_sessions_ended_total {}", st.closed.count);
-    let last = st.history.back().copied().unwrap_or_default();
+    let _ = writeln!(out, "sluice_sessions_ended_total {}", st.stats.closed.count);
+    let last = st.stats.history.back().copied().unwrap_or_default();
     let _ = writeln!(
         out,
         "# HELP sluice_bytes_sent_total Bytes sent to peers since the controller started."

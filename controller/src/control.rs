@@ -190,7 +190,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
         // One answer per viewer session (an HLS player opens the stream per request): a
         // yes is remembered for a minute per stream, address and connector.
         let key = (stream.clone(), addr.clone(), connector.clone());
-        let known = st.lock().expect("state lock").user_ok(&key);
+        let known = st.lock().expect("state lock").opening.user_ok(&key);
         if !known {
             let payload = [
                 stream.clone(),
@@ -205,13 +205,18 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
                     return refuse(&stream, "refused by the USER_NEW trigger".into());
                 }
             }
-            st.lock().expect("state lock").remember_user(key);
+            st.lock().expect("state lock").opening.remember_user(key);
         }
     }
     // STREAM_SOURCE: the source of a stream whose buffer is about to start may be rewritten
     // (an empty answer keeps the configured one).
     if !triggers::handlers(&cfg, "STREAM_SOURCE", Some(&stream)).is_empty() {
-        let running = st.lock().expect("state lock").buffers.contains_key(&stream);
+        let running = st
+            .lock()
+            .expect("state lock")
+            .procs
+            .buffers
+            .contains_key(&stream);
         if !running {
             if let Some(a) = triggers::ask(&cfg, "STREAM_SOURCE", Some(&stream), &[stream.clone()])
             {
@@ -220,6 +225,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
                     crate::logs::controller(&format!("STREAM_SOURCE: {stream} from {a}"));
                     st.lock()
                         .expect("state lock")
+                        .opening
                         .source_rewrites
                         .insert(stream.clone(), a);
                 }

@@ -434,7 +434,7 @@ fn run_controller(
                 Err(e) => logs::controller(&format!("SIGHUP: config not reloaded: {e:#}")),
             }
             // TLS listeners load their certificate files again (a renewal).
-            g.signal_tls_listeners();
+            g.procs.signal_tls_listeners();
         }
         st.lock().expect("state lock").supervise();
         std::thread::sleep(Duration::from_millis(100));

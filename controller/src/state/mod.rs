@@ -3,18 +3,17 @@
 //!
 //! * [`processes`]: listeners and buffers: starting, restarting, reaping, stopping, adopting.
 //! * [`watch`]: what running buffers report, turned into triggers (STREAM_READY,
-//!   LIVE_TRACK_LIST, STREAM_BUFFER, a pull's INPUT_ABORT), and [`State::stream_stats`].
+//!   LIVE_TRACK_LIST, STREAM_BUFFER, a pull's INPUT_ABORT), and a buffer's figures
+//!   ([`Processes::stream_stats`]).
 //! * [`stats`]: the session table, ended sessions added up, per-second history and rates.
 //! * [`outputs`]: pushes out and the recordings they finished.
 //! * [`open`]: opening a stream for a connector: the checks, then starting its buffer.
 
-use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use buffer::sessions;
 use serde_json::Value;
 
 use crate::config;
@@ -28,9 +27,10 @@ pub mod watch;
 pub use outputs::auto_matches;
 pub use stats::{Sample, HISTORY};
 
-use outputs::PushProc;
-use processes::{BufferProc, ListenerProc, Proc};
-use stats::Closed;
+use open::Opening;
+use outputs::Outputs;
+use processes::{ListenerProc, Proc, Processes};
+use stats::Stats;
 
 /// Creates the socket folder, private to this user (0700), refusing one owned by another user.
 pub fn prepare_rundir(dir: &Path) -> Result<()> {
@@ -44,44 +44,23 @@ pub fn prepare_rundir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Everything the controller keeps.
+/// Everything the controller keeps, behind the one mutex its threads share (the API, the
+/// control socket's requests, and the main loop's [`State::supervise`]). Each concern's
+/// fields are grouped in a part of their own.
 pub struct State {
     /// The whole config document.
     pub cfg: Value,
     config_path: PathBuf,
     /// Socket folder.
     pub rundir: PathBuf,
-    listeners: Vec<ListenerProc>,
-    /// Running buffers by stream name.
-    pub buffers: HashMap<String, BufferProc>,
-    /// When each always-on stream was last started (at most every 5 s).
-    always_tried: HashMap<String, Instant>,
-    /// The session table every connection writes its slot of (`buffer::sessions`).
-    pub table: Option<sessions::Table>,
-    /// Sessions that ended, added up.
-    pub closed: Closed,
-    /// One sample a second of the totals, the newest [`HISTORY`] seconds.
-    pub history: VecDeque<Sample>,
-    /// Per session id: (sampled at ms, bytes down, bytes up, down bytes/s, up bytes/s).
-    pub rates: HashMap<u64, (u64, u64, u64, u64, u64)>,
-    last_sample: Instant,
-    /// Viewer sessions USER_NEW allowed: (stream, address, connector) → when.
-    users_ok: HashMap<(String, String, String), Instant>,
-    last_watch: Instant,
-    /// Sources STREAM_SOURCE gave for streams about to be started.
-    pub source_rewrites: HashMap<String, String>,
-    /// When LIVE_BANDWIDTH last fired per stream.
-    bandwidth_fired: HashMap<String, Instant>,
-    /// Session ids already announced with CONN_OPEN (and CONN_PLAY).
-    announced: HashMap<u64, bool>,
-    /// Pushes out.
-    pub pushes: Vec<PushProc>,
-    next_push_id: u64,
-    /// Finished recordings, oldest first (at most [`MAX_RECORDINGS`]), for the API.
-    pub recordings: std::collections::VecDeque<Value>,
-    /// Auto pushes (stream, target) that failed for good (`PUSH_FAILED`): not started again
-    /// until the stream unloads.
-    auto_failed: std::collections::HashSet<(String, String)>,
+    /// Listener and buffer processes.
+    pub procs: Processes,
+    /// Session stats: the session table, ended sessions, history, rates.
+    pub stats: Stats,
+    /// Pushes out and finished recordings.
+    pub outputs: Outputs,
+    /// What opening streams remembers between requests.
+    pub opening: Opening,
 }
 
 /// Whether process `pid` still exists.
@@ -150,41 +129,14 @@ impl State {
     /// Builds the state; the listeners start on the first [`State::supervise`].
     pub fn new(cfg: Value, config_path: PathBuf, rundir: PathBuf) -> Result<State> {
         let s = State {
-            listeners: config::listeners(&cfg)
-                .into_iter()
-                .map(|spec| ListenerProc {
-                    spec,
-                    child: None,
-                    started: Instant::now() - Duration::from_secs(10),
-                })
-                .collect(),
+            procs: Processes::new(&cfg),
+            stats: Stats::new(&rundir),
+            outputs: Outputs::new(),
+            opening: Opening::default(),
             cfg,
             config_path,
             rundir,
-            buffers: HashMap::new(),
-            always_tried: HashMap::new(),
-            table: None,
-            closed: Closed::default(),
-            history: VecDeque::new(),
-            rates: HashMap::new(),
-            last_sample: Instant::now(),
-            users_ok: HashMap::new(),
-            last_watch: Instant::now(),
-            source_rewrites: HashMap::new(),
-            bandwidth_fired: HashMap::new(),
-            announced: HashMap::new(),
-            pushes: Vec::new(),
-            recordings: std::collections::VecDeque::new(),
-            auto_failed: std::collections::HashSet::new(),
-            next_push_id: 1,
         };
-        let mut s = s;
-        // An existing table is kept: sessions that outlived an earlier controller are still
-        // counted.
-        match sessions::Table::open(&sessions::table_path(&s.rundir), true) {
-            Ok(t) => s.table = Some(t),
-            Err(e) => crate::logs::controller(&format!("session table: {e:#}; no session stats")),
-        }
         // Listeners start on the controller's first supervise(), once its own sockets are
         // bound: a controller that fails to start leaves no orphans.
         Ok(s)
@@ -240,7 +192,7 @@ impl State {
         }
         let want = config::listeners(&self.cfg);
         let mut keep = Vec::new();
-        for mut l in std::mem::take(&mut self.listeners) {
+        for mut l in std::mem::take(&mut self.procs.listeners) {
             if want.contains(&l.spec) {
                 keep.push(l);
             } else {
@@ -256,15 +208,11 @@ impl State {
         }
         for spec in want {
             if !keep.iter().any(|l| l.spec == spec) {
-                keep.push(ListenerProc {
-                    spec,
-                    child: None,
-                    started: Instant::now() - Duration::from_secs(10),
-                });
+                keep.push(ListenerProc::new(spec));
             }
         }
-        self.listeners = keep;
-        let running: Vec<String> = self.buffers.keys().cloned().collect();
+        self.procs.listeners = keep;
+        let running: Vec<String> = self.procs.buffers.keys().cloned().collect();
         for name in running {
             let before = config::find_stream(old, &name).map(|(_, v)| v.get("source").cloned());
             let after =
@@ -273,7 +221,7 @@ impl State {
                 crate::logs::controller(&format!(
                     "stream {name} was removed or its source changed; stopping its buffer"
                 ));
-                self.stop_buffer(&name);
+                self.procs.stop_buffer(&name);
             }
         }
         if let Some(l) = self
@@ -290,7 +238,7 @@ impl State {
     /// triggers), fires the triggers of what the running buffers report, keeps the pushes
     /// going, and starts the always-on streams whose buffer is not running.
     pub fn supervise(&mut self) {
-        self.reap_sessions();
+        self.stats.reap(&self.cfg);
         self.keep_listeners();
         self.reap_buffers();
         self.mark_ready();
@@ -310,11 +258,17 @@ impl State {
             let _ = killpg(getpgrp(), Signal::SIGTERM);
         }
         let mut procs: Vec<&mut Proc> = self
+            .procs
             .listeners
             .iter_mut()
             .filter_map(|l| l.child.as_mut())
-            .chain(self.buffers.values_mut().map(|b| &mut b.child))
-            .chain(self.pushes.iter_mut().filter_map(|p| p.child.as_mut()))
+            .chain(self.procs.buffers.values_mut().map(|b| &mut b.child))
+            .chain(
+                self.outputs
+                    .pushes
+                    .iter_mut()
+                    .filter_map(|p| p.child.as_mut()),
+            )
             .collect();
         for c in procs.iter_mut() {
             let _ = kill(Pid::from_raw(c.pid() as i32), Signal::SIGTERM);
@@ -322,7 +276,7 @@ impl State {
         for c in procs.iter_mut() {
             c.terminate(Duration::from_secs(3));
         }
-        for l in &self.listeners {
+        for l in &self.procs.listeners {
             let _ = std::fs::remove_file(l.pid_file(&self.rundir));
         }
     }

@@ -1,6 +1,7 @@
 //! Opening a stream for a connector (`control.rs`): the name, key and publish rules, the
 //! buffer caps, then starting the stream's buffer when none runs.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,7 +50,18 @@ pub fn check_buffer_caps<'a>(
     Ok(())
 }
 
-impl State {
+/// What opening streams remembers between requests (kept while the state is unlocked for
+/// the blocking triggers, which `control.rs` asks first).
+#[derive(Default)]
+pub struct Opening {
+    /// Viewer sessions USER_NEW allowed: (stream, address, connector) → when.
+    users_ok: HashMap<(String, String, String), Instant>,
+    /// Sources STREAM_SOURCE gave for streams about to be started (taken when the buffer
+    /// starts).
+    pub source_rewrites: HashMap<String, String>,
+}
+
+impl Opening {
     /// Whether USER_NEW allowed this viewer (stream, address, connector) in the last minute.
     pub fn user_ok(&mut self, key: &(String, String, String)) -> bool {
         self.users_ok
@@ -61,7 +73,9 @@ impl State {
     pub fn remember_user(&mut self, key: (String, String, String)) {
         self.users_ok.insert(key, Instant::now());
     }
+}
 
+impl State {
     /// Checks that `name` may be opened (played, or published when `push`) from `addr`, starts
     /// its buffer when none runs, and returns the buffer's socket path (the caller waits for
     /// the socket to appear: a buffer started a moment ago may not listen yet).
@@ -104,9 +118,13 @@ impl State {
             .unwrap_or("")
             .to_string();
         // STREAM_SOURCE's answer (asked before the state was locked) for a buffer started now.
-        let source = match self.buffers.get(name) {
+        let source = match self.procs.buffers.get(name) {
             Some(_) => configured,
-            None => self.source_rewrites.remove(name).unwrap_or(configured),
+            None => self
+                .opening
+                .source_rewrites
+                .remove(name)
+                .unwrap_or(configured),
         };
         if keyed && !source.starts_with("push://") {
             return Err((
@@ -125,17 +143,17 @@ impl State {
             })?;
         }
         let dvr = scfg.get("DVR").and_then(|v| v.as_u64()).unwrap_or(50_000);
-        if let Some(b) = self.buffers.get_mut(name) {
+        if let Some(b) = self.procs.buffers.get_mut(name) {
             if b.child.exited().is_none() {
                 return Ok(b.socket.clone());
             }
-            self.buffers.remove(name);
+            self.procs.buffers.remove(name);
         }
         // A new buffer: within the caps, so that `BASE+ANYTHING` cannot start buffers
         // without end.
         let (per_base, total) = config::buffer_limits(&self.cfg);
         if let Err(why) = check_buffer_caps(
-            self.buffers.keys().map(String::as_str),
+            self.procs.buffers.keys().map(String::as_str),
             name,
             per_base,
             total,
@@ -206,7 +224,7 @@ impl State {
             .map_err(|e| ("failed", format!("starting a buffer: {e}")))?;
         let pid = child.id();
         crate::logs::controller(&format!("started the buffer of {name} (pid {pid})"));
-        self.buffers.insert(
+        self.procs.buffers.insert(
             name.to_string(),
             BufferProc {
                 child: Proc::Child(child),

@@ -1,11 +1,12 @@
 //! Pushes out (`sluice push` processes, started by the API or by auto-push rules, restarted
 //! with backoff) and the recordings they finished.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use buffer::sessions;
+use serde_json::Value;
 
 use super::processes::Proc;
 use super::{exe, State};
@@ -31,6 +32,37 @@ pub struct PushProc {
     pub last_error: Option<String>,
 }
 
+/// Pushes out and the recordings they finished.
+pub struct Outputs {
+    /// Pushes out, oldest first.
+    pub pushes: Vec<PushProc>,
+    next_push_id: u64,
+    /// Finished recordings, oldest first (at most [`MAX_RECORDINGS`]), for the API.
+    pub recordings: VecDeque<Value>,
+    /// Auto pushes (stream, target) that failed for good (`PUSH_FAILED`): not started again
+    /// until the stream unloads.
+    auto_failed: HashSet<(String, String)>,
+}
+
+impl Outputs {
+    /// No pushes, no recordings; the first push is number 1.
+    pub(super) fn new() -> Outputs {
+        Outputs {
+            pushes: Vec::new(),
+            next_push_id: 1,
+            recordings: VecDeque::new(),
+            auto_failed: HashSet::new(),
+        }
+    }
+
+    /// The id of the next push (from 1 up, never reused while the controller runs).
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_push_id;
+        self.next_push_id += 1;
+        id
+    }
+}
+
 /// Finished recordings the API lists (the oldest are forgotten first).
 pub const MAX_RECORDINGS: usize = 1000;
 
@@ -44,9 +76,8 @@ pub fn auto_matches(pattern: &str, stream: &str) -> bool {
 impl State {
     /// Starts a push of `stream` to `target` (`auto`: by an auto-push rule). Returns its id.
     pub fn push_start(&mut self, stream: &str, target: &str, auto: bool) -> u64 {
-        let id = self.next_push_id;
-        self.next_push_id += 1;
-        self.pushes.push(PushProc {
+        let id = self.outputs.next_id();
+        self.outputs.pushes.push(PushProc {
             id,
             stream: stream.to_string(),
             target: target.replace("$stream", stream),
@@ -63,10 +94,10 @@ impl State {
 
     /// Stops push `id`; false when there is none.
     pub fn push_stop(&mut self, id: u64) -> bool {
-        let Some(i) = self.pushes.iter().position(|p| p.id == id) else {
+        let Some(i) = self.outputs.pushes.iter().position(|p| p.id == id) else {
             return false;
         };
-        let mut p = self.pushes.remove(i);
+        let mut p = self.outputs.pushes.remove(i);
         if let Some(c) = &mut p.child {
             c.terminate(Duration::from_secs(2));
         }
@@ -96,10 +127,10 @@ impl State {
                     .map(|k| f(k))
                     .collect(),
                 );
-                if self.recordings.len() >= MAX_RECORDINGS {
-                    self.recordings.pop_front();
+                if self.outputs.recordings.len() >= MAX_RECORDINGS {
+                    self.outputs.recordings.pop_front();
                 }
-                self.recordings.push_back(serde_json::json!({
+                self.outputs.recordings.push_back(serde_json::json!({
                     "stream": stream,
                     "path": f("path"),
                     "format": f("format"),
@@ -113,16 +144,18 @@ impl State {
             "PUSH_FAILED" => {
                 let (stream, target) = (f("stream"), f("target"));
                 if let Some(i) = self
+                    .outputs
                     .pushes
                     .iter()
                     .position(|p| p.stream == stream && p.target == target)
                 {
-                    let mut p = self.pushes.remove(i);
+                    let mut p = self.outputs.pushes.remove(i);
                     if let Some(c) = &mut p.child {
                         c.terminate(Duration::from_secs(2));
                     }
                     if p.auto {
-                        self.auto_failed
+                        self.outputs
+                            .auto_failed
                             .insert((p.stream.clone(), p.target.clone()));
                     }
                     self.push_ended(&p, &f("reason"));
@@ -157,7 +190,9 @@ impl State {
 
     /// Whether `stream` is live with an input (publisher or pull), from its buffer.
     fn stream_live(&mut self, stream: &str) -> bool {
-        self.stream_stats(stream).is_some_and(|s| s.4 && s.1 > 0)
+        self.procs
+            .stream_stats(stream)
+            .is_some_and(|s| s.4 && s.1 > 0)
     }
 
     /// Starts the push processes that are due, notes the ones that exited (a failure is
@@ -165,8 +200,8 @@ impl State {
     /// starts auto pushes (`autopushes`: `[[PATTERN, TARGET], …]`) for streams that are live.
     pub fn keep_pushes(&mut self) {
         let mut done = Vec::new();
-        for i in 0..self.pushes.len() {
-            let p = &mut self.pushes[i];
+        for i in 0..self.outputs.pushes.len() {
+            let p = &mut self.outputs.pushes[i];
             if let Some(c) = &mut p.child {
                 match c.exited() {
                     None => continue,
@@ -224,7 +259,7 @@ impl State {
             }
         }
         for (i, why) in done.into_iter().rev() {
-            let p = self.pushes.remove(i);
+            let p = self.outputs.pushes.remove(i);
             self.push_ended(&p, &why);
         }
         // Auto pushes: every live stream a rule matches has its push.
@@ -253,8 +288,8 @@ impl State {
             }
         }
         // A push that failed for good is not started again while its stream stays loaded.
-        let loaded: Vec<String> = self.buffers.keys().cloned().collect();
-        self.auto_failed.retain(|(s, _)| loaded.contains(s));
+        let loaded: Vec<String> = self.procs.buffers.keys().cloned().collect();
+        self.outputs.auto_failed.retain(|(s, _)| loaded.contains(s));
         if rules.is_empty() {
             return;
         }
@@ -265,10 +300,14 @@ impl State {
                 }
                 let t = target.replace("$stream", &name);
                 if self
+                    .outputs
                     .pushes
                     .iter()
                     .any(|p| p.stream == name && p.target == t)
-                    || self.auto_failed.contains(&(name.clone(), t.clone()))
+                    || self
+                        .outputs
+                        .auto_failed
+                        .contains(&(name.clone(), t.clone()))
                 {
                     continue;
                 }
@@ -286,7 +325,7 @@ impl State {
     /// Adopts the pushes an earlier controller started: the output sessions of the session
     /// table, their stream and target read from their command line.
     pub(super) fn adopt_pushes(&mut self) {
-        for e in self.open_sessions() {
+        for e in self.stats.open_sessions() {
             if e.kind != sessions::Kind::Output {
                 continue;
             }
@@ -302,8 +341,7 @@ impl State {
                     .cloned()
             };
             if let (Some(stream), Some(target)) = (arg("--stream"), arg("--target")) {
-                let id = self.next_push_id;
-                self.next_push_id += 1;
+                let id = self.outputs.next_id();
                 crate::logs::controller(&format!(
                     "adopted push {id} of {stream} to {} (pid {})",
                     connectors::core::url::redact(&target),
@@ -320,7 +358,7 @@ impl State {
                                 .is_some_and(|p| auto_matches(p, &stream))
                         })
                     });
-                self.pushes.push(PushProc {
+                self.outputs.pushes.push(PushProc {
                     id,
                     stream,
                     target,

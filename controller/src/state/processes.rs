@@ -2,11 +2,13 @@
 //! restarted when they die) and buffers (one per open stream): starting, reaping, stopping,
 //! and adopting the ones an earlier controller left running.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use buffer::ipc::{self, Attached, Mode};
+use serde_json::Value;
 
 use super::watch::pull_attempt;
 use super::{exe, input_type, pid_alive, State};
@@ -75,6 +77,61 @@ impl Proc {
     }
 }
 
+/// The processes the controller supervises: one listener per listening protocol entry, one
+/// buffer per open stream.
+pub struct Processes {
+    pub(super) listeners: Vec<ListenerProc>,
+    /// Running buffers by stream name.
+    pub buffers: HashMap<String, BufferProc>,
+    /// When each always-on stream was last started (at most every 5 s).
+    pub(super) always_tried: HashMap<String, Instant>,
+    /// When the buffers were last looked at for LIVE_TRACK_LIST and STREAM_BUFFER (once a
+    /// second).
+    pub(super) last_watch: Instant,
+}
+
+impl Processes {
+    /// The listeners `cfg` asks for, none started yet; no buffers.
+    pub(super) fn new(cfg: &Value) -> Processes {
+        Processes {
+            listeners: config::listeners(cfg)
+                .into_iter()
+                .map(ListenerProc::new)
+                .collect(),
+            buffers: HashMap::new(),
+            always_tried: HashMap::new(),
+            last_watch: Instant::now(),
+        }
+    }
+
+    /// Stops the buffer of `stream` (SIGTERM, SIGKILL after 3 s; it ends its pull), if one
+    /// runs. Returns whether one ran.
+    pub fn stop_buffer(&mut self, stream: &str) -> bool {
+        let Some(mut b) = self.buffers.remove(stream) else {
+            return false;
+        };
+        b.child.terminate(Duration::from_secs(3));
+        true
+    }
+
+    /// Sends SIGHUP to the running TLS listeners: each loads its certificate and key again
+    /// for the connections that follow.
+    pub fn signal_tls_listeners(&self) {
+        for l in &self.listeners {
+            let tls = config::TLS_LISTENERS
+                .iter()
+                .any(|(t, _)| *t == l.spec.connector);
+            if let (true, Some(c)) = (tls, &l.child) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.pid() as i32),
+                    nix::sys::signal::Signal::SIGHUP,
+                );
+            }
+        }
+    }
+}
+
+/// A listener process (`sluice connector PROTO`), and when it was last started.
 pub(super) struct ListenerProc {
     pub(super) spec: ListenerSpec,
     pub(super) child: Option<Proc>,
@@ -82,6 +139,15 @@ pub(super) struct ListenerProc {
 }
 
 impl ListenerProc {
+    /// A listener not started yet, due at once.
+    pub(super) fn new(spec: ListenerSpec) -> ListenerProc {
+        ListenerProc {
+            spec,
+            child: None,
+            started: Instant::now() - Duration::from_secs(10),
+        }
+    }
+
     /// Its pid file: `RUNDIR/listener-PROTO-PORT.pid`, for a restarted controller to adopt it.
     pub(super) fn pid_file(&self, rundir: &Path) -> PathBuf {
         rundir.join(format!(
@@ -116,7 +182,7 @@ impl State {
     /// Starts the listeners that do not run (never started, or exited: logged), each at
     /// most once every 900 ms.
     pub(super) fn keep_listeners(&mut self) {
-        for l in &mut self.listeners {
+        for l in &mut self.procs.listeners {
             if let Some(c) = &mut l.child {
                 match c.exited() {
                     None => continue,
@@ -163,7 +229,7 @@ impl State {
     /// the stream's ended sessions added up), and INPUT_ABORT for one that failed.
     pub(super) fn reap_buffers(&mut self) {
         let mut gone = Vec::new();
-        self.buffers.retain(|name, b| match b.child.exited() {
+        self.procs.buffers.retain(|name, b| match b.child.exited() {
             Some((ok, st)) => {
                 crate::logs::controller(&format!("buffer of {name} exited ({st})"));
                 gone.push((
@@ -181,6 +247,7 @@ impl State {
         for (name, source, pid, ok, code, st) in gone {
             let input = input_type(&source);
             let ps = self
+                .stats
                 .closed
                 .per_stream
                 .get(&name)
@@ -249,11 +316,12 @@ impl State {
             .unwrap_or_default();
         for name in always {
             let due = self
+                .procs
                 .always_tried
                 .get(&name)
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
-            if !self.buffers.contains_key(&name) && due {
-                self.always_tried.insert(name.clone(), Instant::now());
+            if !self.procs.buffers.contains_key(&name) && due {
+                self.procs.always_tried.insert(name.clone(), Instant::now());
                 if let Err((_, why)) = self.open_stream(&name, false, "", config::Credential::None)
                 {
                     crate::logs::controller(&format!("always-on stream {name}: {why}"));
@@ -262,35 +330,10 @@ impl State {
         }
     }
 
-    /// Stops the buffer of `stream` (SIGTERM; it ends its pull), if one runs.
-    pub fn stop_buffer(&mut self, stream: &str) -> bool {
-        let Some(mut b) = self.buffers.remove(stream) else {
-            return false;
-        };
-        b.child.terminate(Duration::from_secs(3));
-        true
-    }
-
-    /// Sends SIGHUP to the running TLS listeners: each loads its certificate and key again
-    /// for the connections that follow.
-    pub fn signal_tls_listeners(&self) {
-        for l in &self.listeners {
-            let tls = config::TLS_LISTENERS
-                .iter()
-                .any(|(t, _)| *t == l.spec.connector);
-            if let (true, Some(c)) = (tls, &l.child) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(c.pid() as i32),
-                    nix::sys::signal::Signal::SIGHUP,
-                );
-            }
-        }
-    }
-
     /// Adopts the listeners whose pid files name a live `sluice-PROTO` process.
     pub(super) fn adopt_listeners(&mut self) {
         let rundir = self.rundir.clone();
-        for l in &mut self.listeners {
+        for l in &mut self.procs.listeners {
             let Some(pid) = std::fs::read_to_string(l.pid_file(&rundir))
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok())
@@ -340,7 +383,7 @@ impl State {
                 .unwrap_or_default();
             crate::logs::controller(&format!("adopted the buffer of {name} (pid {pid})"));
             let pull_abort_seen = pull_attempt(&self.rundir, &name).unwrap_or_default();
-            self.buffers.insert(
+            self.procs.buffers.insert(
                 name,
                 BufferProc {
                     child: Proc::Adopted(pid),

@@ -2,12 +2,34 @@
 //! sessions that ended added up to, one sample a second of the totals, and per-session rates;
 //! with the CONN_* and USER_END triggers and LIVE_BANDWIDTH.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use buffer::sessions;
 
-use super::{pid_alive, unix_ms, State};
+use serde_json::Value;
+
+use super::{pid_alive, unix_ms};
+
+/// Session stats, from the session table every connection process (viewer, publisher,
+/// pull, push) writes its own slot of.
+pub struct Stats {
+    /// The session table (`buffer::sessions`); `None` when it could not be opened (then
+    /// there are no session stats).
+    pub table: Option<sessions::Table>,
+    /// Sessions that ended, added up.
+    pub closed: Closed,
+    /// One sample a second of the totals, the newest [`HISTORY`] seconds.
+    pub history: VecDeque<Sample>,
+    /// Per session id: (sampled at ms, bytes down, bytes up, down bytes/s, up bytes/s).
+    pub rates: HashMap<u64, (u64, u64, u64, u64, u64)>,
+    last_sample: Instant,
+    /// Session ids already announced with CONN_OPEN (and CONN_PLAY).
+    announced: HashMap<u64, bool>,
+    /// When LIVE_BANDWIDTH last fired per stream.
+    bandwidth_fired: HashMap<String, Instant>,
+}
 
 /// Seconds of [`Sample`]s kept for the API's `totals`.
 pub const HISTORY: usize = 600;
@@ -46,7 +68,29 @@ pub struct Sample {
     pub upbps: u64,
 }
 
-impl State {
+impl Stats {
+    /// Opens the session table in `rundir` (`RUNDIR/sessions.shm`), keeping an existing one:
+    /// sessions that outlived an earlier controller are still counted. A table that cannot
+    /// be opened is logged, and leaves the stats empty.
+    pub(super) fn new(rundir: &Path) -> Stats {
+        let table = match sessions::Table::open(&sessions::table_path(rundir), true) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                crate::logs::controller(&format!("session table: {e:#}; no session stats"));
+                None
+            }
+        };
+        Stats {
+            table,
+            closed: Closed::default(),
+            history: VecDeque::new(),
+            rates: HashMap::new(),
+            last_sample: Instant::now(),
+            announced: HashMap::new(),
+            bandwidth_fired: HashMap::new(),
+        }
+    }
+
     /// The sessions open now (their processes alive).
     pub fn open_sessions(&self) -> Vec<sessions::Entry> {
         let Some(t) = &self.table else {
@@ -61,7 +105,7 @@ impl State {
     /// Counts and frees the slots of sessions that ended (closed by their process, or whose
     /// process is gone, as after a SIGKILL), with an access log line each; then, once a
     /// second, a totals sample and per-session rates.
-    pub fn reap_sessions(&mut self) {
+    pub fn reap(&mut self, cfg: &Value) {
         let Some(entries) = self.table.as_ref().map(|t| t.entries()) else {
             return;
         };
@@ -72,7 +116,7 @@ impl State {
             if !ended {
                 if e.state == sessions::STATE_OPEN {
                     if !e.stream.is_empty() {
-                        self.announce(&e);
+                        self.announce(cfg, &e);
                     }
                     open.push(e);
                 }
@@ -85,7 +129,7 @@ impl State {
                     e.protocol.clone(),
                     String::new(),
                 ];
-                crate::triggers::fire(&self.cfg, "CONN_CLOSE", Some(&e.stream), conn);
+                crate::triggers::fire(cfg, "CONN_CLOSE", Some(&e.stream), conn);
                 if e.kind == sessions::Kind::Viewer {
                     let secs = e.updated_ms.saturating_sub(e.start_ms) / 1000;
                     let end = vec![
@@ -98,7 +142,7 @@ impl State {
                         e.down.to_string(),
                         String::new(),
                     ];
-                    crate::triggers::fire(&self.cfg, "USER_END", Some(&e.stream), end);
+                    crate::triggers::fire(cfg, "USER_END", Some(&e.stream), end);
                 }
             }
             let secs = e.updated_ms.saturating_sub(e.start_ms) / 1000;
@@ -176,8 +220,7 @@ impl State {
                 self.rates.get(&e.id).map_or(0, |r| r.4);
         }
         for (stream, rate) in input_rate {
-            let limit = self
-                .cfg
+            let limit = cfg
                 .pointer("/config/triggers/LIVE_BANDWIDTH")
                 .and_then(|l| l.as_array())
                 .and_then(|l| {
@@ -200,7 +243,7 @@ impl State {
             if rate > limit && due {
                 self.bandwidth_fired.insert(stream.clone(), Instant::now());
                 crate::triggers::fire(
-                    &self.cfg,
+                    cfg,
                     "LIVE_BANDWIDTH",
                     Some(&stream),
                     vec![stream.clone(), rate.to_string()],
@@ -215,7 +258,7 @@ impl State {
 
     /// CONN_OPEN for a session seen with a stream for the first time, and CONN_PLAY once it
     /// plays.
-    fn announce(&mut self, e: &sessions::Entry) {
+    fn announce(&mut self, cfg: &Value, e: &sessions::Entry) {
         let payload = || {
             vec![
                 e.stream.clone(),
@@ -227,14 +270,14 @@ impl State {
         let played = e.kind == sessions::Kind::Viewer;
         match self.announced.get(&e.id).copied() {
             None => {
-                crate::triggers::fire(&self.cfg, "CONN_OPEN", Some(&e.stream), payload());
+                crate::triggers::fire(cfg, "CONN_OPEN", Some(&e.stream), payload());
                 if played {
-                    crate::triggers::fire(&self.cfg, "CONN_PLAY", Some(&e.stream), payload());
+                    crate::triggers::fire(cfg, "CONN_PLAY", Some(&e.stream), payload());
                 }
                 self.announced.insert(e.id, played);
             }
             Some(false) if played => {
-                crate::triggers::fire(&self.cfg, "CONN_PLAY", Some(&e.stream), payload());
+                crate::triggers::fire(cfg, "CONN_PLAY", Some(&e.stream), payload());
                 self.announced.insert(e.id, true);
             }
             _ => {}

@@ -1,6 +1,7 @@
 //! What running buffers report, looked at from the controller's loop and turned into
 //! triggers: STREAM_READY once live, LIVE_TRACK_LIST and STREAM_BUFFER, and INPUT_ABORT for
-//! a pull's failed attempts; and a buffer's figures for the API ([`State::stream_stats`]).
+//! a pull's failed attempts; and a buffer's figures for the API
+//! ([`Processes::stream_stats`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,20 +9,22 @@ use std::time::{Duration, Instant};
 use buffer::ipc::{self, Mode};
 use serde_json::Value;
 
+use super::processes::Processes;
 use super::{input_type, State};
 
 impl State {
     /// STREAM_READY for each buffer that went live since it started.
     pub(super) fn mark_ready(&mut self) {
         let names: Vec<String> = self
+            .procs
             .buffers
             .iter()
             .filter(|(_, b)| !b.ready)
             .map(|(n, _)| n.clone())
             .collect();
         for n in names {
-            if self.stream_stats(&n).is_some_and(|s| s.4) {
-                if let Some(b) = self.buffers.get_mut(&n) {
+            if self.procs.stream_stats(&n).is_some_and(|s| s.4) {
+                if let Some(b) = self.procs.buffers.get_mut(&n) {
                     b.ready = true;
                     let input = input_type(&b.source);
                     crate::triggers::fire(
@@ -39,13 +42,13 @@ impl State {
     /// (FULL), stops coming for 2 s while live (DRY), comes back (RECOVER, then FULL), and
     /// ends (EMPTY). Looked at once a second.
     pub(super) fn watch_streams(&mut self) {
-        if self.last_watch.elapsed() < Duration::from_secs(1) {
+        if self.procs.last_watch.elapsed() < Duration::from_secs(1) {
             return;
         }
-        self.last_watch = Instant::now();
-        let names: Vec<String> = self.buffers.keys().cloned().collect();
+        self.procs.last_watch = Instant::now();
+        let names: Vec<String> = self.procs.buffers.keys().cloned().collect();
         for name in names {
-            let Some(b) = self.buffers.get_mut(&name) else {
+            let Some(b) = self.procs.buffers.get_mut(&name) else {
                 continue;
             };
             if b.observer.is_none() {
@@ -130,7 +133,7 @@ impl State {
     /// garbage, went silent or ended; the pull retries with backoff): read from the pull's
     /// `RUNDIR/NAME.pull.json`, whose `last_error` is the reason.
     pub(super) fn watch_pulls(&mut self) {
-        for (name, b) in self.buffers.iter_mut() {
+        for (name, b) in self.procs.buffers.iter_mut() {
             if !buffer::is_pull_source(&b.source) {
                 continue;
             }
@@ -170,7 +173,9 @@ impl State {
             );
         }
     }
+}
 
+impl Processes {
     /// Stats of a running buffer: (viewers, publishers, first ms, last ms, live).
     pub fn stream_stats(&mut self, name: &str) -> Option<(u32, u32, u64, u64, bool)> {
         let b = self.buffers.get_mut(name)?;
