@@ -1071,7 +1071,7 @@ fn active_streams(st: &mut State, arg: &Value) -> Value {
     let mut live = Vec::new();
     for n in names {
         if let Some(stats) = st.procs.stream_stats(&n) {
-            if stats.4 {
+            if stats.live {
                 live.push((n, stats));
             }
         }
@@ -1079,7 +1079,8 @@ fn active_streams(st: &mut State, arg: &Value) -> Value {
     match arg {
         Value::Array(fields) => {
             let mut o = Map::new();
-            for (n, (_, _, first, last, _)) in live {
+            for (n, stats) in live {
+                let (first, last) = (stats.first_ms, stats.last_ms);
                 let of = |k: Kind| {
                     sessions
                         .iter()
@@ -1091,7 +1092,7 @@ fn active_streams(st: &mut State, arg: &Value) -> Value {
                         .iter()
                         .filter(|e| e.stream == n)
                         .filter_map(|e| st.stats.rates.get(&e.id))
-                        .map(|r| if down { r.3 } else { r.4 })
+                        .map(|r| if down { r.down_bps } else { r.up_bps })
                         .sum()
                 };
                 let row: Vec<Value> = fields
@@ -1184,8 +1185,8 @@ fn clients(st: &State, arg: &Value) -> std::result::Result<Value, String> {
                 "position" => Value::Null,
                 "down" => json!(e.down),
                 "up" => json!(e.up),
-                "downbps" => json!(rate.3),
-                "upbps" => json!(rate.4),
+                "downbps" => json!(rate.down_bps),
+                "upbps" => json!(rate.up_bps),
                 "pktlost" => json!(e.lost),
                 "pktretransmit" => json!(e.retransmits),
                 "sessid" => json!(format!("{:016x}", e.id)),
@@ -1325,8 +1326,8 @@ fn metrics_text(st: &mut State) -> String {
         .filter(|(s, _)| !s.is_empty())
     {
         let b = bytes.entry(s.clone()).or_default();
-        b.0 += c.1;
-        b.1 += c.2;
+        b.0 += c.down;
+        b.1 += c.up;
     }
     let _ = writeln!(out, "# HELP sluice_sessions Open sessions by stream, protocol and kind (viewer, input, output).");
     let _ = writeln!(out, "# TYPE sluice_sessions gauge");
@@ -1376,7 +1377,7 @@ fn metrics_text(st: &mut State) -> String {
     );
     let _ = writeln!(out, "# TYPE sluice_stream_live gauge");
     for n in names {
-        let live = st.procs.stream_stats(&n).is_some_and(|s| s.4);
+        let live = st.procs.stream_stats(&n).is_some_and(|s| s.live);
         let _ = writeln!(
             out,
             "sluice_stream_live{{stream=\"{}\"}} {}",

@@ -1,4 +1,4 @@
-//! The config file, in MistServer's layout (`docs/MISTSERVER.md`, "Config file"):
+//! The config file, in MistServer's layout (`../shared/reference/mist-interface.md`):
 //! `config.controller`, `config.protocols[]`, `streams{NAME:{source,DVR}}`, `account`.
 //! The whole document is kept as JSON so that keys Sluice does not know survive a write.
 
@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use connectors::serve::rtsp_auth::ct_eq;
+
+use crate::state::open::OpenRefusal;
 use serde_json::{json, Value};
 
 /// Protocol entries that are HTTP-based outputs served by the HTTP connector (MistServer lists
@@ -336,13 +338,9 @@ pub fn find_stream<'a>(cfg: &'a Value, name: &str) -> Option<(&'a str, &'a Value
 ///   once symbolic links are resolved; without it, any file the config names may be played
 ///   (the config is the admin's).
 ///
-/// Errors: `("notfound", reason)` for a missing file or a folder stream without a file name;
-/// `("forbidden", reason)` for a file outside the media folders.
-pub fn file_source(
-    cfg: &Value,
-    name: &str,
-    source: &str,
-) -> std::result::Result<String, (&'static str, String)> {
+/// Errors: `notfound` for a missing file or a folder stream without a file name;
+/// `forbidden` for a file outside the media folders.
+pub fn file_source(cfg: &Value, name: &str, source: &str) -> Result<String, OpenRefusal> {
     let mut path = PathBuf::from(source);
     if path.is_dir() {
         let file = name
@@ -350,7 +348,7 @@ pub fn file_source(
             .map(|(_, f)| f)
             .filter(|f| !f.is_empty() && !f.starts_with('.'))
             .ok_or_else(|| {
-                (
+                OpenRefusal::new(
                     "notfound",
                     format!("{name} is a folder of files: play {name}+FILENAME"),
                 )
@@ -358,20 +356,20 @@ pub fn file_source(
         path.push(file);
     }
     let real = std::fs::canonicalize(&path).map_err(|_| {
-        (
+        OpenRefusal::new(
             "notfound",
             format!("source {} of {name} does not exist", path.display()),
         )
     })?;
     if !real.is_file() {
-        return Err((
+        return Err(OpenRefusal::new(
             "notfound",
             format!("source {} of {name} is not a file", path.display()),
         ));
     }
     if let Some(folders) = media_folders(cfg) {
         if !folders.iter().any(|f| real.starts_with(f)) {
-            return Err((
+            return Err(OpenRefusal::new(
                 "forbidden",
                 format!(
                     "source {} of {name} is outside the media folders",

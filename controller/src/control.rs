@@ -11,6 +11,7 @@ use buffer::ipc;
 use dtsc::wire::Value;
 
 use crate::config;
+use crate::state::open::{OpenRefusal, ViewerKey};
 use crate::state::State;
 use crate::triggers;
 
@@ -189,7 +190,11 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
     if !push && !triggers::handlers(&cfg, "USER_NEW", Some(&stream)).is_empty() {
         // One answer per viewer session (an HLS player opens the stream per request): a
         // yes is remembered for a minute per stream, address and connector.
-        let key = (stream.clone(), addr.clone(), connector.clone());
+        let key = ViewerKey {
+            stream: stream.clone(),
+            addr: addr.clone(),
+            connector: connector.clone(),
+        };
         let known = st.lock().expect("state lock").opening.user_ok(&key);
         if !known {
             let payload = [
@@ -241,7 +246,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
         (g.open_stream(&stream, push, &addr, cred), real)
     };
     // DEFAULT_STREAM: a viewer of a stream that does not exist may be given another one.
-    if !push && matches!(&opened, Err(("notfound", _))) {
+    if !push && matches!(&opened, Err(r) if r.code == "notfound") {
         if let Some(a) = triggers::ask(
             &cfg,
             "DEFAULT_STREAM",
@@ -302,7 +307,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
                 ],
             )
         }
-        Err((code, reason)) => {
+        Err(OpenRefusal { code, reason }) => {
             crate::logs::controller(&format!(
                 "refused to open {stream} for {} from {addr}: {reason}",
                 if push { "publishing" } else { "playing" }

@@ -9,12 +9,32 @@ use std::time::{Duration, Instant};
 use buffer::ipc;
 
 use super::processes::{BufferProc, Proc};
+use super::watch::PullAttempt;
 use super::{exe, input_type, State};
 use crate::config;
 
-/// Why a stream could not be opened: (code, reason) with code `notfound`, `forbidden` or
-/// `failed`, as the control socket answers.
-pub type OpenRefusal = (&'static str, String);
+/// Why a stream could not be opened: the `code` and `reason` of the control socket's error
+/// reply (`connectors::core::control`), which connectors turn into their protocol's refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRefusal {
+    /// `notfound` (no such stream, an invalid name, a missing file), `forbidden` (not from
+    /// this address, a file outside the media folders, a stream that takes no pushes),
+    /// `unauthorized` (a wrong or missing stream key: the connector asks for credentials)
+    /// or `failed` (a buffer cap reached, or the buffer could not be started).
+    pub code: &'static str,
+    /// Why, in words (the control socket hides file paths from clients before sending it).
+    pub reason: String,
+}
+
+impl OpenRefusal {
+    /// A refusal with `code` (one of [`OpenRefusal::code`]'s) and `reason`.
+    pub fn new(code: &'static str, reason: impl Into<String>) -> OpenRefusal {
+        OpenRefusal {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// Whether a buffer may be started for stream `name` while the buffers of `running` run:
 /// at most `per_base` buffers of `BASE+SUFFIX` streams for one base (the base's own stream
@@ -54,23 +74,35 @@ pub fn check_buffer_caps<'a>(
 /// the blocking triggers, which `control.rs` asks first).
 #[derive(Default)]
 pub struct Opening {
-    /// Viewer sessions USER_NEW allowed: (stream, address, connector) → when.
-    users_ok: HashMap<(String, String, String), Instant>,
+    /// Viewers USER_NEW allowed, and when.
+    users_ok: HashMap<ViewerKey, Instant>,
     /// Sources STREAM_SOURCE gave for streams about to be started (taken when the buffer
     /// starts).
     pub source_rewrites: HashMap<String, String>,
 }
 
+/// A viewer as USER_NEW's answer is remembered for: one per stream, address and connector
+/// (an HLS player opens its stream once per request).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ViewerKey {
+    /// The stream played (after PLAY_REWRITE).
+    pub stream: String,
+    /// The viewer's address.
+    pub addr: String,
+    /// The connector it plays through (`RTMP`, `HTTP`, …).
+    pub connector: String,
+}
+
 impl Opening {
-    /// Whether USER_NEW allowed this viewer (stream, address, connector) in the last minute.
-    pub fn user_ok(&mut self, key: &(String, String, String)) -> bool {
+    /// Whether USER_NEW allowed this viewer in the last minute (older yeses are forgotten).
+    pub fn user_ok(&mut self, key: &ViewerKey) -> bool {
         self.users_ok
             .retain(|_, t| t.elapsed() < Duration::from_secs(60));
         self.users_ok.contains_key(key)
     }
 
     /// Remembers that USER_NEW allowed this viewer.
-    pub fn remember_user(&mut self, key: (String, String, String)) {
+    pub fn remember_user(&mut self, key: ViewerKey) {
         self.users_ok.insert(key, Instant::now());
     }
 }
@@ -87,7 +119,10 @@ impl State {
         cred: config::Credential<'_>,
     ) -> std::result::Result<PathBuf, OpenRefusal> {
         if !config::valid_stream_name(name) {
-            return Err(("notfound", format!("invalid stream name {name:?}")));
+            return Err(OpenRefusal::new(
+                "notfound",
+                format!("invalid stream name {name:?}"),
+            ));
         }
         // A stream key published to opens the stream it stands for, from any address.
         let keyed = push
@@ -110,7 +145,10 @@ impl State {
         keyed: bool,
     ) -> std::result::Result<PathBuf, OpenRefusal> {
         let Some((_, scfg)) = config::find_stream(&self.cfg, name) else {
-            return Err(("notfound", format!("no stream {name} is configured")));
+            return Err(OpenRefusal::new(
+                "notfound",
+                format!("no stream {name} is configured"),
+            ));
         };
         let configured = scfg
             .get("source")
@@ -127,7 +165,7 @@ impl State {
                 .unwrap_or(configured),
         };
         if keyed && !source.starts_with("push://") {
-            return Err((
+            return Err(OpenRefusal::new(
                 "forbidden",
                 format!("stream {name} does not take pushes (its source is {source})"),
             ));
@@ -139,7 +177,7 @@ impl State {
                 } else {
                     "forbidden"
                 };
-                (code, r)
+                OpenRefusal::new(code, r)
             })?;
         }
         let dvr = scfg.get("DVR").and_then(|v| v.as_u64()).unwrap_or(50_000);
@@ -159,7 +197,7 @@ impl State {
             total,
         ) {
             crate::logs::controller(&format!("not starting a buffer for {name}: {why}"));
-            return Err(("failed", why));
+            return Err(OpenRefusal::new("failed", why));
         }
         let source = if source.starts_with("push://") || buffer::is_pull_source(&source) {
             source
@@ -221,7 +259,7 @@ impl State {
             .stdin(Stdio::null())
             .stderr(crate::logs::child_stderr())
             .spawn()
-            .map_err(|e| ("failed", format!("starting a buffer: {e}")))?;
+            .map_err(|e| OpenRefusal::new("failed", format!("starting a buffer: {e}")))?;
         let pid = child.id();
         crate::logs::controller(&format!("started the buffer of {name} (pid {pid})"));
         self.procs.buffers.insert(
@@ -234,8 +272,9 @@ impl State {
                 ready: false,
                 header_version: u64::MAX,
                 buffer_state: "",
-                progress: (0, Instant::now()),
-                pull_abort_seen: (0, 0),
+                packets_seen: 0,
+                grew_at: Instant::now(),
+                pull_abort_seen: PullAttempt::default(),
             },
         );
         crate::triggers::fire(

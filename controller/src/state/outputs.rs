@@ -192,7 +192,7 @@ impl State {
     fn stream_live(&mut self, stream: &str) -> bool {
         self.procs
             .stream_stats(stream)
-            .is_some_and(|s| s.4 && s.1 > 0)
+            .is_some_and(|s| s.live && s.publishers > 0)
     }
 
     /// Starts the push processes that are due, notes the ones that exited (a failure is
@@ -205,13 +205,13 @@ impl State {
             if let Some(c) = &mut p.child {
                 match c.exited() {
                     None => continue,
-                    Some((ok, st)) => {
+                    Some(exit) => {
                         p.child = None;
-                        if ok {
+                        if exit.ok {
                             done.push((i, "the stream ended".to_string()));
                             continue;
                         }
-                        let why = format!("the push process exited ({st})");
+                        let why = format!("the push process exited ({})", exit.how);
                         crate::logs::controller(&format!(
                             "push {} of {}: {why}; retrying in {} s",
                             p.id,

@@ -10,9 +10,20 @@ use std::time::{Duration, Instant};
 use buffer::ipc::{self, Attached, Mode};
 use serde_json::Value;
 
-use super::watch::pull_attempt;
+use super::watch::{pull_attempt, PullAttempt};
 use super::{exe, input_type, pid_alive, State};
 use crate::config::{self, ListenerSpec};
+
+/// How a process ended ([`Proc::exited`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// It succeeded (exit code 0; an adopted process always counts as a success, its exit
+    /// status not being ours to see).
+    pub ok: bool,
+    /// How it ended, for the log: its exit status (`exit status: 1`, `signal: 9 (SIGKILL)`),
+    /// or `ended` for an adopted process.
+    pub how: String,
+}
 
 /// A process the controller watches: a child it started, or one an earlier controller
 /// started and this one adopted (after the angel restarted it), watched by pid.
@@ -32,15 +43,21 @@ impl Proc {
         }
     }
 
-    /// `None` while it runs; when it ended, whether it succeeded and how it ended (an
+    /// `None` while it runs; once it ended, whether it succeeded and how it ended (an
     /// adopted process's exit status is not ours to see: it counts as a success).
-    pub fn exited(&mut self) -> Option<(bool, String)> {
+    pub fn exited(&mut self) -> Option<Exit> {
         match self {
             Proc::Child(c) => match c.try_wait() {
-                Ok(Some(st)) => Some((st.success(), st.to_string())),
+                Ok(Some(st)) => Some(Exit {
+                    ok: st.success(),
+                    how: st.to_string(),
+                }),
                 _ => None,
             },
-            Proc::Adopted(p) => (!pid_alive(*p)).then(|| (true, "ended".to_string())),
+            Proc::Adopted(p) => (!pid_alive(*p)).then(|| Exit {
+                ok: true,
+                how: "ended".to_string(),
+            }),
         }
     }
 
@@ -171,11 +188,12 @@ pub struct BufferProc {
     pub(super) header_version: u64,
     /// The STREAM_BUFFER state last reported: "", FULL, DRY, RECOVER or EMPTY.
     pub(super) buffer_state: &'static str,
-    /// Packets written when last looked at, and when that count last grew.
-    pub(super) progress: (u64, Instant),
-    /// The pull's failed attempt INPUT_ABORT last reported: its pid and attempt number
-    /// (from `RUNDIR/NAME.pull.json`).
-    pub(super) pull_abort_seen: (u64, u64),
+    /// Packets written when last looked at (STREAM_BUFFER's FULL and DRY).
+    pub(super) packets_seen: u64,
+    /// When `packets_seen` last grew.
+    pub(super) grew_at: Instant,
+    /// The pull's failed attempt INPUT_ABORT last reported (from `RUNDIR/NAME.pull.json`).
+    pub(super) pull_abort_seen: PullAttempt,
 }
 
 impl State {
@@ -186,10 +204,10 @@ impl State {
             if let Some(c) = &mut l.child {
                 match c.exited() {
                     None => continue,
-                    Some((_, st)) => {
+                    Some(exit) => {
                         crate::logs::controller(&format!(
-                            "{} listener on port {} exited ({st}); restarting",
-                            l.spec.connector, l.spec.port
+                            "{} listener on port {} exited ({}); restarting",
+                            l.spec.connector, l.spec.port, exit.how
                         ));
                         l.child = None;
                     }
@@ -230,15 +248,15 @@ impl State {
     pub(super) fn reap_buffers(&mut self) {
         let mut gone = Vec::new();
         self.procs.buffers.retain(|name, b| match b.child.exited() {
-            Some((ok, st)) => {
-                crate::logs::controller(&format!("buffer of {name} exited ({st})"));
+            Some(exit) => {
+                crate::logs::controller(&format!("buffer of {name} exited ({})", exit.how));
                 gone.push((
                     name.clone(),
                     b.source.clone(),
                     b.child.pid(),
-                    ok,
+                    exit.ok,
                     b.child.code(),
-                    st,
+                    exit.how,
                 ));
                 false
             }
@@ -265,12 +283,12 @@ impl State {
                 Some(&name),
                 vec![
                     name.clone(),
-                    ps.1.to_string(),
-                    ps.2.to_string(),
-                    ps.0.to_string(),
+                    ps.down.to_string(),
+                    ps.up.to_string(),
+                    ps.sessions.to_string(),
                     String::new(),
                     String::new(),
-                    ps.3.to_string(),
+                    ps.viewer_secs.to_string(),
                 ],
             );
             if !ok {
@@ -322,9 +340,8 @@ impl State {
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
             if !self.procs.buffers.contains_key(&name) && due {
                 self.procs.always_tried.insert(name.clone(), Instant::now());
-                if let Err((_, why)) = self.open_stream(&name, false, "", config::Credential::None)
-                {
-                    crate::logs::controller(&format!("always-on stream {name}: {why}"));
+                if let Err(r) = self.open_stream(&name, false, "", config::Credential::None) {
+                    crate::logs::controller(&format!("always-on stream {name}: {}", r.reason));
                 }
             }
         }
@@ -393,7 +410,8 @@ impl State {
                     ready: true,
                     header_version: u64::MAX,
                     buffer_state: "",
-                    progress: (0, Instant::now()),
+                    packets_seen: 0,
+                    grew_at: Instant::now(),
                     pull_abort_seen,
                 },
             );

@@ -22,8 +22,8 @@ pub struct Stats {
     pub closed: Closed,
     /// One sample a second of the totals, the newest [`HISTORY`] seconds.
     pub history: VecDeque<Sample>,
-    /// Per session id: (sampled at ms, bytes down, bytes up, down bytes/s, up bytes/s).
-    pub rates: HashMap<u64, (u64, u64, u64, u64, u64)>,
+    /// Per open session id: its byte rates over the last second.
+    pub rates: HashMap<u64, Rate>,
     last_sample: Instant,
     /// Session ids already announced with CONN_OPEN (and CONN_PLAY).
     announced: HashMap<u64, bool>,
@@ -43,8 +43,37 @@ pub struct Closed {
     pub down: u64,
     /// Bytes received from peers.
     pub up: u64,
-    /// Per stream: (sessions, bytes down, bytes up, viewer seconds).
-    pub per_stream: HashMap<String, (u64, u64, u64, u64)>,
+    /// Per stream name (`""` for sessions that never named one).
+    pub per_stream: HashMap<String, StreamTotals>,
+}
+
+/// What the ended sessions of one stream added up to (STREAM_END's payload).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StreamTotals {
+    /// Sessions ended (viewers, inputs and outputs).
+    pub sessions: u64,
+    /// Bytes sent to peers.
+    pub down: u64,
+    /// Bytes received from peers.
+    pub up: u64,
+    /// Seconds its viewers watched, added up.
+    pub viewer_secs: u64,
+}
+
+/// One open session's byte rates: its counters at the last sample, and the rates since the
+/// sample before.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// When the counters were sampled, Unix ms (before the first sample: the session's start).
+    pub at_ms: u64,
+    /// Bytes sent to the peer by then.
+    pub down: u64,
+    /// Bytes received from the peer by then.
+    pub up: u64,
+    /// Bytes per second sent since the sample before.
+    pub down_bps: u64,
+    /// Bytes per second received since the sample before.
+    pub up_bps: u64,
 }
 
 /// The totals at one second.
@@ -169,11 +198,11 @@ impl Stats {
             self.closed.down += e.down;
             self.closed.up += e.up;
             let ps = self.closed.per_stream.entry(e.stream.clone()).or_default();
-            ps.0 += 1;
-            ps.1 += e.down;
-            ps.2 += e.up;
+            ps.sessions += 1;
+            ps.down += e.down;
+            ps.up += e.up;
             if e.kind == sessions::Kind::Viewer {
-                ps.3 += secs;
+                ps.viewer_secs += secs;
             }
             self.rates.remove(&e.id);
             if let Some(t) = &self.table {
@@ -201,13 +230,22 @@ impl Stats {
             }
             s.down += e.down;
             s.up += e.up;
-            let r = self.rates.entry(e.id).or_insert((e.start_ms, 0, 0, 0, 0));
-            let dt = now.saturating_sub(r.0).max(1);
+            let r = self.rates.entry(e.id).or_insert(Rate {
+                at_ms: e.start_ms,
+                ..Rate::default()
+            });
+            let dt = now.saturating_sub(r.at_ms).max(1);
             let (dbps, ubps) = (
-                e.down.saturating_sub(r.1) * 1000 / dt,
-                e.up.saturating_sub(r.2) * 1000 / dt,
+                e.down.saturating_sub(r.down) * 1000 / dt,
+                e.up.saturating_sub(r.up) * 1000 / dt,
             );
-            *r = (now, e.down, e.up, dbps, ubps);
+            *r = Rate {
+                at_ms: now,
+                down: e.down,
+                up: e.up,
+                down_bps: dbps,
+                up_bps: ubps,
+            };
             s.downbps += dbps;
             s.upbps += ubps;
         }
@@ -217,7 +255,7 @@ impl Stats {
         let mut input_rate: HashMap<String, u64> = HashMap::new();
         for e in open.iter().filter(|e| e.kind == sessions::Kind::Input) {
             *input_rate.entry(e.stream.clone()).or_default() +=
-                self.rates.get(&e.id).map_or(0, |r| r.4);
+                self.rates.get(&e.id).map_or(0, |r| r.up_bps);
         }
         for (stream, rate) in input_rate {
             let limit = cfg

@@ -12,6 +12,30 @@ use serde_json::Value;
 use super::processes::Processes;
 use super::{input_type, State};
 
+/// A running buffer's figures ([`Processes::stream_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Viewers attached to the buffer.
+    pub viewers: u32,
+    /// Publishers (inputs) attached to it: a publisher or a pull.
+    pub publishers: u32,
+    /// Timestamp of the oldest packet it holds, ms (0 when none).
+    pub first_ms: u64,
+    /// Timestamp of the newest packet it holds, ms (0 when none).
+    pub last_ms: u64,
+    /// It is live (has data and its input has not ended).
+    pub live: bool,
+}
+
+/// A pull's attempt as its stats show it (`RUNDIR/NAME.pull.json`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PullAttempt {
+    /// The pull process's pid.
+    pub pid: u64,
+    /// The attempt's number (from 1).
+    pub attempt: u64,
+}
+
 impl State {
     /// STREAM_READY for each buffer that went live since it started.
     pub(super) fn mark_ready(&mut self) {
@@ -23,7 +47,7 @@ impl State {
             .map(|(n, _)| n.clone())
             .collect();
         for n in names {
-            if self.procs.stream_stats(&n).is_some_and(|s| s.4) {
+            if self.procs.stream_stats(&n).is_some_and(|s| s.live) {
                 if let Some(b) = self.procs.buffers.get_mut(&n) {
                     b.ready = true;
                     let input = input_type(&b.source);
@@ -86,9 +110,10 @@ impl State {
             let seq = m.write_seq();
             let now = Instant::now();
             let ended = m.state() == dtsc::shm::STATE_ENDED;
-            let grew = seq > b.progress.0;
+            let grew = seq > b.packets_seen;
             if grew {
-                b.progress = (seq, now);
+                b.packets_seen = seq;
+                b.grew_at = now;
             }
             let next = match (b.buffer_state, ended, grew) {
                 (s, true, _) if s != "EMPTY" && !s.is_empty() => Some("EMPTY"),
@@ -97,7 +122,7 @@ impl State {
                 ("DRY", false, true) => Some("RECOVER"),
                 ("RECOVER", false, true) => Some("FULL"),
                 ("FULL" | "RECOVER", false, false)
-                    if now.duration_since(b.progress.1) >= Duration::from_secs(2) =>
+                    if now.duration_since(b.grew_at) >= Duration::from_secs(2) =>
                 {
                     Some("DRY")
                 }
@@ -156,7 +181,7 @@ impl State {
             let shown = v.get("url").and_then(|s| s.as_str()).unwrap_or("");
             crate::logs::controller(&format!(
                 "{name}: input {shown} failed (attempt {}): {why}",
-                seen.1
+                seen.attempt
             ));
             crate::triggers::fire(
                 &self.cfg,
@@ -166,7 +191,7 @@ impl State {
                     name.clone(),
                     b.source.clone(),
                     "sluice pull".into(),
-                    seen.0.to_string(),
+                    seen.pid.to_string(),
                     state.into(),
                     why.into(),
                 ],
@@ -176,8 +201,10 @@ impl State {
 }
 
 impl Processes {
-    /// Stats of a running buffer: (viewers, publishers, first ms, last ms, live).
-    pub fn stream_stats(&mut self, name: &str) -> Option<(u32, u32, u64, u64, bool)> {
+    /// The figures of the running buffer of `name`, from its shared memory (the buffer is
+    /// attached as an observer the first time). `None` when no buffer runs for `name` or it
+    /// cannot be read (yet).
+    pub fn stream_stats(&mut self, name: &str) -> Option<StreamStats> {
         let b = self.buffers.get_mut(name)?;
         if b.observer.is_none() {
             b.observer = ipc::attach(&b.socket, Mode::Observe).ok();
@@ -191,13 +218,13 @@ impl Processes {
             .map(|e| e.dts)
             .unwrap_or(0);
         let first = m.packet(m.first_seq()).map(|e| e.dts).unwrap_or(0);
-        Some((
-            m.viewers(),
-            m.publishers(),
-            first,
-            last,
-            m.state() == dtsc::shm::STATE_LIVE,
-        ))
+        Some(StreamStats {
+            viewers: m.viewers(),
+            publishers: m.publishers(),
+            first_ms: first,
+            last_ms: last,
+            live: m.state() == dtsc::shm::STATE_LIVE,
+        })
     }
 }
 
@@ -208,13 +235,16 @@ fn read_pull_stats(rundir: &Path, name: &str) -> Option<Value> {
     serde_json::from_str(&text).ok()
 }
 
-/// A pull attempt's identity in its stats: (pid of the pull process, attempt number).
-fn pull_key(v: &Value) -> Option<(u64, u64)> {
-    Some((v.get("pid")?.as_u64()?, v.get("attempts")?.as_u64()?))
+/// A pull attempt's identity in its stats (`pid` and `attempts`).
+fn pull_key(v: &Value) -> Option<PullAttempt> {
+    Some(PullAttempt {
+        pid: v.get("pid")?.as_u64()?,
+        attempt: v.get("attempts")?.as_u64()?,
+    })
 }
 
 /// The attempt a stream's pull stats show now (a file left by an earlier buffer's pull), so
 /// that a new buffer does not report it again.
-pub(super) fn pull_attempt(rundir: &Path, name: &str) -> Option<(u64, u64)> {
+pub(super) fn pull_attempt(rundir: &Path, name: &str) -> Option<PullAttempt> {
     pull_key(&read_pull_stats(rundir, name)?)
 }
