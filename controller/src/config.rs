@@ -17,21 +17,62 @@ pub const HTTP_OUTPUTS: &[&str] = &[
     "MP3", "H264", "SubRip", "WAV", "EBML", "OGG",
 ];
 
+/// A listener protocol Sluice runs ([`LISTENERS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownListener {
+    /// The protocol entry's `connector` (`RTMP`, `HTTP`, …; matched without regard to case).
+    pub connector: &'static str,
+    /// The port an entry without one listens on (MistServer's default).
+    pub default_port: u16,
+}
+
+impl KnownListener {
+    const fn new(connector: &'static str, default_port: u16) -> KnownListener {
+        KnownListener {
+            connector,
+            default_port,
+        }
+    }
+}
+
 /// Listener protocols Sluice runs, with MistServer's default ports.
-pub const LISTENERS: &[(&str, u16)] = &[
-    ("RTMP", 1935),
-    ("HTTP", 8080),
-    ("TS", 8888),
-    ("RTSP", 5554),
-    ("DTSC", 4200),
-    ("HTTPS", 4433),
-    ("RTMPS", 4936),
-    ("RTSPS", 5322),
+pub const LISTENERS: &[KnownListener] = &[
+    KnownListener::new("RTMP", 1935),
+    KnownListener::new("HTTP", 8080),
+    KnownListener::new("TS", 8888),
+    KnownListener::new("RTSP", 5554),
+    KnownListener::new("DTSC", 4200),
+    KnownListener::new("HTTPS", 4433),
+    KnownListener::new("RTMPS", 4936),
+    KnownListener::new("RTSPS", 5322),
 ];
 
+/// A listener that speaks TLS ([`TLS_LISTENERS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsListener {
+    /// Its `connector` name (`HTTPS`, `RTMPS`, `RTSPS`).
+    pub connector: &'static str,
+    /// The plain protocol it carries inside TLS.
+    pub plain: &'static str,
+}
+
+impl TlsListener {
+    const fn new(connector: &'static str, plain: &'static str) -> TlsListener {
+        TlsListener { connector, plain }
+    }
+}
+
 /// The listeners that speak TLS, and the plain protocol each carries.
-pub const TLS_LISTENERS: &[(&str, &str)] =
-    &[("HTTPS", "HTTP"), ("RTMPS", "RTMP"), ("RTSPS", "RTSP")];
+pub const TLS_LISTENERS: &[TlsListener] = &[
+    TlsListener::new("HTTPS", "HTTP"),
+    TlsListener::new("RTMPS", "RTMP"),
+    TlsListener::new("RTSPS", "RTSP"),
+];
+
+/// Whether `connector` names a listener that speaks TLS.
+pub fn is_tls_listener(connector: &str) -> bool {
+    TLS_LISTENERS.iter().any(|t| t.connector == connector)
+}
 
 /// Reads the config at `path`. A missing file gets the default written there first; a file
 /// that does not parse is an error naming `path:line:column` (and the file is left alone).
@@ -189,8 +230,9 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
             wants_http = true;
             continue;
         }
-        let Some(&(proto, default_port)) =
-            LISTENERS.iter().find(|(l, _)| l.eq_ignore_ascii_case(name))
+        let Some(known) = LISTENERS
+            .iter()
+            .find(|l| l.connector.eq_ignore_ascii_case(name))
         else {
             if !name.is_empty() {
                 crate::logs::controller(&format!(
@@ -199,6 +241,7 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
             }
             continue;
         };
+        let (proto, default_port) = (known.connector, known.default_port);
         let port = p
             .get("port")
             .and_then(|v| v.as_u64())
@@ -216,7 +259,7 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
             .filter(|s| !s.is_empty())
             .map(str::to_string);
         let mut limits = limit_args(cfg, Some(p));
-        if TLS_LISTENERS.iter().any(|(t, _)| *t == proto) {
+        if is_tls_listener(proto) {
             // The entry's own certificate, else the config's `tls` one.
             let path = |key: &str| {
                 p.get(key)
@@ -254,10 +297,19 @@ pub fn listeners(cfg: &Value) -> Vec<ListenerSpec> {
     out
 }
 
+/// Where the API is served over HTTPS as well ([`api_tls`]).
+#[derive(Debug, Clone)]
+pub struct ApiTls {
+    /// `config.controller.tls_port` (1 to 65535).
+    pub port: u16,
+    /// The certificate and key (PEM files).
+    pub files: connectors::core::tls::CertFiles,
+}
+
 /// The API's HTTPS port and certificate, when `config.controller.tls_port` is set: the PEM
 /// files of `config.controller.cert`/`key`, else of `config.tls`. `None` without a port or
 /// without certificate files (then logged).
-pub fn api_tls(cfg: &Value) -> Option<(u16, connectors::core::tls::CertFiles)> {
+pub fn api_tls(cfg: &Value) -> Option<ApiTls> {
     let c = cfg.pointer("/config/controller")?;
     let port = c
         .get("tls_port")
@@ -271,7 +323,10 @@ pub fn api_tls(cfg: &Value) -> Option<(u16, connectors::core::tls::CertFiles)> {
             .map(std::path::PathBuf::from)
     };
     match (path("cert"), path("key")) {
-        (Some(cert), Some(key)) => Some((port, connectors::core::tls::CertFiles { cert, key })),
+        (Some(cert), Some(key)) => Some(ApiTls {
+            port,
+            files: connectors::core::tls::CertFiles { cert, key },
+        }),
         _ => {
             crate::logs::controller(
                 "config.controller.tls_port needs a certificate (controller or config.tls \"cert\" and \"key\"); the API stays plain only",
@@ -281,8 +336,18 @@ pub fn api_tls(cfg: &Value) -> Option<(u16, connectors::core::tls::CertFiles)> {
     }
 }
 
+/// Where the API listens ([`api_addr`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiAddr {
+    /// `config.controller.interface` (default `127.0.0.1`; the API keeps to loopback
+    /// whatever it says).
+    pub iface: String,
+    /// `config.controller.port` (default 4242).
+    pub port: u16,
+}
+
 /// The API's address (`config.controller`).
-pub fn api_addr(cfg: &Value) -> (String, u16) {
+pub fn api_addr(cfg: &Value) -> ApiAddr {
     let c = cfg.pointer("/config/controller");
     let iface = c
         .and_then(|c| c.get("interface"))
@@ -293,7 +358,10 @@ pub fn api_addr(cfg: &Value) -> (String, u16) {
         .and_then(|c| c.get("port"))
         .and_then(|v| v.as_u64())
         .unwrap_or(4242) as u16;
-    (iface.to_string(), port)
+    ApiAddr {
+        iface: iface.to_string(),
+        port,
+    }
 }
 
 /// Default of `config.max_wildcard_buffers`: buffers that may run at once for the
@@ -302,31 +370,39 @@ pub const DEFAULT_MAX_WILDCARD_BUFFERS: u64 = 64;
 /// Default of `config.max_buffers`: buffers that may run at once in all.
 pub const DEFAULT_MAX_BUFFERS: u64 = 1024;
 
-/// The buffer caps: (`config.max_wildcard_buffers`, `config.max_buffers`), each a whole
-/// number ≥ 1; a missing or other value counts as its default
-/// ([`DEFAULT_MAX_WILDCARD_BUFFERS`], [`DEFAULT_MAX_BUFFERS`]).
-pub fn buffer_limits(cfg: &Value) -> (u64, u64) {
+/// How many buffers may run at once ([`buffer_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferLimits {
+    /// `config.max_wildcard_buffers`: buffers of the `BASE+SUFFIX` streams of one base (the
+    /// base's own stream not counted).
+    pub per_base: u64,
+    /// `config.max_buffers`: buffers in all.
+    pub total: u64,
+}
+
+/// The buffer caps, each a whole number ≥ 1; a missing or other value counts as its
+/// default ([`DEFAULT_MAX_WILDCARD_BUFFERS`], [`DEFAULT_MAX_BUFFERS`]).
+pub fn buffer_limits(cfg: &Value) -> BufferLimits {
     let get = |key: &str, default: u64| {
         cfg.pointer(key)
             .and_then(|v| v.as_u64())
             .filter(|n| *n >= 1)
             .unwrap_or(default)
     };
-    (
-        get("/config/max_wildcard_buffers", DEFAULT_MAX_WILDCARD_BUFFERS),
-        get("/config/max_buffers", DEFAULT_MAX_BUFFERS),
-    )
+    BufferLimits {
+        per_base: get("/config/max_wildcard_buffers", DEFAULT_MAX_WILDCARD_BUFFERS),
+        total: get("/config/max_buffers", DEFAULT_MAX_BUFFERS),
+    }
 }
 
-/// A stream's config, looked up by name; `BASE+SUFFIX` finds `BASE` (wildcard streams).
-/// Returns the config's name (BASE) and its object.
-pub fn find_stream<'a>(cfg: &'a Value, name: &str) -> Option<(&'a str, &'a Value)> {
+/// A stream's entry in the config (`streams.NAME`: `source`, `DVR`, …), looked up by
+/// name; `BASE+SUFFIX` finds `BASE`'s (wildcard streams). `None` when neither is configured.
+pub fn find_stream<'a>(cfg: &'a Value, name: &str) -> Option<&'a Value> {
     let streams = cfg.get("streams")?.as_object()?;
-    if let Some((k, v)) = streams.get_key_value(name) {
-        return Some((k.as_str(), v));
+    match streams.get(name) {
+        Some(v) => Some(v),
+        None => streams.get(name.split_once('+')?.0),
     }
-    let base = name.split_once('+')?.0;
-    streams.get_key_value(base).map(|(k, v)| (k.as_str(), v))
 }
 
 /// The file a file or folder source plays for stream `name`, confined to the media folders.
@@ -585,7 +661,7 @@ mod tests {
     #[test]
     fn wildcard_streams_find_their_base() {
         let cfg = json!({"streams":{"live":{"source":"push://"}}});
-        assert_eq!(find_stream(&cfg, "live+cam1").unwrap().0, "live");
+        assert_eq!(find_stream(&cfg, "live+cam1"), cfg.pointer("/streams/live"));
         assert!(find_stream(&cfg, "other").is_none());
     }
 

@@ -359,7 +359,7 @@ pub fn hide_paths(text: &str, dir: Option<&str>) -> String {
 /// The folder of a stream's configured file source (the source itself when it is a folder).
 fn source_dir(st: &Mutex<State>, stream: &str) -> Option<String> {
     let g = st.lock().expect("state lock");
-    let (_, v) = config::find_stream(&g.cfg, stream)?;
+    let v = config::find_stream(&g.cfg, stream)?;
     let src = std::path::Path::new(v.get("source")?.as_str()?);
     let dir = if src.is_dir() { src } else { src.parent()? };
     Some(dir.to_string_lossy().into_owned())

@@ -375,7 +375,10 @@ fn run_controller(
             logs::controller(&format!("--account: account {user:?} is as given"));
         }
     }
-    let (api_iface, api_port) = config::api_addr(&cfg);
+    let config::ApiAddr {
+        iface: api_iface,
+        port: api_port,
+    } = config::api_addr(&cfg);
     if let Some(l) = cfg.pointer("/config/log_level").and_then(|v| v.as_str()) {
         logs::set_level(l);
     }
@@ -403,8 +406,8 @@ fn run_controller(
     api::start(st.clone(), &api_iface, api_port)?;
     // The state lock is poisoned only if a controller thread panicked holding it; no
     // client's bytes are parsed under it (the same `expect` as everywhere in the controller).
-    if let Some((tls_port, files)) = config::api_tls(&st.lock().expect("state lock").cfg) {
-        api::start_tls(&api_iface, tls_port, api_port, files)?;
+    if let Some(tls) = config::api_tls(&st.lock().expect("state lock").cfg) {
+        api::start_tls(&api_iface, tls.port, api_port, tls.files)?;
     }
     // Segments cached by an earlier server in this folder are not served again.
     connectors::core::segcache::clear(&rundir)

@@ -214,9 +214,8 @@ impl State {
         self.procs.listeners = keep;
         let running: Vec<String> = self.procs.buffers.keys().cloned().collect();
         for name in running {
-            let before = config::find_stream(old, &name).map(|(_, v)| v.get("source").cloned());
-            let after =
-                config::find_stream(&self.cfg, &name).map(|(_, v)| v.get("source").cloned());
+            let before = config::find_stream(old, &name).map(|v| v.get("source").cloned());
+            let after = config::find_stream(&self.cfg, &name).map(|v| v.get("source").cloned());
             if before != after {
                 crate::logs::controller(&format!(
                     "stream {name} was removed or its source changed; stopping its buffer"

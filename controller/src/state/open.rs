@@ -37,16 +37,16 @@ impl OpenRefusal {
 }
 
 /// Whether a buffer may be started for stream `name` while the buffers of `running` run:
-/// at most `per_base` buffers of `BASE+SUFFIX` streams for one base (the base's own stream
-/// not counted), and at most `total` buffers in all. Errors: the reason, naming the limit
+/// at most `limits.per_base` buffers of `BASE+SUFFIX` streams for one base (the base's own
+/// stream not counted), and at most `limits.total` buffers in all. Errors: the reason, naming the limit
 /// and its config key (the control socket sends it as a `failed` refusal, which connectors
 /// answer with HTTP 503, an RTMP or RTSP refusal).
 pub fn check_buffer_caps<'a>(
     running: impl Iterator<Item = &'a str>,
     name: &str,
-    per_base: u64,
-    total: u64,
+    limits: config::BufferLimits,
 ) -> std::result::Result<(), String> {
+    let config::BufferLimits { per_base, total } = limits;
     let base = name.split_once('+').map(|(b, _)| b);
     let (mut all, mut same) = (0u64, 0u64);
     for r in running {
@@ -144,7 +144,7 @@ impl State {
         cred: config::Credential<'_>,
         keyed: bool,
     ) -> std::result::Result<PathBuf, OpenRefusal> {
-        let Some((_, scfg)) = config::find_stream(&self.cfg, name) else {
+        let Some(scfg) = config::find_stream(&self.cfg, name) else {
             return Err(OpenRefusal::new(
                 "notfound",
                 format!("no stream {name} is configured"),
@@ -189,12 +189,10 @@ impl State {
         }
         // A new buffer: within the caps, so that `BASE+ANYTHING` cannot start buffers
         // without end.
-        let (per_base, total) = config::buffer_limits(&self.cfg);
         if let Err(why) = check_buffer_caps(
             self.procs.buffers.keys().map(String::as_str),
             name,
-            per_base,
-            total,
+            config::buffer_limits(&self.cfg),
         ) {
             crate::logs::controller(&format!("not starting a buffer for {name}: {why}"));
             return Err(OpenRefusal::new("failed", why));
@@ -290,6 +288,11 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::check_buffer_caps;
+    use crate::config::BufferLimits;
+
+    fn caps(per_base: u64, total: u64) -> BufferLimits {
+        BufferLimits { per_base, total }
+    }
 
     #[test]
     fn wildcard_and_total_buffers_are_capped() {
@@ -299,26 +302,26 @@ mod tests {
             .collect();
         let it = || running.iter().map(String::as_str);
         // Three `live+` buffers run (the base's own stream does not count).
-        assert!(check_buffer_caps(it(), "live+new", 4, 100).is_ok());
-        let e = check_buffer_caps(it(), "live+new", 3, 100).unwrap_err();
+        assert!(check_buffer_caps(it(), "live+new", caps(4, 100)).is_ok());
+        let e = check_buffer_caps(it(), "live+new", caps(3, 100)).unwrap_err();
         assert!(e.contains("live+") && e.contains('3'), "{e}");
         // Another base and plain names are not held by live's cap.
-        assert!(check_buffer_caps(it(), "other+y", 3, 100).is_ok());
-        assert!(check_buffer_caps(it(), "plain", 1, 100).is_ok());
+        assert!(check_buffer_caps(it(), "other+y", caps(3, 100)).is_ok());
+        assert!(check_buffer_caps(it(), "plain", caps(1, 100)).is_ok());
         // The total counts every buffer.
-        let e = check_buffer_caps(it(), "plain", 1, 5).unwrap_err();
+        let e = check_buffer_caps(it(), "plain", caps(1, 5)).unwrap_err();
         assert!(e.contains("config.max_buffers"), "{e}");
-        assert!(check_buffer_caps(it(), "plain", 1, 6).is_ok());
+        assert!(check_buffer_caps(it(), "plain", caps(1, 6)).is_ok());
     }
 
     #[test]
     fn the_caps_come_from_the_config_with_defaults() {
         use crate::config::buffer_limits;
         use serde_json::json;
-        assert_eq!(buffer_limits(&json!({})), (64, 1024));
+        assert_eq!(buffer_limits(&json!({})), caps(64, 1024));
         let cfg = json!({"config": {"max_wildcard_buffers": 2, "max_buffers": 10}});
-        assert_eq!(buffer_limits(&cfg), (2, 10));
+        assert_eq!(buffer_limits(&cfg), caps(2, 10));
         let cfg = json!({"config": {"max_wildcard_buffers": 0, "max_buffers": "x"}});
-        assert_eq!(buffer_limits(&cfg), (64, 1024));
+        assert_eq!(buffer_limits(&cfg), caps(64, 1024));
     }
 }

@@ -135,9 +135,7 @@ impl Processes {
     /// for the connections that follow.
     pub fn signal_tls_listeners(&self) {
         for l in &self.listeners {
-            let tls = config::TLS_LISTENERS
-                .iter()
-                .any(|(t, _)| *t == l.spec.connector);
+            let tls = config::is_tls_listener(&l.spec.connector);
             if let (true, Some(c)) = (tls, &l.child) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(c.pid() as i32),
@@ -396,7 +394,7 @@ impl State {
             };
             let pid = cred.pid() as u32;
             let source = config::find_stream(&self.cfg, &name)
-                .and_then(|(_, v)| v.get("source")?.as_str().map(str::to_string))
+                .and_then(|v| v.get("source")?.as_str().map(str::to_string))
                 .unwrap_or_default();
             crate::logs::controller(&format!("adopted the buffer of {name} (pid {pid})"));
             let pull_abort_seen = pull_attempt(&self.rundir, &name).unwrap_or_default();
