@@ -464,7 +464,7 @@ fn check_hostnames(v: &Value) -> std::result::Result<(), String> {
         let ok = h
             .as_str()
             .and_then(guard::split_host)
-            .is_some_and(|(_, port)| port.is_none());
+            .is_some_and(|h| h.port.is_none());
         if !ok {
             return Err(format!(
                 "controller.hostnames: {h} is not a host name or address (without a port)"

@@ -67,10 +67,19 @@ fn hour_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// An account as `--account` gives it ([`parse_account`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account<'a> {
+    /// The user name.
+    pub user: &'a str,
+    /// The password, in clear.
+    pub password: &'a str,
+}
+
 /// Parses `--account`'s `USER:PASS` (MistServer's `-a`): the user is what comes before the
 /// first `:`, 1 to 100 characters without control characters; the password is the rest,
 /// not empty. Errors: what is wrong, without the password.
-pub fn parse_account(arg: &str) -> Result<(&str, &str), String> {
+pub fn parse_account(arg: &str) -> Result<Account<'_>, String> {
     let Some((user, pass)) = arg.split_once(':') else {
         return Err("--account takes USER:PASS".into());
     };
@@ -82,7 +91,10 @@ pub fn parse_account(arg: &str) -> Result<(&str, &str), String> {
     if pass.is_empty() {
         return Err(format!("--account: no password given for {user}"));
     }
-    Ok((user, pass))
+    Ok(Account {
+        user,
+        password: pass,
+    })
 }
 
 /// Makes account `user` with password `pass`, or sets the password of an existing one
@@ -263,7 +275,13 @@ mod tests {
 
     #[test]
     fn accounts_from_the_command_line() {
-        assert_eq!(parse_account("admin:pw:x"), Ok(("admin", "pw:x")));
+        assert_eq!(
+            parse_account("admin:pw:x"),
+            Ok(Account {
+                user: "admin",
+                password: "pw:x"
+            })
+        );
         assert!(parse_account("admin").is_err());
         assert!(parse_account(":pw").is_err());
         let e = parse_account("admin:").unwrap_err();

@@ -89,7 +89,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
         crate::logs::controller(&format!(
             "refused to open a stream for {} from {}: {why}",
             if push { "publishing" } else { "playing" },
-            triggers::payload_line(&addr).0
+            triggers::payload_line(&addr).text
         ));
         return reply(
             &sock,

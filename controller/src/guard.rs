@@ -76,11 +76,20 @@ impl Site {
     }
 }
 
+/// A `Host` value taken apart ([`split_host`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// The host, lowercase; an IPv6 address keeps its brackets (`[::1]`).
+    pub host: String,
+    /// The port, when one was written.
+    pub port: Option<u16>,
+}
+
 /// Splits a `Host` value (`host[:port]`, RFC 9110 §7.2; an IPv6 address in brackets) into
 /// the lowercase host and the port. `None` when it is not of that shape (an empty host, an
 /// IPv6 address without brackets, a port that is not a number up to 65535, spaces or other
 /// characters a host cannot have).
-pub fn split_host(value: &str) -> Option<(String, Option<u16>)> {
+pub fn split_host(value: &str) -> Option<HostPort> {
     let v = value.trim();
     let (host, port) = if let Some(rest) = v.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
@@ -114,13 +123,23 @@ pub fn split_host(value: &str) -> Option<(String, Option<u16>)> {
         }
         Some(_) => return None,
     };
-    Some((host, port))
+    Some(HostPort { host, port })
+}
+
+/// An `Origin` value taken apart ([`split_origin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The host, lowercase (as [`HostPort::host`]).
+    pub host: String,
+    /// The port: the one written, else the scheme's default (80 or 443).
+    pub port: u16,
 }
 
 /// Parses an `Origin` value (RFC 6454 §6.2: `scheme "://" host [ ":" port ]`) of the
-/// `http` or `https` scheme: (scheme, lowercase host, port, the scheme's default when
-/// none is written). `None` for `null`, other schemes, a path, or a malformed host.
-pub fn split_origin(value: &str) -> Option<(&'static str, String, u16)> {
+/// `http` or `https` scheme. `None` for `null`, other schemes, a path, or a malformed host.
+pub fn split_origin(value: &str) -> Option<Origin> {
     let v = value.trim();
     let (scheme, rest, default) = if let Some(r) = v.strip_prefix("http://") {
         ("http", r, 80)
@@ -132,21 +151,23 @@ pub fn split_origin(value: &str) -> Option<(&'static str, String, u16)> {
     if rest.contains(['/', '@', '?', '#']) {
         return None;
     }
-    let (host, port) = split_host(rest)?;
-    Some((scheme, host, port.unwrap_or(default)))
+    let HostPort { host, port } = split_host(rest)?;
+    Some(Origin {
+        scheme,
+        host,
+        port: port.unwrap_or(default),
+    })
 }
 
 /// Whether `origin` is the origin of a request whose `Host` is `host`: the same host and
 /// the same port (a `Host` without a port has the origin scheme's default, as a browser
 /// sends it).
 pub fn origin_is_own(origin: &str, host: &str) -> bool {
-    let (Some((scheme, ohost, oport)), Some((hhost, hport))) =
-        (split_origin(origin), split_host(host))
-    else {
+    let (Some(o), Some(h)) = (split_origin(origin), split_host(host)) else {
         return false;
     };
-    let hport = hport.unwrap_or(if scheme == "https" { 443 } else { 80 });
-    ohost == hhost && oport == hport
+    let hport = h.port.unwrap_or(if o.scheme == "https" { 443 } else { 80 });
+    o.host == h.host && o.port == hport
 }
 
 /// The request headers and line the checks look at.
@@ -203,7 +224,7 @@ pub fn check(site: &Site, req: &Request<'_>) -> Result<(), Refusal> {
     };
     if let Some(h) = host {
         match split_host(h) {
-            Some((name, _)) if site.knows(&name) => {}
+            Some(h) if site.knows(&h.host) => {}
             _ => {
                 return refuse(
                     403,
@@ -438,16 +459,23 @@ mod tests {
 
     #[test]
     fn hosts_and_origins_parse() {
-        assert_eq!(
-            split_host("Example.COM:80"),
-            Some(("example.com".into(), Some(80)))
-        );
-        assert_eq!(split_host("[::1]:4242"), Some(("[::1]".into(), Some(4242))));
+        let hp = |host: &str, port| {
+            Some(HostPort {
+                host: host.into(),
+                port,
+            })
+        };
+        assert_eq!(split_host("Example.COM:80"), hp("example.com", Some(80)));
+        assert_eq!(split_host("[::1]:4242"), hp("[::1]", Some(4242)));
         assert_eq!(split_host("[::1]x"), None);
         assert_eq!(split_host("a:b:c"), None);
         assert_eq!(
             split_origin("https://a.example"),
-            Some(("https", "a.example".into(), 443))
+            Some(Origin {
+                scheme: "https",
+                host: "a.example".into(),
+                port: 443
+            })
         );
         assert_eq!(split_origin("null"), None);
         assert!(shown(&"\n".repeat(500)).len() < 300);

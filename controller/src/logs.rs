@@ -79,26 +79,33 @@ pub fn level_of(msg: &str) -> &'static str {
     }
 }
 
-/// Splits `[ROLE PID] msg` or `[buffer STREAM PID] msg` into (role, pid, stream).
-pub fn parse(text: &str) -> (String, u32, Option<String>) {
-    let Some(rest) = text.strip_prefix('[') else {
-        return (String::new(), 0, None);
-    };
-    let Some((head, _)) = rest.split_once(']') else {
-        return (String::new(), 0, None);
+/// What a line's `[ROLE PID]` or `[buffer STREAM PID]` prefix says ([`parse`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prefix {
+    /// The role (`controller`, `buffer`, `RTMP`, …); empty without a prefix.
+    pub binary: String,
+    /// The pid; 0 when the prefix gives none.
+    pub pid: u32,
+    /// The stream, for a buffer's line.
+    pub stream: Option<String>,
+}
+
+/// Reads the prefix of `[ROLE PID] msg` or `[buffer STREAM PID] msg`.
+pub fn parse(text: &str) -> Prefix {
+    let Some((head, _)) = text.strip_prefix('[').and_then(|r| r.split_once(']')) else {
+        return Prefix::default();
     };
     let words: Vec<&str> = head.split_whitespace().collect();
+    let prefix = |binary: &str, pid: &str, stream: Option<&str>| Prefix {
+        binary: binary.to_string(),
+        pid: pid.parse().unwrap_or(0),
+        stream: stream.map(str::to_string),
+    };
     match words.as_slice() {
-        ["buffer", stream, pid] => (
-            "buffer".into(),
-            pid.parse().unwrap_or(0),
-            Some(stream.to_string()),
-        ),
-        [role, pid] if pid.parse::<u32>().is_ok() => {
-            (role.to_string(), pid.parse().unwrap_or(0), None)
-        }
-        [role, ..] => (role.to_string(), 0, None),
-        [] => (String::new(), 0, None),
+        ["buffer", stream, pid] => prefix("buffer", pid, Some(stream)),
+        [role, pid] if pid.parse::<u32>().is_ok() => prefix(role, pid, None),
+        [role, ..] => prefix(role, "", None),
+        [] => Prefix::default(),
     }
 }
 
@@ -115,7 +122,11 @@ pub fn record(text: &str) {
     if text.is_empty() {
         return;
     }
-    let (binary, pid, mut stream) = parse(text);
+    let Prefix {
+        binary,
+        pid,
+        mut stream,
+    } = parse(text);
     let level = level_of(text);
     if rank(level) > THRESHOLD.load(std::sync::atomic::Ordering::Relaxed) {
         return;
@@ -172,12 +183,25 @@ pub const PIPE_ENV: &str = "SLUICE_LOG_PIPE";
 /// The log pipe's write end, duplicated for each process started ([`child_stderr`]).
 static WRITER: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
 
+/// The two ends of the log pipe ([`make_pipe`]).
+#[derive(Debug)]
+pub struct Pipe {
+    /// The end the controller reads lines from.
+    pub read: OwnedFd,
+    /// The end every process writes its lines to (as its standard error).
+    pub write: OwnedFd,
+}
+
 /// Makes the log pipe, with room for 1 MiB of lines (`F_SETPIPE_SZ`, best effort); both
 /// ends are inherited by processes started after this (the angel passes them on).
-pub fn make_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = nix::unistd::pipe()?;
-    let _ = nix::fcntl::fcntl(w.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
-    Ok((r, w))
+/// Errors: `pipe(2)`'s.
+pub fn make_pipe() -> std::io::Result<Pipe> {
+    let (read, write) = nix::unistd::pipe()?;
+    let _ = nix::fcntl::fcntl(
+        write.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20),
+    );
+    Ok(Pipe { read, write })
 }
 
 /// Takes the log pipe: the angel's (named in [`PIPE_ENV`], checked to be a pipe) or a new
@@ -201,7 +225,10 @@ pub fn init() -> std::io::Result<()> {
     std::env::remove_var(PIPE_ENV);
     let (r, w) = match inherited {
         Some(p) => p,
-        None => make_pipe()?,
+        None => {
+            let p = make_pipe()?;
+            (p.read, p.write)
+        }
     };
     for fd in [&r, &w] {
         fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
@@ -242,12 +269,17 @@ mod tests {
 
     #[test]
     fn lines_are_parsed_into_role_pid_and_stream() {
+        let prefix = |binary: &str, pid, stream: Option<&str>| Prefix {
+            binary: binary.into(),
+            pid,
+            stream: stream.map(Into::into),
+        };
         assert_eq!(
             parse("[buffer cam 77] ready"),
-            ("buffer".into(), 77, Some("cam".into()))
+            prefix("buffer", 77, Some("cam"))
         );
-        assert_eq!(parse("[RTMP 12] listening"), ("RTMP".into(), 12, None));
-        assert_eq!(parse("no brackets"), (String::new(), 0, None));
+        assert_eq!(parse("[RTMP 12] listening"), prefix("RTMP", 12, None));
+        assert_eq!(parse("no brackets"), Prefix::default());
         assert_eq!(level_of("publish to x refused: no"), "WARN");
         assert_eq!(level_of("starting a buffer: error 2"), "ERROR");
         assert_eq!(level_of("ready"), "INFO");

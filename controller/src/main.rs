@@ -291,7 +291,10 @@ fn run_angel() -> Result<()> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     // The log pipe outlives each controller: what the processes a dead controller left
     // running write waits in it for the next one (`logs::init`).
-    let (log_r, log_w) = logs::make_pipe().context("making the log pipe")?;
+    let logs::Pipe {
+        read: log_r,
+        write: log_w,
+    } = logs::make_pipe().context("making the log pipe")?;
     let log_pipe = {
         use std::os::fd::AsRawFd;
         format!("{},{}", log_r.as_raw_fd(), log_w.as_raw_fd())
@@ -364,7 +367,10 @@ fn run_controller(
     logs::init().context("taking the log pipe")?;
     let mut cfg = config::load_or_create(&config_path)?;
     if let Some(a) = account {
-        let (user, pass) = auth::parse_account(&a).map_err(|e| anyhow::anyhow!(e))?;
+        let auth::Account {
+            user,
+            password: pass,
+        } = auth::parse_account(&a).map_err(|e| anyhow::anyhow!(e))?;
         if auth::set_account(&mut cfg, user, pass) {
             config::write(&config_path, &cfg)
                 .with_context(|| format!("saving {}", config_path.display()))?;

@@ -209,14 +209,26 @@ fn breaks_lines(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
+/// A payload value as one line ([`payload_line`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadLine<'a> {
+    /// The value, escaped when it had to be (borrowed when it did not).
+    pub text: std::borrow::Cow<'a, str>,
+    /// It had characters that break lines, so it was escaped.
+    pub changed: bool,
+}
+
 /// One payload value made safe to send as one line: every character that
 /// [`breaks_lines`] is percent-encoded (its UTF-8 bytes as `%XX`, so `\n` becomes `%0A`),
 /// and so is `%` itself when such an escape was needed, so the value can be decoded back
 /// without doubt. Values without such characters come back unchanged (a URL keeps its own
-/// escapes). Returns the value and whether it was changed.
-pub fn payload_line(value: &str) -> (std::borrow::Cow<'_, str>, bool) {
+/// escapes).
+pub fn payload_line(value: &str) -> PayloadLine<'_> {
     if !value.chars().any(breaks_lines) {
-        return (std::borrow::Cow::Borrowed(value), false);
+        return PayloadLine {
+            text: std::borrow::Cow::Borrowed(value),
+            changed: false,
+        };
     }
     let mut out = String::with_capacity(value.len() + 8);
     for c in value.chars() {
@@ -229,7 +241,10 @@ pub fn payload_line(value: &str) -> (std::borrow::Cow<'_, str>, bool) {
             out.push(c);
         }
     }
-    (std::borrow::Cow::Owned(out), true)
+    PayloadLine {
+        text: std::borrow::Cow::Owned(out),
+        changed: true,
+    }
 }
 
 /// The body a handler gets: the payload's values one per line, each made one line by
@@ -238,7 +253,10 @@ pub fn payload_line(value: &str) -> (std::borrow::Cow<'_, str>, bool) {
 pub fn payload_body(trigger: &str, payload: &[String]) -> String {
     let mut lines = Vec::with_capacity(payload.len());
     for (i, v) in payload.iter().enumerate() {
-        let (line, changed) = payload_line(v);
+        let PayloadLine {
+            text: line,
+            changed,
+        } = payload_line(v);
         if changed {
             crate::logs::controller(&format!(
                 "trigger {trigger}: payload line {} had control characters; sent percent-encoded",
@@ -353,17 +371,20 @@ mod tests {
             "s\nrtmp://h/live/x%0Afalse%0D%0Aevil\nua%E2%80%A8x%C2%85y"
         );
         // Values without control characters are sent as they are, escapes and all.
-        assert_eq!(payload_line("http://h/a%20b?x=1").0, "http://h/a%20b?x=1");
-        assert!(!payload_line("Mozilla/5.0 (X11; Linux)").1);
+        assert_eq!(
+            payload_line("http://h/a%20b?x=1").text,
+            "http://h/a%20b?x=1"
+        );
+        assert!(!payload_line("Mozilla/5.0 (X11; Linux)").changed);
         // When escaping, `%` is escaped too, so decoding gives the value back.
-        assert_eq!(payload_line("50%\t").0, "50%25%09");
+        assert_eq!(payload_line("50%\t").text, "50%25%09");
         for v in [
             "\u{0}",
             "\u{7f}",
             "\u{1b}[31m",
             "a\u{b}b\u{c}c\u{1c}d\u{1e}",
         ] {
-            let (l, changed) = payload_line(v);
+            let PayloadLine { text: l, changed } = payload_line(v);
             assert!(
                 changed && !l.chars().any(|c| c.is_control()),
                 "{v:?} -> {l:?}"
