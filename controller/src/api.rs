@@ -296,7 +296,11 @@ fn serve(st: &Arc<Mutex<State>>, secret: &str, iface: &str, req: &mut tiny_http:
             allow: None,
         };
     }
-    let (status, mut out, actions) = handle(&mut g, &calls);
+    let Handled {
+        status,
+        body: mut out,
+        actions,
+    } = handle(&mut g, &calls);
     if let (Some(a), Value::Object(o)) = (authorize, &mut out) {
         o.insert("authorize".into(), a);
     }
@@ -316,9 +320,9 @@ enum Action {
     Apply(Value),
     StopSessions(String),
     Nuke(String),
-    PushStart(String, String),
+    PushStart { stream: String, target: String },
     PushStop(u64),
-    StopAuto(String, String),
+    StopAuto { pattern: String, target: String },
     Shutdown,
 }
 
@@ -328,7 +332,10 @@ fn run_actions(st: &mut State, actions: Vec<Action>, out: &mut Value) -> bool {
     let mut stop = false;
     for a in actions {
         match a {
-            Action::PushStart(s, t) => {
+            Action::PushStart {
+                stream: s,
+                target: t,
+            } => {
                 let id = st.push_start(&s, &t, false);
                 crate::logs::controller(&format!(
                     "push {id} of {s} to {} started",
@@ -340,7 +347,7 @@ fn run_actions(st: &mut State, actions: Vec<Action>, out: &mut Value) -> bool {
             Action::PushStop(id) => {
                 st.push_stop(id);
             }
-            Action::StopAuto(pattern, target) => {
+            Action::StopAuto { pattern, target } => {
                 let ids: Vec<u64> = st
                     .outputs
                     .pushes
@@ -374,9 +381,6 @@ fn run_actions(st: &mut State, actions: Vec<Action>, out: &mut Value) -> bool {
     }
     stop
 }
-
-/// An error of one call: (HTTP status, call, why).
-type CallError = (u16, String, String);
 
 fn names_of(arg: &Value) -> Vec<String> {
     match arg {
@@ -483,416 +487,143 @@ fn shown_config(cfg: &Value) -> Value {
     c
 }
 
-/// Answers every call of one request: (status, reply, actions). When any call fails, the
+/// Why one call of a request failed: the HTTP status it asks for and the reason. The
+/// request's status is the highest of its calls' (400 a malformed argument, 403 a path
+/// outside the allowed folders, 404 a stream, key, token, push or rule that does not
+/// exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CallError {
+    status: u16,
+    why: String,
+}
+
+impl CallError {
+    fn new(status: u16, why: impl Into<String>) -> CallError {
+        CallError {
+            status,
+            why: why.into(),
+        }
+    }
+}
+
+/// A 400: the argument is malformed or not allowed.
+fn bad(why: impl Into<String>) -> CallError {
+    CallError::new(400, why)
+}
+
+/// A 404: what the argument names does not exist.
+fn not_found(why: impl Into<String>) -> CallError {
+    CallError::new(404, why)
+}
+
+/// What the calls of one request share while they run.
+struct Ctx<'a> {
+    st: &'a mut State,
+    /// The config as the calls so far left it: it replaces the state's only when every call
+    /// of the request checked out.
+    cfg: Value,
+    /// What follows once every call checked out, in the calls' order.
+    actions: Vec<Action>,
+    /// A call changed the config: it is saved.
+    changed: bool,
+    /// A call changed what may have to run differently: the config is applied.
+    apply: bool,
+}
+
+/// What a call answers: its member of the reply, `None` for no member (`authorize`, which
+/// the authorization stage answers).
+type Answer = std::result::Result<Option<Value>, CallError>;
+
+/// One API call: what it does with its argument.
+type Call = fn(&mut Ctx<'_>, &Value) -> Answer;
+
+/// The API's calls (MistServer's names), in the order `capabilities` lists them.
+const CALLS: &[(&str, Call)] = &[
+    ("config", call_config),
+    ("streams", call_streams),
+    ("addstream", call_addstream),
+    ("deletestream", call_deletestream),
+    ("capabilities", call_capabilities),
+    ("active_streams", call_active_streams),
+    ("clients", call_clients),
+    ("totals", call_totals),
+    ("log", call_log),
+    ("streamkey_add", call_streamkey_add),
+    ("streamkey_del", call_streamkey_del),
+    ("streamkeys", call_streamkeys),
+    ("stop_sessions", call_stop_sessions),
+    ("nuke_stream", call_nuke_stream),
+    ("config_backup", call_config_backup),
+    ("config_restore", call_config_restore),
+    ("config_reload", call_config_reload),
+    ("shutdown", call_shutdown),
+    ("push_start", call_push_start),
+    ("push_stop", call_push_stop),
+    ("push_list", call_push_list),
+    ("push_auto_add", call_push_auto_add),
+    ("recordings", call_recordings),
+    ("push_auto_remove", call_push_auto_remove),
+    ("push_auto_list", call_push_auto_list),
+    ("api_tokens", call_api_tokens),
+    ("api_token_add", call_api_token_add),
+    ("api_token_del", call_api_token_del),
+    ("authorize", call_authorize),
+];
+
+/// The answer to one request's calls.
+struct Handled {
+    /// 200, or the highest status of the calls that failed.
+    status: u16,
+    /// The reply: a member per call, or `{"errors": [{"call", "error"}, …]}`.
+    body: Value,
+    /// What follows (nothing when a call failed).
+    actions: Vec<Action>,
+}
+
+/// Answers every call of one request, in the request's order. When any call fails, the
 /// config is left as it was, no action runs, and the reply lists the errors.
-fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action>) {
+fn handle(st: &mut State, calls: &Map<String, Value>) -> Handled {
     let before = st.cfg.clone();
-    let mut cfg = st.cfg.clone();
+    let mut ctx = Ctx {
+        cfg: st.cfg.clone(),
+        st,
+        actions: Vec::new(),
+        changed: false,
+        apply: false,
+    };
     let mut out = Map::new();
-    let mut errors: Vec<CallError> = Vec::new();
-    let mut actions = Vec::new();
-    let mut changed = false;
-    let mut apply = false;
+    let mut errors = Vec::new();
+    let mut status = 0;
     for (call, arg) in calls {
-        let r: std::result::Result<Option<Value>, (u16, String)> = (|| {
-            Ok(Some(match call.as_str() {
-                "authorize" => return Ok(None),
-                "config" => {
-                    if let Value::Object(set) = arg {
-                        for (k, v) in set {
-                            match k.as_str() {
-                                "api_tokens" => return Err((
-                                    400,
-                                    "api_tokens are changed with api_token_add and api_token_del"
-                                        .into(),
-                                )),
-                                "protocols" => {
-                                    let ok = v.as_array().is_some_and(|a| {
-                                        a.iter().all(|p| {
-                                            p.get("connector").and_then(|c| c.as_str()).is_some()
-                                        })
-                                    });
-                                    if !ok {
-                                        return Err((400, "protocols must be a list of objects with a \"connector\"".into()));
-                                    }
-                                }
-                                "controller" | "triggers" if !v.is_object() => {
-                                    return Err((400, format!("{k} must be an object")))
-                                }
-                                "controller" => {
-                                    if let Some(h) = v.get("hostnames") {
-                                        check_hostnames(h).map_err(|e| (400, e))?;
-                                    }
-                                }
-                                "max_wildcard_buffers" | "max_buffers"
-                                    if v.as_u64().is_none_or(|n| n == 0) =>
-                                {
-                                    return Err((
-                                        400,
-                                        format!("{k} is a whole number of buffers, at least 1"),
-                                    ))
-                                }
-                                "triggers" => {
-                                    for (name, list) in v.as_object().into_iter().flatten() {
-                                        if !crate::triggers::NAMES.contains(&name.as_str()) {
-                                            return Err((
-                                                400,
-                                                format!(
-                                                    "unknown trigger {name:?}; triggers: {}",
-                                                    crate::triggers::NAMES.join(", ")
-                                                ),
-                                            ));
-                                        }
-                                        let ok = list.as_array().is_some_and(|a| {
-                                            a.iter().all(|h| {
-                                                h.get("handler")
-                                                    .and_then(|x| x.as_str())
-                                                    .is_some_and(|x| !x.is_empty())
-                                            })
-                                        });
-                                        if !ok {
-                                            return Err((400, format!("trigger {name}: a list of {{\"handler\": URL or path, \"sync\": bool, \"streams\": [...], \"default\": ...}}")));
-                                        }
-                                    }
-                                }
-                                "log_level" => {
-                                    let ok = v.as_str().is_some_and(|l| {
-                                        ["FAIL", "ERROR", "WARN", "INFO"]
-                                            .contains(&l.to_ascii_uppercase().as_str())
-                                    });
-                                    if !ok {
-                                        return Err((
-                                            400,
-                                            "log_level is FAIL, ERROR, WARN or INFO".into(),
-                                        ));
-                                    }
-                                }
-                                _ => {}
-                            }
-                            if !cfg.get("config").is_some_and(|c| c.is_object()) {
-                                cfg["config"] = json!({});
-                            }
-                            cfg["config"][k] = v.clone();
-                        }
-                        changed = true;
-                        apply = true;
-                    } else if !matches!(arg, Value::Bool(_) | Value::Null) {
-                        return Err((
-                            400,
-                            "give true to read, or an object of settings to change".into(),
-                        ));
-                    }
-                    shown_config(&cfg)
-                }
-                "streams" | "addstream" => {
-                    let Value::Object(given) = arg else {
-                        if call == "streams" && matches!(arg, Value::Bool(_) | Value::Null) {
-                            return Ok(Some(cfg.get("streams").cloned().unwrap_or(json!({}))));
-                        }
-                        return Err((400, "an object of streams, {NAME: {\"source\": …}}".into()));
-                    };
-                    for (k, v) in given {
-                        check_stream(k, v).map_err(|e| (400, e))?;
-                        check_media_folder(&cfg, k, v).map_err(|e| (403, e))?;
-                        if let Some(r) = v.get("record") {
-                            let r = r.as_str().ok_or((
-                                400,
-                                format!("stream {k}: record is a recording target path"),
-                            ))?;
-                            check_record_target(&cfg, r)
-                                .map_err(|(c, e)| (c, format!("stream {k}: {e}")))?;
-                        }
-                    }
-                    if call == "streams" || !cfg["streams"].is_object() {
-                        cfg["streams"] = json!({});
-                    }
-                    for (k, v) in given {
-                        let mut v = v.clone();
-                        v["name"] = json!(k);
-                        cfg["streams"][k] = v;
-                    }
-                    changed = true;
-                    apply = true;
-                    cfg.get("streams").cloned().unwrap_or(json!({}))
-                }
-                "deletestream" => {
-                    let names = names_of(arg);
-                    if names.is_empty() {
-                        return Err((400, "name the streams: a name, a list, or an object".into()));
-                    }
-                    let streams = cfg.get_mut("streams").and_then(|s| s.as_object_mut());
-                    let Some(streams) = streams else {
-                        return Err((404, "no streams are configured".into()));
-                    };
-                    for n in &names {
-                        if streams.remove(n).is_none() {
-                            return Err((404, format!("no stream {n} is configured")));
-                        }
-                    }
-                    changed = true;
-                    apply = true;
-                    cfg.get("streams").cloned().unwrap_or(json!({}))
-                }
-                "capabilities" => capabilities(),
-                "active_streams" => active_streams(st, arg),
-                "clients" => clients(st, arg).map_err(|e| (400, e))?,
-                "totals" => totals(st, arg).map_err(|e| (400, e))?,
-                "log" => log(arg),
-                "streamkeys" => cfg.get("streamkeys").cloned().unwrap_or(json!({})),
-                "streamkey_add" => {
-                    let Value::Object(add) = arg else {
-                        return Err((400, "an object {KEY: STREAM}".into()));
-                    };
-                    for (k, v) in add {
-                        if !config::valid_stream_name(k) {
-                            return Err((
-                                400,
-                                format!("invalid key {k:?}: the same characters as a stream name"),
-                            ));
-                        }
-                        let Some(s) = v.as_str() else {
-                            return Err((400, format!("key {k}: the stream must be a string")));
-                        };
-                        if config::find_stream(&cfg, s).is_none() {
-                            return Err((404, format!("key {k}: no stream {s} is configured")));
-                        }
-                    }
-                    if !cfg["streamkeys"].is_object() {
-                        cfg["streamkeys"] = json!({});
-                    }
-                    for (k, v) in add {
-                        cfg["streamkeys"][k] = v.clone();
-                    }
-                    changed = true;
-                    cfg["streamkeys"].clone()
-                }
-                "streamkey_del" => {
-                    let keys = names_of(arg);
-                    if keys.is_empty() {
-                        return Err((400, "name the keys: a key, or a list".into()));
-                    }
-                    for k in &keys {
-                        let gone = cfg
-                            .get_mut("streamkeys")
-                            .and_then(|s| s.as_object_mut())
-                            .and_then(|s| s.remove(k));
-                        if gone.is_none() {
-                            return Err((404, format!("no stream key {k}")));
-                        }
-                    }
-                    changed = true;
-                    cfg.get("streamkeys").cloned().unwrap_or(json!({}))
-                }
-                "stop_sessions" | "nuke_stream" => {
-                    let names = names_of(arg);
-                    if names.is_empty() {
-                        return Err((400, "name the streams: a name or a list".into()));
-                    }
-                    for n in names {
-                        if !config::valid_stream_name(&n) {
-                            return Err((400, format!("invalid stream name {n:?}")));
-                        }
-                        actions.push(if call == "nuke_stream" {
-                            Action::Nuke(n)
-                        } else {
-                            Action::StopSessions(n)
-                        });
-                    }
-                    json!("OK")
-                }
-                "config_backup" => cfg.clone(),
-                "config_restore" => {
-                    let Value::Object(o) = arg else {
-                        return Err((
-                            400,
-                            "the whole config document, as config_backup gives it".into(),
-                        ));
-                    };
-                    if !o.get("config").is_some_and(|c| c.is_object()) {
-                        return Err((400, "the document has no \"config\" object".into()));
-                    }
-                    if let Some(s) = o.get("streams") {
-                        let Some(s) = s.as_object() else {
-                            return Err((400, "\"streams\" must be an object".into()));
-                        };
-                        for (k, v) in s {
-                            check_stream(k, v).map_err(|e| (400, e))?;
-                        }
-                    }
-                    cfg = arg.clone();
-                    changed = true;
-                    apply = true;
-                    json!("OK")
-                }
-                "config_reload" => {
-                    let path = st.config_path().to_path_buf();
-                    let v = config::load_or_create(&path).map_err(|e| (400, format!("{e:#}")))?;
-                    cfg = v;
-                    apply = true;
-                    json!("OK")
-                }
-                "api_tokens" => json!(auth_tokens(&cfg)),
-                "api_token_add" => {
-                    let Some(name) = arg.as_str().filter(|n| !n.is_empty() && n.len() <= 64) else {
-                        return Err((
-                            400,
-                            "give the token a name (a string of up to 64 bytes)".into(),
-                        ));
-                    };
-                    if auth_tokens(&cfg).iter().any(|n| n == name) {
-                        return Err((400, format!("a token named {name} exists")));
-                    }
-                    let token = auth::random_hex(24);
-                    if !cfg.get("config").is_some_and(|c| c.is_object()) {
-                        cfg["config"] = json!({});
-                    }
-                    if !cfg["config"]["api_tokens"].is_array() {
-                        cfg["config"]["api_tokens"] = json!([]);
-                    }
-                    if let Some(a) = cfg["config"]["api_tokens"].as_array_mut() {
-                        a.push(json!({"name": name, "sha256": auth::sha256_hex(token.as_bytes())}));
-                    }
-                    changed = true;
-                    json!({"name": name, "token": token})
-                }
-                "api_token_del" => {
-                    let Some(name) = arg.as_str() else {
-                        return Err((400, "the token's name".into()));
-                    };
-                    let list = cfg
-                        .pointer_mut("/config/api_tokens")
-                        .and_then(|a| a.as_array_mut());
-                    let Some(list) = list else {
-                        return Err((404, format!("no token named {name}")));
-                    };
-                    let n = list.len();
-                    list.retain(|t| t.get("name").and_then(|v| v.as_str()) != Some(name));
-                    if list.len() == n {
-                        return Err((404, format!("no token named {name}")));
-                    }
-                    changed = true;
-                    json!(auth_tokens(&cfg))
-                }
-                "shutdown" => {
-                    actions.push(Action::Shutdown);
-                    json!("OK")
-                }
-                "push_start" => {
-                    let (s, t) = pair(arg, "stream", "target").ok_or((
-                        400,
-                        "[STREAM, TARGET] or {\"stream\": S, \"target\": T}".to_string(),
-                    ))?;
-                    check_push(&cfg, &s, &t, false)?;
-                    actions.push(Action::PushStart(s, t));
-                    json!("OK")
-                }
-                "push_stop" => {
-                    let ids: Vec<u64> = match arg {
-                        Value::Array(a) => a.iter().filter_map(|v| v.as_u64()).collect(),
-                        v => v.as_u64().into_iter().collect(),
-                    };
-                    if ids.is_empty() {
-                        return Err((400, "a push id or a list of ids (push_list)".into()));
-                    }
-                    for id in ids {
-                        if !st.outputs.pushes.iter().any(|p| p.id == id) {
-                            return Err((404, format!("no push {id}")));
-                        }
-                        actions.push(Action::PushStop(id));
-                    }
-                    json!("OK")
-                }
-                "recordings" => Value::Array(st.outputs.recordings.iter().cloned().collect()),
-                "push_list" => Value::Array(
-                    st.outputs
-                        .pushes
-                        .iter()
-                        .map(|p| {
-                            json!([
-                                p.id,
-                                p.stream,
-                                connectors::core::url::redact(&p.target),
-                                connectors::core::url::redact(&p.target),
-                                [],
-                                {"auto": p.auto, "attempts": p.attempts, "last_error": p.last_error}
-                            ])
-                        })
-                        .collect(),
-                ),
-                "push_auto_add" => {
-                    let (s, t) = pair(arg, "stream", "target").ok_or((
-                        400,
-                        "[STREAM_OR_PATTERN, TARGET] or {\"stream\": S, \"target\": T}".to_string(),
-                    ))?;
-                    check_push(&cfg, &s, &t, true)?;
-                    if !cfg["autopushes"].is_array() {
-                        cfg["autopushes"] = json!([]);
-                    }
-                    let rule = json!([s, t]);
-                    if let Some(a) = cfg["autopushes"].as_array_mut() {
-                        if !a.contains(&rule) {
-                            a.push(rule);
-                        }
-                    }
-                    changed = true;
-                    cfg["autopushes"].clone()
-                }
-                "push_auto_remove" => {
-                    let rules: Vec<(String, Option<String>)> = match pair(arg, "stream", "target") {
-                        Some((s, t)) => vec![(s, Some(t))],
-                        None => names_of(arg).into_iter().map(|s| (s, None)).collect(),
-                    };
-                    if rules.is_empty() {
-                        return Err((400, "[STREAM_OR_PATTERN, TARGET] or a pattern".into()));
-                    }
-                    let list = cfg.get_mut("autopushes").and_then(|a| a.as_array_mut());
-                    let Some(list) = list else {
-                        return Err((404, "no auto-push rules".into()));
-                    };
-                    for (s, t) in rules {
-                        let n = list.len();
-                        let mut removed = Vec::new();
-                        list.retain(|r| {
-                            let hit = r.get(0).and_then(|v| v.as_str()) == Some(&s)
-                                && t.as_deref()
-                                    .is_none_or(|t| r.get(1).and_then(|v| v.as_str()) == Some(t));
-                            if hit {
-                                removed.push(
-                                    r.get(1).and_then(|v| v.as_str()).unwrap_or("").to_string(),
-                                );
-                            }
-                            !hit
-                        });
-                        if list.len() == n {
-                            return Err((404, format!("no auto-push rule for {s}")));
-                        }
-                        for target in removed {
-                            actions.push(Action::StopAuto(s.clone(), target));
-                        }
-                    }
-                    changed = true;
-                    cfg["autopushes"].clone()
-                }
-                "push_auto_list" => cfg.get("autopushes").cloned().unwrap_or(json!([])),
-                _ => return Err((400, "unknown call (docs/API.md lists the calls)".into())),
-            }))
-        })();
-        match r {
+        let answer = match CALLS.iter().find(|(name, _)| name == call) {
+            Some((_, run)) => run(&mut ctx, arg),
+            None => Err(bad("unknown call (docs/API.md lists the calls)")),
+        };
+        match answer {
             Ok(Some(v)) => {
                 out.insert(call.clone(), v);
             }
             Ok(None) => {}
-            Err((status, why)) => errors.push((status, call.clone(), why)),
+            Err(e) => {
+                status = status.max(e.status);
+                errors.push(json!({"call": call, "error": e.why}));
+            }
         }
     }
     if !errors.is_empty() {
-        let status = errors.iter().map(|e| e.0).max().unwrap_or(400);
-        let list: Vec<Value> = errors
-            .into_iter()
-            .map(|(_, c, e)| json!({"call": c, "error": e}))
-            .collect();
-        return (status, json!({"errors": list}), Vec::new());
+        return Handled {
+            status,
+            body: json!({ "errors": errors }),
+            actions: Vec::new(),
+        };
     }
+    let Ctx {
+        st,
+        cfg,
+        actions,
+        changed,
+        apply,
+    } = ctx;
     // MistServer answers stream changes with the streams.
     if calls.contains_key("addstream") || calls.contains_key("deletestream") {
         out.insert(
@@ -909,7 +640,481 @@ fn handle(st: &mut State, calls: &Map<String, Value>) -> (u16, Value, Vec<Action
         all.push(Action::Apply(before));
     }
     all.extend(actions);
-    (200, Value::Object(out), all)
+    Handled {
+        status: 200,
+        body: Value::Object(out),
+        actions: all,
+    }
+}
+
+/// `authorize`: answered by the authorization stage ([`crate::auth`]), not here.
+fn call_authorize(_: &mut Ctx<'_>, _: &Value) -> Answer {
+    Ok(None)
+}
+
+/// `config`: `true` (or `null`) reads `config`; an object sets the keys it gives (checked:
+/// `protocols`, `controller`, `triggers`, `log_level`, the buffer caps; `api_tokens` only
+/// through its own calls). Answers the config as it is then, tokens' hashes left out.
+fn call_config(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let cfg = &mut ctx.cfg;
+    if let Value::Object(set) = arg {
+        for (k, v) in set {
+            check_config_key(k, v)?;
+            if !cfg.get("config").is_some_and(|c| c.is_object()) {
+                cfg["config"] = json!({});
+            }
+            cfg["config"][k] = v.clone();
+        }
+        ctx.changed = true;
+        ctx.apply = true;
+    } else if !matches!(arg, Value::Bool(_) | Value::Null) {
+        return Err(bad("give true to read, or an object of settings to change"));
+    }
+    Ok(Some(shown_config(&ctx.cfg)))
+}
+
+/// Checks one key of a `config` change.
+fn check_config_key(k: &str, v: &Value) -> std::result::Result<(), CallError> {
+    match k {
+        "api_tokens" => {
+            return Err(bad(
+                "api_tokens are changed with api_token_add and api_token_del",
+            ))
+        }
+        "protocols" => {
+            let ok = v.as_array().is_some_and(|a| {
+                a.iter()
+                    .all(|p| p.get("connector").and_then(|c| c.as_str()).is_some())
+            });
+            if !ok {
+                return Err(bad(
+                    "protocols must be a list of objects with a \"connector\"",
+                ));
+            }
+        }
+        "controller" | "triggers" if !v.is_object() => {
+            return Err(bad(format!("{k} must be an object")))
+        }
+        "controller" => {
+            if let Some(h) = v.get("hostnames") {
+                check_hostnames(h).map_err(bad)?;
+            }
+        }
+        "max_wildcard_buffers" | "max_buffers" if v.as_u64().is_none_or(|n| n == 0) => {
+            return Err(bad(format!("{k} is a whole number of buffers, at least 1")))
+        }
+        "triggers" => {
+            for (name, list) in v.as_object().into_iter().flatten() {
+                if !crate::triggers::NAMES.contains(&name.as_str()) {
+                    return Err(bad(format!(
+                        "unknown trigger {name:?}; triggers: {}",
+                        crate::triggers::NAMES.join(", ")
+                    )));
+                }
+                let ok = list.as_array().is_some_and(|a| {
+                    a.iter().all(|h| {
+                        h.get("handler")
+                            .and_then(|x| x.as_str())
+                            .is_some_and(|x| !x.is_empty())
+                    })
+                });
+                if !ok {
+                    return Err(bad(format!("trigger {name}: a list of {{\"handler\": URL or path, \"sync\": bool, \"streams\": [...], \"default\": ...}}")));
+                }
+            }
+        }
+        "log_level" => {
+            let ok = v.as_str().is_some_and(|l| {
+                ["FAIL", "ERROR", "WARN", "INFO"].contains(&l.to_ascii_uppercase().as_str())
+            });
+            if !ok {
+                return Err(bad("log_level is FAIL, ERROR, WARN or INFO"));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `streams`: `true` (or `null`) reads the streams; an object replaces them all
+/// (MistServer's). Answers the streams.
+fn call_streams(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    if matches!(arg, Value::Bool(_) | Value::Null) {
+        return Ok(Some(ctx.cfg.get("streams").cloned().unwrap_or(json!({}))));
+    }
+    set_streams(ctx, arg, true)
+}
+
+/// `addstream`: `{NAME: {"source": …}, …}` adds or replaces those streams. Answers the
+/// streams.
+fn call_addstream(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    set_streams(ctx, arg, false)
+}
+
+/// `streams` with an object, or `addstream`: checks every stream given (name, source,
+/// media folders, recording target), then sets them (`replace`: instead of all the others).
+fn set_streams(ctx: &mut Ctx<'_>, arg: &Value, replace: bool) -> Answer {
+    let Value::Object(given) = arg else {
+        return Err(bad("an object of streams, {NAME: {\"source\": …}}"));
+    };
+    let cfg = &mut ctx.cfg;
+    for (k, v) in given {
+        check_stream(k, v).map_err(bad)?;
+        check_media_folder(cfg, k, v).map_err(|e| CallError::new(403, e))?;
+        if let Some(r) = v.get("record") {
+            let r = r
+                .as_str()
+                .ok_or_else(|| bad(format!("stream {k}: record is a recording target path")))?;
+            check_record_target(cfg, r)
+                .map_err(|e| CallError::new(e.status, format!("stream {k}: {}", e.why)))?;
+        }
+    }
+    if replace || !cfg["streams"].is_object() {
+        cfg["streams"] = json!({});
+    }
+    for (k, v) in given {
+        let mut v = v.clone();
+        v["name"] = json!(k);
+        cfg["streams"][k] = v;
+    }
+    ctx.changed = true;
+    ctx.apply = true;
+    Ok(Some(ctx.cfg.get("streams").cloned().unwrap_or(json!({}))))
+}
+
+/// `deletestream`: a name, a list or an object of names (404 for one not configured).
+/// Answers the streams left.
+fn call_deletestream(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let names = names_of(arg);
+    if names.is_empty() {
+        return Err(bad("name the streams: a name, a list, or an object"));
+    }
+    let streams = ctx.cfg.get_mut("streams").and_then(|s| s.as_object_mut());
+    let Some(streams) = streams else {
+        return Err(not_found("no streams are configured"));
+    };
+    for n in &names {
+        if streams.remove(n).is_none() {
+            return Err(not_found(format!("no stream {n} is configured")));
+        }
+    }
+    ctx.changed = true;
+    ctx.apply = true;
+    Ok(Some(ctx.cfg.get("streams").cloned().unwrap_or(json!({}))))
+}
+
+/// `capabilities`: the triggers, connectors, inputs and calls this server has.
+fn call_capabilities(_: &mut Ctx<'_>, _: &Value) -> Answer {
+    Ok(Some(capabilities()))
+}
+
+/// `streamkeys`: `{KEY: STREAM, …}`.
+fn call_streamkeys(ctx: &mut Ctx<'_>, _: &Value) -> Answer {
+    Ok(Some(
+        ctx.cfg.get("streamkeys").cloned().unwrap_or(json!({})),
+    ))
+}
+
+/// `streamkey_add`: `{KEY: STREAM, …}` (a key has a stream name's characters; its stream
+/// must be configured). Answers the keys.
+fn call_streamkey_add(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let Value::Object(add) = arg else {
+        return Err(bad("an object {KEY: STREAM}"));
+    };
+    let cfg = &mut ctx.cfg;
+    for (k, v) in add {
+        if !config::valid_stream_name(k) {
+            return Err(bad(format!(
+                "invalid key {k:?}: the same characters as a stream name"
+            )));
+        }
+        let Some(s) = v.as_str() else {
+            return Err(bad(format!("key {k}: the stream must be a string")));
+        };
+        if config::find_stream(cfg, s).is_none() {
+            return Err(not_found(format!("key {k}: no stream {s} is configured")));
+        }
+    }
+    if !cfg["streamkeys"].is_object() {
+        cfg["streamkeys"] = json!({});
+    }
+    for (k, v) in add {
+        cfg["streamkeys"][k] = v.clone();
+    }
+    ctx.changed = true;
+    Ok(Some(ctx.cfg["streamkeys"].clone()))
+}
+
+/// `streamkey_del`: a key or a list of keys (404 for one that does not exist). Answers the
+/// keys left.
+fn call_streamkey_del(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let keys = names_of(arg);
+    if keys.is_empty() {
+        return Err(bad("name the keys: a key, or a list"));
+    }
+    for k in &keys {
+        let gone = ctx
+            .cfg
+            .get_mut("streamkeys")
+            .and_then(|s| s.as_object_mut())
+            .and_then(|s| s.remove(k));
+        if gone.is_none() {
+            return Err(not_found(format!("no stream key {k}")));
+        }
+    }
+    ctx.changed = true;
+    Ok(Some(
+        ctx.cfg.get("streamkeys").cloned().unwrap_or(json!({})),
+    ))
+}
+
+/// `stop_sessions`: a stream name or a list; their viewers are stopped (after the request).
+fn call_stop_sessions(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    stop_streams(ctx, arg, Action::StopSessions)
+}
+
+/// `nuke_stream`: a stream name or a list; their buffers and every session are stopped
+/// (after the request).
+fn call_nuke_stream(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    stop_streams(ctx, arg, Action::Nuke)
+}
+
+/// `stop_sessions` and `nuke_stream`: checks the names, then queues `action` for each.
+fn stop_streams(ctx: &mut Ctx<'_>, arg: &Value, action: fn(String) -> Action) -> Answer {
+    let names = names_of(arg);
+    if names.is_empty() {
+        return Err(bad("name the streams: a name or a list"));
+    }
+    for n in names {
+        if !config::valid_stream_name(&n) {
+            return Err(bad(format!("invalid stream name {n:?}")));
+        }
+        ctx.actions.push(action(n));
+    }
+    Ok(Some(json!("OK")))
+}
+
+/// `config_backup`: the whole config document (password and token hashes included).
+fn call_config_backup(ctx: &mut Ctx<'_>, _: &Value) -> Answer {
+    Ok(Some(ctx.cfg.clone()))
+}
+
+/// `config_restore`: a whole config document, as `config_backup` gives it (it needs a
+/// `config` object; its streams are checked). Replaces the config.
+fn call_config_restore(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let Value::Object(o) = arg else {
+        return Err(bad("the whole config document, as config_backup gives it"));
+    };
+    if !o.get("config").is_some_and(|c| c.is_object()) {
+        return Err(bad("the document has no \"config\" object"));
+    }
+    if let Some(s) = o.get("streams") {
+        let Some(s) = s.as_object() else {
+            return Err(bad("\"streams\" must be an object"));
+        };
+        for (k, v) in s {
+            check_stream(k, v).map_err(bad)?;
+        }
+    }
+    ctx.cfg = arg.clone();
+    ctx.changed = true;
+    ctx.apply = true;
+    Ok(Some(json!("OK")))
+}
+
+/// `config_reload`: reads the config file again (400 when it does not parse) and applies
+/// it.
+fn call_config_reload(ctx: &mut Ctx<'_>, _: &Value) -> Answer {
+    let path = ctx.st.config_path().to_path_buf();
+    let v = config::load_or_create(&path).map_err(|e| bad(format!("{e:#}")))?;
+    ctx.cfg = v;
+    ctx.apply = true;
+    Ok(Some(json!("OK")))
+}
+
+/// `api_tokens`: the tokens' names.
+fn call_api_tokens(ctx: &mut Ctx<'_>, _: &Value) -> Answer {
+    Ok(Some(json!(auth_tokens(&ctx.cfg))))
+}
+
+/// `api_token_add`: a new token's name (1 to 64 bytes, not taken). Answers
+/// `{"name", "token"}`: the token is shown this once; only its SHA-256 is kept.
+fn call_api_token_add(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let Some(name) = arg.as_str().filter(|n| !n.is_empty() && n.len() <= 64) else {
+        return Err(bad("give the token a name (a string of up to 64 bytes)"));
+    };
+    let cfg = &mut ctx.cfg;
+    if auth_tokens(cfg).iter().any(|n| n == name) {
+        return Err(bad(format!("a token named {name} exists")));
+    }
+    let token = auth::random_hex(24);
+    if !cfg.get("config").is_some_and(|c| c.is_object()) {
+        cfg["config"] = json!({});
+    }
+    if !cfg["config"]["api_tokens"].is_array() {
+        cfg["config"]["api_tokens"] = json!([]);
+    }
+    if let Some(a) = cfg["config"]["api_tokens"].as_array_mut() {
+        a.push(json!({"name": name, "sha256": auth::sha256_hex(token.as_bytes())}));
+    }
+    ctx.changed = true;
+    Ok(Some(json!({"name": name, "token": token})))
+}
+
+/// `api_token_del`: a token's name (404 when there is none). Answers the names left.
+fn call_api_token_del(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let Some(name) = arg.as_str() else {
+        return Err(bad("the token's name"));
+    };
+    let list = ctx
+        .cfg
+        .pointer_mut("/config/api_tokens")
+        .and_then(|a| a.as_array_mut());
+    let Some(list) = list else {
+        return Err(not_found(format!("no token named {name}")));
+    };
+    let n = list.len();
+    list.retain(|t| t.get("name").and_then(|v| v.as_str()) != Some(name));
+    if list.len() == n {
+        return Err(not_found(format!("no token named {name}")));
+    }
+    ctx.changed = true;
+    Ok(Some(json!(auth_tokens(&ctx.cfg))))
+}
+
+/// `shutdown`: answered, then the controller stops as on SIGTERM.
+fn call_shutdown(ctx: &mut Ctx<'_>, _: &Value) -> Answer {
+    ctx.actions.push(Action::Shutdown);
+    Ok(Some(json!("OK")))
+}
+
+/// `push_start`: `[STREAM, TARGET]` or `{"stream", "target"}` (a configured stream; a
+/// target Sluice pushes to, or a recording path). The push starts after the request, and
+/// `push_start` is then `{"id", "stream", "target"}`.
+fn call_push_start(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let (s, t) = pair(arg, "stream", "target")
+        .ok_or_else(|| bad("[STREAM, TARGET] or {\"stream\": S, \"target\": T}"))?;
+    check_push(&ctx.cfg, &s, &t, false)?;
+    ctx.actions.push(Action::PushStart {
+        stream: s,
+        target: t,
+    });
+    Ok(Some(json!("OK")))
+}
+
+/// `push_stop`: a push id or a list of ids (404 for one that does not run).
+fn call_push_stop(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let ids: Vec<u64> = match arg {
+        Value::Array(a) => a.iter().filter_map(|v| v.as_u64()).collect(),
+        v => v.as_u64().into_iter().collect(),
+    };
+    if ids.is_empty() {
+        return Err(bad("a push id or a list of ids (push_list)"));
+    }
+    for id in ids {
+        if !ctx.st.outputs.pushes.iter().any(|p| p.id == id) {
+            return Err(not_found(format!("no push {id}")));
+        }
+        ctx.actions.push(Action::PushStop(id));
+    }
+    Ok(Some(json!("OK")))
+}
+
+/// `recordings`: the finished recordings, oldest first.
+fn call_recordings(ctx: &mut Ctx<'_>, _: &Value) -> Answer {
+    Ok(Some(Value::Array(
+        ctx.st.outputs.recordings.iter().cloned().collect(),
+    )))
+}
+
+/// `push_list`: `[[id, stream, target, target, [], {"auto", "attempts", "last_error"}], …]`
+/// (MistServer's shape; targets with their credentials left out).
+fn call_push_list(ctx: &mut Ctx<'_>, _: &Value) -> Answer {
+    Ok(Some(Value::Array(
+        ctx.st
+            .outputs
+            .pushes
+            .iter()
+            .map(|p| {
+                json!([
+                    p.id,
+                    p.stream,
+                    connectors::core::url::redact(&p.target),
+                    connectors::core::url::redact(&p.target),
+                    [],
+                    {"auto": p.auto, "attempts": p.attempts, "last_error": p.last_error}
+                ])
+            })
+            .collect(),
+    )))
+}
+
+/// `push_auto_add`: `[STREAM_OR_PATTERN, TARGET]` or `{"stream", "target"}` (a configured
+/// stream, or `BASE+` for its wildcard streams). Answers the rules.
+fn call_push_auto_add(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let (s, t) = pair(arg, "stream", "target")
+        .ok_or_else(|| bad("[STREAM_OR_PATTERN, TARGET] or {\"stream\": S, \"target\": T}"))?;
+    let cfg = &mut ctx.cfg;
+    check_push(cfg, &s, &t, true)?;
+    if !cfg["autopushes"].is_array() {
+        cfg["autopushes"] = json!([]);
+    }
+    let rule = json!([s, t]);
+    if let Some(a) = cfg["autopushes"].as_array_mut() {
+        if !a.contains(&rule) {
+            a.push(rule);
+        }
+    }
+    ctx.changed = true;
+    Ok(Some(ctx.cfg["autopushes"].clone()))
+}
+
+/// `push_auto_remove`: `[STREAM_OR_PATTERN, TARGET]` removes that rule; a pattern (or a
+/// list of them) removes every rule of it (404 when there is none). The pushes the rules
+/// started are stopped. Answers the rules left.
+fn call_push_auto_remove(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let rules: Vec<(String, Option<String>)> = match pair(arg, "stream", "target") {
+        Some((s, t)) => vec![(s, Some(t))],
+        None => names_of(arg).into_iter().map(|s| (s, None)).collect(),
+    };
+    if rules.is_empty() {
+        return Err(bad("[STREAM_OR_PATTERN, TARGET] or a pattern"));
+    }
+    let list = ctx.cfg.get_mut("autopushes").and_then(|a| a.as_array_mut());
+    let Some(list) = list else {
+        return Err(not_found("no auto-push rules"));
+    };
+    for (s, t) in rules {
+        let n = list.len();
+        let mut removed = Vec::new();
+        list.retain(|r| {
+            let hit = r.get(0).and_then(|v| v.as_str()) == Some(&s)
+                && t.as_deref()
+                    .is_none_or(|t| r.get(1).and_then(|v| v.as_str()) == Some(t));
+            if hit {
+                removed.push(r.get(1).and_then(|v| v.as_str()).unwrap_or("").to_string());
+            }
+            !hit
+        });
+        if list.len() == n {
+            return Err(not_found(format!("no auto-push rule for {s}")));
+        }
+        for target in removed {
+            ctx.actions.push(Action::StopAuto {
+                pattern: s.clone(),
+                target,
+            });
+        }
+    }
+    ctx.changed = true;
+    Ok(Some(ctx.cfg["autopushes"].clone()))
+}
+
+/// `push_auto_list`: the rules, `[[STREAM_OR_PATTERN, TARGET], …]`.
+fn call_push_auto_list(ctx: &mut Ctx<'_>, _: &Value) -> Answer {
+    Ok(Some(
+        ctx.cfg.get("autopushes").cloned().unwrap_or(json!([])),
+    ))
 }
 
 /// `[A, B]` or `{ka: A, kb: B}` as two strings.
@@ -929,20 +1134,20 @@ fn check_push(
     stream: &str,
     target: &str,
     rule: bool,
-) -> std::result::Result<(), (u16, String)> {
+) -> std::result::Result<(), CallError> {
     let name = if rule {
         stream.strip_suffix('+').unwrap_or(stream)
     } else {
         stream
     };
     if !config::valid_stream_name(name) {
-        return Err((400, format!("invalid stream name {stream:?}")));
+        return Err(bad(format!("invalid stream name {stream:?}")));
     }
     if config::find_stream(cfg, name).is_none() {
-        return Err((404, format!("no stream {name} is configured")));
+        return Err(not_found(format!("no stream {name} is configured")));
     }
     if target.chars().any(|c| c.is_control()) {
-        return Err((400, "the target has control characters".into()));
+        return Err(bad("the target has control characters"));
     }
     if connectors::egress::record::is_file_target(target) {
         return check_record_target(cfg, target);
@@ -951,41 +1156,37 @@ fn check_push(
         .iter()
         .any(|s| target.starts_with(s))
     {
-        return Err((
-            400,
-            format!(
-                "push target {:?}: the scheme is not one Sluice pushes to ({})",
-                connectors::core::url::redact(target),
-                connectors::egress::SCHEMES.join(", ")
-            ),
-        ));
+        return Err(bad(format!(
+            "push target {:?}: the scheme is not one Sluice pushes to ({})",
+            connectors::core::url::redact(target),
+            connectors::egress::SCHEMES.join(", ")
+        )));
     }
     if target.starts_with("rtmp://")
         && dtsc::rtmp::client::PublishClient::parse_url(&target.replace("$stream", name)).is_none()
     {
-        return Err((400, "an RTMP target is rtmp://host[:port]/app/name".into()));
+        return Err(bad("an RTMP target is rtmp://host[:port]/app/name"));
     }
     Ok(())
 }
 
 /// A recording target (a push target that is a file path, or a stream's `record`): a path
 /// [`connectors::egress::record::parse_target`] takes (400), within the recording folders (403).
-fn check_record_target(cfg: &Value, target: &str) -> std::result::Result<(), (u16, String)> {
+fn check_record_target(cfg: &Value, target: &str) -> std::result::Result<(), CallError> {
     if !connectors::egress::record::is_file_target(target) {
-        return Err((
-            400,
-            format!("recording target {target:?}: an absolute file path"),
-        ));
+        return Err(bad(format!(
+            "recording target {target:?}: an absolute file path"
+        )));
     }
     let t = connectors::egress::record::parse_target(target)
-        .map_err(|e| (400, format!("recording target {target:?}: {e}")))?;
+        .map_err(|e| bad(format!("recording target {target:?}: {e}")))?;
     check_recording_folder(cfg, &t.pattern)
 }
 
 /// With `config.recording_folders` set, a recording's path (the part before its first
 /// variable, with symbolic links of the part that exists resolved) must lie inside one of
 /// them: 403 otherwise.
-fn check_recording_folder(cfg: &Value, pattern: &str) -> std::result::Result<(), (u16, String)> {
+fn check_recording_folder(cfg: &Value, pattern: &str) -> std::result::Result<(), CallError> {
     let Some(folders) = config::recording_folders(cfg) else {
         return Ok(());
     };
@@ -1008,7 +1209,7 @@ fn check_recording_folder(cfg: &Value, pattern: &str) -> std::result::Result<(),
     };
     match real {
         Some(r) if folders.iter().any(|f| r.starts_with(f)) => Ok(()),
-        _ => Err((
+        _ => Err(CallError::new(
             403,
             format!(
                 "recording target {pattern:?} is outside the recording folders (config.recording_folders)"
@@ -1051,20 +1252,15 @@ fn capabilities() -> Value {
             "FLV": {"source_match": "/*.flv"},
             "TS": {"source_match": ["/*.ts", "/*.m2ts", "/*.mts"]}
         },
-        "calls": ["config", "streams", "addstream", "deletestream", "capabilities",
-                  "active_streams", "clients", "totals", "log", "streamkey_add",
-                  "streamkey_del", "streamkeys", "stop_sessions", "nuke_stream",
-                  "config_backup", "config_restore", "config_reload", "shutdown",
-                  "push_start", "push_stop", "push_list", "push_auto_add", "recordings",
-                  "push_auto_remove", "push_auto_list",
-                  "api_tokens", "api_token_add", "api_token_del", "authorize"]
+        "calls": CALLS.iter().map(|(name, _)| *name).collect::<Vec<_>>()
     })
 }
 
 /// `active_streams`: `true` gives the live streams' names; a field list gives
 /// `{S: [values…]}` with `clients`/`viewers`, `inputs`, `outputs`, `lastms`, `firstms`,
 /// `status`, `downbps`, `upbps`.
-fn active_streams(st: &mut State, arg: &Value) -> Value {
+fn call_active_streams(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let st = &mut *ctx.st;
     let mut names: Vec<String> = st.procs.buffers.keys().cloned().collect();
     names.sort();
     let sessions = st.stats.open_sessions();
@@ -1076,7 +1272,7 @@ fn active_streams(st: &mut State, arg: &Value) -> Value {
             }
         }
     }
-    match arg {
+    Ok(Some(match arg {
         Value::Array(fields) => {
             let mut o = Map::new();
             for (n, stats) in live {
@@ -1114,7 +1310,7 @@ fn active_streams(st: &mut State, arg: &Value) -> Value {
             Value::Object(o)
         }
         _ => Value::Array(live.into_iter().map(|(n, _)| json!(n)).collect()),
-    }
+    }))
 }
 
 const CLIENT_FIELDS: &[&str] = &[
@@ -1145,7 +1341,8 @@ fn str_list(v: Option<&Value>) -> Vec<String> {
 
 /// `clients`: `{streams, protocols, fields}` → `{time, fields, data: [[…], …]}`, one row per
 /// open session (viewers, inputs and outputs), current to within half a second.
-fn clients(st: &State, arg: &Value) -> std::result::Result<Value, String> {
+fn call_clients(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let st = &*ctx.st;
     let streams = str_list(arg.get("streams"));
     let protocols = str_list(arg.get("protocols"));
     let mut fields = str_list(arg.get("fields"));
@@ -1153,10 +1350,10 @@ fn clients(st: &State, arg: &Value) -> std::result::Result<Value, String> {
         fields = CLIENT_FIELDS.iter().map(|s| s.to_string()).collect();
     }
     if let Some(f) = fields.iter().find(|f| !CLIENT_FIELDS.contains(&f.as_str())) {
-        return Err(format!(
+        return Err(bad(format!(
             "unknown field {f:?}; fields: {}",
             CLIENT_FIELDS.join(", ")
-        ));
+        )));
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1196,7 +1393,9 @@ fn clients(st: &State, arg: &Value) -> std::result::Result<Value, String> {
             .collect();
         data.push(Value::Array(row));
     }
-    Ok(json!({"time": now / 1000, "fields": fields, "data": data}))
+    Ok(Some(
+        json!({"time": now / 1000, "fields": fields, "data": data}),
+    ))
 }
 
 const TOTAL_FIELDS: &[&str] = &[
@@ -1206,7 +1405,8 @@ const TOTAL_FIELDS: &[&str] = &[
 /// `totals`: `{fields, start, end}` (Unix seconds, or negative: seconds before now) →
 /// `{start, end, interval: [[n, 1]], fields, data}`, one row per second from the controller's
 /// samples (the newest ten minutes).
-fn totals(st: &State, arg: &Value) -> std::result::Result<Value, String> {
+fn call_totals(ctx: &mut Ctx<'_>, arg: &Value) -> Answer {
+    let st = &*ctx.st;
     let mut fields = str_list(arg.get("fields"));
     if fields.is_empty() {
         fields = ["clients", "downbps", "upbps"]
@@ -1215,10 +1415,10 @@ fn totals(st: &State, arg: &Value) -> std::result::Result<Value, String> {
             .collect();
     }
     if let Some(f) = fields.iter().find(|f| !TOTAL_FIELDS.contains(&f.as_str())) {
-        return Err(format!(
+        return Err(bad(format!(
             "unknown field {f:?}; fields: {}",
             TOTAL_FIELDS.join(", ")
-        ));
+        )));
     }
     let now = st.stats.history.back().map_or(0, |s| s.time) as i64;
     let at = |k: &str, d: i64| {
@@ -1256,18 +1456,18 @@ fn totals(st: &State, arg: &Value) -> std::result::Result<Value, String> {
             )
         })
         .collect();
-    Ok(json!({
+    Ok(Some(json!({
         "start": rows.first().map_or(start, |s| s.time as i64),
         "end": rows.last().map_or(end, |s| s.time as i64),
         "interval": [[data.len(), 1]],
         "fields": fields,
         "data": data
-    }))
+    })))
 }
 
 /// `log`: `[[time, LEVEL, line], …]`, oldest first; an object narrows it (`stream`, `level`
 /// at least as severe, `binary`, `last` N lines).
-fn log(arg: &Value) -> Value {
+fn call_log(_: &mut Ctx<'_>, arg: &Value) -> Answer {
     let rank = |l: &str| {
         ["FAIL", "ERROR", "WARN", "INFO"]
             .iter()
@@ -1290,7 +1490,7 @@ fn log(arg: &Value) -> Value {
         let skip = rows.len().saturating_sub(n as usize);
         rows.drain(..skip);
     }
-    Value::Array(rows)
+    Ok(Some(Value::Array(rows)))
 }
 
 /// Escapes a Prometheus label value (backslash, double quote, newline).
@@ -1447,5 +1647,100 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+    /// A state in a temporary folder of its own (its session table is made there), removed
+    /// when dropped.
+    struct Scratch(State);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0.rundir);
+        }
+    }
+
+    fn state() -> Scratch {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sluice-api-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = json!({"config": {}, "streams": {"live": {"name": "live", "source": "push://"}}});
+        Scratch(State::new(cfg, dir.join("config.json"), dir).unwrap())
+    }
+
+    fn calls(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn every_call_has_one_entry_and_capabilities_lists_them() {
+        let names: Vec<&str> = CALLS.iter().map(|(n, _)| *n).collect();
+        for (i, n) in names.iter().enumerate() {
+            assert!(!names[i + 1..].contains(n), "{n} twice");
+        }
+        assert_eq!(capabilities()["calls"], json!(names));
+        for n in guard::READ_ONLY {
+            assert!(
+                names.contains(n),
+                "guard::READ_ONLY names {n}, which is no call"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_call_changes_nothing_and_the_errors_keep_the_calls_order() {
+        let mut s = state();
+        let before = s.0.cfg.clone();
+        let h = handle(
+            &mut s.0,
+            &calls(json!({
+                "addstream": {"cam": {"source": "push://"}},
+                "deletestream": "nosuch",
+                "bogus": 1
+            })),
+        );
+        assert_eq!(h.status, 404);
+        assert_eq!(
+            h.body,
+            json!({"errors": [
+                {"call": "deletestream", "error": "no stream nosuch is configured"},
+                {"call": "bogus", "error": "unknown call (docs/API.md lists the calls)"}
+            ]})
+        );
+        assert!(h.actions.is_empty());
+        assert_eq!(s.0.cfg, before);
+    }
+
+    #[test]
+    fn calls_answer_in_order_and_queue_their_actions() {
+        let mut s = state();
+        let h = handle(
+            &mut s.0,
+            &calls(json!({
+                "authorize": {"username": "a", "password": ""},
+                "addstream": {"cam": {"source": "push://"}},
+                "stop_sessions": "live",
+                "streamkeys": true
+            })),
+        );
+        assert_eq!(h.status, 200);
+        let keys: Vec<&str> = h
+            .body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        // `authorize` is the auth stage's; stream changes are answered with the streams.
+        assert_eq!(
+            keys,
+            ["addstream", "stop_sessions", "streamkeys", "streams"]
+        );
+        assert_eq!(h.body["stop_sessions"], "OK");
+        assert_eq!(h.body["streams"]["cam"]["name"], "cam");
+        assert!(matches!(
+            h.actions.as_slice(),
+            [Action::Save, Action::Apply(_), Action::StopSessions(s)] if s == "live"
+        ));
+        assert!(s.0.cfg["streams"]["cam"].is_object());
     }
 }
