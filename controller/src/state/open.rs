@@ -38,9 +38,9 @@ impl OpenRefusal {
 
 /// Whether a buffer may be started for stream `name` while the buffers of `running` run:
 /// at most `limits.per_base` buffers of `BASE+SUFFIX` streams for one base (the base's own
-/// stream not counted), and at most `limits.total` buffers in all. Errors: the reason, naming the limit
-/// and its config key (the control socket sends it as a `failed` refusal, which connectors
-/// answer with HTTP 503, an RTMP or RTSP refusal).
+/// stream not counted), and at most `limits.total` buffers in all. Errors: the reason,
+/// naming the limit and its config key (the control socket sends it as a `failed` refusal,
+/// which connectors answer with HTTP 503, an RTMP or RTSP refusal).
 pub fn check_buffer_caps<'a>(
     running: impl Iterator<Item = &'a str>,
     name: &str,
