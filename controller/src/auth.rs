@@ -46,7 +46,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Random bytes from the kernel.
+/// `n` random bytes from the kernel (`/dev/urandom`), as `2 * n` lowercase hex digits.
+/// Bytes it could not read are left zero.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {

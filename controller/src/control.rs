@@ -15,7 +15,8 @@ use crate::state::open::{OpenRefusal, ViewerKey};
 use crate::state::State;
 use crate::triggers;
 
-/// Binds the socket and serves it on a thread (one short-lived thread per request).
+/// Binds `RUNDIR/controller.sock` and serves it on a thread (one short-lived thread per
+/// request). Errors: another controller answers on that socket, or it cannot be bound.
 pub fn start(st: Arc<Mutex<State>>) -> Result<()> {
     let path = st
         .lock()

@@ -167,7 +167,7 @@ pub fn controller(msg: &str) {
     record(&format!("[controller {}] {msg}", std::process::id()));
 }
 
-/// The lines kept, oldest first.
+/// The lines kept (at most [`KEEP`]), oldest first.
 pub fn lines() -> Vec<Line> {
     LINES
         .lock()

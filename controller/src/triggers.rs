@@ -95,7 +95,10 @@ fn stream_matches(list: &Value, stream: Option<&str>) -> bool {
         .any(|w| w == s || w == base)
 }
 
-/// The handlers of trigger `name` for `stream`.
+/// The handlers of trigger `name` for `stream`, in the config's order: the entries of
+/// `config.triggers.NAME` that have a `handler` and whose `streams` list is missing, empty,
+/// or names the stream or its base (`live` for `live+cam1`). A trigger for no stream
+/// (`None`) gets only the handlers without a stream list.
 pub fn handlers(cfg: &Value, name: &str, stream: Option<&str>) -> Vec<Handler> {
     let Some(list) = cfg
         .pointer("/config/triggers")
@@ -268,8 +271,9 @@ pub fn payload_body(trigger: &str, payload: &[String]) -> String {
     lines.join("\n")
 }
 
-/// Calls one handler; `Err` names why it could not answer. The payload is sent as
-/// [`payload_body`] makes it.
+/// Calls one handler with the trigger's name and payload (sent as [`payload_body`] makes
+/// it), within `timeout`, and returns its answer (trimmed). Errors: why it could not answer
+/// (unreachable, a non-2xx status, a program that failed, the timeout).
 pub fn call(
     h: &Handler,
     trigger: &str,

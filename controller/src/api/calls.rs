@@ -20,11 +20,14 @@ use crate::state::State;
 /// exist).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct CallError {
+    /// 400, 403 or 404.
     pub(super) status: u16,
+    /// The reply's `error` for the call.
     pub(super) why: String,
 }
 
 impl CallError {
+    /// A call's error with HTTP `status`.
     pub(super) fn new(status: u16, why: impl Into<String>) -> CallError {
         CallError {
             status,
@@ -45,6 +48,7 @@ pub(super) fn not_found(why: impl Into<String>) -> CallError {
 
 /// What the calls of one request share while they run.
 pub(super) struct Ctx<'a> {
+    /// The state, locked for the request (its `cfg` is the config before the request).
     pub(super) st: &'a mut State,
     /// The config as the calls so far left it: it replaces the state's only when every call
     /// of the request checked out.

@@ -7,6 +7,7 @@ use super::calls::{bad, not_found, CallError};
 use crate::config;
 use crate::guard;
 
+/// The names an argument gives: a string, the strings of a list, or an object's keys.
 pub(super) fn names_of(arg: &Value) -> Vec<String> {
     match arg {
         Value::String(s) => vec![s.clone()],

@@ -41,7 +41,10 @@ use stats::metrics_text;
 /// Largest request body accepted, bytes.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// Starts the API server on a thread.
+/// Starts the API server on a thread: plain HTTP on `iface:port`, where an `iface` that is
+/// not a loopback address (or `localhost`) is replaced by `127.0.0.1` (logged). Each request
+/// is answered in turn, the state locked while its calls run. Errors: the address cannot be
+/// bound (another server holds the port).
 pub fn start(st: Arc<Mutex<State>>, iface: &str, port: u16) -> Result<()> {
     let loopback = iface
         .parse::<std::net::IpAddr>()

@@ -63,7 +63,8 @@ pub struct State {
     pub opening: Opening,
 }
 
-/// Whether process `pid` still exists.
+/// Whether process `pid` still exists (one another user runs counts; so does a zombie not yet
+/// reaped).
 pub fn pid_alive(pid: u32) -> bool {
     use nix::errno::Errno;
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
@@ -126,7 +127,10 @@ fn exe() -> PathBuf {
 }
 
 impl State {
-    /// Builds the state; the listeners start on the first [`State::supervise`].
+    /// Builds the state for config `cfg` (read from `config_path`) with its sockets in
+    /// `rundir`: the session table is opened (or made) there, and the listeners start on the
+    /// first [`State::supervise`]. A session table that cannot be opened is logged and leaves
+    /// the session stats empty; nothing else can fail.
     pub fn new(cfg: Value, config_path: PathBuf, rundir: PathBuf) -> Result<State> {
         let s = State {
             procs: Processes::new(&cfg),
@@ -147,17 +151,20 @@ impl State {
         &self.config_path
     }
 
-    /// Saves the config (after an API change), keeping every key it holds.
+    /// Saves the config (after an API change), keeping every key it holds. A failure is
+    /// logged, not returned: the running config stays as changed.
     pub fn save(&self) {
         if let Err(e) = config::write(&self.config_path, &self.cfg) {
             crate::logs::controller(&format!("saving {}: {e:#}", self.config_path.display()));
         }
     }
 
-    /// Applies the config in `self.cfg` to what runs: listeners that were added, removed or
-    /// changed are started and stopped (a stopped listener's connections go on: they are
-    /// processes of their own), and buffers of streams that were removed or whose source
-    /// changed are stopped. Streams that did not change keep their viewers.
+    /// Applies the config in `self.cfg` to what runs, `old` being the config before the
+    /// change: STREAM_ADD, STREAM_CONFIG and STREAM_REMOVE fire for the streams that changed;
+    /// listeners that were added, removed or changed are started and stopped (a stopped
+    /// listener's connections go on: they are processes of their own); buffers of streams
+    /// that were removed or whose source changed are stopped; `config.log_level` is set.
+    /// Streams that did not change keep their viewers.
     pub fn apply(&mut self, old: &Value) {
         // STREAM_ADD / STREAM_CONFIG / STREAM_REMOVE for what changed.
         let empty = serde_json::Map::new();
@@ -248,7 +255,8 @@ impl State {
     }
 
     /// Stops every process Sluice started: SIGTERM to the process group (listeners, their
-    /// connection processes, buffers), then SIGKILL to what is left of the tracked children.
+    /// connection processes, buffers, pushes), then SIGKILL to what is left of the tracked
+    /// ones after 3 s each; the listeners' pid files are removed.
     pub fn shutdown(&mut self) {
         use nix::sys::signal::{kill, killpg, Signal};
         use nix::unistd::{getpgrp, getpid, getppid, Pid};

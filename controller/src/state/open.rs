@@ -108,9 +108,11 @@ impl Opening {
 }
 
 impl State {
-    /// Checks that `name` may be opened (played, or published when `push`) from `addr`, starts
-    /// its buffer when none runs, and returns the buffer's socket path (the caller waits for
-    /// the socket to appear: a buffer started a moment ago may not listen yet).
+    /// Checks that `name` may be opened (played, or published when `push`) from `addr` with
+    /// `cred`, starts its buffer when none runs (STREAM_LOAD fires), and returns the buffer's
+    /// socket path (the caller waits for the socket to appear: a buffer started a moment ago
+    /// may not listen yet). A stream key published to opens the stream it stands for.
+    /// Errors: an [`OpenRefusal`] (see its `code`).
     pub fn open_stream(
         &mut self,
         name: &str,

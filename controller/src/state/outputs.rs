@@ -22,9 +22,11 @@ pub struct PushProc {
     /// Started by an auto-push rule (then it ends with the stream, and the rule starts it
     /// again when the stream is live again).
     pub auto: bool,
+    /// Its running `sluice push` process, if any.
     pub(super) child: Option<Proc>,
     /// When the process may be started (again).
     pub(super) next_start: Instant,
+    /// How long to wait after the next failure (1 s, doubling to 30 s).
     pub(super) backoff: Duration,
     /// Processes started for this push.
     pub attempts: u64,
@@ -37,7 +39,9 @@ pub struct Outputs {
     /// Pushes out, oldest first.
     pub pushes: Vec<PushProc>,
     next_push_id: u64,
-    /// Finished recordings, oldest first (at most [`MAX_RECORDINGS`]), for the API.
+    /// Finished recordings, oldest first (at most [`MAX_RECORDINGS`]), as the API's
+    /// `recordings` lists them: `{"stream", "path", "format", "bytes", "duration_ms",
+    /// "started", "ended", "reason"}` (`started` and `ended` in Unix seconds).
     pub recordings: VecDeque<Value>,
     /// Auto pushes (stream, target) that failed for good (`PUSH_FAILED`): not started again
     /// until the stream unloads.
@@ -74,7 +78,10 @@ pub fn auto_matches(pattern: &str, stream: &str) -> bool {
 }
 
 impl State {
-    /// Starts a push of `stream` to `target` (`auto`: by an auto-push rule). Returns its id.
+    /// Starts a push of `stream` to `target` (`$stream` in it replaced by the stream's name;
+    /// `auto`: by an auto-push rule): its process starts at once, and again with backoff after
+    /// a failure. Returns the push's id (from 1 up). PUSH_OUT_START fires when its first
+    /// process starts.
     pub fn push_start(&mut self, stream: &str, target: &str, auto: bool) -> u64 {
         let id = self.outputs.next_id();
         self.outputs.pushes.push(PushProc {
@@ -92,7 +99,8 @@ impl State {
         id
     }
 
-    /// Stops push `id`; false when there is none.
+    /// Stops push `id` (SIGTERM, SIGKILL after 2 s), with PUSH_END. Returns false when there is
+    /// no push `id`.
     pub fn push_stop(&mut self, id: u64) -> bool {
         let Some(i) = self.outputs.pushes.iter().position(|p| p.id == id) else {
             return false;
@@ -105,10 +113,13 @@ impl State {
         true
     }
 
-    /// A report from a push process (`control::report`): `RECORDING_END` for a finished file
-    /// (the trigger fires: stream, path, format, bytes, seconds spent writing, Unix start and
-    /// end, first and last media ms, why it ended; the file joins [`State::recordings`]), or
-    /// `PUSH_FAILED` for a push that retrying cannot fix (it ends, PUSH_END with the reason).
+    /// A report from a push process (`control::report`), its fields as strings by name, `what`
+    /// saying which: `RECORDING_END` for a finished file (the trigger fires with `stream`,
+    /// `path`, `format`, `bytes`, `seconds` spent writing, `started` and `ended` (Unix
+    /// seconds), `first_ms` and `last_ms` (media time), `reason`; the file joins
+    /// [`Outputs::recordings`]), or `PUSH_FAILED` for a push that retrying cannot fix
+    /// (`stream`, `target`, `reason`: the push ends, with PUSH_END; an auto push is not started
+    /// again while its stream stays loaded). Other reports are logged and ignored.
     pub fn report(&mut self, r: &HashMap<String, String>) {
         let f = |k: &str| r.get(k).cloned().unwrap_or_default();
         match f("what").as_str() {
@@ -198,7 +209,7 @@ impl State {
     /// Starts the push processes that are due, notes the ones that exited (a failure is
     /// retried with backoff, 1 s doubling to 30 s; a push whose stream ended is done), and
     /// starts auto pushes (`autopushes`: `[[PATTERN, TARGET], …]`) for streams that are live.
-    pub fn keep_pushes(&mut self) {
+    pub(super) fn keep_pushes(&mut self) {
         let mut done = Vec::new();
         for i in 0..self.outputs.pushes.len() {
             let p = &mut self.outputs.pushes[i];

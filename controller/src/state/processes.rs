@@ -72,7 +72,8 @@ impl Proc {
         }
     }
 
-    /// SIGTERM, up to `wait` for it to end, then SIGKILL.
+    /// SIGTERM, then up to `wait` for it to end (looked at every 20 ms), then SIGKILL (a child
+    /// is reaped). Blocks the caller for up to `wait`.
     pub fn terminate(&mut self, wait: Duration) {
         let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -97,6 +98,7 @@ impl Proc {
 /// The processes the controller supervises: one listener per listening protocol entry, one
 /// buffer per open stream.
 pub struct Processes {
+    /// The listeners the config asks for, running or due to start.
     pub(super) listeners: Vec<ListenerProc>,
     /// Running buffers by stream name.
     pub buffers: HashMap<String, BufferProc>,
@@ -148,8 +150,11 @@ impl Processes {
 
 /// A listener process (`sluice connector PROTO`), and when it was last started.
 pub(super) struct ListenerProc {
+    /// What the config asks for.
     pub(super) spec: ListenerSpec,
+    /// Its process, while it runs.
     pub(super) child: Option<Proc>,
+    /// When it was last started (restarts are at least 900 ms apart).
     pub(super) started: Instant,
 }
 
@@ -174,9 +179,12 @@ impl ListenerProc {
 
 /// A running buffer.
 pub struct BufferProc {
+    /// Its `sluice buffer` process.
     pub(super) child: Proc,
     /// Its socket.
     pub socket: PathBuf,
+    /// The controller's observer attachment to it (made when first needed), read for
+    /// [`Processes::stream_stats`] and the STREAM_BUFFER and LIVE_TRACK_LIST triggers.
     pub(super) observer: Option<Attached>,
     /// The stream's source, as its buffer was started with it.
     pub(super) source: String,

@@ -120,7 +120,7 @@ impl Stats {
         }
     }
 
-    /// The sessions open now (their processes alive).
+    /// The sessions open now (their processes alive), in table order; none without a table.
     pub fn open_sessions(&self) -> Vec<sessions::Entry> {
         let Some(t) = &self.table else {
             return Vec::new();
@@ -133,7 +133,9 @@ impl Stats {
 
     /// Counts and frees the slots of sessions that ended (closed by their process, or whose
     /// process is gone, as after a SIGKILL), with an access log line each; then, once a
-    /// second, a totals sample and per-session rates.
+    /// second, a totals sample and per-session rates. Fires the triggers of `cfg`: CONN_OPEN
+    /// and CONN_PLAY for new sessions, CONN_CLOSE and USER_END for ended ones, and
+    /// LIVE_BANDWIDTH.
     pub fn reap(&mut self, cfg: &Value) {
         let Some(entries) = self.table.as_ref().map(|t| t.entries()) else {
             return;
