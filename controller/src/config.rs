@@ -1,4 +1,4 @@
-//! The config file, in MistServer's layout (`../shared/reference/mist-interface.md`):
+//! The config file, in MistServer's layout (`docs/MISTSERVER.md`, "Config file"):
 //! `config.controller`, `config.protocols[]`, `streams{NAME:{source,DVR}}`, `account`.
 //! The whole document is kept as JSON so that keys Sluice does not know survive a write.
 
