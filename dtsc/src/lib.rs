@@ -9,9 +9,11 @@
 
 pub mod aac;
 pub mod amf0;
+pub mod container;
 pub mod dash;
 pub mod dtsh;
 pub mod flv;
+pub mod gop;
 pub mod h264;
 pub mod hds;
 pub mod hevc;

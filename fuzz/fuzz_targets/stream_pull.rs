@@ -4,7 +4,7 @@
 //! timeline. Nothing panics and every frame written parses as DTSC.
 #![no_main]
 
-use connectors::ingest::stream_pull::{Container, ContainerDemux, Timeline};
+use dtsc::container::{Container, ContainerDemux, Timeline};
 use libfuzzer_sys::fuzz_target;
 
 fn check(frames: &[u8]) {

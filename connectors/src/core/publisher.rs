@@ -14,28 +14,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use buffer::ipc::Attached;
-use dtsc::wire::{self, Frame, Header};
-use dtsc::TrackKind;
+use dtsc::gop::GopKeeper;
+use dtsc::wire;
 
 use crate::core::control::{self, PushAuth};
-
-/// Most bytes of GOP kept for a new buffer (a longer GOP is not kept: the new buffer then
-/// waits for the encoder's next keyframe).
-const MAX_GOP_BYTES: usize = 32 << 20;
-
-/// The header and the current GOP of a stream of DTSC frames (sans-IO: fed the frames
-/// written, gives the bytes a new buffer starts with).
-#[derive(Debug, Default)]
-pub struct GopKeeper {
-    /// The last `DTSC` header frame.
-    header: Vec<u8>,
-    /// Video track ids of that header.
-    video: Vec<u32>,
-    /// `DTP2` frames since the newest video keyframe, that keyframe first.
-    gop: Vec<u8>,
-    /// The GOP grew past [`MAX_GOP_BYTES`]: nothing is kept until the next keyframe.
-    overflow: bool,
-}
 
 /// A publisher's connection to its stream's buffer.
 pub struct Publisher {
@@ -114,109 +96,5 @@ impl Publisher {
             &mut out,
         );
         let _ = self.attached.sock.write_all(&out);
-    }
-}
-
-impl GopKeeper {
-    /// What a new buffer gets first: the header, then the GOP.
-    pub fn replay(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.header.len() + self.gop.len());
-        out.extend_from_slice(&self.header);
-        out.extend_from_slice(&self.gop);
-        out
-    }
-
-    /// Notes the header and the GOP from `frames` (whole frames; a partial frame at the end
-    /// is ignored).
-    pub fn keep(&mut self, mut frames: &[u8]) {
-        while let Ok(Some((frame, len))) = wire::parse_frame(frames) {
-            let bytes = &frames[..len];
-            match frame {
-                Frame::Header(v) => {
-                    self.header = bytes.to_vec();
-                    self.video = Header::from_value(&v)
-                        .map(|h| {
-                            h.tracks
-                                .iter()
-                                .filter(|t| t.kind == TrackKind::Video)
-                                .map(|t| t.id)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    self.gop.clear();
-                }
-                Frame::Packet(p) => {
-                    if self.video.is_empty() {
-                        // Audio only: every packet starts anew; nothing to keep.
-                        self.gop.clear();
-                    } else if p.keyframe && self.video.contains(&p.track) {
-                        self.gop.clear();
-                        self.overflow = false;
-                        self.gop.extend_from_slice(bytes);
-                    } else if !self.overflow && !self.gop.is_empty() {
-                        if self.gop.len() + bytes.len() > MAX_GOP_BYTES {
-                            self.gop.clear();
-                            self.overflow = true;
-                        } else {
-                            self.gop.extend_from_slice(bytes);
-                        }
-                    }
-                }
-                _ => {}
-            }
-            frames = &frames[len..];
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use dtsc::{Codec, PacketRef, Track};
-
-    fn packet(track: u32, dts: u64, keyframe: bool, out: &mut Vec<u8>) {
-        let p = PacketRef {
-            track,
-            dts,
-            offset: 0,
-            keyframe,
-            bpos: 0,
-            data: &[1, 2, 3],
-        };
-        wire::write_packet(&p, out);
-    }
-
-    #[test]
-    fn the_gop_starts_at_the_newest_video_keyframe() {
-        let mut p = GopKeeper::default();
-        let mut v = Track::new(1, TrackKind::Video, Codec::H264);
-        v.init = vec![1];
-        let a = Track::new(2, TrackKind::Audio, Codec::Aac);
-        let mut frames = Vec::new();
-        wire::write_header(
-            &Header {
-                live: true,
-                unixzero: None,
-                tracks: vec![v, a],
-            },
-            &mut frames,
-        );
-        packet(2, 0, true, &mut frames); // audio before the first keyframe: not kept
-        packet(1, 0, true, &mut frames);
-        packet(2, 20, true, &mut frames);
-        packet(1, 40, false, &mut frames);
-        p.keep(&frames);
-        assert_eq!(p.video, [1]);
-        let mut want = Vec::new();
-        packet(1, 0, true, &mut want);
-        packet(2, 20, true, &mut want);
-        packet(1, 40, false, &mut want);
-        assert_eq!(p.gop, want);
-        // The next keyframe starts the GOP again.
-        let mut more = Vec::new();
-        packet(1, 2000, true, &mut more);
-        p.keep(&more);
-        assert_eq!(p.gop, more);
-        assert!(p.replay().starts_with(&p.header) && p.replay().ends_with(&more));
     }
 }
