@@ -7,19 +7,19 @@
 //! Started by the controller as `sluice buffer --stream NAME --source SRC --rundir DIR`.
 
 pub mod input;
-pub mod ipc;
-pub mod sessions;
+pub mod shmem;
 
+use ipc::messages::{AttachMode, BufferReply, BufferRequest, Message};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use dtsc::shm::{self, Geometry, Meta, StreamWriter};
-use dtsc::wire::{self, Frame, Header, Value};
+use dtsc::wire::{self, Frame, Header};
 use dtsc::{PacketRef, Track, TrackKind};
 use memmap2::MmapMut;
 use mio::net::{UnixListener, UnixStream};
@@ -195,28 +195,6 @@ impl Puller {
     }
 }
 
-static TERM: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_term(_: libc::c_int) {
-    TERM.store(true, Ordering::SeqCst);
-}
-
-/// Installs SIGTERM/SIGINT handlers that set a flag the loops check.
-pub fn install_term_handler() -> &'static AtomicBool {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(
-        SigHandler::Handler(on_term),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        let _ = sigaction(Signal::SIGTERM, &act);
-        let _ = sigaction(Signal::SIGINT, &act);
-    }
-    &TERM
-}
-
 enum Role {
     New,
     Viewer,
@@ -249,18 +227,12 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn cmd(name: &str, members: Vec<(&str, Value)>) -> Value {
-    let mut v = vec![("cmd".to_string(), Value::Str(name.as_bytes().to_vec()))];
-    v.extend(members.into_iter().map(|(k, v)| (k.to_string(), v)));
-    Value::Object(v)
-}
-
 struct Buffer {
     args: BufferArgs,
     writer: StreamWriter,
     /// The data region, read-write: the buffer punches and spills through it.
     data_fd: OwnedFd,
-    /// Read-only descriptors of the two regions ([`ipc::read_only`]), the only ones sent to
+    /// Read-only descriptors of the two regions ([`shmem::read_only`]), the only ones sent to
     /// clients.
     meta_ro: OwnedFd,
     data_ro: OwnedFd,
@@ -332,7 +304,7 @@ impl Buffer {
         }
         if let Some(ranges) = self.writer.append(p) {
             for r in ranges {
-                if let Err(e) = ipc::punch_hole(&self.data_fd, r.offset, r.len) {
+                if let Err(e) = shmem::punch_hole(&self.data_fd, r.offset, r.len) {
                     self.log(&format!("freeing pages: {e:#}"));
                 }
             }
@@ -363,10 +335,10 @@ impl Buffer {
         let size = self.geo.data_size;
         let (fd, map) = (&self.data_fd, &mut self._maps.1);
         let done = Self::ranges(size, self.writeback_to, until)
-            .try_for_each(|(off, len)| ipc::start_writeback(fd, off, len))
+            .try_for_each(|(off, len)| shmem::start_writeback(fd, off, len))
             .and_then(|()| {
                 Self::ranges(size, self.spilled_to, self.writeback_to)
-                    .try_for_each(|(off, len)| ipc::spill(fd, map, off, len))
+                    .try_for_each(|(off, len)| shmem::spill(fd, map, off, len))
             });
         if let Err(e) = done {
             self.log(&format!("spilling to disk: {e:#}"));
@@ -394,7 +366,7 @@ impl Buffer {
     fn wake(&mut self) {
         if self.dirty {
             self.writer.bump_notify();
-            ipc::futex_wake(self.writer.meta().notify_word());
+            shmem::futex_wake(self.writer.meta().notify_word());
             self.dirty = false;
         }
     }
@@ -427,7 +399,7 @@ pub fn error_path(rundir: &std::path::Path, stream: &str) -> std::path::PathBuf 
 }
 
 fn run_buffer(args: BufferArgs) -> Result<()> {
-    let term = install_term_handler();
+    let term = ipc::process::install_term_handler();
     let pulled = is_pull_source(&args.source);
     let file = if args.source.starts_with("push://") || pulled {
         None
@@ -445,18 +417,18 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
         data_size: args.ring_mib.max(8) << 20,
         ..Geometry::default()
     };
-    let (meta_fd, mut meta_map) = ipc::create_region(
+    let (meta_fd, mut meta_map) = shmem::create_region(
         "sluice-meta",
         geo.meta_size() as u64,
-        ipc::Sealing::SizeAndWrites,
+        shmem::Sealing::SizeAndWrites,
     )?;
     let (data_fd, mut data_map) = match &args.spill_dir {
-        Some(dir) => ipc::create_file_region(dir, geo.data_size)?,
-        None => ipc::create_region("sluice-data", geo.data_size, ipc::Sealing::Size)?,
+        Some(dir) => shmem::create_file_region(dir, geo.data_size)?,
+        None => shmem::create_region("sluice-data", geo.data_size, shmem::Sealing::Size)?,
     };
     // What every client gets: descriptors that can only be read and mapped read-only.
-    let meta_ro = ipc::read_only(&meta_fd)?;
-    let data_ro = ipc::read_only(&data_fd)?;
+    let meta_ro = shmem::read_only(&meta_fd)?;
+    let data_ro = shmem::read_only(&data_fd)?;
     // The buffer writes the meta region through its mapping only.
     drop(meta_fd);
     let boot = now_ms() as u64;
@@ -471,7 +443,7 @@ fn run_buffer(args: BufferArgs) -> Result<()> {
         )?;
         StreamWriter::new(meta, data_map.as_mut_ptr())
     };
-    let path = ipc::socket_path(&args.rundir, &args.stream);
+    let path = shmem::socket_path(&args.rundir, &args.stream);
     let _ = std::fs::remove_file(&path);
     let mut listener =
         UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
@@ -711,25 +683,26 @@ fn handle_input(
         used += n;
         match (&c.role, frame) {
             (Role::New, Frame::Command(v)) => {
-                let mode = v.get("mode").and_then(|m| m.as_str()).unwrap_or("");
                 let fds = [b.meta_ro.as_raw_fd(), b.data_ro.as_raw_fd()];
-                let ok = cmd(
-                    "attached",
-                    vec![
-                        ("meta_size", Value::Int(b.geo.meta_size() as i64)),
-                        ("data_size", Value::Int(b.geo.data_size as i64)),
-                    ],
-                );
+                let ok = BufferReply::Attached {
+                    meta_size: b.geo.meta_size() as u64,
+                    data_size: b.geo.data_size,
+                };
+                let mode = match BufferRequest::from_value(&v) {
+                    Ok(BufferRequest::Attach(mode)) => mode,
+                    Ok(other) => anyhow::bail!("{other:?} before attaching"),
+                    Err(e) => anyhow::bail!("attach: {e}"),
+                };
                 match mode {
-                    "play" => {
-                        ipc::send_command(c.sock.as_raw_fd(), &ok, &fds)?;
+                    AttachMode::Play => {
+                        ipc::socket::send(&c.sock, &ok, &fds)?;
                         c.role = Role::Viewer;
                     }
-                    "observe" => {
-                        ipc::send_command(c.sock.as_raw_fd(), &ok, &fds)?;
+                    AttachMode::Observe => {
+                        ipc::socket::send(&c.sock, &ok, &fds)?;
                         c.role = Role::Observer;
                     }
-                    "push" => {
+                    AttachMode::Push => {
                         let refuse = if has_input {
                             Some("the stream has a file source")
                         } else if b.writer.meta().publishers() > 0 {
@@ -738,8 +711,10 @@ fn handle_input(
                             None
                         };
                         if let Some(reason) = refuse {
-                            let err = cmd("error", vec![("reason", Value::Str(reason.into()))]);
-                            let _ = ipc::send_command(c.sock.as_raw_fd(), &err, &[]);
+                            let err = BufferReply::Error {
+                                reason: reason.into(),
+                            };
+                            let _ = ipc::socket::send(&c.sock, &err, &[]);
                             anyhow::bail!("push refused: {reason}");
                         }
                         if b.writer.meta().state() == shm::STATE_ENDED {
@@ -762,12 +737,11 @@ fn handle_input(
                             b.zero_set &= b.pulled;
                         }
                         *ended_at = None;
-                        ipc::send_command(c.sock.as_raw_fd(), &ok, &fds)?;
+                        ipc::socket::send(&c.sock, &ok, &fds)?;
                         c.role = Role::Publisher;
                         b.writer.set_counts(b.writer.meta().viewers(), 1);
                         b.log("publisher attached");
                     }
-                    other => anyhow::bail!("unknown attach mode {other:?}"),
                 }
             }
             (Role::Publisher, Frame::Header(v)) => {
@@ -786,12 +760,13 @@ fn handle_input(
                 }
                 b.append(&p, wall);
             }
-            (Role::Publisher, Frame::Command(v))
-                if v.get("cmd").and_then(|c| c.as_str()) == Some("unpublish") =>
-            {
-                c.finished = true;
-            }
-            (_, Frame::Command(v)) if v.get("cmd").and_then(|c| c.as_str()) == Some("ping") => {}
+            (role, Frame::Command(v)) => match BufferRequest::from_value(&v) {
+                Ok(BufferRequest::Unpublish) if matches!(role, Role::Publisher) => {
+                    c.finished = true;
+                }
+                Ok(BufferRequest::Ping) => {}
+                _ => anyhow::bail!("unexpected command for this client's role"),
+            },
             _ => anyhow::bail!("unexpected frame for this client's role"),
         }
     }

@@ -1,14 +1,12 @@
 //! The controller's Unix socket (`RUNDIR/controller.sock`), where connectors ask to open a
-//! stream (protocol in `connectors::core::control`).
+//! stream (the messages are `ipc::messages`' `ControlRequest` and `ControlReply`).
 
-use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use buffer::ipc;
-use dtsc::wire::Value;
+use ipc::messages::{ControlReply, ControlRequest, Credential, OpenMode, OpenRequest, RefusalCode};
 
 use crate::config;
 use crate::state::open::{OpenRefusal, ViewerKey};
@@ -44,46 +42,43 @@ pub fn start(st: Arc<Mutex<State>>) -> Result<()> {
     Ok(())
 }
 
-fn reply(sock: &UnixStream, members: Vec<(&str, &str)>) -> Result<()> {
-    let v = Value::Object(
-        members
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), Value::Str(v.as_bytes().to_vec())))
-            .collect(),
-    );
-    ipc::send_command(sock.as_raw_fd(), &v, &[])
+fn reply(sock: &UnixStream, reply: ControlReply) -> Result<()> {
+    ipc::socket::send(sock, &reply, &[])
+}
+
+/// A refusal of kind `code` with `reason`.
+fn refusal(code: RefusalCode, reason: &str) -> ControlReply {
+    ControlReply::Refused {
+        code,
+        reason: reason.to_string(),
+    }
 }
 
 fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
-    let (req, _) = ipc::recv_command(&sock, Duration::from_secs(5))?;
-    let s = |k: &str| {
-        req.get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string()
+    let req = match ipc::socket::recv::<ControlRequest>(&sock, Duration::from_secs(5)) {
+        Ok((req, _)) => req,
+        Err(e) => {
+            let _ = reply(&sock, refusal(RefusalCode::Failed, &format!("{e:#}")));
+            return Err(e);
+        }
     };
-    if s("cmd") == "report" {
-        let fields: std::collections::HashMap<String, String> = req
-            .as_object()
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-            .collect();
-        st.lock().expect("state lock").report(&fields);
-        return reply(&sock, vec![("cmd", "ok")]);
-    }
-    if s("cmd") != "open" {
-        return reply(
-            &sock,
-            vec![
-                ("cmd", "error"),
-                ("code", "failed"),
-                ("reason", "unknown command"),
-            ],
-        );
-    }
-    let (stream, addr) = (s("stream"), s("addr"));
-    let push = s("mode") == "push";
+    let open = match req {
+        ControlRequest::Report(r) => {
+            st.lock().expect("state lock").report(&r);
+            return reply(&sock, ControlReply::Ok);
+        }
+        ControlRequest::Open(open) => open,
+    };
+    let OpenRequest {
+        stream,
+        mode,
+        addr,
+        credential,
+        url: asked_url,
+        session: who,
+    } = open;
+    let push = mode == OpenMode::Push;
+    let asked_url = asked_url.unwrap_or_default();
     // The name is checked before any trigger or rewrite sees it: a name is one payload
     // line, and a `%0A` a connector decoded into it would forge the lines after it.
     if let Err(why) = check_requested_name(&stream) {
@@ -92,24 +87,12 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             if push { "publishing" } else { "playing" },
             triggers::payload_line(&addr).text
         ));
-        return reply(
-            &sock,
-            vec![("cmd", "error"), ("code", "notfound"), ("reason", &why)],
-        );
+        return reply(&sock, refusal(RefusalCode::NotFound, &why));
     }
-    let key = req.get("key").and_then(|v| v.as_str()).map(str::to_string);
-    let digest = req
-        .get("digest")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
-    let method = s("method");
-    let cred = match (&digest, &key) {
-        (Some(header), _) => config::Credential::Digest {
-            header,
-            method: &method,
-        },
-        (None, Some(k)) => config::Credential::Key(k),
-        (None, None) => config::Credential::None,
+    let cred = match &credential {
+        Credential::Digest { header, method } => config::Credential::Digest { header, method },
+        Credential::Key(k) => config::Credential::Key(k),
+        Credential::None => config::Credential::None,
     };
     // Blocking triggers first, without the state locked: a slow handler holds up this
     // connection only.
@@ -122,20 +105,17 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             None => serde_json::Value::Null,
         }
     };
-    let (connector, session) = (s("connector"), s("session"));
+    let (connector, session) = who.unwrap_or_default();
     let mut stream = stream;
     let refuse = |stream: &str, why: String| {
         crate::logs::controller(&format!(
             "refused to open {stream} for {} from {addr}: {why}",
             if push { "publishing" } else { "playing" }
         ));
-        reply(
-            &sock,
-            vec![("cmd", "error"), ("code", "forbidden"), ("reason", &why)],
-        )
+        reply(&sock, refusal(RefusalCode::Forbidden, &why))
     };
     if push {
-        let url = match s("url") {
+        let url = match asked_url.clone() {
             u if u.is_empty() => format!("{}://{}", connector.to_ascii_lowercase(), stream),
             u => u,
         };
@@ -172,7 +152,12 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
         &cfg,
         "PLAY_REWRITE",
         Some(&stream),
-        &[stream.clone(), addr.clone(), connector.clone(), s("url")],
+        &[
+            stream.clone(),
+            addr.clone(),
+            connector.clone(),
+            asked_url.clone(),
+        ],
     ) {
         // The stream to play instead; nothing or false refuses.
         if a.is_empty() || !triggers::allows(&a) {
@@ -203,7 +188,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
                 addr.clone(),
                 session.clone(),
                 connector.clone(),
-                s("url"),
+                asked_url.clone(),
                 session.clone(),
             ];
             if let Some(a) = triggers::ask(&cfg, "USER_NEW", Some(&stream), &payload) {
@@ -252,7 +237,12 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             &cfg,
             "DEFAULT_STREAM",
             Some(&stream),
-            &[stream.clone(), addr.clone(), connector.clone(), s("url")],
+            &[
+                stream.clone(),
+                addr.clone(),
+                connector.clone(),
+                asked_url.clone(),
+            ],
         ) {
             if a != stream && config::valid_stream_name(&a) {
                 crate::logs::controller(&format!("DEFAULT_STREAM: {stream} plays {a}"));
@@ -281,31 +271,23 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
                         let dir = source_dir(&st, &real);
                         let why = hide_paths(why.trim(), dir.as_deref());
                         let reason = format!("its input failed: {why}");
-                        return reply(
-                            &sock,
-                            vec![("cmd", "error"), ("code", "notfound"), ("reason", &reason)],
-                        );
+                        return reply(&sock, refusal(RefusalCode::NotFound, &reason));
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 if !socket.exists() {
                     return reply(
                         &sock,
-                        vec![
-                            ("cmd", "error"),
-                            ("code", "failed"),
-                            ("reason", "the buffer did not start"),
-                        ],
+                        refusal(RefusalCode::Failed, "the buffer did not start"),
                     );
                 }
             }
             reply(
                 &sock,
-                vec![
-                    ("cmd", "ok"),
-                    ("socket", &socket.to_string_lossy()),
-                    ("stream", &real),
-                ],
+                ControlReply::Opened {
+                    socket,
+                    stream: real,
+                },
             )
         }
         Err(OpenRefusal { code, reason }) => {
@@ -314,14 +296,8 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
                 if push { "publishing" } else { "playing" }
             ));
             let dir = source_dir(&st, &real);
-            reply(
-                &sock,
-                vec![
-                    ("cmd", "error"),
-                    ("code", code),
-                    ("reason", &hide_paths(&reason, dir.as_deref())),
-                ],
-            )
+            let reason = hide_paths(&reason, dir.as_deref());
+            reply(&sock, refusal(RefusalCode::parse(code), &reason))
         }
     }
 }

@@ -89,19 +89,19 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.role {
         Some(Role::Buffer(args)) => {
-            connectors::core::listener::set_process_name("buffer");
+            ipc::process::set_process_name("buffer");
             buffer::run(args)
         }
         Some(Role::Pull(args)) if args.url.starts_with("rtsp://") => {
-            connectors::core::listener::set_process_name("RTSP pull");
+            ipc::process::set_process_name("RTSP pull");
             connectors::ingest::rtsp_pull::run(args)
         }
         Some(Role::Pull(args)) => {
-            connectors::core::listener::set_process_name("pull");
+            ipc::process::set_process_name("pull");
             connectors::ingest::stream_pull::run(args)
         }
         Some(Role::Push(args)) => {
-            connectors::core::listener::set_process_name("push");
+            ipc::process::set_process_name("push");
             connectors::egress::run(args)
         }
         Some(Role::Connector {
@@ -276,14 +276,14 @@ fn run_angel() -> Result<()> {
     use nix::unistd::Pid;
     // The angel leads the process group: stopping the group stops everything.
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-    connectors::core::listener::set_process_name("sluice-angel");
+    ipc::process::set_process_name("sluice-angel");
     // What a dead controller leaves running is reparented to the angel (not to init): it
     // stays in Sluice's process tree, and the angel reaps it when it ends.
     // SAFETY: prctl with integer arguments.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
-    let term = buffer::install_term_handler();
+    let term = ipc::process::install_term_handler();
     install_hup_handler();
     let exe = std::fs::read_link("/proc/self/exe")
         .or_else(|_| std::env::current_exe())
@@ -401,7 +401,7 @@ fn run_controller(
     if !under_angel {
         let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
     }
-    let term = buffer::install_term_handler();
+    let term = ipc::process::install_term_handler();
     let st = Arc::new(Mutex::new(state::State::new(
         cfg,
         config_path,

@@ -3,17 +3,16 @@
 //! config (is it configured, may this address publish, wildcard `BASE+SUFFIX`), starts its
 //! buffer when needed, and answers with the buffer's socket.
 //!
-//! Request `{"cmd":"open","stream":S,"mode":"play"|"push","addr":IP,"key":K}`; answers
-//! `{"cmd":"ok","socket":PATH}` or `{"cmd":"error","code":"notfound"|"forbidden"|"failed",
-//! "reason":TEXT}` (DTSC `DTCM` frames).
+//! The messages are `ipc::messages`' [`ControlRequest`] and [`ControlReply`].
 
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use buffer::ipc;
-use dtsc::wire::Value;
+use buffer::shmem;
+use ipc::messages::{
+    ControlReply, ControlRequest, Credential, OpenMode, OpenRequest, RefusalCode, Report,
+};
 
 /// Why a stream could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +40,8 @@ pub fn open(
     addr: &str,
     key: Option<&str>,
 ) -> Result<PathBuf, OpenError> {
-    let key = key.map(|k| ("key", k.to_string()));
-    request(rundir, stream, push, addr, key.as_slice())
+    let credential = key.map_or(Credential::None, |k| Credential::Key(k.to_string()));
+    request(rundir, stream, push, addr, credential)
 }
 
 /// Asks the controller to open `stream` for publishing with an RTSP `Authorization: Digest`
@@ -55,11 +54,11 @@ pub fn open_push_digest(
     header: &str,
     method: &str,
 ) -> Result<PathBuf, OpenError> {
-    let extra = [
-        ("digest", header.to_string()),
-        ("method", method.to_string()),
-    ];
-    request(rundir, stream, true, addr, &extra)
+    let credential = Credential::Digest {
+        header: header.to_string(),
+        method: method.to_string(),
+    };
+    request(rundir, stream, true, addr, credential)
 }
 
 /// How a publisher was let in, kept so that it can open its stream again when the
@@ -78,17 +77,13 @@ pub enum PushAuth {
     },
 }
 
-/// Reports an event to the controller (`{"cmd":"report", FIELDS…}`): a finished recording
-/// (`what`: `RECORDING_END`), or a push that cannot succeed (`PUSH_FAILED`). The controller
-/// answers `ok`; errors: the controller is unreachable or did not answer within 5 s.
-pub fn report(rundir: &Path, fields: &[(&str, String)]) -> anyhow::Result<()> {
+/// Reports an event to the controller ([`Report`]): a finished recording, or a push that
+/// cannot succeed. The controller answers `ok`; errors: the controller is unreachable or did
+/// not answer within 5 s.
+pub fn report(rundir: &Path, report: Report) -> anyhow::Result<()> {
     let sock = UnixStream::connect(rundir.join("controller.sock"))?;
-    let mut members = vec![("cmd".to_string(), Value::Str(b"report".to_vec()))];
-    for (k, v) in fields {
-        members.push((k.to_string(), Value::Str(v.as_bytes().to_vec())));
-    }
-    ipc::send_command(sock.as_raw_fd(), &Value::Object(members), &[])?;
-    ipc::recv_command(&sock, Duration::from_secs(5))?;
+    ipc::socket::send(&sock, &ControlRequest::Report(report), &[])?;
+    ipc::socket::recv::<ControlReply>(&sock, Duration::from_secs(5))?;
     Ok(())
 }
 
@@ -116,12 +111,12 @@ pub fn reattach_publisher(
     stream: &str,
     addr: &str,
     auth: &PushAuth,
-) -> anyhow::Result<ipc::Attached> {
+) -> anyhow::Result<shmem::Attached> {
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     loop {
         let r = open_push(rundir, stream, addr, auth)
             .map_err(|e| anyhow::anyhow!("{e}"))
-            .and_then(|path| ipc::attach(&path, ipc::Mode::Push));
+            .and_then(|path| shmem::attach(&path, shmem::Mode::Push));
         match r {
             Ok(a) => return Ok(a),
             Err(e) if std::time::Instant::now() >= deadline => {
@@ -155,70 +150,54 @@ fn request(
     stream: &str,
     push: bool,
     addr: &str,
-    extra: &[(&str, String)],
+    credential: Credential,
 ) -> Result<PathBuf, OpenError> {
     let fail = |e: anyhow::Error| OpenError::Failed(format!("{e:#}"));
     let sock = UnixStream::connect(rundir.join("controller.sock"))
         .map_err(|e| OpenError::Failed(format!("controller unreachable: {e}")))?;
-    let mut members = vec![
-        ("cmd".to_string(), Value::Str(b"open".to_vec())),
-        ("stream".to_string(), Value::Str(stream.as_bytes().to_vec())),
-        (
-            "mode".to_string(),
-            Value::Str(if push {
-                b"push".to_vec()
-            } else {
-                b"play".to_vec()
-            }),
-        ),
-        ("addr".to_string(), Value::Str(addr.as_bytes().to_vec())),
-    ];
-    for (k, v) in extra {
-        members.push((k.to_string(), Value::Str(v.as_bytes().to_vec())));
-    }
     let url = URL.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if !url.is_empty() {
-        members.push(("url".to_string(), Value::Str(url.into_bytes())));
-    }
-    // For the controller's triggers (USER_NEW, STREAM_PUSH): the connector and the session.
-    if let Some((proto, id)) = buffer::sessions::current() {
-        members.push(("connector".to_string(), Value::Str(proto.into_bytes())));
-        members.push((
-            "session".to_string(),
-            Value::Str(format!("{id:016x}").into_bytes()),
-        ));
-    }
-    ipc::send_command(sock.as_raw_fd(), &Value::Object(members), &[]).map_err(fail)?;
-    let (reply, _) = ipc::recv_command(&sock, Duration::from_secs(15)).map_err(fail)?;
-    let s = |k: &str| {
-        reply
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string()
+    let req = OpenRequest {
+        stream: stream.to_string(),
+        mode: if push { OpenMode::Push } else { OpenMode::Play },
+        addr: addr.to_string(),
+        credential,
+        url: (!url.is_empty()).then_some(url),
+        // For the controller's triggers (USER_NEW, STREAM_PUSH): the connector and the
+        // session.
+        session: ipc::sessions::current().map(|(proto, id)| (proto, format!("{id:016x}"))),
     };
-    match s("cmd").as_str() {
-        "ok" => {
+    ipc::socket::send(&sock, &ControlRequest::Open(req), &[]).map_err(fail)?;
+    let (reply, _) =
+        ipc::socket::recv::<ControlReply>(&sock, Duration::from_secs(15)).map_err(fail)?;
+    match reply {
+        ControlReply::Opened {
+            socket,
+            stream: real,
+        } => {
             let kind = if push {
-                buffer::sessions::Kind::Input
+                ipc::sessions::Kind::Input
             } else {
-                buffer::sessions::Kind::Viewer
+                ipc::sessions::Kind::Viewer
             };
             // A stream key (`streamkey_add`) opens the stream it names: stats and logs show
             // that stream, never the key.
-            let real = match s("stream") {
-                r if r.is_empty() => stream.to_string(),
-                r => r,
+            let real = if real.is_empty() {
+                stream.to_string()
+            } else {
+                real
             };
-            buffer::sessions::set_stream(&real, kind, None);
+            ipc::sessions::set_stream(&real, kind, None);
             *OPENED.lock().unwrap_or_else(|e| e.into_inner()) = Some((stream.to_string(), real));
-            Ok(PathBuf::from(s("socket")))
+            Ok(socket)
         }
-        _ => match s("code").as_str() {
-            "notfound" => Err(OpenError::NotFound(s("reason"))),
-            "forbidden" => Err(OpenError::Forbidden(s("reason"))),
-            "unauthorized" => Err(OpenError::Unauthorized(s("reason"))),
-            _ => Err(OpenError::Failed(s("reason"))),
-        },
+        ControlReply::Refused { code, reason } => Err(match code {
+            RefusalCode::NotFound => OpenError::NotFound(reason),
+            RefusalCode::Forbidden => OpenError::Forbidden(reason),
+            RefusalCode::Unauthorized => OpenError::Unauthorized(reason),
+            RefusalCode::Failed => OpenError::Failed(reason),
+        }),
+        ControlReply::Ok => Err(OpenError::Failed(
+            "the controller answered no socket".into(),
+        )),
     }
 }

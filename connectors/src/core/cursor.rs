@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use buffer::ipc::{self, Attached, Mode};
+use buffer::shmem::{self, Attached, Mode};
 use dtsc::shm::{self, StreamReader};
 use dtsc::wire::{self, Frame, Header};
 use dtsc::{PacketRef, Track};
@@ -81,12 +81,12 @@ impl Cursor {
     /// Opens `stream` through the controller and attaches to its buffer as a viewer.
     pub fn open(rundir: &Path, stream: &str, addr: &str) -> Result<Cursor, OpenError> {
         let sock = control::open(rundir, stream, false, addr, None)?;
-        let attached = ipc::attach(&sock, Mode::Play)
+        let attached = shmem::attach(&sock, Mode::Play)
             .or_else(|_| {
                 // The buffer may have just exited: ask once more (the controller restarts it).
                 let sock = control::open(rundir, stream, false, addr, None)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                ipc::attach(&sock, Mode::Play)
+                shmem::attach(&sock, Mode::Play)
             })
             .map_err(|e| OpenError::Failed(format!("{e:#}")))?;
         let reader = attached
@@ -238,7 +238,7 @@ impl Cursor {
             if now >= deadline || meta.state() == shm::STATE_ENDED {
                 return false;
             }
-            ipc::futex_wait(
+            shmem::futex_wait(
                 meta.notify_word(),
                 seen,
                 (deadline - now).min(Duration::from_millis(100)),
@@ -355,7 +355,7 @@ impl Cursor {
     /// Sleeps until the buffer signals new packets (futex value differs from `seen`) or
     /// `timeout` passes.
     pub fn wait(&self, seen: u32, timeout: Duration) {
-        ipc::futex_wait(self.reader.meta().notify_word(), seen, timeout);
+        shmem::futex_wait(self.reader.meta().notify_word(), seen, timeout);
     }
 
     /// True when the stream's buffer is gone (its process ended: the socket to it is closed).

@@ -20,15 +20,7 @@ use crate::core::limits::{self, Children, Limits, Refusal, Totals};
 use crate::core::tls::{self, CertFiles};
 use crate::Ctx;
 
-/// Sets this process's name as `/proc/PID/comm` shows it (at most 15 bytes).
-pub fn set_process_name(name: &str) {
-    let mut bytes: Vec<u8> = name.bytes().take(15).collect();
-    bytes.push(0);
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, bytes.as_ptr() as libc::c_ulong, 0, 0, 0);
-    }
-}
+pub use ipc::process::set_process_name;
 
 static HUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -260,7 +252,7 @@ pub fn serve(
                 let _ = sock.set_write_timeout(Some(limits.stall));
                 // The connection's slot in the session table, for the controller's stats.
                 let counted = sock.try_clone().ok();
-                buffer::sessions::begin(&ctx.rundir, proto, &peer.ip().to_string());
+                ipc::sessions::begin(&ctx.rundir, proto, &peer.ip().to_string());
                 let (sock, pump) = match &cert {
                     None => (sock, None),
                     Some(c) => {
@@ -269,7 +261,7 @@ pub fn serve(
                         }
                         if let Some(c) = &counted {
                             if let Ok(c) = c.try_clone() {
-                                buffer::sessions::count_from(c);
+                                ipc::sessions::count_from(c);
                             }
                         }
                         match tls::terminate(sock, c.config.clone()) {
@@ -281,7 +273,7 @@ pub fn serve(
                                 if !e.is::<tls::ClosedEarly>() {
                                     crate::log!(proto, "{peer}: {e:#}");
                                 }
-                                buffer::sessions::end(counted.as_ref());
+                                ipc::sessions::end(counted.as_ref());
                                 std::process::exit(1);
                             }
                         }
@@ -292,7 +284,7 @@ pub fn serve(
                     // What the handler wrote still goes out, then close_notify.
                     p.finish(Duration::from_secs(5));
                 }
-                buffer::sessions::end(counted.as_ref());
+                ipc::sessions::end(counted.as_ref());
                 let code = match result {
                     Ok(()) => 0,
                     Err(e) => {

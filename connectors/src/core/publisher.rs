@@ -13,9 +13,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use buffer::ipc::Attached;
+use buffer::shmem::Attached;
 use dtsc::gop::GopKeeper;
 use dtsc::wire;
+use ipc::messages::{BufferRequest, Message};
 
 use crate::core::control::{self, PushAuth};
 
@@ -91,10 +92,7 @@ impl Publisher {
     /// effort: a buffer that is gone has nothing to end.
     pub fn finish(&mut self) {
         let mut out = Vec::new();
-        wire::write_command(
-            &dtsc::wire::Value::obj([("cmd", dtsc::wire::Value::str("unpublish"))]),
-            &mut out,
-        );
+        wire::write_command(&BufferRequest::Unpublish.to_value(), &mut out);
         let _ = self.attached.sock.write_all(&out);
     }
 }

@@ -391,7 +391,7 @@ fn acked_bytes(fd: std::os::fd::RawFd) -> Option<u64> {
     // SAFETY: `fd` stays open for the borrow (the caller's socket outlives the loop), and
     // ManuallyDrop keeps this temporary from closing it.
     let sock = std::mem::ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
-    buffer::sessions::tcp_info(&sock).map(|i| i.0)
+    ipc::sessions::tcp_info(&sock).map(|i| i.0)
 }
 
 /// A viewer that does not take what it is sent is dropped ([`crate::core::limits::Limits::stall`],
@@ -547,7 +547,7 @@ fn stream_from<'m, O: Output<'m>>(
     let mut checked = Instant::now();
     let limits = crate::core::limits::get();
     // When the client last acknowledged a byte, or had nothing waiting (`Drain`).
-    let tcp = buffer::sessions::counted().unwrap_or(sock);
+    let tcp = ipc::sessions::counted().unwrap_or(sock);
     if limits.send_buffer > 0 {
         // A client that reads nothing then holds at most this much kernel memory.
         let n = limits.send_buffer.min(i32::MAX as usize) as libc::c_int;
@@ -567,7 +567,7 @@ fn stream_from<'m, O: Output<'m>>(
     let mut rbuf = vec![0u8; 2 << 10];
     let mut next_read = Instant::now();
     loop {
-        buffer::sessions::update(Some(sock), false);
+        ipc::sessions::update(Some(sock), false);
         let now = Instant::now();
         if now >= next_read || !pending.is_empty() {
             next_read = now + Duration::from_millis(100);

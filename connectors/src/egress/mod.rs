@@ -47,7 +47,7 @@ pub fn run(args: PushArgs) -> Result<()> {
     } else {
         "RTSP push"
     };
-    buffer::sessions::begin(&args.rundir, label, &host);
+    ipc::sessions::begin(&args.rundir, label, &host);
     let r = if crate::egress::record::is_file_target(&args.target) {
         crate::egress::record::record(&args)
     } else if args.target.starts_with("rtmp://") {
@@ -61,7 +61,7 @@ pub fn run(args: PushArgs) -> Result<()> {
             SCHEMES.join(", ")
         ))
     };
-    buffer::sessions::end(None);
+    ipc::sessions::end(None);
     match r {
         Ok(()) => Ok(()),
         Err(e) => bail!(
@@ -78,7 +78,7 @@ pub fn run(args: PushArgs) -> Result<()> {
 pub(crate) fn open_source(args: &PushArgs) -> Result<crate::core::cursor::Cursor> {
     let mut cursor = crate::core::cursor::Cursor::open(&args.rundir, &args.stream, "127.0.0.1")
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.stream))?;
-    buffer::sessions::set_stream(&args.stream, buffer::sessions::Kind::Output, None);
+    ipc::sessions::set_stream(&args.stream, ipc::sessions::Kind::Output, None);
     if !cursor.wait_ready(std::time::Duration::from_secs(15), 1) {
         bail!("{}: no media within 15 s", args.stream);
     }

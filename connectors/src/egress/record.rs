@@ -22,6 +22,7 @@
 //! folder that does not exist and cannot be made, no permission, a full disk) ends the push
 //! with the reason, reported as a permanent failure: the controller does not retry it.
 
+use ipc::messages::{RecordingEnd, Report};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -478,20 +479,19 @@ fn finalize_mp4(path: &Path) -> Result<Option<u64>> {
 
 /// Tells the controller a file is finished (RECORDING_END).
 fn report_done(args: &PushArgs, format: Format, d: &FileDone) {
-    let fields = [
-        ("what", "RECORDING_END".to_string()),
-        ("stream", args.stream.clone()),
-        ("path", d.path.display().to_string()),
-        ("format", format.name().to_string()),
-        ("bytes", d.bytes.to_string()),
-        ("seconds", d.ended.saturating_sub(d.started).to_string()),
-        ("started", d.started.to_string()),
-        ("ended", d.ended.to_string()),
-        ("first_ms", d.first_ms.to_string()),
-        ("last_ms", d.last_ms.to_string()),
-        ("reason", d.reason.clone()),
-    ];
-    if let Err(e) = crate::core::control::report(&args.rundir, &fields) {
+    let done = RecordingEnd {
+        stream: args.stream.clone(),
+        path: d.path.display().to_string(),
+        format: format.name().to_string(),
+        bytes: d.bytes,
+        seconds: d.ended.saturating_sub(d.started),
+        started: d.started,
+        ended: d.ended,
+        first_ms: d.first_ms,
+        last_ms: d.last_ms,
+        reason: d.reason.clone(),
+    };
+    if let Err(e) = crate::core::control::report(&args.rundir, Report::RecordingEnd(done)) {
         crate::log!(
             PROTO,
             "{}: could not report the recording: {e:#}",
@@ -502,13 +502,12 @@ fn report_done(args: &PushArgs, format: Format, d: &FileDone) {
 
 /// Tells the controller this push cannot succeed by retrying (PUSH_END with `why`).
 fn permanent(args: &PushArgs, why: &str) {
-    let fields = [
-        ("what", "PUSH_FAILED".to_string()),
-        ("stream", args.stream.clone()),
-        ("target", args.target.clone()),
-        ("reason", why.to_string()),
-    ];
-    let _ = crate::core::control::report(&args.rundir, &fields);
+    let failed = Report::PushFailed {
+        stream: args.stream.clone(),
+        target: args.target.clone(),
+        reason: why.to_string(),
+    };
+    let _ = crate::core::control::report(&args.rundir, failed);
 }
 
 #[cfg(test)]

@@ -1312,7 +1312,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
     let mut first = true;
     loop {
         // The counters of what was sent so far, before waiting for the next request.
-        buffer::sessions::update(Some(&sock), true);
+        ipc::sessions::update(Some(&sock), true);
         // A request has one deadline in all from its first byte, however its bytes trickle
         // in (a connection's first request: from the accept). An idle keep-alive connection
         // is closed quietly after IDLE.
@@ -1375,7 +1375,7 @@ pub fn handle(mut sock: TcpStream, ctx: &Ctx) -> Result<()> {
         buf.drain(..used);
         crate::core::limits::disarm();
         first = false;
-        buffer::sessions::set_protocol(protocol_of(&path));
+        ipc::sessions::set_protocol(protocol_of(&path));
         crate::core::control::set_request_url(&format!("{}://{}{path}", scheme(), conn.host));
         let reply = match method.as_str() {
             "GET" | "HEAD" => conn.route(&path),

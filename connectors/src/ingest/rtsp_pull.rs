@@ -82,7 +82,7 @@ struct Counters {
 
 /// Runs the pull until SIGTERM.
 pub fn run(args: PullArgs) -> Result<()> {
-    let term = buffer::install_term_handler();
+    let term = ipc::process::install_term_handler();
     let lower = match args.transport.as_str() {
         "tcp" => Lower::Tcp,
         "udp" => Lower::Udp,
@@ -93,8 +93,8 @@ pub fn run(args: PullArgs) -> Result<()> {
         .map_err(|e| anyhow!(e))?
         .url()
         .to_string();
-    let socket = buffer::ipc::socket_path(&args.rundir, &args.stream);
-    let mut attached = buffer::ipc::attach(&socket, buffer::ipc::Mode::Push)
+    let socket = buffer::shmem::socket_path(&args.rundir, &args.stream);
+    let mut attached = buffer::shmem::attach(&socket, buffer::shmem::Mode::Push)
         .context("attaching to the stream's buffer")?;
     crate::log!(
         PROTO,
@@ -108,8 +108,8 @@ pub fn run(args: PullArgs) -> Result<()> {
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_default();
-    buffer::sessions::begin(&args.rundir, "RTSP pull", &camera_host);
-    buffer::sessions::set_stream(&args.stream, buffer::sessions::Kind::Input, None);
+    ipc::sessions::begin(&args.rundir, "RTSP pull", &camera_host);
+    ipc::sessions::set_stream(&args.stream, ipc::sessions::Kind::Input, None);
     let mut after = args.after_ms;
     let mut totals = Counters::default();
     let mut backoff = Duration::from_secs(1);
@@ -150,7 +150,7 @@ pub fn run(args: PullArgs) -> Result<()> {
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
     write_stats(&stats_path, &shown, "stopped", &totals, None);
-    buffer::sessions::end(None);
+    ipc::sessions::end(None);
     Ok(())
 }
 
@@ -291,7 +291,7 @@ impl Session<'_> {
                 }
             }
             let _ = client.handle_input(Instant::now(), Input::Timeout);
-            buffer::sessions::update(Some(&sock), false);
+            ipc::sessions::update(Some(&sock), false);
             let mut failed = None;
             loop {
                 let ev = match client.poll_output() {
@@ -403,7 +403,7 @@ impl Session<'_> {
                         let _ = take(ing, ch + 1, &chunk[..n], &mut frames);
                     }
                     while let Ok(n) = u.rtp.recv(&mut chunk) {
-                        buffer::sessions::add_bytes(0, n as u64);
+                        ipc::sessions::add_bytes(0, n as u64);
                         last_media = Instant::now();
                         flushed = false;
                         let pkt = chunk[..n].to_vec();
@@ -451,7 +451,7 @@ impl Session<'_> {
                     "connecting"
                 };
                 write_stats(self.stats_path, client.url(), state, &c, None);
-                buffer::sessions::set_lost(c.lost);
+                ipc::sessions::set_lost(c.lost);
                 if (c.lost, c.bad, c.skipped, c.late, c.jumps)
                     != (
                         logged.lost,
@@ -490,8 +490,8 @@ impl Session<'_> {
             }
         };
         // This connection's bytes stay in the session's counters after it closes.
-        if let Some((down, up, _)) = buffer::sessions::tcp_info(&sock) {
-            buffer::sessions::add_bytes(down, up);
+        if let Some((down, up, _)) = ipc::sessions::tcp_info(&sock) {
+            ipc::sessions::add_bytes(down, up);
         }
         // What the session still holds, then its counters into the totals.
         if let Some(ing) = &mut ingest {

@@ -103,7 +103,7 @@ pub fn kind_of(url: &str) -> Option<(Container, Transport)> {
 
 /// Runs the pull until SIGTERM.
 pub fn run(args: PullArgs) -> Result<()> {
-    let term = buffer::install_term_handler();
+    let term = ipc::process::install_term_handler();
     let Some((container, transport)) = kind_of(&args.url) else {
         bail!(
             "{}: not a tsudp://, dtsc://, rtmp:// or http(s)://…(.ts|.flv) URL",
@@ -111,8 +111,8 @@ pub fn run(args: PullArgs) -> Result<()> {
         );
     };
     let udp = transport == Transport::Udp;
-    let socket = buffer::ipc::socket_path(&args.rundir, &args.stream);
-    let mut attached = buffer::ipc::attach(&socket, buffer::ipc::Mode::Push)
+    let socket = buffer::shmem::socket_path(&args.rundir, &args.stream);
+    let mut attached = buffer::shmem::attach(&socket, buffer::shmem::Mode::Push)
         .context("attaching to the stream's buffer")?;
     let shown = crate::core::url::redact(&args.url);
     crate::log!(PROTO, "{}: pulling {shown}", args.stream);
@@ -123,7 +123,7 @@ pub fn run(args: PullArgs) -> Result<()> {
         .and_then(|r| r.split(['/', '@']).next())
         .unwrap_or("")
         .to_string();
-    buffer::sessions::begin(
+    ipc::sessions::begin(
         &args.rundir,
         match transport {
             Transport::Udp => "TS-UDP pull",
@@ -134,7 +134,7 @@ pub fn run(args: PullArgs) -> Result<()> {
         },
         &host,
     );
-    buffer::sessions::set_stream(&args.stream, buffer::sessions::Kind::Input, None);
+    ipc::sessions::set_stream(&args.stream, ipc::sessions::Kind::Input, None);
     let mut st = Stats {
         path: stats_path,
         url: shown.clone(),
@@ -209,7 +209,7 @@ pub fn run(args: PullArgs) -> Result<()> {
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
     st.write("stopped", None);
-    buffer::sessions::end(None);
+    ipc::sessions::end(None);
     Ok(())
 }
 
@@ -306,7 +306,7 @@ fn udp_session(
                 }
                 last = Some(Instant::now());
                 st.bytes += n as u64;
-                buffer::sessions::add_bytes(0, n as u64);
+                ipc::sessions::add_bytes(0, n as u64);
                 let _ = demux.push(&buf[..n], &mut frames);
                 if !frames.is_empty() {
                     out.write_all(&frames).context("writing to the buffer")?;
@@ -625,7 +625,7 @@ fn rtmp_session(
             Step::Event(_) => {}
             Step::Woke(got) => {
                 st.bytes += got as u64;
-                buffer::sessions::add_bytes(0, got as u64);
+                ipc::sessions::add_bytes(0, got as u64);
                 feed.settle(got > 0, demux, out, st)?;
             }
         }
@@ -669,7 +669,7 @@ impl Feed {
     ) -> Result<()> {
         if let Some(b) = bytes {
             st.bytes += b.len() as u64;
-            buffer::sessions::add_bytes(0, b.len() as u64);
+            ipc::sessions::add_bytes(0, b.len() as u64);
             demux.push(b, &mut self.frames).map_err(|e| anyhow!(e))?;
         }
         self.settle(bytes.is_some(), demux, out, st)

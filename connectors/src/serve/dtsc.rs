@@ -336,7 +336,7 @@ fn push(
     let auth = PushAuth::Key(password);
     let attached = control::open_push(&ctx.rundir, stream, peer, &auth)
         .map_err(|e| anyhow!("{e}"))
-        .and_then(|path| buffer::ipc::attach(&path, buffer::ipc::Mode::Push));
+        .and_then(|path| buffer::shmem::attach(&path, buffer::shmem::Mode::Push));
     let attached = match attached {
         Ok(a) => a,
         Err(e) => {
@@ -364,7 +364,7 @@ fn push(
             publisher.write(&frames)?;
             frames.clear();
         }
-        buffer::sessions::update(Some(&sock), false);
+        ipc::sessions::update(Some(&sock), false);
         match sock.read(&mut chunk) {
             Ok(0) => {
                 // DTSC has no end message: a sender that closes its connection is done.

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use buffer::ipc::{self, Mode};
+use buffer::shmem::{self, Mode};
 use dtsc::flv::{self, FlvToDtsc, TagKind};
 use dtsc::machine::{self, Input, Machine};
 use dtsc::rtmp::chunk::Span;
@@ -156,7 +156,7 @@ fn publish(
     let (stream, key) = split_name(name);
     let attached = control::open(&ctx.rundir, &stream, true, peer, key.as_deref())
         .map_err(|e| anyhow!("{e}"))
-        .and_then(|path| ipc::attach(&path, Mode::Push));
+        .and_then(|path| shmem::attach(&path, Mode::Push));
     let attached = match attached {
         Ok(a) => a,
         Err(e) => {
@@ -229,7 +229,7 @@ fn publish(
             }
             Err(e) => return Err(anyhow!("{peer}: reading from the publisher: {e}")),
         };
-        buffer::sessions::update(Some(&sock), false);
+        ipc::sessions::update(Some(&sock), false);
         let fed = session.handle_input(Instant::now(), Input::Bytes(&buf[..n]));
         flush(&mut sock, &mut session)?;
         fed.map_err(|e| anyhow!("{peer}: {e}"))?;

@@ -959,7 +959,7 @@ impl RtspPlay {
                 .filter_map(|s| s.rr)
                 .map(|r| r.cumulative_lost.max(0) as u64)
                 .sum();
-            buffer::sessions::set_lost(lost);
+            ipc::sessions::set_lost(lost);
         }
     }
 
@@ -1413,7 +1413,7 @@ fn announce(
         OpenError::Unauthorized(r) => (StatusCode::Unauthorized, r),
         e => (StatusCode::Forbidden, e.to_string()),
     })?;
-    let attached = buffer::ipc::attach(&path, buffer::ipc::Mode::Push)
+    let attached = buffer::shmem::attach(&path, buffer::shmem::Mode::Push)
         .map_err(|e| (StatusCode::Forbidden, format!("{e:#}")))?;
     let n = tracks.len();
     Ok(Record {
@@ -1543,7 +1543,7 @@ impl Record {
         let mut last = false;
         sock.set_nonblocking(true)?;
         while !end {
-            buffer::sessions::update(Some(&sock), false);
+            ipc::sessions::update(Some(&sock), false);
             loop {
                 match Message::<Vec<u8>>::parse(&buf) {
                     Ok((Message::Data(d), used)) => {

@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::{self, Verdict};
 use crate::guard;
 use crate::state::State;
-use buffer::sessions::Kind;
+use ipc::sessions::Kind;
 
 mod calls;
 mod checks;

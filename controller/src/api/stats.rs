@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::calls::{bad, Answer, Ctx};
 use crate::state::State;
-use buffer::sessions::Kind;
+use ipc::sessions::Kind;
 
 /// `active_streams`: `true` gives the live streams' names; a field list gives
 /// `{S: [values…]}` with `clients`/`viewers`, `inputs`, `outputs`, `lastms`, `firstms`,

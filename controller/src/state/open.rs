@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use buffer::ipc;
+use buffer::shmem;
 
 use super::processes::{BufferProc, Proc};
 use super::watch::PullAttempt;
@@ -204,7 +204,7 @@ impl State {
         } else {
             config::file_source(&self.cfg, name, &source)?
         };
-        let socket = ipc::socket_path(&self.rundir, name);
+        let socket = shmem::socket_path(&self.rundir, name);
         let _ = std::fs::remove_file(&socket);
         let once = !source.starts_with("push://")
             && !buffer::is_pull_source(&source)

@@ -1,11 +1,12 @@
 //! Pushes out (`sluice push` processes, started by the API or by auto-push rules, restarted
 //! with backoff) and the recordings they finished.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use ipc::messages::Report;
+use std::collections::{HashSet, VecDeque};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use buffer::sessions;
+use ipc::sessions;
 use serde_json::Value;
 
 use super::processes::Proc;
@@ -113,52 +114,56 @@ impl State {
         true
     }
 
-    /// A report from a push process (`control::report`), its fields as strings by name, `what`
-    /// saying which: `RECORDING_END` for a finished file (the trigger fires with `stream`,
-    /// `path`, `format`, `bytes`, `seconds` spent writing, `started` and `ended` (Unix
-    /// seconds), `first_ms` and `last_ms` (media time), `reason`; the file joins
-    /// [`Outputs::recordings`]), or `PUSH_FAILED` for a push that retrying cannot fix
-    /// (`stream`, `target`, `reason`: the push ends, with PUSH_END; an auto push is not started
-    /// again while its stream stays loaded). Other reports are logged and ignored.
-    pub fn report(&mut self, r: &HashMap<String, String>) {
-        let f = |k: &str| r.get(k).cloned().unwrap_or_default();
-        match f("what").as_str() {
-            "RECORDING_END" => {
-                let stream = f("stream");
-                let num = |k: &str| f(k).parse::<u64>().unwrap_or(0);
+    /// A report from a push process (`ipc::messages::Report`): a finished file
+    /// (RECORDING_END fires with `stream`, `path`, `format`, `bytes`, `seconds` spent
+    /// writing, `started` and `ended` (Unix seconds), `first_ms` and `last_ms` (media time,
+    /// ms), `reason`; the file joins [`Outputs::recordings`]), or a push that retrying cannot
+    /// fix (the push ends, with PUSH_END; an auto push is not started again while its stream
+    /// stays loaded).
+    pub fn report(&mut self, r: &Report) {
+        match r {
+            Report::RecordingEnd(d) => {
                 crate::triggers::fire(
                     &self.cfg,
                     "RECORDING_END",
-                    Some(&stream),
-                    [
-                        "stream", "path", "format", "bytes", "seconds", "started", "ended",
-                        "first_ms", "last_ms", "reason",
-                    ]
-                    .iter()
-                    .map(|k| f(k))
-                    .collect(),
+                    Some(&d.stream),
+                    vec![
+                        d.stream.clone(),
+                        d.path.clone(),
+                        d.format.clone(),
+                        d.bytes.to_string(),
+                        d.seconds.to_string(),
+                        d.started.to_string(),
+                        d.ended.to_string(),
+                        d.first_ms.to_string(),
+                        d.last_ms.to_string(),
+                        d.reason.clone(),
+                    ],
                 );
                 if self.outputs.recordings.len() >= MAX_RECORDINGS {
                     self.outputs.recordings.pop_front();
                 }
                 self.outputs.recordings.push_back(serde_json::json!({
-                    "stream": stream,
-                    "path": f("path"),
-                    "format": f("format"),
-                    "bytes": num("bytes"),
-                    "duration_ms": num("last_ms").saturating_sub(num("first_ms")),
-                    "started": num("started"),
-                    "ended": num("ended"),
-                    "reason": f("reason"),
+                    "stream": d.stream,
+                    "path": d.path,
+                    "format": d.format,
+                    "bytes": d.bytes,
+                    "duration_ms": d.last_ms.saturating_sub(d.first_ms),
+                    "started": d.started,
+                    "ended": d.ended,
+                    "reason": d.reason,
                 }));
             }
-            "PUSH_FAILED" => {
-                let (stream, target) = (f("stream"), f("target"));
+            Report::PushFailed {
+                stream,
+                target,
+                reason,
+            } => {
                 if let Some(i) = self
                     .outputs
                     .pushes
                     .iter()
-                    .position(|p| p.stream == stream && p.target == target)
+                    .position(|p| &p.stream == stream && &p.target == target)
                 {
                     let mut p = self.outputs.pushes.remove(i);
                     if let Some(c) = &mut p.child {
@@ -169,10 +174,9 @@ impl State {
                             .auto_failed
                             .insert((p.stream.clone(), p.target.clone()));
                     }
-                    self.push_ended(&p, &f("reason"));
+                    self.push_ended(&p, reason);
                 }
             }
-            other => crate::logs::controller(&format!("unknown report {other:?}")),
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use buffer::ipc::{self, Attached, Mode};
+use buffer::shmem::{self, Attached, Mode};
 use serde_json::Value;
 
 use super::watch::{pull_attempt, PullAttempt};
@@ -390,7 +390,7 @@ impl State {
                 continue;
             };
             let name = connectors::core::url::percent_decode(enc);
-            let Ok(attached) = ipc::attach(&entry.path(), Mode::Observe) else {
+            let Ok(attached) = shmem::attach(&entry.path(), Mode::Observe) else {
                 let _ = std::fs::remove_file(entry.path());
                 continue;
             };

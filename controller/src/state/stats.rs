@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use buffer::sessions;
+use ipc::sessions;
 
 use serde_json::Value;
 
@@ -15,7 +15,7 @@ use super::{pid_alive, unix_ms};
 /// Session stats, from the session table every connection process (viewer, publisher,
 /// pull, push) writes its own slot of.
 pub struct Stats {
-    /// The session table (`buffer::sessions`); `None` when it could not be opened (then
+    /// The session table (`ipc::sessions`); `None` when it could not be opened (then
     /// there are no session stats).
     pub table: Option<sessions::Table>,
     /// Sessions that ended, added up.

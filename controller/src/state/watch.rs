@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use buffer::ipc::{self, Mode};
+use buffer::shmem::{self, Mode};
 use serde_json::Value;
 
 use super::processes::Processes;
@@ -76,7 +76,7 @@ impl State {
                 continue;
             };
             if b.observer.is_none() {
-                b.observer = ipc::attach(&b.socket, Mode::Observe).ok();
+                b.observer = shmem::attach(&b.socket, Mode::Observe).ok();
             }
             let Some(r) = b.observer.as_ref().and_then(|o| o.reader().ok()) else {
                 continue;
@@ -207,7 +207,7 @@ impl Processes {
     pub fn stream_stats(&mut self, name: &str) -> Option<StreamStats> {
         let b = self.buffers.get_mut(name)?;
         if b.observer.is_none() {
-            b.observer = ipc::attach(&b.socket, Mode::Observe).ok();
+            b.observer = shmem::attach(&b.socket, Mode::Observe).ok();
         }
         let r = b.observer.as_ref()?.reader().ok()?;
         let m = r.meta();

@@ -9,20 +9,18 @@
 //! * then a publisher sends `DTSC` header frames and `DTP2` packet frames; a reader sends
 //!   nothing and keeps the socket open: its closing (even by SIGKILL) detaches it.
 
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use dtsc::shm::{Meta, StreamReader};
-use dtsc::wire::{self, Frame, Value};
+use ipc::messages::{BufferReply, BufferRequest};
 use memmap2::{Mmap, MmapMut, MmapOptions};
 use nix::fcntl::{fcntl, FcntlArg, OFlag, SealFlag};
 use nix::sys::memfd::MemFdCreateFlag;
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 /// The socket a stream's buffer listens on: `RUNDIR/stream_NAME.sock`, with every byte of the
 /// name outside `[A-Za-z0-9_+.-]` written as `%XX` so that any stream name is a safe file name.
@@ -258,61 +256,6 @@ pub fn futex_wait(word: &AtomicU32, seen: u32, timeout: Duration) {
     }
 }
 
-/// Sends one DTCM command frame, with `fds` attached when not empty.
-pub fn send_command(sock: RawFd, cmd: &Value, fds: &[RawFd]) -> Result<()> {
-    let mut buf = Vec::new();
-    wire::write_command(cmd, &mut buf);
-    let iov = [IoSlice::new(&buf)];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-    let n = sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
-        .context("sendmsg on a buffer socket")?;
-    if n != buf.len() {
-        bail!("short write of a command ({n} of {} bytes)", buf.len());
-    }
-    Ok(())
-}
-
-/// Reads one DTCM command frame from a blocking socket, with any file descriptors that came
-/// with it. Gives up after `timeout`.
-pub fn recv_command(sock: &UnixStream, timeout: Duration) -> Result<(Value, Vec<OwnedFd>)> {
-    sock.set_read_timeout(Some(timeout))?;
-    let mut buf = Vec::new();
-    let mut fds = Vec::new();
-    loop {
-        if let Some((frame, _used)) = wire::parse_frame(&buf)? {
-            return match frame {
-                Frame::Command(v) => Ok((v, fds)),
-                _ => Err(anyhow!("expected a DTCM command from the buffer")),
-            };
-        }
-        let mut chunk = [0u8; 4096];
-        let mut cspace = nix::cmsg_space!([RawFd; 4]);
-        let mut iov = [IoSliceMut::new(&mut chunk)];
-        let msg = recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cspace),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .context("recvmsg on a buffer socket")?;
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(list) = c {
-                // SAFETY: the kernel just gave us these descriptors.
-                fds.extend(
-                    list.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        let n = msg.bytes;
-        if n == 0 {
-            bail!("the buffer closed the socket");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// What a connector holds while attached to a stream's buffer: the socket (its liveness) and
 /// both regions mapped read-only.
 pub struct Attached {
@@ -322,26 +265,8 @@ pub struct Attached {
     data_map: Mmap,
 }
 
-/// How a connector attaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// A viewer: counted, reads packets.
-    Play,
-    /// The publisher: writes frames; one at a time.
-    Push,
-    /// The controller's stats: reads counters, not counted.
-    Observe,
-}
-
-impl Mode {
-    fn as_str(self) -> &'static str {
-        match self {
-            Mode::Play => "play",
-            Mode::Push => "push",
-            Mode::Observe => "observe",
-        }
-    }
-}
+/// How a connector attaches (the message's own type).
+pub use ipc::messages::AttachMode as Mode;
 
 /// Connects to a buffer socket and attaches. Errors carry the buffer's reason (for example
 /// "another publisher is live").
@@ -366,28 +291,21 @@ pub fn attach(path: &Path, mode: Mode) -> Result<Attached> {
             }
         }
     };
-    let cmd = Value::Object(vec![
-        ("cmd".into(), Value::Str(b"attach".to_vec())),
-        ("mode".into(), Value::Str(mode.as_str().as_bytes().to_vec())),
-    ]);
-    send_command(sock.as_raw_fd(), &cmd, &[])?;
-    let (reply, fds) = recv_command(&sock, Duration::from_secs(5))?;
-    match reply.get("cmd").and_then(|v| v.as_str()) {
-        Some("attached") => {}
-        Some("error") => bail!(
-            "{}",
-            reply
-                .get("reason")
-                .and_then(|v| v.as_str())
-                .unwrap_or("refused")
+    ipc::socket::send(&sock, &BufferRequest::Attach(mode), &[])?;
+    let (reply, fds) = ipc::socket::recv::<BufferReply>(&sock, Duration::from_secs(5))?;
+    let (meta_size, data_size) = match reply {
+        BufferReply::Attached {
+            meta_size,
+            data_size,
+        } => (
+            usize::try_from(meta_size).unwrap_or(0),
+            usize::try_from(data_size).unwrap_or(0),
         ),
-        _ => bail!("unexpected reply from the buffer"),
-    }
+        BufferReply::Error { reason } => bail!("{reason}"),
+    };
     if fds.len() != 2 {
         bail!("the buffer sent {} descriptors, expected 2", fds.len());
     }
-    let meta_size = reply.get("meta_size").and_then(|v| v.as_int()).unwrap_or(0) as usize;
-    let data_size = reply.get("data_size").and_then(|v| v.as_int()).unwrap_or(0) as usize;
     // A mapping longer than its file would fault (SIGBUS) past the file's end; the files'
     // sizes are sealed, so checking them once is enough.
     for (fd, want) in [(&fds[0], meta_size), (&fds[1], data_size)] {
@@ -603,9 +521,12 @@ mod tests {
         let (fd, _map) = create_region("t-sock", 1 << 20, Sealing::SizeAndWrites).unwrap();
         let ro = read_only(&fd).unwrap();
         let (a, b) = UnixStream::pair().unwrap();
-        let ok = Value::Object(vec![("cmd".into(), Value::Str(b"attached".to_vec()))]);
-        send_command(a.as_raw_fd(), &ok, &[ro.as_raw_fd()]).unwrap();
-        let (_, fds) = recv_command(&b, Duration::from_secs(1)).unwrap();
+        let ok = BufferReply::Attached {
+            meta_size: 0,
+            data_size: 1 << 20,
+        };
+        ipc::socket::send(&a, &ok, &[ro.as_raw_fd()]).unwrap();
+        let (_, fds) = ipc::socket::recv::<BufferReply>(&b, Duration::from_secs(1)).unwrap();
         assert_eq!(fds.len(), 1);
         assert_read_only(&fds[0], 1 << 20);
     }
