@@ -123,7 +123,7 @@ pub struct AttackConfig {
     #[arg(long, default_value_t = 15.0)]
     pub stall_timeout: f64,
     /// How long the server holds a playlist request for a stream that is not ready,
-    /// seconds (READY_WAIT in connectors/src/http.rs).
+    /// seconds (READY_WAIT in connectors/src/http/mod.rs).
     #[arg(long, default_value_t = 15.0)]
     pub ready_wait: f64,
     /// The server's cap on connection processes (config `limits.connections`).
@@ -1331,7 +1331,7 @@ fn run_attack(cfg: &AttackConfig, name: &str) -> Result<Outcome> {
                     rcvbuf: None,
                     handshake: false,
                     // The request is read at once; the server then waits up to its playlist
-                    // wait (READY_WAIT in connectors/src/http.rs) for the stream.
+                    // wait (READY_WAIT in connectors/src/http/mod.rs) for the stream.
                     deadline: Duration::from_secs_f64(cfg.request_timeout.max(cfg.ready_wait)),
                     http_status: true,
                 })

@@ -7,7 +7,7 @@
 //! the credentials it was let in with ([`control::reattach_publisher`]: the controller starts
 //! a new buffer) and writes the header and the GOP first, so the new buffer starts at a
 //! keyframe at once: viewers go on without waiting for the encoder's next keyframe (they skip
-//! what they already had, `session::stream_resuming`).
+//! what they already had, `streaming::stream_resuming`).
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -16,9 +16,9 @@
 //! default, so the server's pull and push paths copy nothing more.
 //!
 //! Publishing:
-//! Driving it: [`PublishClient::start`] once, send [`PublishClient::take_output`]; feed the
-//! server's bytes to [`PublishClient::handle_input`] and poll [`PublishClient::poll_event`]
-//! until [`ClientEvent::Publishing`]; then send metadata and media with
+//! Driving it: [`PublishClient::start`] once, then as every machine
+//! ([`crate::machine::Machine`]): send what `poll_output` transmits, feed the server's bytes
+//! to `handle_input`, and act on the events until [`ClientEvent::Publishing`]; then send metadata and media with
 //! [`PublishClient::send_metadata`] and [`PublishClient::write_media_parts`] (zero-copy: chunk
 //! headers and a [`Span`] plan, as the server side does). Keep feeding the server's bytes:
 //! acknowledgements and ping responses go to the output.

@@ -2,8 +2,8 @@
 //! handshake, chunk stream, protocol control, NetConnection and NetStream commands, for both
 //! publishers and players.
 //!
-//! Driving it: feed received bytes to [`ServerSession::receive`], then drain
-//! [`ServerSession::poll_event`] and send [`ServerSession::take_output`] to the peer. The host
+//! Driving it: as every machine ([`crate::machine::Machine`]): feed received bytes with
+//! `handle_input`, then drain `poll_output` (bytes to send to the peer, then events). The host
 //! answers [`Event::Publish`] with [`ServerSession::accept_publish`] /
 //! [`ServerSession::reject_publish`] and [`Event::Play`] with [`ServerSession::accept_play`] /
 //! [`ServerSession::reject_play_not_found`]; those append to the same output.
@@ -25,7 +25,7 @@
 //!
 //! Replies the peer's input causes (handshake, acknowledgements, ping responses, command
 //! answers) count until the host takes the output; past [`ServerConfig::max_queued_replies`]
-//! bytes, [`ServerSession::receive`] fails with [`SessionError::OutputBacklog`], so a
+//! bytes, `handle_input` fails with [`SessionError::OutputBacklog`], so a
 //! peer that sends without reading is dropped instead of buffered for. A host that keeps its
 //! own send buffer should leave the session's output where it is while that buffer is not
 //! empty ([`ServerSession::queued_output`] says how much waits there).
