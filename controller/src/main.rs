@@ -1,10 +1,13 @@
 //! `sluice`: the controller, and the entry point of every Sluice process.
 //!
-//! Run as `sluice [-c CONFIG] [-a USER:PASS]` it is the controller: it reads the config, starts one listener
-//! process per protocol (restarting any that dies within a second), starts a buffer process
-//! per stream when a stream is first published or played, answers connectors on its Unix
-//! socket, and serves the JSON API on `config.controller` (127.0.0.1:4242).
-//! The same binary runs the other processes: `sluice buffer …` and `sluice connector …`.
+//! Run as `sluice [-c CONFIG] [-a USER:PASS]` it is the angel, which runs the controller as
+//! its child (`--no-angel`) and starts it again when it dies. The controller reads the
+//! config, starts one listener process per protocol (restarting any that dies within a
+//! second), starts a buffer process per stream when a stream is first published or played,
+//! answers connectors on its Unix socket, and serves the JSON API on `config.controller`
+//! (127.0.0.1:4242). The same binary runs every other process, by subcommand: `sluice
+//! connector PROTO …` (a listener), `sluice buffer …`, `sluice pull …` (started by a buffer)
+//! and `sluice push …` (pushes and recordings).
 
 mod api;
 mod auth;
@@ -53,17 +56,17 @@ enum Role {
     #[command(hide = true)]
     Buffer(buffer::BufferArgs),
     /// Pull a stream into its buffer (started by the buffer): an RTSP camera, MPEG-TS over
-    /// UDP, HTTP-TS or HTTP-FLV.
+    /// UDP, HTTP-TS, HTTP-FLV, HLS, RTMP or DTSC from another server.
     #[command(hide = true)]
     Pull(connectors::ingest::rtsp_pull::PullArgs),
-    /// Push a stream to another server over RTMP or RTSP (started by the controller's
-    /// pushes, or by hand).
+    /// Push a stream to another server over RTMP or RTSP, or record it to a file (started by
+    /// the controller's pushes and recordings, or by hand).
     #[command(hide = true)]
     Push(connectors::egress::PushArgs),
     /// Run a protocol listener (started by the controller).
     #[command(hide = true)]
     Connector {
-        /// RTMP or HTTP.
+        /// RTMP, RTMPS, RTSP, RTSPS, HTTP, HTTPS, DTSC or TS.
         protocol: String,
         #[arg(long)]
         port: u16,

@@ -1,9 +1,9 @@
-//! The publishing end of a buffer connection, shared by the RTMP and RTSP publishers: writes
-//! DTSC frames (`DTSC` headers and `DTP2` packets, `docs/DTSC.md`) to the
-//! stream's buffer, and survives the buffer's death.
+//! The publishing end of a buffer connection, shared by the RTMP, RTSP and DTSC publishers:
+//! writes DTSC frames (`DTSC` headers and `DTP2` packets, `docs/DTSC.md`) to the stream's
+//! buffer, and survives the buffer's death.
 //!
 //! It keeps the last track header and the packets since the newest video keyframe (the
-//! current GOP). When a write fails because the buffer died, it opens the stream again with
+//! current GOP, `dtsc::gop::GopKeeper`). When a write fails because the buffer died, it opens the stream again with
 //! the credentials it was let in with ([`control::reattach_publisher`]: the controller starts
 //! a new buffer) and writes the header and the GOP first, so the new buffer starts at a
 //! keyframe at once: viewers go on without waiting for the encoder's next keyframe (they skip

@@ -467,18 +467,6 @@ pub fn dash_chunk_key(r: &StreamReader, tracks: &[Track], id: u32, t: u64) -> Op
         .map(|x| x.0)
 }
 
-/// The DASH segment of track `id` that starts at `t` ms.
-pub fn dash_chunk(
-    r: &StreamReader,
-    tracks: &[Track],
-    id: u32,
-    t: u64,
-    out: &mut Vec<u8>,
-) -> Option<()> {
-    let key = dash_chunk_key(r, tracks, id, t)?;
-    fragment(r, tracks, &[id], key, out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
