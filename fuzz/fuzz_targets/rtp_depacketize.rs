@@ -3,7 +3,8 @@
 //! units it returns go through the decode-time rebuilder. With bit 6 of the first byte set
 //! the packets pass a jitter buffer first (time moves 10 ms a packet), as over UDP. Nothing
 //! panics, units are never empty, decode times increase, and the jitter buffer releases
-//! sequence numbers in increasing order.
+//! sequence numbers in increasing order. With bit 7 set, AAC's SDP `sizelength` and
+//! `indexlength` are any two u32s taken from the input.
 #![no_main]
 
 use dtsc::rtp::{Depacketizer, DtsFromPts, JitterBuffer};
@@ -15,7 +16,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let codec = [Codec::H264, Codec::Hevc, Codec::Aac, Codec::Mp3][usize::from(b & 3)].clone();
-    let mut d = Depacketizer::new(codec, (u32::from(b >> 2 & 15), 3));
+    // AAC's sizelength and indexlength come from the SDP (untrusted too): with bit 7 set,
+    // any two u32s from the next 8 bytes; else a small sizelength and indexlength 3.
+    let lengths = match rest.get(..8) {
+        Some(w) if b & 0x80 != 0 => {
+            rest = &rest[8..];
+            let u = |i: usize| u32::from_be_bytes([w[i], w[i + 1], w[i + 2], w[i + 3]]);
+            (u(0), u(4))
+        }
+        _ => (u32::from(b >> 2 & 15), 3),
+    };
+    let mut d = Depacketizer::new(codec, lengths);
     let mut jitter = (b & 0x40 != 0).then(|| JitterBuffer::new(50, 8));
     let mut now = 0u64;
     let mut released: Vec<u16> = Vec::new();
