@@ -21,6 +21,37 @@ use dtsc::Track;
 use crate::core::window::{self, frame_ms};
 use crate::http::hls;
 
+use crate::http::routes::{Endpoint, Route};
+
+/// The URLs CMAF serves: HLS with fMP4 segments (LL-HLS) and DASH, under `/cmaf/S/`.
+pub const ROUTES: &[Route] = &[
+    Route {
+        pattern: "cmaf/$/index.m3u8",
+        output: "CMAF",
+        endpoint: Endpoint::CmafMaster,
+    },
+    Route {
+        pattern: "cmaf/$/index.mpd",
+        output: "DASH",
+        endpoint: Endpoint::DashMpd,
+    },
+    Route {
+        pattern: "cmaf/$/*",
+        output: "CMAF",
+        endpoint: Endpoint::DashFile,
+    },
+    Route {
+        pattern: "cmaf/$/*/index.m3u8",
+        output: "CMAF",
+        endpoint: Endpoint::CmafMedia,
+    },
+    Route {
+        pattern: "cmaf/$/*/*",
+        output: "CMAF",
+        endpoint: Endpoint::CmafHlsFile,
+    },
+];
+
 /// Tracks CMAF can carry: every H.264/HEVC video and AAC/MP3 audio track, in stream order.
 pub fn cmaf_tracks(tracks: &[Track]) -> Vec<&Track> {
     hls::hls_tracks(tracks)

@@ -16,6 +16,22 @@ use dtsc::{Track, TrackKind};
 use crate::core::window;
 use crate::http::hls::{self, track_set};
 
+use crate::http::routes::{Endpoint, Route};
+
+/// The URLs HDS serves, under `/dynamic/S/`.
+pub const ROUTES: &[Route] = &[
+    Route {
+        pattern: "dynamic/$/manifest.f4m",
+        output: "HDS",
+        endpoint: Endpoint::HdsManifest,
+    },
+    Route {
+        pattern: "dynamic/$/*",
+        output: "HDS",
+        endpoint: Endpoint::HdsFile,
+    },
+];
+
 /// Tracks HDS carries (as FLV tags): the first H.264 video and the first AAC or MP3 audio.
 pub fn flv_tracks(tracks: &[Track]) -> Vec<&Track> {
     let (video, audio) = flv::flv_tracks(tracks);

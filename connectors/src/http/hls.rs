@@ -20,6 +20,27 @@ use crate::core::window;
 use dtsc::ts::TsMuxer;
 use dtsc::{Codec, Track, TrackKind};
 
+use crate::http::routes::{Endpoint, Route};
+
+/// The URLs HLS with TS segments serves (see the module docs).
+pub const ROUTES: &[Route] = &[
+    Route {
+        pattern: "hls/$/index.m3u8",
+        output: "HLS",
+        endpoint: Endpoint::HlsMaster,
+    },
+    Route {
+        pattern: "hls/$/*/index.m3u8",
+        output: "HLS",
+        endpoint: Endpoint::HlsMedia,
+    },
+    Route {
+        pattern: "hls/$/*/*.ts",
+        output: "HLS",
+        endpoint: Endpoint::HlsSegment,
+    },
+];
+
 /// Tracks HLS with TS segments can carry, in stream order: every H.264 or HEVC (stream type
 /// 0x24) video track and every AAC or MP3 audio track.
 pub fn hls_tracks(tracks: &[Track]) -> Vec<&Track> {

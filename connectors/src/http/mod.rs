@@ -7,6 +7,7 @@ pub mod cmaf;
 pub mod hds;
 pub mod hls;
 pub mod player;
+pub mod routes;
 pub mod smooth;
 pub mod thumbs;
 
@@ -27,6 +28,8 @@ use crate::core::window;
 use crate::core::{progressive, streaming};
 use crate::Ctx;
 use dtsc::{Codec, TrackKind};
+pub use routes::protocol_of;
+use routes::Endpoint;
 
 /// Largest request head accepted, bytes.
 const MAX_HEAD: usize = 16 << 10;
@@ -238,76 +241,59 @@ impl Conn<'_> {
 
     fn route(&mut self, path: &str) -> Reply {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         // A path element that does not decode to UTF-8 names nothing here.
-        if parts.iter().any(|p| percent_decode_utf8(p).is_none()) {
+        if path
+            .trim_start_matches('/')
+            .split('/')
+            .any(|p| percent_decode_utf8(p).is_none())
+        {
             return Response::text(404, "Not found").into();
         }
-        if let [file] = parts.as_slice() {
-            if let Some(r) = self.player_route(file) {
-                return r.into();
-            }
-            if let Some(stream) = file.strip_suffix(".mp4").filter(|s| !s.is_empty()) {
-                if let Some(r) = self.vod_mp4(&percent_decode(stream)) {
-                    return r;
-                }
-            }
-            if let Some(stream) = file.strip_suffix(".jpg").filter(|s| !s.is_empty()) {
-                return self.thumbnail(&percent_decode(stream), query).into();
-            }
-            if let Some(stream) = file.strip_suffix(".mjpg").filter(|s| !s.is_empty()) {
-                return Reply::Mjpeg(percent_decode(stream), thumbs::width_of(query));
-            }
-            for (ext, kind) in [
-                (".flv", Progressive::Flv),
-                (".ts", Progressive::Ts),
-                (".mp4", Progressive::Mp4),
-                (".fmp4", Progressive::Mp4),
-                (".mkv", Progressive::Mkv),
-                (".aac", Progressive::Aac),
-                (".mp3", Progressive::Mp3),
-            ] {
-                if let Some(stream) = file.strip_suffix(ext).filter(|s| !s.is_empty()) {
-                    return Reply::Stream(
-                        kind,
-                        percent_decode(stream),
-                        Selection::from_query(query),
-                        Span::from_query(query),
-                    );
-                }
+        for m in routes::find(path) {
+            if let Some(reply) = self.dispatch(&m, query) {
+                return reply;
             }
         }
-        match parts.as_slice() {
-            ["hls", stream, "index.m3u8"] => self.hls_master(&percent_decode(stream)).into(),
-            ["hls", stream, set, "index.m3u8"] => {
-                self.hls_media(&percent_decode(stream), set).into()
-            }
-            ["hls", stream, set, seg] if seg.ends_with(".ts") => {
-                self.hls_segment(&percent_decode(stream), set, seg)
-            }
-            ["cmaf", stream, "index.m3u8"] => self.cmaf_master(&percent_decode(stream)).into(),
-            ["cmaf", stream, "index.mpd"] => self.cmaf_mpd(&percent_decode(stream)).into(),
-            ["dynamic", stream, "manifest.f4m"] => {
-                self.hds_manifest(&percent_decode(stream)).into()
-            }
-            ["dynamic", stream, file] => self.hds_file(&percent_decode(stream), file),
-            ["cmaf", stream, "Manifest"] => self.smooth_manifest(&percent_decode(stream)).into(),
-            ["cmaf", stream, levels, frag] if levels.starts_with("QualityLevels(") => {
-                self.smooth_fragment(&percent_decode(stream), None, levels, frag)
-            }
-            ["cmaf", stream, boot, levels, frag] if levels.starts_with("QualityLevels(") => {
-                match boot.parse() {
-                    Ok(b) => self.smooth_fragment(&percent_decode(stream), Some(b), levels, frag),
-                    Err(_) => Response::text(404, "Not found").into(),
-                }
-            }
-            ["cmaf", stream, file] => self.cmaf_dash_file(&percent_decode(stream), file),
-            ["cmaf", stream, set, "index.m3u8"] => {
-                self.cmaf_media(&percent_decode(stream), set, query).into()
-            }
-            ["cmaf", stream, set, file] => self.cmaf_hls_file(&percent_decode(stream), set, file),
-            _ => Response::text(404, "Not found").into(),
-        }
+        Response::text(404, "Not found").into()
+    }
+
+    /// Runs the handler of a matched route; `None` when it declines (the next route that
+    /// matches is tried).
+    fn dispatch(&mut self, m: &routes::Matched, query: &str) -> Option<Reply> {
+        let stream = percent_decode(m.stream);
+        // The elements after the stream's: a track set, a file, a boot time.
+        let at = |i: usize| m.parts.get(i).copied().unwrap_or("");
+        Some(match m.endpoint {
+            Endpoint::PlayerScript => self.player_script(at(0))?.into(),
+            Endpoint::PlayerPage => self.player_page(&stream).into(),
+            Endpoint::PlayerJson => self.player_info(&stream, false).into(),
+            Endpoint::PlayerInfo => self.player_info(&stream, true).into(),
+            Endpoint::VodMp4 => self.vod_mp4(&stream)?,
+            Endpoint::Thumbnail => self.thumbnail(&stream, query).into(),
+            Endpoint::Mjpeg => Reply::Mjpeg(stream, thumbs::width_of(query)),
+            Endpoint::Progressive(kind) => Reply::Stream(
+                kind,
+                stream,
+                Selection::from_query(query),
+                Span::from_query(query),
+            ),
+            Endpoint::HlsMaster => self.hls_master(&stream).into(),
+            Endpoint::HlsMedia => self.hls_media(&stream, at(2)).into(),
+            Endpoint::HlsSegment => self.hls_segment(&stream, at(2), at(3)),
+            Endpoint::CmafMaster => self.cmaf_master(&stream).into(),
+            Endpoint::CmafMedia => self.cmaf_media(&stream, at(2), query).into(),
+            Endpoint::CmafHlsFile => self.cmaf_hls_file(&stream, at(2), at(3)),
+            Endpoint::DashMpd => self.cmaf_mpd(&stream).into(),
+            Endpoint::DashFile => self.cmaf_dash_file(&stream, at(2)),
+            Endpoint::SmoothManifest => self.smooth_manifest(&stream).into(),
+            Endpoint::SmoothFragment => self.smooth_fragment(&stream, None, at(2), at(3)),
+            Endpoint::SmoothFragmentAtBoot => match at(2).parse() {
+                Ok(boot) => self.smooth_fragment(&stream, Some(boot), at(3), at(4)),
+                Err(_) => Response::text(404, "Not found").into(),
+            },
+            Endpoint::HdsManifest => self.hds_manifest(&stream).into(),
+            Endpoint::HdsFile => self.hds_file(&stream, at(2)),
+        })
     }
 
     /// `/S.jpg`: the latest keyframe as a JPEG ([`thumbs`]), `?width=` wide.
@@ -371,56 +357,53 @@ impl Conn<'_> {
         })
     }
 
-    /// The player page, the stream info and the vendored player scripts; `None` for other
-    /// paths.
-    fn player_route(&mut self, file: &str) -> Option<Response> {
-        if let Some(body) = player::script(&format!("/{file}")) {
-            return Some(Response {
-                status: 200,
-                content_type: "application/javascript; charset=utf-8",
-                cache: "public, max-age=86400",
-                body: body.to_vec(),
-            });
+    /// A vendored player script by its file name; `None` for other names.
+    fn player_script(&self, file: &str) -> Option<Response> {
+        let body = player::script(&format!("/{file}"))?;
+        Some(Response {
+            status: 200,
+            content_type: "application/javascript; charset=utf-8",
+            cache: "public, max-age=86400",
+            body: body.to_vec(),
+        })
+    }
+
+    /// `/S.html`: 404 for a stream that does not exist; the page itself waits for an
+    /// offline one.
+    fn player_page(&mut self, stream: &str) -> Response {
+        if let Err(r) = self.cursor(stream) {
+            return r;
         }
-        if let Some(stream) = file.strip_suffix(".html").filter(|s| !s.is_empty()) {
-            let stream = percent_decode(stream);
-            // 404 for a stream that does not exist; the page itself waits for an offline one.
-            if let Err(r) = self.cursor(&stream) {
-                return Some(r);
-            }
-            return Some(Response {
-                status: 200,
-                content_type: "text/html; charset=utf-8",
-                cache: "no-cache",
-                body: player::page(&stream).into_bytes(),
-            });
+        Response {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            cache: "no-cache",
+            body: player::page(stream).into_bytes(),
         }
-        let (js, stream) = if let Some(s) = file.strip_prefix("json_") {
-            (false, s.strip_suffix(".js")?)
-        } else {
-            (true, file.strip_prefix("info_")?.strip_suffix(".js")?)
-        };
-        let stream = percent_decode(stream);
+    }
+
+    /// `/json_S.js` (`js` false: JSON) and `/info_S.js` (`js`: a script that sets it).
+    fn player_info(&mut self, stream: &str, js: bool) -> Response {
         let host = self.host.clone();
-        let (status, value) = match self.cursor(&stream) {
+        let (status, value) = match self.cursor(stream) {
             Err(r) => (
                 404,
                 player::not_found(String::from_utf8_lossy(&r.body).trim()),
             ),
             Ok(c) => {
                 if c.wait_ready(INFO_WAIT, 1) {
-                    (200, player::info(&stream, &host, c.reader(), c.tracks()))
+                    (200, player::info(stream, &host, c.reader(), c.tracks()))
                 } else {
                     (200, player::offline())
                 }
             }
         };
-        Some(if js {
+        if js {
             Response {
                 status,
                 content_type: "application/javascript; charset=utf-8",
                 cache: "no-cache",
-                body: player::info_js(&stream, &value).into_bytes(),
+                body: player::info_js(stream, &value).into_bytes(),
             }
         } else {
             Response {
@@ -429,7 +412,7 @@ impl Conn<'_> {
                 cache: "no-cache",
                 body: value.to_string().into_bytes(),
             }
-        })
+        }
     }
 
     fn cmaf_master(&mut self, stream: &str) -> Response {
@@ -1131,36 +1114,6 @@ fn media(body: Vec<u8>, content_type: &'static str) -> Response {
         content_type,
         cache: "public, max-age=3600, immutable",
         body,
-    }
-}
-
-/// The output a request path asks for, as MistServer names its HTTP outputs in stats.
-pub fn protocol_of(path: &str) -> &'static str {
-    let p = path.split('?').next().unwrap_or("");
-    let ext = p.rsplit_once('.').map_or("", |(_, e)| e);
-    if p.starts_with("/hls/") {
-        "HLS"
-    } else if p.starts_with("/cmaf/") {
-        if p.ends_with(".mpd") || ext == "m4s" && p.contains("/dash") {
-            "DASH"
-        } else if p.contains("Manifest") || p.contains("QualityLevels(") {
-            "HSS"
-        } else {
-            "CMAF"
-        }
-    } else if p.starts_with("/dynamic/") {
-        "HDS"
-    } else {
-        match ext {
-            "flv" => "FLV",
-            "ts" => "HTTPTS",
-            "mp4" | "fmp4" => "MP4",
-            "mkv" => "MKV",
-            "jpg" | "mjpg" => "JPEG",
-            "aac" => "AAC",
-            "mp3" => "MP3",
-            _ => "HTTP",
-        }
     }
 }
 

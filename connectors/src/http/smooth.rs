@@ -18,6 +18,27 @@ use dtsc::{Track, TrackKind};
 use crate::core::window;
 use crate::http::cmaf::dash_timeline;
 
+use crate::http::routes::{Endpoint, Route};
+
+/// The URLs Smooth Streaming serves, under `/cmaf/S/` (tried before CMAF's own).
+pub const ROUTES: &[Route] = &[
+    Route {
+        pattern: "cmaf/$/Manifest",
+        output: "HSS",
+        endpoint: Endpoint::SmoothManifest,
+    },
+    Route {
+        pattern: "cmaf/$/QualityLevels(*/*",
+        output: "HSS",
+        endpoint: Endpoint::SmoothFragment,
+    },
+    Route {
+        pattern: "cmaf/$/*/QualityLevels(*/*",
+        output: "HSS",
+        endpoint: Endpoint::SmoothFragmentAtBoot,
+    },
+];
+
 /// How many following fragments a live fragment's `tfrf` announces at most.
 const LOOKAHEAD: usize = 2;
 
