@@ -4,3 +4,4 @@
 
 pub mod rtsp_pull;
 pub mod stream_pull;
+pub mod supervisor;

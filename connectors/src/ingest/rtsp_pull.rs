@@ -18,7 +18,6 @@
 //!   keyframe, late packets), reconnects and the state are written every second to
 //!   `RUNDIR/NAME.pull.json` for the controller's stats, and logged when they change.
 
-use dtsc::machine::{self, Input, Machine};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::fd::AsFd;
@@ -29,8 +28,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use dtsc::rtp::JitterBuffer;
 
+use dtsc::machine::{self, Input, Machine};
 use dtsc::rtp::ingest::RtpIngest;
 use dtsc::rtsp::client::{ClientEvent, Lower, RtspClient};
+
+use crate::ingest::supervisor::{self, Outcome, Pull};
 
 const PROTO: &str = "pull";
 /// A session that received nothing for this long is given up and reconnected.
@@ -93,65 +95,66 @@ pub fn run(args: PullArgs) -> Result<()> {
         .map_err(|e| anyhow!(e))?
         .url()
         .to_string();
-    let socket = buffer::shmem::socket_path(&args.rundir, &args.stream);
-    let mut attached = buffer::shmem::attach(&socket, buffer::shmem::Mode::Push)
-        .context("attaching to the stream's buffer")?;
-    crate::log!(
-        PROTO,
-        "{}: pulling {shown} over {}",
-        args.stream,
-        args.transport
-    );
-    let stats_path = args.rundir.join(format!("{}.pull.json", args.stream));
-    // The pull is the stream's input in the session table.
     let camera_host = rtsp_types::Url::parse(&shown)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_default();
-    ipc::sessions::begin(&args.rundir, "RTSP pull", &camera_host);
-    ipc::sessions::set_stream(&args.stream, ipc::sessions::Kind::Input, None);
-    let mut after = args.after_ms;
-    let mut totals = Counters::default();
-    let mut backoff = Duration::from_secs(1);
-    while !term.load(Ordering::SeqCst) {
-        totals.attempts += 1;
+    let what = format!("{shown} over {}", args.transport);
+    let attached = supervisor::attach(&args, "RTSP pull", &camera_host, &what)?;
+    let mut pull = RtspPull {
+        stats_path: args.rundir.join(format!("{}.pull.json", args.stream)),
+        after: args.after_ms,
+        totals: Counters::default(),
+        args: &args,
+        lower,
+        attached,
+        shown: shown.clone(),
+    };
+    supervisor::supervise(&args.stream, &shown, term, MAX_BACKOFF, &mut pull);
+    Ok(())
+}
+
+/// The RTSP pull's state across its sessions.
+struct RtspPull<'a> {
+    args: &'a PullArgs,
+    lower: Lower,
+    attached: buffer::shmem::Attached,
+    shown: String,
+    stats_path: PathBuf,
+    /// The DTS the next session's first packet goes after.
+    after: u64,
+    totals: Counters,
+}
+
+impl Pull for RtspPull<'_> {
+    fn session(&mut self, term: &std::sync::atomic::AtomicBool) -> Outcome {
+        self.totals.attempts += 1;
         let started = Instant::now();
         let mut s = Session {
-            args: &args,
-            lower,
-            out: &mut attached.sock,
-            after,
-            totals,
-            stats_path: &stats_path,
+            args: self.args,
+            lower: self.lower,
+            out: &mut self.attached.sock,
+            after: self.after,
+            totals: self.totals,
+            stats_path: &self.stats_path,
             played: false,
         };
         let r = s.run(term);
         let played = s.played;
-        after = s.after;
-        totals = s.totals;
-        let why = match r {
-            Ok(()) => break, // told to stop
-            Err(e) => format!("{e:#}"),
-        };
-        if played && started.elapsed() >= Duration::from_secs(10) {
-            backoff = Duration::from_secs(1);
+        self.after = s.after;
+        self.totals = s.totals;
+        match r {
+            Ok(()) => Outcome::Stopped,
+            Err(e) => Outcome::Ended {
+                why: format!("{e:#}"),
+                healthy: played && started.elapsed() >= Duration::from_secs(10),
+            },
         }
-        crate::log!(
-            PROTO,
-            "{}: {shown}: {why}; reconnecting in {} ms",
-            args.stream,
-            backoff.as_millis()
-        );
-        write_stats(&stats_path, &shown, "reconnecting", &totals, Some(&why));
-        let until = Instant::now() + backoff;
-        while Instant::now() < until && !term.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    write_stats(&stats_path, &shown, "stopped", &totals, None);
-    ipc::sessions::end(None);
-    Ok(())
+
+    fn stats(&mut self, state: &str, why: Option<&str>) {
+        write_stats(&self.stats_path, &self.shown, state, &self.totals, why);
+    }
 }
 
 fn write_stats(path: &std::path::Path, url: &str, state: &str, c: &Counters, why: Option<&str>) {
@@ -169,16 +172,7 @@ fn write_stats(path: &std::path::Path, url: &str, state: &str, c: &Counters, why
         "sessions": c.sessions,
         "last_error": why,
     });
-    write_stats_file(path, &v);
-}
-
-/// Replaces a pull's `RUNDIR/NAME.pull.json` with `v` at once (written beside it, then
-/// renamed), so the controller never reads half a file. Best effort.
-pub fn write_stats_file(path: &std::path::Path, v: &serde_json::Value) {
-    let tmp = path.with_extension("json.tmp");
-    if std::fs::write(&tmp, v.to_string()).is_ok() {
-        let _ = std::fs::rename(&tmp, path);
-    }
+    supervisor::write_stats_file(path, &v);
 }
 
 /// Writes `bytes` to the camera's non-blocking socket, blocking for it.

@@ -40,6 +40,7 @@ use dtsc::wire;
 use dtsc::container::{Container, ContainerDemux, Timeline};
 
 use crate::ingest::rtsp_pull::PullArgs;
+use crate::ingest::supervisor::{self, Outcome, Pull};
 
 const PROTO: &str = "pull";
 /// A connection that brought nothing for this long is given up and made again.
@@ -110,107 +111,98 @@ pub fn run(args: PullArgs) -> Result<()> {
             args.url
         );
     };
-    let udp = transport == Transport::Udp;
-    let socket = buffer::shmem::socket_path(&args.rundir, &args.stream);
-    let mut attached = buffer::shmem::attach(&socket, buffer::shmem::Mode::Push)
-        .context("attaching to the stream's buffer")?;
     let shown = crate::core::url::redact(&args.url);
-    crate::log!(PROTO, "{}: pulling {shown}", args.stream);
-    let stats_path = args.rundir.join(format!("{}.pull.json", args.stream));
     let host = shown
         .split("://")
         .nth(1)
         .and_then(|r| r.split(['/', '@']).next())
         .unwrap_or("")
         .to_string();
-    ipc::sessions::begin(
-        &args.rundir,
-        match transport {
-            Transport::Udp => "TS-UDP pull",
-            Transport::Http => "HTTP pull",
-            Transport::DtscTcp => "DTSC pull",
-            Transport::Rtmp => "RTMP pull",
-            Transport::Hls => "HLS pull",
+    let proto = match transport {
+        Transport::Udp => "TS-UDP pull",
+        Transport::Http => "HTTP pull",
+        Transport::DtscTcp => "DTSC pull",
+        Transport::Rtmp => "RTMP pull",
+        Transport::Hls => "HLS pull",
+    };
+    let attached = supervisor::attach(&args, proto, &host, &shown)?;
+    let udp = match transport {
+        Transport::Udp => Some(bind_udp(&args.url)?),
+        _ => None,
+    };
+    let mut pull = StreamPull {
+        st: Stats {
+            path: args.rundir.join(format!("{}.pull.json", args.stream)),
+            url: shown.clone(),
+            ..Stats::default()
         },
-        &host,
-    );
-    ipc::sessions::set_stream(&args.stream, ipc::sessions::Kind::Input, None);
-    let mut st = Stats {
-        path: stats_path,
-        url: shown.clone(),
-        ..Stats::default()
+        timeline: Timeline::after(args.after_ms),
+        url: &args.url,
+        container,
+        transport,
+        udp,
+        attached,
     };
-    let mut timeline = Timeline::after(args.after_ms);
-    let mut backoff = Duration::from_secs(1);
-    let udp_sock = if udp {
-        Some(bind_udp(&args.url)?)
-    } else {
-        None
-    };
-    while !term.load(Ordering::SeqCst) {
-        st.attempts += 1;
+    supervisor::supervise(&args.stream, &shown, term, MAX_BACKOFF, &mut pull);
+    Ok(())
+}
+
+/// A byte-stream pull's state across its sessions.
+struct StreamPull<'a> {
+    url: &'a str,
+    container: Container,
+    transport: Transport,
+    /// The bound socket of a `tsudp://` pull (kept across sessions).
+    udp: Option<UdpSocket>,
+    attached: buffer::shmem::Attached,
+    timeline: Timeline,
+    st: Stats,
+}
+
+impl Pull for StreamPull<'_> {
+    fn session(&mut self, term: &AtomicBool) -> Outcome {
+        self.st.attempts += 1;
         let started = Instant::now();
-        let mut demux = ContainerDemux::new(container, timeline.clone());
-        let r = match (&udp_sock, transport) {
-            (Some(s), _) => udp_session(s, &mut demux, &mut attached.sock, term, &mut st),
-            (None, Transport::DtscTcp) => {
-                dtsc_session(&args.url, &mut demux, &mut attached.sock, term, &mut st)
-            }
-            (None, Transport::Rtmp) => {
-                rtmp_session(&args.url, &mut demux, &mut attached.sock, term, &mut st)
-            }
-            (None, Transport::Hls) => {
-                hls_session(&args.url, &mut demux, &mut attached.sock, term, &mut st)
-            }
-            (None, _) => http_session(&args.url, &mut demux, &mut attached.sock, term, &mut st),
+        let mut demux = ContainerDemux::new(self.container, self.timeline.clone());
+        let (url, out, st) = (self.url, &mut self.attached.sock, &mut self.st);
+        let r = match (&self.udp, self.transport) {
+            (Some(s), _) => udp_session(s, &mut demux, out, term, st),
+            (None, Transport::DtscTcp) => dtsc_session(url, &mut demux, out, term, st),
+            (None, Transport::Rtmp) => rtmp_session(url, &mut demux, out, term, st),
+            (None, Transport::Hls) => hls_session(url, &mut demux, out, term, st),
+            (None, _) => http_session(url, &mut demux, out, term, st),
         };
         let mut tail = Vec::new();
         demux.finish(&mut tail);
-        if demux.committed() > 0 {
-            attached
-                .sock
-                .write_all(&tail)
-                .context("writing to the buffer")?;
-        }
-        timeline = demux.timeline();
+        // What the demuxer still held goes to the buffer whatever ended the session.
+        let wrote = match demux.committed() {
+            0 => Ok(()),
+            _ => out.write_all(&tail).context("writing to the buffer"),
+        };
+        let r = r.and(wrote);
+        self.timeline = demux.timeline();
         st.packets += demux.packets;
         st.repeated += demux.repeated;
         let ts = demux.ts_stats();
         st.bad += demux.bad_tags + ts.sync_losses + ts.cc_errors + ts.bad_sections + ts.dropped;
         let why = match r {
-            Ok(()) if term.load(Ordering::SeqCst) => break,
+            Ok(()) if term.load(Ordering::SeqCst) => return Outcome::Stopped,
             Ok(()) => "the upstream ended".to_string(),
             Err(e) => format!("{e:#}"),
         };
-        if demux.packets > 0 && started.elapsed() >= Duration::from_secs(10) {
-            backoff = Duration::from_secs(1);
-        }
-        if udp {
+        if self.udp.is_some() {
             // No connection to make again: the next datagram starts a new session.
-            crate::log!(
-                PROTO,
-                "{}: {shown}: {why}; the next datagram starts a new session",
-                args.stream
-            );
-            st.write("waiting", Some(&why));
-            continue;
+            return Outcome::Waiting { why };
         }
-        crate::log!(
-            PROTO,
-            "{}: {shown}: {why}; reconnecting in {} ms",
-            args.stream,
-            backoff.as_millis()
-        );
-        st.write("reconnecting", Some(&why));
-        let until = Instant::now() + backoff;
-        while Instant::now() < until && !term.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
+        Outcome::Ended {
+            why,
+            healthy: demux.packets > 0 && started.elapsed() >= Duration::from_secs(10),
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    st.write("stopped", None);
-    ipc::sessions::end(None);
-    Ok(())
+
+    fn stats(&mut self, state: &str, why: Option<&str>) {
+        self.st.write(state, why);
+    }
 }
 
 /// Counters of one pull over all its sessions, written to `RUNDIR/NAME.pull.json`.
@@ -244,7 +236,7 @@ impl Stats {
             "bytes": self.bytes,
             "last_error": why,
         });
-        crate::ingest::rtsp_pull::write_stats_file(&self.path, &v);
+        supervisor::write_stats_file(&self.path, &v);
     }
 
     fn tick(&mut self) {
