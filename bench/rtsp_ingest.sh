@@ -6,6 +6,8 @@
 #   RTSP pull      tests/camera.py serving the file; source rtsp://  (process "RTSP pull")
 # Each ingest process's CPU is its exact run time (/proc/PID/schedstat) sampled every 100 ms
 # until it exits (the pull: until the camera's file ended); PSS from /proc/PID/smaps_rollup.
+# The three streams' buffer processes are sampled the same way (the publisher path past the
+# socket: parsing the frames and writing them into the shared pages).
 #
 #   bench/rtsp_ingest.sh            (needs a release build, target/fixtures, ffmpeg, python3-gst)
 set -euo pipefail
@@ -44,7 +46,12 @@ while time.time() < end:
             continue
         try:
             comm = open(f"/proc/{pid}/comm").read().strip()
-            if comm not in names:
+            if comm == "buffer":
+                # Each stream's buffer process: what the publisher path costs past the socket.
+                argv = open(f"/proc/{pid}/cmdline").read().split("\0")
+                stream = argv[argv.index("--stream") + 1] if "--stream" in argv else "?"
+                comm = f"buffer {stream}"
+            elif comm not in names:
                 continue
             ns = int(open(f"/proc/{pid}/schedstat").read().split()[0])
             last[comm] = ns
@@ -55,12 +62,13 @@ while time.time() < end:
             pass
     time.sleep(0.1)
 base = last.get("RTMP publish")
-print(f"{'ingest':14} {'CPU ms (10 s of media)':>22} {'× RTMP':>7} {'peak PSS KiB':>13}")
-for k in ["RTMP publish", "RTSP publish", "RTSP pull"]:
+print(f"{'ingest':15} {'CPU ms (10 s of media)':>22} {'× RTMP':>7} {'peak PSS KiB':>13}")
+for k in ["RTMP publish", "RTSP publish", "RTSP pull",
+          "buffer in-rtmp", "buffer in-rtsp", "buffer in-pull"]:
     if k in last:
         ratio = f"{last[k] / base:.2f}" if base else "-"
-        print(f"{k:14} {last[k] / 1e6:22.1f} {ratio:>7} {pss.get(k, 0):13}")
+        print(f"{k:15} {last[k] / 1e6:22.1f} {ratio:>7} {pss.get(k, 0):13}")
     else:
-        print(f"{k:14} (not seen)")
+        print(f"{k:15} (not seen)")
 EOF
 grep -E "session ended|push ended|publish" "$DIR/sluice.log" | grep -v HTTP || true
