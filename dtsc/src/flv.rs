@@ -502,8 +502,10 @@ pub struct FlvToDtsc {
     ingest: FlvIngest,
     header_sent: bool,
     header_due: bool,
-    /// Packet frames held behind the first header, and the first one's timestamp (ms).
-    held: Vec<u8>,
+    /// Packets held behind the first header (and their payload bytes), and the first one's
+    /// timestamp (ms).
+    held: Vec<crate::Packet>,
+    held_bytes: usize,
     held_from: Option<u64>,
     /// Packets taken (written or held), all tracks.
     pub packets: u64,
@@ -515,24 +517,33 @@ impl FlvToDtsc {
         FlvToDtsc::default()
     }
 
-    /// Feeds one tag, as [`FlvIngest::push_tag`]; appends the DTSC frames it releases to
-    /// `out`. An error concerns this tag only (nothing was appended): log it and go on.
+    /// Feeds one tag, as [`FlvIngest::push_tag`]; hands the DTSC frames it releases to
+    /// `out` (a `Vec<u8>` gets their bytes). An error concerns this tag only (nothing was
+    /// handed on): log it and go on.
     pub fn push_tag(
         &mut self,
         kind: TagKind,
         timestamp_ms: u64,
         body: &[u8],
-        out: &mut Vec<u8>,
+        out: &mut impl crate::wire::FrameSink,
     ) -> Result<(), FlvError> {
         match self.ingest.push_tag(kind, timestamp_ms, body)? {
             Some(IngestEvent::TracksChanged) => self.header_due = true,
             Some(IngestEvent::Packet(p)) if self.header_due => {
-                crate::wire::write_packet(&p, &mut self.held);
+                self.held_bytes += crate::wire::packet_frame_len(&p);
+                self.held.push(crate::Packet {
+                    track: p.track,
+                    dts: p.dts,
+                    offset: p.offset,
+                    keyframe: p.keyframe,
+                    bpos: p.bpos,
+                    data: bytes::Bytes::copy_from_slice(p.data),
+                });
                 self.held_from.get_or_insert(timestamp_ms);
                 self.packets += 1;
             }
             Some(IngestEvent::Packet(p)) if self.header_sent => {
-                crate::wire::write_packet(&p, out);
+                out.packet(&p);
                 self.packets += 1;
             }
             // Media before any track: nothing can carry it yet.
@@ -541,15 +552,18 @@ impl FlvToDtsc {
         let waited = self
             .held_from
             .is_some_and(|t| timestamp_ms >= t.saturating_add(TRACK_WAIT_MS))
-            || self.held.len() > TRACK_WAIT_BYTES;
+            || self.held_bytes > TRACK_WAIT_BYTES;
         if self.header_due && (self.header_sent || !self.ingest.awaiting_tracks() || waited) {
             let h = crate::wire::Header {
                 live: true,
                 unixzero: None,
                 tracks: self.ingest.tracks().to_vec(),
             };
-            crate::wire::write_header(&h, out);
-            out.append(&mut self.held);
+            out.header(&h);
+            for p in self.held.drain(..) {
+                out.packet(&p.as_ref());
+            }
+            self.held_bytes = 0;
             (self.header_sent, self.header_due, self.held_from) = (true, false, None);
         }
         Ok(())

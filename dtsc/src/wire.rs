@@ -591,6 +591,27 @@ fn scan_packet(frame: &[u8]) -> Result<PacketRef<'_>, WireError> {
     Ok(p)
 }
 
+/// Where DTSC frames go as a producer makes them (the FLV and RTP ingests, a DTSC push):
+/// appended as bytes to a `Vec<u8>` ([`write_header`], [`write_packet`]), or handed as values
+/// to a sink that encodes each once and reads what it needs (track, keyframe) from the value
+/// instead of parsing the bytes again (a publisher keeping its GOP).
+pub trait FrameSink {
+    /// A `DTSC` header: the stream's tracks.
+    fn header(&mut self, h: &Header);
+    /// A `DTP2` packet.
+    fn packet(&mut self, p: &PacketRef);
+}
+
+impl FrameSink for Vec<u8> {
+    fn header(&mut self, h: &Header) {
+        write_header(h, self);
+    }
+
+    fn packet(&mut self, p: &PacketRef) {
+        write_packet(p, self);
+    }
+}
+
 /// The size in bytes of the `DTP2` frame [`write_packet`] writes for `p`:
 /// 24 + 17 (if `offset` ≠ 0) + 15 (if `bpos` ≠ 0) + 19 (if keyframe) + 11 + payload
 /// (docs/DTSC.md, "Media packet").

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use buffer::shmem::Attached;
 use dtsc::gop::GopKeeper;
-use dtsc::wire;
+use dtsc::wire::{self, FrameSink, Header};
+use dtsc::PacketRef;
 use ipc::messages::{BufferRequest, Message};
 
 use crate::core::control::{self, PushAuth};
@@ -31,6 +32,8 @@ pub struct Publisher {
     peer: String,
     auth: PushAuth,
     kept: GopKeeper,
+    /// Frames handed as values ([`FrameSink`]), encoded and waiting for [`Publisher::flush`].
+    pending: Vec<u8>,
 }
 
 impl Publisher {
@@ -52,14 +55,33 @@ impl Publisher {
             peer: peer.to_string(),
             auth,
             kept: GopKeeper::default(),
+            pending: Vec::with_capacity(64 << 10),
         }
     }
 
-    /// Writes `frames` (whole DTSC frames) to the buffer. When the buffer died, reattaches
-    /// to a new one (header and GOP first) and writes them there. Errors: no new buffer
-    /// within 3 s, or the new one failed too.
+    /// Writes `frames` (whole DTSC frames as bytes) to the buffer, noting the header and
+    /// GOP from them. When the buffer died, reattaches to a new one (header and GOP first)
+    /// and writes them there. Errors: no new buffer within 3 s, or the new one failed too.
     pub fn write(&mut self, frames: &[u8]) -> Result<()> {
         self.kept.keep(frames);
+        self.send(frames)
+    }
+
+    /// Writes the frames handed as values since the last flush ([`FrameSink`]); errors as
+    /// [`Publisher::write`].
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let frames = std::mem::take(&mut self.pending);
+        let r = self.send(&frames);
+        self.pending = frames;
+        self.pending.clear();
+        r
+    }
+
+    /// Sends frames the GOP keeper has already seen, reattaching when the buffer died.
+    fn send(&mut self, frames: &[u8]) -> Result<()> {
         let Err(e) = self.attached.sock.write_all(frames) else {
             return Ok(());
         };
@@ -81,6 +103,24 @@ impl Publisher {
             again.len()
         );
         Ok(())
+    }
+}
+
+/// Frames as values: each is encoded once into the pending bytes, and the GOP keeper takes
+/// the track and keyframe from the value, parsing nothing. [`Publisher::flush`] sends them.
+impl FrameSink for Publisher {
+    fn header(&mut self, h: &Header) {
+        let at = self.pending.len();
+        wire::write_header(h, &mut self.pending);
+        self.kept
+            .keep_header(h, self.pending.get(at..).unwrap_or_default());
+    }
+
+    fn packet(&mut self, p: &PacketRef) {
+        let at = self.pending.len();
+        wire::write_packet(p, &mut self.pending);
+        self.kept
+            .keep_packet(p, self.pending.get(at..).unwrap_or_default());
     }
 }
 

@@ -19,7 +19,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use dtsc::wire::{self, Frame, Header, Value};
+use dtsc::wire::{self, Frame, FrameSink, Header, Value};
 use dtsc::{PacketRef, Track};
 
 use crate::core::control::{self, OpenError, PushAuth};
@@ -126,13 +126,13 @@ pub struct PushIngest {
 }
 
 impl PushIngest {
-    /// Takes every whole frame from the front of `buf`: frames for the buffer are appended
-    /// to `frames`, answers to `replies`. Errors: a header that does not parse, bytes that
+    /// Takes every whole frame from the front of `buf`: headers and packets for the buffer go
+    /// to `frames` as values (each frame is parsed here once), answers to `replies`. Errors: a header that does not parse, bytes that
     /// are not DTSC, or an unfinished frame over [`MAX_PUSH_FRAME`] bytes.
     pub fn feed(
         &mut self,
         buf: &mut Vec<u8>,
-        frames: &mut Vec<u8>,
+        frames: &mut impl FrameSink,
         replies: &mut Vec<u8>,
     ) -> Result<()> {
         let mut at = 0;
@@ -142,17 +142,16 @@ impl PushIngest {
             };
             match wire::parse_frame(rest) {
                 Ok(Some((f, used))) => {
-                    let bytes = rest.get(..used).unwrap_or_default();
                     match f {
                         Frame::Header(v) => match Header::from_value(&v) {
-                            Ok(_) => {
+                            Ok(h) => {
                                 self.header_seen = true;
-                                frames.extend_from_slice(bytes);
+                                frames.header(&h);
                             }
                             Err(e) => break Err(anyhow!("bad header: {e}")),
                         },
-                        Frame::Packet(_) if self.header_seen => {
-                            frames.extend_from_slice(bytes);
+                        Frame::Packet(p) if self.header_seen => {
+                            frames.packet(&p);
                             self.packets += 1;
                         }
                         Frame::Command(v) if cmd_of(&v) == "ping" => command("ok", &[], replies),
@@ -349,10 +348,9 @@ fn push(
     sock.set_read_timeout(Some(PUSH_SILENCE))?;
     let mut chunk = vec![0u8; 64 << 10];
     let mut ingest = PushIngest::default();
-    let mut frames = Vec::new();
     let mut replies = Vec::new();
     loop {
-        if let Err(e) = ingest.feed(&mut buf, &mut frames, &mut replies) {
+        if let Err(e) = ingest.feed(&mut buf, &mut publisher, &mut replies) {
             send_error(&mut sock, &format!("{e}"));
             bail!("{peer}: push {stream}: {e}");
         }
@@ -360,10 +358,7 @@ fn push(
             sock.write_all(&replies)?;
             replies.clear();
         }
-        if !frames.is_empty() {
-            publisher.write(&frames)?;
-            frames.clear();
-        }
+        publisher.flush()?;
         ipc::sessions::update(Some(&sock), false);
         match sock.read(&mut chunk) {
             Ok(0) => {

@@ -187,7 +187,6 @@ fn publish(
     // An encoder that stops sending for this long is gone.
     sock.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut ingest = FlvToDtsc::new();
-    let mut frames = Vec::with_capacity(256 << 10);
     loop {
         // Events first: the session may hold media that came with the publish command.
         let mut done = false;
@@ -203,7 +202,7 @@ fn publish(
                         MediaKind::Video => TagKind::Video,
                         MediaKind::Data => TagKind::Script,
                     };
-                    if let Err(e) = ingest.push_tag(tag, timestamp, &payload, &mut frames) {
+                    if let Err(e) = ingest.push_tag(tag, timestamp, &payload, &mut publisher) {
                         crate::log!(PROTO, "{peer}: {stream}: dropped a message: {e}");
                     }
                 }
@@ -213,10 +212,7 @@ fn publish(
                 _ => {}
             }
         }
-        if !frames.is_empty() {
-            publisher.write(&frames)?;
-            frames.clear();
-        }
+        publisher.flush()?;
         if done {
             publisher.finish();
             break;

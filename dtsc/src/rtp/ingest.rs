@@ -10,6 +10,7 @@
 //! bytes in and writes the DTP2 frames it gets out.
 
 use crate::rtp;
+use crate::wire::FrameSink;
 use crate::{Codec, PacketRef, Track};
 
 /// Access units held per video track to give them decode times (`rtp::DtsFromPts`).
@@ -317,7 +318,7 @@ fn queue_units(t: &mut RecvTrack, units: Vec<(u64, i64, bool, Vec<u8>)>, queue: 
 /// Writes the queued packets up to DTS `upto` (all with `None`) to `frames`, in DTS order:
 /// the buffer's packet order must follow decode time across tracks (a keyframe opens the
 /// window, and audio queued before it would fall outside).
-fn release(queue: &mut Vec<Unit>, upto: Option<u64>, frames: &mut Vec<u8>) {
+fn release(queue: &mut Vec<Unit>, upto: Option<u64>, frames: &mut impl FrameSink) {
     queue.sort_by_key(|u| (u.0, u.1));
     let n = match upto {
         Some(w) => queue.iter().take_while(|u| u.0 <= w).count(),
@@ -332,7 +333,7 @@ fn release(queue: &mut Vec<Unit>, upto: Option<u64>, frames: &mut Vec<u8>) {
             bpos: 0,
             data: &data,
         };
-        crate::wire::write_packet(&p, frames);
+        frames.packet(&p);
     }
 }
 
@@ -397,7 +398,7 @@ impl RtpIngest {
         &mut self,
         i: usize,
         bytes: &[u8],
-        frames: &mut Vec<u8>,
+        frames: &mut impl FrameSink,
     ) -> Result<bool, rtp::RtpError> {
         let Some(t) = self.tracks.get_mut(i) else {
             return Ok(false);
@@ -428,19 +429,19 @@ impl RtpIngest {
         r.map(|_| changed)
     }
 
-    /// The DTSC header of the tracks (as a DTP2 header frame) appended to `out`.
-    pub fn header(&self, out: &mut Vec<u8>) {
+    /// The DTSC header of the tracks, handed to `out`.
+    pub fn header(&self, out: &mut impl FrameSink) {
         let h = crate::wire::Header {
             live: true,
             unixzero: None,
             tracks: self.tracks.iter().map(|t| t.track.clone()).collect(),
         };
-        crate::wire::write_header(&h, out);
+        out.header(&h);
     }
 
     /// What the depacketizers and reorder windows still hold, written to `frames`: at the
     /// end of the session, or when the sender went quiet (the session may then go on).
-    pub fn finish(&mut self, frames: &mut Vec<u8>) {
+    pub fn finish(&mut self, frames: &mut impl FrameSink) {
         for t in &mut self.tracks {
             t.depay.flush();
             drain(t, &mut self.queue, &mut self.base, self.start);
