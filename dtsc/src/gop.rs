@@ -1,9 +1,11 @@
-//! A publisher's current GOP, kept so that a new buffer can start with it (sans-IO): fed
-//! the DTSC frames a publisher writes, it keeps the last `DTSC` header and the `DTP2`
-//! frames since the newest video keyframe, and gives them back as the bytes a new buffer
-//! gets first (`connectors::core::publisher`).
+//! A publisher's current GOP, kept so that a new buffer can start with it (sans-IO): told
+//! each frame a publisher writes, as its value and its bytes (nothing is parsed), it keeps
+//! the last `DTSC` header and the `DTP2` frames since the newest video keyframe, and gives
+//! them back as the bytes a new buffer gets first (`connectors::core::publisher`).
 
-use crate::wire::{self, Frame, Header};
+#[cfg(test)]
+use crate::wire;
+use crate::wire::Header;
 use crate::{PacketRef, TrackKind};
 
 /// Most bytes of GOP kept for a new buffer (a longer GOP is not kept: the new buffer then
@@ -65,28 +67,6 @@ impl GopKeeper {
             }
         }
     }
-
-    /// Notes the header and the GOP from `frames`, whole frames as bytes (a partial frame at
-    /// the end is ignored), for producers that hand bytes ([`GopKeeper::keep_header`] and
-    /// [`GopKeeper::keep_packet`] take values and parse nothing).
-    pub fn keep(&mut self, mut frames: &[u8]) {
-        while let Ok(Some((frame, len))) = wire::parse_frame(frames) {
-            let bytes = frames.get(..len).unwrap_or_default();
-            match frame {
-                Frame::Header(v) => match Header::from_value(&v) {
-                    Ok(h) => self.keep_header(&h, bytes),
-                    Err(_) => {
-                        self.header = bytes.to_vec();
-                        self.video.clear();
-                        self.gop.clear();
-                    }
-                },
-                Frame::Packet(p) => self.keep_packet(&p, bytes),
-                _ => {}
-            }
-            frames = frames.get(len..).unwrap_or_default();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -94,7 +74,8 @@ mod tests {
     use super::*;
     use crate::{Codec, Track};
 
-    fn packet(track: u32, dts: u64, keyframe: bool, out: &mut Vec<u8>) {
+    /// Hands `p` to `k` as the publisher does: encoded once, kept from the value.
+    fn packet(k: &mut GopKeeper, track: u32, dts: u64, keyframe: bool) -> Vec<u8> {
         let p = PacketRef {
             track,
             dts,
@@ -103,83 +84,49 @@ mod tests {
             bpos: 0,
             data: &[1, 2, 3],
         };
-        wire::write_packet(&p, out);
+        let mut bytes = Vec::new();
+        wire::write_packet(&p, &mut bytes);
+        k.keep_packet(&p, &bytes);
+        bytes
     }
 
     #[test]
     fn the_gop_starts_at_the_newest_video_keyframe() {
-        let mut p = GopKeeper::default();
+        let mut k = GopKeeper::default();
         let mut v = Track::new(1, TrackKind::Video, Codec::H264);
         v.init = vec![1];
         let a = Track::new(2, TrackKind::Audio, Codec::Aac);
-        let mut frames = Vec::new();
-        wire::write_header(
-            &Header {
-                live: true,
-                unixzero: None,
-                tracks: vec![v, a],
-            },
-            &mut frames,
-        );
-        packet(2, 0, true, &mut frames); // audio before the first keyframe: not kept
-        packet(1, 0, true, &mut frames);
-        packet(2, 20, true, &mut frames);
-        packet(1, 40, false, &mut frames);
-        p.keep(&frames);
-        assert_eq!(p.video, [1]);
-        let mut want = Vec::new();
-        packet(1, 0, true, &mut want);
-        packet(2, 20, true, &mut want);
-        packet(1, 40, false, &mut want);
-        assert_eq!(p.gop, want);
-        // The next keyframe starts the GOP again.
-        let mut more = Vec::new();
-        packet(1, 2000, true, &mut more);
-        p.keep(&more);
-        assert_eq!(p.gop, more);
-        assert!(p.replay().starts_with(&p.header) && p.replay().ends_with(&more));
-    }
-
-    /// A sink that keeps from values (as the publisher does) and one that parses the same
-    /// frames' bytes keep the same header and GOP.
-    #[test]
-    fn values_and_bytes_keep_the_same_gop() {
-        struct Sink(Vec<u8>, GopKeeper);
-        impl wire::FrameSink for Sink {
-            fn header(&mut self, h: &Header) {
-                let at = self.0.len();
-                wire::write_header(h, &mut self.0);
-                self.1.keep_header(h, &self.0[at..]);
-            }
-            fn packet(&mut self, p: &PacketRef) {
-                let at = self.0.len();
-                wire::write_packet(p, &mut self.0);
-                self.1.keep_packet(p, &self.0[at..]);
-            }
-        }
-        let mut v = Track::new(1, TrackKind::Video, Codec::H264);
-        v.init = vec![1];
         let h = Header {
             live: true,
             unixzero: None,
-            tracks: vec![v, Track::new(2, TrackKind::Audio, Codec::Aac)],
+            tracks: vec![v, a],
         };
-        let mut sink = Sink(Vec::new(), GopKeeper::default());
-        wire::FrameSink::header(&mut sink, &h);
-        for (track, dts, key) in [(2, 0, true), (1, 0, true), (2, 20, true), (1, 40, false)] {
-            let p = PacketRef {
-                track,
-                dts,
-                offset: 0,
-                keyframe: key,
-                bpos: 0,
-                data: &[7; 5],
-            };
-            wire::FrameSink::packet(&mut sink, &p);
-        }
-        let mut parsed = GopKeeper::default();
-        parsed.keep(&sink.0);
-        assert_eq!(sink.1.replay(), parsed.replay());
-        assert!(!sink.1.gop.is_empty());
+        let mut header = Vec::new();
+        wire::write_header(&h, &mut header);
+        k.keep_header(&h, &header);
+        packet(&mut k, 2, 0, true); // audio before the first keyframe: not kept
+        let mut want = packet(&mut k, 1, 0, true);
+        want.extend(packet(&mut k, 2, 20, true));
+        want.extend(packet(&mut k, 1, 40, false));
+        assert_eq!(k.video, [1]);
+        assert_eq!(k.gop, want);
+        // The next keyframe starts the GOP again.
+        let more = packet(&mut k, 1, 2000, true);
+        assert_eq!(k.gop, more);
+        assert!(k.replay().starts_with(&header) && k.replay().ends_with(&more));
+    }
+
+    #[test]
+    fn audio_only_keeps_no_gop() {
+        let mut k = GopKeeper::default();
+        let h = Header {
+            live: true,
+            unixzero: None,
+            tracks: vec![Track::new(2, TrackKind::Audio, Codec::Aac)],
+        };
+        k.keep_header(&h, b"header");
+        packet(&mut k, 2, 0, true);
+        assert!(k.gop.is_empty());
+        assert_eq!(k.replay(), b"header");
     }
 }

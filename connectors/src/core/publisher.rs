@@ -59,16 +59,9 @@ impl Publisher {
         }
     }
 
-    /// Writes `frames` (whole DTSC frames as bytes) to the buffer, noting the header and
-    /// GOP from them. When the buffer died, reattaches to a new one (header and GOP first)
-    /// and writes them there. Errors: no new buffer within 3 s, or the new one failed too.
-    pub fn write(&mut self, frames: &[u8]) -> Result<()> {
-        self.kept.keep(frames);
-        self.send(frames)
-    }
-
-    /// Writes the frames handed as values since the last flush ([`FrameSink`]); errors as
-    /// [`Publisher::write`].
+    /// Writes the frames handed as values since the last flush ([`FrameSink`]) to the
+    /// buffer. When the buffer died, reattaches to a new one (header and GOP first) and
+    /// writes them there. Errors: no new buffer within 3 s, or the new one failed too.
     pub fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());

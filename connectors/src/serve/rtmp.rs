@@ -172,7 +172,7 @@ fn publish(
     };
     session.accept_publish()?;
     flush(&mut sock, &mut session)?;
-    // A buffer that dies is replaced under the publisher (`Publisher::write`).
+    // A buffer that dies is replaced under the publisher (`Publisher::flush`).
     let mut publisher = Publisher::new(
         PROTO,
         attached,

@@ -170,7 +170,7 @@ pub(super) fn announce(
 impl Record {
     /// An interleaved frame (or a datagram) on `channel`: RTP for a track, or its RTCP.
     /// Writes a new header first when a track got new init data.
-    fn data(&mut self, channel: u8, bytes: &[u8], frames: &mut Vec<u8>, peer: &str) {
+    fn data(&mut self, channel: u8, bytes: &[u8], peer: &str) {
         let Some((i, is_rtcp)) = self.ingest.track_on(channel) else {
             // Data on a channel no SETUP named: dropped, and named once in the log.
             self.stray += 1;
@@ -187,7 +187,7 @@ impl Record {
             self.ingest.rtcp(i, bytes);
             return;
         }
-        match self.ingest.rtp(i, bytes, frames) {
+        match self.ingest.rtp(i, bytes, &mut self.publisher) {
             Ok(_) => {}
             Err(e) => {
                 let t = &self.ingest.tracks[i];
@@ -206,7 +206,6 @@ impl Record {
         sock: &mut TcpStream,
         chunk: &mut [u8],
         buf: &mut Vec<u8>,
-        frames: &mut Vec<u8>,
         stopping: bool,
         peer: &str,
     ) -> Result<bool> {
@@ -258,7 +257,7 @@ impl Record {
             }
         }
         for (ch, bytes) in got {
-            self.data(ch, &bytes, frames, peer);
+            self.data(ch, &bytes, peer);
         }
         loop {
             match sock.read(chunk) {
@@ -276,8 +275,7 @@ impl Record {
         set_process_name("RTSP publish");
         crate::log!(PROTO, "{peer} publishes {}", self.stream);
         sock.set_read_timeout(Some(Duration::from_secs(TIMEOUT_S)))?;
-        let mut frames = Vec::new();
-        self.ingest.header(&mut frames);
+        self.ingest.header(&mut self.publisher);
         let mut chunk = vec![0u8; 64 << 10];
         let mut end = false;
         let mut stopping = false;
@@ -291,7 +289,7 @@ impl Record {
                         let ch = d.channel_id();
                         let bytes = d.as_slice().to_vec();
                         buf.drain(..used);
-                        self.data(ch, &bytes, &mut frames, peer);
+                        self.data(ch, &bytes, peer);
                     }
                     Ok((Message::Request(req), used)) => {
                         buf.drain(..used);
@@ -332,22 +330,18 @@ impl Record {
                     }
                 }
             }
-            if !frames.is_empty() {
-                self.publisher.write(&frames)?;
-                frames.clear();
-            }
+            self.publisher.flush()?;
             if end || last {
                 break;
             }
             // The bytes that came with the connection's end are parsed before stopping.
             last = !self
-                .wait(&mut sock, &mut chunk, &mut buf, &mut frames, stopping, peer)
+                .wait(&mut sock, &mut chunk, &mut buf, stopping, peer)
                 .unwrap_or(false);
         }
         // The end: what the depacketizers and reorder windows still hold.
-        let mut media = Vec::new();
-        self.ingest.finish(&mut media);
-        let _ = self.publisher.write(&media);
+        self.ingest.finish(&mut self.publisher);
+        let _ = self.publisher.flush();
         if stopping {
             // TEARDOWN: the encoder meant to stop.
             self.publisher.finish();
