@@ -94,6 +94,48 @@ pub struct ContainerDemux {
     fmp4_header: bool,
 }
 
+/// Why a container session cannot go on: what was wrong and where, in the upstream's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DemuxError {
+    /// The fMP4 init segment does not read.
+    #[error("the init segment: {0}")]
+    Init(String),
+    /// A media segment came before any init segment.
+    #[error("a media segment before its init segment")]
+    NoInit,
+    /// An fMP4 media segment does not read.
+    #[error("a media segment: {0}")]
+    Segment(String),
+    /// A DTSC header that does not read.
+    #[error("header: {0}")]
+    Header(String),
+    /// The upstream DTSC connector answered `error`.
+    #[error("the upstream refused: {0}")]
+    Refused(String),
+    /// Bytes that are not DTSC, at this offset of the session's pending input.
+    #[error("DTSC at byte {at}: {why}")]
+    Dtsc {
+        /// Byte offset.
+        at: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// An FLV tag announced larger than the demuxer waits for.
+    #[error("an FLV tag over {0} bytes")]
+    FlvTooLarge(usize),
+    /// Not an FLV file header.
+    #[error("not FLV: {0}")]
+    NotFlv(String),
+    /// A broken FLV tag at this offset.
+    #[error("FLV tag at byte {at}: {why}")]
+    Flv {
+        /// Byte offset.
+        at: usize,
+        /// What is wrong.
+        why: String,
+    },
+}
+
 /// Most bytes of an FLV tag waited for (a larger announced size is garbage).
 const MAX_PENDING: usize = 16 << 20;
 
@@ -140,9 +182,9 @@ impl ContainerDemux {
     /// `#EXT-X-MAP`); the tracks' header goes out before the next segment's packets when
     /// they differ from the last init segment's. Errors: not an init segment Sluice can
     /// read (no `moov`, no track it carries).
-    pub fn set_init(&mut self, init: &[u8]) -> std::result::Result<(), String> {
+    pub fn set_init(&mut self, init: &[u8]) -> std::result::Result<(), DemuxError> {
         let f = crate::mp4demux::Fragmented::read_init(init)
-            .map_err(|e| format!("the init segment: {e}"))?;
+            .map_err(|e| DemuxError::Init(e.to_string()))?;
         if self.fmp4.as_ref().is_none_or(|old| old.tracks != f.tracks) {
             self.fmp4_header = true;
         }
@@ -155,7 +197,11 @@ impl ContainerDemux {
     /// `frames`. Errors: the bytes are not of this container (an FLV without its signature,
     /// a tag that cannot be framed); the session should end. TS garbage is skipped to the
     /// next sync byte instead (counted in the demuxer's stats).
-    pub fn push(&mut self, bytes: &[u8], frames: &mut Vec<u8>) -> std::result::Result<(), String> {
+    pub fn push(
+        &mut self,
+        bytes: &[u8],
+        frames: &mut Vec<u8>,
+    ) -> std::result::Result<(), DemuxError> {
         match self.container {
             Container::Ts => {
                 self.ts.push(bytes, &mut self.events);
@@ -179,13 +225,13 @@ impl ContainerDemux {
         &mut self,
         bytes: &[u8],
         frames: &mut Vec<u8>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), DemuxError> {
         let Some(f) = &self.fmp4 else {
-            return Err("a media segment before its init segment".into());
+            return Err(DemuxError::NoInit);
         };
         let mut packets = Vec::new();
         f.read_segment(&bytes::Bytes::copy_from_slice(bytes), &mut packets)
-            .map_err(|e| format!("a media segment: {e}"))?;
+            .map_err(|e| DemuxError::Segment(e.to_string()))?;
         if std::mem::take(&mut self.fmp4_header) {
             Self::header(&f.tracks, frames);
         }
@@ -198,7 +244,7 @@ impl ContainerDemux {
         Ok(())
     }
 
-    fn drain_dtsc(&mut self, frames: &mut Vec<u8>) -> std::result::Result<(), String> {
+    fn drain_dtsc(&mut self, frames: &mut Vec<u8>) -> std::result::Result<(), DemuxError> {
         let mut pending = std::mem::take(&mut self.pending);
         let r = self.dtsc_frames(&pending, frames);
         pending.drain(..r.as_ref().map_or(0, |&n| n));
@@ -211,14 +257,15 @@ impl ContainerDemux {
         &mut self,
         bytes: &[u8],
         frames: &mut Vec<u8>,
-    ) -> std::result::Result<usize, String> {
+    ) -> std::result::Result<usize, DemuxError> {
         let mut at = 0;
         loop {
             match wire::parse_frame(&bytes[at..]) {
                 Ok(Some((f, used))) => {
                     match f {
                         wire::Frame::Header(v) => {
-                            let h = Header::from_value(&v).map_err(|e| format!("header: {e}"))?;
+                            let h = Header::from_value(&v)
+                                .map_err(|e| DemuxError::Header(e.to_string()))?;
                             if self.offset.is_none() {
                                 // The session's first header: the same upstream timeline?
                                 self.same = self.prev.offset.is_some()
@@ -240,7 +287,7 @@ impl ContainerDemux {
                         wire::Frame::Command(v) => {
                             if v.get("cmd").and_then(|c| c.as_str()) == Some("error") {
                                 let msg = v.get("msg").and_then(|m| m.as_str()).unwrap_or("");
-                                return Err(format!("the upstream refused: {msg}"));
+                                return Err(DemuxError::Refused(msg.to_string()));
                             }
                         }
                         wire::Frame::LegacyPacket(_) => self.bad_tags += 1,
@@ -248,7 +295,12 @@ impl ContainerDemux {
                     at += used;
                 }
                 Ok(None) => break,
-                Err(e) => return Err(format!("DTSC at byte {at}: {e}")),
+                Err(e) => {
+                    return Err(DemuxError::Dtsc {
+                        at,
+                        why: e.to_string(),
+                    })
+                }
             }
         }
         Ok(at)
@@ -351,7 +403,7 @@ impl ContainerDemux {
         self.events.clear();
     }
 
-    fn drain_flv(&mut self, frames: &mut Vec<u8>) -> std::result::Result<(), String> {
+    fn drain_flv(&mut self, frames: &mut Vec<u8>) -> std::result::Result<(), DemuxError> {
         let mut pending = std::mem::take(&mut self.pending);
         let r = self.flv_tags(&pending, frames);
         if let Ok(used) = r {
@@ -359,9 +411,7 @@ impl ContainerDemux {
         }
         self.pending = pending;
         match r {
-            Ok(_) if self.pending.len() > MAX_PENDING => {
-                Err(format!("an FLV tag over {MAX_PENDING} bytes"))
-            }
+            Ok(_) if self.pending.len() > MAX_PENDING => Err(DemuxError::FlvTooLarge(MAX_PENDING)),
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         }
@@ -373,7 +423,7 @@ impl ContainerDemux {
         &mut self,
         bytes: &[u8],
         frames: &mut Vec<u8>,
-    ) -> std::result::Result<usize, String> {
+    ) -> std::result::Result<usize, DemuxError> {
         let mut at = 0;
         if !self.flv_body {
             match flv::parse_file_header(bytes) {
@@ -382,14 +432,19 @@ impl ContainerDemux {
                     self.flv_body = true;
                 }
                 Ok(None) => return Ok(0),
-                Err(e) => return Err(format!("not FLV: {e}")),
+                Err(e) => return Err(DemuxError::NotFlv(e.to_string())),
             }
         }
         loop {
             let tag = match flv::parse_tag(&bytes[at..]) {
                 Ok(Some(t)) => t,
                 Ok(None) => break,
-                Err(e) => return Err(format!("FLV tag at byte {at}: {e}")),
+                Err(e) => {
+                    return Err(DemuxError::Flv {
+                        at,
+                        why: e.to_string(),
+                    })
+                }
             };
             let ((kind, ts, body), used) = ((tag.0.kind, tag.0.timestamp, tag.0.body), tag.1);
             self.push_tag(kind, u64::from(ts), body, frames);
