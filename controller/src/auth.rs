@@ -46,12 +46,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `n` random bytes from the kernel (`/dev/urandom`), as `2 * n` lowercase hex digits.
-/// Bytes it could not read are left zero.
+/// `n` random bytes from the kernel (`ipc::process::random_bytes`), as `2 * n` lowercase
+/// hex digits: the API's challenge secret, its tokens, trigger session ids. Without the
+/// kernel's randomness the controller stops (logging why) rather than hand out secrets an
+/// attacker could guess.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut buf);
+    if let Err(e) = ipc::process::random_bytes(&mut buf) {
+        crate::logs::controller(&format!(
+            "no random bytes from the kernel ({e}): stopping rather than making guessable secrets"
+        ));
+        std::process::exit(1);
     }
     hex(&buf)
 }

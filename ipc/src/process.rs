@@ -1,5 +1,5 @@
-//! Process helpers every Sluice process uses: its name as `ps` and `top` show it, and
-//! SIGTERM/SIGINT turned into a flag its loop checks.
+//! Process helpers every Sluice process uses: its name as `ps` and `top` show it,
+//! SIGTERM/SIGINT turned into a flag its loop checks, and random bytes from the kernel.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -33,4 +33,36 @@ pub fn install_term_handler() -> &'static AtomicBool {
         let _ = sigaction(Signal::SIGINT, &act);
     }
     &TERM
+}
+
+/// Fills `buf` with random bytes from the kernel (`getrandom(2)`, which waits until the
+/// kernel's pool is ready and never reads a file that could be missing). Errors: the system
+/// call failed (its errno); `buf` then holds no secret and must not be used as one.
+pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        // SAFETY: `rest` is writable for `rest.len()` bytes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n > 0 {
+            filled += n as usize;
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_bytes_are_filled_and_differ() {
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        super::random_bytes(&mut a).unwrap();
+        super::random_bytes(&mut b).unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, [0u8; 32]);
+    }
 }

@@ -227,10 +227,7 @@ pub fn challenge(nonce: &str, stale: bool) -> String {
 /// (a nonce must be unpredictable to nobody but its connection, which alone accepts it).
 pub fn random_bytes() -> [u8; NONCE_BYTES] {
     let mut b = [0u8; NONCE_BYTES];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_ok();
-    if !ok {
+    if ipc::process::random_bytes(&mut b).is_err() {
         let s = crate::seed();
         b[..8].copy_from_slice(&s.to_le_bytes());
         b[8..].copy_from_slice(
