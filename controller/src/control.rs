@@ -16,11 +16,7 @@ use crate::triggers;
 /// Binds `RUNDIR/controller.sock` and serves it on a thread (one short-lived thread per
 /// request). Errors: another controller answers on that socket, or it cannot be bound.
 pub fn start(st: Arc<Mutex<State>>) -> Result<()> {
-    let path = st
-        .lock()
-        .expect("state lock")
-        .rundir
-        .join("controller.sock");
+    let path = State::lock(&st).rundir.join("controller.sock");
     if UnixStream::connect(&path).is_ok() {
         anyhow::bail!(
             "another Sluice controller answers on {}; use another --rundir",
@@ -64,7 +60,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
     };
     let open = match req {
         ControlRequest::Report(r) => {
-            st.lock().expect("state lock").report(&r);
+            State::lock(&st).report(&r);
             return reply(&sock, ControlReply::Ok);
         }
         ControlRequest::Open(open) => open,
@@ -99,7 +95,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
     // Only the triggers are needed here: not a copy of the whole config per open (every HLS
     // segment request opens its stream).
     let cfg = {
-        let g = st.lock().expect("state lock");
+        let g = State::lock(&st);
         match g.cfg.pointer("/config/triggers") {
             Some(t) => serde_json::json!({"config": {"triggers": t}}),
             None => serde_json::Value::Null,
@@ -181,7 +177,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             addr: addr.clone(),
             connector: connector.clone(),
         };
-        let known = st.lock().expect("state lock").opening.user_ok(&key);
+        let known = State::lock(&st).opening.user_ok(&key);
         if !known {
             let payload = [
                 stream.clone(),
@@ -196,26 +192,20 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
                     return refuse(&stream, "refused by the USER_NEW trigger".into());
                 }
             }
-            st.lock().expect("state lock").opening.remember_user(key);
+            State::lock(&st).opening.remember_user(key);
         }
     }
     // STREAM_SOURCE: the source of a stream whose buffer is about to start may be rewritten
     // (an empty answer keeps the configured one).
     if !triggers::handlers(&cfg, "STREAM_SOURCE", Some(&stream)).is_empty() {
-        let running = st
-            .lock()
-            .expect("state lock")
-            .procs
-            .buffers
-            .contains_key(&stream);
+        let running = State::lock(&st).procs.buffers.contains_key(&stream);
         if !running {
             if let Some(a) = triggers::ask(&cfg, "STREAM_SOURCE", Some(&stream), &[stream.clone()])
             {
                 let a = a.trim().to_string();
                 if !a.is_empty() && !a.chars().any(|c| c.is_control()) {
                     crate::logs::controller(&format!("STREAM_SOURCE: {stream} from {a}"));
-                    st.lock()
-                        .expect("state lock")
+                    State::lock(&st)
                         .opening
                         .source_rewrites
                         .insert(stream.clone(), a);
@@ -224,7 +214,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
         }
     }
     let (mut opened, mut real) = {
-        let mut g = st.lock().expect("state lock");
+        let mut g = State::lock(&st);
         let real = push
             .then(|| config::stream_of_key(&g.cfg, &stream))
             .flatten()
@@ -246,12 +236,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
         ) {
             if a != stream && config::valid_stream_name(&a) {
                 crate::logs::controller(&format!("DEFAULT_STREAM: {stream} plays {a}"));
-                opened = st.lock().expect("state lock").open_stream(
-                    &a,
-                    false,
-                    &addr,
-                    config::Credential::None,
-                );
+                opened = State::lock(&st).open_stream(&a, false, &addr, config::Credential::None);
                 real = a;
             }
         }
@@ -263,7 +248,7 @@ fn serve(sock: UnixStream, st: Arc<Mutex<State>>) -> Result<()> {
             {
                 // A buffer that fails at once (its file source is missing, unreadable or of
                 // an unknown format) leaves its reason beside the socket: the viewer gets it.
-                let rundir = st.lock().expect("state lock").rundir.clone();
+                let rundir = State::lock(&st).rundir.clone();
                 let error = buffer::error_path(&rundir, &real);
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while !socket.exists() && Instant::now() < deadline {
@@ -335,7 +320,7 @@ pub fn hide_paths(text: &str, dir: Option<&str>) -> String {
 
 /// The folder of a stream's configured file source (the source itself when it is a folder).
 fn source_dir(st: &Mutex<State>, stream: &str) -> Option<String> {
-    let g = st.lock().expect("state lock");
+    let g = State::lock(st);
     let v = config::find_stream(&g.cfg, stream)?;
     let src = std::path::Path::new(v.get("source")?.as_str()?);
     let dir = if src.is_dir() { src } else { src.parent()? };

@@ -413,9 +413,7 @@ fn run_controller(
     // The API port first: a second Sluice with the same config fails here, before it could
     // touch the first one's sockets.
     api::start(st.clone(), &api_iface, api_port)?;
-    // The state lock is poisoned only if a controller thread panicked holding it; no
-    // client's bytes are parsed under it (the same `expect` as everywhere in the controller).
-    if let Some(tls) = config::api_tls(&st.lock().expect("state lock").cfg) {
+    if let Some(tls) = config::api_tls(&state::State::lock(&st).cfg) {
         api::start_tls(&api_iface, tls.port, api_port, tls.files)?;
     }
     // Segments cached by an earlier server in this folder are not served again.
@@ -423,19 +421,19 @@ fn run_controller(
         .with_context(|| format!("clearing the segment cache in {}", rundir.display()))?;
     control::start(st.clone())?;
     // What an earlier controller left running (the angel restarted this one) is taken over.
-    st.lock().expect("state lock").adopt();
+    state::State::lock(&st).adopt();
     crate::logs::controller(&format!(
         "API on http://{api_iface}:{api_port}/api, sockets in {}",
         rundir.display()
     ));
     install_hup_handler();
     {
-        let g = st.lock().expect("state lock");
+        let g = state::State::lock(&st);
         triggers::fire(&g.cfg, "SYSTEM_START", None, Vec::new());
     }
     while !term.load(Ordering::SeqCst) {
         if HUP.swap(false, Ordering::SeqCst) {
-            let mut g = st.lock().expect("state lock");
+            let mut g = state::State::lock(&st);
             let path = g.config_path().to_path_buf();
             match config::load_or_create(&path) {
                 Ok(v) => {
@@ -448,13 +446,13 @@ fn run_controller(
             // TLS listeners load their certificate files again (a renewal).
             g.procs.signal_tls_listeners();
         }
-        st.lock().expect("state lock").supervise();
+        state::State::lock(&st).supervise();
         std::thread::sleep(Duration::from_millis(100));
     }
     crate::logs::controller("stopping");
     {
         // SYSTEM_STOP's handlers are waited for (briefly): the process is about to end.
-        let cfg = st.lock().expect("state lock").cfg.clone();
+        let cfg = state::State::lock(&st).cfg.clone();
         for h in triggers::handlers(&cfg, "SYSTEM_STOP", None) {
             let _ = triggers::call(
                 &h,
@@ -464,6 +462,6 @@ fn run_controller(
             );
         }
     }
-    st.lock().expect("state lock").shutdown();
+    state::State::lock(&st).shutdown();
     Ok(())
 }

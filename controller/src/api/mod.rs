@@ -222,7 +222,7 @@ fn serve(st: &Arc<Mutex<State>>, secret: &str, iface: &str, req: &mut tiny_http:
     let site = {
         // Poisoned only by a panic of another controller thread under the lock; the request
         // is not parsed under it.
-        let g = st.lock().expect("state lock");
+        let g = State::lock(st);
         guard::Site::from_config(iface, &g.cfg)
     };
     let checked = guard::check(
@@ -286,7 +286,7 @@ fn serve(st: &Arc<Mutex<State>>, secret: &str, iface: &str, req: &mut tiny_http:
             return reply;
         }
     }
-    let mut g = st.lock().expect("state lock");
+    let mut g = State::lock(st);
     let verdict = auth::check(
         &mut g.cfg,
         secret,

@@ -127,6 +127,14 @@ fn exe() -> PathBuf {
 }
 
 impl State {
+    /// Locks the state. A lock poisoned by a panicking thread is taken over, not a reason
+    /// to panic again: the release build aborts on panic, so poisoning happens in tests
+    /// only, and no client's bytes are parsed under this lock (connectors parse in their
+    /// own processes; the controller's socket and API check their input before locking).
+    pub fn lock(st: &std::sync::Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+        st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Builds the state for config `cfg` (read from `config_path`) with its sockets in
     /// `rundir`: the session table is opened (or made) there, and the listeners start on the
     /// first [`State::supervise`]. A session table that cannot be opened is logged and leaves
