@@ -62,6 +62,9 @@ pub fn drive<M: Machine>(
 ) -> Result<Stop> {
     let mut buf = vec![0u8; 64 << 10];
     let mut last: Option<usize> = None;
+    // The socket's read timeout as last set: set again only when it changes, not once a
+    // read (a quiet connection's wait is the poll interval every time).
+    let mut timeout: Option<Duration> = None;
     loop {
         let wake = loop {
             match m.poll_output() {
@@ -94,7 +97,12 @@ pub fn drive<M: Machine>(
         let wait = until
             .saturating_duration_since(now)
             .max(Duration::from_millis(1));
-        sock.set_read_timeout(Some(wait))?;
+        // Milliseconds are the socket option's grain: a wait that differs by less is the same.
+        let wait = Duration::from_millis(wait.as_millis() as u64);
+        if timeout != Some(wait) {
+            sock.set_read_timeout(Some(wait))?;
+            timeout = Some(wait);
+        }
         let got = match sock.read(&mut buf) {
             Ok(0) => return Ok(Stop::Closed),
             Ok(n) => n,
