@@ -135,6 +135,8 @@ fn element<'p>(pat: &str, el: &'p str) -> Option<Option<&'p str>> {
     let Some(at) = pat.find(['$', '*']) else {
         return (pat == el).then_some(None);
     };
+    // `pat` is one of this file's ASCII patterns (never a client's bytes): slicing it at the
+    // wildcard's byte offset is safe; the client's element is only stripped, never sliced.
     let (prefix, wild, suffix) = (&pat[..at], &pat[at..at + 1], &pat[at + 1..]);
     let middle = el.strip_prefix(prefix)?.strip_suffix(suffix)?;
     match wild {
